@@ -1,0 +1,90 @@
+"""ONNX backend API (``onnx.backend.base.Backend``) over torsh-gen's reference execution.
+
+``torsh_gen.backend.prepare(model).run(inputs)`` imports the model into the IR, checks
+it, and runs it with the ops' numpy reference kernels. It is what the ONNX conformance
+suite drives, and what users can call to execute a model without compiling it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx.backend.base import Backend, BackendRep
+
+import torsh_gen.ops  # noqa: F401  (registers the op specs)
+from torsh_gen.errors import InputError
+from torsh_gen.frontends.onnx import load_onnx
+from torsh_gen.ir.graph import Graph
+from torsh_gen.ops.execute import Executor
+
+
+class TorshGenRep(BackendRep):
+    """A prepared model: the imported Graph and an executor bound to its opsets."""
+
+    def __init__(self, graph: Graph, seed: int = 0) -> None:
+        self.graph = graph
+        self.executor = Executor(graph.info.opset_imports if graph.info else None, seed)
+        # Inputs with a default (an initializer of the same name) may be omitted.
+        self.input_names = [v.name for v in graph.inputs]
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run on a list of inputs (graph order), a dict by name, or one array."""
+        if isinstance(inputs, dict):
+            feeds = dict(inputs)
+        else:
+            if isinstance(inputs, np.ndarray):
+                inputs = [inputs]
+            inputs = list(inputs)
+            if len(inputs) > len(self.input_names):
+                raise InputError(f"got {len(inputs)} inputs, the model takes {len(self.input_names)}")
+            feeds = {name: _as_value(x) for name, x in zip(self.input_names, inputs)}
+        return tuple(self.executor.run(self.graph, feeds))
+
+
+def _as_value(x: Any) -> Any:
+    """Convert TensorProto inputs (float8/int4 test data) to arrays; keep lists (sequences)."""
+    if isinstance(x, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(x)
+    return x
+
+
+class TorshGenBackend(Backend):
+    """The ONNX Backend implementation."""
+
+    @classmethod
+    def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> TorshGenRep:
+        """Import ``model`` (ModelProto, bytes or path) and return a runnable rep."""
+        if not cls.supports_device(device):
+            raise InputError(f"device '{device}' is not supported; torsh-gen's reference backend runs on CPU")
+        graph = load_onnx(model)
+        return TorshGenRep(graph, seed=int(kwargs.get("seed", 0)))
+
+    @classmethod
+    def run_model(cls, model: Any, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple[Any, ...]:
+        """Prepare and run in one call."""
+        return cls.prepare(model, device, **kwargs).run(inputs)
+
+    @classmethod
+    def run_node(cls, node: onnx.NodeProto, inputs: Sequence[Any], device: str = "CPU", outputs_info: Any = None, **kwargs: Any) -> tuple[Any, ...]:
+        """Run a single node by wrapping it in a one-node model."""
+        arrays = [_as_value(x) for x in inputs]
+        vis = [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in zip(node.input, arrays)]
+        outs = [onnx.helper.make_value_info(n, onnx.TypeProto()) for n in node.output]
+        g = onnx.helper.make_graph([node], "node", vis, outs)
+        opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
+        model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid(node.domain, opset)])
+        return cls.run_model(model, arrays, device)
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        """Only the CPU."""
+        return device.upper().startswith("CPU")
+
+
+prepare = TorshGenBackend.prepare
+run_model = TorshGenBackend.run_model
+run_node = TorshGenBackend.run_node
+supports_device = TorshGenBackend.supports_device

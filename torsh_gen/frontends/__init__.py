@@ -1,0 +1,1 @@
+"""Frontends: model files and framework objects → IR Graph."""

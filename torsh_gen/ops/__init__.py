@@ -1,0 +1,25 @@
+"""The op registry. Importing this package registers every op family."""
+
+from torsh_gen.ops import (  # noqa: F401  (imported for their registrations)
+    activation,
+    attention,
+    control,
+    elementwise,
+    indexing,
+    linalg,
+    ml,
+    nn,
+    normalization,
+    quant,
+    random,
+    reduce,
+    rnn,
+    sequence,
+    signal,
+    tensor,
+    text,
+    training,
+)
+from torsh_gen.ops.registry import OpSpec, is_supported, lookup, op, registered_ops
+
+__all__ = ["OpSpec", "is_supported", "lookup", "op", "registered_ops"]
