@@ -1,0 +1,37 @@
+# torsh-gen developer tasks. `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORSH := $(VENV)/bin/torsh-gen
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test test-slow conformance lint format clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: setup
+	$(TORSH) inspect examples/tiny_cnn.onnx
+	$(TORSH) run examples/tiny_cnn.onnx --input-shape batch=2 --check
+	$(TORSH) convert examples/tiny_cnn.onnx -o $(VENV)/demo/tiny_cnn.torsh
+	$(TORSH) run $(VENV)/demo/tiny_cnn.torsh --input-shape batch=2 --check
+
+test: setup
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+conformance: setup
+	$(PY) -m torsh_gen.tools.conformance --failures conformance-failures.txt --json conformance-latest.json
+
+lint: setup
+	$(VENV)/bin/ruff check torsh_gen tests
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache conformance-failures.txt
