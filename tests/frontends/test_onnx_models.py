@@ -52,11 +52,19 @@ def _ort_run(model: onnx.ModelProto, feeds: dict):
     return sess.run(None, feeds)
 
 
-def _ort_or_skip(model: onnx.ModelProto, feeds: dict):
-    try:
+def _run_either(model: onnx.ModelProto, feeds: dict, use_ort: bool):
+    if use_ort:
         return _ort_run(model, feeds)
-    except Exception as e:  # onnxruntime lacks some ops these old models use
-        pytest.skip(f"onnxruntime cannot run the original: {str(e).splitlines()[0][:120]}")
+    return run_graph(load_onnx(model), feeds)
+
+
+def _ort_can_run(model: onnx.ModelProto, feeds: dict) -> bool:
+    """onnxruntime dropped the oldest opsets (e.g. Add-6) that some of these models use."""
+    try:
+        _ort_run(model, feeds)
+        return True
+    except Exception:
+        return False
 
 
 @pytest.mark.parametrize("folder", MODEL_DIRS, ids=lambda p: p.name)
@@ -73,14 +81,23 @@ def test_round_trip_through_ir_and_torsh(folder: Path, tmp_path: Path):
         if any(isinstance(x, list) for x in inputs):
             continue  # onnxruntime's Python API takes no sequence inputs
         feeds = dict(zip(names, inputs))
-        expected = _ort_or_skip(original, feeds)
+        # Compare in onnxruntime where it runs the model, else in our reference executor.
+        use_ort = _ort_can_run(original, feeds)
+        if not use_ort and "Gradient" in {n.op_type for n in original.graph.node}:
+            continue  # neither runtime executes ai.onnx.preview.training Gradient
+        expected = _run_either(original, feeds, use_ort)
         for model in (exported, via_torsh):
-            for e, o in zip(expected, _ort_run(model, feeds)):
+            for e, o in zip(expected, _run_either(model, feeds, use_ort)):
                 np.testing.assert_array_equal(o, e)
+
+
+NEEDS_AUTODIFF = {"test_gradient_of_add", "test_gradient_of_add_and_mul"}
 
 
 @pytest.mark.parametrize("folder", MODEL_DIRS, ids=lambda p: p.name)
 def test_reference_execution_matches_stored_outputs(folder: Path):
+    if folder.name in NEEDS_AUTODIFF:
+        pytest.xfail("ai.onnx.preview.training Gradient needs automatic differentiation, not implemented")
     graph = load_onnx(folder / "model.onnx")
     names = [v.name for v in graph.inputs if v.const is None]
     for inputs, expected in _data_sets(folder):

@@ -70,8 +70,19 @@ for _name, _fn, _since, _fl in [
     _unary(_name, _fn, _since, _fl)
 
 
+def legacy_broadcast(ctx: RunContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Before opset 7, ``broadcast=1`` aligned B with A starting at ``axis`` (default: the tail)."""
+    if ctx.opset >= 7 or not ctx.attrs.get("broadcast", 0) or b.ndim == 0:
+        return b
+    axis = ctx.attrs.get("axis")
+    if axis is None:
+        return b
+    axis = axis % a.ndim if a.ndim else 0
+    return b.reshape(b.shape + (1,) * (a.ndim - axis - b.ndim))
+
+
 def _binary(name: str, fn: Callable[[np.ndarray, np.ndarray], np.ndarray], since: int = 1) -> None:
-    cls = type(name, (OpSpec,), {"run": lambda self, ctx, a, b: fn(a, b)})
+    cls = type(name, (OpSpec,), {"run": lambda self, ctx, a, b: fn(a, legacy_broadcast(ctx, a, b))})
     op(name, since=since)(cls)
 
 
@@ -104,6 +115,7 @@ class Div(OpSpec):
     """Division; integers truncate toward zero as in C (numpy would floor)."""
 
     def run(self, ctx: RunContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        b = legacy_broadcast(ctx, a, b)
         if a.dtype.kind in "iu":
             q = np.trunc(a.astype(np.float64) / b.astype(np.float64))
             return q.astype(a.dtype)
@@ -117,6 +129,7 @@ class Pow(OpSpec):
     flops_per_element = 8
 
     def run(self, ctx: RunContext, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        b = legacy_broadcast(ctx, a, b)
         if a.dtype.kind in "iu":
             return np.power(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
         return np.power(a, b.astype(a.dtype)).astype(a.dtype, copy=False)

@@ -46,6 +46,7 @@ def load_onnx(source: str | os.PathLike | bytes | onnx.ModelProto, *, load_exter
         )
     model = _parse(path.read_bytes(), str(path))
     if load_external_data:
+        _check_external_files(model, path)
         try:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
         except FileNotFoundError as e:
@@ -56,6 +57,20 @@ def load_onnx(source: str | os.PathLike | bytes | onnx.ModelProto, *, load_exter
         except Exception as e:  # bad offsets, escapes outside the folder, ...
             raise ModelLoadError(f"{path}: cannot load external data: {e}") from None
     return graph_from_model(model, source_name=str(path))
+
+
+def _check_external_files(model: onnx.ModelProto, path: Path) -> None:
+    """Name the first missing external data file before onnx reports it obscurely."""
+    from onnx.external_data_helper import ExternalDataInfo, _get_all_tensors, uses_external_data
+
+    for t in _get_all_tensors(model):
+        if uses_external_data(t):
+            location = ExternalDataInfo(t).location
+            if not (path.parent / location).is_file():
+                raise ModelLoadError(
+                    f"{path}: external data file {location!r} (tensor '{t.name}') not found; "
+                    "keep the model's data files beside it"
+                )
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:
