@@ -143,3 +143,21 @@ def test_real_subprocess_entry_point(tmp_path: Path):
     assert json.loads(r.stdout)["ops"]["Gemm"] == 1
     r = subprocess.run([*cmd, "run", str(tmp_path / "none.onnx")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no such file" in r.stderr
+
+
+def test_absurd_shapes_are_refused_without_allocating(capsys, tmp_path: Path):
+    import onnx
+    from onnx import helper
+
+    from tests.conftest import make_model, tensor_info
+
+    shape = onnx.numpy_helper.from_array(np.array([100000, 100000, 100000], np.int64), "shape")
+    node = helper.make_node("ConstantOfShape", ["shape"], ["big"], name="huge")
+    add = helper.make_node("Add", ["big", "x"], ["y"])
+    model = make_model([node, add], [tensor_info("x", [1])], [tensor_info("y", None)], [shape])
+    path = tmp_path / "absurd.onnx"
+    onnx.save_model(model, path)
+    code, _, err = cli(capsys, "run", str(path))
+    assert code != 0 and "limit" in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli(capsys, "inspect", str(path), "--format", "json")
+    assert code == 0, err

@@ -8,6 +8,7 @@ Each value is dropped after its last reader so that peak memory follows the live
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,7 @@ class Executor:
             args = [None if v is None else env.get(v) for v in node.inputs]
         except KeyError as e:
             raise ExecutionError(f"node '{_label(node)}' reads '{e.args[0]}', which is not defined") from None
+        _check_output_sizes(node)
         ctx = RunContext(
             node=node,
             attrs=spec.resolve_attrs(node),
@@ -111,6 +113,24 @@ class Executor:
             if isinstance(out, np.generic):
                 out = np.asarray(out)
             env.local[id(v)] = out
+
+
+#: Largest tensor a node may produce (bytes); guards against crafted shapes. Env-configurable.
+MAX_TENSOR_BYTES = int(os.environ.get("TORSH_GEN_MAX_TENSOR_BYTES", 16 << 30))
+
+
+def _check_output_sizes(node: Node) -> None:
+    """Refuse to run a node whose inferred static output would exceed MAX_TENSOR_BYTES."""
+    for v in node.outputs:
+        t = v.type
+        if isinstance(t, TensorType) and t.is_static and t.dtype.itemsize_bits:
+            nbytes = (t.numel() or 0) * t.dtype.itemsize_bits // 8
+            if nbytes > MAX_TENSOR_BYTES:
+                raise ExecutionError(
+                    f"node '{_label(node)}' would produce '{v.name}' of shape {list(t.shape)} "
+                    f"({nbytes} bytes), over the {MAX_TENSOR_BYTES}-byte limit; check the model's "
+                    "shapes or raise TORSH_GEN_MAX_TENSOR_BYTES"
+                )
 
 
 def _label(node: Node) -> str:

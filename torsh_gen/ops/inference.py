@@ -10,7 +10,8 @@ give static shapes downstream.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -103,6 +104,10 @@ class TypeInference:
         vals = ctx.input_values
         if any(v is not None and val is None for v, val in zip(node.inputs, vals)):
             return
+        # Only fold when every output is known to be small: never allocate a crafted huge tensor.
+        sizes = [v.type.numel() if isinstance(v.type, TensorType) else None for v in node.outputs if v.name]
+        if any(n is None or n > MAX_FOLD_ELEMENTS for n in sizes):
+            return
         if not all(isinstance(val, np.ndarray) and val.size <= MAX_FOLD_ELEMENTS for val in vals if val is not None):
             return
         if not any(val is not None for val in vals):
@@ -146,6 +151,22 @@ def infer_types(graph: Graph, bindings: Mapping[str, Any] | None = None) -> Type
     ti = TypeInference(opsets)
     ti.run(graph)
     return ti
+
+
+@contextmanager
+def bound_types(graph: Graph, bindings: Mapping[str, Any]) -> Iterator[TypeInference]:
+    """Infer types with ``bindings`` for the duration of a block, then restore every type.
+
+    Lets a caller run a graph with concrete input shapes without fixing those shapes in
+    the graph for later calls.
+    """
+    saved = [(v, v.type) for v in graph.inputs]
+    saved += [(v, v.type) for _, n in graph.walk() for v in n.outputs]
+    try:
+        yield infer_types(graph, bindings)
+    finally:
+        for v, t in saved:
+            v.type = t
 
 
 def check_types(graph: Graph) -> None:

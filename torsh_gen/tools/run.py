@@ -14,6 +14,7 @@ from torsh_gen.errors import InputError
 from torsh_gen.ir.graph import Graph
 from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.ops.execute import run_graph
+from torsh_gen.ops.inference import bound_types
 
 #: Random inputs above this many bytes in total are refused (absurd or unbound shapes).
 MAX_RANDOM_INPUT_BYTES = 4 << 30
@@ -115,7 +116,9 @@ def _fmt(shape: tuple) -> str:
 def run_model(graph: Graph, feeds: Mapping[str, Any], seed: int = 0) -> dict[str, Any]:
     """Run ``graph`` on validated inputs; outputs keyed by output name."""
     checked = check_inputs(graph, feeds)
-    outs = run_graph(graph, checked, seed=seed)
+    shapes = {k: tuple(v.shape) for k, v in checked.items() if isinstance(v, np.ndarray)}
+    with bound_types(graph, shapes):  # static shapes let the executor refuse absurd allocations
+        outs = run_graph(graph, checked, seed=seed)
     return {v.name: o for v, o in zip(graph.outputs, outs)}
 
 
