@@ -20,6 +20,7 @@ from torsh_gen.ops import (  # noqa: F401  (imported for their registrations)
     spectral,
     stochastic,
     tensor,
+    tensor_layout,
     text,
     training,
 )
