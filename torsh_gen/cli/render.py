@@ -41,7 +41,17 @@ def render_inspect(console: Console, report: dict[str, Any], per_layer: bool) ->
             out = n["outputs"][0] if n["outputs"] else {"dtype": "", "shape": None}
             layers.add_row(escape(n["name"] or out.get("name", "")), escape(n["op"]), f"{out['dtype']}{_shape(out['shape'])}", human(n["params"]), human(n["macs"]))
         console.print(layers)
+    console.print(stage_table(report["stages"]))
     console.print(layer_tree(report["layers"], limit=None if per_layer else MAX_TREE_LINES))
+
+
+def stage_table(stages: list[dict[str, Any]]) -> Table:
+    """The outline: one row per run of nodes with the same output shape, top to bottom."""
+    t = Table("output", "nodes", "ops", "params", "MACs", title="architecture (runs of equal output shape)", title_justify="left")
+    for st in stages:
+        ops = ", ".join(f"{escape(k)}×{v}" if v > 1 else escape(k) for k, v in st["ops"].items())
+        t.add_row(f"{st['dtype']}{_shape(st['shape'])}", str(st["nodes"]), ops, human(st["params"]), human(st["macs"]))
+    return t
 
 
 def layer_tree(layers: dict[str, Any], limit: int | None) -> Tree:

@@ -145,6 +145,7 @@ def inspect_graph(graph: Graph, bindings: Mapping[str, Any] | None = None) -> di
     root.params, root.macs, root.flops = total_params, total.macs, total.flops
 
     peak, exact = peak_activation_bytes(graph, const, users)
+    stages = group_stages(nodes)
     values = [_type_dict(v) for g, n in graph.walk() for v in n.outputs if v.name]
     return {
         "model": {
@@ -167,7 +168,28 @@ def inspect_graph(graph: Graph, bindings: Mapping[str, Any] | None = None) -> di
         "nodes": nodes,
         "values": values,
         "layers": root.to_dict(),
+        "stages": stages,
     }
+
+
+def group_stages(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive nodes with the same output shape, as one row each: the model's outline.
+
+    A 400-node CNN or transformer reads as a dozen rows (stem, each resolution stage,
+    head), whatever its node names.
+    """
+    stages: list[dict[str, Any]] = []
+    for n in nodes:
+        shape = n["outputs"][0]["shape"] if n["outputs"] else None
+        dtype = n["outputs"][0]["dtype"] if n["outputs"] else None
+        if not stages or stages[-1]["shape"] != shape:
+            stages.append({"shape": shape, "dtype": dtype, "nodes": 0, "ops": {}, "params": 0, "macs": 0})
+        st = stages[-1]
+        st["nodes"] += 1
+        st["ops"][n["op"]] = st["ops"].get(n["op"], 0) + 1
+        st["params"] += n["params"]
+        st["macs"] += n["macs"]
+    return stages
 
 
 def peak_activation_bytes(graph: Graph, const: set[int], users: Mapping[int, list[Node]]) -> tuple[int, bool]:
