@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from tests.conftest import EXAMPLE, REPO
 from torsh_gen.errors import FormatError
 from torsh_gen.frontends.onnx import load_onnx, to_onnx
-from torsh_gen.ir.serialize import ALIGN, FORMAT_VERSION, MAGIC, dumps_header, load_torsh, loads_torsh, save_torsh
+from torsh_gen.ir.serialize import (
+    ALIGN,
+    FORMAT_VERSION,
+    MAGIC,
+    dumps_header,
+    load_torsh,
+    loads_torsh,
+    save_torsh,
+)
 from torsh_gen.ir.verify import verify
 from torsh_gen.ops.execute import run_graph
 

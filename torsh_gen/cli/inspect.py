@@ -6,7 +6,15 @@ from typing import Annotated
 
 import typer
 
-from torsh_gen.cli.common import FormatOpt, InputShapeOpt, ModelArg, OutputFormat, console, emit_data, status
+from torsh_gen.cli.common import (
+    FormatOpt,
+    InputShapeOpt,
+    ModelArg,
+    OutputFormat,
+    console,
+    emit_data,
+    status,
+)
 
 app = typer.Typer()
 
@@ -20,10 +28,10 @@ def inspect_command(
     ir: Annotated[bool, typer.Option("--ir", help="Print the graph IR as text instead.")] = False,
 ) -> None:
     """Parameters, weight bytes, peak memory, MACs/FLOPs, shapes, op histogram and layer tree."""
+    from torsh_gen.cli.render import render_inspect
     from torsh_gen.ir.printer import format_graph
     from torsh_gen.tools.inspect import inspect_graph, parse_input_shapes
     from torsh_gen.tools.loading import load_model
-    from torsh_gen.cli.render import render_inspect
 
     with status(f"Loading {model}"):
         graph = load_model(model)

@@ -76,7 +76,7 @@ def layer_tree(layers: dict[str, Any], limit: int | None) -> Tree:
 
     add(root, layers)
     if limit is not None and count >= limit:
-        root.add(f"[dim]... (use --per-layer for all layers)[/]")
+        root.add("[dim]... (use --per-layer for all layers)[/]")
     return root
 
 

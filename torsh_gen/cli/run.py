@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from torsh_gen.cli.common import FormatOpt, InputShapeOpt, ModelArg, OutputFormat, console, emit_data, info, status
+from torsh_gen.cli.common import (
+    FormatOpt,
+    InputShapeOpt,
+    ModelArg,
+    OutputFormat,
+    console,
+    emit_data,
+    info,
+    status,
+)
 
 app = typer.Typer()
 
@@ -23,10 +32,10 @@ def run_command(
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Run MODEL on inputs from a file (or random ones) and print or save the outputs."""
+    from torsh_gen.cli.render import render_outputs
     from torsh_gen.tools.compare import compare_with_onnxruntime
     from torsh_gen.tools.inspect import parse_input_shapes
     from torsh_gen.tools.loading import load_model
-    from torsh_gen.cli.render import render_outputs
     from torsh_gen.tools.run import load_inputs, random_inputs, run_model, save_outputs
 
     with status(f"Loading {model}"):

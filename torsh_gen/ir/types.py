@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 import ml_dtypes
 import numpy as np
@@ -131,7 +130,7 @@ _BITS = {
 }
 
 #: One dimension: a known size, a symbol (``"batch"``) or unknown (``None``).
-Dim = Union[int, str, None]
+Dim = int | str | None
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ class MapType:
         return f"map<{self.key.name.lower()},{self.value}>"
 
 
-Type = Union[TensorType, SequenceType, OptionalType, MapType]
+Type = TensorType | SequenceType | OptionalType | MapType
 
 
 def tensor_type_of(array: np.ndarray) -> TensorType:

@@ -9,7 +9,8 @@ integers, Mod's fmod, BitShift's direction, Clip's optional bounds) are written 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
