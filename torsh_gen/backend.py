@@ -27,8 +27,9 @@ class TorshGenRep(BackendRep):
     def __init__(self, graph: Graph, seed: int = 0) -> None:
         self.graph = graph
         self.executor = Executor(graph.info.opset_imports if graph.info else None, seed)
-        # Inputs with a default (an initializer of the same name) may be omitted.
-        self.input_names = [v.name for v in graph.inputs]
+        # Positional inputs fill the inputs without a default (an initializer of the same
+        # name), as the ONNX backend runner and onnxruntime do; defaults can be overridden by name.
+        self.input_names = [v.name for v in graph.inputs if v.const is None]
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Run on a list of inputs (graph order), a dict by name, or one array."""
