@@ -152,6 +152,8 @@ class Graph:
         self.doc = doc
         self.info = info
         self.sparse_initializers: list[Any] = []
+        #: Annotations passes leave for later stages (e.g. the memory plan); not serialized.
+        self.meta: dict[str, Any] = {}
 
     # ----------------------------------------------------------------- building
     def add_initializer(self, name: str, array: np.ndarray) -> Value:

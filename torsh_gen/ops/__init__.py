@@ -5,6 +5,7 @@ from torsh_gen.ops import (  # noqa: F401  (imported for their registrations)
     attention,
     control,
     elementwise,
+    fused,
     image,
     indexing,
     linalg,
