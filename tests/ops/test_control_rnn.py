@@ -9,8 +9,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
+from tests.ops.onenode import assert_matches_onnxruntime  # noqa: E402
 from torsh_gen.backend import prepare  # noqa: E402
 
 F = TensorProto.FLOAT
@@ -33,21 +34,8 @@ def _model(nodes: list, inputs: list, outputs: list, opset: int) -> onnx.ModelPr
 
 def _compare(model: onnx.ModelProto, feeds: dict[str, Any], rtol: float = 1e-5) -> list[Any]:
     """Run both engines and assert the outputs agree (sequences element by element)."""
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    ref = sess.run(None, feeds)
-    ours = prepare(model).run([feeds[i.name] for i in model.graph.input])
-    assert len(ours) == len(ref)
-    for r, o in zip(ref, ours):
-        if isinstance(r, list):
-            assert isinstance(o, list) and len(o) == len(r)
-            pairs = list(zip(r, o))
-        else:
-            pairs = [(r, o)]
-        for a, b in pairs:
-            assert isinstance(b, np.ndarray)
-            assert b.dtype == a.dtype and b.shape == a.shape
-            np.testing.assert_allclose(b, a, rtol=rtol, atol=1e-6)
-    return ours
+    inputs = [feeds[i.name] for i in model.graph.input]  # ours takes them by position
+    return assert_matches_onnxruntime(model, inputs, rtol=rtol, atol=1e-6)
 
 
 # ------------------------------------------------------------------ control flow

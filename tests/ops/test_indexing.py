@@ -7,61 +7,18 @@ onnxruntime's opset support (TensorScatter, CumProd) are checked against hand re
 
 from __future__ import annotations
 
-from typing import Any
+from functools import partial
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import helper
 
-from torsh_gen.backend import prepare
+from tests.ops.onenode import check_one_node, run_one_node
 
 RNG = np.random.default_rng(7)
 
-
-def _model(
-    op_type: str,
-    inputs: list[np.ndarray | None],
-    n_out: int = 1,
-    opset: int = 18,
-    **attrs: Any,
-) -> onnx.ModelProto:
-    """A one-node model whose graph inputs are the non-None ``inputs`` (None = omitted)."""
-    names = ["" if x is None else f"x{i}" for i, x in enumerate(inputs)]
-    outs = [f"y{i}" for i in range(n_out)]
-    node = helper.make_node(op_type, names, outs, **attrs)
-    g_in = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-        for n, x in zip(names, inputs)
-        if x is not None
-    ]
-    g_out = [helper.make_empty_tensor_value_info(o) for o in outs]
-    graph = helper.make_graph([node], "g", g_in, g_out)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
-
-
-def _ours(model: onnx.ModelProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-    return list(prepare(model).run([x for x in inputs if x is not None]))
-
-
-def check(
-    op_type: str, inputs: list[np.ndarray | None], n_out: int = 1, opset: int = 18, **attrs: Any
-) -> list[np.ndarray]:
-    """Run the op on both runtimes and assert identical results; returns ours."""
-    model = _model(op_type, inputs, n_out, opset, **attrs)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {f"x{i}": x for i, x in enumerate(inputs) if x is not None}
-    expected = sess.run(None, feeds)
-    got = _ours(model, inputs)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        assert g.dtype == e.dtype, (g.dtype, e.dtype)
-        assert g.shape == e.shape, (g.shape, e.shape)
-        np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-6)
-    return got
+# Every model in this file goes through ONNX shape inference before it runs.
+check = partial(check_one_node, rtol=1e-6, atol=1e-6, infer_shapes=True)
+ours = partial(run_one_node, infer_shapes=True)
 
 
 def _f32(*shape: int) -> np.ndarray:
@@ -133,12 +90,12 @@ def test_tensor_scatter_linear_and_circular() -> None:
     past = np.zeros((2, 4, 3), dtype=np.float32)
     upd = np.arange(12, dtype=np.float32).reshape(2, 2, 3) + 1
     wi = _i64(1, 3)
-    (lin,) = _ours(_model("TensorScatter", [past, upd[:, :1], wi], opset=24), [past, upd[:, :1], wi])
+    (lin,) = ours("TensorScatter", [past, upd[:, :1], wi], opset=24)
     np.testing.assert_array_equal(lin[0, 1], upd[0, 0])
     np.testing.assert_array_equal(lin[1, 3], upd[1, 0])
     assert lin.sum() == upd[:, 0].sum()
     inputs = [past, upd, wi]
-    (circ,) = _ours(_model("TensorScatter", inputs, opset=24, mode="circular", axis=1), inputs)
+    (circ,) = ours("TensorScatter", inputs, opset=24, mode="circular", axis=1)
     np.testing.assert_array_equal(circ[1, 3], upd[1, 0])
     np.testing.assert_array_equal(circ[1, 0], upd[1, 1])
     np.testing.assert_array_equal(circ[0, 1:3], upd[0])
@@ -191,12 +148,12 @@ def test_unique(sorted_: int, axis: int | None) -> None:
     x = RNG.integers(0, 2, size=(4, 3, 2)).astype(np.float32)
     x[2] = x[0]
     kw = {} if axis is None else {"axis": axis}
-    check("Unique", [x], n_out=4, sorted=sorted_, **kw)
+    check("Unique", [x], n_outputs=4, sorted=sorted_, **kw)
 
 
 def test_unique_single_output_int() -> None:
     x = np.array([3, 1, -2, 3, 1, 7], dtype=np.int64)
-    (y,) = check("Unique", [x], n_out=1, sorted=0)
+    (y,) = check("Unique", [x], n_outputs=1, sorted=0)
     np.testing.assert_array_equal(y, [3, 1, -2, 7])
 
 
@@ -205,18 +162,17 @@ def test_unique_single_output_int() -> None:
 @pytest.mark.parametrize("axis", [-1, 0])
 def test_top_k_ties_by_index(largest: int, axis: int) -> None:
     x = RNG.integers(0, 3, size=(5, 6)).astype(np.float32)
-    check("TopK", [x, _i64(3)], n_out=2, axis=axis, largest=largest)
+    check("TopK", [x, _i64(3)], n_outputs=2, axis=axis, largest=largest)
 
 
 def test_top_k_unsigned_and_k_attribute() -> None:
     x = np.array([[3, 0, 2**63, 3, 5]], dtype=np.uint64)  # onnxruntime lacks uint64 TopK
     for largest, k, want in [(1, 3, [2, 4, 0]), (0, 4, [1, 0, 3, 4])]:
-        model = _model("TopK", [x, _i64(k)], n_out=2, opset=11, largest=largest)
-        values, indices = _ours(model, [x, _i64(k)])
+        values, indices = ours("TopK", [x, _i64(k)], n_outputs=2, opset=11, largest=largest)
         assert values.dtype == np.uint64 and indices.dtype == np.int64
         np.testing.assert_array_equal(indices, [want])
         np.testing.assert_array_equal(values, x[:, want])
-    check("TopK", [_f32(3, 4)], n_out=2, opset=9, k=2, axis=0)
+    check("TopK", [_f32(3, 4)], n_outputs=2, opset=9, k=2, axis=0)
 
 
 @pytest.mark.parametrize("op_type", ["ArgMax", "ArgMin"])
@@ -249,8 +205,7 @@ def test_cumprod_against_hand_results() -> None:
     ax = np.array(0, dtype=np.int64)
     expected = {(0, 0): [1, 2, 6], (1, 0): [1, 1, 2], (0, 1): [6, 6, 3], (1, 1): [6, 3, 1]}
     for (excl, rev), want in expected.items():
-        model = _model("CumProd", [x, ax], opset=26, exclusive=excl, reverse=rev)
-        (got,) = _ours(model, [x, ax])
+        (got,) = ours("CumProd", [x, ax], opset=26, exclusive=excl, reverse=rev)
         assert got.dtype == np.int32
         np.testing.assert_array_equal(got, want)
 

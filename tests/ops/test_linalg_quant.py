@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from tests.ops.onenode import check_one_node, one_node_model
 from torsh_gen.backend import prepare
 from torsh_gen.ir.graph import Attribute, AttrKind, Node, Value
 from torsh_gen.ir.types import DType, TensorType
@@ -18,47 +18,9 @@ from torsh_gen.ops.registry import InferContext, lookup
 RNG = np.random.default_rng(7)
 F = TensorProto.FLOAT
 
-
-def _model(
-    op_type: str,
-    inputs: dict[str, np.ndarray | None],
-    n_out: int = 1,
-    opset: int = 21,
-    **attrs: Any,
-) -> onnx.ModelProto:
-    names = [k if v is not None else "" for k, v in inputs.items()]
-    node = helper.make_node(op_type, names, [f"y{i}" for i in range(n_out)], **attrs)
-    ins = [
-        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-        for k, v in inputs.items()
-        if v is not None
-    ]
-    outs = [onnx.ValueInfoProto(name=f"y{i}") for i in range(n_out)]
-    graph = helper.make_graph([node], "g", ins, outs)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def _check(
-    op_type: str,
-    inputs: dict[str, np.ndarray | None],
-    n_out: int = 1,
-    opset: int = 21,
-    rtol: float = 1e-5,
-    atol: float = 1e-6,
-    **attrs: Any,
-) -> list[np.ndarray]:
-    """Run one node through onnxruntime and torsh-gen and compare every output."""
-    model = _model(op_type, inputs, n_out, opset, **attrs)
-    feeds = {k: v for k, v in inputs.items() if v is not None}
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = sess.run(None, feeds)
-    got = prepare(model).run(feeds)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        assert g.dtype == e.dtype, (g.dtype, e.dtype)
-        assert g.shape == e.shape, (g.shape, e.shape)
-        np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol, atol)
-    return list(got)
+# Models here default to opset 21 and keep onnx.helper's IR version; inputs are named dicts.
+_model = partial(one_node_model, opset=21, ir_version=None)
+check = partial(check_one_node, opset=21, ir_version=None, rtol=1e-5, atol=1e-6, in_float64=True)
 
 
 def _f32(*shape: int) -> np.ndarray:
@@ -76,14 +38,14 @@ def _f32(*shape: int) -> np.ndarray:
     ],
 )
 def test_matmul_broadcast_and_1d(sa: tuple[int, ...], sb: tuple[int, ...]) -> None:
-    _check("MatMul", {"a": _f32(*sa), "b": _f32(*sb)})
+    check("MatMul", {"a": _f32(*sa), "b": _f32(*sb)})
 
 
 def test_matmul_int_and_fp16() -> None:
     a = RNG.integers(-5, 5, (2, 3, 4)).astype(np.int32)
     b = RNG.integers(-5, 5, (4, 2)).astype(np.int32)
-    _check("MatMul", {"a": a, "b": b})
-    _check(
+    check("MatMul", {"a": a, "b": b})
+    check(
         "MatMul",
         {"a": _f32(3, 8).astype(np.float16), "b": _f32(8, 2).astype(np.float16)},
         rtol=2e-3,
@@ -97,7 +59,7 @@ def test_gemm(c_shape: tuple[int, ...] | None, ta: int, tb: int) -> None:
     a = _f32(4, 3) if ta else _f32(3, 4)
     b = _f32(5, 4) if tb else _f32(4, 5)
     c = None if c_shape is None else _f32(*c_shape)
-    _check("Gemm", {"a": a, "b": b, "c": c}, transA=ta, transB=tb, alpha=0.5, beta=2.0)
+    check("Gemm", {"a": a, "b": b, "c": c}, transA=ta, transB=tb, alpha=0.5, beta=2.0)
 
 
 @pytest.mark.parametrize(
@@ -111,11 +73,11 @@ def test_gemm(c_shape: tuple[int, ...] | None, ta: int, tb: int) -> None:
     ],
 )
 def test_einsum(eq: str, shapes: list[tuple[int, ...]]) -> None:
-    _check("Einsum", {f"x{i}": _f32(*s) for i, s in enumerate(shapes)}, equation=eq)
+    check("Einsum", {f"x{i}": _f32(*s) for i, s in enumerate(shapes)}, equation=eq)
 
 
 def test_det_batched() -> None:
-    _check("Det", {"x": _f32(2, 3, 3, 3)}, rtol=1e-4, atol=1e-5)
+    check("Det", {"x": _f32(2, 3, 3, 3)}, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("zp_kind", ["none", "scalar", "col"])
@@ -127,7 +89,7 @@ def test_matmulinteger_zero_points(zp_kind: str) -> None:
         inputs |= {"azp": np.array(12, np.uint8), "bzp": np.array(-3, np.int8)}
     elif zp_kind == "col":
         inputs |= {"azp": np.array(7, np.uint8), "bzp": np.array([1, -5, 9], np.int8)}
-    _check("MatMulInteger", inputs)
+    check("MatMulInteger", inputs)
 
 
 def test_matmulinteger_per_row_zero_point() -> None:
@@ -151,7 +113,7 @@ def test_qlinearmatmul() -> None:
         "b": b, "sb": np.array(0.01, np.float32), "zb": np.array(130, np.uint8),
         "sy": np.array(0.05, np.float32), "zy": np.array(128, np.uint8),
     }  # fmt: skip
-    _check("QLinearMatMul", inputs, atol=1)  # rounding of exact halves may differ by one step
+    check("QLinearMatMul", inputs, atol=1)  # rounding of exact halves may differ by one step
 
 
 @pytest.mark.parametrize("to", [TensorProto.UINT8, TensorProto.INT8, TensorProto.INT16])
@@ -160,18 +122,18 @@ def test_quantize_per_tensor_rounds_half_even(to: int) -> None:
         [[-3.5, -2.5, -0.5, 0.5, 1.5, 2.5], [300.0, -300.0, 1000, 7.49, 7.51, 0]], np.float32
     )
     zp = np.array(3, helper.tensor_dtype_to_np_dtype(to))
-    _check("QuantizeLinear", {"x": x, "s": np.array(1.0, np.float32), "zp": zp}, atol=0)
+    check("QuantizeLinear", {"x": x, "s": np.array(1.0, np.float32), "zp": zp}, atol=0)
 
 
 def test_quantize_per_axis_negative_axis_and_blocked() -> None:
     x = _f32(2, 3, 4) * 10
     s = np.array([0.5, 1.0, 2.0, 4.0], np.float32)
     zp = np.array([0, 1, -2, 3], np.int8)
-    _check("QuantizeLinear", {"x": x, "s": s, "zp": zp}, atol=0, axis=-1)
+    check("QuantizeLinear", {"x": x, "s": s, "zp": zp}, atol=0, axis=-1)
     sb = np.abs(_f32(2, 3, 2)) + 0.1
     zb = RNG.integers(-3, 3, (2, 3, 2)).astype(np.int8)
-    y = _check("QuantizeLinear", {"x": x, "s": sb, "zp": zb}, atol=0, axis=2, block_size=2)[0]
-    back = _check("DequantizeLinear", {"y": y, "s": sb, "zp": zb}, axis=2, block_size=2)[0]
+    y = check("QuantizeLinear", {"x": x, "s": sb, "zp": zb}, atol=0, axis=2, block_size=2)[0]
+    back = check("DequantizeLinear", {"y": y, "s": sb, "zp": zb}, axis=2, block_size=2)[0]
     assert np.abs(back - x).max() <= sb.max() / 2 + 1e-5
 
 
@@ -198,15 +160,15 @@ def test_dequantize_per_axis_and_int32() -> None:
     x = RNG.integers(-128, 127, (3, 4)).astype(np.int8)
     s = np.array([0.1, 0.2, 0.3], np.float32)
     zp = np.array([1, -1, 0], np.int8)
-    _check("DequantizeLinear", {"x": x, "s": s, "zp": zp}, axis=0)
+    check("DequantizeLinear", {"x": x, "s": s, "zp": zp}, axis=0)
     xi = RNG.integers(-(2**20), 2**20, (5,)).astype(np.int32)
-    _check("DequantizeLinear", {"x": xi, "s": np.array(0.25, np.float32)})
+    check("DequantizeLinear", {"x": xi, "s": np.array(0.25, np.float32)})
 
 
 @pytest.mark.parametrize("lo_hi", [(-1.0, 2.0), (0.5, 3.0), (-4.0, -1.0)])
 def test_dynamic_quantize(lo_hi: tuple[float, float]) -> None:
     x = RNG.uniform(*lo_hi, (3, 7)).astype(np.float32)
-    _check("DynamicQuantizeLinear", {"x": x}, n_out=3, atol=1)
+    check("DynamicQuantizeLinear", {"x": x}, n_outputs=3, atol=1)
 
 
 def test_attention_3d_gqa_causal_with_past() -> None:
@@ -219,8 +181,8 @@ def test_attention_3d_gqa_causal_with_past() -> None:
         "pk": _f32(b, hkv, past, d),
         "pv": _f32(b, hkv, past, d),
     }
-    _check(
-        "Attention", inputs, n_out=3, opset=23, rtol=1e-4, atol=1e-5,
+    check(
+        "Attention", inputs, n_outputs=3, opset=23, rtol=1e-4, atol=1e-5,
         q_num_heads=hq, kv_num_heads=hkv, is_causal=1,
     )  # fmt: skip
 
@@ -231,14 +193,14 @@ def test_attention_4d_mask_softcap(bool_mask: bool) -> None:
     mask = RNG.random((3, 5)) > 0.3 if bool_mask else _f32(3, 5)
     if bool_mask:
         mask[:, 0] = True
-    _check("Attention", {"q": q, "k": k, "v": v, "mask": mask}, opset=23, rtol=1e-4, atol=1e-5,
+    check("Attention", {"q": q, "k": k, "v": v, "mask": mask}, opset=23, rtol=1e-4, atol=1e-5,
            softcap=2.0, scale=0.3)  # fmt: skip
 
 
 def test_attention_fully_masked_row_is_zero() -> None:
     q, k, v = _f32(1, 1, 2, 4), _f32(1, 1, 3, 4), _f32(1, 1, 3, 4)
     mask = np.array([[False, False, False], [True, False, True]])
-    m = _model("Attention", {"q": q, "k": k, "v": v, "mask": mask}, n_out=4, opset=23,
+    m = _model("Attention", {"q": q, "k": k, "v": v, "mask": mask}, n_outputs=4, opset=23,
                qk_matmul_output_mode=3)  # fmt: skip
     y, _, _, probs = prepare(m).run([q, k, v, mask])
     assert np.all(y[0, 0, 0] == 0) and np.all(probs[0, 0, 0] == 0)
@@ -252,7 +214,7 @@ def test_rotary_embedding_3d_partial(interleaved: int) -> None:
     cos, sin = _f32(10, rdim // 2), _f32(10, rdim // 2)
     pos = RNG.integers(0, 10, (b, s)).astype(np.int64)
     inputs = {"x": x, "cos": cos, "sin": sin, "pos": pos}
-    _check("RotaryEmbedding", inputs, opset=23, num_heads=h, rotary_embedding_dim=rdim,
+    check("RotaryEmbedding", inputs, opset=23, num_heads=h, rotary_embedding_dim=rdim,
            interleaved=interleaved)  # fmt: skip
 
 

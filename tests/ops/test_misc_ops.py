@@ -7,67 +7,21 @@ the training ops (absent from onnxruntime's default build) against the spec's fo
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from torsh_gen.backend import prepare
+from tests.ops.onenode import check_one_node, run_one_node
 
 RNG = np.random.default_rng(3)
 ML = "ai.onnx.ml"
 TRAINING = "ai.onnx.preview.training"
 
-
-def _model(op_type: str, inputs: list[np.ndarray | None], n_out: int, opset: int,
-           domain: str, domain_opset: int, **attrs: Any) -> onnx.ModelProto:
-    names = ["" if x is None else f"x{i}" for i, x in enumerate(inputs)]
-    outs = [f"y{i}" for i in range(n_out)]
-    node = helper.make_node(op_type, names, outs, domain=domain or None, **attrs)
-    g_in = [
-        helper.make_tensor_value_info(
-            n, TensorProto.STRING if x.dtype == object else
-            helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-        for n, x in zip(names, inputs) if x is not None
-    ]
-    g_out = [helper.make_empty_tensor_value_info(o) for o in outs]
-    graph = helper.make_graph([node], "g", g_in, g_out)
-    imports = [helper.make_opsetid("", opset)]
-    if domain:
-        imports.append(helper.make_opsetid(domain, domain_opset))
-    model = helper.make_model(graph, opset_imports=imports)
-    model.ir_version = 8
-    return model
-
-
-def ours(op_type: str, inputs: list[np.ndarray | None], n_out: int = 1, opset: int = 20,
-         domain: str = "", domain_opset: int = 1, **attrs: Any) -> list[Any]:
-    model = _model(op_type, inputs, n_out, opset, domain, domain_opset, **attrs)
-    return list(prepare(model).run([x for x in inputs if x is not None]))
-
-
-def check(op_type: str, inputs: list[np.ndarray | None], n_out: int = 1, opset: int = 20,
-          domain: str = "", domain_opset: int = 1, rtol: float = 1e-5, atol: float = 1e-5,
-          **attrs: Any) -> list[Any]:
-    """Run on both runtimes and require the same results; returns ours."""
-    model = _model(op_type, inputs, n_out, opset, domain, domain_opset, **attrs)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = sess.run(None, {f"x{i}": x for i, x in enumerate(inputs) if x is not None})
-    got = list(prepare(model).run([x for x in inputs if x is not None]))
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        e, g = np.asarray(e), np.asarray(g)
-        assert g.shape == e.shape
-        if e.dtype == object or e.dtype.kind in "US":
-            assert g.dtype == object
-            assert g.tolist() == e.astype(object).tolist()
-        else:
-            assert g.dtype == e.dtype
-            np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)
-    return got
+ours = partial(run_one_node, opset=20)
+check = partial(check_one_node, opset=20, rtol=1e-5, atol=1e-5)
 
 
 def _i64(v: int) -> np.ndarray:
@@ -144,14 +98,14 @@ def test_string_concat_broadcast() -> None:
 @pytest.mark.parametrize("maxsplit", [None, 0, 1])
 def test_string_split(delimiter: str | None, maxsplit: int | None) -> None:
     x = _strs([["a,b,,c", "  one two  three "], ["abab", ""]])
-    subs, counts = ours("StringSplit", [x], n_out=2, delimiter=delimiter, maxsplit=maxsplit)
+    subs, counts = ours("StringSplit", [x], n_outputs=2, delimiter=delimiter, maxsplit=maxsplit)
     for idx in np.ndindex(x.shape):
         n = -1 if maxsplit is None else maxsplit
         want = x[idx].split(delimiter or None, n) if x[idx] else []
         assert counts[idx] == len(want)
         assert list(subs[idx]) == want + [""] * (subs.shape[-1] - len(want))
     if delimiter == ",":  # onnxruntime agrees on an ordinary delimiter
-        check("StringSplit", [x], n_out=2, delimiter=delimiter, maxsplit=maxsplit)
+        check("StringSplit", [x], n_outputs=2, delimiter=delimiter, maxsplit=maxsplit)
 
 
 def test_regex_full_match() -> None:
@@ -251,7 +205,7 @@ def test_tree_ensemble_regressor_matches_ort() -> None:
 
 def test_tree_ensemble_classifier_matches_ort() -> None:
     x = RNG.standard_normal((5, 2)).astype(np.float32)
-    check("TreeEnsembleClassifier", [x], n_out=2, domain=ML, domain_opset=3,
+    check("TreeEnsembleClassifier", [x], n_outputs=2, domain=ML, domain_opset=3,
           nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[1, 0, 0],
           nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[0.0, 0, 0],
           nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],
@@ -292,9 +246,9 @@ def test_simple_ml_transforms() -> None:
 @pytest.mark.parametrize("transform", ["NONE", "LOGISTIC", "SOFTMAX"])
 def test_linear_classifier(transform: str) -> None:
     x = RNG.standard_normal((5, 2)).astype(np.float32)
-    check("LinearClassifier", [x], n_out=2, domain=ML, coefficients=[1.0, -2, 0.5, 3, -1, 1],
+    check("LinearClassifier", [x], n_outputs=2, domain=ML, coefficients=[1.0, -2, 0.5, 3, -1, 1],
           intercepts=[0.1, 0.2, -0.3], classlabels_ints=[4, 5, 6], post_transform=transform)
-    check("LinearClassifier", [x], n_out=2, domain=ML, coefficients=[1.0, -2], intercepts=[0.1],
+    check("LinearClassifier", [x], n_outputs=2, domain=ML, coefficients=[1.0, -2], intercepts=[0.1],
           classlabels_strings=["no", "yes"], post_transform=transform)
 
 
@@ -305,7 +259,7 @@ def test_adam_two_tensors_bias_corrected() -> None:
     gs = [RNG.standard_normal(x.shape).astype(np.float32) for x in xs]
     vs = [RNG.standard_normal(x.shape).astype(np.float32) for x in xs]
     hs = [np.abs(RNG.standard_normal(x.shape)).astype(np.float32) for x in xs]
-    got = ours("Adam", [r, t, *xs, *gs, *vs, *hs], n_out=6, domain=TRAINING, alpha=0.9,
+    got = ours("Adam", [r, t, *xs, *gs, *vs, *hs], n_outputs=6, domain=TRAINING, alpha=0.9,
                beta=0.99, epsilon=1e-6, norm_coefficient=0.01, norm_coefficient_post=0.1)
     for i in range(2):
         g = 0.01 * xs[i] + gs[i]
@@ -321,12 +275,12 @@ def test_adam_two_tensors_bias_corrected() -> None:
 def test_adagrad_and_nesterov() -> None:
     r, t = np.array(0.5, np.float32), np.array(2, np.int64)
     x, g, h = (np.array([1.0, -2.0], np.float32) for _ in range(3))
-    got = ours("Adagrad", [r, t, x, g, h], n_out=2, domain=TRAINING, decay_factor=0.5,
+    got = ours("Adagrad", [r, t, x, g, h], n_outputs=2, domain=TRAINING, decay_factor=0.5,
                epsilon=1e-3)
     np.testing.assert_allclose(got[1], h + g * g)
     np.testing.assert_allclose(got[0], x - 0.25 * g / (np.sqrt(h + g * g) + 1e-3), rtol=1e-6)
     v = np.array([0.5, 0.5], np.float32)
-    got = ours("Momentum", [r, t, x, g, v], n_out=2, domain=TRAINING, alpha=0.9, beta=0.1,
+    got = ours("Momentum", [r, t, x, g, v], n_outputs=2, domain=TRAINING, alpha=0.9, beta=0.1,
                mode="nesterov", norm_coefficient=0.0)
     v_new = 0.9 * v + 0.1 * g
     np.testing.assert_allclose(got[1], v_new, rtol=1e-6)
@@ -337,7 +291,7 @@ def test_adagrad_and_nesterov() -> None:
 @pytest.mark.parametrize("transform", ["NONE", "LOGISTIC"])
 def test_tree_ensemble_classifier_binary(weights: list[float], transform: str) -> None:
     x = RNG.standard_normal((6, 2)).astype(np.float32)
-    check("TreeEnsembleClassifier", [x], n_out=2, domain=ML, domain_opset=3,
+    check("TreeEnsembleClassifier", [x], n_outputs=2, domain=ML, domain_opset=3,
           nodes_treeids=[0, 0, 0], nodes_nodeids=[0, 1, 2], nodes_featureids=[1, 0, 0],
           nodes_modes=["BRANCH_LEQ", "LEAF", "LEAF"], nodes_values=[0.0, 0, 0],
           nodes_truenodeids=[1, 0, 0], nodes_falsenodeids=[2, 0, 0],

@@ -9,69 +9,25 @@ results. Costs and the speed of a ResNet-sized Conv are checked too.
 from __future__ import annotations
 
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
-from onnx import helper
 
+from tests.ops.onenode import check_one_node, one_node_model, run_one_node, run_ours
 from torsh_gen.backend import prepare
 from torsh_gen.frontends.onnx import load_onnx
 from torsh_gen.ops.inference import infer_types
 
 RNG = np.random.default_rng(11)
 
+check = partial(check_one_node, opset=19, rtol=1e-4, atol=1e-5)
+
 
 def _f32(*shape: int) -> np.ndarray:
     return RNG.standard_normal(shape).astype(np.float32)
-
-
-def _model(
-    op_type: str, inputs: list[np.ndarray | None], n_out: int, opset: int, **attrs: Any
-) -> onnx.ModelProto:
-    """A one-node model whose graph inputs are the non-None ``inputs`` (None = omitted)."""
-    names = ["" if x is None else f"x{i}" for i, x in enumerate(inputs)]
-    outs = [f"y{i}" for i in range(n_out)]
-    node = helper.make_node(op_type, names, outs, **attrs)
-    g_in = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-        for n, x in zip(names, inputs)
-        if x is not None
-    ]
-    g_out = [helper.make_empty_tensor_value_info(o) for o in outs]
-    graph = helper.make_graph([node], "g", g_in, g_out)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
-
-
-def _ours(model: onnx.ModelProto, inputs: list[np.ndarray | None]) -> list[np.ndarray]:
-    return list(prepare(model).run([x for x in inputs if x is not None]))
-
-
-def check(
-    op_type: str,
-    inputs: list[np.ndarray | None],
-    n_out: int = 1,
-    opset: int = 19,
-    rtol: float = 1e-4,
-    atol: float = 1e-5,
-    **attrs: Any,
-) -> list[np.ndarray]:
-    """Run the op on both runtimes and assert the same results; returns ours."""
-    model = _model(op_type, inputs, n_out, opset, **attrs)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {f"x{i}": x for i, x in enumerate(inputs) if x is not None}
-    expected = sess.run(None, feeds)
-    got = _ours(model, inputs)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        assert g.shape == e.shape, (g.shape, e.shape)
-        assert g.dtype == e.dtype, (g.dtype, e.dtype)
-        np.testing.assert_allclose(g, e, rtol=rtol, atol=atol)
-    return got
 
 
 # --------------------------------------------------------------------------- convolutions
@@ -97,11 +53,11 @@ def test_conv_float64_and_empty_batch() -> None:
     x, w = _f32(1, 2, 5, 5), _f32(3, 2, 3, 3)
     (ref,) = check("Conv", [x, w])
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    (y64,) = _ours(_model("Conv", [x64, w64], 1, 19), [x64, w64])
+    (y64,) = run_one_node("Conv", [x64, w64], opset=19)
     assert y64.dtype == np.float64
     np.testing.assert_allclose(y64, ref, rtol=1e-5, atol=1e-5)
     empty = _f32(0, 2, 5, 5)
-    (y,) = _ours(_model("Conv", [empty, w], 1, 19), [empty, w])
+    (y,) = run_one_node("Conv", [empty, w], opset=19)
     assert y.shape == (0, 3, 3, 3)
 
 
@@ -164,8 +120,10 @@ def test_col2im() -> None:
 
 def test_causal_conv_with_state_by_hand() -> None:
     x, w, b, past = _f32(2, 3, 5), _f32(3, 1, 4), _f32(3), _f32(2, 3, 3)
-    model = _model("CausalConvWithState", [x, w, b, past], 2, 27, activation="silu")
-    y, state = _ours(model, [x, w, b, past])
+    model = one_node_model(
+        "CausalConvWithState", [x, w, b, past], n_outputs=2, opset=27, activation="silu"
+    )
+    y, state = run_ours(model, [x, w, b, past])
     seq = np.concatenate([past, x], axis=2)
     pre = (
         np.stack([(seq[:, :, t : t + 4] * w[:, 0]).sum(-1) for t in range(5)], axis=-1) + b[:, None]
@@ -177,15 +135,15 @@ def test_causal_conv_with_state_by_hand() -> None:
 def test_deform_conv_zero_offset_is_conv() -> None:
     x, w = _f32(1, 4, 6, 6), _f32(4, 2, 3, 3)
     offset = np.zeros((1, 2 * 2 * 9, 4, 4), np.float32)
-    model = _model("DeformConv", [x, w, offset], 1, 19, group=2, offset_group=2)
-    (got,) = _ours(model, [x, w, offset])
-    (ref,) = _ours(_model("Conv", [x, w], 1, 19, group=2), [x, w])
+    model = one_node_model("DeformConv", [x, w, offset], opset=19, group=2, offset_group=2)
+    (got,) = run_ours(model, [x, w, offset])
+    (ref,) = run_one_node("Conv", [x, w], opset=19, group=2)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     shifted = np.zeros_like(offset)
     shifted[:, 1::2] = 1.0  # every tap moves one pixel right: same as the conv of x shifted left
-    (moved,) = _ours(model, [x, w, shifted])
+    (moved,) = run_ours(model, [x, w, shifted])
     xs = np.concatenate([x[..., 1:], np.zeros_like(x[..., :1])], axis=-1)
-    (ref2,) = _ours(_model("Conv", [xs, w], 1, 19, group=2), [xs, w])
+    (ref2,) = run_one_node("Conv", [xs, w], opset=19, group=2)
     np.testing.assert_allclose(moved, ref2, rtol=1e-5, atol=1e-5)
 
 
@@ -204,8 +162,8 @@ def test_pools(xs: tuple[int, ...], attrs: dict[str, Any]) -> None:
     x = _f32(*xs)
     check("MaxPool", [x], **attrs)
     if len(xs) == 4 and "dilations" not in attrs:
-        check("MaxPool", [x], n_out=2, **attrs)
-        check("MaxPool", [x], n_out=2, storage_order=1, **attrs)
+        check("MaxPool", [x], n_outputs=2, **attrs)
+        check("MaxPool", [x], n_outputs=2, storage_order=1, **attrs)
     check("AveragePool", [x], **attrs)
     check("AveragePool", [x], count_include_pad=1, **attrs)
     check("LpPool", [x], p=3, opset=18, **attrs)
@@ -225,7 +183,9 @@ def test_maxpool_int8_and_global_pools() -> None:
 
 def test_maxunpool_roundtrip() -> None:
     x = _f32(1, 2, 6, 6)
-    y, idx = _ours(_model("MaxPool", [x], 2, 19, kernel_shape=[2, 2], strides=[2, 2]), [x])
+    y, idx = run_one_node(
+        "MaxPool", [x], n_outputs=2, opset=19, kernel_shape=[2, 2], strides=[2, 2]
+    )
     check("MaxUnpool", [y, idx], opset=11, kernel_shape=[2, 2], strides=[2, 2])
 
 
@@ -341,7 +301,7 @@ def test_non_max_suppression() -> None:
 # --------------------------------------------------------------------------- cost and speed
 def test_conv_cost() -> None:
     x, w, b = _f32(2, 8, 10, 10), _f32(16, 4, 3, 3), _f32(16)
-    model = _model("Conv", [x, w, b], 1, 19, group=2, pads=[1, 1, 1, 1])
+    model = one_node_model("Conv", [x, w, b], opset=19, group=2, pads=[1, 1, 1, 1])
     graph = load_onnx(onnx.shape_inference.infer_shapes(model))
     ti = infer_types(graph)
     (cost,) = [ti.costs[id(n)] for n in graph.nodes]
@@ -352,7 +312,7 @@ def test_conv_cost() -> None:
 
 def test_conv_speed() -> None:
     x, w = _f32(1, 64, 56, 56), _f32(64, 64, 3, 3)
-    rep = prepare(_model("Conv", [x, w], 1, 19, pads=[1, 1, 1, 1]))
+    rep = prepare(one_node_model("Conv", [x, w], opset=19, pads=[1, 1, 1, 1]))
     rep.run([x, w])
     start = time.perf_counter()
     rep.run([x, w])

@@ -7,66 +7,17 @@ onnxruntime supports (SwiGLU) and random ones (training Dropout) are checked by 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
-from onnx import helper
 
-from torsh_gen.backend import prepare
+from tests.ops.onenode import check_one_node, run_one_node
 
 RNG = np.random.default_rng(11)
 
-
-def _model(
-    op_type: str, inputs: list[np.ndarray | None], n_out: int, opset: int, **attrs: Any
-) -> onnx.ModelProto:
-    """A one-node model whose graph inputs are the non-None ``inputs`` (None = omitted)."""
-    names = ["" if x is None else f"x{i}" for i, x in enumerate(inputs)]
-    outs = [f"y{i}" for i in range(n_out)]
-    node = helper.make_node(op_type, names, outs, **attrs)
-    g_in = [
-        helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-        for n, x in zip(names, inputs)
-        if x is not None
-    ]
-    g_out = [helper.make_empty_tensor_value_info(o) for o in outs]
-    graph = helper.make_graph([node], "g", g_in, g_out)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
-
-
-def ours(
-    op_type: str, inputs: list[np.ndarray | None], n_out: int = 1, opset: int = 18, **attrs: Any
-) -> list[np.ndarray]:
-    """Our outputs for a one-node model."""
-    model = _model(op_type, inputs, n_out, opset, **attrs)
-    return list(prepare(model).run([x for x in inputs if x is not None]))
-
-
-def check(
-    op_type: str,
-    inputs: list[np.ndarray | None],
-    n_out: int = 1,
-    opset: int = 18,
-    tol: float = 1e-5,
-    **attrs: Any,
-) -> list[np.ndarray]:
-    """Run the op on both runtimes and assert the same results; returns ours."""
-    model = _model(op_type, inputs, n_out, opset, **attrs)
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {f"x{i}": x for i, x in enumerate(inputs) if x is not None}
-    expected = sess.run(None, feeds)
-    got = ours(op_type, inputs, n_out, opset, **attrs)
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        assert g.dtype == e.dtype, (g.dtype, e.dtype)
-        assert g.shape == e.shape, (g.shape, e.shape)
-        np.testing.assert_allclose(g.astype(np.float64), e.astype(np.float64), rtol=tol, atol=tol)
-    return got
+check = partial(check_one_node, rtol=1e-5, atol=1e-5, in_float64=True)
 
 
 def _f32(*shape: int) -> np.ndarray:
@@ -119,16 +70,16 @@ def test_reduce_integers_keep_dtype(name: str) -> None:
 )  # fmt: skip
 def test_reduce_empty_set_gives_identity(name: str, value: float) -> None:
     x = np.zeros((2, 0, 4), np.float32)
-    (y,) = ours(name, [x, _i64(1)], opset=20)
+    (y,) = run_one_node(name, [x, _i64(1)], opset=20)
     assert y.shape == (2, 1, 4) and y.dtype == np.float32
     assert np.all(y == value)
 
 
 def test_reduce_max_bool_and_empty_bool() -> None:
     x = np.array([[True, False], [False, False]])
-    (y,) = ours("ReduceMax", [x, _i64(1)], opset=20)
+    (y,) = run_one_node("ReduceMax", [x, _i64(1)], opset=20)
     np.testing.assert_array_equal(y, [[True], [False]])
-    (e,) = ours("ReduceMax", [np.zeros((2, 0), bool), _i64(1)], opset=20)
+    (e,) = run_one_node("ReduceMax", [np.zeros((2, 0), bool), _i64(1)], opset=20)
     assert e.dtype == np.bool_ and e.shape == (2, 1) and not e.any()
 
 
@@ -140,7 +91,7 @@ def test_softmax_coerced_and_along_axis(name: str, opset: int, axis: int) -> Non
 
 
 def test_softmax_float16_and_default_axis() -> None:
-    check("Softmax", [_f32(3, 5).astype(np.float16)], opset=13, tol=1e-3)
+    check("Softmax", [_f32(3, 5).astype(np.float16)], opset=13, rtol=1e-3, atol=1e-3)
     check("LogSoftmax", [_f32(3, 5)], opset=11)
 
 
@@ -150,8 +101,8 @@ def test_layer_normalization_three_outputs(axis: int) -> None:
     x = _f32(2, 3, 4)
     norm_shape = x.shape[axis % 3 :]
     scale, bias = _f32(*norm_shape), _f32(*norm_shape)
-    check("LayerNormalization", [x, scale, bias], n_out=3, opset=17, axis=axis)
-    check("LayerNormalization", [x, scale], n_out=1, opset=17, axis=axis, epsilon=0.1)
+    check("LayerNormalization", [x, scale, bias], n_outputs=3, opset=17, axis=axis)
+    check("LayerNormalization", [x, scale], n_outputs=1, opset=17, axis=axis, epsilon=0.1)
 
 
 @pytest.mark.parametrize("axis", [1, -1])
@@ -168,7 +119,9 @@ def test_group_normalization_opset21_per_channel() -> None:
 def test_group_normalization_opset18_per_group() -> None:
     x = _f32(2, 4, 5)
     scale, bias = _f32(2), _f32(2)
-    (y,) = ours("GroupNormalization", [x, scale, bias], opset=18, num_groups=2, epsilon=1e-3)
+    (y,) = run_one_node(
+        "GroupNormalization", [x, scale, bias], opset=18, num_groups=2, epsilon=1e-3
+    )
     g = x.reshape(2, 2, -1).astype(np.float64)
     ref = (g - g.mean(2, keepdims=True)) / np.sqrt(g.var(2, keepdims=True) + 1e-3)
     ref = ref * scale[None, :, None] + bias[None, :, None]
@@ -186,7 +139,7 @@ def test_batch_normalization_training_mode() -> None:
     x = _f32(4, 3, 2, 2)
     var = np.abs(_f32(3)) + 0.1
     check(
-        "BatchNormalization", [x, _f32(3), _f32(3), _f32(3), var], n_out=3, opset=15,
+        "BatchNormalization", [x, _f32(3), _f32(3), _f32(3), var], n_outputs=3, opset=15,
         training_mode=1, momentum=0.8,
     )  # fmt: skip
 
@@ -196,7 +149,7 @@ def test_lp_normalization_with_zero_rows(p: int) -> None:
     x = _f32(3, 4)
     check("LpNormalization", [x], opset=18, p=p, axis=0)
     x[1] = 0
-    (y,) = ours("LpNormalization", [x], opset=22, p=p)
+    (y,) = run_one_node("LpNormalization", [x], opset=22, p=p)
     assert np.all(y[1] == 0) and np.all(np.isfinite(y))
 
 
@@ -206,7 +159,7 @@ def test_mvn_and_lrn() -> None:
     check("MeanVarianceNormalization", [x], opset=13, axes=[1, -1])
     check("LRN", [x], opset=13, size=3)
     check("LRN", [x], opset=13, size=5, alpha=0.01, beta=0.5, bias=2.0)
-    (y,) = ours("LRN", [x], opset=13, size=2, alpha=0.01, beta=0.5, bias=2.0)
+    (y,) = run_one_node("LRN", [x], opset=13, size=2, alpha=0.01, beta=0.5, bias=2.0)
     sq = np.concatenate([x * x, np.zeros_like(x[:, :1])], axis=1)
     window = sq[:, :-1] + sq[:, 1:]  # even size: channels c and c + 1
     np.testing.assert_allclose(y, x / (2.0 + 0.01 / 2 * window) ** 0.5, rtol=1e-5)
@@ -214,12 +167,12 @@ def test_mvn_and_lrn() -> None:
 
 def test_dropout_inference_and_training() -> None:
     x = _f32(20, 30)
-    y, mask = check("Dropout", [x], n_out=2, opset=13)
+    y, mask = check("Dropout", [x], n_outputs=2, opset=13)
     assert mask.dtype == np.bool_ and mask.all()
     zero, train = np.array(0.0, np.float32), np.array(True)
-    y, mask = ours("Dropout", [x, zero, train], n_out=2, opset=13)
+    y, mask = run_one_node("Dropout", [x, zero, train], n_outputs=2, opset=13)
     np.testing.assert_array_equal(y, x)
-    y, mask = ours("Dropout", [x, np.array(0.25, np.float32), train], n_out=2, seed=3)
+    y, mask = run_one_node("Dropout", [x, np.array(0.25, np.float32), train], n_outputs=2, seed=3)
     assert mask.dtype == np.bool_ and 0.6 < mask.mean() < 0.9
     np.testing.assert_allclose(y, np.where(mask, x / 0.75, 0), rtol=1e-6)
 
@@ -239,7 +192,7 @@ def test_activation(name: str, opset: int, attrs: dict[str, Any]) -> None:
 
 
 def test_activation_float16_and_int_shrink() -> None:
-    check("Elu", [_f32(4, 5).astype(np.float16)], opset=6, tol=1e-3)
+    check("Elu", [_f32(4, 5).astype(np.float16)], opset=6, rtol=1e-3, atol=1e-3)
     check("Shrink", [np.arange(-5, 6, dtype=np.int32)], opset=9, lambd=1.5, bias=1.0)
 
 
@@ -250,9 +203,9 @@ def test_prelu_broadcast_slope() -> None:
 
 def test_swish_and_swiglu_by_hand() -> None:
     a, b = _f32(3, 4) * 4, _f32(3, 4)
-    (y,) = ours("Swish", [a], opset=24, alpha=0.5)
+    (y,) = run_one_node("Swish", [a], opset=24, alpha=0.5)
     np.testing.assert_allclose(y, a / (1 + np.exp(-0.5 * a)), rtol=1e-6)
-    (y,) = ours("SwiGLU", [a, b], opset=28, alpha=2.0)
+    (y,) = run_one_node("SwiGLU", [a, b], opset=28, alpha=2.0)
     np.testing.assert_allclose(y, a / (1 + np.exp(-2 * a)) * b, rtol=1e-6, atol=1e-7)
 
 
@@ -270,7 +223,7 @@ def test_losses(reduction: str, weighted: bool, ignore_index: int | None) -> Non
     attrs: dict[str, Any] = {"reduction": reduction}
     if ignore_index is not None:
         attrs["ignore_index"] = ignore_index
-    check("SoftmaxCrossEntropyLoss", [scores, target, weight], n_out=2, opset=13, **attrs)
+    check("SoftmaxCrossEntropyLoss", [scores, target, weight], n_outputs=2, opset=13, **attrs)
     check("NegativeLogLikelihoodLoss", [scores, target, weight], opset=13, **attrs)
 
 

@@ -13,60 +13,44 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
 
+from tests.ops.onenode import assert_matches_onnxruntime, check_one_node, graph_model
 from torsh_gen.backend import prepare
 
 RNG = np.random.default_rng(11)
+
+
+def _ir_version(opset: int) -> int:
+    """The IR version this file's models use: 10 from opset 21 on, 8 before."""
+    return 8 if opset < 21 else 10
 
 
 def _model(
     nodes: list[onnx.NodeProto], inputs: list[np.ndarray | None], opset: int
 ) -> onnx.ModelProto:
     """A model over ``nodes`` whose inputs are x0.. (None = omitted) and outputs the last node's."""
-    g_in = [
-        helper.make_tensor_value_info(f"x{i}", helper.np_dtype_to_tensor_dtype(x.dtype), x.shape)
-        for i, x in enumerate(inputs)
-        if x is not None
-    ]
-    g_out = [helper.make_empty_tensor_value_info(o) for o in nodes[-1].output]
-    graph = helper.make_graph(nodes, "g", g_in, g_out)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8 if opset < 21 else 10
-    return model
-
-
-def _names(inputs: list[np.ndarray | None]) -> list[str]:
-    return ["" if x is None else f"x{i}" for i, x in enumerate(inputs)]
+    return graph_model(nodes, inputs, {"": opset}, ir_version=_ir_version(opset))
 
 
 def compare(model: onnx.ModelProto, inputs: list[np.ndarray | None]) -> list[Any]:
     """Run ``model`` on both runtimes, assert equal outputs, return ours."""
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {f"x{i}": x for i, x in enumerate(inputs) if x is not None}
-    expected = sess.run(None, feeds)
-    got = list(prepare(model).run([x for x in inputs if x is not None]))
-    assert len(got) == len(expected)
-    for e, g in zip(expected, got):
-        assert isinstance(g, np.ndarray)
-        assert g.shape == e.shape
-        assert g.dtype == e.dtype, (g.dtype, e.dtype)
-        if e.dtype == object:
-            assert g.tolist() == e.tolist()
-        else:
-            np.testing.assert_allclose(g, e, rtol=1e-6, atol=0)
-    return got
+    return assert_matches_onnxruntime(model, inputs, rtol=1e-6, atol=0)
 
 
 def check(
-    op_type: str, inputs: list[np.ndarray | None], n_out: int = 1, opset: int = 18, **attrs: Any
+    op_type: str,
+    inputs: list[np.ndarray | None],
+    n_outputs: int = 1,
+    opset: int = 18,
+    **attrs: Any,
 ) -> list[Any]:
     """One-node model of ``op_type`` compared between the runtimes."""
-    node = helper.make_node(op_type, _names(inputs), [f"y{i}" for i in range(n_out)], **attrs)
-    return compare(_model([node], inputs, opset), inputs)
+    return check_one_node(
+        op_type, inputs, n_outputs, opset, rtol=1e-6, atol=0, ir_version=_ir_version(opset), **attrs
+    )
 
 
 def i64(*v: int) -> np.ndarray:
@@ -283,10 +267,10 @@ def test_transpose_concat() -> None:
 
 def test_split_versions() -> None:
     x = randn(7, 2)
-    check("Split", [x], n_out=4, num_outputs=4, opset=18)  # uneven: 2, 2, 2, 1
-    check("Split", [x, i64(3, 0, 4)], n_out=3, opset=13)
-    check("Split", [x], n_out=3, split=[1, 2, 4], opset=11)
-    check("Split", [randn(2, 6)], n_out=3, axis=-1, opset=11)
+    check("Split", [x], n_outputs=4, num_outputs=4, opset=18)  # uneven: 2, 2, 2, 1
+    check("Split", [x, i64(3, 0, 4)], n_outputs=3, opset=13)
+    check("Split", [x], n_outputs=3, split=[1, 2, 4], opset=11)
+    check("Split", [randn(2, 6)], n_outputs=3, axis=-1, opset=11)
 
 
 def test_slice_versions() -> None:
