@@ -7,25 +7,38 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import helper
+from onnx import TensorProto, helper
 
 from tests.conftest import make_model, tensor_info
 from torsh_gen.frontends.onnx import load_onnx, save_onnx
 from torsh_gen.ops.execute import run_graph
 
 
+def _external_tensor(name: str, shape: tuple[int, ...], location: str) -> TensorProto:
+    """A float TensorProto whose data lives in ``location`` (written separately)."""
+    t = TensorProto()
+    t.name = name
+    t.data_type = TensorProto.FLOAT
+    t.dims.extend(shape)
+    t.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(int(np.prod(shape)) * 4))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    return t
+
+
 @pytest.mark.slow
 def test_model_over_2gb_round_trips(tmp_path: Path):
     rows = 2**29 + 2**20  # 2.1 GB of float32
-    w = np.ones((rows, 1), np.float32)
+    w = np.lib.format.open_memmap(tmp_path / "scratch.npy", mode="w+", dtype=np.float32, shape=(rows, 1))
+    w[:] = 1.0
     w[-1, 0] = 3.0
-    node = helper.make_node("ReduceSum", ["w"], ["y"], keepdims=0)
-    model = make_model([node], [], [tensor_info("y", [])], [onnx.numpy_helper.from_array(w, "w")], opset=17)
+    w.tofile(tmp_path / "big.data")
     del w
-    path = tmp_path / "big.onnx"
-    onnx.save_model(model, path, save_as_external_data=True, location="big.data")
-    del model
-    g = load_onnx(path)
+    node = helper.make_node("ReduceSum", ["w"], ["y"], keepdims=0)
+    model = make_model([node], [], [tensor_info("y", [])], [_external_tensor("w", (rows, 1), "big.data")], opset=17)
+    onnx.save_model(model, tmp_path / "big.onnx")
+    g = load_onnx(tmp_path / "big.onnx")
     assert g.initializers[0].const.nbytes > 2**31
     out = save_onnx(g, tmp_path / "out" / "big.onnx")  # chooses external data by itself
     assert (out.parent / "big.onnx.data").stat().st_size > 2**31
