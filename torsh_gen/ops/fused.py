@@ -20,9 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.ir.graph import Node
+from torsh_gen.ir.graph import Node, Value
 from torsh_gen.ir.types import Type
-from torsh_gen.ops.registry import FLOATS, GRAPH, INT, INTS, STRING, Cost, InferContext, OpSpec, RunContext, lookup, op
+from torsh_gen.ops.registry import (
+    FLOATS,
+    GRAPH,
+    INT,
+    INTS,
+    STRING,
+    Cost,
+    InferContext,
+    OpSpec,
+    RunContext,
+    lookup,
+    op,
+)
 
 DOMAIN = "ai.torsh"
 
@@ -77,9 +89,14 @@ def apply_activation(y: np.ndarray, name: str, params: list[float]) -> np.ndarra
 
 
 def _as_node(node: Node, op_type: str, n_inputs: int, drop: tuple[str, ...]) -> Node:
-    """A look-alike standard node (first ``n_inputs`` inputs, fused attributes dropped)."""
+    """A look-alike standard node (first ``n_inputs`` inputs, fused attributes dropped).
+
+    Its outputs are fresh Values: a Node links its outputs to itself, and the real node's
+    outputs must keep pointing at the real node.
+    """
     attrs = {k: a for k, a in node.attrs.items() if k not in drop}
-    return Node(op_type, node.inputs[:n_inputs], node.outputs, attrs, "", node.name)
+    outputs = [Value(o.name, o.type) for o in node.outputs]
+    return Node(op_type, node.inputs[:n_inputs], outputs, attrs, "", node.name)
 
 
 def _delegate_infer(ctx: InferContext, op_type: str, n_inputs: int) -> list[Type | None]:
