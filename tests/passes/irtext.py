@@ -1,10 +1,18 @@
 """Helpers for before/after pass tests: terse graph building, printing and comparing.
 
-    g = build([node("Transpose", "x", "t", perm=[1, 0]), node("Transpose", "t", "y", perm=[1, 0])],
-              ["x: float[batch,4]"], ["y: float[batch,4]"])
+    g = build(
+        [node("Transpose", "x", "t", perm=[1, 0]), node("Transpose", "t", "u", perm=[1, 0]),
+         node("Relu", "u", "y")],
+        ["x: float[batch,4]"],
+        ["y: float[batch,4]"],
+    )
     after = check_pass(g, ["simplify"], feeds(g, batch=3))
-    assert ops(after) == []
+    assert ops(after) == ["Relu"]
+    print(text(after))  # the printed IR, as ``torsh-gen inspect --ir`` shows it
 
+Nodes come from ``onnx.helper`` (``node`` is a shorthand: space-separated names, ``_`` for
+an omitted input); values are written ``"name: dtype[dims]"``; ``build`` imports the model
+with ``load_onnx``, so tests exercise the real frontend.
 ``check_pass`` runs the passes on a copy with the verifier on, compares every output
 before and after with the reference interpreter and returns the rewritten graph.
 """

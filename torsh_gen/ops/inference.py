@@ -121,6 +121,7 @@ class TypeInference:
         except Exception:
             return
         outs = list(result) if isinstance(result, tuple) else [result]
+        outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
         for v, out in zip(node.outputs, outs):
             if isinstance(out, np.ndarray) and out.size <= MAX_FOLD_ELEMENTS:
                 self.known[id(v)] = out

@@ -140,7 +140,7 @@ def _can_merge(first: Node, node: Node, outputs: set[int]) -> bool:
 
 
 def _node_key(node: Node, subst: dict[int, Value], opsets: dict[str, int]) -> Hashable | None:
-    if any(True for _ in node.subgraphs()):
+    if not node.outputs or any(True for _ in node.subgraphs()):
         return None
     try:
         if not lookup(node.op_type, node.domain, opsets.get(node.domain, 0)).deterministic:

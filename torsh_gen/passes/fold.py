@@ -102,6 +102,7 @@ def _try_fold(node: Node, known: dict[int, np.ndarray | None], opsets: dict[str,
     except Exception:
         return None  # leave it to run time, where the error names the node
     outs = list(result) if isinstance(result, tuple) else [result]
+    outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
     if len(outs) < len(node.outputs) or not all(isinstance(o, np.ndarray) for o in outs[: len(node.outputs)]):
         return None
     return [np.asarray(o) for o in outs[: len(node.outputs)]]

@@ -3,14 +3,18 @@
 Preconditions: none (runs type inference itself, once per round). Rules, applied to a
 fixed point in the graph and its nested graphs:
 
-- no-ops: Identity; Dropout in inference (mask unused); Cast to the input's dtype;
+- no-ops: Identity; Dropout in inference (mask unused; before opset 12 Dropout is an
+  identity at inference, as the reference interpreter runs it); Cast to the input's dtype;
   Reshape/Flatten/Squeeze/Unsqueeze/Expand that keep the shape; Transpose by the identity
   permutation; Pad by zeros; Slice over everything; Concat/Sum/Mean/Max/Min of one input;
   x*1, x+0, x-0, x/1, x**1 where the constant broadcasts to nothing new;
 - merges: Transpose∘Transpose (into one or none), Reshape after Reshape/Flatten/Squeeze/
   Unsqueeze, exact Cast∘Cast (float32→float64→float32), Squeeze∘Unsqueeze inverses;
+- shape values: ``Shape(t)`` and ``Gather(Shape(t), i)`` of static dims become constants;
 - shape chains: ``Reshape(d, Concat(Gather(Shape(d), i), ..., const))`` gets a constant
-  shape where position j copying dim j of ``d`` becomes 0, so dynamic dims stay dynamic::
+  shape where position j copying dim j of ``d`` becomes 0, so dynamic dims stay dynamic
+  (pieces may also be Shape slices, dims of other tensors with the same symbol, and
+  integer arithmetic on static sizes, as torch exports ``view(b, t, h, d // h)``)::
 
       %s = Shape(%d); %b = Gather(%s, 0); %b1 = Unsqueeze(%b, [0])
       %shape = Concat(%b1, [64]); %y = Reshape(%d, %shape)
@@ -75,14 +79,21 @@ def _cast(rw: Rewriter, node: Node) -> bool:
     if t is None:
         return False
     if node.op_type == "CastLike":
-        target = tensor_type(node.inputs[1])
+        target = tensor_type(node.inputs[1]) if len(node.inputs) > 1 else None
         to = None if target is None else target.dtype
     else:
-        a = rw.attrs(node)
-        to = None if a is None else a.get("to")
-    if to is not None and DType(int(to)) == t.dtype:
+        to = _cast_to(rw, node)
+    if to is not None and to == t.dtype:
         return rw.remove(node, x, "Cast")
     return _cast_chain(rw, node, t.dtype)
+
+
+def _cast_to(rw: Rewriter, node: Node) -> DType | None:
+    a = rw.attrs(node)
+    try:
+        return DType(int(a.get("to"))) if a is not None and a.get("to") is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _same_shape(rw: Rewriter, node: Node) -> bool:
@@ -96,7 +107,11 @@ def _same_shape(rw: Rewriter, node: Node) -> bool:
         a = rw.attrs(node)
         if len(shape) == 2 and a is not None and axis(a.get("axis", 1), 2) == 1:
             return rw.remove(node, x, "Flatten")
-    if node.op_type == "Expand" and _expand_noop(shape, rw.ints(node.inputs[1])):
+    if (
+        node.op_type == "Expand"
+        and len(node.inputs) > 1
+        and _expand_noop(shape, rw.ints(node.inputs[1]))
+    ):
         return rw.remove(node, x, "Expand")
     return False
 
@@ -258,8 +273,7 @@ def _cast_chain(rw: Rewriter, node: Node, mid: DType) -> bool:
     t = tensor_type(src)
     if t is None or not exact_cast(t.dtype, mid):
         return False
-    a = rw.attrs(node)
-    if a is not None and a.get("to") is not None and DType(int(a.get("to"))) == t.dtype:
+    if _cast_to(rw, node) == t.dtype:
         if rw.remove(node, src, "Cast∘Cast"):
             rw.orphans.append(inner)
             return True
@@ -463,7 +477,7 @@ def _gather(rw: Rewriter, v: Value | None) -> list[Dim] | None:
     """Gather(Shape(t), const index) on axis 0 as dims of ``t``."""
     p = rw.source(v, "Gather")
     a = None if p is None else rw.attrs(p)
-    if p is None or a is None or a.get("axis", 0) != 0:
+    if p is None or a is None or a.get("axis", 0) != 0 or len(p.inputs) < 2:
         return None
     dims = _shape_dims(rw, p.inputs[0])
     index = rw.const(p.inputs[1])
