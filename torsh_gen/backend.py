@@ -1,13 +1,21 @@
-"""ONNX backend API (``onnx.backend.base.Backend``) over torsh-gen's reference execution.
+"""ONNX backend API (``onnx.backend.base.Backend``) over torsh-gen.
 
 ``torsh_gen.backend.prepare(model).run(inputs)`` imports the model into the IR, checks
-it, and runs it with the ops' numpy reference kernels. It is what the ONNX conformance
-suite drives, and what users can call to execute a model without compiling it.
+it, and runs it with the ops' numpy reference kernels. With ``mode="compiled"`` it
+compiles the model for the CPU into a temporary folder instead and runs the generated
+package. It is what the ONNX conformance suite drives, and what users can call to
+execute a model.
 """
 
 from __future__ import annotations
 
+import atexit
+import itertools
+import shutil
+import tempfile
+import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -45,6 +53,59 @@ class TorshGenRep(BackendRep):
         return tuple(self.executor.run(self.graph, feeds))
 
 
+class CompiledRep(BackendRep):
+    """A model compiled into a temporary artifact folder (removed with the rep)."""
+
+    def __init__(self, folder: Path, module: Any) -> None:
+        self.folder = folder
+        self.module = module
+        self.model = module.Model()
+        self.input_names = [s["name"] for s in module.INPUTS if s.get("default") is None]
+        self._cleanup = weakref.finalize(self, _release, folder.parent, module.__name__)
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run on a list of inputs (graph order), a dict by name, or one array."""
+        if isinstance(inputs, dict):
+            feeds = {k: _as_value(v) for k, v in inputs.items()}
+        else:
+            if isinstance(inputs, np.ndarray):
+                inputs = [inputs]
+            inputs = list(inputs)
+            if len(inputs) > len(self.input_names):
+                raise InputError(f"got {len(inputs)} inputs, the model takes {len(self.input_names)}")
+            feeds = {name: _as_value(x) for name, x in zip(self.input_names, inputs)}
+        return tuple(self.model.run(**feeds).values())
+
+
+_compiled = itertools.count()
+
+
+def _release(tmp: Path, module_name: str) -> None:
+    """Forget the artifact's modules and delete its folder."""
+    import sys
+
+    for name in [n for n in sys.modules if n == module_name or n.startswith(module_name + ".")]:
+        del sys.modules[name]
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _compile_rep(model: Any, level: str) -> CompiledRep:
+    from torsh_gen.tools.artifact import load_artifact
+    from torsh_gen.tools.compile import compile_model
+
+    tmp = Path(tempfile.mkdtemp(prefix="torsh-gen-backend-"))
+    atexit.register(shutil.rmtree, tmp, True)
+    folder = tmp / f"model_{next(_compiled)}"
+    try:
+        if isinstance(model, (str, Path)) and not Path(model).exists():
+            raise InputError(f"{model}: no such model file")
+        compile_model(model, folder, target="cpu", level=level)
+        return CompiledRep(folder, load_artifact(folder))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _as_value(x: Any) -> Any:
     """Convert TensorProto inputs (float8/int4 test data) to arrays; keep lists (sequences)."""
     if isinstance(x, onnx.TensorProto):
@@ -56,10 +117,18 @@ class TorshGenBackend(Backend):
     """The ONNX Backend implementation."""
 
     @classmethod
-    def prepare(cls, model: Any, device: str = "CPU", **kwargs: Any) -> TorshGenRep:
-        """Import ``model`` (ModelProto, bytes or path) and return a runnable rep."""
+    def prepare(cls, model: Any, device: str = "CPU", mode: str = "reference", **kwargs: Any) -> BackendRep:
+        """Import ``model`` (ModelProto, bytes or path) and return a runnable rep.
+
+        ``mode="compiled"`` compiles it (optimization ``level``, default O3) and runs the
+        generated package; ``mode="reference"`` runs the reference interpreter.
+        """
         if not cls.supports_device(device):
-            raise InputError(f"device '{device}' is not supported; torsh-gen's reference backend runs on CPU")
+            raise InputError(f"device '{device}' is not supported; torsh-gen's backends run on CPU")
+        if mode == "compiled":
+            return _compile_rep(model, str(kwargs.get("level", "O3")))
+        if mode != "reference":
+            raise InputError(f"unknown backend mode '{mode}'; use 'reference' or 'compiled'")
         graph = load_onnx(model)
         return TorshGenRep(graph, seed=int(kwargs.get("seed", 0)))
 
@@ -77,7 +146,7 @@ class TorshGenBackend(Backend):
         g = onnx.helper.make_graph([node], "node", vis, outs)
         opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
         model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid(node.domain, opset)])
-        return cls.run_model(model, arrays, device)
+        return cls.run_model(model, arrays, device, **{k: v for k, v in kwargs.items() if k in ("mode", "level")})
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

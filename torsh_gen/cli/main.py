@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from torsh_gen import __version__
-from torsh_gen.cli import convert, inspect, ops, run
+from torsh_gen.cli import bench, compile, convert, inspect, ops, optimize, run, validate
 from torsh_gen.cli.common import STATE
 
 app = typer.Typer(
@@ -37,6 +37,10 @@ app.add_typer(inspect.app)
 app.add_typer(run.app)
 app.add_typer(convert.app)
 app.add_typer(ops.app)
+app.add_typer(optimize.app)
+app.add_typer(validate.app)
+app.add_typer(bench.app)
+app.add_typer(compile.app)
 
 
 def _version(value: bool) -> None:

@@ -1,7 +1,9 @@
 """ONNX backend node conformance: run every node test case through torsh-gen.
 
-``python -m torsh_gen.tools.conformance [--filter REGEX] [--failures FILE]`` runs the
-cases of ``onnx.backend.test.case.node.collect_testcases`` through ``torsh_gen.backend``,
+``python -m torsh_gen.tools.conformance [--filter REGEX] [--failures FILE] [--mode M]`` runs
+the cases of ``onnx.backend.test.case.node.collect_testcases`` through ``torsh_gen.backend``
+(``--mode reference``, the default: the interpreter; ``--mode compiled``: each case is
+compiled into a package and run),
 compares outputs as onnx's own runner does (shape, dtype, allclose with the case's
 rtol/atol; strings equal; sequences element-wise) and prints the pass count.
 """
@@ -98,8 +100,8 @@ def _alarm(signum: int, frame: Any) -> None:  # noqa: ARG001
     raise _Timeout()
 
 
-def run_case(case: Any) -> CaseResult:
-    """Run one case through torsh_gen.backend and compare every data set."""
+def run_case(case: Any, mode: str = "reference") -> CaseResult:
+    """Run one case through torsh_gen.backend (``mode``: reference or compiled) and compare."""
     from torsh_gen.backend import prepare
 
     start = time.perf_counter()
@@ -108,7 +110,7 @@ def run_case(case: Any) -> CaseResult:
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            rep = prepare(case.model)
+            rep = prepare(case.model, mode=mode)
             for inputs, ref_outputs in case.data_sets:
                 outs = rep.run(list(inputs))
                 if len(outs) != len(ref_outputs):
@@ -129,10 +131,10 @@ def run_case(case: Any) -> CaseResult:
         signal.signal(signal.SIGALRM, old)
 
 
-def run_all(pattern: str | None = None) -> Iterator[CaseResult]:
+def run_all(pattern: str | None = None, mode: str = "reference") -> Iterator[CaseResult]:
     """Run every (filtered) case, yielding results as they finish."""
     for case in collect_cases(pattern):
-        yield run_case(case)
+        yield run_case(case, mode)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", default=None, help="write a JSON summary to this file")
     p.add_argument("--min-pass", type=int, default=0, help="exit 1 if fewer cases pass")
     p.add_argument("-v", "--verbose", action="store_true", help="print every failure")
+    p.add_argument("--mode", choices=("reference", "compiled"), default="reference", help="run the reference interpreter or compiled artifacts")
     args = p.parse_args(argv)
-    results = list(run_all(args.filter))
+    results = list(run_all(args.filter, args.mode))
     passed = [r for r in results if r.passed]
     failed = [r for r in results if not r.passed]
     if args.verbose:
@@ -155,8 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     total = len(results)
     pct = 100.0 * len(passed) / total if total else 0.0
     if args.json:
-        Path(args.json).write_text(json.dumps({"passed": len(passed), "total": total, "percent": round(pct, 2), "onnx": onnx.__version__}, indent=2) + "\n")
-    print(f"conformance: {len(passed)} passed, {len(failed)} failed of {total} ({pct:.1f}%)")
+        Path(args.json).write_text(json.dumps({"mode": args.mode, "passed": len(passed), "total": total, "percent": round(pct, 2), "onnx": onnx.__version__}, indent=2) + "\n")
+    print(f"conformance ({args.mode}): {len(passed)} passed, {len(failed)} failed of {total} ({pct:.1f}%)")
     return 1 if len(passed) < args.min_pass else 0
 
 

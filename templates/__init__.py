@@ -1,0 +1,1 @@
+"""Jinja templates of torsh-gen's generators, one folder per generator (shipped in the wheel)."""

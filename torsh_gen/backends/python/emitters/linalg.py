@@ -1,0 +1,90 @@
+"""Emitters for MatMul, Gemm and FusedMatMul: numpy's BLAS matmul into planned buffers.
+
+Transposed operands are views (numpy hands BLAS the transposition flag, no copy); alpha,
+beta, bias, residual and activation are applied in place on the product, so a Gemm
+writes its output buffer once from BLAS and then updates it.
+"""
+
+from __future__ import annotations
+
+from torsh_gen.backends.python.context import NodeCtx
+from torsh_gen.backends.python.emitters import emits
+from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
+from torsh_gen.backends.python.emitters.fused import emit_activation
+from torsh_gen.ir.types import DType
+
+_INTS = (DType.INT32, DType.INT64, DType.UINT32, DType.UINT64)
+
+
+def _out_kw(ctx: NodeCtx) -> str:
+    """out= only for outputs of rank >= 1 (numpy returns 0-d products as scalars)."""
+    t = ctx.out_type(0)
+    return ctx.out_kw() if t is not None and t.shape else ""
+
+
+def _product(ctx: NodeCtx) -> None:
+    """y = A @ B; an N-d A times a 2-D B is one 2-D GEMM over A's rows (numpy's stacked
+    matmul with a broadcast operand runs far below BLAS speed)."""
+    a, b = ctx.in_tensor(0), ctx.in_tensor(1)
+    x0, x1, y = ctx.x(0), ctx.x(1), ctx.y()
+    if a.rank is not None and a.rank >= 3 and b.rank == 2 and ctx.out_type(0) is not None:
+        buf = ctx.buf()
+        k, n = b.shape
+        k = k if isinstance(k, int) else f"{x1}.shape[0]"
+        n = n if isinstance(n, int) else f"{x1}.shape[1]"
+        out = f", out={buf}.reshape(-1, {n})" if buf else ""
+        ctx.emit(f"{y} = np.matmul({x0}.reshape(-1, {k}), {x1}{out}).reshape({x0}.shape[:-1] + ({n},))")
+        return
+    ctx.emit(f"{y} = np.matmul({x0}, {x1}{_out_kw(ctx)})")
+
+
+@emits("MatMul")
+def matmul(ctx: NodeCtx) -> bool:
+    """np.matmul on two operands of one float or wide integer type."""
+    ds = dtypes(ctx, 2)
+    if not ds or ds[0] != ds[1] or ds[0] not in FLOATS + _INTS:
+        return False
+    _product(ctx)
+    return True
+
+
+@emits("Gemm")
+def gemm(ctx: NodeCtx) -> bool:
+    """alpha * op(A) @ op(B) + beta * C for float A, B, C of one type."""
+    ds = dtypes(ctx)
+    if not ds or any(d != ds[0] for d in ds) or ds[0] not in FLOATS:
+        return False
+    a = ctx.attrs
+    d = ctx.dtype(ds[0])
+    xa = f"{ctx.x(0)}.T" if a.transA else ctx.x(0)
+    xb = f"{ctx.x(1)}.T" if a.transB else ctx.x(1)
+    y = ctx.y()
+    ctx.emit(f"{y} = np.matmul({xa}, {xb}{ctx.out_kw()})")
+    if float(a.alpha) != 1.0:
+        ctx.emit(f"np.multiply({y}, {d}({ctx.lit(float(a.alpha))}), out={y})")
+    c = ctx.x(2)
+    if c is not None and float(a.beta) != 0.0:
+        if float(a.beta) == 1.0:
+            ctx.emit(f"np.add({y}, {c}, out={y})")
+        else:
+            ctx.emit(f"np.add({y}, {c} * {d}({ctx.lit(float(a.beta))}), out={y})")
+    return True
+
+
+@emits("FusedMatMul", domain="ai.torsh")
+def fused_matmul(ctx: NodeCtx) -> bool:
+    """act(A @ B + bias + Z): the product, then in-place epilogue updates."""
+    ds = dtypes(ctx)
+    if not ds or any(d != ds[0] for d in ds) or ds[0] not in FLOATS:
+        return False
+    t = ctx.out_type(0)
+    if t is None or not t.shape:
+        return False
+    y = ctx.y()
+    act = ctx.attrs.activation or ""
+    params = [float(p) for p in (ctx.attrs.activation_params or [])]
+    _product(ctx)
+    for i in (2, 3):
+        if ctx.x(i) is not None:
+            ctx.emit(f"np.add({y}, {ctx.x(i)}, out={y})")
+    return emit_activation(ctx, y, act, params, ds[0])

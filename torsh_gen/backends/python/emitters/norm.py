@@ -1,0 +1,101 @@
+"""Emitters for Softmax, LogSoftmax, LayerNormalization and inference BatchNormalization.
+
+Each computes in the input's float type with numpy reductions and in-place updates of
+the output buffer (max-shifted exponentials for the softmaxes; mean, centred variance
+and 1/sqrt for the norms), as the reference kernels do.
+"""
+
+from __future__ import annotations
+
+from torsh_gen.backends.python.context import NodeCtx
+from torsh_gen.backends.python.emitters import emits
+from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
+from torsh_gen.ir.types import DType
+
+
+def _rank(ctx: NodeCtx) -> int | None:
+    t = ctx.in_tensor(0)
+    if t is None or t.shape is None or any(d == 0 for d in t.shape):
+        return None
+    return len(t.shape)
+
+
+@emits("Softmax", "LogSoftmax")
+def softmax(ctx: NodeCtx) -> bool:
+    """exp(x - max) / sum along the axis (flattened to 2-D at the axis before opset 13)."""
+    ds = dtypes(ctx, 1)
+    rank = _rank(ctx)
+    if not ds or ds[0] not in FLOATS or not rank:
+        return False
+    axis = int(ctx.attrs.axis)
+    if not -rank <= axis < rank:
+        return False
+    x, y = ctx.x(0), ctx.y()
+    coerce = ctx.opset < 13
+    src, ax = x, axis % rank
+    if coerce:
+        src = ctx.tmp("x2d")
+        ctx.emit(f"{src} = _rt.flatten({x}, {ax})")
+        ax = 1
+    m = ctx.tmp("top")
+    out = "" if coerce else ctx.out_kw()
+    ctx.emit(f"{m} = np.max({src}, axis={ax}, keepdims=True)\n{y} = np.subtract({src}, {m}{out})\ndel {m}")
+    s = ctx.tmp("total")
+    if ctx.node.op_type == "Softmax":
+        ctx.emit(f"np.exp({y}, out={y})\n{s} = np.sum({y}, axis={ax}, keepdims=True)\nnp.divide({y}, {s}, out={y})")
+    else:
+        ctx.emit(f"{s} = np.log(np.sum(np.exp({y}), axis={ax}, keepdims=True))\nnp.subtract({y}, {s}, out={y})")
+    ctx.emit(f"del {s}")
+    if coerce:
+        ctx.emit(f"{y} = {y}.reshape({x}.shape)\ndel {src}")
+    return True
+
+
+@emits("LayerNormalization")
+def layer_norm(ctx: NodeCtx) -> bool:
+    """(x - mean) * 1/sqrt(var + eps) * scale + bias over axes axis..end."""
+    ds = dtypes(ctx)
+    rank = _rank(ctx)
+    if not ds or any(d != ds[0] for d in ds) or ds[0] not in FLOATS or not rank:
+        return False
+    stash = int(ctx.attrs.stash_type)
+    if (ds[0] == DType.FLOAT and stash != 1) or (ds[0] == DType.DOUBLE and stash != 11):
+        return False
+    axis = int(ctx.attrs.axis)
+    if not -rank <= axis < rank:
+        return False
+    axes = ctx.lit(tuple(range(axis % rank, rank)))
+    x, y, d = ctx.x(0), ctx.y(), ctx.dtype(ds[0])
+    mean, var = ctx.tmp("mean"), ctx.tmp("inv_std")
+    ctx.emit(f"{mean} = np.mean({x}, axis={axes}, keepdims=True)\n{y} = np.subtract({x}, {mean}{ctx.out_kw()})")
+    ctx.emit(f"{var} = np.mean(np.square({y}), axis={axes}, keepdims=True)")
+    ctx.emit(f"np.add({var}, {d}({ctx.lit(float(ctx.attrs.epsilon))}), out={var})\nnp.sqrt({var}, out={var})\nnp.reciprocal({var}, out={var})")
+    ctx.emit(f"np.multiply({y}, {var}, out={y})\nnp.multiply({y}, {ctx.x(1)}, out={y})")
+    if ctx.x(2) is not None:
+        ctx.emit(f"np.add({y}, {ctx.x(2)}, out={y})")
+    extra = {1: mean, 2: var}
+    for k in range(1, len(ctx.outs)):
+        ctx.emit(f"{ctx.y(k)} = {extra[k]}")
+    ctx.emit(f"del {mean}, {var}")
+    return True
+
+
+@emits("BatchNormalization")
+def batch_norm(ctx: NodeCtx) -> bool:
+    """Inference form: (x - mean) / sqrt(var + eps) * scale + bias, per channel."""
+    ds = dtypes(ctx, 5)
+    rank = _rank(ctx)
+    if not ds or any(d != ds[0] for d in ds) or ds[0] not in FLOATS or not rank or rank < 2:
+        return False
+    if (ctx.attrs.training_mode and len(ctx.outs) > 1) or len(ctx.outs) > 1:
+        return False
+    if any(ctx.in_tensor(i).rank != 1 for i in range(1, 5)):
+        return False
+    shape = ctx.lit((-1,) + (1,) * (rank - 2))
+    x, y, d = ctx.x(0), ctx.y(), ctx.dtype(ds[0])
+    scale, bias, mean, var = (ctx.x(i) for i in range(1, 5))
+    k = ctx.tmp("factor")
+    ctx.emit(f"{k} = ({scale} / np.sqrt({var} + {d}({ctx.lit(float(ctx.attrs.epsilon))}))).reshape({shape})")
+    ctx.emit(f"{y} = np.subtract({x}, {mean}.reshape({shape}){ctx.out_kw()})\nnp.multiply({y}, {k}, out={y})")
+    ctx.emit(f"np.add({y}, {bias}.reshape({shape}), out={y})\ndel {k}")
+    return True

@@ -1,0 +1,76 @@
+"""Compile an artifact's numba kernels at build time, with a cache shared across builds.
+
+``kernels.py`` declares explicit signatures, so importing it compiles every kernel and
+numba's ``cache=True`` stores the machine code in the artifact's ``__pycache__``. numba
+keys that cache on the source file's contents, so it stays valid when the folder is
+renamed or copied. Compiled files are also kept in a per-user cache keyed by the
+source hash (``TORSH_GEN_CACHE_DIR``, else ``$XDG_CACHE_HOME/torsh-gen``), so compiling
+the same model again reuses them instead of recompiling.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import itertools
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+KERNELS = "kernels.py"
+_counter = itertools.count()
+
+
+def cache_root() -> Path:
+    """The per-user folder holding compiled kernels of earlier builds."""
+    env = os.environ.get("TORSH_GEN_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "torsh-gen" / "numba"
+
+
+def _key(source: bytes) -> str:
+    import numba
+
+    h = hashlib.sha256(source)
+    h.update(f"numba {numba.__version__} python {sys.version_info[:2]}".encode())
+    return h.hexdigest()[:32]
+
+
+def precompile(folder: Path) -> float:
+    """Compile (or fetch from the shared cache) the kernels of the artifact in ``folder``.
+
+    Returns the seconds spent; 0 when the artifact has no kernels.
+    """
+    src = folder / KERNELS
+    if not src.is_file():
+        return 0.0
+    start = time.perf_counter()
+    pycache = folder / "__pycache__"
+    shared = cache_root() / _key(src.read_bytes())
+    if shared.is_dir():
+        pycache.mkdir(exist_ok=True)
+        for f in shared.iterdir():
+            shutil.copy2(f, pycache / f.name)
+    name = f"_torsh_gen_kernels_{next(_counter)}"
+    spec = importlib.util.spec_from_file_location(name, src)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)  # compiles; numba writes its cache beside the file
+    finally:
+        sys.modules.pop(name, None)
+    if not shared.is_dir() and pycache.is_dir():
+        try:
+            tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
+            tmp.mkdir(parents=True, exist_ok=True)
+            for f in pycache.glob("kernels.*.nb*"):
+                shutil.copy2(f, tmp / f.name)
+            os.replace(tmp, shared)
+        except OSError:
+            pass  # the shared cache is an optimization only
+    return time.perf_counter() - start

@@ -1,0 +1,222 @@
+"""Compile a model into a standalone artifact: load, check ops, optimize, generate, swap in.
+
+``compile_model(model, out_dir)`` is what ``torsh-gen compile`` and the compiled ONNX
+backend call. It lists every unsupported op at once, runs the pass pipeline (plus the
+memory planner the backend needs), lets the target's backend write the package into a
+temporary folder beside ``out_dir``, compiles its numba kernels, and only then renames it
+into place: an interrupted compile leaves no half-written folder, and an existing
+artifact is replaced only on success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import keyword
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torsh_gen import __version__
+from torsh_gen.errors import InputError, TorshGenError, UnsupportedOpError
+from torsh_gen.ir.graph import Graph
+from torsh_gen.passes import PassReport, pipeline, run_passes
+from torsh_gen.passes.manager import get_pass
+
+MANIFEST = "manifest.json"
+PLAN_PASS = "plan_memory"
+
+
+@dataclass
+class CompileReport:
+    """What a compile did: passes, node counts, files, coverage and time."""
+
+    out_dir: Path
+    package: str
+    target: str
+    level: str
+    passes: list[str]
+    pass_reports: list[PassReport]
+    nodes_before: int
+    nodes_after: int
+    files: list[str]
+    fast_nodes: int
+    reference_nodes: int
+    kernels: int
+    weight_bytes: int
+    memory: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+    kernel_seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON/YAML output."""
+        return {
+            "out_dir": str(self.out_dir),
+            "package": self.package,
+            "target": self.target,
+            "level": self.level,
+            "passes": [r.to_dict() for r in self.pass_reports],
+            "nodes": [self.nodes_before, self.nodes_after],
+            "fast_nodes": self.fast_nodes,
+            "reference_nodes": self.reference_nodes,
+            "kernels": self.kernels,
+            "weight_bytes": self.weight_bytes,
+            "memory_plan": self.memory,
+            "files": self.files,
+            "seconds": round(self.seconds, 3),
+            "kernel_seconds": round(self.kernel_seconds, 3),
+        }
+
+
+def compile_model(
+    model: str | os.PathLike | Graph | bytes | Any,
+    out_dir: str | os.PathLike,
+    *,
+    target: str = "cpu",
+    level: str = "O3",
+    passes: list[str] | None = None,
+    check: bool = False,
+    precompile: bool = True,
+) -> CompileReport:
+    """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
+
+    A Graph is optimized in place. ``passes`` replaces the level's pipeline; ``check``
+    runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
+    rather than at the artifact's first import.
+    """
+    from torsh_gen.backends import backend_for
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    package = _package_name(out)
+    backend = backend_for(target)
+    _check_destination(out)
+    names = _pipeline(level, passes)
+    graph, source_name, sha = _load(model)
+    check_supported(graph)
+    nodes_before = _count(graph)
+    reports = run_passes(graph, names, check=check)
+    info = backend.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
+    try:
+        result = backend.write_package(graph, tmp, info)
+        kernel_seconds = backend.precompile(tmp) if precompile else 0.0
+        _swap_in(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return CompileReport(
+        out, package, target, info.level, info.passes, reports, nodes_before, _count(graph), result.files,
+        result.fast_nodes, result.reference_nodes, result.kernels, result.weight_bytes, result.memory,
+        time.perf_counter() - start, kernel_seconds,
+    )
+
+
+def _package_name(out: Path) -> str:
+    name = out.name
+    if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
+        raise InputError(
+            f"output folder '{out}' must end in a valid Python package name (letters, digits, "
+            f"underscores, not starting with a digit), since the artifact is imported as '{name}'"
+        )
+    return name
+
+
+def _check_destination(out: Path) -> None:
+    """Refuse to replace anything but an empty folder or an earlier artifact."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise InputError(f"{out} exists and is not a folder; choose another output folder")
+    if any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise InputError(f"{out} exists and is not a torsh-gen artifact; choose another output folder or empty it")
+
+
+def _pipeline(level: str, passes: list[str] | None) -> list[str]:
+    names = pipeline(level, passes)
+    for name in names:
+        get_pass(name)  # fail before any work when a pass is unknown
+    import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
+
+    if PLAN_PASS not in names:
+        names = names + [PLAN_PASS]
+    return names
+
+
+def _load(model: Any) -> tuple[Graph, str, str]:
+    """The graph, a display name of the source and its sha256."""
+    from torsh_gen.ir.verify import verify
+
+    if isinstance(model, Graph):
+        from torsh_gen.ir.serialize import dumps_header
+
+        verify(model)
+        header, blobs, _ = dumps_header(model)
+        h = hashlib.sha256(header)
+        for b in blobs:
+            h.update(b.tobytes())
+        return model, model.name, h.hexdigest()
+    if isinstance(model, (str, os.PathLike)):
+        from torsh_gen.tools.loading import load_model
+
+        path = Path(model)
+        graph = load_model(path)
+        return graph, path.name, _file_sha256(path)
+    from torsh_gen.frontends.onnx import load_onnx
+
+    data = model if isinstance(model, (bytes, bytearray)) else model.SerializeToString()
+    graph = load_onnx(bytes(data))  # as the reference backend: the ONNX checker's rules, not ours
+    return graph, graph.name or "<model>", hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_supported(graph: Graph) -> None:
+    """Raise one UnsupportedOpError listing every node whose op (or opset) is not supported."""
+    from torsh_gen.ops.registry import lookup
+
+    opsets = graph.info.opset_imports if graph.info else {"": 0}
+    missing = []
+    for _, node in graph.walk():
+        opset = opsets.get(node.domain, opsets.get("", 0))
+        try:
+            lookup(node.op_type, node.domain, opset)
+        except TorshGenError:
+            domain = node.domain or "ai.onnx"
+            missing.append(f"{node.name or '<unnamed>'!r}: {node.op_type} (domain {domain}, opset {opset})")
+    if missing:
+        shown = "; ".join(missing[:50]) + (f"; and {len(missing) - 50} more" if len(missing) > 50 else "")
+        raise UnsupportedOpError(
+            f"{len(missing)} node(s) use ops torsh-gen does not support: {shown}. "
+            "Check `torsh-gen ops` for the supported ops and opsets"
+        )
+
+
+def _count(graph: Graph) -> int:
+    return sum(1 for _ in graph.walk())
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Rename the finished package into place, replacing an earlier artifact."""
+    if not out.exists():
+        os.rename(tmp, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    os.rename(out, old / "artifact")
+    try:
+        os.rename(tmp, out)
+    except BaseException:
+        os.rename(old / "artifact", out)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
