@@ -7,6 +7,7 @@ from torsh_gen.passes import (  # noqa: F401  (imported for their registrations)
     fold,
     fuse_elementwise,
     fuse_epilogues,
+    memplan,
     patterns,
     simplify,
 )
