@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORSH := $(VENV)/bin/torsh-gen
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-slow conformance lint format clean
+.PHONY: setup demo test test-slow conformance conformance-compiled bench lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,13 @@ test-slow: setup
 
 conformance: setup
 	$(PY) -m torsh_gen.tools.conformance --failures conformance-failures.txt --json conformance-latest.json
+
+conformance-compiled: setup
+	$(PY) -m torsh_gen.tools.conformance --mode compiled --failures conformance-compiled-failures.txt
+
+bench: setup
+	$(PY) -m pip install --quiet "torch==2.13.0"
+	$(PY) benchmarks/run.py
 
 lint: setup
 	$(VENV)/bin/ruff check torsh_gen tests
