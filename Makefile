@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORSH := $(VENV)/bin/torsh-gen
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-slow conformance conformance-compiled bench lint clean
+.PHONY: setup demo test test-slow conformance conformance-compiled bench generated lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,11 @@ conformance-compiled: setup
 bench: setup
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) benchmarks/run.py
+
+generated: setup
+	rm -rf generated/tiny_cnn
+	$(TORSH) compile examples/tiny_cnn.onnx --target cpu -o generated/tiny_cnn
+	find generated -name __pycache__ -prune -exec rm -rf {} +
 
 lint: setup
 	$(VENV)/bin/ruff check torsh_gen tests
