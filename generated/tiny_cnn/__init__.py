@@ -7,7 +7,7 @@
 reusable form: construct it once (it maps the weights and preallocates buffers) and
 call ``Model.run`` many times. ``INPUTS``/``OUTPUTS`` describe the signature; symbolic
 dimensions (strings) take any size, consistently across inputs. This package needs
-numpy; it does not need torsh-gen.
+numpy, numba; it does not need torsh-gen.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Generated line → graph node map of model.py (for error messages); do not edit."""
 
 LINES = (
-    (60, 0),
-    (74, 1),
-    (81, 2),
-    (95, 3),
-    (98, 4),
-    (101, 5),
-    (105, 6),
+    (66, 0),
+    (81, 1),
+    (88, 2),
+    (103, 3),
+    (106, 4),
+    (109, 5),
+    (113, 6),
 )
 LABELS = (
     "ai.torsh::FusedConv node '/conv1/Conv_fused'",

@@ -6,6 +6,7 @@
     model.py        the Model class and the generated forward function
     kernels.py      numba kernels (fused elementwise chains), when the model has any
     _runtime.py     weights mapping, buffers, input checks, error messages
+    _conv.py        numba convolution kernels, when some convolution uses them
     _linemap.py     generated line → graph node, for error messages
     _ref/           vendored reference kernels, when some op has no fast emitter
     weights.bin     every constant, 64-byte aligned, memory-mapped at load
@@ -26,6 +27,7 @@ from typing import Any
 import black
 
 from torsh_gen.backends.python.context import Lines, Module
+from torsh_gen.backends.python.conv_cache import install as install_conv_kernels
 from torsh_gen.backends.python.function import MARKER, emit_function
 from torsh_gen.backends.python.literals import literal
 from torsh_gen.backends.python.names import doc_text
@@ -38,6 +40,8 @@ from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes.memplan import MemoryPlan, build_plan, static_nbytes
 
 FORMAT = "torsh-gen-python/1"
+#: numba threading layer of the convolution kernels (benchmarks/NOTES.md, "Conv path").
+CONV_THREADING = "omp"
 _BLACK = black.Mode(line_length=100, target_versions={black.TargetVersion.PY311})
 
 
@@ -98,6 +102,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         version=info.version,
         source_literal=doc_text(info.source_name),
         kernels=bool(module.kernel_sources),
+        conv=getattr(module, "uses_conv_runtime", False),
         ref=bool(module.ref_kernels),
         inputs=literal(tuple(inputs_sig)),
         outputs=literal(tuple(outputs_sig)),
@@ -110,7 +115,11 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     if module.kernel_sources:
         digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
         put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
-    needs = ", numba" if module.kernel_sources else ""
+    conv = getattr(module, "uses_conv_runtime", False)
+    if conv:
+        put("_conv.py", _conv_runtime(info.version), fmt=False)
+        install_conv_kernels(folder)
+    needs = ", numba" if module.kernel_sources or conv else ""
     needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
     example = ", ".join(f"{s['name']}=..." for s in inputs_sig[:3] if s["name"].isidentifier())
     put("__init__.py", render("__init__.py.j2", package=info.package, version=info.version, target=info.target, example=example, needs=needs), fmt=False)
@@ -121,6 +130,13 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     manifest = _manifest(info, inputs_sig, outputs_sig, table, module, memory, vendored)
     put("manifest.json", json.dumps(manifest, indent=2) + "\n", fmt=False)
     return PackageResult(sorted(written), module.fast_nodes, module.ref_nodes, len(module.kernel_sources), module.weights.nbytes, memory, vendored)
+
+
+def _conv_runtime(version: str) -> str:
+    """``_conv.py`` under a module name fixed by its source (numba's cache imports it by name)."""
+    body = render("_conv.py.j2", version=version, digest="{digest}", threading_layer=CONV_THREADING)
+    digest = hashlib.sha256(body.encode()).hexdigest()[:16]
+    return body.replace("{digest}", digest)
 
 
 def _plan(graph: Graph) -> MemoryPlan | None:

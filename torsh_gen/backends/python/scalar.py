@@ -6,11 +6,17 @@ gets the input expressions, the node's resolved attributes and the output dtype
 constructor (``np.float32``), and returns an expression or None when it does not cover
 the node (the caller then falls back to numpy). Semantics follow the numpy reference:
 NaN propagates through Max/Min/Clip/Relu as np.maximum does.
+
+float32 chains call the vectorizable polynomial helpers of ``templates/python/_nn.py.j2``
+(``nn_exp``, ``nn_tanh``, ``nn_sigmoid``, ``nn_gelu``...) for their transcendentals
+instead of ``math.*``, which numba compiles to scalar libm calls that stop LLVM from
+vectorizing the loop; ``helpers_used`` lists the helpers a kernel source calls.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -38,8 +44,52 @@ def rule(*ops: str) -> Callable[[Rule], Rule]:
 
 def scalar_expr(op_type: str, args: list[str], attrs: Any, ctor: str) -> str | None:
     """The scalar expression of ``op_type`` on ``args`` (None when not covered)."""
+    if ctor == F32:
+        fast = _fast32(op_type, args, attrs)
+        if fast is not None:
+            return fast
     fn = _RULES.get(op_type)
     return None if fn is None else fn(args, attrs, ctor)
+
+
+F32 = "np.float32"
+#: helper → the helpers it calls (definition order: callees first).
+HELPERS = {
+    "nn_exp": (), "nn_exp_wide": (), "nn_sigmoid": ("nn_exp",), "nn_tanh": ("nn_exp",),
+    "nn_gelu": ("nn_exp_wide",),
+    "nn_gelu_tanh": ("nn_exp_wide",),
+}
+_HELPER_RX = re.compile(r"\b(nn_[a-z_]+)\(")
+
+
+def _fast32(op_type: str, a: list[str], at: Any) -> str | None:
+    """float32 transcendentals through the polynomial helpers (vectorizable)."""
+    x = f"np.float32({a[0]})" if a else ""
+    if op_type == "Exp":
+        return f"nn_exp({x})"
+    if op_type == "Tanh":
+        return f"nn_tanh({x})"
+    if op_type == "Sigmoid":
+        return f"nn_sigmoid({x})"
+    if op_type == "Gelu":
+        return f"nn_gelu_tanh({x})" if (at.approximate or "none") == "tanh" else f"nn_gelu({x})"
+    return None
+
+
+def helpers_used(source: str) -> list[str]:
+    """The polynomial helpers ``source`` calls, with their own callees, callees first."""
+    out: list[str] = []
+
+    def add(name: str) -> None:
+        if name in out or name not in HELPERS:
+            return
+        for dep in HELPERS[name]:
+            add(dep)
+        out.append(name)
+
+    for name in _HELPER_RX.findall(source):
+        add(name)
+    return out
 
 
 def _c(ctor: str, value: float) -> str:
@@ -241,9 +291,12 @@ def activation_expr(name: str, params: list[float], x: str, ctor: str) -> str | 
     elif name == "Clip":
         return fmin(fmax(x, _c(ctor, params[0])), _c(ctor, params[1]))
     elif name == "Silu":
+        if ctor == F32:
+            return f"({x} * nn_sigmoid({x}))"
         return f"{ctor}({x} / (1.0 + math.exp(-{x})))"
     elif name in ("Gelu", "GeluTanh"):
         at.approximate = "tanh" if name == "GeluTanh" else "none"  # type: ignore[attr-defined]
+        name = "Gelu"
     elif name not in _RULES:
         return None
     return scalar_expr(name, [x], at, ctor)

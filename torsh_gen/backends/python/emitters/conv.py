@@ -1,6 +1,8 @@
 """Emitters for Conv, FusedConv and the pooling ops.
 
-Convolutions are GEMMs: a 1x1 convolution multiplies the weight matrix with the input
+Float32 2-d convolutions take the numba path of ``conv_numba.py`` (direct depthwise
+kernel, parallel im2col into a reused scratch, fused epilogue). Otherwise convolutions are
+GEMMs: a 1x1 convolution multiplies the weight matrix with the input
 viewed as (N, C, H*W) with no copy at all; other kernels gather columns with
 ``sliding_window_view`` (one copy, im2col) and multiply once per group. Bias, residual
 and activation are applied in place on the product. Pooling loops over the kernel taps
@@ -17,6 +19,7 @@ import numpy as np
 
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
+from torsh_gen.backends.python.emitters.conv_numba import emit_numba_conv
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
 from torsh_gen.backends.python.emitters.fused import emit_activation
 from torsh_gen.backends.python.literals import index_src
@@ -68,8 +71,14 @@ def fused_conv(ctx: NodeCtx) -> bool:
     return _conv(ctx, fused=True)
 
 
+def _given_dtypes(ctx: NodeCtx) -> list | None:
+    """Element types of the inputs given (a FusedConv may have a residual but no bias)."""
+    types = [ctx.in_tensor(i) for i in range(ctx.n_in()) if ctx.x(i) is not None]
+    return None if any(t is None for t in types) else [t.dtype for t in types]
+
+
 def _conv(ctx: NodeCtx, fused: bool) -> bool:
-    ds = dtypes(ctx)
+    ds = _given_dtypes(ctx)
     w_shape = _static_dims(ctx, 1)
     if not ds or any(d != ds[0] for d in ds) or ds[0] not in FLOATS or w_shape is None or len(w_shape) < 3:
         return False
@@ -86,6 +95,8 @@ def _conv(ctx: NodeCtx, fused: bool) -> bool:
     m, cg = w_shape[0], w_shape[1]
     if m % group:
         return False
+    if n == 2 and emit_numba_conv(ctx, w_shape, begin, strides, dilations, group, fused):
+        return True
     x, w, y = ctx.x(0), ctx.x(1), ctx.y()
     nb = ctx.tmp("n")
     ctx.emit(f"{nb} = {x}.shape[0]")

@@ -5,6 +5,12 @@ numba kernel (one pass over memory, explicit signatures so they compile at impor
 ``error_model="numpy"`` so division by zero gives inf/nan as numpy does). Identical
 bodies share one kernel. Other bodies are emitted inline, node by node, with the normal
 emitters. ``emit_activation`` applies a FusedConv/FusedMatMul activation in place.
+
+When every operand has the output's shape or one element (known at compile time), the
+kernel is a flat 1-D loop over contiguous memory that LLVM vectorizes; other layouts go
+through ``_rt.ew``'s 3-d kernel with broadcasting. ``nn_kernel`` adds a block of
+``templates/python/_nn.py.j2`` (GEMM epilogues, softmax, LayerNorm) with the shared
+helpers it calls.
 """
 
 from __future__ import annotations
@@ -12,7 +18,14 @@ from __future__ import annotations
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
 from torsh_gen.backends.python.literals import literal
-from torsh_gen.backends.python.scalar import CTORS, NB_TYPES, activation_expr, scalar_expr
+from torsh_gen.backends.python.scalar import (
+    CTORS,
+    NB_TYPES,
+    activation_expr,
+    helpers_used,
+    scalar_expr,
+)
+from torsh_gen.backends.python.templating import environment
 from torsh_gen.ir.graph import Graph
 from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.ops.registry import lookup
@@ -24,8 +37,14 @@ def _dtype(t: object) -> DType | None:
     return t.dtype if isinstance(t, TensorType) and t.dtype in NB_TYPES else None
 
 
-def kernel_source(body: Graph, opsets: dict[str, int]) -> str | None:
-    """numba source (with a ``{name}`` placeholder) computing ``body`` per element, or None."""
+def kernel_source(
+    body: Graph, opsets: dict[str, int], flat: list[bool] | None = None
+) -> str | None:
+    """numba source (with a ``{name}`` placeholder) computing ``body`` per element, or None.
+
+    With ``flat`` (one flag per input: True for a one-element operand) the kernel is a 1-D
+    loop over C-contiguous operands of the output's size; else a 3-d loop over any strides.
+    """
     names: dict[int, str] = {}
     params, loads = [], []
     sig = []
@@ -34,8 +53,12 @@ def kernel_source(body: Graph, opsets: dict[str, int]) -> str | None:
         if dt is None:
             return None
         params.append(f"x{k}")
-        sig.append(f"_in({NB_TYPES[dt]})")
-        loads.append(f"a{k} = x{k}[i0, i1, i2]")
+        if flat is None:
+            sig.append(f"_in({NB_TYPES[dt]})")
+            loads.append(f"a{k} = x{k}[i0, i1, i2]")
+        else:
+            sig.append(f'nb.types.Array({NB_TYPES[dt]}, 1, "C", readonly=True)')
+            loads.append(f"a{k} = x{k}[0]" if flat[k] else f"a{k} = x{k}[i0]")
         names[id(v)] = f"a{k}"
     for v in body.initializers:
         dt = _dtype(v.type)
@@ -56,12 +79,19 @@ def kernel_source(body: Graph, opsets: dict[str, int]) -> str | None:
         if dt is None or id(v) not in names:
             return None
         params.append(f"y{k}")
-        sig.append(f"_out({NB_TYPES[dt]})")
-        stores.append(f"y{k}[i0, i1, i2] = {names[id(v)]}")
+        if flat is None:
+            sig.append(f"_out({NB_TYPES[dt]})")
+            stores.append(f"y{k}[i0, i1, i2] = {names[id(v)]}")
+        else:
+            sig.append(f'nb.types.Array({NB_TYPES[dt]}, 1, "C")')
+            stores.append(f"y{k}[i0] = {names[id(v)]}")
+    head = f'@nb.njit([nb.void({", ".join(sig)})], cache=True, error_model="numpy")\n'
+    head += f"def {{name}}({', '.join(params)}):\n"
+    if flat is not None:
+        inner = "\n".join(" " * 8 + s for s in loads + steps + stores)
+        return head + "    for i0 in range(y0.shape[0]):\n" + f"{inner}\n"
     inner = "\n".join(" " * 16 + s for s in loads + steps + stores)
-    return (
-        f'@nb.njit([nb.void({", ".join(sig)})], cache=True, error_model="numpy")\n'
-        f"def {{name}}({', '.join(params)}):\n"
+    return head + (
         "    n0, n1, n2 = y0.shape\n"
         "    for i0 in range(n0):\n"
         "        for i1 in range(n1):\n"
@@ -112,17 +142,66 @@ def fused_elementwise(ctx: NodeCtx) -> bool:
             copy = r in xs or r.startswith("self.")
             ctx.emit(f"{ctx.y(k)} = {'np.array(' + r + ', copy=True)' if copy else r}")
         return True
-    kernel = ctx.kernel(src, "fused")
+    if any(ctx.out_type(k) is None for k in range(len(ctx.outs))):
+        return False
+    flat = _flat_operands(ctx)
+    flat_src = None if flat is None else kernel_source(body, ctx.module.opsets, flat)
     shape = _shape_expr(ctx, xs)
     for k in range(len(ctx.outs)):
-        t = ctx.out_type(k)
-        if t is None:
-            return False
-        alloc = ctx.buf(k) or f"np.empty({shape}, dtype={ctx.dtype(t.dtype)})"
+        alloc = ctx.buf(k) or f"np.empty({shape}, dtype={ctx.dtype(ctx.out_type(k).dtype)})"
         ctx.emit(f"{ctx.y(k)} = {alloc}")
+    if flat_src is not None:
+        kernel = nn_kernel(ctx, flat_src, "fused")
+        args = [f"np.ascontiguousarray({x}).reshape(-1)" for x in xs]
+        args += [f"{y}.reshape(-1)" for y in ctx.outs]
+        ctx.emit(f"{kernel}({', '.join(args)})")
+        return True
+    kernel = nn_kernel(ctx, src, "fused")
     outs = ", ".join(ctx.outs)
     ctx.emit(f"_rt.ew({kernel}, ({', '.join(xs)},), ({outs},))")
     return True
+
+
+def _flat_operands(ctx: NodeCtx) -> list[bool] | None:
+    """Per input, True when it has one element, False when it has the outputs' shape; None
+    when some operand is broadcast otherwise or a shape is not static (no 1-D kernel)."""
+    shapes = [ctx.out_type(k).shape for k in range(len(ctx.outs))]
+    shape = shapes[0]
+    if shape is None or any(s != shape for s in shapes):
+        return None
+    if not all(isinstance(d, int) for d in shape):
+        return None  # static shapes only: the kernel trusts the sizes it is given
+    flags = []
+    for i in range(len(ctx.ins)):
+        t = ctx.in_tensor(i)
+        if t is None or t.shape is None:
+            return None
+        if tuple(t.shape) == tuple(shape):
+            flags.append(False)
+        elif all(d == 1 for d in t.shape) and len(t.shape) <= len(shape):
+            flags.append(True)
+        else:
+            return None
+    return flags
+
+
+def nn_kernel(ctx: NodeCtx, src: str, hint: str) -> str:
+    """Register kernel ``src`` after the ``_nn.py.j2`` helpers it calls; its expression."""
+    helpers = helpers_used(src)
+    if helpers:
+        nn = environment().get_template("_nn.py.j2").module
+        ctx.kernel(str(nn.types()), "nn_types")
+        for h in helpers:
+            ctx.kernel(str(getattr(nn, h[3:])()), h)
+    return ctx.kernel(src, hint)
+
+
+def nn_block(ctx: NodeCtx, macro: str, hint: str, *args: object) -> str:
+    """Register the ``_nn.py.j2`` kernel ``macro(*args)`` with its helpers; its expression."""
+    nn = environment().get_template("_nn.py.j2").module
+    src = str(getattr(nn, macro)(*args))
+    ctx.kernel(str(nn.types()), "nn_types")
+    return nn_kernel(ctx, src, hint)
 
 
 _NUMPY_ACT = {
@@ -159,6 +238,6 @@ def emit_activation(ctx: NodeCtx, y: str, name: str, params: list[float], dtype:
         "                a0 = x0[i0, i1, i2]\n"
         f"                y0[i0, i1, i2] = {expr}\n"
     )
-    kernel = ctx.kernel(src, name)
+    kernel = nn_kernel(ctx, src, name)
     ctx.emit(f"_rt.ew({kernel}, ({y},), ({y},))")
     return True

@@ -2,7 +2,10 @@
 
 Each computes in the input's float type with numpy reductions and in-place updates of
 the output buffer (max-shifted exponentials for the softmaxes; mean, centred variance
-and 1/sqrt for the norms), as the reference kernels do.
+and 1/sqrt for the norms), as the reference kernels do. float32 softmaxes over the last
+axes and float32 LayerNormalization are numba row kernels instead (``_nn.py.j2``): one
+read of each row for the max or the mean, one for the sum or the variance, one write,
+with a vectorized polynomial exp.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
+from torsh_gen.backends.python.emitters.fused import nn_block
 from torsh_gen.ir.types import DType
 
 
@@ -32,6 +36,11 @@ def softmax(ctx: NodeCtx) -> bool:
         return False
     x, y = ctx.x(0), ctx.y()
     coerce = ctx.opset < 13
+    if ds[0] == DType.FLOAT and (coerce or axis % rank == rank - 1):
+        log = ctx.node.op_type == "LogSoftmax"
+        kernel = nn_block(ctx, "softmax", ctx.node.op_type.lower(), log)
+        _rows_call(ctx, kernel, axis % rank, [])
+        return True
     src, ax = x, axis % rank
     if coerce:
         src = ctx.tmp("x2d")
@@ -64,6 +73,12 @@ def layer_norm(ctx: NodeCtx) -> bool:
     axis = int(ctx.attrs.axis)
     if not -rank <= axis < rank:
         return False
+    if ds[0] == DType.FLOAT and len(ctx.outs) == 1 and _fits_rows(ctx, axis % rank):
+        kernel = nn_block(ctx, "layernorm", "layernorm", ctx.x(2) is not None)
+        params = [_flat(ctx, 1)] + ([_flat(ctx, 2)] if ctx.x(2) is not None else [])
+        eps = f"np.float32({ctx.lit(float(ctx.attrs.epsilon))})"
+        _rows_call(ctx, kernel, axis % rank, params + [eps])
+        return True
     axes = ctx.lit(tuple(range(axis % rank, rank)))
     x, y, d = ctx.x(0), ctx.y(), ctx.dtype(ds[0])
     mean, var = ctx.tmp("mean"), ctx.tmp("inv_std")
@@ -78,6 +93,42 @@ def layer_norm(ctx: NodeCtx) -> bool:
         ctx.emit(f"{ctx.y(k)} = {extra[k]}")
     ctx.emit(f"del {mean}, {var}")
     return True
+
+
+def _rows_call(ctx: NodeCtx, kernel: str, axis: int, params: list[str]) -> None:
+    """``kernel(x2d, *params, y2d)`` on the input and output seen as rows of the axes from
+    ``axis`` on (a C-contiguous copy of the input when it is a strided view)."""
+    x, y = ctx.x(0), ctx.y()
+    rows = ctx.tmp("rows")
+    ctx.emit(f"{rows} = _rt.flatten(np.ascontiguousarray({x}), {axis})")
+    alloc = ctx.buf() or f"np.empty({x}.shape, dtype=np.float32)"
+    ctx.emit(f"{y} = {alloc}")
+    ctx.emit(f"{kernel}({', '.join([rows] + params + [f'{y}.reshape({rows}.shape)'])})\ndel {rows}")
+
+
+def _fits_rows(ctx: NodeCtx, axis: int) -> bool:
+    """True when scale (and bias) hold exactly the normalized axes' values, in order."""
+    norm = tuple(ctx.in_tensor(0).shape[axis:])
+    if not all(isinstance(d, int) for d in norm):
+        return False
+    for i in (1, 2):
+        t = ctx.in_tensor(i)
+        if ctx.x(i) is None:
+            continue
+        if t is None or not t.is_static:
+            return False
+        shape = tuple(t.shape)
+        while len(shape) > len(norm) and shape[0] == 1:
+            shape = shape[1:]
+        if shape != norm:
+            return False
+    return True
+
+
+def _flat(ctx: NodeCtx, i: int) -> str:
+    """Input ``i`` as a contiguous 1-D array (weights already are contiguous)."""
+    x = ctx.x(i) if ctx.const(i) is not None else f"np.ascontiguousarray({ctx.x(i)})"
+    return f"{x}.reshape(-1)"
 
 
 @emits("BatchNormalization")

@@ -1,0 +1,122 @@
+"""The numba convolution path (``_conv.py``: im2col, epilogue, depthwise) against onnxruntime.
+
+Every model here compiles at O3 (Conv + Add + activation become FusedConv) and must take
+the numba path (``_cv.conv2d`` in the generated code, no reference kernel); outputs are
+compared with onnxruntime for strides, asymmetric pads, dilations, groups, depthwise with
+a channel multiplier, strided and padded 1x1 convolutions and residual/activation epilogues.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.backends.helpers import compile_and_load, ort_outputs
+
+_RNG = np.random.default_rng(7)
+
+
+class _Builder:
+    """A graph of several convolution branches over one input, one output per branch."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.outputs: list[str] = []
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def conv(self, name: str, src: str, cin: int, cout: int, k: tuple[int, int], bias: bool = True,
+             **attrs: object) -> str:
+        group = int(attrs.get("group", 1))
+        w = _RNG.standard_normal((cout, cin // group) + k).astype(np.float32)
+        w *= np.float32(np.sqrt(2.0 / (cin // group * k[0] * k[1])))
+        ins = [src, self.const(name + "_w", w)]
+        if bias:
+            ins.append(self.const(name + "_b", _RNG.standard_normal(cout).astype(np.float32)))
+        self.nodes.append(helper.make_node("Conv", ins, [name], name=name, **attrs))
+        return name
+
+    def node(self, op: str, ins: list[str], name: str, **attrs: object) -> str:
+        self.nodes.append(helper.make_node(op, ins, [name], name=name, **attrs))
+        return name
+
+    def out(self, name: str) -> None:
+        self.outputs.append(name)
+
+    def model(self) -> onnx.ModelProto:
+        x = helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.shape))
+        outs = [helper.make_empty_tensor_value_info(o) for o in self.outputs]
+        graph = helper.make_graph(self.nodes, "convs", [x], outs, self.inits)
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _check(tmp_path: Path, model: onnx.ModelProto, x: np.ndarray, min_calls: int) -> None:
+    module = compile_and_load(model, tmp_path / "pkg")
+    src = (tmp_path / "pkg" / "model.py").read_text()
+    assert src.count("_cv.conv2d(") >= min_calls
+    assert "_refcall" not in src
+    m = module.Model()
+    for feeds in ({"x": x}, {"x": x * -0.5}):  # the second run reuses buffers and scratch
+        ours = m.run(**feeds)
+        for (key, got), want in zip(ours.items(), ort_outputs(model, feeds)):
+            assert got.shape == want.shape and got.dtype == want.dtype, key
+            scale = float(np.abs(want).max()) or 1.0
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale, err_msg=key)
+
+
+def test_dense_convolutions(tmp_path: Path) -> None:
+    b = _Builder((2, 6, 17, 14))
+    b.out(b.conv("k3", "x", 6, 8, (3, 3), pads=[1, 1, 1, 1]))
+    b.out(b.conv("k3s2", "x", 6, 8, (3, 3), strides=[2, 2], pads=[1, 0, 2, 1]))
+    b.out(b.conv("k5d2", "x", 6, 4, (5, 3), dilations=[2, 1], pads=[3, 1, 2, 0], bias=False))
+    b.out(b.conv("k7s2", "x", 6, 5, (7, 7), strides=[2, 3], pads=[3, 3, 3, 3]))
+    b.out(b.conv("k1s2", "x", 6, 7, (1, 1), strides=[2, 2]))
+    b.out(b.conv("k1pad", "x", 6, 3, (1, 1), pads=[1, 0, 0, 1]))
+    b.out(b.conv("k1", "x", 6, 9, (1, 1), bias=False))
+    b.out(b.conv("g2", "x", 6, 4, (3, 3), group=2, pads=[1, 1, 1, 1]))
+    b.out(b.conv("g3s2", "x", 6, 6, (3, 1), group=3, strides=[2, 1]))
+    b.out(b.conv("same", "x", 6, 4, (4, 4), auto_pad="SAME_UPPER", strides=[2, 2]))
+    b.out(b.conv("valid", "x", 6, 4, (2, 2), auto_pad="VALID"))
+    _check(tmp_path, b.model(), _RNG.standard_normal(b.shape).astype(np.float32), 11)
+
+
+@pytest.mark.parametrize("kernel", [(3, 3), (5, 5), (3, 1)])
+def test_depthwise(tmp_path: Path, kernel: tuple[int, int]) -> None:
+    b = _Builder((2, 4, 13, 11))
+    b.out(b.conv("dw", "x", 4, 4, kernel, group=4, pads=[1, 1, 1, 1]))
+    b.out(b.conv("dws2", "x", 4, 4, kernel, group=4, strides=[2, 2], pads=[0, 1, 1, 0]))
+    b.out(b.conv("mult3", "x", 4, 12, kernel, group=4, dilations=[2, 2], pads=[2, 2, 2, 2]))
+    b.out(b.conv("s3nopad", "x", 4, 8, kernel, group=4, strides=[3, 2], bias=False))
+    _check(tmp_path, b.model(), _RNG.standard_normal(b.shape).astype(np.float32), 4)
+
+
+def test_residual_and_activation_epilogues(tmp_path: Path) -> None:
+    b = _Builder((1, 8, 9, 10))
+    lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
+    c = b.conv("c", "x", 8, 8, (3, 3), pads=[1, 1, 1, 1])
+    b.out(b.node("Relu", [b.node("Add", [c, "x"], "res")], "res_relu"))
+    nb = b.conv("nb", "x", 8, 8, (1, 1), bias=False)
+    b.out(b.node("Relu", [b.node("Add", ["x", nb], "nb_res")], "nobias_res_relu"))
+    b.out(b.node("Clip", [b.conv("c6", "x", 8, 8, (3, 3), strides=[2, 2]), lo, hi], "relu6"))
+    b.out(b.node("LeakyRelu", [b.conv("cl", "x", 8, 4, (1, 1), strides=[2, 2])], "leaky", alpha=0.1))
+    b.out(b.node("Sigmoid", [b.conv("cs", "x", 8, 4, (3, 3), group=4)], "sigmoid"))
+    dw = b.conv("dw", "x", 8, 8, (3, 3), group=8, pads=[1, 1, 1, 1])
+    b.out(b.node("Clip", [b.node("Add", [dw, "x"], "dw_res"), lo, hi], "dw_res_relu6"))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 6)
+
+
+def test_noncontiguous_input_and_wide_batch(tmp_path: Path) -> None:
+    b = _Builder((3, 5, 8, 8))
+    b.out(b.node("Relu", [b.conv("c", "x", 5, 6, (3, 3), pads=[1, 1, 1, 1])], "y"))
+    b.out(b.conv("d", "x", 5, 10, (3, 3), group=5, strides=[2, 2]))
+    x = np.asfortranarray(_RNG.standard_normal(b.shape).astype(np.float32))
+    _check(tmp_path, b.model(), x, 2)

@@ -1,0 +1,60 @@
+"""The numba path of Conv and FusedConv: float32 2-d convolutions through ``_conv.py``.
+
+The generated code makes one call, ``_cv.conv2d(...)``, into the package's convolution
+runtime (``templates/python/_conv.py.j2``): depthwise convolutions run a direct kernel
+with the epilogue fused; the others gather columns with a parallel numba kernel into a
+scratch matrix the Model keeps (no per-call allocation, no sliding-window copy chain),
+multiply once per image and group with BLAS straight into the output buffer, and apply
+bias, residual and a simple activation (Relu, Clip, LeakyRelu) in one pass over it.
+Other activations run after that pass with the generic in-place code.
+
+The emitter declines (the numpy path of ``conv.py`` takes over) for other element types,
+1-d and 3-d convolutions, spatial sizes unknown at compile time, and residuals whose shape
+differs from the output's (broadcast residuals).
+"""
+
+from __future__ import annotations
+
+from torsh_gen.backends.python.context import NodeCtx
+from torsh_gen.backends.python.emitters.fused import emit_activation
+from torsh_gen.ir.types import DType
+
+#: FusedConv activations the convolution runtime applies itself → their code there.
+ACT_CODES = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3}
+
+#: The attribute on ``Module`` that makes the package write and import ``_conv.py``.
+FLAG = "uses_conv_runtime"
+
+
+def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides: list[int],
+                    dilations: list[int], group: int, fused: bool) -> bool:
+    """Emit the ``_cv.conv2d`` call for a 2-d float32 convolution; False to decline."""
+    t_in, t_out = ctx.in_tensor(0), ctx.out_type(0)
+    if t_in is None or t_out is None or t_in.dtype != DType.FLOAT or len(w_shape) != 4:
+        return False
+    if t_in.shape is None or t_out.shape is None or len(t_out.shape) != 4:
+        return False
+    spatial = list(t_out.shape[1:]) + list(t_in.shape[1:])
+    if not all(isinstance(d, int) and d > 0 for d in spatial):
+        return False
+    z = ctx.x(3) if fused else None
+    if z is not None:
+        tz = ctx.in_tensor(3)
+        if tz is None or tz.shape is None or tuple(tz.shape) != tuple(t_out.shape):
+            return False
+    act = (ctx.attrs.activation or "") if fused else ""
+    params = [float(p) for p in (ctx.attrs.activation_params or [])] if fused else []
+    code = ACT_CODES.get(act, 0)
+    lo, hi = (params + [0.0, 0.0])[:2] if code else (0.0, 0.0)
+    y = ctx.y()
+    m, oh, ow = t_out.shape[1:]
+    alloc = ctx.buf() or f"np.empty(({ctx.x(0)}.shape[0], {m}, {oh}, {ow}), dtype=np.float32)"
+    geo = (strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1], group)
+    b = ctx.x(2) or "None"
+    ctx.emit(f"{y} = {alloc}")
+    ctx.emit(f"_cv.conv2d(self, {ctx.x(0)}, {ctx.x(1)}, {b}, {z or 'None'}, {y}, {ctx.lit(geo)}, "
+             f"{code}, {ctx.lit(float(lo))}, {ctx.lit(float(hi))})")
+    if act not in ACT_CODES and not emit_activation(ctx, y, act, params, DType.FLOAT):
+        return False
+    setattr(ctx.module, FLAG, True)
+    return True
