@@ -20,6 +20,8 @@ demo: setup
 	$(TORSH) run examples/tiny_cnn.onnx --input-shape batch=2 --check
 	$(TORSH) convert examples/tiny_cnn.onnx -o $(VENV)/demo/tiny_cnn.torsh
 	$(TORSH) run $(VENV)/demo/tiny_cnn.torsh --input-shape batch=2 --check
+	$(TORSH) compile examples/tiny_cnn.onnx --target cpu -o $(VENV)/demo/tiny_cnn
+	$(TORSH) validate examples/tiny_cnn.onnx --artifact $(VENV)/demo/tiny_cnn --input-shape batch=2
 
 test: setup
 	$(PY) -m pytest -q -m "not slow"
