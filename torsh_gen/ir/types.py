@@ -163,6 +163,14 @@ class TensorType:
             total *= d
         return total
 
+    def nbytes(self, bindings: dict[str, int] | None = None) -> int | None:
+        """Bytes as stored packed (4-bit types two per byte); None when the size is unknown."""
+        n = self.numel(bindings)
+        bits = self.dtype.itemsize_bits
+        if n is None or not bits:
+            return None
+        return (n * bits + 7) // 8
+
     def __str__(self) -> str:
         if self.shape is None:
             return f"{self.dtype.name.lower()}[*]"

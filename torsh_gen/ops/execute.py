@@ -9,6 +9,7 @@ Each value is dropped after its last reader so that peak memory follows the live
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ import numpy as np
 from torsh_gen.errors import ExecutionError, InputError, TorshGenError
 from torsh_gen.ir.graph import Graph, Node, Value, outer_reads
 from torsh_gen.ir.types import TensorType
-from torsh_gen.ops.registry import RunContext, lookup
+from torsh_gen.ops.registry import Attrs, OpSpec, RunContext, lookup
 
 
 class _Env:
@@ -123,14 +124,13 @@ def _check_output_sizes(node: Node) -> None:
     """Refuse to run a node whose inferred static output would exceed MAX_TENSOR_BYTES."""
     for v in node.outputs:
         t = v.type
-        if isinstance(t, TensorType) and t.is_static and t.dtype.itemsize_bits:
-            nbytes = (t.numel() or 0) * t.dtype.itemsize_bits // 8
-            if nbytes > MAX_TENSOR_BYTES:
-                raise ExecutionError(
-                    f"node '{_label(node)}' would produce '{v.name}' of shape {list(t.shape)} "
-                    f"({nbytes} bytes), over the {MAX_TENSOR_BYTES}-byte limit; check the model's "
-                    "shapes or raise TORSH_GEN_MAX_TENSOR_BYTES"
-                )
+        nbytes = t.nbytes() if isinstance(t, TensorType) else None
+        if nbytes is not None and nbytes > MAX_TENSOR_BYTES:
+            raise ExecutionError(
+                f"node '{_label(node)}' would produce '{v.name}' of shape {list(t.shape)} "
+                f"({nbytes} bytes), over the {MAX_TENSOR_BYTES}-byte limit; check the model's "
+                "shapes or raise TORSH_GEN_MAX_TENSOR_BYTES"
+            )
 
 
 def _label(node: Node) -> str:
@@ -150,6 +150,23 @@ def _last_uses(graph: Graph) -> dict[int, list[Value]]:
     for idx, v in last.values():
         by_node.setdefault(idx, []).append(v)
     return by_node
+
+
+def evaluate_node(spec: OpSpec, node: Node, attrs: Attrs, opset: int, args: Sequence[Any]) -> list[Any] | None:
+    """One node's kernel on compile-time values (constant folding and value propagation).
+
+    Numpy scalars come back as 0-d arrays. None when the kernel fails: the error is left to
+    run time, where it names the node.
+    """
+    ctx = RunContext(node, attrs, opset, len(node.outputs), lambda g, a: [], np.random.default_rng(0))
+    try:
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore")
+            result = spec.run(ctx, *args)
+    except Exception:
+        return None
+    outs = list(result) if isinstance(result, tuple) else [result]
+    return [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, Any], seed: int = 0) -> list[Any]:

@@ -19,7 +19,8 @@ import numpy as np
 from torsh_gen.errors import GraphError, TorshGenError
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.types import DType, TensorType, Type, tensor_type_of
-from torsh_gen.ops.registry import Cost, InferContext, RunContext, lookup
+from torsh_gen.ops.execute import evaluate_node
+from torsh_gen.ops.registry import Cost, InferContext, lookup
 
 #: Values up to this many elements are evaluated at compile time when their inputs are known.
 MAX_FOLD_ELEMENTS = 1024
@@ -94,10 +95,8 @@ class TypeInference:
         if not spec.deterministic or any(True for _ in node.subgraphs()):
             return
         if node.op_type == "Shape" and node.domain == "" and len(node.inputs) == 1:
-            t = node.inputs[0].type if node.inputs[0] is not None else None
-            if isinstance(t, TensorType) and t.is_static:
-                start, end = ctx.attrs.get("start", 0), ctx.attrs.get("end")
-                shape = np.array(t.shape[start:end] if end is not None else t.shape[start:], dtype=np.int64)
+            shape = static_shape_value(node, ctx.attrs)
+            if shape is not None:
                 self.known[id(node.outputs[0])] = shape
                 node.outputs[0].type = merge_types(node.outputs[0].type, tensor_type_of(shape))
             return
@@ -113,19 +112,24 @@ class TypeInference:
         if not any(val is not None for val in vals):
             if node.op_type not in ("Constant", "Range", "ConstantOfShape"):
                 return
-        rctx = RunContext(node, ctx.attrs, ctx.opset, len(node.outputs), lambda g, a: [], np.random.default_rng(0))
-        try:
-            with warnings.catch_warnings(), np.errstate(all="ignore"):
-                warnings.simplefilter("ignore")
-                result = spec.run(rctx, *vals)
-        except Exception:
+        outs = evaluate_node(spec, node, ctx.attrs, ctx.opset, vals)
+        if outs is None:
             return
-        outs = list(result) if isinstance(result, tuple) else [result]
-        outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
         for v, out in zip(node.outputs, outs):
             if isinstance(out, np.ndarray) and out.size <= MAX_FOLD_ELEMENTS:
                 self.known[id(v)] = out
                 v.type = merge_types(v.type, tensor_type_of(out))
+
+
+def static_shape_value(node: Node, attrs: Any) -> np.ndarray | None:
+    """``Shape`` (with start/end) or ``Size`` of an input whose shape is static, as int64."""
+    t = node.inputs[0].type if node.inputs and node.inputs[0] is not None else None
+    if not isinstance(t, TensorType) or not t.is_static:
+        return None
+    if node.op_type == "Size":
+        return np.array(int(np.prod(t.shape, dtype=np.int64)), dtype=np.int64)
+    start, end = attrs.get("start", 0), attrs.get("end")
+    return np.array(t.shape[start:end] if end is not None else t.shape[start:], dtype=np.int64)
 
 
 def merge_types(declared: Type | None, inferred: Type | None) -> Type | None:

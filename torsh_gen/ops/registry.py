@@ -202,11 +202,7 @@ def _numel(t: Type | None) -> int:
 
 
 def _nbytes(t: Type | None) -> int:
-    if isinstance(t, TensorType):
-        n = t.numel()
-        if n and t.dtype.itemsize_bits:
-            return (n * t.dtype.itemsize_bits + 7) // 8
-    return 0
+    return (t.nbytes() or 0) if isinstance(t, TensorType) else 0
 
 
 # --------------------------------------------------------------------------- registry

@@ -7,6 +7,8 @@ the same numbers on every run; without one it draws from the interpreter's ``ctx
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 
 from torsh_gen.ir.types import DType
@@ -45,60 +47,68 @@ class Bernoulli(_Random):
         return (draws < x.astype(np.float64)).astype(_dtype(ctx, x.dtype))
 
 
+class _Sampler(_Random):
+    """Samples of numpy's ``distribution`` with the two ``params`` attributes, shaped by the
+    ``shape`` attribute; type ``dtype`` (default float32, or the input's for the Like ops)."""
+
+    distribution: ClassVar[str] = ""
+    params: ClassVar[tuple[str, str]] = ("", "")
+
+    def _shape(self, ctx: RunContext, like: np.ndarray | None) -> tuple[int, ...]:
+        return tuple(int(d) for d in ctx.attrs.shape)
+
+    def run(self, ctx: RunContext, like: np.ndarray | None = None) -> np.ndarray:
+        a = ctx.attrs
+        fallback = like.dtype if like is not None else np.dtype(np.float32)
+        draw = getattr(_rng(ctx), self.distribution)
+        out = draw(*(a.get(p) for p in self.params), self._shape(ctx, like))
+        return out.astype(_dtype(ctx, fallback))
+
+
+class _ShapedLikeInput(_Sampler):
+    """The *Like variants: the output takes the input's shape."""
+
+    def _shape(self, ctx: RunContext, like: np.ndarray | None) -> tuple[int, ...]:
+        assert like is not None
+        return like.shape
+
+
 @op("RandomUniform", since=1)
-class RandomUniform(_Random):
+class RandomUniform(_Sampler):
     """Uniform samples in [low, high) of the attribute ``shape``."""
 
     attrs = {"dtype": INT(1), "high": FLOAT(1.0), "low": FLOAT(0.0), "seed": FLOAT(),
              "shape": INTS(required=True)}
-
-    def _shape(self, ctx: RunContext, like: np.ndarray | None) -> tuple[int, ...]:
-        return tuple(int(d) for d in ctx.attrs.shape)
-
-    def run(self, ctx: RunContext, like: np.ndarray | None = None) -> np.ndarray:
-        a = ctx.attrs
-        fallback = like.dtype if like is not None else np.dtype(np.float32)
-        out = _rng(ctx).uniform(a.low, a.high, self._shape(ctx, like))
-        return out.astype(_dtype(ctx, fallback))
+    distribution = "uniform"
+    params = ("low", "high")
 
 
 @op("RandomUniformLike", since=1)
-class RandomUniformLike(RandomUniform):
+class RandomUniformLike(_ShapedLikeInput):
     """Uniform samples shaped like the input; type ``dtype`` or the input's."""
 
     attrs = {"dtype": INT(), "high": FLOAT(1.0), "low": FLOAT(0.0), "seed": FLOAT()}
-
-    def _shape(self, ctx: RunContext, like: np.ndarray | None) -> tuple[int, ...]:
-        assert like is not None
-        return like.shape
+    distribution = "uniform"
+    params = ("low", "high")
 
 
 @op("RandomNormal", since=1)
-class RandomNormal(_Random):
+class RandomNormal(_Sampler):
     """Normal samples with ``mean`` and standard deviation ``scale``."""
 
     attrs = {"dtype": INT(1), "mean": FLOAT(0.0), "scale": FLOAT(1.0), "seed": FLOAT(),
              "shape": INTS(required=True)}
-
-    def _shape(self, ctx: RunContext, like: np.ndarray | None) -> tuple[int, ...]:
-        return tuple(int(d) for d in ctx.attrs.shape)
-
-    def run(self, ctx: RunContext, like: np.ndarray | None = None) -> np.ndarray:
-        a = ctx.attrs
-        fallback = like.dtype if like is not None else np.dtype(np.float32)
-        out = _rng(ctx).normal(a.mean, a.scale, self._shape(ctx, like))
-        return out.astype(_dtype(ctx, fallback))
+    distribution = "normal"
+    params = ("mean", "scale")
 
 
 @op("RandomNormalLike", since=1)
-class RandomNormalLike(RandomNormal):
+class RandomNormalLike(_ShapedLikeInput):
     """Normal samples shaped like the input; type ``dtype`` or the input's."""
 
     attrs = {"dtype": INT(), "mean": FLOAT(0.0), "scale": FLOAT(1.0), "seed": FLOAT()}
-
-    def _shape(self, ctx: RunContext, like: np.ndarray | None) -> tuple[int, ...]:
-        assert like is not None
-        return like.shape
+    distribution = "normal"
+    params = ("mean", "scale")
 
 
 @op("Multinomial", since=7)

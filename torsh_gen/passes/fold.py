@@ -10,15 +10,14 @@ ConstantOfShape/RandomUniform-free generators are still folded up to 256 MiB).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from torsh_gen.errors import TorshGenError
 from torsh_gen.ir.graph import Graph, Node
 from torsh_gen.ir.types import TensorType, tensor_type_of
-from torsh_gen.ops.inference import infer_types
-from torsh_gen.ops.registry import RunContext, lookup
+from torsh_gen.ops.execute import evaluate_node
+from torsh_gen.ops.inference import infer_types, static_shape_value
+from torsh_gen.ops.registry import lookup
 from torsh_gen.passes.manager import note, register_pass
 
 _GROWTH_LIMIT = 16
@@ -81,7 +80,8 @@ def _try_fold(node: Node, known: dict[int, np.ndarray | None], opsets: dict[str,
     if not spec.deterministic:
         return None
     if node.op_type in ("Shape", "Size") and node.domain == "" and node.inputs and node.inputs[0] is not None:
-        return _fold_shape(node, spec)
+        value = static_shape_value(node, spec.resolve_attrs(node))
+        return None if value is None else [value]
     args = []
     for v in node.inputs:
         if v is None:
@@ -94,30 +94,12 @@ def _try_fold(node: Node, known: dict[int, np.ndarray | None], opsets: dict[str,
         return None
     if not _size_ok(node, args):
         return None
-    ctx = RunContext(node, spec.resolve_attrs(node), opsets.get(node.domain, 0), len(node.outputs), lambda g, a: [], np.random.default_rng(0))
-    try:
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore")
-            result = spec.run(ctx, *args)
-    except Exception:
-        return None  # leave it to run time, where the error names the node
-    outs = list(result) if isinstance(result, tuple) else [result]
-    outs = [np.asarray(o) if isinstance(o, np.generic) else o for o in outs]
-    if len(outs) < len(node.outputs) or not all(isinstance(o, np.ndarray) for o in outs[: len(node.outputs)]):
+    outs = evaluate_node(spec, node, spec.resolve_attrs(node), opsets.get(node.domain, 0), args)
+    if outs is None or len(outs) < len(node.outputs):
+        return None
+    if not all(isinstance(o, np.ndarray) for o in outs[: len(node.outputs)]):
         return None
     return [np.asarray(o) for o in outs[: len(node.outputs)]]
-
-
-def _fold_shape(node: Node, spec) -> list[np.ndarray] | None:  # noqa: ANN001
-    t = node.inputs[0].type
-    if not isinstance(t, TensorType) or not t.is_static:
-        return None
-    if node.op_type == "Size":
-        return [np.array(int(np.prod(t.shape, dtype=np.int64)), dtype=np.int64)]
-    attrs = spec.resolve_attrs(node)
-    start, end = attrs.get("start", 0), attrs.get("end")
-    dims = t.shape[start:end] if end is not None else t.shape[start:]
-    return [np.array(dims, dtype=np.int64)]
 
 
 def _size_ok(node: Node, args: list) -> bool:

@@ -51,12 +51,7 @@ def _type_dict(v: Value) -> dict[str, Any]:
 
 
 def _nbytes(v: Value) -> int | None:
-    t = v.type
-    if isinstance(t, TensorType):
-        n = t.numel()
-        if n is not None and t.dtype.itemsize_bits:
-            return (n * t.dtype.itemsize_bits + 7) // 8
-    return None
+    return v.type.nbytes() if isinstance(v.type, TensorType) else None
 
 
 def constant_values(graph: Graph, ti: TypeInference) -> set[int]:
