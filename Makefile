@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,torch,serve,tflite]"
 	touch $(STAMP)
 
 demo: setup
@@ -36,7 +36,6 @@ conformance-compiled: setup
 	$(PY) -m torsh_gen.tools.conformance --mode compiled --failures conformance-compiled-failures.txt
 
 bench: setup
-	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) benchmarks/run.py
 
 generated: setup

@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import typer
 
 from torsh_gen import __version__
-from torsh_gen.cli import bench, compile, convert, inspect, ops, optimize, run, validate
+from torsh_gen.cli import bench, compile, convert, inspect, ops, optimize, run, scaffold, validate
 from torsh_gen.cli.common import STATE
 
 app = typer.Typer(
@@ -41,6 +41,8 @@ app.add_typer(optimize.app)
 app.add_typer(validate.app)
 app.add_typer(bench.app)
 app.add_typer(compile.app)
+if scaffold.GENERATORS:  # the group appears once one generator is built
+    app.add_typer(scaffold.app)
 
 
 def _version(value: bool) -> None:

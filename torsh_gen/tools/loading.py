@@ -1,8 +1,14 @@
-"""Load and save models by file extension (.onnx, .torsh), verified on the way in."""
+"""Load and save models by file extension, verified on the way in.
+
+Each input format has one loader in ``LOADERS`` (extension → function), so a new frontend
+adds one entry here and every command (inspect, run, compile, convert, …) accepts it.
+Loaders import their frontend lazily: a missing optional extra fails only for its format.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from torsh_gen.errors import InputError, ModelLoadError
@@ -11,29 +17,40 @@ from torsh_gen.ir.graph import Graph
 from torsh_gen.ir.serialize import MAGIC, load_torsh, save_torsh
 from torsh_gen.ir.verify import verify
 
+# Output formats: extension → format name.
 FORMATS = {".onnx": "onnx", ".torsh": "torsh"}
+
+# Input formats: extension → loader(path) -> Graph.
+LOADERS: dict[str, Callable[[Path], Graph]] = {
+    ".onnx": load_onnx,
+    ".torsh": load_torsh,
+}
 
 
 def model_format(path: str | os.PathLike) -> str:
-    """'onnx' or 'torsh' from the extension; sniffs the magic for other names."""
+    """The input extension that picks the loader ('.onnx', '.torsh', …).
+
+    Files with another extension are sniffed: the .torsh magic, else ONNX.
+    """
     p = Path(path)
-    fmt = FORMATS.get(p.suffix.lower())
-    if fmt:
-        return fmt
+    suffix = p.suffix.lower()
+    if suffix in LOADERS:
+        return suffix
     if p.is_file():
         with open(p, "rb") as f:
             if f.read(len(MAGIC)) == MAGIC:
-                return "torsh"
-        return "onnx"
-    raise InputError(f"{p}: unknown model format '{p.suffix}'; use .onnx or .torsh")
+                return ".torsh"
+        return ".onnx"
+    known = ", ".join(sorted(LOADERS))
+    raise InputError(f"{p}: unknown model format '{p.suffix}'; use one of {known}")
 
 
 def load_model(path: str | os.PathLike) -> Graph:
-    """Load an ONNX or .torsh model and check it with the IR verifier."""
+    """Load a model in any supported input format and check it with the IR verifier."""
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{p}: no such file; check the path")
-    graph = load_torsh(p) if model_format(p) == "torsh" else load_onnx(p)
+    graph = LOADERS[model_format(p)](p)
     try:
         verify(graph)
     except InputError as e:
