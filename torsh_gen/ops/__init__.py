@@ -13,9 +13,11 @@ from torsh_gen.ops import (  # noqa: F401  (imported for their registrations)
     ml,
     nn,
     normalization,
+    plugins,
     pooling,
     quant,
     reduce,
+    registry,
     rnn,
     sampling,
     sequence,
@@ -27,5 +29,7 @@ from torsh_gen.ops import (  # noqa: F401  (imported for their registrations)
     training,
 )
 from torsh_gen.ops.registry import OpSpec, is_supported, lookup, op, registered_ops
+
+registry.plugin_loader = plugins.load_plugins  # entry-point plugins load on the first lookup
 
 __all__ = ["OpSpec", "is_supported", "lookup", "op", "registered_ops"]

@@ -165,6 +165,9 @@ class OpSpec:
     flops_per_element: ClassVar[float] = 1.0
     #: False for ops whose output differs between runs (random ops): never constant-folded.
     deterministic: ClassVar[bool] = True
+    #: ``"module:function"`` that compiled artifacts import and call as ``fn(*inputs, **attrs)``
+    #: instead of vendoring ``run``: set by plugin ops, whose spec modules import torsh_gen.
+    artifact_kernel: ClassVar[str] = ""
 
     def run(self, ctx: RunContext, *inputs: Any) -> Any:
         """The numpy reference kernel: one output, or a tuple of outputs (a list is a sequence)."""
@@ -208,6 +211,16 @@ def _nbytes(t: Type | None) -> int:
 # --------------------------------------------------------------------------- registry
 _REGISTRY: dict[tuple[str, str], list[OpSpec]] = {}
 _DOMAIN_ALIASES = {"ai.onnx": ""}
+#: Loads op plugins (entry points) the first time the registry is consulted; set by
+#: ``torsh_gen.ops`` and left unset in the copies vendored into artifacts.
+plugin_loader: Callable[[], None] | None = None
+
+
+def _load_plugins() -> None:
+    global plugin_loader
+    loader, plugin_loader = plugin_loader, None  # once, and not again while it runs
+    if loader is not None:
+        loader()
 
 
 def op(op_type: str, since: int = 1, domain: str = "") -> Callable[[type[OpSpec]], type[OpSpec]]:
@@ -230,6 +243,7 @@ def op(op_type: str, since: int = 1, domain: str = "") -> Callable[[type[OpSpec]
 
 def lookup(op_type: str, domain: str = "", opset: int = 0) -> OpSpec:
     """The spec for ``op_type`` at ``opset`` (0 = newest). Raises UnsupportedOpError."""
+    _load_plugins()
     domain = _DOMAIN_ALIASES.get(domain, domain)
     specs = _REGISTRY.get((domain, op_type))
     if not specs:
@@ -246,9 +260,11 @@ def lookup(op_type: str, domain: str = "", opset: int = 0) -> OpSpec:
 
 def is_supported(op_type: str, domain: str = "") -> bool:
     """True when some version of the op is registered."""
+    _load_plugins()
     return (_DOMAIN_ALIASES.get(domain, domain), op_type) in _REGISTRY
 
 
 def registered_ops() -> list[tuple[str, str, list[int]]]:
     """(domain, op_type, versions) for every registered op, sorted."""
+    _load_plugins()
     return sorted((d, o, [s.since for s in specs]) for (d, o), specs in _REGISTRY.items())

@@ -90,6 +90,7 @@ class Module:
     kernel_sources: list[str] = field(default_factory=list)
     ref_kernels: list[RefKernel] = field(default_factory=list)
     ref_modules: set[str] = field(default_factory=set)
+    plugin_kernels: dict[str, str] = field(default_factory=dict)  # "module:function" → alias
     labels: list[str] = field(default_factory=list)
     uses_ml_dtypes: bool = False
     fast_nodes: int = 0

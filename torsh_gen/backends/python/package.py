@@ -109,6 +109,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         slots=literal(list(module.plan.slots) if module.plan else []),
         buffers=literal([(b.attr, b.slot, b.dtype, b.shape) for b in module.buffers]),
         ref_kernels=[_ref_view(k) for k in module.ref_kernels],
+        plugin_imports=[(*path.split(":"), alias) for path, alias in sorted(module.plugin_kernels.items())],
         forward="\n".join(forward.lines),
     ))
     put("_linemap.py", _linemap(model_src, module.labels))
@@ -121,6 +122,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         install_conv_kernels(folder)
     needs = ", numba" if module.kernel_sources or conv else ""
     needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
+    needs += "".join(sorted({f", {p.split('.')[0]}" for p in module.plugin_kernels}))
     example = ", ".join(f"{s['name']}=..." for s in inputs_sig[:3] if s["name"].isidentifier())
     put("__init__.py", render("__init__.py.j2", package=info.package, version=info.version, target=info.target, example=example, needs=needs), fmt=False)
     put("_runtime.py", render("_runtime.py.j2", version=info.version), fmt=False)

@@ -9,6 +9,9 @@ whose bodies are generated functions passed at call time.
 
 from __future__ import annotations
 
+import keyword
+import re
+
 from torsh_gen.backends.python.context import NodeCtx, RefKernel
 from torsh_gen.backends.python.literals import literal
 from torsh_gen.errors import UnsupportedOpError
@@ -71,8 +74,44 @@ def tuple_src(items: list[str]) -> str:
     return f"({', '.join(items)})"
 
 
+_KERNEL_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def emit_plugin_kernel(ctx: NodeCtx) -> None:
+    """Call a plugin op's own kernel (``spec.artifact_kernel``), imported by the artifact.
+
+    Plugin specs import torsh_gen, so they cannot be vendored; their kernel module can be
+    imported instead (it needs only numpy/numba and the plugin package the user installed).
+    It is called as ``fn(*inputs, **attrs)`` with the spec's attributes fixed at compile time.
+    """
+    node, path = ctx.node, ctx.spec.artifact_kernel
+    if not _KERNEL_PATH.match(path):
+        raise UnsupportedOpError(f"op {node.qualified_op}: artifact_kernel {path!r} is not 'module:function'")
+    module_name, fn = path.split(":")
+    alias = ctx.module.plugin_kernels.get(path) or ctx.module.names.name(f"{fn}", prefix="_p")
+    ctx.module.plugin_kernels[path] = alias
+    args = ["None" if x is None else x for x in ctx.ins]
+    values = ctx.attrs.as_dict()
+    for name in sorted(ctx.spec.attrs):
+        kind = ctx.spec.attrs[name].kind
+        if not name.isidentifier() or keyword.iskeyword(name) or kind in (AttrKind.GRAPH, AttrKind.GRAPHS):
+            raise UnsupportedOpError(f"op {node.qualified_op}: attribute {name!r} cannot be passed to a plugin kernel")
+        v = values.get(name)
+        args.append(f"{name}={ctx.weight(v, name) if kind == AttrKind.TENSOR and v is not None else literal(v)}")
+    call = f"{alias}({', '.join(args)})"
+    if not ctx.outs:
+        ctx.emit(call)
+    elif len(ctx.outs) == 1:
+        ctx.emit(f"{ctx.y(0)} = {call}")
+    else:
+        ctx.emit(f"{', '.join(ctx.outs)} = {call}")
+
+
 def emit_reference(ctx: NodeCtx) -> None:
-    """Call the node's vendored reference kernel."""
+    """Call the node's vendored reference kernel (or a plugin op's own kernel)."""
+    if ctx.spec.artifact_kernel:
+        emit_plugin_kernel(ctx)
+        return
     node, module = ctx.node, ctx.module
     module.ref_modules.add(type(ctx.spec).__module__)
     attr = module.names.name(node.op_type, prefix="op")
