@@ -1,0 +1,193 @@
+"""Build the TFLite test fixtures with TensorFlow's own converter (run once, commit the output).
+
+The suite reads the committed ``.tflite`` files and never needs TensorFlow. To rebuild them::
+
+    python3 -m venv /tmp/tfenv && /tmp/tfenv/bin/pip install tensorflow-cpu
+    /tmp/tfenv/bin/python tests/data/tflite/make_fixtures.py
+
+Models are written as ``tf.Module`` s with ``tf.nn`` ops (not Keras layers) so that the
+TFLite ops each fixture exercises are explicit and stable across TensorFlow releases:
+
+- ``mobilenet_float.tflite``: MobileNet-like CNN: CONV_2D (fused RELU6), DEPTHWISE_CONV_2D,
+  residual ADD, HARD_SWISH, PAD, MAX_POOL_2D, AVERAGE_POOL_2D, CONCATENATION,
+  RESIZE_BILINEAR, squeeze-excite (MEAN, LOGISTIC, MUL), TANH, SUB, STRIDED_SLICE,
+  TRANSPOSE, RESHAPE, FULLY_CONNECTED, SOFTMAX.
+- ``mobilenet_int8.tflite``: the same net, full-integer (int8 inputs, outputs and
+  activations; per-channel int8 weights; int32 biases).
+- ``mobilenet_int8_float_io.tflite``: full-integer inside, float interface (QUANTIZE at
+  the input, DEQUANTIZE at the output).
+- ``mobilenet_fp16.tflite``: float16 weights, DEQUANTIZE to float32 before use.
+- ``transformer_block.tflite``: pre-norm transformer encoder block (layer norm from
+  MEAN/SQUARED_DIFFERENCE/RSQRT, multi-head attention with BATCH_MATMUL, GELU MLP).
+- ``mlp.tflite``: FULLY_CONNECTED stack with a dynamic batch dimension (RELU, TANH).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+HERE = Path(__file__).resolve().parent
+IMG = (1, 24, 24, 3)
+
+
+def _w(rng: np.random.Generator, *shape: int, scale: float = 0.3) -> tf.Variable:
+    return tf.Variable(rng.normal(0.0, scale, size=shape).astype(np.float32))
+
+
+class MobileNetLike(tf.Module):
+    """A tiny MobileNetV3-flavoured CNN covering the common mobile ops."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(0)
+        self.stem_w, self.stem_b = _w(rng, 3, 3, 3, 8), _w(rng, 8, scale=0.1)
+        self.dw_w, self.dw_b = _w(rng, 3, 3, 8, 1), _w(rng, 8, scale=0.1)
+        self.pw_w, self.pw_b = _w(rng, 1, 1, 8, 8), _w(rng, 8, scale=0.1)
+        self.se1_w, self.se1_b = _w(rng, 8, 4), _w(rng, 4, scale=0.1)
+        self.se2_w, self.se2_b = _w(rng, 4, 8), _w(rng, 8, scale=0.1)
+        self.exp_w, self.exp_b = _w(rng, 1, 1, 16, 16), _w(rng, 16, scale=0.1)
+        self.dw2_w, self.dw2_b = _w(rng, 3, 3, 16, 2), _w(rng, 32, scale=0.1)
+        self.fc_w, self.fc_b = _w(rng, 32, 10), _w(rng, 10, scale=0.1)
+
+    @tf.function(input_signature=[tf.TensorSpec(IMG, tf.float32, name="image")])
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        y = tf.nn.conv2d(x, self.stem_w, 2, "SAME") + self.stem_b
+        y = tf.nn.relu6(y)  # 12x12x8
+        r = tf.nn.depthwise_conv2d(y, self.dw_w, [1, 1, 1, 1], "SAME") + self.dw_b
+        r = tf.nn.relu(r)
+        r = tf.nn.conv2d(r, self.pw_w, 1, "VALID") + self.pw_b
+        y = y + r  # residual ADD
+        y = y * tf.nn.relu6(y + 3.0) / 6.0  # HARD_SWISH
+        s = tf.reduce_mean(y, axis=[1, 2])  # squeeze-excite
+        s = tf.nn.relu(tf.matmul(s, self.se1_w) + self.se1_b)
+        s = tf.sigmoid(tf.matmul(s, self.se2_w) + self.se2_b)
+        y = y * tf.reshape(s, [1, 1, 1, 8])
+        p = tf.pad(y, [[0, 0], [1, 1], [1, 1], [0, 0]])
+        a = tf.nn.max_pool2d(p, 3, 2, "VALID")  # 6x6x8
+        b = tf.nn.avg_pool2d(y, 2, 2, "SAME")  # 6x6x8
+        y = tf.concat([a, b], axis=3)  # 6x6x16
+        y = tf.nn.conv2d(y, self.exp_w, 1, "SAME") + self.exp_b
+        y = tf.tanh(y) - 0.25 * y  # TANH, SUB
+        y = tf.image.resize(y, [9, 9], method="bilinear")  # RESIZE_BILINEAR
+        y = tf.nn.depthwise_conv2d(y, self.dw2_w, [1, 2, 2, 1], "VALID") + self.dw2_b  # 4x4x32
+        y = tf.nn.relu6(y)
+        y = y[:, 1:4, ::2, :]  # STRIDED_SLICE -> 3x2x32
+        y = tf.transpose(y, [0, 2, 1, 3])  # TRANSPOSE -> 2x3x32
+        y = tf.reshape(y, [1, 6, 32])
+        y = tf.reduce_mean(y, axis=1)
+        y = tf.matmul(y, self.fc_w) + self.fc_b
+        return tf.nn.softmax(y)
+
+
+class TransformerBlock(tf.Module):
+    """Pre-norm encoder block: LN → multi-head self-attention → residual → LN → GELU MLP."""
+
+    def __init__(self, tokens: int = 8, dim: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        rng = np.random.default_rng(1)
+        self.t, self.d, self.h = tokens, dim, heads
+        self.ln1_g, self.ln1_b = tf.Variable(1 + 0.1 * rng.normal(size=dim).astype(np.float32)), _w(rng, dim, scale=0.1)
+        self.ln2_g, self.ln2_b = tf.Variable(1 + 0.1 * rng.normal(size=dim).astype(np.float32)), _w(rng, dim, scale=0.1)
+        self.wqkv, self.bqkv = _w(rng, dim, 3 * dim, scale=0.2), _w(rng, 3 * dim, scale=0.1)
+        self.wo, self.bo = _w(rng, dim, dim, scale=0.2), _w(rng, dim, scale=0.1)
+        self.w1, self.b1 = _w(rng, dim, 4 * dim, scale=0.2), _w(rng, 4 * dim, scale=0.1)
+        self.w2, self.b2 = _w(rng, 4 * dim, dim, scale=0.2), _w(rng, dim, scale=0.1)
+
+    def _ln(self, x: tf.Tensor, g: tf.Variable, b: tf.Variable) -> tf.Tensor:
+        mean = tf.reduce_mean(x, axis=-1, keepdims=True)
+        var = tf.reduce_mean(tf.math.squared_difference(x, mean), axis=-1, keepdims=True)
+        return (x - mean) * tf.math.rsqrt(var + 1e-5) * g + b
+
+    def _dense(self, x: tf.Tensor, w: tf.Variable, b: tf.Variable) -> tf.Tensor:
+        return tf.matmul(tf.reshape(x, [-1, w.shape[0]]), w) + b
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 8, 32), tf.float32, name="tokens")])
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        t, d, h = self.t, self.d, self.h
+        qkv = self._dense(self._ln(x, self.ln1_g, self.ln1_b), self.wqkv, self.bqkv)
+        qkv = tf.transpose(tf.reshape(qkv, [1, t, 3, h, d // h]), [2, 0, 3, 1, 4])
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        att = tf.matmul(q, k, transpose_b=True) * (1.0 / np.sqrt(d // h))
+        att = tf.nn.softmax(att, axis=-1)
+        o = tf.reshape(tf.transpose(tf.matmul(att, v), [0, 2, 1, 3]), [1, t, d])
+        x = x + tf.reshape(self._dense(o, self.wo, self.bo), [1, t, d])
+        m = tf.nn.gelu(self._dense(self._ln(x, self.ln2_g, self.ln2_b), self.w1, self.b1))
+        return x + tf.reshape(self._dense(m, self.w2, self.b2), [1, t, d])
+
+
+class MLP(tf.Module):
+    """Three dense layers with a dynamic batch dimension."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(2)
+        self.w1, self.b1 = _w(rng, 16, 32), _w(rng, 32, scale=0.1)
+        self.w2, self.b2 = _w(rng, 32, 32), _w(rng, 32, scale=0.1)
+        self.w3, self.b3 = _w(rng, 32, 5), _w(rng, 5, scale=0.1)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, 16), tf.float32, name="features")])
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        x = tf.nn.relu(tf.matmul(x, self.w1) + self.b1)
+        x = tf.tanh(tf.matmul(x, self.w2) + self.b2)
+        return tf.matmul(x, self.w3) + self.b3
+
+
+def _converter(module: tf.Module) -> tf.lite.TFLiteConverter:
+    fn = module.__call__.get_concrete_function()
+    return tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
+
+
+def _representative(shape: tuple[int, ...]):
+    rng = np.random.default_rng(3)
+
+    def gen():
+        for _ in range(32):
+            yield [rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)]
+
+    return gen
+
+
+def _int8(module: tf.Module, shape: tuple[int, ...], int_io: bool) -> bytes:
+    c = _converter(module)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = _representative(shape)
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int_io:
+        c.inference_input_type = tf.int8
+        c.inference_output_type = tf.int8
+    return c.convert()
+
+
+def _fp16(module: tf.Module) -> bytes:
+    c = _converter(module)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.target_spec.supported_types = [tf.float16]
+    return c.convert()
+
+
+def main() -> int:
+    cnn, block, mlp = MobileNetLike(), TransformerBlock(), MLP()
+    models = {
+        "mobilenet_float": _converter(cnn).convert(),
+        "mobilenet_int8": _int8(cnn, IMG, int_io=True),
+        "mobilenet_int8_float_io": _int8(cnn, IMG, int_io=False),
+        "mobilenet_fp16": _fp16(cnn),
+        "transformer_block": _converter(block).convert(),
+        "mlp": _converter(mlp).convert(),
+    }
+    for name, data in models.items():
+        path = HERE / f"{name}.tflite"
+        path.write_bytes(data)
+        print(f"{path.name}: {len(data)} bytes")
+        if len(data) > 300_000:
+            print(f"{path.name} is over 300 KB; shrink the model", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
