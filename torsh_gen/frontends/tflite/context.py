@@ -161,13 +161,34 @@ class Context:
         if t.is_const:
             data = t.data if layout == NATIVE else _to_nchw(t.data)
             v = self.const(f"{t.name}{'' if layout == NATIVE else '.nchw'}", data)
+        elif t.rank != 4:
+            v = self._broadcast_nchw(t, forms[NATIVE])
         else:
             src_layout = NCHW if layout == NATIVE else NATIVE
             perm = TO_NHWC if layout == NATIVE else TO_NCHW
             hint = t.name if layout == NATIVE else f"{t.name}.nchw"
-            v = self.node1("Transpose", [forms[src_layout]], hint, glue=True, perm=perm)
+            v = self._permute(forms[src_layout], t.signature if layout == NCHW else _nchw_shape(t.signature), perm, hint)
         forms[layout] = v
         return v
+
+    def _permute(self, src: Value, shape: tuple[int, ...], perm: list[int], hint: str) -> Value:
+        """``src`` (of ``shape``) transposed by ``perm``; a Reshape when only unit axes move."""
+        target = [shape[p] for p in perm]
+        if all(d >= 0 for d in shape) and [d for d in shape if d != 1] == [d for d in target if d != 1]:
+            return self.node1("Reshape", [src, self.ints(f"{hint}.shape", target)], hint, glue=True)
+        return self.node1("Transpose", [src], hint, glue=True, perm=perm)
+
+    def _broadcast_nchw(self, t: Tensor, src: Value) -> Value:
+        """A rank < 4 tensor that broadcasts against NHWC, made to broadcast against NCHW."""
+        if all(d == 1 for d in t.signature):
+            return src  # a scalar broadcasts the same way in every layout
+        shape4 = (1,) * (4 - t.rank) + t.signature
+        if all(d >= 0 for d in shape4):
+            v = self.node1("Reshape", [src, self.ints(f"{t.name}.4d", shape4)], f"{t.name}.4d", glue=True)
+        else:
+            axes = self.ints(f"{t.name}.4d_axes", range(4 - t.rank))
+            v = self.node1("Unsqueeze", [src, axes], f"{t.name}.4d", glue=True)
+        return self._permute(v, shape4, TO_NCHW, f"{t.name}.nchw")
 
     # ------------------------------------------------------------------ quantization
     def real(self, index: int, layout: str = NATIVE) -> Value:
@@ -233,11 +254,14 @@ class Context:
 
 
 def pick_layout(ctx: Context, tensors: list[Tensor], out: Tensor) -> str:
-    """NCHW when the output is rank 4, every computed input is rank 4 and most exist as NCHW."""
+    """NCHW when the output is rank 4 and most of its rank-4 computed inputs exist as NCHW.
+
+    Lower-rank inputs broadcast against NHWC; the context reshapes them to match NCHW.
+    """
     if out.rank != 4:
         return NATIVE
-    computed = [t for t in tensors if not t.is_const]
-    if not computed or any(t.rank != 4 for t in computed):
+    computed = [t for t in tensors if not t.is_const and t.rank == 4]
+    if not computed or any(t.rank > 4 for t in tensors):
         return NATIVE
     nchw = sum(ctx.has(t.index, NCHW) for t in computed)
     native = sum(ctx.has(t.index, NATIVE) for t in computed)
@@ -247,6 +271,10 @@ def pick_layout(ctx: Context, tensors: list[Tensor], out: Tensor) -> str:
 def unary_layout(ctx: Context, t: Tensor) -> str:
     """The layout a unary op on ``t`` runs in: the one ``t`` was produced in."""
     return ctx.home(t.index) if t.rank == 4 else NATIVE
+
+
+def _nchw_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(shape[p] for p in TO_NCHW)
 
 
 def _to_nchw(data: np.ndarray) -> np.ndarray:
