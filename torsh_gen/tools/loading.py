@@ -20,10 +20,29 @@ from torsh_gen.ir.verify import verify
 # Output formats: extension → format name.
 FORMATS = {".onnx": "onnx", ".torsh": "torsh"}
 
+
+def _load_tflite(path: Path) -> Graph:
+    from torsh_gen.frontends.tflite import load_tflite
+
+    return load_tflite(path)
+
+
+def _load_saved_model(path: Path) -> Graph:
+    from torsh_gen.frontends.tflite.saved_model import load_saved_model
+
+    return load_saved_model(path)
+
+
+# A TensorFlow SavedModel is a folder (with saved_model.pb), not an extension.
+SAVED_MODEL = "saved_model/"
+
+
 # Input formats: extension → loader(path) -> Graph.
 LOADERS: dict[str, Callable[[Path], Graph]] = {
     ".onnx": load_onnx,
     ".torsh": load_torsh,
+    ".tflite": _load_tflite,
+    SAVED_MODEL: _load_saved_model,
 }
 
 
@@ -33,6 +52,10 @@ def model_format(path: str | os.PathLike) -> str:
     Files with another extension are sniffed: the .torsh magic, else ONNX.
     """
     p = Path(path)
+    if (p.is_dir() and (p / "saved_model.pb").is_file()) or p.name == "saved_model.pb":
+        return SAVED_MODEL
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder without saved_model.pb; give a model file or a TensorFlow SavedModel folder")
     suffix = p.suffix.lower()
     if suffix in LOADERS:
         return suffix
