@@ -168,3 +168,26 @@ def write_tree(root: Path, files: dict[str, str | bytes], mode: Callable[[str], 
             path.write_bytes(data)
         if mode is not None:
             path.chmod(mode(rel))
+
+
+def npz_bytes(arrays: dict[str, Any]) -> bytes:
+    """An .npz archive of ``arrays`` that is byte-identical for equal data.
+
+    ``np.savez`` stamps each member with the current time; here members are stored
+    uncompressed (zlib output can change between versions), in sorted order, with a fixed
+    1980-01-01 timestamp and mode 0644. Object arrays are refused (they would need pickle).
+    """
+    import io
+    import zipfile
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for key in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.asarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, member.getvalue())
+    return buf.getvalue()
