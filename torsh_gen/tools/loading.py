@@ -36,7 +36,6 @@ def _load_saved_model(path: Path) -> Graph:
 # A TensorFlow SavedModel is a folder (with saved_model.pb), not an extension.
 SAVED_MODEL = "saved_model/"
 
-
 # Input formats: extension → loader(path) -> Graph.
 LOADERS: dict[str, Callable[[Path], Graph]] = {
     ".onnx": load_onnx,
@@ -44,6 +43,24 @@ LOADERS: dict[str, Callable[[Path], Graph]] = {
     ".tflite": _load_tflite,
     SAVED_MODEL: _load_saved_model,
 }
+
+
+def _torch_loader(name: str) -> Callable[[Path], Graph]:
+    """A loader that imports the PyTorch frontend (and torch) only when a file needs it."""
+
+    def load(path: Path) -> Graph:
+        from torsh_gen.frontends import torch as torch_frontend
+
+        return getattr(torch_frontend, name)(path)
+
+    load.__name__ = name
+    return load
+
+
+LOADERS[".pt2"] = _torch_loader("load_pt2")
+LOADERS[".pt"] = _torch_loader("load_torchscript")
+for _suffix in (".pth", ".bin", ".safetensors"):
+    LOADERS[_suffix] = _torch_loader("refuse_bare_checkpoint")
 
 
 def model_format(path: str | os.PathLike) -> str:
