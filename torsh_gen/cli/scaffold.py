@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Generator modules under torsh_gen.cli, one per `scaffold` subcommand.
-GENERATORS: list[str] = ["scaffold_op", "scaffold_tests", "scaffold_serve"]
+GENERATORS: list[str] = ["scaffold_op", "scaffold_tests", "scaffold_serve", "scaffold_train"]
 
 for _name in GENERATORS:
     importlib.import_module(f"torsh_gen.cli.{_name}").register(app)
