@@ -154,7 +154,7 @@ def _compare(ctx: Lowering, node: fx.Node) -> Value:
 _LOGIC = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
 
 
-@lowers(*(f"aten.{k}.default" for k in _LOGIC), "aten.bitwise_and.Tensor", "aten.bitwise_or.Tensor")
+@lowers(*(f"aten.{k}.default" for k in _LOGIC), *(f"aten.bitwise_{k}.Tensor" for k in ("and", "or", "xor")))
 def _logic(ctx: Lowering, node: fx.Node) -> Value:
     name = str(node.target).split(".")[1]
     if name.startswith("bitwise"):

@@ -27,7 +27,20 @@ def _axis(ctx: Lowering, x: fx.Node, dim: int) -> int:
 @lowers("aten.gather.default")
 def _gather(ctx: Lowering, node: fx.Node) -> Value:
     x, dim, index = node.args[:3]
-    return ctx.emit("GatherElements", [ctx.value(x), ctx.value(index)], axis=_axis(ctx, x, dim))
+    axis = _axis(ctx, x, dim)
+    return ctx.emit("GatherElements", [_fit(ctx, x, index, axis), ctx.value(index)], axis=axis)
+
+
+def _fit(ctx: Lowering, x: fx.Node, index: fx.Node, axis: int) -> Value:
+    """``x`` cut to the index's size in every dim but ``axis`` (torch allows a smaller index)."""
+    xs, ids = ctx.static_shape(x), ctx.static_shape(index)
+    if all(a == b for d, (a, b) in enumerate(zip(xs, ids)) if d != axis and a is not None):
+        return ctx.value(x)
+    onehot = ctx.const(np.arange(len(xs)) == axis, hint="axis_mask")
+    big = ctx.const(np.array([2**62], dtype=np.int64), hint="end")
+    ends = ctx.emit("Where", [onehot, big, ctx.emit("Shape", [ctx.value(index)])])
+    starts = ctx.const(np.zeros(len(xs), dtype=np.int64), hint="starts")
+    return ctx.emit("Slice", [ctx.value(x), starts, ends])
 
 
 @lowers("aten.index_select.default")
