@@ -20,6 +20,10 @@ TFLite ops each fixture exercises are explicit and stable across TensorFlow rele
 - ``transformer_block.tflite``: pre-norm transformer encoder block (layer norm from
   MEAN/SQUARED_DIFFERENCE/RSQRT, multi-head attention with BATCH_MATMUL, GELU MLP).
 - ``mlp.tflite``: FULLY_CONNECTED stack with a dynamic batch dimension (RELU, TANH).
+- ``int8_ops.tflite``: full-integer, every quantized op once, each reading the model's
+  int8 inputs directly, so each output checks one op's quantized arithmetic in isolation.
+- ``unsupported.tflite``: ops the frontend does not map (LOCAL_RESPONSE_NORMALIZATION,
+  CUMSUM) around supported ones, for the error that lists them all.
 """
 
 from __future__ import annotations
@@ -136,25 +140,71 @@ class MLP(tf.Module):
         return tf.matmul(x, self.w3) + self.b3
 
 
+class Int8Ops(tf.Module):
+    """One branch per op, all reading the two inputs: per-op checks of int8 arithmetic."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        rng = np.random.default_rng(4)
+        self.conv_w, self.conv_b = _w(rng, 3, 3, 4, 6), _w(rng, 6, scale=0.1)
+        self.dw_w, self.dw_b = _w(rng, 3, 3, 4, 2), _w(rng, 8, scale=0.1)
+        self.fc_w, self.fc_b = _w(rng, 256, 8, scale=0.1), _w(rng, 8, scale=0.1)
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((1, 8, 8, 4), tf.float32, name="x"), tf.TensorSpec((1, 8, 8, 4), tf.float32, name="y")]
+    )
+    def __call__(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {
+            "conv": tf.nn.relu6(tf.nn.conv2d(x, self.conv_w, 1, "SAME") + self.conv_b),
+            "depthwise": tf.nn.depthwise_conv2d(x, self.dw_w, [1, 2, 2, 1], "SAME") + self.dw_b,
+            "avg_pool": tf.nn.avg_pool2d(x, 2, 2, "SAME"),
+            "max_pool": tf.nn.max_pool2d(x, 3, 2, "VALID"),
+            "add": x + y,
+            "mul": x * y,
+            "sub": x - y,
+            "hard_swish": x * tf.nn.relu6(x + 3.0) / 6.0,
+            "logistic": tf.sigmoid(x),
+            "tanh": tf.tanh(y),
+            "mean": tf.reduce_mean(x, axis=[1, 2]),
+            "fully_connected": tf.matmul(tf.reshape(x, [1, 256]), self.fc_w) + self.fc_b,
+            "softmax": tf.nn.softmax(y),
+            "resize": tf.image.resize(x, [12, 12], method="bilinear"),
+            "concat": tf.concat([x, y], axis=3),
+            "pad": tf.pad(y, [[0, 0], [1, 2], [0, 1], [0, 0]]),
+            "strided_slice": x[:, 1:7:2, ::3, :],
+            "transpose": tf.transpose(y, [0, 3, 1, 2]),
+        }
+
+
+class Unsupported(tf.Module):
+    """Two ops torsh-gen does not import, separated by one it does."""
+
+    @tf.function(input_signature=[tf.TensorSpec((1, 4, 4, 8), tf.float32, name="x")])
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        y = tf.nn.local_response_normalization(x, depth_radius=2)
+        y = tf.nn.relu(y + 1.0)
+        return tf.math.cumsum(y, axis=3)
+
+
 def _converter(module: tf.Module) -> tf.lite.TFLiteConverter:
     fn = module.__call__.get_concrete_function()
     return tf.lite.TFLiteConverter.from_concrete_functions([fn], module)
 
 
-def _representative(shape: tuple[int, ...]):
+def _representative(shapes: list[tuple[int, ...]]):
     rng = np.random.default_rng(3)
 
     def gen():
         for _ in range(32):
-            yield [rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)]
+            yield [rng.uniform(-1.0, 1.0, size=s).astype(np.float32) for s in shapes]
 
     return gen
 
 
-def _int8(module: tf.Module, shape: tuple[int, ...], int_io: bool) -> bytes:
+def _int8(module: tf.Module, shapes: list[tuple[int, ...]], int_io: bool) -> bytes:
     c = _converter(module)
     c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = _representative(shape)
+    c.representative_dataset = _representative(shapes)
     c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if int_io:
         c.inference_input_type = tf.int8
@@ -173,11 +223,13 @@ def main() -> int:
     cnn, block, mlp = MobileNetLike(), TransformerBlock(), MLP()
     models = {
         "mobilenet_float": _converter(cnn).convert(),
-        "mobilenet_int8": _int8(cnn, IMG, int_io=True),
-        "mobilenet_int8_float_io": _int8(cnn, IMG, int_io=False),
+        "mobilenet_int8": _int8(cnn, [IMG], int_io=True),
+        "mobilenet_int8_float_io": _int8(cnn, [IMG], int_io=False),
         "mobilenet_fp16": _fp16(cnn),
         "transformer_block": _converter(block).convert(),
         "mlp": _converter(mlp).convert(),
+        "int8_ops": _int8(Int8Ops(), [(1, 8, 8, 4), (1, 8, 8, 4)], int_io=True),
+        "unsupported": _converter(Unsupported()).convert(),
     }
     for name, data in models.items():
         path = HERE / f"{name}.tflite"

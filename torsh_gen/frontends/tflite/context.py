@@ -174,7 +174,8 @@ class Context:
     def _permute(self, src: Value, shape: tuple[int, ...], perm: list[int], hint: str) -> Value:
         """``src`` (of ``shape``) transposed by ``perm``; a Reshape when only unit axes move."""
         target = [shape[p] for p in perm]
-        if all(d >= 0 for d in shape) and [d for d in shape if d != 1] == [d for d in target if d != 1]:
+        moved = [p for p in perm if shape[p] != 1]  # source axes of the non-unit dims, in new order
+        if all(d >= 0 for d in shape) and moved == sorted(moved):
             return self.node1("Reshape", [src, self.ints(f"{hint}.shape", target)], hint, glue=True)
         return self.node1("Transpose", [src], hint, glue=True, perm=perm)
 

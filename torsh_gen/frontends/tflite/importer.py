@@ -26,8 +26,10 @@ from torsh_gen.frontends.tflite.registry import CONVERTERS
 from torsh_gen.ir.graph import ModelInfo
 from torsh_gen.ir.types import DType, TensorType
 
-#: Opset of the graphs this frontend builds (Gelu needs 20; Resize ``axes`` and Reduce axes inputs 18).
-OPSET = 21
+#: Opset of the graphs this frontend builds (Gelu needs 20; Resize ``axes`` and Reduce axes
+#: inputs 18). Not 21: onnxruntime 1.32's QDQ propagation breaks on opset-21 graphs where a
+#: DequantizeLinear feeds a Transpose ("output_dtype INT8 does not match y_zero_point").
+OPSET = 20
 
 INT8_NOTE = (
     "quantized tensors stay integer; arithmetic on them runs in float32 between "

@@ -10,9 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from torsh_gen.frontends.tflite.context import NCHW, Context
 from torsh_gen.frontends.tflite.reader import Model, Operator, Tensor
-from torsh_gen.frontends.tflite.registry import activate, check_activation, converter, spatial_pads
+from torsh_gen.frontends.tflite.ops_shape import exact_move
+from torsh_gen.frontends.tflite.registry import (
+    activate,
+    activation_name,
+    check_activation,
+    converter,
+    spatial_pads,
+)
 from torsh_gen.ir.graph import Value
 from torsh_gen.ir.types import DType
 
@@ -107,7 +116,7 @@ def max_pool_2d(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     attrs = _pool_attrs(ctx, op, x)
     exact = x.quantized and out.quantized and x.dtype == out.dtype and x.quant.same_as(out.quant)
-    if exact and check_activation(op, ctx.model) is None and op.options.fusedActivationFunction == 0:
+    if exact and activation_name(op) == "NONE":
         ctx.define(out.index, ctx.node1("MaxPool", [ctx.value(x.index, NCHW)], f"{out.name}.nchw", **attrs), NCHW)
         return
     y = ctx.node1("MaxPool", [ctx.real(x.index, NCHW)], f"{out.name}/maxpool", **attrs)
@@ -116,9 +125,23 @@ def max_pool_2d(ctx: Context, op: Operator) -> None:
 
 @converter("AVERAGE_POOL_2D", check=_check_conv)
 def average_pool_2d(ctx: Context, op: Operator) -> None:
-    """AVERAGE_POOL_2D → AveragePool; SAME padding averages over the valid pixels only."""
+    """AVERAGE_POOL_2D → AveragePool; SAME padding averages over the valid pixels only.
+
+    TFLite's quantized kernel averages the stored integers (input and output share scale
+    and zero point) and rounds half away from zero, where QuantizeLinear would round half
+    to even; so quantized pools average the integers and round the same way: exact.
+    """
     x, out = ctx.input(0), ctx.output()
-    y = ctx.node1("AveragePool", [ctx.real(x.index, NCHW)], f"{out.name}/avgpool", count_include_pad=0, **_pool_attrs(ctx, op, x))
+    attrs = _pool_attrs(ctx, op, x)
+    if x.quantized and activation_name(op) == "NONE" and exact_move(x, out):
+        xf = ctx.node1("Cast", [ctx.value(x.index, NCHW)], f"{out.name}/as_float", to=int(DType.FLOAT))
+        a = ctx.node1("AveragePool", [xf], f"{out.name}/avgpool", count_include_pad=0, **attrs)
+        half = ctx.const(f"{out.name}/half", np.float32(0.5))
+        mag = ctx.node1("Floor", [ctx.node1("Add", [ctx.node1("Abs", [a], f"{out.name}/abs"), half], f"{out.name}/add_half")], f"{out.name}/floor")
+        r = ctx.node1("Mul", [ctx.node1("Sign", [a], f"{out.name}/sign"), mag], f"{out.name}/round")
+        ctx.define(out.index, ctx.node1("Cast", [r], f"{out.name}.nchw", to=int(out.dtype)), NCHW)
+        return
+    y = ctx.node1("AveragePool", [ctx.real(x.index, NCHW)], f"{out.name}/avgpool", count_include_pad=0, **attrs)
     ctx.put_real(out.index, activate(ctx, y, op, out.name), NCHW)
 
 
