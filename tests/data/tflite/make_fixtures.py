@@ -94,8 +94,12 @@ class TransformerBlock(tf.Module):
         super().__init__()
         rng = np.random.default_rng(1)
         self.t, self.d, self.h = tokens, dim, heads
-        self.ln1_g, self.ln1_b = tf.Variable(1 + 0.1 * rng.normal(size=dim).astype(np.float32)), _w(rng, dim, scale=0.1)
-        self.ln2_g, self.ln2_b = tf.Variable(1 + 0.1 * rng.normal(size=dim).astype(np.float32)), _w(rng, dim, scale=0.1)
+        self.ln1_g, self.ln1_b = tf.Variable(1 + 0.1 * rng.normal(size=dim).astype(np.float32)), _w(
+            rng, dim, scale=0.1
+        )
+        self.ln2_g, self.ln2_b = tf.Variable(1 + 0.1 * rng.normal(size=dim).astype(np.float32)), _w(
+            rng, dim, scale=0.1
+        )
         self.wqkv, self.bqkv = _w(rng, dim, 3 * dim, scale=0.2), _w(rng, 3 * dim, scale=0.1)
         self.wo, self.bo = _w(rng, dim, dim, scale=0.2), _w(rng, dim, scale=0.1)
         self.w1, self.b1 = _w(rng, dim, 4 * dim, scale=0.2), _w(rng, 4 * dim, scale=0.1)
@@ -151,7 +155,10 @@ class Int8Ops(tf.Module):
         self.fc_w, self.fc_b = _w(rng, 256, 8, scale=0.1), _w(rng, 8, scale=0.1)
 
     @tf.function(
-        input_signature=[tf.TensorSpec((1, 8, 8, 4), tf.float32, name="x"), tf.TensorSpec((1, 8, 8, 4), tf.float32, name="y")]
+        input_signature=[
+            tf.TensorSpec((1, 8, 8, 4), tf.float32, name="x"),
+            tf.TensorSpec((1, 8, 8, 4), tf.float32, name="y"),
+        ]
     )
     def __call__(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
         return {

@@ -15,7 +15,6 @@ import pytest
 from tests.frontends.tflite.helpers import (
     ALL_MODELS,
     FLOAT_MODELS,
-    INT8_MODELS,
     fixture,
     litert_run,
     output_steps,
@@ -32,7 +31,9 @@ from torsh_gen.tools.compare import run_onnxruntime  # noqa: E402
 
 
 def _ours(graph, feeds):
-    return [np.asarray(o) for o in run_graph(graph, {v.name: x for v, x in zip(graph.inputs, feeds)})]
+    return [
+        np.asarray(o) for o in run_graph(graph, {v.name: x for v, x in zip(graph.inputs, feeds)})
+    ]
 
 
 def _ort(graph, feeds):
@@ -59,8 +60,12 @@ def _assert_within_one_step(name, writer_step, got, want):
         np.testing.assert_allclose(diff, 0.0, atol=1e-6, err_msg=f"{name}: {writer} output")
         return
     steps = diff / step
-    assert steps.max() <= 1 + 1e-4, f"{name}: {writer} output {steps.max()} quantization steps apart"
-    assert (steps < 0.5).mean() >= 0.8, f"{name}: only {(steps < 0.5).mean():.0%} of {writer} outputs identical"
+    assert (
+        steps.max() <= 1 + 1e-4
+    ), f"{name}: {writer} output {steps.max()} quantization steps apart"
+    assert (
+        steps < 0.5
+    ).mean() >= 0.8, f"{name}: only {(steps < 0.5).mean():.0%} of {writer} outputs identical"
 
 
 @pytest.fixture(scope="module", params=ALL_MODELS)
@@ -111,10 +116,17 @@ def test_int8_model_keeps_integer_tensors_and_per_channel_weights():
     assert [str(v.type) for v in graph.inputs] == ["int8[1,24,24,3]"]
     assert [str(v.type) for v in graph.outputs] == ["int8[1,10]"]
     per_channel = [
-        n for n in graph.nodes if n.op_type == "DequantizeLinear" and n.inputs[1].const is not None and n.inputs[1].const.ndim == 1
+        n
+        for n in graph.nodes
+        if n.op_type == "DequantizeLinear"
+        and n.inputs[1].const is not None
+        and n.inputs[1].const.ndim == 1
     ]
     assert per_channel, "conv weights should be dequantized per output channel"
-    assert all(n.inputs[0].const.dtype == np.int8 or n.inputs[0].const.dtype == np.int32 for n in per_channel)
+    assert all(
+        n.inputs[0].const.dtype == np.int8 or n.inputs[0].const.dtype == np.int32
+        for n in per_channel
+    )
     # max pooling moves integers: no QDQ around it
     pool = next(n for n in graph.nodes if n.op_type == "MaxPool")
     assert pool.inputs[0].type.dtype.name == "INT8"
@@ -160,7 +172,11 @@ def test_each_int8_op_matches_litert():
     for seed in range(4):
         feeds = random_feeds(path, seed)
         for writer, g, w in zip(writers, _ours(graph, feeds), litert_run(path, feeds)):
-            diff = np.abs(g.astype(np.int64) - w.astype(np.int64)) if g.dtype == np.int8 else np.abs(g - w)
+            diff = (
+                np.abs(g.astype(np.int64) - w.astype(np.int64))
+                if g.dtype == np.int8
+                else np.abs(g - w)
+            )
             limit = 1 if writer == "RESIZE_BILINEAR" else 0
             assert diff.max() <= limit, f"{writer}: {diff.max()} steps from LiteRT"
 

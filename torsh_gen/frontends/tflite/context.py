@@ -108,7 +108,14 @@ class Context:
         return self.const(hint, np.asarray(list(values), dtype=np.int64))
 
     def node(
-        self, op_type: str, inputs: Sequence[Value | None], hint: str, n_out: int = 1, *, glue: bool = False, **attrs: Any
+        self,
+        op_type: str,
+        inputs: Sequence[Value | None],
+        hint: str,
+        n_out: int = 1,
+        *,
+        glue: bool = False,
+        **attrs: Any,
     ) -> list[Value]:
         """Append an ONNX node; returns its outputs. ``glue``: a layout/quantization node."""
         base = self.name(hint)
@@ -126,7 +133,15 @@ class Context:
             (self.glue if glue else self.emitted)[op_type] += 1
         return node.outputs
 
-    def node1(self, op_type: str, inputs: Sequence[Value | None], hint: str, *, glue: bool = False, **attrs: Any) -> Value:
+    def node1(
+        self,
+        op_type: str,
+        inputs: Sequence[Value | None],
+        hint: str,
+        *,
+        glue: bool = False,
+        **attrs: Any,
+    ) -> Value:
         """Append a one-output node and return its output."""
         return self.node(op_type, inputs, hint, 1, glue=glue, **attrs)[0]
 
@@ -167,7 +182,12 @@ class Context:
             src_layout = NCHW if layout == NATIVE else NATIVE
             perm = TO_NHWC if layout == NATIVE else TO_NCHW
             hint = t.name if layout == NATIVE else f"{t.name}.nchw"
-            v = self._permute(forms[src_layout], t.signature if layout == NCHW else _nchw_shape(t.signature), perm, hint)
+            v = self._permute(
+                forms[src_layout],
+                t.signature if layout == NCHW else _nchw_shape(t.signature),
+                perm,
+                hint,
+            )
         forms[layout] = v
         return v
 
@@ -185,7 +205,9 @@ class Context:
             return src  # a scalar broadcasts the same way in every layout
         shape4 = (1,) * (4 - t.rank) + t.signature
         if all(d >= 0 for d in shape4):
-            v = self.node1("Reshape", [src, self.ints(f"{t.name}.4d", shape4)], f"{t.name}.4d", glue=True)
+            v = self.node1(
+                "Reshape", [src, self.ints(f"{t.name}.4d", shape4)], f"{t.name}.4d", glue=True
+            )
         else:
             axes = self.ints(f"{t.name}.4d_axes", range(4 - t.rank))
             v = self.node1("Unsqueeze", [src, axes], f"{t.name}.4d", glue=True)
@@ -209,7 +231,9 @@ class Context:
         self.reals[key] = v
         return v
 
-    def dequantize(self, v: Value, q: Quant, dtype: DType, hint: str, axis: int, rank: int) -> Value:
+    def dequantize(
+        self, v: Value, q: Quant, dtype: DType, hint: str, axis: int, rank: int
+    ) -> Value:
         """DequantizeLinear of ``v`` (stored as ``dtype``) with ``q``'s parameters."""
         scale, zp = self.qparams(q, dtype, hint)
         per_axis = axis if q.per_channel and rank > 0 else None
@@ -230,7 +254,12 @@ class Context:
             if t.quant.per_channel:
                 raise Unsupported(f"output tensor '{t.name}' is quantized per channel")
             scale, zp = self.qparams(t.quant, t.dtype, t.name)
-            q = self.node1("QuantizeLinear", [value, scale, zp], t.name if layout == NATIVE else f"{t.name}.nchw", glue=True)
+            q = self.node1(
+                "QuantizeLinear",
+                [value, scale, zp],
+                t.name if layout == NATIVE else f"{t.name}.nchw",
+                glue=True,
+            )
             self.define(index, q, layout)
             return
         if t.dtype in (DType.FLOAT16, DType.BFLOAT16, DType.DOUBLE):
@@ -244,7 +273,8 @@ class Context:
         """Declare tensor ``index`` as a graph input (dynamic dims become symbols)."""
         t = self.tensor(index)
         dims: list[int | str] = [
-            symbols.get((index, k), f"{t.name}_dim{k}") if d < 0 else d for k, d in enumerate(t.signature)
+            symbols.get((index, k), f"{t.name}_dim{k}") if d < 0 else d
+            for k, d in enumerate(t.signature)
         ]
         v = Value(self.name(t.name), TensorType(t.dtype, tuple(dims)))
         self.graph.inputs.append(v)

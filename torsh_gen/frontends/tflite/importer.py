@@ -121,7 +121,9 @@ def _check_shapes(ctx: Context, where: str) -> None:
     try:
         infer_types(ctx.graph)
     except Exception as e:
-        raise GraphError(f"{where}: the converted graph does not type-check ({e}); this is a torsh-gen bug") from None
+        raise GraphError(
+            f"{where}: the converted graph does not type-check ({e}); this is a torsh-gen bug"
+        ) from None
     for index, forms in ctx.forms.items():
         v = forms.get(NATIVE)
         t = ctx.tensor(index)
@@ -129,9 +131,12 @@ def _check_shapes(ctx: Context, where: str) -> None:
             continue
         got = v.type.shape
         want = t.signature
-        if len(got) != len(want) or any(w >= 0 and isinstance(g, int) and g != w for g, w in zip(got, want)):
+        if len(got) != len(want) or any(
+            w >= 0 and isinstance(g, int) and g != w for g, w in zip(got, want)
+        ):
             raise GraphError(
-                f"{where}: tensor '{t.name}' converts to shape {list(got)} but the model says {list(want)}; "
+                f"{where}: tensor '{t.name}' converts to shape {list(got)} "
+                f"but the model says {list(want)}; "
                 "this is a torsh-gen bug, please report it"
             )
 

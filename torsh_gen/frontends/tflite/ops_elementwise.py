@@ -14,8 +14,15 @@ from torsh_gen.frontends.tflite.reader import Operator
 from torsh_gen.frontends.tflite.registry import activate, check_activation, converter
 from torsh_gen.ir.graph import Value
 
-
-_BINARY = {"ADD": "Add", "SUB": "Sub", "MUL": "Mul", "DIV": "Div", "MAXIMUM": "Max", "MINIMUM": "Min", "POW": "Pow"}
+_BINARY = {
+    "ADD": "Add",
+    "SUB": "Sub",
+    "MUL": "Mul",
+    "DIV": "Div",
+    "MAXIMUM": "Max",
+    "MINIMUM": "Min",
+    "POW": "Pow",
+}
 
 
 @converter(*_BINARY, check=check_activation)
@@ -73,8 +80,15 @@ def clip(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     layout = unary_layout(ctx, x)
     lo, hi = _CLIPS[op.opcode]
-    bounds = [ctx.const(f"{out.name}/min", np.float32(lo)), ctx.const(f"{out.name}/max", np.float32(hi))]
-    ctx.put_real(out.index, ctx.node1("Clip", [ctx.real(x.index, layout), *bounds], f"{out.name}/clip"), layout)
+    bounds = [
+        ctx.const(f"{out.name}/min", np.float32(lo)),
+        ctx.const(f"{out.name}/max", np.float32(hi)),
+    ]
+    ctx.put_real(
+        out.index,
+        ctx.node1("Clip", [ctx.real(x.index, layout), *bounds], f"{out.name}/clip"),
+        layout,
+    )
 
 
 @converter("LEAKY_RELU")
@@ -83,7 +97,11 @@ def leaky_relu(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     layout = unary_layout(ctx, x)
     alpha = float(getattr(op.options, "alpha", 0.2))
-    ctx.put_real(out.index, ctx.node1("LeakyRelu", [ctx.real(x.index, layout)], f"{out.name}/leaky_relu", alpha=alpha), layout)
+    ctx.put_real(
+        out.index,
+        ctx.node1("LeakyRelu", [ctx.real(x.index, layout)], f"{out.name}/leaky_relu", alpha=alpha),
+        layout,
+    )
 
 
 @converter("RSQRT")
@@ -110,7 +128,11 @@ def gelu(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     layout = unary_layout(ctx, x)
     approx = "tanh" if getattr(op.options, "approximate", False) else "none"
-    ctx.put_real(out.index, ctx.node1("Gelu", [ctx.real(x.index, layout)], f"{out.name}/gelu", approximate=approx), layout)
+    ctx.put_real(
+        out.index,
+        ctx.node1("Gelu", [ctx.real(x.index, layout)], f"{out.name}/gelu", approximate=approx),
+        layout,
+    )
 
 
 @converter("QUANTIZE", "DEQUANTIZE")

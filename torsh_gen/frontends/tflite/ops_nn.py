@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from torsh_gen.frontends.tflite.context import NCHW, Context
-from torsh_gen.frontends.tflite.reader import Model, Operator, Tensor
 from torsh_gen.frontends.tflite.ops_shape import exact_move
+from torsh_gen.frontends.tflite.reader import Model, Operator, Tensor
 from torsh_gen.frontends.tflite.registry import (
     activate,
     activation_name,
@@ -55,7 +55,10 @@ def _check_conv(op: Operator, model: Model) -> str | None:
 def _spatial(op: Operator) -> tuple[tuple[int, int], tuple[int, int]]:
     o = op.options
     strides = (int(getattr(o, "strideH", 1) or 1), int(getattr(o, "strideW", 1) or 1))
-    dilations = (int(getattr(o, "dilationHFactor", 1) or 1), int(getattr(o, "dilationWFactor", 1) or 1))
+    dilations = (
+        int(getattr(o, "dilationHFactor", 1) or 1),
+        int(getattr(o, "dilationWFactor", 1) or 1),
+    )
     return strides, dilations
 
 
@@ -117,7 +120,11 @@ def max_pool_2d(ctx: Context, op: Operator) -> None:
     attrs = _pool_attrs(ctx, op, x)
     exact = x.quantized and out.quantized and x.dtype == out.dtype and x.quant.same_as(out.quant)
     if exact and activation_name(op) == "NONE":
-        ctx.define(out.index, ctx.node1("MaxPool", [ctx.value(x.index, NCHW)], f"{out.name}.nchw", **attrs), NCHW)
+        ctx.define(
+            out.index,
+            ctx.node1("MaxPool", [ctx.value(x.index, NCHW)], f"{out.name}.nchw", **attrs),
+            NCHW,
+        )
         return
     y = ctx.node1("MaxPool", [ctx.real(x.index, NCHW)], f"{out.name}/maxpool", **attrs)
     ctx.put_real(out.index, activate(ctx, y, op, out.name), NCHW)
@@ -134,14 +141,30 @@ def average_pool_2d(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     attrs = _pool_attrs(ctx, op, x)
     if x.quantized and activation_name(op) == "NONE" and exact_move(x, out):
-        xf = ctx.node1("Cast", [ctx.value(x.index, NCHW)], f"{out.name}/as_float", to=int(DType.FLOAT))
+        xf = ctx.node1(
+            "Cast", [ctx.value(x.index, NCHW)], f"{out.name}/as_float", to=int(DType.FLOAT)
+        )
         a = ctx.node1("AveragePool", [xf], f"{out.name}/avgpool", count_include_pad=0, **attrs)
         half = ctx.const(f"{out.name}/half", np.float32(0.5))
-        mag = ctx.node1("Floor", [ctx.node1("Add", [ctx.node1("Abs", [a], f"{out.name}/abs"), half], f"{out.name}/add_half")], f"{out.name}/floor")
+        mag = ctx.node1(
+            "Floor",
+            [
+                ctx.node1(
+                    "Add", [ctx.node1("Abs", [a], f"{out.name}/abs"), half], f"{out.name}/add_half"
+                )
+            ],
+            f"{out.name}/floor",
+        )
         r = ctx.node1("Mul", [ctx.node1("Sign", [a], f"{out.name}/sign"), mag], f"{out.name}/round")
         ctx.define(out.index, ctx.node1("Cast", [r], f"{out.name}.nchw", to=int(out.dtype)), NCHW)
         return
-    y = ctx.node1("AveragePool", [ctx.real(x.index, NCHW)], f"{out.name}/avgpool", count_include_pad=0, **attrs)
+    y = ctx.node1(
+        "AveragePool",
+        [ctx.real(x.index, NCHW)],
+        f"{out.name}/avgpool",
+        count_include_pad=0,
+        **attrs,
+    )
     ctx.put_real(out.index, activate(ctx, y, op, out.name), NCHW)
 
 
@@ -159,7 +182,11 @@ def fully_connected(ctx: Context, op: Operator) -> None:
     xv = ctx.real(x.index)
     keep = bool(getattr(op.options, "keepNumDims", False))
     if x.rank != 2 and not keep:
-        xv = ctx.node1("Reshape", [xv, ctx.ints(f"{out.name}/flat_shape", [-1, w.shape[1]])], f"{out.name}/flatten")
+        xv = ctx.node1(
+            "Reshape",
+            [xv, ctx.ints(f"{out.name}/flat_shape", [-1, w.shape[1]])],
+            f"{out.name}/flatten",
+        )
     y = ctx.node1("MatMul", [xv, weight(ctx, w, [1, 0], "t")], f"{out.name}/matmul")
     b = _bias(ctx)
     if b is not None:
@@ -172,7 +199,10 @@ def batch_matmul(ctx: Context, op: Operator) -> None:
     """BATCH_MATMUL → MatMul, transposing the last two axes of an adjoint operand."""
     a, b, out = ctx.input(0), ctx.input(1), ctx.output()
     operands = []
-    for t, adj in ((a, getattr(op.options, "adjX", False)), (b, getattr(op.options, "adjY", False))):
+    for t, adj in (
+        (a, getattr(op.options, "adjX", False)),
+        (b, getattr(op.options, "adjY", False)),
+    ):
         v = ctx.real(t.index)
         if adj:
             perm = list(range(t.rank - 2)) + [t.rank - 1, t.rank - 2]

@@ -53,10 +53,14 @@ def softmax(ctx: Context, op: Operator) -> None:
     v = ctx.real(x.index, layout)
     beta = float(getattr(op.options, "beta", 1.0)) if op.opcode == "SOFTMAX" else 1.0
     if beta != 1.0:
-        v = ctx.node1("Mul", [v, ctx.const(f"{out.name}/beta", np.float32(beta))], f"{out.name}/scale")
+        v = ctx.node1(
+            "Mul", [v, ctx.const(f"{out.name}/beta", np.float32(beta))], f"{out.name}/scale"
+        )
     onnx_op = "Softmax" if op.opcode == "SOFTMAX" else "LogSoftmax"
     axis = -1 if layout == NATIVE else 1
-    ctx.put_real(out.index, ctx.node1(onnx_op, [v], f"{out.name}/{onnx_op.lower()}", axis=axis), layout)
+    ctx.put_real(
+        out.index, ctx.node1(onnx_op, [v], f"{out.name}/{onnx_op.lower()}", axis=axis), layout
+    )
 
 
 def _check_resize(op: Operator, model: Model) -> str | None:
@@ -89,5 +93,7 @@ def resize(ctx: Context, op: Operator) -> None:
         attrs["mode"] = "nearest"
         attrs["nearest_mode"] = "round_prefer_ceil" if align or half else "floor"
     sizes = ctx.ints(f"{out.name}/sizes", size)
-    y = ctx.node1("Resize", [ctx.real(x.index, layout), None, None, sizes], f"{out.name}/resize", **attrs)
+    y = ctx.node1(
+        "Resize", [ctx.real(x.index, layout), None, None, sizes], f"{out.name}/resize", **attrs
+    )
     ctx.put_real(out.index, y, layout)

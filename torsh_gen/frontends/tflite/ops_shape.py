@@ -19,7 +19,12 @@ from torsh_gen.frontends.tflite.context import (
     unary_layout,
 )
 from torsh_gen.frontends.tflite.reader import Model, Operator, Tensor
-from torsh_gen.frontends.tflite.registry import activate, activation_name, check_activation, converter
+from torsh_gen.frontends.tflite.registry import (
+    activate,
+    activation_name,
+    check_activation,
+    converter,
+)
 from torsh_gen.ir.graph import Value
 from torsh_gen.ir.types import DType
 
@@ -60,7 +65,9 @@ def reshape(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     s = ctx.input(1)
     if s is not None and not s.is_const:
-        shape: Value = ctx.node1("Cast", [ctx.value(s.index)], f"{out.name}/shape", to=int(DType.INT64))
+        shape: Value = ctx.node1(
+            "Cast", [ctx.value(s.index)], f"{out.name}/shape", to=int(DType.INT64)
+        )
         zero = False
     else:
         if s is not None:
@@ -106,7 +113,7 @@ def transpose(ctx: Context, op: Operator) -> None:
 
 @converter("CONCATENATION", check=check_activation)
 def concatenation(ctx: Context, op: Operator) -> None:
-    """CONCATENATION → Concat; on stored integers when every input shares the output's quantization."""
+    """CONCATENATION → Concat; on stored integers when all inputs share the output's quantization."""
     out = ctx.output()
     ins = [ctx.tensor(i) for i in op.inputs]
     axis = int(getattr(op.options, "axis", 0)) % out.rank
@@ -114,7 +121,11 @@ def concatenation(ctx: Context, op: Operator) -> None:
     ax = axis if layout == NATIVE else TO_NCHW.index(axis)
     name = out.name if layout == NATIVE else f"{out.name}.nchw"
     if activation_name(op) == "NONE" and all(exact_move(t, out) for t in ins):
-        ctx.define(out.index, ctx.node1("Concat", [ctx.value(t.index, layout) for t in ins], name, axis=ax), layout)
+        ctx.define(
+            out.index,
+            ctx.node1("Concat", [ctx.value(t.index, layout) for t in ins], name, axis=ax),
+            layout,
+        )
         return
     y = ctx.node1("Concat", [ctx.real(t.index, layout) for t in ins], f"{out.name}/concat", axis=ax)
     ctx.put_real(out.index, activate(ctx, y, op, out.name), layout)
@@ -142,10 +153,18 @@ def pad(ctx: Context, op: Operator) -> None:
             zp = x.quant.zero_point[0] if x.quantized else 0
             c = np.array(zp, dtype=x.dtype.numpy)
         value = ctx.const(f"{out.name}/value", c)
-        ctx.define(out.index, ctx.node1("Pad", [ctx.value(x.index, layout), pads, value], name), layout)
+        ctx.define(
+            out.index, ctx.node1("Pad", [ctx.value(x.index, layout), pads, value], name), layout
+        )
         return
-    value = ctx.real(fill.index) if fill is not None else ctx.const(f"{out.name}/value", np.float32(0))
-    ctx.put_real(out.index, ctx.node1("Pad", [ctx.real(x.index, layout), pads, value], f"{out.name}/pad"), layout)
+    value = (
+        ctx.real(fill.index) if fill is not None else ctx.const(f"{out.name}/value", np.float32(0))
+    )
+    ctx.put_real(
+        out.index,
+        ctx.node1("Pad", [ctx.real(x.index, layout), pads, value], f"{out.name}/pad"),
+        layout,
+    )
 
 
 def _check_strided(op: Operator, model: Model) -> str | None:
@@ -164,7 +183,9 @@ def strided_slice(ctx: Context, op: Operator) -> None:
     x, out = ctx.input(0), ctx.output()
     begin, end, steps = (ctx.input(k).data.reshape(-1).astype(np.int64) for k in (1, 2, 3))
     o = op.options
-    bmask, emask, shrink = (int(getattr(o, f, 0) or 0) for f in ("beginMask", "endMask", "shrinkAxisMask"))
+    bmask, emask, shrink = (
+        int(getattr(o, f, 0) or 0) for f in ("beginMask", "endMask", "shrinkAxisMask")
+    )
     offset = bool(getattr(o, "offset", False))
     starts, ends, strides, squeeze = [], [], [], []
     for i in range(len(begin)):
@@ -188,7 +209,10 @@ def strided_slice(ctx: Context, op: Operator) -> None:
     layout = unary_layout(ctx, x) if not squeeze else NATIVE
     if layout == NCHW:
         axes = [TO_NCHW.index(a) for a in axes]
-    args = [ctx.ints(f"{out.name}/{k}", v) for k, v in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", strides))]
+    args = [
+        ctx.ints(f"{out.name}/{k}", v)
+        for k, v in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", strides))
+    ]
     name = out.name if layout == NATIVE and not squeeze else f"{out.name}/slice"
     if layout == NCHW:
         name = f"{out.name}.nchw"
@@ -202,7 +226,9 @@ def strided_slice(ctx: Context, op: Operator) -> None:
     _move(ctx, x, out, layout, build)
 
 
-@converter("SLICE", check=lambda op, m: _const_input(1, "begin")(op, m) or _const_input(2, "size")(op, m))
+@converter(
+    "SLICE", check=lambda op, m: _const_input(1, "begin")(op, m) or _const_input(2, "size")(op, m)
+)
 def slice_(ctx: Context, op: Operator) -> None:
     """SLICE (begin, size) → Slice; a size of -1 runs to the end."""
     x, out = ctx.input(0), ctx.output()
@@ -211,7 +237,9 @@ def slice_(ctx: Context, op: Operator) -> None:
     ends = [_INT64_MAX if n < 0 else b + n for b, n in zip(begin, size)]
     starts_v, ends_v = ctx.ints(f"{out.name}/starts", begin), ctx.ints(f"{out.name}/ends", ends)
     axes_v = ctx.ints(f"{out.name}/axes", range(len(begin)))
-    _move(ctx, x, out, NATIVE, lambda v: ctx.node1("Slice", [v, starts_v, ends_v, axes_v], out.name))
+    _move(
+        ctx, x, out, NATIVE, lambda v: ctx.node1("Slice", [v, starts_v, ends_v, axes_v], out.name)
+    )
 
 
 @converter("PACK")
@@ -222,7 +250,9 @@ def pack(ctx: Context, op: Operator) -> None:
     axis = int(getattr(op.options, "axis", 0)) % out.rank
     axes = ctx.ints(f"{out.name}/axes", [axis])
     if all(exact_move(t, out) for t in ins):
-        parts = [ctx.node1("Unsqueeze", [ctx.value(t.index), axes], f"{out.name}/part") for t in ins]
+        parts = [
+            ctx.node1("Unsqueeze", [ctx.value(t.index), axes], f"{out.name}/part") for t in ins
+        ]
         ctx.define(out.index, ctx.node1("Concat", parts, out.name, axis=axis))
         return
     parts = [ctx.node1("Unsqueeze", [ctx.real(t.index), axes], f"{out.name}/part") for t in ins]

@@ -191,11 +191,15 @@ class _Decoder:
         if len(sig) != len(shape) or any(d < 0 for d in shape):
             raise self.fail(f"tensor '{name}' has an invalid shape {shape}")
         if t.sparsity is not None:
-            raise ModelLoadError(f"{self.where}: tensor '{name}' is sparse; sparse TFLite tensors are not supported")
+            raise ModelLoadError(
+                f"{self.where}: tensor '{name}' is sparse; sparse TFLite tensors are not supported"
+            )
         data = self.buffer(t.buffer, name, dtype, shape)
         return Tensor(index, name, dtype, shape, sig, data, self.quant(t.quantization, name, shape))
 
-    def buffer(self, index: int, name: str, dtype: DType, shape: tuple[int, ...]) -> np.ndarray | None:
+    def buffer(
+        self, index: int, name: str, dtype: DType, shape: tuple[int, ...]
+    ) -> np.ndarray | None:
         buffers = self.m.buffers or []
         if index == 0 or index is None:
             return None
@@ -205,7 +209,9 @@ class _Decoder:
         raw: bytes | np.ndarray | None = None
         if b.offset and b.offset > 1:
             if b.offset + b.size > len(self.data):
-                raise self.fail(f"buffer of tensor '{name}' lies past the end of the file (truncated?)")
+                raise self.fail(
+                    f"buffer of tensor '{name}' lies past the end of the file (truncated?)"
+                )
             raw = self.data[b.offset : b.offset + b.size]
         elif b.data is not None and len(b.data):
             raw = np.asarray(b.data, dtype=np.uint8).tobytes()
@@ -214,20 +220,28 @@ class _Decoder:
         dt = dtype.numpy.newbyteorder("<") if dtype.numpy.itemsize > 1 else dtype.numpy
         count = int(np.prod(shape, dtype=np.int64))
         if len(raw) != count * dt.itemsize:
-            raise self.fail(f"tensor '{name}' holds {len(raw)} bytes, its shape {shape} needs {count * dt.itemsize}")
+            raise self.fail(
+                f"tensor '{name}' holds {len(raw)} bytes, "
+                f"its shape {shape} needs {count * dt.itemsize}"
+            )
         return np.frombuffer(raw, dtype=dt).astype(dtype.numpy).reshape(shape)
 
     def quant(self, q: Any, name: str, shape: tuple[int, ...]) -> Quant | None:
         if q is None or q.scale is None or len(q.scale) == 0:
             return None
         if q.details is not None:
-            raise ModelLoadError(f"{self.where}: tensor '{name}' uses custom/blockwise quantization, which is not supported")
+            raise ModelLoadError(
+                f"{self.where}: tensor '{name}' uses custom/blockwise quantization, "
+                "which is not supported"
+            )
         scale = np.asarray(q.scale, dtype=np.float32).reshape(-1)
         zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], dtype=np.int64).reshape(-1)
         if zp.size == 1 and scale.size > 1:
             zp = np.repeat(zp, scale.size)
         axis = int(q.quantizedDimension)
-        if zp.size != scale.size or (scale.size > 1 and not (0 <= axis < len(shape) and shape[axis] == scale.size)):
+        if zp.size != scale.size or (
+            scale.size > 1 and not (0 <= axis < len(shape) and shape[axis] == scale.size)
+        ):
             raise self.fail(f"tensor '{name}' has inconsistent quantization parameters")
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise self.fail(f"tensor '{name}' has a non-positive or non-finite quantization scale")

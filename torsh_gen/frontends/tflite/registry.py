@@ -81,20 +81,27 @@ def activate(ctx: Context, x: Value, op: Operator, hint: str) -> Value:
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding (begin, end) for one spatial axis; extra padding goes at the end."""
+    """TensorFlow's SAME padding (begin, end) for one spatial axis; any odd pixel goes at the end."""
     out = -(-size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
 
 
 def spatial_pads(
-    ctx: Context, op: Operator, hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+    ctx: Context,
+    op: Operator,
+    hw: tuple[int, int],
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
 ) -> list[int]:
     """ONNX ``pads`` [top, left, bottom, right] for the operator's padding mode."""
     padding = int(getattr(op.options, "padding", 1))
     if padding == 1:  # VALID
         return [0, 0, 0, 0]
     if any(d < 0 for d in hw):
-        raise Unsupported(f"operator #{op.index} {op.opcode}: SAME padding needs static spatial sizes")
+        raise Unsupported(
+            f"operator #{op.index} {op.opcode}: SAME padding needs static spatial sizes"
+        )
     (t, b), (left, r) = (same_pads(hw[i], kernel[i], stride[i], dilation[i]) for i in range(2))
     return [t, left, b, r]

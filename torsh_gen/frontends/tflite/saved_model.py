@@ -34,13 +34,16 @@ def load_saved_model(path: str | os.PathLike) -> Any:
     """Convert the SavedModel at ``path`` (its serving signature) into an IR Graph."""
     folder = saved_model_folder(path)
     if folder is None:
-        raise ModelLoadError(f"{path}: not a TensorFlow SavedModel folder (no saved_model.pb inside)")
+        raise ModelLoadError(
+            f"{path}: not a TensorFlow SavedModel folder (no saved_model.pb inside)"
+        )
     try:
         import tensorflow  # noqa: F401
         from tf2onnx import convert, tf_loader
     except ImportError:
         raise ModelLoadError(
-            f"{folder}: converting a TensorFlow SavedModel needs TensorFlow and tf2onnx: {EXTRA_HINT}"
+            f"{folder}: converting a TensorFlow SavedModel needs TensorFlow and tf2onnx: "
+            f"{EXTRA_HINT}"
         ) from None
     from torsh_gen.frontends.onnx import graph_from_model
 
@@ -58,9 +61,13 @@ def load_saved_model(path: str | os.PathLike) -> Any:
         )
     except Exception as e:  # TensorFlow and tf2onnx raise many kinds of errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ModelLoadError(f"{folder}: tf2onnx could not convert the SavedModel: {first[:300]}") from None
+        raise ModelLoadError(
+            f"{folder}: tf2onnx could not convert the SavedModel: {first[:300]}"
+        ) from None
     graph = graph_from_model(model, source_name=str(folder))
-    tf_ops = Counter(n.op for n in graph_def.node if n.op not in ("Placeholder", "Const", "NoOp", "Identity"))
+    tf_ops = Counter(
+        n.op for n in graph_def.node if n.op not in ("Placeholder", "Const", "NoOp", "Identity")
+    )
     graph.meta["conversion"] = {
         "source": "tensorflow",
         "mapped": dict(sorted(tf_ops.items())),
