@@ -131,6 +131,8 @@ class Context:
         if self.op is not None:
             node.metadata["tflite_op"] = f"{self.op.opcode}#{self.op.index}"
             (self.glue if glue else self.emitted)[op_type] += 1
+        else:
+            node.metadata["tflite_op"] = "graph boundary"
         return node.outputs
 
     def node1(

@@ -18,13 +18,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from torsh_gen.errors import GraphError, UnsupportedOpError
+from torsh_gen.errors import GraphError, ModelLoadError, UnsupportedOpError
 from torsh_gen.frontends.tflite import ops_elementwise, ops_nn, ops_reduce, ops_shape  # noqa: F401
 from torsh_gen.frontends.tflite.context import NATIVE, Context, Unsupported
-from torsh_gen.frontends.tflite.reader import Model, read_tflite
+from torsh_gen.frontends.tflite.reader import Model, Operator, read_tflite
 from torsh_gen.frontends.tflite.registry import CONVERTERS
 from torsh_gen.ir.graph import ModelInfo
 from torsh_gen.ir.types import DType, TensorType
+from torsh_gen.ops.inference import infer_types
 
 #: Opset of the graphs this frontend builds (Gelu needs 20; Resize ``axes`` and Reduce axes
 #: inputs 18). Not 21: onnxruntime 1.32's QDQ propagation breaks on opset-21 graphs where a
@@ -53,15 +54,29 @@ def unsupported_ops(model: Model) -> list[str]:
         if conv is None:
             problems.append(f"#{op.index} {op.opcode}")
             continue
+        _check_arity(op, conv.arity)
         why = conv.check(op, model) if conv.check is not None else None
         if why:
             problems.append(f"#{op.index} {op.opcode} ({why})")
     return problems
 
 
+def _check_arity(op: Operator, arity: int) -> None:
+    """A malformed operator (missing inputs or outputs) means a corrupted model, not a gap."""
+    ins = op.inputs[:arity]
+    if len(ins) < arity or min(ins) < 0 or not op.outputs or op.outputs[0] < 0:
+        raise ModelLoadError(
+            f"operator #{op.index} {op.opcode} has inputs {op.inputs} and outputs {op.outputs}, "
+            f"needs {arity} input(s) and an output; the TFLite model is corrupted, re-export it"
+        )
+
+
 def graph_from_tflite(model: Model, where: str = "<tflite>") -> Any:
     """Convert a parsed TFLite ``Model`` into an IR Graph (NHWC at the boundary)."""
-    problems = unsupported_ops(model)
+    try:
+        problems = unsupported_ops(model)
+    except ModelLoadError as e:
+        raise ModelLoadError(f"{where}: {e}") from None
     if model.subgraph_count > 1 and not problems:
         problems.append(f"{model.subgraph_count - 1} control-flow subgraphs")
     if problems:
@@ -80,6 +95,12 @@ def graph_from_tflite(model: Model, where: str = "<tflite>") -> Any:
             CONVERTERS[op.opcode].fn(ctx, op)
         except UnsupportedOpError as e:
             raise type(e)(f"{where}: operator #{op.index} {op.opcode}: {e}") from None
+        except (IndexError, KeyError, ValueError, TypeError, AttributeError) as e:
+            # Inconsistent shapes or options that a well-formed model never has.
+            raise ModelLoadError(
+                f"{where}: operator #{op.index} {op.opcode} cannot be converted "
+                f"({type(e).__name__}: {e}); the TFLite model may be corrupted"
+            ) from e
         mapped[op.opcode] += 1
         if sum(ctx.emitted.values()) > 1 and op.opcode not in compositions:
             compositions[op.opcode] = list(ctx.emitted)
@@ -116,14 +137,13 @@ def _precision(model: Model) -> list[str]:
 
 def _check_shapes(ctx: Context, where: str) -> None:
     """Infer types, then hold every native tensor to the shape the TFLite file declares."""
-    from torsh_gen.ops.inference import infer_types
-
     try:
         infer_types(ctx.graph)
     except Exception as e:
         raise GraphError(
-            f"{where}: the converted graph does not type-check ({e}); this is a torsh-gen bug"
-        ) from None
+            f"{where}: the converted graph does not type-check ({e}); the model's shapes are "
+            "inconsistent (a corrupted file?), else this is a torsh-gen bug: please report it"
+        ) from e
     for index, forms in ctx.forms.items():
         v = forms.get(NATIVE)
         t = ctx.tensor(index)
@@ -136,8 +156,8 @@ def _check_shapes(ctx: Context, where: str) -> None:
         ):
             raise GraphError(
                 f"{where}: tensor '{t.name}' converts to shape {list(got)} "
-                f"but the model says {list(want)}; "
-                "this is a torsh-gen bug, please report it"
+                f"but the model says {list(want)}; the model's shapes are inconsistent "
+                "(a corrupted file?), else this is a torsh-gen bug: please report it"
             )
 
 

@@ -25,7 +25,7 @@ _BINARY = {
 }
 
 
-@converter(*_BINARY, check=check_activation)
+@converter(*_BINARY, arity=2, check=check_activation)
 def binary(ctx: Context, op: Operator) -> None:
     """ADD, SUB, MUL, DIV, MAXIMUM, MINIMUM, POW → the ONNX op (+ fused activation)."""
     a, b, out = ctx.input(0), ctx.input(1), ctx.output()
@@ -36,7 +36,7 @@ def binary(ctx: Context, op: Operator) -> None:
     ctx.put_real(out.index, activate(ctx, y, op, out.name), layout)
 
 
-@converter("SQUARED_DIFFERENCE")
+@converter("SQUARED_DIFFERENCE", arity=2)
 def squared_difference(ctx: Context, op: Operator) -> None:
     """SQUARED_DIFFERENCE → Sub, Mul."""
     a, b, out = ctx.input(0), ctx.input(1), ctx.output()

@@ -62,7 +62,7 @@ def _spatial(op: Operator) -> tuple[tuple[int, int], tuple[int, int]]:
     return strides, dilations
 
 
-@converter("CONV_2D", check=_check_conv)
+@converter("CONV_2D", arity=2, check=_check_conv)
 def conv_2d(ctx: Context, op: Operator) -> None:
     """CONV_2D → Conv (grouped when the filter has fewer input channels than the image)."""
     x, w, out = ctx.input(0), ctx.input(1), ctx.output()
@@ -84,7 +84,7 @@ def conv_2d(ctx: Context, op: Operator) -> None:
     ctx.put_real(out.index, activate(ctx, y, op, out.name), NCHW)
 
 
-@converter("DEPTHWISE_CONV_2D", check=_check_conv)
+@converter("DEPTHWISE_CONV_2D", arity=2, check=_check_conv)
 def depthwise_conv_2d(ctx: Context, op: Operator) -> None:
     """DEPTHWISE_CONV_2D → Conv with one group per input channel."""
     x, w, out = ctx.input(0), ctx.input(1), ctx.output()
@@ -175,7 +175,7 @@ def _check_fc(op: Operator, model: Model) -> str | None:
     return check_activation(op, model)
 
 
-@converter("FULLY_CONNECTED", check=_check_fc)
+@converter("FULLY_CONNECTED", arity=2, check=_check_fc)
 def fully_connected(ctx: Context, op: Operator) -> None:
     """FULLY_CONNECTED → MatMul with the transposed weights (+ Add of the bias)."""
     x, w, out = ctx.input(0), ctx.input(1), ctx.output()
@@ -194,7 +194,7 @@ def fully_connected(ctx: Context, op: Operator) -> None:
     ctx.put_real(out.index, activate(ctx, y, op, out.name))
 
 
-@converter("BATCH_MATMUL")
+@converter("BATCH_MATMUL", arity=2)
 def batch_matmul(ctx: Context, op: Operator) -> None:
     """BATCH_MATMUL → MatMul, transposing the last two axes of an adjoint operand."""
     a, b, out = ctx.input(0), ctx.input(1), ctx.output()

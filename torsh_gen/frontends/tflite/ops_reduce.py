@@ -23,7 +23,7 @@ def _check_axes(op: Operator, model: Model) -> str | None:
     return None
 
 
-@converter(*_REDUCE, check=_check_axes)
+@converter(*_REDUCE, arity=2, check=_check_axes)
 def reduce(ctx: Context, op: Operator) -> None:
     """MEAN, SUM, REDUCE_MAX/MIN/PROD → the ONNX Reduce op with axes as an input."""
     x, out = ctx.input(0), ctx.output()
@@ -71,7 +71,7 @@ def _check_resize(op: Operator, model: Model) -> str | None:
     return None
 
 
-@converter("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", check=_check_resize)
+@converter("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", arity=2, check=_check_resize)
 def resize(ctx: Context, op: Operator) -> None:
     """RESIZE_BILINEAR/NEAREST_NEIGHBOR → Resize of the two spatial axes to the given size.
 

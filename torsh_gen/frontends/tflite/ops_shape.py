@@ -94,7 +94,7 @@ def squeeze(ctx: Context, op: Operator) -> None:
     _move(ctx, x, out, NATIVE, lambda v: ctx.node1("Squeeze", [v, axes], out.name))
 
 
-@converter("EXPAND_DIMS", check=_const_input(1, "axis"))
+@converter("EXPAND_DIMS", arity=2, check=_const_input(1, "axis"))
 def expand_dims(ctx: Context, op: Operator) -> None:
     """EXPAND_DIMS → Unsqueeze."""
     x, out = ctx.input(0), ctx.output()
@@ -103,7 +103,7 @@ def expand_dims(ctx: Context, op: Operator) -> None:
     _move(ctx, x, out, NATIVE, lambda v: ctx.node1("Unsqueeze", [v, axes], out.name))
 
 
-@converter("TRANSPOSE", check=_const_input(1, "permutation"))
+@converter("TRANSPOSE", arity=2, check=_const_input(1, "permutation"))
 def transpose(ctx: Context, op: Operator) -> None:
     """TRANSPOSE → Transpose."""
     x, out = ctx.input(0), ctx.output()
@@ -113,7 +113,7 @@ def transpose(ctx: Context, op: Operator) -> None:
 
 @converter("CONCATENATION", check=check_activation)
 def concatenation(ctx: Context, op: Operator) -> None:
-    """CONCATENATION → Concat; on stored integers when all inputs share the output's quantization."""
+    """CONCATENATION → Concat (on stored integers when all inputs share the output's scale)."""
     out = ctx.output()
     ins = [ctx.tensor(i) for i in op.inputs]
     axis = int(getattr(op.options, "axis", 0)) % out.rank
@@ -138,7 +138,7 @@ def _pads(ctx: Context, op: Operator, x: Tensor, layout: str) -> list[int]:
     return [int(v) for v in p[:, 0]] + [int(v) for v in p[:, 1]]
 
 
-@converter("PAD", "PADV2", check=_const_input(1, "padding"))
+@converter("PAD", "PADV2", arity=2, check=_const_input(1, "padding"))
 def pad(ctx: Context, op: Operator) -> None:
     """PAD/PADV2 → Pad with a constant (the zero point for quantized tensors: exact)."""
     x, out = ctx.input(0), ctx.output()
@@ -177,7 +177,7 @@ def _check_strided(op: Operator, model: Model) -> str | None:
     return None
 
 
-@converter("STRIDED_SLICE", check=_check_strided)
+@converter("STRIDED_SLICE", arity=4, check=_check_strided)
 def strided_slice(ctx: Context, op: Operator) -> None:
     """STRIDED_SLICE → Slice (+ Squeeze of shrunk axes), masks resolved to explicit bounds."""
     x, out = ctx.input(0), ctx.output()
@@ -227,7 +227,9 @@ def strided_slice(ctx: Context, op: Operator) -> None:
 
 
 @converter(
-    "SLICE", check=lambda op, m: _const_input(1, "begin")(op, m) or _const_input(2, "size")(op, m)
+    "SLICE",
+    arity=3,
+    check=lambda op, m: _const_input(1, "begin")(op, m) or _const_input(2, "size")(op, m),
 )
 def slice_(ctx: Context, op: Operator) -> None:
     """SLICE (begin, size) → Slice; a size of -1 runs to the end."""

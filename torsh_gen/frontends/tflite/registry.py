@@ -30,19 +30,25 @@ class Converter:
     opcode: str
     fn: ConvertFn
     check: CheckFn | None = None
+    arity: int = 1  # leading inputs that must be present
 
 
 CONVERTERS: dict[str, Converter] = {}
 
 
-def converter(*opcodes: str, check: CheckFn | None = None) -> Callable[[ConvertFn], ConvertFn]:
-    """Register ``fn`` as the converter of each TFLite builtin in ``opcodes``."""
+def converter(
+    *opcodes: str, arity: int = 1, check: CheckFn | None = None
+) -> Callable[[ConvertFn], ConvertFn]:
+    """Register ``fn`` as the converter of each TFLite builtin in ``opcodes``.
+
+    ``arity``: how many leading inputs the operator must have (checked before ``check``).
+    """
 
     def register(fn: ConvertFn) -> ConvertFn:
         for code in opcodes:
             if code in CONVERTERS:
                 raise RuntimeError(f"TFLite converter for {code} registered twice")
-            CONVERTERS[code] = Converter(code, fn, check)
+            CONVERTERS[code] = Converter(code, fn, check, arity)
         return fn
 
     return register
@@ -81,7 +87,7 @@ def activate(ctx: Context, x: Value, op: Operator, hint: str) -> Value:
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
-    """TensorFlow's SAME padding (begin, end) for one spatial axis; any odd pixel goes at the end."""
+    """TensorFlow's SAME padding (begin, end) of one spatial axis; an odd pixel goes at the end."""
     out = -(-size // stride)
     total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
     return total // 2, total - total // 2
