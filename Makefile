@@ -41,6 +41,8 @@ bench: setup
 generated: setup
 	rm -rf generated/tiny_cnn
 	$(TORSH) compile examples/tiny_cnn.onnx --target cpu -o generated/tiny_cnn
+	$(TORSH) scaffold tests examples/tiny_cnn.onnx --artifact generated/tiny_cnn -o generated/tests_tiny_cnn --force
+	$(TORSH) scaffold op MyGelu -o generated/op_example --force
 	find generated -name __pycache__ -prune -exec rm -rf {} +
 
 lint: setup

@@ -191,3 +191,11 @@ def npz_bytes(arrays: dict[str, Any]) -> bytes:
             info.external_attr = 0o644 << 16
             zf.writestr(info, member.getvalue())
     return buf.getvalue()
+
+
+def default_folder_mode(root: Path) -> None:
+    """Give ``root`` (an ``atomic_folder`` made by mkdtemp, mode 0700) the mode a plain
+    ``mkdir`` would have under the current umask, so generated projects are not private."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)

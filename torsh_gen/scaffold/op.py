@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torsh_gen.errors import InputError
-from torsh_gen.scaffold.common import atomic_folder, render, write_tree
+from torsh_gen.scaffold.common import atomic_folder, default_folder_mode, render, write_tree
 
 GENERATOR = "scaffold_op"
 _OP_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
@@ -63,6 +63,7 @@ def generate_op(name: str, out: str | Path, *, domain: str = DEFAULT_DOMAIN, for
     files = render_op(names)
     with atomic_folder(Path(out), force) as tmp:
         write_tree(tmp, files)
+        default_folder_mode(tmp)
     return sorted(files)
 
 

@@ -26,6 +26,7 @@ from torsh_gen.errors import InputError
 from torsh_gen.scaffold.common import (
     TensorSpec,
     atomic_folder,
+    default_folder_mode,
     identifier,
     npz_bytes,
     py_string,
@@ -61,6 +62,7 @@ def generate_tests(goldens: Goldens, out: str | Path, *, rtol: float = DEFAULT_R
     files = render_tests(goldens, out, rtol=rtol, atol=atol)
     with atomic_folder(out, force) as tmp:
         write_tree(tmp, files)
+        default_folder_mode(tmp)
     return sorted(files)
 
 
