@@ -1,0 +1,49 @@
+"""inspect, run and convert accept .tflite directly (the loader table)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.cli.test_cli import cli
+from tests.frontends.tflite.helpers import fixture, litert_run
+
+pytest.importorskip("ai_edge_litert")
+
+
+def test_inspect_tflite(capsys):
+    code, out, err = cli(capsys, "inspect", str(fixture("mobilenet_float")), "--format", "json")
+    assert code == 0, err
+    report = json.loads(out)
+    text = json.dumps(report)
+    assert "serving_default_image:0" in text
+    assert "Conv" in text
+
+
+def test_run_tflite_checks_against_onnxruntime(capsys, tmp_path):
+    x = np.random.default_rng(0).uniform(-1, 1, size=(2, 16)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", **{"serving_default_features:0": x})
+    out = tmp_path / "out.npz"
+    code, _, err = cli(
+        capsys, "run", str(fixture("mlp")), "--inputs", str(tmp_path / "in.npz"),
+        "--output", str(out), "--check",
+    )
+    assert code == 0, err
+    got = np.load(out)
+    (want,) = litert_run(fixture("mlp"), [x])
+    np.testing.assert_allclose(got[got.files[0]], want, rtol=0, atol=1e-5)
+
+
+def test_convert_tflite_to_onnx_runs_in_onnxruntime(capsys, tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "block.onnx"
+    code, _, err = cli(capsys, "convert", str(fixture("transformer_block")), "-o", str(out))
+    assert code == 0, err
+    x = np.random.default_rng(1).uniform(-1, 1, size=(1, 8, 32)).astype(np.float32)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    (want,) = litert_run(fixture("transformer_block"), [x])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
