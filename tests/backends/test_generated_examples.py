@@ -68,10 +68,42 @@ def _same_npz(actual: bytes, expected: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize("name, render", [("tests_tiny_cnn", _scaffold_tests_tiny_cnn), ("op_example", _scaffold_op_example)])
+def _scaffold_train_tiny_cnn(out: Path) -> dict[str, str | bytes]:
+    pytest.importorskip("safetensors")
+    from torsh_gen.scaffold.train import build_files
+    from torsh_gen.tools.loading import load_model
+
+    return build_files(load_model(EXAMPLE), "tiny_cnn", EXAMPLE.name)[0]
+
+
+def _same_safetensors(actual: bytes, expected: bytes) -> bool:
+    """Golden outputs of the reference executor, within float noise across CPUs."""
+    import numpy as np
+    from safetensors.numpy import load
+
+    a, e = load(actual), load(expected)
+    if sorted(a) != sorted(e):
+        return False
+    exact = lambda k: not k.startswith("output.") or a[k].dtype.kind not in "fc"  # noqa: E731
+    return all(
+        a[k].shape == e[k].shape and (np.array_equal(a[k], e[k]) if exact(k) else np.allclose(a[k], e[k], rtol=1e-5, atol=1e-7))
+        for k in a
+    )
+
+
+@pytest.mark.parametrize(
+    "name, render",
+    [("tests_tiny_cnn", _scaffold_tests_tiny_cnn), ("op_example", _scaffold_op_example), ("train_tiny_cnn", _scaffold_train_tiny_cnn)],
+)
 def test_checked_in_scaffolds_have_not_drifted(name: str, render):
     expected = _files(GENERATED / name)
     actual = {k: v.encode() if isinstance(v, str) else v for k, v in render(GENERATED / name).items()}
     assert sorted(actual) == sorted(expected), "file list drifted; run `make generated`"
-    changed = [f for f in actual if actual[f] != expected[f] and not (f.endswith(".npz") and _same_npz(actual[f], expected[f]))]
+    changed = [
+        f
+        for f in actual
+        if actual[f] != expected[f]
+        and not (f.endswith(".npz") and _same_npz(actual[f], expected[f]))
+        and not (f.endswith("golden.safetensors") and _same_safetensors(actual[f], expected[f]))
+    ]
     assert not changed, f"generated files drifted: {changed}; run `make generated` and review the diff"

@@ -168,4 +168,4 @@ def test_generated_project_tests_pass(tmp_path: Path):
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path / "proj",
                           capture_output=True, text=True, timeout=400, env=_env())
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
