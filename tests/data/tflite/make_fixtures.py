@@ -22,6 +22,9 @@ TFLite ops each fixture exercises are explicit and stable across TensorFlow rele
 - ``mlp.tflite``: FULLY_CONNECTED stack with a dynamic batch dimension (RELU, TANH).
 - ``int8_ops.tflite``: full-integer, every quantized op once, each reading the model's
   int8 inputs directly, so each output checks one op's quantized arithmetic in isolation.
+- ``float_ops.tflite``: float32, one branch per remaining mapped op or option
+  (nearest resizing in three coordinate modes, slicing masks and negative strides,
+  reductions, PACK/SQUEEZE/EXPAND_DIMS, tanh-approximated GELU, ...).
 - ``unsupported.tflite``: ops the frontend does not map (LOCAL_RESPONSE_NORMALIZATION,
   CUMSUM) around supported ones, for the error that lists them all.
 """
@@ -183,6 +186,49 @@ class Int8Ops(tf.Module):
         }
 
 
+class FloatOps(tf.Module):
+    """One branch per op or option the CNN and transformer fixtures do not reach."""
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec((1, 6, 6, 4), tf.float32, name="x"),
+            tf.TensorSpec((1, 6, 6, 4), tf.float32, name="y"),
+        ]
+    )
+    def __call__(self, x: tf.Tensor, y: tf.Tensor) -> dict[str, tf.Tensor]:
+        v = tf.reshape(x, [6, 24])
+        return {
+            "nearest": tf.image.resize(x, [9, 13], method="nearest"),
+            "nearest_v1": tf.compat.v1.image.resize_nearest_neighbor(x, [11, 8]),
+            "nearest_ac": tf.compat.v1.image.resize_nearest_neighbor(
+                x, [11, 8], align_corners=True
+            ),
+            "bilinear_ac": tf.compat.v1.image.resize_bilinear(y, [10, 7], align_corners=True),
+            "bilinear_v1": tf.compat.v1.image.resize_bilinear(y, [4, 9]),
+            "leaky_relu": tf.nn.leaky_relu(x, alpha=0.3),
+            "elu_free_ops": tf.maximum(x, y) - tf.minimum(x, 0.5) / (tf.abs(y) + 1.0),
+            "exp_log": tf.exp(x) + tf.math.log(tf.abs(y) + 0.1) + tf.sqrt(tf.abs(x)),
+            "square": tf.square(y) + tf.math.squared_difference(x, 0.25),
+            "relu_n1_to_1": tf.clip_by_value(x, -1.0, 1.0),
+            "log_softmax": tf.nn.log_softmax(v, axis=-1),
+            "softmax_beta": tf.nn.softmax(2.5 * v),
+            "sum": tf.reduce_sum(x, axis=[1], keepdims=True),
+            "max": tf.reduce_max(y, axis=[1, 2]),
+            "min": tf.reduce_min(x, axis=-1),
+            "prod": tf.reduce_prod(y[:, :2], axis=[3]),
+            "shrink": x[0, 2, ::-2, 1:3],
+            "masks": y[:, ::-1, 1:, -3:],
+            "slice": tf.slice(x, [0, 1, 2, 0], [1, 3, -1, 2]),
+            "pack": tf.stack([x[:, 0], y[:, 1]], axis=1),
+            "squeeze": tf.squeeze(tf.reduce_mean(x, axis=[1, 2], keepdims=True), axis=[1, 2]),
+            "expand_dims": tf.expand_dims(v, axis=1),
+            "pad_v2": tf.pad(x, [[0, 0], [2, 0], [0, 1], [1, 1]], constant_values=-3.0),
+            "gelu_tanh": tf.nn.gelu(v, approximate=True),
+            "batch_matmul_adj": tf.matmul(v[None], v[None], transpose_a=True),
+            "nchw_chain": tf.nn.avg_pool2d(tf.nn.relu(x) * y, 2, 2, "VALID") + 1.0,
+        }
+
+
 class Unsupported(tf.Module):
     """Two ops torsh-gen does not import, separated by one it does."""
 
@@ -236,6 +282,7 @@ def main() -> int:
         "transformer_block": _converter(block).convert(),
         "mlp": _converter(mlp).convert(),
         "int8_ops": _int8(Int8Ops(), [(1, 8, 8, 4), (1, 8, 8, 4)], int_io=True),
+        "float_ops": _converter(FloatOps()).convert(),
         "unsupported": _converter(Unsupported()).convert(),
     }
     for name, data in models.items():

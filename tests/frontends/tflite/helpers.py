@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "tflite"
-FLOAT_MODELS = ["mobilenet_float", "mobilenet_fp16", "transformer_block", "mlp"]
+FLOAT_MODELS = ["mobilenet_float", "mobilenet_fp16", "transformer_block", "mlp", "float_ops"]
 INT8_MODELS = ["mobilenet_int8", "mobilenet_int8_float_io", "int8_ops"]
 ALL_MODELS = FLOAT_MODELS + INT8_MODELS
 

@@ -27,8 +27,14 @@ def test_run_tflite_checks_against_onnxruntime(capsys, tmp_path):
     np.savez(tmp_path / "in.npz", **{"serving_default_features:0": x})
     out = tmp_path / "out.npz"
     code, _, err = cli(
-        capsys, "run", str(fixture("mlp")), "--inputs", str(tmp_path / "in.npz"),
-        "--output", str(out), "--check",
+        capsys,
+        "run",
+        str(fixture("mlp")),
+        "--inputs",
+        str(tmp_path / "in.npz"),
+        "--output",
+        str(out),
+        "--check",
     )
     assert code == 0, err
     got = np.load(out)

@@ -27,7 +27,8 @@ def _allowed_transposes(name: str) -> int:
     boundary = sum(model.tensors[i].rank == 4 for i in model.inputs + model.outputs)
     own = sum(op.opcode == "TRANSPOSE" for op in model.operators)
     adjoint = sum(
-        op.opcode == "BATCH_MATMUL" and (op.options.adjX or op.options.adjY) for op in model.operators
+        op.opcode == "BATCH_MATMUL" and (op.options.adjX or op.options.adjY)
+        for op in model.operators
     )
     return boundary + own + adjoint
 
