@@ -77,6 +77,7 @@ def test_pt2_inspect_shows_module_paths(resnet_pt2, capsys):
     assert isinstance(report["inputs"][0]["shape"][0], str)  # symbolic batch
 
 
+@pytest.mark.slow
 def test_pt2_to_torsh_and_back(resnet_pt2, tmp_path, capsys):
     module, path = resnet_pt2
     out = tmp_path / "resnet.torsh"
@@ -88,25 +89,32 @@ def test_pt2_to_torsh_and_back(resnet_pt2, tmp_path, capsys):
     assert_close(run_graph(graph, feeds(graph, (x,))), torch_outputs(module, (x,)))
 
 
-def test_torchscript_traced_and_scripted(tmp_path, capsys):
+@pytest.mark.slow
+def test_torchscript_traced_cnn(tmp_path):
     cnn = models.seeded(models.TinyMobileNetV2)
-    traced = torch.jit.trace(cnn, (torch.randn(2, 3, 16, 16),))
-    traced.save(str(tmp_path / "cnn.pt"))
-    scripted = torch.jit.script(models.seeded(models.MLP))
-    scripted.save(str(tmp_path / "mlp.pt"))
-
+    torch.jit.trace(cnn, (torch.randn(2, 3, 16, 16),)).save(str(tmp_path / "cnn.pt"))
     x = torch.randn(2, 3, 16, 16)
     graph = load_torchscript(tmp_path / "cnn.pt", parse_input_specs(["x=2x3x16x16"]))
     loaded = torch.jit.load(str(tmp_path / "cnn.pt"))
     assert_close(run_graph(graph, feeds(graph, (x,))), torch_outputs(loaded, (x,)))
     assert "features.1.conv.3" in {n.metadata.get("torch.module") for n in graph.nodes}
 
+
+def test_torchscript_scripted_mlp(tmp_path, capsys):
+    torch.jit.script(models.seeded(models.MLP)).save(str(tmp_path / "mlp.pt"))
     out = tmp_path / "mlp.onnx"
     code, stdout, err = cli(capsys, "convert", str(tmp_path / "mlp.pt"), "--input-shape", "x=3x16", "-o", str(out))
     assert code == 0, err
     v = torch.randn(3, 16)
     assert_close(ort_run(out, v), torch_outputs(torch.jit.load(str(tmp_path / "mlp.pt")), (v,)))
     assert "aten.addmm" in stdout
+    assert "fc2" in {n.name.split("/")[1] for n in _onnx_nodes(out)}
+
+
+def _onnx_nodes(path: Path) -> list:
+    import onnx
+
+    return list(onnx.load(str(path)).graph.node)
 
 
 def test_torchscript_without_shapes_says_how(tmp_path, capsys):

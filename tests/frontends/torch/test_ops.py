@@ -108,6 +108,7 @@ def test_scaled_dot_product_attention_masks_and_causal():
     _run(f, (2, 5, 8))
 
 
+@pytest.mark.slow
 def test_embedding_and_multihead_attention_module():
     emb = nn.Embedding(20, 8, padding_idx=0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
@@ -117,6 +118,12 @@ def test_embedding_and_multihead_attention_module():
         return m.mha(x, x, x, need_weights=False)[0]
 
     module = Fn(f, emb=emb, mha=mha).eval()
+    check_module(module, lambda b: (torch.randint(0, 20, (b, 5), generator=torch.Generator().manual_seed(b)),),
+                 {"xs": ({0: Dim("batch", max=16)},)})
+
+
+def test_embedding():
+    module = Fn(lambda m, ids: m.emb(ids) * 2, emb=nn.Embedding(20, 8, padding_idx=0)).eval()
     check_module(module, lambda b: (torch.randint(0, 20, (b, 5), generator=torch.Generator().manual_seed(b)),),
                  {"xs": ({0: Dim("batch", max=16)},)})
 
