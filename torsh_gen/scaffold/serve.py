@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -279,5 +280,7 @@ def generate_service(
             model.compile_artifact(tmp / pkg / "artifact")
         if kind == "grpc":
             compile_stubs(tmp, pkg)
+        for cache in sorted(tmp.rglob("__pycache__"), reverse=True):  # machine code stays out
+            shutil.rmtree(cache)
         written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return ServeReport(out, pkg, kind, engine, ctx["batch_dim"], written)

@@ -1,0 +1,1 @@
+"""Protocol buffers of the service and the stubs compiled from them."""
