@@ -43,6 +43,9 @@ generated: setup
 	$(TORSH) compile examples/tiny_cnn.onnx --target cpu -o generated/tiny_cnn
 	$(TORSH) scaffold tests examples/tiny_cnn.onnx --artifact generated/tiny_cnn -o generated/tests_tiny_cnn --force
 	$(TORSH) scaffold op MyGelu -o generated/op_example --force
+	$(TORSH) scaffold train examples/tiny_cnn.onnx -o generated/train_tiny_cnn --name tiny_cnn --force
+	$(TORSH) scaffold serve examples/tiny_cnn.onnx --rest -o generated/serve_rest --force
+	$(TORSH) scaffold serve examples/tiny_cnn.onnx --grpc -o generated/serve_grpc --force
 	find generated -name __pycache__ -prune -exec rm -rf {} +
 
 lint: setup
