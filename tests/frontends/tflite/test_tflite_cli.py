@@ -53,3 +53,20 @@ def test_convert_tflite_to_onnx_runs_in_onnxruntime(capsys, tmp_path):
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
     (want,) = litert_run(fixture("transformer_block"), [x])
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_float", "mobilenet_int8"])
+def test_compiled_tflite_model_matches_litert(tmp_path, name):
+    """compile accepts .tflite; the standalone package agrees with the LiteRT interpreter."""
+    from tests.backends.helpers import compile_and_load
+    from tests.frontends.tflite.helpers import random_feeds
+
+    module = compile_and_load(fixture(name), tmp_path / "pkg")
+    (x,) = random_feeds(fixture(name), seed=4)
+    got = np.asarray(next(iter(module.run(**{module.INPUTS[0]["name"]: x}).values())))
+    (want,) = litert_run(fixture(name), [x])
+    if name.endswith("int8"):
+        assert got.dtype == np.int8
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    else:
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
