@@ -43,7 +43,7 @@ def serve_command(
     data = report.to_dict()
     if emit_data(data, fmt):
         return
-    batching = f"micro-batching along {data['batch_dim']!r}" if data["batch_dim"] else "no batch dim"
+    batching = f"batch dim {data['batch_dim']!r}: --max-batch enables micro-batching" if data["batch_dim"] else "no batch dim"
     console.print(f"[bold]{escape(data['name'])}[/] ({data['kind']}, {data['engine']} engine, {escape(batching)}) → {escape(data['out_dir'])}")
     console.print(f"{len(data['files'])} files; start it with: cd {escape(data['out_dir'])} && python -m {data['name']} --host 127.0.0.1 --port {8000 if rest else 50051}")
 

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from torsh_gen import __version__
-from torsh_gen.errors import InputError
-from torsh_gen.ir.graph import Graph
 import black
 import jinja2
 
+from torsh_gen import __version__
+from torsh_gen.errors import InputError
+from torsh_gen.ir.graph import Graph
 from torsh_gen.scaffold.common import (
     BLACK_MODE,
     TensorSpec,

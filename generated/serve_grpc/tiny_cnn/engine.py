@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from .signature import INPUTS, OUTPUTS, example_inputs
+from .signature import OUTPUTS, example_inputs
 
 log = logging.getLogger(__name__)
 
