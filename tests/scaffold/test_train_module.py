@@ -7,6 +7,8 @@ output folder is refused without --force, and the output is deterministic.
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +95,9 @@ def test_hostile_names_stay_data(tmp_path: Path):
     for path in (tmp_path / "h").rglob("*.py"):
         text = path.read_text()
         ast.parse(text)  # valid Python
-        assert "__import__(\"os\")" not in text and "__import__('os')" not in text, path
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                assert node.func.id != "__import__", path
+        # the hostile text only ever appears inside comments and string literals
+        names = {t.string for t in tokenize.generate_tokens(io.StringIO(text).readline) if t.type == tokenize.NAME}
+        assert "__import__" not in names and "system" not in names and "pwned" not in names, path
     readme = (tmp_path / "h" / "README.md").read_text()
     assert "pwned\")" not in readme.replace("\\", "")
     gen = tm.import_model(tmp_path / "h", "hostile")
