@@ -204,7 +204,6 @@ def test_plugin_round_trip_install_inspect_run_compile(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "art_out.npy"), _expected(x), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.slow
 def test_generated_plugin_own_tests_pass(tmp_path):
     """The generated package's own pytest suite passes as generated."""
     generate_op("MyGelu", tmp_path / "plugin")

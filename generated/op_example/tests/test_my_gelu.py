@@ -39,21 +39,21 @@ def test_numba_kernel_takes_strided_and_half_inputs() -> None:
     np.testing.assert_allclose(got, reference.compute(h, alpha=2.0), rtol=2e-3, atol=1e-3)
 
 
-def _model(alpha: float, dtype: int = 1):
-    onnx = pytest.importorskip("onnx")
-    from onnx import helper
+def _model(alpha: float):
+    """A one-node ONNX model: y = MyGelu(x) over float[batch, 5]."""
+    from onnx import TensorProto, helper
 
     node = helper.make_node(OP_TYPE, ["x"], ["y"], domain=DOMAIN, alpha=alpha)
     graph = helper.make_graph(
         [node],
         "uses_op",
-        [helper.make_tensor_value_info("x", dtype, ["batch", 5])],
-        [helper.make_tensor_value_info("y", dtype, ["batch", 5])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 5])],
     )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)]
     model = helper.make_model(graph, opset_imports=opsets)
     model.ir_version = 8
-    return model, onnx
+    return model
 
 
 def test_registered_with_torsh_gen() -> None:
@@ -67,6 +67,7 @@ def test_registered_with_torsh_gen() -> None:
 
 def test_torsh_gen_runs_and_compiles_a_model_using_the_op(tmp_path) -> None:
     pytest.importorskip("torsh_gen")
+    onnx = pytest.importorskip("onnx")
     from torsh_gen.tools.artifact import load_artifact
     from torsh_gen.tools.compile import compile_model
     from torsh_gen.tools.loading import load_model
@@ -74,7 +75,7 @@ def test_torsh_gen_runs_and_compiles_a_model_using_the_op(tmp_path) -> None:
 
     from torsh_op_my_gelu import spec  # noqa: F401  (registers the op when not installed)
 
-    model, onnx = _model(alpha=1.702)
+    model = _model(alpha=1.702)
     path = tmp_path / "uses_op.onnx"
     onnx.save(model, path)
     x = np.random.default_rng(2).standard_normal((3, 5)).astype(np.float32)
