@@ -226,6 +226,15 @@ class FloatOps(tf.Module):
             "gelu_tanh": tf.nn.gelu(v, approximate=True),
             "batch_matmul_adj": tf.matmul(v[None], v[None], transpose_a=True),
             "nchw_chain": tf.nn.avg_pool2d(tf.nn.relu(x) * y, 2, 2, "VALID") + 1.0,
+            "math": tf.sin(x)
+            - tf.cos(y)
+            + tf.floor(2 * x)
+            - tf.math.ceil(3 * y)
+            - tf.math.negative(x),
+            "pow": tf.pow(tf.abs(x) + 0.5, y),
+            "cast": tf.cast(tf.cast(x * 10.0, tf.int32), tf.float32),
+            "relu_0_to_1": tf.clip_by_value(y, 0.0, 1.0),
+            "relu6": tf.nn.relu6(4.0 * x),
         }
 
 

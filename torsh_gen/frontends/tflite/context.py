@@ -69,8 +69,8 @@ class Context:
 
     # ------------------------------------------------------------------ naming
     def name(self, hint: str) -> str:
-        """A value/node name unique in the graph, close to ``hint``."""
-        base = hint[:120] or "v"
+        """A value/node name unique in the graph, close to ``hint`` (printable, bounded)."""
+        base = "".join(c if c.isprintable() else "_" for c in hint[:120]) or "v"
         name, k = base, 0
         while name in self.used_names:
             k += 1
@@ -275,7 +275,7 @@ class Context:
         """Declare tensor ``index`` as a graph input (dynamic dims become symbols)."""
         t = self.tensor(index)
         dims: list[int | str] = [
-            symbols.get((index, k), f"{t.name}_dim{k}") if d < 0 else d
+            symbols.get((index, k), f"input{index}_dim{k}") if d < 0 else d
             for k, d in enumerate(t.signature)
         ]
         v = Value(self.name(t.name), TensorType(t.dtype, tuple(dims)))
