@@ -24,8 +24,8 @@ from torsh_gen.tools.run import load_inputs
 
 #: The size symbolic dims get in generated inputs.
 SYMBOL_SIZE = 2
-#: Generated inputs above this many bytes are refused: pass --inputs instead.
-MAX_INPUT_BYTES = 64 << 20
+#: Golden inputs (and, separately, outputs) above this many bytes are refused: they live in git.
+MAX_GOLDEN_BYTES = 64 << 20
 
 
 def compute_goldens(source: str | os.PathLike, *, artifact: str | os.PathLike | None = None,
@@ -150,7 +150,7 @@ def _feeds(ins: list[TensorSpec], inputs: Any, seed: int) -> dict[str, np.ndarra
         shape = tuple(d if isinstance(d, int) else SYMBOL_SIZE if isinstance(d, str) else 1 for d in s.shape)
         dt = np.dtype(s.dtype)
         total += int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if total > MAX_INPUT_BYTES:
+        if total > MAX_GOLDEN_BYTES:
             raise InputError(f"input {s.name!r} of shape {list(shape)} is too large for golden files; pass smaller --inputs FILE.npz")
         if dt == np.bool_:
             feeds[s.name] = rng.random(shape) < 0.5
@@ -174,10 +174,13 @@ def _run(fn: Any, feeds: dict[str, np.ndarray], what: str) -> dict[str, Any]:
 
 
 def _arrays(results: dict[str, Any], outs: list[TensorSpec]) -> dict[str, np.ndarray]:
-    arrays = {}
+    arrays, total = {}, 0
     for s in outs:
         v = results.get(s.name)
         if not isinstance(v, (np.ndarray, np.generic)) or np.asarray(v).dtype.kind in "OUSV":
             raise InputError(f"output {s.name!r} is not a numeric tensor ({type(v).__name__}); scaffold tests supports numeric tensors only")
         arrays[s.name] = np.asarray(v)
+        total += arrays[s.name].nbytes
+        if total > MAX_GOLDEN_BYTES:
+            raise InputError(f"the outputs exceed {MAX_GOLDEN_BYTES >> 20} MiB, too large for golden files; pass smaller --inputs FILE.npz")
     return arrays

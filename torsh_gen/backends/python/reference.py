@@ -113,6 +113,12 @@ def emit_reference(ctx: NodeCtx) -> None:
         emit_plugin_kernel(ctx)
         return
     node, module = ctx.node, ctx.module
+    origin = type(ctx.spec).__module__
+    if origin.split(".")[0] != "torsh_gen":  # a plugin's spec imports torsh_gen: not vendorable
+        raise UnsupportedOpError(
+            f"op {node.qualified_op} (from {origin}) cannot be compiled: its spec has no "
+            "artifact_kernel; set artifact_kernel = 'module:function' (see docs/scaffold-op.md)"
+        )
     module.ref_modules.add(type(ctx.spec).__module__)
     attr = module.names.name(node.op_type, prefix="op")
     items = ", ".join(f"{literal(n)}: {_attr_src(ctx, n, a)}" for n, a in sorted(node.attrs.items()))
