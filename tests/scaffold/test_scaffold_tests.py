@@ -126,6 +126,9 @@ def test_user_inputs_are_recorded(tmp_path):
     np.savez(tmp_path / "bad.npz", x=x)
     with pytest.raises(InputError, match=r"inputs must be exactly .*unknown \['x'\]"):
         compute_goldens(model, inputs=tmp_path / "bad.npz")
+    np.savez(tmp_path / "f64.npz", **{HOSTILE_IN: x.astype(np.float64), "class": x})
+    with pytest.raises(InputError, match=r"f64.npz: input 'x\"; .*#\\n' must be float \(float32\), got float64$"):
+        compute_goldens(model, inputs=tmp_path / "f64.npz")
 
 
 def test_output_is_byte_identical_across_runs(tmp_path, monkeypatch):

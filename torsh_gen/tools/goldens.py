@@ -20,7 +20,7 @@ from torsh_gen.errors import InputError, TorshGenError
 from torsh_gen.scaffold.common import TensorSpec, identifier, signature
 from torsh_gen.scaffold.tests import Goldens
 from torsh_gen.tools.artifact import is_artifact, load_artifact, read_manifest
-from torsh_gen.tools.run import load_inputs
+from torsh_gen.tools.run import check_inputs, load_inputs
 
 #: The size symbolic dims get in generated inputs.
 SYMBOL_SIZE = 2
@@ -60,6 +60,12 @@ def _from_model(path: Path, artifact: Path | None, inputs: Any, seed: int) -> Go
     graph = load_model(path)
     ins, outs = signature(graph)
     feeds = _feeds(ins, inputs, seed)
+    if inputs is not None:
+        try:
+            check_inputs(graph, feeds)  # names, dtypes and shapes, before any engine runs
+        except InputError as e:
+            one_line = str(e).replace("\r", "\\r").replace("\n", "\\n")  # tensor names may hold newlines
+            raise InputError(f"{inputs}: {one_line}") from None
     computed_by = "onnxruntime"
     try:
         results = _onnxruntime(path)(feeds)
