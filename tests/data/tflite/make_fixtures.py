@@ -20,6 +20,8 @@ TFLite ops each fixture exercises are explicit and stable across TensorFlow rele
 - ``transformer_block.tflite``: pre-norm transformer encoder block (layer norm from
   MEAN/SQUARED_DIFFERENCE/RSQRT, multi-head attention with BATCH_MATMUL, GELU MLP).
 - ``mlp.tflite``: FULLY_CONNECTED stack with a dynamic batch dimension (RELU, TANH).
+- ``mlp_dynamic_range.tflite``: the MLP with dynamic-range (hybrid) quantization: int8
+  weights, float activations.
 - ``int8_ops.tflite``: full-integer, every quantized op once, each reading the model's
   int8 inputs directly, so each output checks one op's quantized arithmetic in isolation.
 - ``float_ops.tflite``: float32, one branch per remaining mapped op or option
@@ -274,6 +276,12 @@ def _int8(module: tf.Module, shapes: list[tuple[int, ...]], int_io: bool) -> byt
     return c.convert()
 
 
+def _dynamic_range(module: tf.Module) -> bytes:
+    c = _converter(module)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    return c.convert()
+
+
 def _fp16(module: tf.Module) -> bytes:
     c = _converter(module)
     c.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -290,6 +298,7 @@ def main() -> int:
         "mobilenet_fp16": _fp16(cnn),
         "transformer_block": _converter(block).convert(),
         "mlp": _converter(mlp).convert(),
+        "mlp_dynamic_range": _dynamic_range(mlp),
         "int8_ops": _int8(Int8Ops(), [(1, 8, 8, 4), (1, 8, 8, 4)], int_io=True),
         "float_ops": _converter(FloatOps()).convert(),
         "unsupported": _converter(Unsupported()).convert(),

@@ -186,3 +186,20 @@ def test_graph_exports_to_valid_onnx():
 
     for name in ALL_MODELS:
         onnx.checker.check_model(to_onnx(load_tflite(fixture(name))), full_check=True)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_dynamic_range_weights(batch):
+    """Hybrid models: int8 weights dequantized, float activations; LiteRT also rounds the
+    activations to int8 on the fly, so the two agree to about 1% of the output range."""
+    graph = load_tflite(fixture("mlp_dynamic_range"))
+    meta = graph.meta["conversion"]
+    assert any("dynamic-range" in p for p in meta["precision"])
+    weights = [v for v in graph.initializers if v.const.dtype == np.int8]
+    assert len(weights) == 2  # the converter leaves layers under 1024 weights in float
+    for seed in range(3):
+        feeds = random_feeds(fixture("mlp"), seed, batch=batch)
+        (want,) = litert_run(fixture("mlp_dynamic_range"), feeds)
+        (got,) = _ours(graph, feeds)
+        assert got.shape == want.shape == (batch, 5)
+        assert np.abs(got - want).max() <= 0.02 * np.abs(want).max()

@@ -38,6 +38,11 @@ INT8_NOTE = (
     "and lookup tables: results may differ by one quantization step"
 )
 FP16_NOTE = "float16 weights are widened to float32 (Cast) before use, as TFLite's DEQUANTIZE does"
+HYBRID_NOTE = (
+    "dynamic-range (hybrid) int8 weights are dequantized and used with float32 activations; "
+    "TFLite's hybrid kernels also quantize the activations to int8 on the fly, so outputs "
+    "differ from TFLite's by that rounding (about 1% of the output range)"
+)
 
 
 def load_tflite(source: str | os.PathLike | bytes) -> Any:
@@ -132,7 +137,19 @@ def _precision(model: Model) -> list[str]:
         notes.append(INT8_NOTE)
     if any(t.dtype == DType.FLOAT16 and t.is_const for t in model.tensors):
         notes.append(FP16_NOTE)
+    if any(_is_hybrid(op, model) for op in model.operators):
+        notes.append(HYBRID_NOTE)
     return notes
+
+
+def _is_hybrid(op: Operator, model: Model) -> bool:
+    """A compute op reading float activations and quantized constant weights."""
+    if op.opcode in ("DEQUANTIZE", "QUANTIZE"):
+        return False
+    ins = [model.tensors[i] for i in op.inputs if i >= 0]
+    return any(t.dtype == DType.FLOAT and not t.is_const for t in ins) and any(
+        t.quantized and t.is_const and t.dtype in (DType.INT8, DType.UINT8) for t in ins
+    )
 
 
 def _check_shapes(ctx: Context, where: str) -> None:
