@@ -20,13 +20,17 @@ def convert_command(
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .onnx or .torsh.")],
     module: Annotated[
         str | None,
-        typer.Option("--module", help="For a state-dict checkpoint: pkg.module:factory that builds the nn.Module."),
+        typer.Option(
+            "--module",
+            help="For a state-dict checkpoint: pkg.module:factory that builds the nn.Module.",
+        ),
     ] = None,
     input_shape: Annotated[
         list[str] | None,
         typer.Option(
             "--input-shape",
-            help="For TorchScript and checkpoints: NAME=1x3x224x224 (add :int64 for integer inputs). Repeatable.",
+            help="For TorchScript and checkpoints: NAME=1x3x224x224 "
+            "(add :int64 for integer inputs). Repeatable.",
         ),
     ] = None,
 ) -> None:

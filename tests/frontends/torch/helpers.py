@@ -56,7 +56,9 @@ def check_module(
     session = None
     if onnxrt:
         proto = to_onnx(graph)
-        session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(
+            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
     for size in sizes if dynamic_shapes is not None else sizes[:1]:
         args = make_args(size)
         want = torch_outputs(module, args)

@@ -103,7 +103,9 @@ def test_torchscript_traced_cnn(tmp_path):
 def test_torchscript_scripted_mlp(tmp_path, capsys):
     torch.jit.script(models.seeded(models.MLP)).save(str(tmp_path / "mlp.pt"))
     out = tmp_path / "mlp.onnx"
-    code, stdout, err = cli(capsys, "convert", str(tmp_path / "mlp.pt"), "--input-shape", "x=3x16", "-o", str(out))
+    code, stdout, err = cli(
+        capsys, "convert", str(tmp_path / "mlp.pt"), "--input-shape", "x=3x16", "-o", str(out)
+    )
     assert code == 0, err
     v = torch.randn(3, 16)
     assert_close(ort_run(out, v), torch_outputs(torch.jit.load(str(tmp_path / "mlp.pt")), (v,)))
@@ -133,7 +135,10 @@ def test_checkpoint_convert(suffix, tmp_path, capsys):
 
         save_file(module.state_dict(), str(ckpt))
     else:
-        torch.save({"state_dict": module.state_dict()} if suffix == ".bin" else module.state_dict(), str(ckpt))
+        torch.save(
+            {"state_dict": module.state_dict()} if suffix == ".bin" else module.state_dict(),
+            str(ckpt),
+        )
     out = tmp_path / "mlp.onnx"
     code, stdout, err = cli(
         capsys, "convert", str(ckpt), "--module", FACTORY, "--input-shape", "x=4x16", "-o", str(out)
@@ -151,7 +156,9 @@ def test_checkpoint_key_mismatch_lists_keys(tmp_path, capsys):
     ckpt = tmp_path / "bad.pth"
     torch.save(state, str(ckpt))
     out = tmp_path / "bad.onnx"
-    code, _, err = cli(capsys, "convert", str(ckpt), "--module", FACTORY, "--input-shape", "x=1x16", "-o", str(out))
+    code, _, err = cli(
+        capsys, "convert", str(ckpt), "--module", FACTORY, "--input-shape", "x=1x16", "-o", str(out)
+    )
     assert code == 2
     assert "missing 1: fc1.bias" in err and "unexpected 1: extra.weight" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
@@ -172,7 +179,9 @@ def test_hostile_pickle_is_refused(tmp_path, capsys):
     ckpt = tmp_path / "evil.pth"
     torch.save({"fc1.weight": _Evil(marker)}, str(ckpt))
     out = tmp_path / "evil.onnx"
-    code, _, err = cli(capsys, "convert", str(ckpt), "--module", FACTORY, "--input-shape", "x=1x16", "-o", str(out))
+    code, _, err = cli(
+        capsys, "convert", str(ckpt), "--module", FACTORY, "--input-shape", "x=1x16", "-o", str(out)
+    )
     assert code == 2
     assert "refused" in err and len(err.strip().splitlines()) == 1
     assert not marker.exists() and not out.exists()
@@ -190,7 +199,17 @@ def test_hostile_pickle_is_refused(tmp_path, capsys):
 def test_bad_factory_path(factory, expected, tmp_path, capsys):
     ckpt = tmp_path / "mlp.pth"
     torch.save(models.seeded(models.MLP).state_dict(), str(ckpt))
-    code, _, err = cli(capsys, "convert", str(ckpt), "--module", factory, "--input-shape", "x=1x16", "-o", str(tmp_path / "o.onnx"))
+    code, _, err = cli(
+        capsys,
+        "convert",
+        str(ckpt),
+        "--module",
+        factory,
+        "--input-shape",
+        "x=1x16",
+        "-o",
+        str(tmp_path / "o.onnx"),
+    )
     assert code == 2
     assert expected in err and len(err.strip().splitlines()) == 1
 
@@ -206,7 +225,9 @@ def test_checkpoint_without_module_explains(tmp_path, capsys):
 def test_file_that_is_not_a_model(suffix, tmp_path, capsys):
     bad = tmp_path / f"junk{suffix}"
     bad.write_bytes(b"not a model at all" * 10)
-    code, _, err = cli(capsys, "convert", str(bad), "--input-shape", "x=1x2", "-o", str(tmp_path / "o.onnx"))
+    code, _, err = cli(
+        capsys, "convert", str(bad), "--input-shape", "x=1x2", "-o", str(tmp_path / "o.onnx")
+    )
     assert code == 2
     assert "not a" in err and len(err.strip().splitlines()) == 1
 
@@ -224,7 +245,9 @@ def test_unsupported_op_exit_code_and_one_line(tmp_path, capsys):
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
 
 
 def test_missing_torch_extra_is_one_line(tmp_path):
@@ -237,10 +260,16 @@ def test_missing_torch_extra_is_one_line(tmp_path):
     )
     result = _python(code)
     assert result.returncode == 2
-    assert "pip install 'torsh-gen[torch]'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (
+        "pip install 'torsh-gen[torch]'" in result.stderr
+        and len(result.stderr.strip().splitlines()) == 1
+    )
 
 
 def test_from_torch_is_lazy():
-    result = _python("import sys, torsh_gen; assert 'torch' not in sys.modules; print(torsh_gen.from_torch.__name__)")
+    result = _python(
+        "import sys, torsh_gen; assert 'torch' not in sys.modules; "
+        "print(torsh_gen.from_torch.__name__)"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "from_torch"

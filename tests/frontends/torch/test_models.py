@@ -18,13 +18,19 @@ def _images(b: int) -> tuple:
 
 
 def _tokens(vocab: int) -> object:
-    return lambda b: (torch.randint(0, vocab, (b, b + 4), generator=torch.Generator().manual_seed(b)),)
+    return lambda b: (
+        torch.randint(0, vocab, (b, b + 4), generator=torch.Generator().manual_seed(b)),
+    )
 
 
 CASES = {
     "resnet": (models.TinyResNet, _images, {"x": {0: Dim("batch", max=64)}}),
     "mobilenetv2": (models.TinyMobileNetV2, _images, {"x": {0: Dim("batch", max=64)}}),
-    "encoder": (models.Encoder, _tokens(50), {"ids": {0: Dim("batch", max=32), 1: Dim("seq", max=64)}}),
+    "encoder": (
+        models.Encoder,
+        _tokens(50),
+        {"ids": {0: Dim("batch", max=32), 1: Dim("seq", max=64)}},
+    ),
     "gpt": (models.TinyGPT, _tokens(64), {"ids": {0: Dim("batch", max=32), 1: Dim("seq", max=32)}}),
     "mlp": (models.MLP, lambda b: (torch.randn(b, 16),), {"x": {0: Dim("batch", max=64)}}),
 }
@@ -32,7 +38,11 @@ CASES = {
 
 def _layer_names(tree: dict) -> set[str]:
     names = {tree["name"]}
-    for child in tree.get("children", []) if isinstance(tree.get("children"), list) else tree.get("children", {}).values():
+    for child in (
+        tree.get("children", [])
+        if isinstance(tree.get("children"), list)
+        else tree.get("children", {}).values()
+    ):
         names |= _layer_names(child)
     return names
 

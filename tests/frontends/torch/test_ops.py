@@ -35,7 +35,9 @@ def rand(*shape, seed=0):
 
 def _batched(shape, dyn=True):
     """make_args over a batch dim for one float input, plus a dynamic_shapes spec."""
-    return (lambda b: (rand(b, *shape, seed=b),)), ({"xs": ({0: Dim("batch", max=16)},)} if dyn else None)
+    return (lambda b: (rand(b, *shape, seed=b),)), (
+        {"xs": ({0: Dim("batch", max=16)},)} if dyn else None
+    )
 
 
 def _run(fn, shape, dyn=True, tol=1e-5, **children):
@@ -76,8 +78,17 @@ def test_norms_batch_layer_group():
     bn = nn.BatchNorm2d(4)
     bn.running_mean.uniform_(-1, 1)
     bn.running_var.uniform_(0.5, 2)
-    g = _run(f, (4, 6, 6), bn=bn, gn=nn.GroupNorm(2, 4), ln=nn.LayerNorm(4), bn_plain=nn.BatchNorm2d(4, affine=False))
-    assert {"BatchNormalization", "LayerNormalization", "GroupNormalization"} <= {n.op_type for n in g.nodes}
+    g = _run(
+        f,
+        (4, 6, 6),
+        bn=bn,
+        gn=nn.GroupNorm(2, 4),
+        ln=nn.LayerNorm(4),
+        bn_plain=nn.BatchNorm2d(4, affine=False),
+    )
+    assert {"BatchNormalization", "LayerNormalization", "GroupNormalization"} <= {
+        n.op_type for n in g.nodes
+    }
 
 
 def test_linear_matmul_addmm_bmm():
@@ -118,14 +129,20 @@ def test_embedding_and_multihead_attention_module():
         return m.mha(x, x, x, need_weights=False)[0]
 
     module = Fn(f, emb=emb, mha=mha).eval()
-    check_module(module, lambda b: (torch.randint(0, 20, (b, 5), generator=torch.Generator().manual_seed(b)),),
-                 {"xs": ({0: Dim("batch", max=16)},)})
+    check_module(
+        module,
+        lambda b: (torch.randint(0, 20, (b, 5), generator=torch.Generator().manual_seed(b)),),
+        {"xs": ({0: Dim("batch", max=16)},)},
+    )
 
 
 def test_embedding():
     module = Fn(lambda m, ids: m.emb(ids) * 2, emb=nn.Embedding(20, 8, padding_idx=0)).eval()
-    check_module(module, lambda b: (torch.randint(0, 20, (b, 5), generator=torch.Generator().manual_seed(b)),),
-                 {"xs": ({0: Dim("batch", max=16)},)})
+    check_module(
+        module,
+        lambda b: (torch.randint(0, 20, (b, 5), generator=torch.Generator().manual_seed(b)),),
+        {"xs": ({0: Dim("batch", max=16)},)},
+    )
 
 
 def test_activations():
@@ -205,7 +222,13 @@ def test_cat_stack_split_chunk():
     def f(m, x):
         a, b = x.split([2, 3], dim=1)
         c = x.chunk(2, dim=2)
-        return torch.cat([a, b, a], 1), torch.stack([a, a], 0), c[0], c[1], torch.cat(x.unbind(1), 1)
+        return (
+            torch.cat([a, b, a], 1),
+            torch.stack([a, a], 0),
+            c[0],
+            c[1],
+            torch.cat(x.unbind(1), 1),
+        )
 
     _run(f, (5, 4))
 

@@ -11,4 +11,11 @@ from torsh_gen.frontends.torch.checkpoint import load_checkpoint, refuse_bare_ch
 from torsh_gen.frontends.torch.export import from_exported, from_torch, load_pt2
 from torsh_gen.frontends.torch.torchscript import load_torchscript
 
-__all__ = ["from_exported", "from_torch", "load_checkpoint", "load_pt2", "load_torchscript", "refuse_bare_checkpoint"]
+__all__ = [
+    "from_exported",
+    "from_torch",
+    "load_checkpoint",
+    "load_pt2",
+    "load_torchscript",
+    "refuse_bare_checkpoint",
+]

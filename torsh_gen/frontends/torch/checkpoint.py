@@ -28,7 +28,8 @@ def refuse_bare_checkpoint(path: str | os.PathLike) -> Graph:
     p = Path(path)
     raise InputError(
         f"{p}: a state-dict checkpoint holds weights only; name the module that uses them: "
-        f"torsh-gen convert {p.name} --module pkg.module:factory --input-shape x=1x3x224x224 -o model.onnx"
+        f"torsh-gen convert {p.name} --module pkg.module:factory "
+        "--input-shape x=1x3x224x224 -o model.onnx"
     )
 
 
@@ -36,14 +37,18 @@ def import_factory(spec: str) -> Any:
     """The callable named by ``pkg.module:factory`` (the current folder is importable)."""
     mod_name, sep, attr = spec.partition(":")
     if not sep or not mod_name or not attr:
-        raise InputError(f"--module '{spec}': expected pkg.module:factory (a module path, a colon, a callable)")
+        raise InputError(
+            f"--module '{spec}': expected pkg.module:factory (a module path, a colon, a callable)"
+        )
     added = os.getcwd() not in sys.path
     if added:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(mod_name)
     except Exception as e:
-        raise InputError(f"--module '{spec}': cannot import '{mod_name}' ({type(e).__name__}: {e})") from None
+        raise InputError(
+            f"--module '{spec}': cannot import '{mod_name}' ({type(e).__name__}: {e})"
+        ) from None
     finally:
         if added:
             sys.path.remove(os.getcwd())
@@ -79,7 +84,8 @@ def read_state_dict(path: Path) -> dict[str, Any]:
                 reason = line.strip()
                 break
         raise ModelLoadError(
-            f"{path}: refused: the checkpoint's pickle needs more than tensors (weights_only=True): {reason}"
+            f"{path}: refused: the checkpoint's pickle needs more than tensors "
+            f"(weights_only=True): {reason}"
         ) from None
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -93,7 +99,11 @@ def _unwrap(data: Any, path: Path) -> dict[str, Any]:
     if isinstance(data, dict):
         for key in _WRAPPERS:
             inner = data.get(key)
-            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+            if (
+                isinstance(inner, dict)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
                 data = inner
                 break
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
@@ -119,14 +129,20 @@ def load_checkpoint(path: str | os.PathLike, factory: str, input_specs: dict) ->
     try:
         module = build()
     except Exception as e:
-        raise InputError(f"--module '{factory}': calling it failed ({type(e).__name__}: {e})") from None
+        raise InputError(
+            f"--module '{factory}': calling it failed ({type(e).__name__}: {e})"
+        ) from None
     if not isinstance(module, torch.nn.Module):
-        raise InputError(f"--module '{factory}': returned {type(module).__name__}, not a torch.nn.Module")
+        raise InputError(
+            f"--module '{factory}': returned {type(module).__name__}, not a torch.nn.Module"
+        )
     try:
         result = module.load_state_dict(state, strict=False)
     except RuntimeError as e:
         lines = [s.strip() for s in str(e).splitlines() if "size mismatch" in s]
-        raise InputError(f"{p}: weights do not fit {factory}: {'; '.join(lines[:_SHOW]) or str(e)}") from None
+        raise InputError(
+            f"{p}: weights do not fit {factory}: {'; '.join(lines[:_SHOW]) or str(e)}"
+        ) from None
     missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     if missing or unexpected:
         parts = []

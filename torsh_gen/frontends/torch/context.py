@@ -141,7 +141,9 @@ class Lowering:
         return base if n == 1 else f"{base}_{n - 1}"
 
     # ------------------------------------------------------------------ emitting
-    def emit(self, op_type: str, inputs: list[Value | None], n_outputs: int = 1, **attrs: Any) -> Any:
+    def emit(
+        self, op_type: str, inputs: list[Value | None], n_outputs: int = 1, **attrs: Any
+    ) -> Any:
         """Append an IR node for the current FX node; its output Value (or list of them)."""
         fx_name = self.node.name if self.node is not None else "node"
         outs = [Value(self.fresh(f"{fx_name}_{op_type.lower()}")) for _ in range(n_outputs)]
@@ -275,7 +277,9 @@ class Lowering:
                 else:
                     expr = d.node.expr
                     name = str(expr)
-                    dims.append(self.symbols.get(name, name) if getattr(expr, "is_Symbol", False) else None)
+                    dims.append(
+                        self.symbols.get(name, name) if getattr(expr, "is_Symbol", False) else None
+                    )
             dt = TORCH_DTYPES.get(val.dtype)
             return None if dt is None else TensorType(dt, tuple(dims))
         if isinstance(val, torch.SymInt | int):

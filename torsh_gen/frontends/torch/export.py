@@ -42,7 +42,9 @@ def from_exported(ep: Any, symbols: dict[str, str] | None = None, source: str = 
         try:
             ep = ep.run_decompositions()
         except Exception as e:
-            raise InputError(f"{source or 'program'}: decomposition to core ATen failed: {e}") from None
+            raise InputError(
+                f"{source or 'program'}: decomposition to core ATen failed: {e}"
+            ) from None
     return lower_program(ep, symbols, source)
 
 

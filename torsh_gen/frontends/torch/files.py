@@ -20,14 +20,18 @@ from torsh_gen.ir.graph import Graph
 TORCH_SUFFIXES = (".pt2", ".pt", *CHECKPOINT_SUFFIXES)
 
 
-def load_torch_file(path: str | os.PathLike, module: str | None = None, input_shapes: list[str] | None = None) -> Graph:
+def load_torch_file(
+    path: str | os.PathLike, module: str | None = None, input_shapes: list[str] | None = None
+) -> Graph:
     """A ``.pt2`` program, a TorchScript ``.pt`` or a checkpoint with its module factory."""
     p = Path(path)
     specs = parse_input_specs(input_shapes or [])
     suffix = p.suffix.lower()
     if module:
         if not specs:
-            raise InputError(f"{p}: --module needs --input-shape for each forward() input, e.g. x=1x3x224x224")
+            raise InputError(
+                f"{p}: --module needs --input-shape for each forward() input, e.g. x=1x3x224x224"
+            )
         return load_checkpoint(p, module, specs)
     if suffix == ".pt2":
         return load_pt2(p)

@@ -21,20 +21,28 @@ def parse_input_specs(specs: list[str]) -> dict[str, tuple[tuple[int, ...], str]
         dims, _, dtype = rest.partition(":")
         dtype = dtype or "float32"
         if not sep or not name or not dims:
-            raise InputError(f"--input-shape '{spec}': expected NAME=1x3x224x224 (optionally :int64)")
+            raise InputError(
+                f"--input-shape '{spec}': expected NAME=1x3x224x224 (optionally :int64)"
+            )
         if dtype not in _DTYPES:
-            raise InputError(f"--input-shape '{spec}': unknown dtype '{dtype}'; use one of {', '.join(_DTYPES)}")
+            raise InputError(
+                f"--input-shape '{spec}': unknown dtype '{dtype}'; use one of {', '.join(_DTYPES)}"
+            )
         try:
             shape = tuple(int(d) for d in dims.lower().split("x"))
         except ValueError:
-            raise InputError(f"--input-shape '{spec}': dimensions must be integers separated by 'x'") from None
+            raise InputError(
+                f"--input-shape '{spec}': dimensions must be integers separated by 'x'"
+            ) from None
         if any(d < 0 or d > 2**31 for d in shape):
             raise InputError(f"--input-shape '{spec}': dimensions must be between 0 and 2^31")
         out[name] = (shape, dtype)
     return out
 
 
-def example_tensors(specs: dict[str, tuple[tuple[int, ...], str]], names: list[str], where: str) -> tuple[Any, ...]:
+def example_tensors(
+    specs: dict[str, tuple[tuple[int, ...], str]], names: list[str], where: str
+) -> tuple[Any, ...]:
     """Tensors for the inputs ``names`` in order (random floats, zero integers)."""
     import torch
 

@@ -16,7 +16,13 @@ import torch
 from torch import fx
 
 from torsh_gen.errors import UnsupportedOpError
-from torsh_gen.frontends.torch import ops_elementwise, ops_index, ops_nn, ops_reduce, ops_shape  # noqa: F401
+from torsh_gen.frontends.torch import (  # noqa: F401  (each module registers its lowerings)
+    ops_elementwise,
+    ops_index,
+    ops_nn,
+    ops_reduce,
+    ops_shape,
+)
 from torsh_gen.frontends.torch.context import Lowering, Unsupported, op_name, source_location
 from torsh_gen.frontends.torch.table import IGNORED, find
 from torsh_gen.ir.graph import Graph, ModelInfo, Value
@@ -92,7 +98,9 @@ def _placeholder(ctx: Lowering, ep: Any, node: fx.Node, spec: Any) -> None:
             if val is None or isinstance(val, int | float | bool | str):
                 ctx.env[node] = val  # a constant input baked in at export
                 return
-            raise UnsupportedOpError(f"input '{node.name}' is not a tensor ({type(val).__name__}); pass tensors only")
+            raise UnsupportedOpError(
+                f"input '{node.name}' is not a tensor ({type(val).__name__}); pass tensors only"
+            )
         v = Value(ctx.fresh(node.name), ctx.tensor_type(val))
         ctx.graph.inputs.append(v)
         ctx.env[node] = v
@@ -103,7 +111,10 @@ def _placeholder(ctx: Lowering, ep: Any, node: fx.Node, spec: Any) -> None:
         if tensor is None:
             raise UnsupportedOpError(f"the exported program has no data for '{target}'")
         if not isinstance(tensor, torch.Tensor):
-            raise UnsupportedOpError(f"'{target}' is a {type(tensor).__name__}, not a tensor (script objects are not supported)")
+            raise UnsupportedOpError(
+                f"'{target}' is a {type(tensor).__name__}, not a tensor "
+                "(script objects are not supported)"
+            )
         v = ctx.graph.add_initializer(ctx.fresh(target), _tensor_array(tensor))
         ctx.env[node] = v
         if "." in target:
@@ -164,7 +175,9 @@ def _outputs(ctx: Lowering, ep: Any, node: fx.Node) -> None:
     taken = {id(v) for v in ctx.graph.inputs} | {id(v) for v in ctx.graph.initializers}
     for i, arg in enumerate(user):
         if not isinstance(arg, fx.Node):
-            raise UnsupportedOpError(f"output {i} is a constant ({arg!r}), not a tensor; return tensors only")
+            raise UnsupportedOpError(
+                f"output {i} is a constant ({arg!r}), not a tensor; return tensors only"
+            )
         ctx.node = None
         v = ctx.env[arg] if arg in ctx.env else None
         if not isinstance(v, Value):

@@ -140,7 +140,13 @@ def _minmax(ctx: Lowering, node: fx.Node) -> Value:
     return _binary(ctx, op_type, *node.args[:2])
 
 
-_COMPARE = {"eq": "Equal", "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual"}
+_COMPARE = {
+    "eq": "Equal",
+    "lt": "Less",
+    "le": "LessOrEqual",
+    "gt": "Greater",
+    "ge": "GreaterOrEqual",
+}
 
 
 @lowers(*(f"aten.{k}.{s}" for k in (*_COMPARE, "ne") for s in ("Tensor", "Scalar")))
@@ -154,7 +160,10 @@ def _compare(ctx: Lowering, node: fx.Node) -> Value:
 _LOGIC = {"logical_and": "And", "logical_or": "Or", "logical_xor": "Xor"}
 
 
-@lowers(*(f"aten.{k}.default" for k in _LOGIC), *(f"aten.bitwise_{k}.Tensor" for k in ("and", "or", "xor")))
+@lowers(
+    *(f"aten.{k}.default" for k in _LOGIC),
+    *(f"aten.bitwise_{k}.Tensor" for k in ("and", "or", "xor")),
+)
 def _logic(ctx: Lowering, node: fx.Node) -> Value:
     name = str(node.target).split(".")[1]
     if name.startswith("bitwise"):
@@ -205,7 +214,10 @@ def _unary(ctx: Lowering, node: fx.Node) -> Value:
     name = str(node.target).split(".")[1]
     x = node.args[0]
     out = ctx.dtype(node)
-    return ctx.emit(_UNARY[name], [operand(ctx, x, out if name not in ("isnan", "sign", "abs", "neg") else ctx.dtype(x))])
+    return ctx.emit(
+        _UNARY[name],
+        [operand(ctx, x, out if name not in ("isnan", "sign", "abs", "neg") else ctx.dtype(x))],
+    )
 
 
 @lowers("aten.round.default")
@@ -219,7 +231,13 @@ def _rsqrt(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit("Reciprocal", [ctx.emit("Sqrt", [x])])
 
 
-@lowers("aten.log1p.default", "aten.expm1.default", "aten.log2.default", "aten.log10.default", "aten.exp2.default")
+@lowers(
+    "aten.log1p.default",
+    "aten.expm1.default",
+    "aten.log2.default",
+    "aten.log10.default",
+    "aten.exp2.default",
+)
 def _log_exp(ctx: Lowering, node: fx.Node) -> Value:
     name = str(node.target).split(".")[1]
     dt = ctx.dtype(node)
@@ -232,7 +250,9 @@ def _log_exp(ctx: Lowering, node: fx.Node) -> Value:
     if name == "exp2":
         return ctx.emit("Pow", [ctx.const(np.array(2, dtype=dt.numpy)), x])
     base = 2.0 if name == "log2" else 10.0
-    return ctx.emit("Div", [ctx.emit("Log", [x]), ctx.const(np.array(math.log(base), dtype=dt.numpy))])
+    return ctx.emit(
+        "Div", [ctx.emit("Log", [x]), ctx.const(np.array(math.log(base), dtype=dt.numpy))]
+    )
 
 
 @lowers("aten.gelu.default")
@@ -244,7 +264,9 @@ def _gelu(ctx: Lowering, node: fx.Node) -> Value:
     one = ctx.const(np.array(1.0, dtype=dt), hint="one")
     if approximate == "tanh":
         cube = ctx.emit("Mul", [ctx.emit("Mul", [x, x]), x])
-        inner = ctx.emit("Add", [x, ctx.emit("Mul", [cube, ctx.const(np.array(0.044715, dtype=dt))])])
+        inner = ctx.emit(
+            "Add", [x, ctx.emit("Mul", [cube, ctx.const(np.array(0.044715, dtype=dt))])]
+        )
         scaled = ctx.emit("Mul", [inner, ctx.const(np.array(math.sqrt(2 / math.pi), dtype=dt))])
         gate = ctx.emit("Add", [ctx.emit("Tanh", [scaled]), one])
     else:
@@ -302,7 +324,13 @@ def _softplus(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit("Where", [big, x, soft])
 
 
-@lowers("aten.hardtanh.default", "aten.clamp.default", "aten.clamp.Tensor", "aten.clamp_min.default", "aten.clamp_max.default")
+@lowers(
+    "aten.hardtanh.default",
+    "aten.clamp.default",
+    "aten.clamp.Tensor",
+    "aten.clamp_min.default",
+    "aten.clamp_max.default",
+)
 def _clamp(ctx: Lowering, node: fx.Node) -> Value:
     name = str(node.target)
     x = node.args[0]
@@ -332,17 +360,23 @@ def _clamp(ctx: Lowering, node: fx.Node) -> Value:
 def _where(ctx: Lowering, node: fx.Node) -> Value:
     cond, a, b = node.args[:3]
     dt = ctx.dtype(node)
-    return ctx.emit("Where", [operand(ctx, cond, DType.BOOL), operand(ctx, a, dt), operand(ctx, b, dt)])
+    return ctx.emit(
+        "Where", [operand(ctx, cond, DType.BOOL), operand(ctx, a, dt), operand(ctx, b, dt)]
+    )
 
 
 @lowers("aten.masked_fill.Scalar", "aten.masked_fill.Tensor")
 def _masked_fill(ctx: Lowering, node: fx.Node) -> Value:
     x, mask, value = node.args[:3]
     dt = ctx.dtype(x)
-    return ctx.emit("Where", [operand(ctx, mask, DType.BOOL), operand(ctx, value, dt), ctx.value(x)])
+    return ctx.emit(
+        "Where", [operand(ctx, mask, DType.BOOL), operand(ctx, value, dt), ctx.value(x)]
+    )
 
 
-@lowers("aten._softmax.default", "aten._log_softmax.default", "aten.softmax.int", "aten.log_softmax.int")
+@lowers(
+    "aten._softmax.default", "aten._log_softmax.default", "aten.softmax.int", "aten.log_softmax.int"
+)
 def _softmax(ctx: Lowering, node: fx.Node) -> Value:
     op_type = "LogSoftmax" if "log_softmax" in str(node.target) else "Softmax"
     x, dim = node.args[:2]
@@ -372,4 +406,3 @@ def _identity(ctx: Lowering, node: fx.Node) -> Value:
         src = node.args[1]
         return operand(ctx, src, ctx.dtype(node))
     return ctx.value(node.args[0])
-

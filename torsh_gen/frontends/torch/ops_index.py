@@ -49,8 +49,13 @@ def _index_select(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit("Gather", [ctx.value(x), ctx.value(index)], axis=_axis(ctx, x, dim))
 
 
-@lowers("aten.scatter.src", "aten.scatter.value", "aten.scatter_add.default", "aten.scatter.reduce",
-        "aten.scatter_reduce.two")
+@lowers(
+    "aten.scatter.src",
+    "aten.scatter.value",
+    "aten.scatter_add.default",
+    "aten.scatter.reduce",
+    "aten.scatter_reduce.two",
+)
 def _scatter(ctx: Lowering, node: fx.Node) -> Value:
     target = str(node.target)
     x, dim, index, src = node.args[:4]
@@ -60,9 +65,14 @@ def _scatter(ctx: Lowering, node: fx.Node) -> Value:
     elif target.endswith((".reduce", ".two")):
         reduce = node.args[4] if len(node.args) > 4 else node.kwargs.get("reduce")
         include_self = node.kwargs.get("include_self", True)
-        reduction = {"sum": "add", "add": "add", "prod": "mul", "multiply": "mul", "amax": "max", "amin": "min"}.get(
-            reduce, ""
-        )
+        reduction = {
+            "sum": "add",
+            "add": "add",
+            "prod": "mul",
+            "multiply": "mul",
+            "amax": "max",
+            "amin": "min",
+        }.get(reduce, "")
         if not reduction or not include_self:
             raise Unsupported(f"scatter_reduce with reduce={reduce!r}, include_self={include_self}")
     updates = ctx.value(src) if isinstance(src, fx.Node) else None
@@ -74,8 +84,12 @@ def _scatter(ctx: Lowering, node: fx.Node) -> Value:
         ends = ctx.emit("Shape", [ctx.value(index)])
         zeros = ctx.const(np.zeros(ctx.rank(index), dtype=np.int64), hint="starts")
         updates = ctx.emit("Slice", [updates, zeros, ends])
-    return ctx.emit("ScatterElements", [ctx.value(x), ctx.value(index), updates], axis=_axis(ctx, x, dim),
-                    reduction=reduction)
+    return ctx.emit(
+        "ScatterElements",
+        [ctx.value(x), ctx.value(index), updates],
+        axis=_axis(ctx, x, dim),
+        reduction=reduction,
+    )
 
 
 def _index_block(ctx: Lowering, x: fx.Node, indices: list) -> tuple[list[int], list[Value]]:
@@ -96,7 +110,9 @@ def _stacked(ctx: Lowering, values: list[Value]) -> Value:
     for o in ones[1:]:
         total = ctx.emit("Mul", [total, o])
     target = ctx.emit("Shape", [total])
-    cols = [ctx.emit("Unsqueeze", [ctx.emit("Expand", [v, target]), ctx.ints([-1])]) for v in values]
+    cols = [
+        ctx.emit("Unsqueeze", [ctx.emit("Expand", [v, target]), ctx.ints([-1])]) for v in values
+    ]
     return ctx.emit("Concat", cols, axis=-1)
 
 
@@ -118,7 +134,11 @@ def _index(ctx: Lowering, node: fx.Node) -> Value:
     if not consecutive or not before:
         return out
     nb = ctx.rank(node) - len(rest)  # rank of the broadcast index
-    perm = list(range(nb, nb + len(before))) + list(range(nb)) + list(range(nb + len(before), ctx.rank(node)))
+    perm = (
+        list(range(nb, nb + len(before)))
+        + list(range(nb))
+        + list(range(nb + len(before), ctx.rank(node)))
+    )
     return ctx.emit("Transpose", [out], perm=perm)
 
 
@@ -133,11 +153,16 @@ def _index_put(ctx: Lowering, node: fx.Node) -> Value:
     # updates take the shape index_shape + remaining dims of x
     upd_shape = ctx.emit(
         "Concat",
-        [ctx.emit("Shape", [stacked], start=0, end=-1), ctx.emit("Shape", [ctx.value(x)], start=len(dims))],
+        [
+            ctx.emit("Shape", [stacked], start=0, end=-1),
+            ctx.emit("Shape", [ctx.value(x)], start=len(dims)),
+        ],
         axis=0,
     )
     upd = ctx.emit("Expand", [operand(ctx, values, ctx.dtype(x)), upd_shape])
-    return ctx.emit("ScatterND", [ctx.value(x), stacked, upd], reduction="add" if accumulate else "none")
+    return ctx.emit(
+        "ScatterND", [ctx.value(x), stacked, upd], reduction="add" if accumulate else "none"
+    )
 
 
 # ---------------------------------------------------------------------- SymInt arithmetic

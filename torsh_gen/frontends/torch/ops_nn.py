@@ -40,7 +40,9 @@ def _addmm(ctx: Lowering, node: fx.Node) -> Value:
     bias, a, b = node.args[:3]
     beta = node.kwargs.get("beta", 1)
     alpha = node.kwargs.get("alpha", 1)
-    return ctx.emit("Gemm", [ctx.value(a), ctx.value(b), ctx.value(bias)], alpha=float(alpha), beta=float(beta))
+    return ctx.emit(
+        "Gemm", [ctx.value(a), ctx.value(b), ctx.value(bias)], alpha=float(alpha), beta=float(beta)
+    )
 
 
 @lowers("aten.linear.default")
@@ -84,7 +86,9 @@ def _convolution(ctx: Lowering, node: fx.Node) -> Value:
     }
     if transposed:
         out_pad = _ntuple(output_padding, n)
-        return ctx.emit("ConvTranspose", inputs, output_padding=out_pad if any(out_pad) else None, **common)
+        return ctx.emit(
+            "ConvTranspose", inputs, output_padding=out_pad if any(out_pad) else None, **common
+        )
     return ctx.emit("Conv", inputs, **common)
 
 
@@ -92,11 +96,16 @@ def _convolution(ctx: Lowering, node: fx.Node) -> Value:
 def _channel_param(ctx: Lowering, v: Any, x: fx.Node, channels: int, fill: float) -> Value:
     if v is not None:
         return ctx.value(v)
-    return ctx.const(np.full((channels,), fill, dtype=ctx.dtype(x).numpy), hint="ones" if fill else "zeros")
+    return ctx.const(
+        np.full((channels,), fill, dtype=ctx.dtype(x).numpy), hint="ones" if fill else "zeros"
+    )
 
 
-@lowers("aten._native_batch_norm_legit_no_training.default", "aten.native_batch_norm.default",
-        "aten._native_batch_norm_legit.default")
+@lowers(
+    "aten._native_batch_norm_legit_no_training.default",
+    "aten.native_batch_norm.default",
+    "aten._native_batch_norm_legit.default",
+)
 def _batch_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
     target = str(node.target)
     x, w, b, mean, var = node.args[:5]
@@ -111,8 +120,13 @@ def _batch_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
         raise Unsupported("batch norm without running statistics (track_running_stats=False)")
     y = ctx.emit(
         "BatchNormalization",
-        [ctx.value(x), _channel_param(ctx, w, x, channels, 1.0), _channel_param(ctx, b, x, channels, 0.0),
-         ctx.value(mean), ctx.value(var)],
+        [
+            ctx.value(x),
+            _channel_param(ctx, w, x, channels, 1.0),
+            _channel_param(ctx, b, x, channels, 0.0),
+            ctx.value(mean),
+            ctx.value(var),
+        ],
         epsilon=float(eps),
     )
     return [y, None, None]
@@ -126,7 +140,9 @@ def _layer_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
     scale = ctx.value(w) if w is not None else ctx.const(np.ones(shape, dtype=dt), hint="ones")
     bias = ctx.value(b) if b is not None else ctx.const(np.zeros(shape, dtype=dt), hint="zeros")
     del size
-    y = ctx.emit("LayerNormalization", [ctx.value(x), scale, bias], axis=-len(shape), epsilon=float(eps))
+    y = ctx.emit(
+        "LayerNormalization", [ctx.value(x), scale, bias], axis=-len(shape), epsilon=float(eps)
+    )
     return [y, None, None]
 
 
@@ -135,7 +151,11 @@ def _group_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
     x, w, b, _n, channels, _hw, groups, eps = node.args[:8]
     y = ctx.emit(
         "GroupNormalization",
-        [ctx.value(x), _channel_param(ctx, w, x, int(channels), 1.0), _channel_param(ctx, b, x, int(channels), 0.0)],
+        [
+            ctx.value(x),
+            _channel_param(ctx, w, x, int(channels), 1.0),
+            _channel_param(ctx, b, x, int(channels), 0.0),
+        ],
         num_groups=int(groups),
         epsilon=float(eps),
     )
@@ -157,8 +177,13 @@ def _pool_args(node: fx.Node, n: int, has_dilation: bool) -> dict[str, Any]:
     return out
 
 
-@lowers("aten.max_pool2d_with_indices.default", "aten.max_pool3d_with_indices.default",
-        "aten.max_pool1d_with_indices.default", "aten.max_pool2d.default", "aten.max_pool1d.default")
+@lowers(
+    "aten.max_pool2d_with_indices.default",
+    "aten.max_pool3d_with_indices.default",
+    "aten.max_pool1d_with_indices.default",
+    "aten.max_pool2d.default",
+    "aten.max_pool1d.default",
+)
 def _max_pool(ctx: Lowering, node: fx.Node) -> Any:
     x = node.args[0]
     y = ctx.emit("MaxPool", [ctx.value(x)], **_pool_args(node, ctx.rank(x) - 2, True))
@@ -182,9 +207,14 @@ def _avg_pool(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit("AveragePool", [ctx.value(x)], **attrs)
 
 
-@lowers("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default",
-        "aten._adaptive_avg_pool1d.default", "aten.adaptive_avg_pool1d.default",
-        "aten._adaptive_avg_pool3d.default", "aten.adaptive_max_pool2d.default")
+@lowers(
+    "aten._adaptive_avg_pool2d.default",
+    "aten.adaptive_avg_pool2d.default",
+    "aten._adaptive_avg_pool1d.default",
+    "aten.adaptive_avg_pool1d.default",
+    "aten._adaptive_avg_pool3d.default",
+    "aten.adaptive_max_pool2d.default",
+)
 def _adaptive_pool(ctx: Lowering, node: fx.Node) -> Any:
     x, out_size = node.args[:2]
     is_max = "max" in str(node.target)
@@ -195,9 +225,16 @@ def _adaptive_pool(ctx: Lowering, node: fx.Node) -> Any:
         y = ctx.emit("GlobalMaxPool" if is_max else "GlobalAveragePool", [ctx.value(x)])
     elif all(s is not None and s % o == 0 for s, o in zip(spatial, out_size)):
         kernel = [s // o for s, o in zip(spatial, out_size)]
-        y = ctx.emit("MaxPool" if is_max else "AveragePool", [ctx.value(x)], kernel_shape=kernel, strides=kernel)
+        y = ctx.emit(
+            "MaxPool" if is_max else "AveragePool",
+            [ctx.value(x)],
+            kernel_shape=kernel,
+            strides=kernel,
+        )
     else:
-        raise Unsupported(f"adaptive pooling from {spatial} to {out_size} (sizes must divide evenly)")
+        raise Unsupported(
+            f"adaptive pooling from {spatial} to {out_size} (sizes must divide evenly)"
+        )
     if is_max:
         _no_indices(ctx, node)
         return [y, None]
@@ -205,9 +242,16 @@ def _adaptive_pool(ctx: Lowering, node: fx.Node) -> Any:
 
 
 # ---------------------------------------------------------------------- resize
-@lowers("aten.upsample_nearest2d.vec", "aten.upsample_nearest1d.vec", "aten.upsample_nearest3d.vec",
-        "aten.upsample_bilinear2d.vec", "aten.upsample_linear1d.vec", "aten.upsample_nearest2d.default",
-        "aten.upsample_bilinear2d.default", "aten._upsample_nearest_exact2d.vec")
+@lowers(
+    "aten.upsample_nearest2d.vec",
+    "aten.upsample_nearest1d.vec",
+    "aten.upsample_nearest3d.vec",
+    "aten.upsample_bilinear2d.vec",
+    "aten.upsample_linear1d.vec",
+    "aten.upsample_nearest2d.default",
+    "aten.upsample_bilinear2d.default",
+    "aten._upsample_nearest_exact2d.vec",
+)
 def _upsample(ctx: Lowering, node: fx.Node) -> Value:
     target = str(node.target)
     x = node.args[0]
@@ -219,7 +263,7 @@ def _upsample(ctx: Lowering, node: fx.Node) -> Value:
         scales = node.args[3] if linear else (node.args[2] if len(node.args) > 2 else None)
     else:
         out_size = node.args[1]
-        scales = [s for s in node.args[3 if linear else 2:] if s is not None] or None
+        scales = [s for s in node.args[3 if linear else 2 :] if s is not None] or None
     attrs: dict[str, Any] = {}
     if linear:
         attrs["mode"] = "linear"

@@ -17,7 +17,13 @@ from torsh_gen.frontends.torch.table import lowers
 from torsh_gen.ir.graph import Value
 from torsh_gen.ir.types import DType
 
-_REDUCE = {"sum": "ReduceSum", "mean": "ReduceMean", "amax": "ReduceMax", "amin": "ReduceMin", "prod": "ReduceProd"}
+_REDUCE = {
+    "sum": "ReduceSum",
+    "mean": "ReduceMean",
+    "amax": "ReduceMax",
+    "amin": "ReduceMin",
+    "prod": "ReduceProd",
+}
 
 
 def _axes(ctx: Lowering, x: fx.Node, dims: Any) -> list[int]:
@@ -28,8 +34,18 @@ def _axes(ctx: Lowering, x: fx.Node, dims: Any) -> list[int]:
     return [int(d) + rank if int(d) < 0 else int(d) for d in dims]
 
 
-@lowers("aten.sum.dim_IntList", "aten.sum.default", "aten.mean.dim", "aten.mean.default", "aten.amax.default",
-        "aten.amin.default", "aten.prod.dim_int", "aten.prod.default", "aten.max.default", "aten.min.default")
+@lowers(
+    "aten.sum.dim_IntList",
+    "aten.sum.default",
+    "aten.mean.dim",
+    "aten.mean.default",
+    "aten.amax.default",
+    "aten.amin.default",
+    "aten.prod.dim_int",
+    "aten.prod.default",
+    "aten.max.default",
+    "aten.min.default",
+)
 def _reduce(ctx: Lowering, node: fx.Node) -> Value:
     target = str(node.target)
     kind = target.split(".")[1]
@@ -38,7 +54,11 @@ def _reduce(ctx: Lowering, node: fx.Node) -> Value:
         kind = "a" + kind
     full = target.endswith(".default") and kind not in ("amax", "amin")
     dims = None if full else (node.args[1] if len(node.args) > 1 else node.kwargs.get("dim"))
-    keep = bool(False if full else (node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)))
+    keep = bool(
+        False
+        if full
+        else (node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False))
+    )
     out = ctx.dtype(node)
     v = operand(ctx, x, out)
     axes = _axes(ctx, x, dims)
@@ -53,8 +73,12 @@ def _max_dim(ctx: Lowering, node: fx.Node) -> list[Value]:
     keep = bool(node.args[2] if len(node.args) > 2 else False)
     is_max = ".max." in str(node.target)
     axis = _axes(ctx, x, dim)
-    values = ctx.emit("ReduceMax" if is_max else "ReduceMin", [ctx.value(x), ctx.ints(axis)], keepdims=int(keep))
-    index = ctx.emit("ArgMax" if is_max else "ArgMin", [ctx.value(x)], axis=axis[0], keepdims=int(keep))
+    values = ctx.emit(
+        "ReduceMax" if is_max else "ReduceMin", [ctx.value(x), ctx.ints(axis)], keepdims=int(keep)
+    )
+    index = ctx.emit(
+        "ArgMax" if is_max else "ArgMin", [ctx.value(x)], axis=axis[0], keepdims=int(keep)
+    )
     return [values, index]
 
 
@@ -71,7 +95,14 @@ def _argmax(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit(op_type, [v], axis=_axes(ctx, x, dim)[0], keepdims=int(keep))
 
 
-@lowers("aten.any.dim", "aten.any.dims", "aten.any.default", "aten.all.dim", "aten.all.dims", "aten.all.default")
+@lowers(
+    "aten.any.dim",
+    "aten.any.dims",
+    "aten.any.default",
+    "aten.all.dim",
+    "aten.all.dims",
+    "aten.all.default",
+)
 def _any_all(ctx: Lowering, node: fx.Node) -> Value:
     target = str(node.target)
     x = node.args[0]
@@ -122,7 +153,11 @@ def _cumsum(ctx: Lowering, node: fx.Node) -> Value:
 # ---------------------------------------------------------------------- creation
 def _scalar_input(ctx: Lowering, v: Any, dtype: DType) -> Value:
     if isinstance(v, fx.Node):
-        s = ctx.emit("Squeeze", [ctx.sym_vector(v), ctx.ints([0])]) if ctx.is_symbolic(v) else ctx.value(v)
+        s = (
+            ctx.emit("Squeeze", [ctx.sym_vector(v), ctx.ints([0])])
+            if ctx.is_symbolic(v)
+            else ctx.value(v)
+        )
         return s if dtype == DType.INT64 else ctx.cast(s, dtype)
     return ctx.const(np.array(v, dtype=dtype.numpy), hint="scalar")
 
@@ -140,13 +175,22 @@ def _arange(ctx: Lowering, node: fx.Node) -> Value:
     out = ctx.dtype(node)
     if not any(isinstance(v, fx.Node) for v in (start, end, step)):
         return ctx.const(np.arange(start, end, step).astype(out.numpy), hint="arange")
-    return ctx.emit("Range", [_scalar_input(ctx, start, out), _scalar_input(ctx, end, out), _scalar_input(ctx, step, out)])
+    return ctx.emit(
+        "Range",
+        [
+            _scalar_input(ctx, start, out),
+            _scalar_input(ctx, end, out),
+            _scalar_input(ctx, step, out),
+        ],
+    )
 
 
 def _filled(ctx: Lowering, sizes: list[Any], value: Any, dtype: DType) -> Value:
     if not any(isinstance(s, fx.Node) for s in sizes):
         return ctx.const(np.full([int(s) for s in sizes], value, dtype=dtype.numpy), hint="full")
-    return ctx.emit("ConstantOfShape", [ctx.ints(sizes)], value=np.array([value], dtype=dtype.numpy))
+    return ctx.emit(
+        "ConstantOfShape", [ctx.ints(sizes)], value=np.array([value], dtype=dtype.numpy)
+    )
 
 
 @lowers("aten.full.default", "aten.zeros.default", "aten.ones.default", "aten.empty.memory_format")
@@ -159,7 +203,12 @@ def _full(ctx: Lowering, node: fx.Node) -> Value:
     return _filled(ctx, sizes, value, ctx.dtype(node))
 
 
-@lowers("aten.full_like.default", "aten.zeros_like.default", "aten.ones_like.default", "aten.empty_like.default")
+@lowers(
+    "aten.full_like.default",
+    "aten.zeros_like.default",
+    "aten.ones_like.default",
+    "aten.empty_like.default",
+)
 def _full_like(ctx: Lowering, node: fx.Node) -> Value:
     target = str(node.target)
     x = node.args[0]

@@ -20,7 +20,12 @@ def _dim(d: int, rank: int) -> int:
     return d + rank if d < 0 else d
 
 
-@lowers("aten.view.default", "aten._unsafe_view.default", "aten.reshape.default", "aten.view_copy.default")
+@lowers(
+    "aten.view.default",
+    "aten._unsafe_view.default",
+    "aten.reshape.default",
+    "aten.view_copy.default",
+)
 def _view(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit("Reshape", [ctx.value(node.args[0]), ctx.ints(node.args[1])])
 
@@ -87,12 +92,24 @@ def _slice(ctx: Lowering, node: fx.Node) -> Value:
     start = 0 if start is None else start
     end = _INT64_MAX if end is None else end
     step = 1 if step is None else step
-    if isinstance(start, int) and isinstance(end, int) and start == 0 and end >= _INT64_MAX and step == 1:
+    if (
+        isinstance(start, int)
+        and isinstance(end, int)
+        and start == 0
+        and end >= _INT64_MAX
+        and step == 1
+    ):
         return ctx.value(x)
     axis = _dim(int(dim), ctx.rank(x))
     return ctx.emit(
         "Slice",
-        [ctx.value(x), ctx.ints([start]), ctx.ints([min(end, _INT64_MAX) if isinstance(end, int) else end]), ctx.ints([axis]), ctx.ints([step])],
+        [
+            ctx.value(x),
+            ctx.ints([start]),
+            ctx.ints([min(end, _INT64_MAX) if isinstance(end, int) else end]),
+            ctx.ints([axis]),
+            ctx.ints([step]),
+        ],
     )
 
 
@@ -100,8 +117,10 @@ def _slice(ctx: Lowering, node: fx.Node) -> Value:
 def _select(ctx: Lowering, node: fx.Node) -> Value:
     x, dim, index = node.args[:3]
     axis = _dim(int(dim), ctx.rank(x))
-    idx = ctx.const(np.array(int(index), dtype=np.int64), hint="index") if isinstance(index, int) else ctx.emit(
-        "Squeeze", [ctx.sym_vector(index), ctx.ints([0])]
+    idx = (
+        ctx.const(np.array(int(index), dtype=np.int64), hint="index")
+        if isinstance(index, int)
+        else ctx.emit("Squeeze", [ctx.sym_vector(index), ctx.ints([0])])
     )
     return ctx.emit("Gather", [ctx.value(x), idx], axis=axis)
 
@@ -112,7 +131,9 @@ def _cat(ctx: Lowering, node: fx.Node) -> Value:
     dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
     rank = max(ctx.rank(t) for t in tensors)
     # legacy: 1-D empty tensors are skipped by torch.cat
-    kept = [t for t in tensors if not (ctx.rank(t) == 1 and ctx.static_shape(t)[0] == 0 and rank > 1)]
+    kept = [
+        t for t in tensors if not (ctx.rank(t) == 1 and ctx.static_shape(t)[0] == 0 and rank > 1)
+    ]
     out = ctx.dtype(node)
     values = [ctx.value(t) if ctx.dtype(t) == out else ctx.cast(ctx.value(t), out) for t in kept]
     if len(values) == 1:
@@ -125,10 +146,17 @@ def _stack(ctx: Lowering, node: fx.Node) -> Value:
     tensors = node.args[0]
     dim = _dim(int(node.args[1] if len(node.args) > 1 else 0), ctx.rank(tensors[0]) + 1)
     axes = ctx.ints([dim])
-    return ctx.emit("Concat", [ctx.emit("Unsqueeze", [ctx.value(t), axes]) for t in tensors], axis=dim)
+    return ctx.emit(
+        "Concat", [ctx.emit("Unsqueeze", [ctx.value(t), axes]) for t in tensors], axis=dim
+    )
 
 
-@lowers("aten.split_with_sizes.default", "aten.split_with_sizes_copy.default", "aten.split.Tensor", "aten.split_copy.Tensor")
+@lowers(
+    "aten.split_with_sizes.default",
+    "aten.split_with_sizes_copy.default",
+    "aten.split.Tensor",
+    "aten.split_copy.Tensor",
+)
 def _split(ctx: Lowering, node: fx.Node) -> list[Value]:
     x, sizes = node.args[:2]
     dim = _dim(int(node.args[2] if len(node.args) > 2 else node.kwargs.get("dim", 0)), ctx.rank(x))
@@ -164,7 +192,13 @@ def _flip(ctx: Lowering, node: fx.Node) -> Value:
     n = len(axes)
     return ctx.emit(
         "Slice",
-        [ctx.value(x), ctx.ints([-1] * n), ctx.ints([-_INT64_MAX] * n), ctx.ints(axes), ctx.ints([-1] * n)],
+        [
+            ctx.value(x),
+            ctx.ints([-1] * n),
+            ctx.ints([-_INT64_MAX] * n),
+            ctx.ints(axes),
+            ctx.ints([-1] * n),
+        ],
     )
 
 
@@ -194,4 +228,6 @@ def _pad(ctx: Lowering, node: fx.Node) -> Value:
     for i in range(len(pad) // 2):
         begins[rank - 1 - i] = pad[2 * i]
         ends[rank - 1 - i] = pad[2 * i + 1]
-    return ctx.emit("Pad", [ctx.value(x), ctx.ints(begins + ends), ctx.scalar_like(value, x)], mode="constant")
+    return ctx.emit(
+        "Pad", [ctx.value(x), ctx.ints(begins + ends), ctx.scalar_like(value, x)], mode="constant"
+    )

@@ -19,7 +19,8 @@ from torsh_gen.ir.graph import Graph
 
 def input_names(module: object) -> list[str]:
     """The forward() argument names of a scripted or traced module (``x.1`` → ``x``)."""
-    names = [i.debugName().split(".")[0] for i in module.graph.inputs()]  # type: ignore[attr-defined]
+    graph = module.graph  # type: ignore[attr-defined]
+    names = [i.debugName().split(".")[0] for i in graph.inputs()]
     return names[1:]  # the first input is the module itself
 
 
@@ -32,7 +33,8 @@ def load_torchscript(path: str | os.PathLike, input_specs: dict | None = None) -
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelLoadError(
-            f"{p}: not a TorchScript file ({first}); a state-dict checkpoint needs --module pkg.module:factory"
+            f"{p}: not a TorchScript file ({first}); "
+            "a state-dict checkpoint needs --module pkg.module:factory"
         ) from None
     names = input_names(module)
     if not input_specs:
