@@ -28,6 +28,7 @@ MODELS = {
     "bn_cnn": tm.bn_cnn,
     "sequence": tm.sequence_model,
     "hostile": tm.hostile,
+    "exported_style": tm.exported_style,
 }
 
 

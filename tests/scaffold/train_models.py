@@ -120,6 +120,42 @@ def sequence_model() -> onnx.ModelProto:
     return make_model(nodes, inputs, [tensor_info("y", ["batch", 4, 4])], inits, opset=18)
 
 
+def exported_style() -> onnx.ModelProto:
+    """What exporters write: Shape→Gather→Unsqueeze→Concat→Reshape on a symbolic batch,
+    and the ONNX Attention op (opset 23) on 3-d inputs with heads, then causal 4-d."""
+    r = np.random.default_rng(5)
+    inits = [
+        numpy_helper.from_array(np.array(0, np.int64), "i0"),
+        numpy_helper.from_array(np.array(1, np.int64), "i1"),
+        numpy_helper.from_array(np.array([0], np.int64), "ax0"),
+        numpy_helper.from_array(np.array([2, -1], np.int64), "heads"),
+        _w(r, (8, 24), "qkv.w"),
+        _w(r, (8, 3), "head.w"),
+    ]
+    nodes = [
+        helper.make_node("MatMul", ["x", "qkv.w"], ["qkv"], name="/attn/qkv/MatMul"),
+        helper.make_node("Split", ["qkv"], ["q", "k", "v"], name="/attn/Split", axis=2, num_outputs=3),
+        helper.make_node("Attention", ["q", "k", "v"], ["a"], name="/attn/Attention", q_num_heads=2, kv_num_heads=2),
+        helper.make_node("Shape", ["a"], ["s"], name="/Shape"),
+        helper.make_node("Gather", ["s", "i0"], ["b"], name="/Gather"),
+        helper.make_node("Gather", ["s", "i1"], ["t"], name="/Gather_1"),
+        helper.make_node("Unsqueeze", ["b", "ax0"], ["bu"], name="/Unsqueeze"),
+        helper.make_node("Unsqueeze", ["t", "ax0"], ["tu"], name="/Unsqueeze_1"),
+        helper.make_node("Concat", ["bu", "heads", "tu"], ["shp"], name="/Concat", axis=0),
+        helper.make_node("Transpose", ["a"], ["at"], name="/Transpose", perm=[0, 2, 1]),
+        helper.make_node("Reshape", ["at", "shp"], ["a4"], name="/Reshape"),
+        helper.make_node("Attention", ["a4", "a4", "a4"], ["c"], name="/self/Attention", is_causal=1, scale=0.25),
+        helper.make_node("Mul", ["b", "t"], ["bt"], name="/Mul"),
+        helper.make_node("Unsqueeze", ["bt", "ax0"], ["btu"], name="/Unsqueeze_2"),
+        helper.make_node("Concat", ["btu", "m1"], ["flat"], name="/Concat_1", axis=0),
+        helper.make_node("Transpose", ["c"], ["ct"], name="/Transpose_1", perm=[0, 3, 1, 2]),
+        helper.make_node("Reshape", ["ct", "flat"], ["rows"], name="/Reshape_1"),
+        helper.make_node("MatMul", ["rows", "head.w"], ["y"], name="/head/MatMul"),
+    ]
+    inits.append(numpy_helper.from_array(np.array([-1], np.int64), "m1"))
+    return make_model(nodes, [tensor_info("x", ["batch", "seq", 8])], [tensor_info("y", [None, 3])], inits, opset=23)
+
+
 HOSTILE = "x'); __import__(\"os\").system(\"echo pwned\") #\n\"\"\""
 
 

@@ -122,6 +122,11 @@ Lowering = Callable[["Ctx", Node], None]
 LOWERINGS: dict[str, Lowering] = {}
 
 
+#: op type → lowering of its shape-arithmetic form (inputs in ``Ctx.dims``); returns False
+#: when the node is not pure shape arithmetic, so the ordinary lowering runs.
+SHAPE_LOWERINGS: dict[str, Callable[[Ctx, Node], bool]] = {}
+
+
 def lowers(*op_types: str) -> Callable[[Lowering], Lowering]:
     """Register a lowering for one or more ONNX op types."""
 
@@ -147,6 +152,9 @@ class Ctx:
     helpers: set[str] = field(default_factory=set)
     absorbed: set[int] = field(default_factory=set)
     consumers: dict[int, list[Node]] = field(default_factory=dict)
+    #: Values that are shapes (lists of dim expressions) or single dims (a scalar, is_scalar
+    #: True): computed with Python ints from ``x.shape`` instead of tensors.
+    dims: dict[int, tuple[list[str], bool]] = field(default_factory=dict)
     node: Node | None = None
 
     # ------------------------------------------------------------------ values
@@ -158,6 +166,15 @@ class Ctx:
             return self.names[id(value)]
         if value.const is not None:
             return self.const_expr(value)
+        if id(value) in self.dims:  # a shape used as data: make it a tensor once
+            elems, scalar = self.dims[id(value)]
+            data = elems[0] if scalar else "[" + ", ".join(elems) + "]"
+            name = identifier(value.name, self.taken, fallback="v", reserved=CODE_NAMES)
+            assert self.node is not None
+            origin = py_string(self.node.name or self.node.op_type)
+            self.body.append(Stmt(f"{name} = torch.tensor({data}, dtype=torch.int64)", origin))
+            self.names[id(value)] = name
+            return name
         raise NotLowerable(f"value {py_string(value.name)} is used before it is computed")
 
     def const(self, value: Value | None) -> np.ndarray | None:
@@ -170,6 +187,37 @@ class Ctx:
         if arr is None:
             raise NotLowerable(f"{what} must be a constant")
         return [int(v) for v in np.asarray(arr).reshape(-1)]
+
+    def dim_list(self, value: Value | None) -> list[str] | None:
+        """A 1-d integer value as dim expressions (constant or computed from shapes), else None."""
+        if value is None:
+            return None
+        if id(value) in self.dims:
+            elems, scalar = self.dims[id(value)]
+            return None if scalar else elems
+        arr = self.const(value)
+        if arr is not None and np.asarray(arr).dtype.kind in "iu" and np.asarray(arr).ndim == 1:
+            return [str(int(v)) for v in arr]
+        return None
+
+    def dim_scalar(self, value: Value | None) -> str | None:
+        """A 0-d integer value as a dim expression (constant or computed from shapes), else None."""
+        if value is None:
+            return None
+        if id(value) in self.dims:
+            elems, scalar = self.dims[id(value)]
+            return elems[0] if scalar else None
+        arr = self.const(value)
+        if arr is not None and np.asarray(arr).dtype.kind in "iu" and np.asarray(arr).ndim == 0:
+            return str(int(arr))
+        return None
+
+    def shape_arg(self, value: Value | None, what: str) -> list[str]:
+        """A shape operand (Reshape, Expand, Tile) as dim expressions."""
+        dims = self.dim_list(value)
+        if dims is None:
+            raise NotLowerable(f"{what} must be a constant or computed from input shapes")
+        return dims
 
     def const_expr(self, value: Value) -> str:
         """A constant as code: a literal when small, else a parameter or buffer of the module."""
@@ -309,7 +357,7 @@ def lower_graph(graph: Graph) -> TorchModule:
 
     Raises UnsupportedOpError listing every op (and op variant) without a lowering.
     """
-    from torsh_gen.scaffold.train import lower_elementwise, lower_nn, lower_tensor  # noqa: F401
+    from torsh_gen.scaffold.train import lower_elementwise, lower_nn, lower_shape, lower_tensor  # noqa: F401
 
     nested = sorted({n.op_type for n in graph.nodes if next(n.subgraphs(), None) is not None})
     if nested:
@@ -340,6 +388,10 @@ def lower_graph(graph: Graph) -> TorchModule:
             ctx.names[id(node.outputs[0])] = ctx.var(node.inputs[0])  # logits; head applied later
             continue
         try:
+            shape_fn = SHAPE_LOWERINGS.get(node.op_type)
+            if shape_fn is not None and any(v is not None and id(v) in ctx.dims for v in node.inputs):
+                if shape_fn(ctx, node):
+                    continue
             fn(ctx, node)
         except NotLowerable as e:
             k = f"{key} ({e})"

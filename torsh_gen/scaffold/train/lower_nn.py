@@ -371,3 +371,46 @@ def gather(ctx: Ctx, node: Node) -> None:
         ctx.emit(f"{ctx.var(data)}.select({axis}, {int(const_idx)})")
         return
     ctx.emit(f"{ctx.helper('onnx_gather')}({ctx.var(data)}, {ctx.var(idx)}, {axis})")
+
+
+@lowers("Attention")
+def attention(ctx: Ctx, node: Node) -> None:
+    """ONNX Attention (opset 23) → F.scaled_dot_product_attention (4-d or 3-d with head counts)."""
+    q_val, k_val, v_val = node.inputs[:3]
+    mask_val = node.inputs[3] if len(node.inputs) > 3 else None
+    if any(v is not None for v in node.inputs[4:]) or any(o.name and (ctx.users(o) or o in ctx.graph.outputs) for o in node.outputs[1:]):
+        raise NotLowerable("past key/value and extra outputs are not supported")
+    if float(node.attr("softcap", 0.0)) or int(node.attr("qk_matmul_output_mode", 0)):
+        raise NotLowerable("softcap and qk_matmul_output_mode are not supported")
+    causal = bool(node.attr("is_causal", 0))
+    if causal and mask_val is not None:
+        raise NotLowerable("is_causal together with attn_mask is not supported")
+    q, k, v = ctx.var(q_val), ctx.var(k_val), ctx.var(v_val)
+    extra = ""
+    if mask_val is not None:
+        extra += f", attn_mask={ctx.var(mask_val)}"
+    if causal:
+        extra += ", is_causal=True"
+    scale = node.attr("scale")
+    if scale is not None:
+        extra += f", scale={literal(np.float32(scale))}"
+    rank = ctx.rank(q_val)
+    if rank == 4:
+        kv_shape, q_shape = ctx.shape(k_val), ctx.shape(q_val)
+        if kv_shape[1] != q_shape[1]:
+            if not (isinstance(kv_shape[1], int) and isinstance(q_shape[1], int)):
+                raise NotLowerable("grouped heads need static head counts")
+            extra += ", enable_gqa=True"
+        ctx.emit(f"F.scaled_dot_product_attention({q}, {k}, {v}{extra})", node.outputs[:1])
+        return
+    qh, kvh = node.attr("q_num_heads"), node.attr("kv_num_heads")
+    if rank != 3 or not qh or not kvh:
+        raise NotLowerable("3-d inputs need q_num_heads and kv_num_heads")
+    if int(kvh) != int(qh):
+        extra += ", enable_gqa=True"
+
+    def heads(x: str, n: int) -> str:
+        return f"{x}.reshape({x}.shape[0], {x}.shape[1], {n}, -1).transpose(1, 2)"
+
+    y = f"F.scaled_dot_product_attention({heads(q, int(qh))}, {heads(k, int(kvh))}, {heads(v, int(kvh))}{extra})"
+    ctx.emit(f"{y}.transpose(1, 2).reshape({q}.shape[0], {q}.shape[1], -1)", node.outputs[:1])

@@ -35,9 +35,9 @@ def _axes(ctx: Ctx, node: Node, input_index: int, rank: int | None) -> list[int]
 def reshape(ctx: Ctx, node: Node) -> None:
     """Reshape by a constant shape; ``0`` entries copy the input's dim."""
     x = ctx.var(node.inputs[0])
-    dims = ctx.ints(node.inputs[1], "the shape")
+    dims = ctx.shape_arg(node.inputs[1], "the shape")
     allowzero = int(node.attr("allowzero", 0))
-    parts = [f"{x}.shape[{i}]" if d == 0 and not allowzero else str(d) for i, d in enumerate(dims)]
+    parts = [f"{x}.shape[{i}]" if d == "0" and not allowzero else d for i, d in enumerate(dims)]
     ctx.emit(f"{x}.reshape({', '.join(parts)}{',' if len(parts) == 1 else ''})")
 
 
@@ -157,16 +157,17 @@ def unsqueeze(ctx: Ctx, node: Node) -> None:
 @lowers("Expand")
 def expand(ctx: Ctx, node: Node) -> None:
     """Expand (two-way broadcast to a constant shape) → torch.broadcast_to."""
-    dims = ctx.ints(node.inputs[1], "the shape")
+    dims = ctx.shape_arg(node.inputs[1], "the shape")
     x = ctx.var(node.inputs[0])
-    ctx.emit(f"torch.broadcast_to({x}, torch.broadcast_shapes({x}.shape, {tuple(dims)}))")
+    target = "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+    ctx.emit(f"torch.broadcast_to({x}, torch.broadcast_shapes({x}.shape, {target}))")
 
 
 @lowers("Tile")
 def tile(ctx: Ctx, node: Node) -> None:
     """Tile by constant repeats → Tensor.repeat."""
-    reps = ctx.ints(node.inputs[1], "repeats")
-    ctx.emit(f"{ctx.var(node.inputs[0])}.repeat({', '.join(map(str, reps))})")
+    reps = ctx.shape_arg(node.inputs[1], "repeats")
+    ctx.emit(f"{ctx.var(node.inputs[0])}.repeat({', '.join(reps)})")
 
 
 @lowers("Pad")
