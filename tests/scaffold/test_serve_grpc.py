@@ -144,6 +144,7 @@ def test_health_and_reflection(target):
     assert {"tiny_cnn.v1.Model", "grpc.health.v1.Health"} <= names
 
 
+@pytest.mark.slow
 def test_load_throughput_batching_metrics_and_auth(project, modules, capsys):
     """2 s load runs (plain and micro-batched, metrics served over HTTP), then a token check."""
     import httpx
@@ -180,7 +181,7 @@ def test_generated_project_tests_pass(project):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("engine", ["compiled", "onnxruntime"])
+@pytest.mark.parametrize("engine", [pytest.param("compiled", marks=pytest.mark.slow), "onnxruntime"])
 def test_hostile_names_stay_data(tmp_path, engine):
     """Hostile tensor names become safe proto fields; the service answers as onnxruntime does."""
     import onnx

@@ -177,6 +177,7 @@ def test_load_throughput_and_micro_batching(project, capsys):
         print(f"\nREST tiny_cnn throughput (4 client threads, 2 s): {rates['plain']:.0f} req/s plain, {rates['batched']:.0f} req/s micro-batched")
 
 
+@pytest.mark.slow  # the generated project's own tests cover auth in-process
 def test_bearer_token_from_environment(project):
     with sup.server_process(project, "tiny_cnn", _ready, env={"TINY_CNN_TOKEN": "tok"}) as port:
         url = f"http://127.0.0.1:{port}{PATH}"
