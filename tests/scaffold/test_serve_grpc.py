@@ -204,3 +204,21 @@ def test_hostile_names_stay_data(tmp_path, engine):
         result = sup.run_project_tests(out)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not sup.SENTINEL.exists()
+
+
+def test_fixed_shapes_and_integer_inputs(tmp_path):
+    """No batch dim (no batcher), an int64 input: the project's own tests and one real call."""
+    import onnx
+
+    model_path = tmp_path / "ints.onnx"
+    onnx.save(sup.int_model(), model_path)
+    out = tmp_path / "svc"
+    sup.generate(model_path, out, "grpc", "onnxruntime")
+    assert not (out / "ints" / "batching.py").exists()
+    inputs = {"ids": np.arange(6, dtype=np.int64).reshape(2, 3), "x": np.ones((2, 3), np.float32)}
+    want = sup.onnxruntime_outputs(model_path, inputs)["y"]
+    with sup.server_process(out, "ints", _ready) as port, project_modules(out, "ints") as (client_mod, _):
+        with client_mod.Client(f"127.0.0.1:{port}") as client:
+            np.testing.assert_array_equal(client.predict(inputs)["y"], want)
+    result = sup.run_project_tests(out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

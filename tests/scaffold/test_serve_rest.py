@@ -223,3 +223,32 @@ def test_hostile_names_stay_data(tmp_path):
     result = sup.run_project_tests(out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert not sup.SENTINEL.exists()
+
+
+def test_fixed_shapes_and_integer_inputs(tmp_path):
+    """No batch dim (no batcher generated), an int64 input: JSON values are checked, not cast."""
+    import onnx
+
+    model_path = tmp_path / "ints.onnx"
+    onnx.save(sup.int_model(), model_path)
+    out = tmp_path / "svc"
+    report = sup.generate(model_path, out, "rest", "onnxruntime")
+    assert report.batch_dim is None and not (out / "ints" / "batching.py").exists()
+    ids = np.arange(6, dtype=np.int64).reshape(2, 3)
+    x = np.ones((2, 3), np.float32)
+    want = sup.onnxruntime_outputs(model_path, {"ids": ids, "x": x})["y"]
+    with sup.server_process(out, "ints", _ready) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            path = "/v1/models/ints:predict"
+            r = client.post(path, json={"inputs": {"ids": ids.tolist(), "x": x.tolist()}})
+            np.testing.assert_array_equal(np.asarray(r.json()["outputs"]["y"], np.float32), want)
+            r = client.post(path, json={"inputs": {"ids": (ids + 0.5).tolist(), "x": x.tolist()}})
+            assert r.status_code == 400 and "integers" in r.json()["error"]
+            r = client.post(path, json={"inputs": {"ids": [[2**70] * 3] * 2, "x": x.tolist()}})
+            assert r.status_code == 400
+            r = client.post(path, json={"inputs": {"ids": ids.tolist(), "x": [["NaN", "Infinity", 1]] * 2}})
+            assert r.status_code == 200 and r.json()["outputs"]["y"][0][:2] == ["NaN", "Infinity"]
+            r = client.post(path, json={"inputs": {"ids": ids.tolist(), "x": [["1", "a", 1]] * 2}})
+            assert r.status_code == 400
+    result = sup.run_project_tests(out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
