@@ -60,7 +60,8 @@ def test_cli_writes_a_project_and_refuses_to_overwrite(tmp_path, capsys):
         (["--rest", "--name", "My-Model"], "not usable as a package name"),
         (["--rest", "--name", 'a"; import os'], "not usable as a package name"),
         (["--rest", "--name", "class"], "Python keyword"),
-        (["--rest", "--name", "tests"], "reserved"),
+        (["--rest", "--name", "tests"], "would shadow"),
+        (["--rest", "--name", "json"], "would shadow"),
     ],
 )
 def test_bad_arguments_fail_with_one_line(tmp_path, capsys, args, words):
@@ -84,6 +85,8 @@ def test_names_and_batch_dim():
     assert service_name(None, "My Model-v2.onnx") == "my_model_v2"
     assert service_name(None, "123.onnx") == "model_123"
     assert service_name(None, "class.onnx") == "class_"
+    assert service_name(None, "json.onnx") == "json_model"  # never shadow the stdlib
+    assert service_name(None, "grpc.onnx") == "grpc_model"
     with pytest.raises(InputError):
         service_name("onnx", "x.onnx")
     from torsh_gen.scaffold.common import TensorSpec

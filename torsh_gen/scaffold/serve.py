@@ -15,8 +15,10 @@ wiring for the command line.
 from __future__ import annotations
 
 import functools
+import keyword
 import re
 import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,7 +66,12 @@ PINS: dict[str, str] = {
 }
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
-_RESERVED_NAMES = frozenset({"test", "tests", "torch", "numpy", "onnx", "onnxruntime", "grpc", "fastapi", "app"})
+#: Names a service package must not take: it would shadow a module the service imports.
+_RESERVED_NAMES = frozenset(sys.stdlib_module_names) | {
+    "test", "tests", "torch", "numpy", "numba", "llvmlite", "onnx", "onnxruntime", "fastapi",
+    "starlette", "uvicorn", "httpx", "anyio", "pydantic", "prometheus_client", "grpc",
+    "grpc_health", "grpc_reflection", "grpc_tools", "google", "pytest", "app", "artifact",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -108,15 +115,18 @@ class ServeReport:
 def service_name(name: str | None, source: str) -> str:
     """The package name: ``name`` checked as given, else the model file's stem made safe."""
     if name is None:
-        return package_name(Path(source).stem or "model")
-    if not _NAME_RE.match(name) or name in _RESERVED_NAMES or not name.isidentifier():
+        derived = package_name(Path(source).stem or "model")
+        return f"{derived}_model" if derived in _RESERVED_NAMES else derived
+    if not _NAME_RE.match(name) or not name.isidentifier():
         raise InputError(
             f"--name {name!r} is not usable as a package name; use lower-case letters, digits and "
-            "underscores, starting with a letter (e.g. 'my_model'), and not a reserved name "
-            f"({', '.join(sorted(_RESERVED_NAMES))})"
+            "underscores, starting with a letter (e.g. 'my_model')"
         )
-    import keyword
-
+    if name in _RESERVED_NAMES:
+        raise InputError(
+            f"--name {name!r} would shadow the module {name!r} the service imports (standard "
+            f"library or a dependency); choose another name, e.g. '{name}_model'"
+        )
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise InputError(f"--name {name!r} is a Python keyword; choose another name, e.g. '{name}_model'")
     return name
@@ -165,13 +175,7 @@ def _context(model: ServeModel, name: str, kind: str, engine: str) -> dict[str, 
         "pins": PINS,
         "fields_in": proto_fields(inputs),
         "fields_out": proto_fields(outputs),
-        "example": _example(inputs),
     }
-
-
-def _example(inputs: list[TensorSpec]) -> list[tuple[TensorSpec, tuple[int, ...]]]:
-    """A concrete shape per input for docs and tests: symbolic and unknown dims become 1."""
-    return [(s, tuple(d if isinstance(d, int) else 1 for d in (s.shape or ()))) for s in inputs]
 
 
 _COMMON = {
