@@ -120,3 +120,20 @@ def test_noncontiguous_input_and_wide_batch(tmp_path: Path) -> None:
     b.out(b.conv("d", "x", 5, 10, (3, 3), group=5, strides=[2, 2]))
     x = np.asfortranarray(_RNG.standard_normal(b.shape).astype(np.float32))
     _check(tmp_path, b.model(), x, 2)
+
+
+def test_packed_gemm_tiles_blocks_and_tails(tmp_path: Path) -> None:
+    """Shapes that exercise every edge of the packed GEMM convolution: output channels not a
+    multiple of the 12-row tile, positions not a multiple of the 32-column panel, reduction
+    depths beyond one 128-deep block (so tiles accumulate across blocks before the
+    epilogue), the direct 1x1 panel copy, and a batch of two with few panels per image."""
+    b = _Builder((2, 40, 13, 11))
+    lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
+    c = b.conv("deep", "x", 40, 40, (3, 3), pads=[1, 1, 1, 1])  # K = 360: three blocks
+    b.out(b.node("Relu", [b.node("Add", [c, "x"], "deep_res")], "deep_res_relu"))
+    b.out(b.conv("tail", "x", 40, 30, (1, 1)))  # direct 1x1, 30 = 2 * 12 + 6 rows
+    b.out(b.node("Clip", [b.conv("s2", "x", 40, 13, (3, 3), strides=[2, 2]), lo, hi], "s2_relu6"))
+    b.out(b.conv("wide", "x", 40, 7, (5, 5), pads=[2, 2, 2, 2], dilations=[1, 1], bias=False))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 4)
+    assert "_cv.conv2d(" in (tmp_path / "pkg" / "model.py").read_text()

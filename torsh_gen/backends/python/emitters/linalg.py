@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
+from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, FLAG
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
 from torsh_gen.backends.python.emitters.fused import emit_activation, nn_block
 from torsh_gen.backends.python.scalar import activation_expr
@@ -47,10 +48,14 @@ def _product(ctx: NodeCtx) -> None:
 
 @emits("MatMul")
 def matmul(ctx: NodeCtx) -> bool:
-    """np.matmul on two operands of one float or wide integer type."""
+    """np.matmul on two operands of one float or wide integer type (float32 products with
+    a constant matrix: the packed kernel)."""
     ds = dtypes(ctx, 2)
     if not ds or ds[0] != ds[1] or ds[0] not in FLOATS + _INTS:
         return False
+    t = ctx.out_type(0)
+    if ds[0] == DType.FLOAT and t is not None and t.shape and _packed(ctx, ("", ""), "", [], "v"):
+        return True
     _product(ctx)
     return True
 
@@ -95,6 +100,9 @@ def fused_matmul(ctx: NodeCtx) -> bool:
         epi = _epilogue_args(ctx)
         if epi is not None and _matvec(ctx, epi, expr):
             return True
+        packed_epi = _epilogue_args(ctx, symbolic=True)
+        if packed_epi is not None and _packed(ctx, packed_epi, act, params, expr):
+            return True
         if epi is not None and (epi[0] or epi[1] or act):
             _product(ctx)
             n = t.shape[-1]
@@ -110,10 +118,10 @@ def fused_matmul(ctx: NodeCtx) -> bool:
     return emit_activation(ctx, y, act, params, ds[0])
 
 
-def _epilogue_args(ctx: NodeCtx) -> tuple[str, str] | None:
+def _epilogue_args(ctx: NodeCtx, symbolic: bool = False) -> tuple[str, str] | None:
     """Expressions of the bias (N contiguous values) and the residual (contiguous, the
-    output's static shape) for the epilogue kernels ("" when absent), or None when their
-    shapes do not fit them."""
+    output's static shape; with ``symbolic`` the output's shape, symbols included) for the
+    epilogue kernels ("" when absent), or None when their shapes do not fit them."""
     t = ctx.out_type(0)
     n = t.shape[-1]
     if not isinstance(n, int) or n == 0:
@@ -128,7 +136,9 @@ def _epilogue_args(ctx: NodeCtx) -> tuple[str, str] | None:
         bias = _contiguous(ctx, 2) + ".reshape(-1)"
     if ctx.x(3) is not None:
         z = ctx.in_tensor(3)
-        if z is None or not z.is_static or not t.is_static or tuple(z.shape) != tuple(t.shape):
+        if z is None or z.shape is None or tuple(z.shape) != tuple(t.shape):
+            return None
+        if not symbolic and not (z.is_static and t.is_static):
             return None
         res = _contiguous(ctx, 3)
     return bias, res
@@ -157,4 +167,27 @@ def _matvec(ctx: NodeCtx, epi: tuple[str, str], expr: str) -> bool:
     args = [f"{ctx.x(0)}.reshape(-1)", ctx.x(1), bias, z, f"{y}.reshape(-1)"]
     args = [x for x in args if x]
     ctx.emit(f"{kernel}({', '.join(args)})")
+    return True
+
+
+def _packed(ctx: NodeCtx, epi: tuple[str, str], act: str, params: list[float], expr: str) -> bool:
+    """A float32 product with a constant 2-d matrix through the packed-GEMM kernel of
+    ``_conv.py`` (both cores, bias, residual and Relu/Clip/LeakyRelu in the register tile;
+    other activations, as ``expr`` of ``v``, in one numba pass after it)."""
+    a, t, w = ctx.in_tensor(0), ctx.out_type(0), ctx.const(1)
+    if w is None or w.ndim != 2 or a is None or a.rank is None or a.rank < 2 or t is None or not t.shape:
+        return False
+    if a.shape[-1] != w.shape[0] or t.shape[-1] != w.shape[1] or len(t.shape) != a.rank:
+        return False
+    bias, res = epi
+    code = ACT_CODES.get(act, 0)
+    lo, hi = (params + [0.0, 0.0])[:2] if code else (0.0, 0.0)
+    y, x0 = ctx.y(), ctx.x(0)
+    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + ({w.shape[1]},), dtype=np.float32)'}")
+    ctx.emit(f"_cv.matmul(self, {x0}, {ctx.x(1)}, {bias or 'None'}, {res or 'None'}, {y}, "
+             f"{code}, {ctx.lit(float(lo))}, {ctx.lit(float(hi))})")
+    if act not in ACT_CODES:
+        kernel = nn_block(ctx, "epilogue", "epilogue", False, False, expr)
+        ctx.emit(f"{kernel}({y}.reshape(-1, {w.shape[1]}))")
+    setattr(ctx.module, FLAG, True)
     return True
