@@ -22,10 +22,12 @@ def dataset(tmp_path: Path) -> Path:
     with torch.no_grad():
         reference = load_pretrained(output_logits=True).eval()(*inputs)
     reference = reference[0] if isinstance(reference, tuple) else reference
+    # one target row per sample (models whose outputs fold other dims into rows get theirs)
+    samples = len(inputs[0])
     if CLASSES:
-        targets = reference.argmax(-1).numpy()
+        targets = reference.argmax(-1).reshape(samples, -1).squeeze(1).numpy()
     else:
-        targets = (reference * 0.5).numpy()
+        targets = (reference * 0.5).reshape(samples, -1).numpy()
     arrays = {"y": targets}
     from tiny_cnn.model import INPUTS
 

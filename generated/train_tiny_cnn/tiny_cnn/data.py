@@ -56,12 +56,17 @@ class ArrayDataset(Dataset):
 
 
 def _as_input(x: np.ndarray, key: str) -> np.ndarray:
-    """``x`` reshaped to [N, *sample shape] and cast to the input's dtype."""
+    """``x`` reshaped to [N, *sample shape] (flat samples of a static shape are reshaped;
+    symbolic dims take any size) and cast to the input's dtype."""
     _name, dims, dtype = INPUTS[key]
-    shape = [d for d in dims[1:]]
+    shape = list(dims[1:])
     x = np.asarray(x)
-    if list(x.shape[1:]) != shape:
-        if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+    fits = x.ndim == len(dims) and all(
+        isinstance(d, str) or d == n for d, n in zip(shape, x.shape[1:])
+    )
+    if not fits:
+        static = all(isinstance(d, int) for d in shape)
+        if not static or int(np.prod(x.shape[1:])) != int(np.prod(shape)):
             raise SystemExit(
                 f"input {key}: samples of shape {list(x.shape[1:])} do not fit {shape}"
             )
