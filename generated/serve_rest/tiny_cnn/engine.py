@@ -22,11 +22,12 @@ class Engine:
     """Loads the model once; ``run`` computes one request (or one micro-batch)."""
 
     def __init__(self, threads: int = 0) -> None:
-        if threads:
-            import numba
+        import numba
 
-            numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         from .artifact import Model
+
+        # numba's thread count is per calling thread, so run() applies it each time.
+        self._threads = min(threads, numba.config.NUMBA_NUM_THREADS) if threads else 0
 
         self._model = Model()
         # A compiled Model reuses preallocated buffers, so one call runs at a time.
@@ -35,6 +36,10 @@ class Engine:
     def run(self, inputs: dict) -> dict:
         """Outputs by name for inputs already checked against the signature."""
         with self._lock:
+            if self._threads:
+                import numba
+
+                numba.set_num_threads(self._threads)
             results = self._model.run(**inputs)
         # Copy out of the model's reusable buffers before the next call overwrites them.
         return {spec.name: np.array(results[spec.name], copy=True) for spec in OUTPUTS}

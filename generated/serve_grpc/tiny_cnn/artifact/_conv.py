@@ -24,10 +24,13 @@ import sys  # noqa: E402
 
 import numba as nb  # noqa: E402
 import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_bdd93e3e91c1f3f7"
+_NAME = "_torsh_conv_0771287d5215ba53"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -41,7 +44,9 @@ _X4 = nb.types.Array(_F4, 4, "C", readonly=True)
 _Y2 = nb.types.Array(_F4, 2, "C")
 _Y3 = nb.types.Array(_F4, 3, "C")
 _Y4 = nb.types.Array(_F4, 4, "C")
+_W3 = nb.types.Array(_F4, 3, "C")
 _B1 = nb.types.Array(_F4, 1, "C", readonly=True)
+_R2 = nb.types.Array(_F4, 2, "C", readonly=True)
 _R3 = nb.types.Array(_F4, 3, "C", readonly=True)
 _R4 = nb.types.Array(_F4, 4, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
@@ -57,6 +62,24 @@ def scratch(owner, count: int) -> np.ndarray:
         buf = np.empty(count, np.float32)
         setattr(owner, _scratch_attr, buf)
     return buf[:count]
+
+
+def packed(owner, w) -> np.ndarray:
+    """``w`` packed for ``gemm_conv``; kept on ``owner`` for read-only (constant) weights."""
+    w = np.ascontiguousarray(w, np.float32)
+    k = w.shape[1] * w.shape[2] * w.shape[3]
+    if w.flags.writeable:  # a run-time input: its values may change between calls
+        wp = np.zeros(((w.shape[0] + MR - 1) // MR, k, MR), np.float32)
+        pack_weights(wp, w)
+        return wp
+    cache = owner.__dict__.setdefault("_torsh_packed", {})
+    key = (w.ctypes.data, w.shape)
+    wp = cache.get(key)
+    if wp is None:
+        wp = np.zeros(((w.shape[0] + MR - 1) // MR, k, MR), np.float32)
+        pack_weights(wp, w)
+        cache[key] = wp
+    return wp
 
 
 _NO_BIAS = np.zeros(0, np.float32)
@@ -79,7 +102,34 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     bias = _NO_BIAS if b is None else b
     if group > 1 and w.shape[1] == 1 and group == c:
         res = _NO_RES4 if z is None else np.ascontiguousarray(z)
+        if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2) and y.flags.c_contiguous:
+            flags = (b is not None) | (z is not None) << 1 | act << 2
+            depthwise3(x, w.reshape(m, kh, kw), bias, res, y, sh, ph, pw, flags, lo, hi)
+            return
         depthwise(x, w.reshape(m, kh, kw), bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
+        return
+    if group == 1 and y.flags.c_contiguous:
+        res = _NO_RES4 if z is None else np.ascontiguousarray(z)
+        flags = (b is not None) | (z is not None) << 1 | act << 2
+        gemm_conv(
+            x,
+            packed(owner, w),
+            bias,
+            res,
+            y,
+            kh,
+            kw,
+            sh,
+            sw,
+            dh,
+            dw,
+            ph,
+            pw,
+            flags,
+            lo,
+            hi,
+            nb.get_num_threads(),
+        )
         return
     oh, ow = y.shape[2], y.shape[3]
     p = oh * ow
@@ -250,3 +300,710 @@ def depthwise(x, w, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi):
         else:
             for q in range(ybase, ybase + oh * ow):
                 yf[_U(q)] = _act(yf[_U(q)] + bv, act, lo, hi)
+
+
+# ---------------------------------------------------------------------------------------
+# Packed GEMM convolution: y[m, p] = act(sum_k W[m, k] * cols[k, p] + bias + res).
+#
+# The multiply-adds run in a register tile of MR output channels x NR output positions
+# (MR * NR / 16 accumulators of 16 lanes) written directly in LLVM IR through numba's
+# ``intrinsic``: the tile loads NR columns as vectors, broadcasts MR weights and issues one
+# fused multiply-add per accumulator, with bias, residual and activation applied while the
+# tile is still in registers. Weights are packed once per model as (M / MR, K, MR); the
+# columns of NR output positions are gathered (implicit im2col) into a small panel that
+# stays in the L1/L2 cache while every row tile of weights passes over it. Both cores work
+# through numba's one thread pool, so no BLAS threads compete with ours.
+# ---------------------------------------------------------------------------------------
+
+_L = 16  # float32 lanes of one vector
+MR = 12  # output channels per register tile
+NV = 2  # vectors per tile row
+NR = NV * _L  # output positions per register tile
+KC = 128  # reduction depth per pass over the panel (NR * KC floats fit in L1)
+
+_F = ir.FloatType()
+_I1 = ir.IntType(1)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V = ir.VectorType(_F, _L)
+_MASK = ir.VectorType(_I1, _L)
+
+
+def _k(v):
+    return ir.Constant(_I64, v)
+
+
+def _splat(builder, scalar, vtype):
+    undef = ir.Constant(vtype, ir.Undefined)
+    v = builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
+    zeros = ir.Constant(ir.VectorType(_I32, _L), [0] * _L)
+    return builder.shuffle_vector(v, undef, zeros)
+
+
+def _vec_at(builder, base, offset):
+    return builder.bitcast(builder.gep(base, [_k(offset)]), _V.as_pointer())
+
+
+def _fn(builder, name, ret, args):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, args), name)
+
+
+def _masked_load(builder, ptr, mask):
+    fn = _fn(builder, "llvm.masked.load.v16f32.p0v16f32", _V, [_V.as_pointer(), _I32, _MASK, _V])
+    return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_V, [0.0] * _L)])
+
+
+def _masked_store(builder, value, ptr, mask):
+    fn = _fn(
+        builder,
+        "llvm.masked.store.v16f32.p0v16f32",
+        ir.VoidType(),
+        [_V, _V.as_pointer(), _I32, _MASK],
+    )
+    builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+
+
+def _lane_masks(builder, nvalid):
+    """One mask per tile vector: lanes whose column index is below ``nvalid``."""
+    iota = ir.Constant(ir.VectorType(_I64, _L), list(range(_L)))
+    vt = ir.VectorType(_I64, _L)
+    return [
+        builder.icmp_signed("<", iota, _splat(builder, builder.sub(nvalid, _k(v * _L)), vt))
+        for v in range(NV)
+    ]
+
+
+def _data(context, builder, typ, value, offset):
+    return builder.gep(context.make_array(typ)(context, builder, value).data, [offset])
+
+
+def _epilogue(
+    builder, vals, bias_ptr, has_bias, col_ptr, col_bias, res_row, has_res, act, lo, hi, masks
+):
+    """Bias (per row or per column), then residual, then the activation (codes as ``_act``)
+    on one tile row."""
+    zero = ir.Constant(_V, [0.0] * _L)
+    entry = builder.basic_block
+    with builder.if_then(has_bias):
+        loaded = builder.load(bias_ptr)
+        then = builder.basic_block
+    b = builder.phi(_F)
+    b.add_incoming(ir.Constant(_F, 0.0), entry)
+    b.add_incoming(loaded, then)
+    bv = _splat(builder, b, _V)
+    col_on = _splat(builder, col_bias, _MASK)
+    lov = _splat(builder, lo, _V)
+    hiv = _splat(builder, hi, _V)
+    res_on = _splat(builder, has_res, _MASK)
+    out = []
+    for v, x in enumerate(vals):
+        x = builder.fadd(x, bv)
+        col = _masked_load(
+            builder, _vec_at(builder, col_ptr, v * _L), builder.and_(masks[v], col_on)
+        )
+        x = builder.fadd(x, col)
+        x = builder.fadd(
+            x,
+            _masked_load(
+                builder, _vec_at(builder, res_row, v * _L), builder.and_(masks[v], res_on)
+            ),
+        )
+        neg = builder.fcmp_ordered("<", x, zero)
+        relu = builder.select(neg, zero, x)
+        clip = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
+        clip = builder.select(builder.fcmp_ordered(">", clip, hiv), hiv, clip)
+        leaky = builder.select(neg, builder.fmul(x, lov), x)
+        y = builder.select(builder.icmp_signed("==", act, _k(1)), relu, x)
+        y = builder.select(builder.icmp_signed("==", act, _k(2)), clip, y)
+        out.append(builder.select(builder.icmp_signed("==", act, _k(3)), leaky, y))
+    return out
+
+
+@intrinsic
+def _tile(
+    typingctx,
+    wp,
+    woff,
+    xp,
+    xoff,
+    kdim,
+    y,
+    yoff,
+    ldy,
+    mvalid,
+    nvalid,
+    bias,
+    boff,
+    res,
+    roff,
+    flags,
+    lo,
+    hi,
+):
+    """One MR x NR register tile over ``kdim`` reduction steps.
+
+        ``wp[woff + k*MR + r]`` and ``xp[xoff + k*NR + j]`` are the packed operands; the tile
+        goes to ``y[yoff + r*ldy + j]`` (and reads ``res`` at the same offsets from ``roff``)
+        for rows r < mvalid and columns j < nvalid. ``flags``: 1 bias, 2 residual, 4 * act
+    (0 none, 1 Relu, 2 Clip, 3 LeakyRelu), 16 accumulate onto what ``y`` holds, 32 bias per
+        column (``bias[boff + j]`` instead of ``bias[boff + r]``).
+    """
+    ip = types.intp
+    sig = types.void(
+        wp, ip, xp, ip, ip, y, ip, ip, ip, ip, bias, ip, res, ip, ip, types.float32, types.float32
+    )
+
+    def codegen(context, builder, signature, args):
+        (
+            wa,
+            woff,
+            xa,
+            xoff,
+            kdim,
+            ya,
+            yoff,
+            ldy,
+            mvalid,
+            nvalid,
+            ba,
+            boff,
+            ra,
+            roff,
+            flags,
+            lo,
+            hi,
+        ) = args
+        types_ = signature.args
+        wbase = _data(context, builder, types_[0], wa, woff)
+        xbase = _data(context, builder, types_[2], xa, xoff)
+        ybase = _data(context, builder, types_[5], ya, yoff)
+        bbase = _data(context, builder, types_[10], ba, boff)
+        rbase = _data(context, builder, types_[12], ra, roff)
+        fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
+        masks = _lane_masks(builder, nvalid)
+        accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
+        rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+        init = []
+        for r in range(MR):
+            on = _splat(
+                builder, builder.and_(accumulate, builder.icmp_signed("<", _k(r), mvalid)), _MASK
+            )
+            init.append(
+                [
+                    _masked_load(
+                        builder, _vec_at(builder, rows[r], v * _L), builder.and_(masks[v], on)
+                    )
+                    for v in range(NV)
+                ]
+            )
+        pre = builder.basic_block
+        loop = builder.append_basic_block("tile.loop")
+        done = builder.append_basic_block("tile.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        k = builder.phi(_I64)
+        k.add_incoming(_k(0), pre)
+        acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(MR)]
+        for r in range(MR):
+            for v in range(NV):
+                acc[r][v].add_incoming(init[r][v], pre)
+        xrow = builder.gep(xbase, [builder.mul(k, _k(NR))])
+        xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
+        wrow = builder.gep(wbase, [builder.mul(k, _k(MR))])
+        new = []
+        for r in range(MR):
+            wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
+            new.append([builder.call(fma, [xs[v], wv, acc[r][v]]) for v in range(NV)])
+        k1 = builder.add(k, _k(1))
+        k.add_incoming(k1, loop)
+        for r in range(MR):
+            for v in range(NV):
+                acc[r][v].add_incoming(new[r][v], loop)
+        builder.cbranch(builder.icmp_signed("<", k1, kdim), loop, done)
+        builder.position_at_end(done)
+        has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
+        has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
+        col_bias = builder.icmp_signed("!=", builder.and_(flags, _k(32)), _k(0))
+        act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
+        for r in range(MR):
+            with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
+                res_row = builder.gep(rbase, [builder.mul(_k(r), ldy)])
+                bias_ptr = builder.gep(bbase, [_k(r)])
+                out = _epilogue(
+                    builder,
+                    new[r],
+                    bias_ptr,
+                    has_bias,
+                    bbase,
+                    col_bias,
+                    res_row,
+                    has_res,
+                    act,
+                    lo,
+                    hi,
+                    masks,
+                )
+                for v in range(NV):
+                    _masked_store(builder, out[v], _vec_at(builder, rows[r], v * _L), masks[v])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _copy_panel_row(typingctx, src, soff, dst, doff, nvalid):
+    """dst[doff : doff + NR] = src[soff : soff + nvalid], zero-filled past nvalid."""
+    sig = types.void(src, types.intp, dst, types.intp, types.intp)
+
+    def codegen(context, builder, signature, args):
+        sa, soff, da, doff, nvalid = args
+        s = _data(context, builder, signature.args[0], sa, soff)
+        d = _data(context, builder, signature.args[2], da, doff)
+        masks = _lane_masks(builder, nvalid)
+        for v in range(NV):
+            builder.store(
+                _masked_load(builder, _vec_at(builder, s, v * _L), masks[v]),
+                _vec_at(builder, d, v * _L),
+                align=4,
+            )
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(nb.void(_W3, _X4), cache=True, nogil=True)
+def pack_weights(wp, w):
+    """wp[t, k, r] = w[t*MR + r, k] (k over C*KH*KW), rows past M left as they are (zero)."""
+    m_n = w.shape[0]
+    k_n = w.shape[1] * w.shape[2] * w.shape[3]
+    wf = w.reshape(m_n, k_n)
+    for t in range(wp.shape[0]):
+        for r in range(MR):
+            m = t * MR + r
+            if m < m_n:
+                for k in range(k_n):
+                    wp[t, k, r] = wf[m, k]
+
+
+@nb.njit(inline="always")
+def _gather_panel(xf, base, buf, c_n, h, w, kh, kw, sh, sw, dh, dw, ph, pw, ow, p0, nv):
+    """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding)."""
+    for k in range(c_n * kh * kw):
+        c = k // (kh * kw)
+        i = (k // kw) % kh
+        j = k % kw
+        dst = k * NR
+        t = 0
+        oy = p0 // ow
+        ox = p0 - oy * ow
+        while t < nv:
+            seg = min(ow - ox, nv - t)
+            iy = oy * sh - ph + i * dh
+            if iy < 0 or iy >= h:
+                for u in range(seg):
+                    buf[_U(dst + t + u)] = 0.0
+            else:
+                ix = ox * sw - pw + j * dw
+                lo = 0 if ix >= 0 else min(seg, (sw - 1 - ix) // sw)
+                hi = min(seg, (w - 1 - ix) // sw + 1) if w - 1 - ix >= 0 else 0
+                hi = max(hi, lo)
+                src = base + (c * h + iy) * w + ix
+                for u in range(lo):
+                    buf[_U(dst + t + u)] = 0.0
+                if sw == 1:
+                    for u in range(lo, hi):
+                        buf[_U(dst + t + u)] = xf[_U(src + u)]
+                else:
+                    for u in range(lo, hi):
+                        buf[_U(dst + t + u)] = xf[_U(src + u * sw)]
+                for u in range(hi, seg):
+                    buf[_U(dst + t + u)] = 0.0
+            t += seg
+            oy += 1
+            ox = 0
+        for u in range(nv, NR):
+            buf[_U(dst + u)] = 0.0
+
+
+@nb.njit(
+    nb.void(_X4, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _F4, _F4, _I8),
+    **_OPTS,
+)
+def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, flags, lo, hi, threads):
+    """y = act(conv(x, W) + bias + res) for group-1 convolutions, W packed by ``pack_weights``."""
+    n, c_n, h, w = x.shape
+    _, m_n, oh, ow = y.shape
+    p_n = oh * ow
+    k_n = c_n * kh * kw
+    mt = wp.shape[0]
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    rf = res.reshape(-1)
+    wf = wp.reshape(-1)
+    direct = (
+        kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 and oh == h and ow == w
+    )
+    panels = (p_n + NR - 1) // NR
+    split = 1
+    if n * panels < 4 * threads:
+        split = min(mt, (4 * threads + n * panels - 1) // (n * panels))
+    items = n * panels * split
+    chunks = min(threads, items)
+    for t in nb.prange(chunks):
+        buf = np.empty(k_n * NR, np.float32)
+        packed = -1
+        for item in range(t * items // chunks, (t + 1) * items // chunks):
+            panel = item // split
+            part = item - panel * split
+            img = panel // panels
+            p0 = (panel - img * panels) * NR
+            nv = min(NR, p_n - p0)
+            if panel != packed:
+                if direct:
+                    for k in range(k_n):
+                        _copy_panel_row(xf, (img * c_n + k) * p_n + p0, buf, k * NR, nv)
+                else:
+                    _gather_panel(
+                        xf,
+                        img * c_n * h * w,
+                        buf,
+                        c_n,
+                        h,
+                        w,
+                        kh,
+                        kw,
+                        sh,
+                        sw,
+                        dh,
+                        dw,
+                        ph,
+                        pw,
+                        ow,
+                        p0,
+                        nv,
+                    )
+                packed = panel
+            t0 = part * mt // split
+            t1 = (part + 1) * mt // split
+            for k0 in range(0, k_n, KC):
+                kc = min(KC, k_n - k0)
+                fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+                for tm in range(t0, t1):
+                    off = (img * m_n + tm * MR) * p_n + p0
+                    _tile(
+                        wf,
+                        (tm * k_n + k0) * MR,
+                        buf,
+                        k0 * NR,
+                        kc,
+                        yf,
+                        off,
+                        p_n,
+                        min(MR, m_n - tm * MR),
+                        nv,
+                        bias,
+                        tm * MR,
+                        rf,
+                        off,
+                        fl,
+                        lo,
+                        hi,
+                    )
+
+
+# ---------------------------------------------------------------------------------------
+# Packed GEMM for products with a constant matrix: y[r, n] = act(x[r, :] @ w[:, n] + ...).
+# The same register tile with the roles swapped: MR rows of x are broadcast, NR columns of
+# w are the vectors. w is packed once into column panels (N / NR, K, NR); x is packed per
+# call into row tiles (R / MR, K, MR).
+# ---------------------------------------------------------------------------------------
+
+
+@nb.njit(nb.void(_W3, _R2), cache=True, nogil=True)
+def pack_panels(wpn, w):
+    """wpn[p, k, j] = w[k, p*NR + j], columns past N left as they are (zero)."""
+    k_n, n = w.shape
+    for p in range(wpn.shape[0]):
+        for k in range(k_n):
+            for j in range(min(NR, n - p * NR)):
+                wpn[p, k, j] = w[k, p * NR + j]
+
+
+@nb.njit(nb.void(_R2, _X3, _B1, _R2, _Y2, _I8, _F4, _F4, _I8), **_OPTS)
+def gemm_rows(x, wpn, bias, res, y, flags, lo, hi, threads):
+    """y = act(x @ W + bias[col] + res) for x (R, K), W packed by ``pack_panels``."""
+    r_n, k_n = x.shape
+    n = y.shape[1]
+    rt = (r_n + MR - 1) // MR
+    panels = wpn.shape[0]
+    xp = np.empty(rt * k_n * MR, np.float32)
+    for t in nb.prange(rt):
+        for k in range(k_n):
+            for r in range(MR):
+                row = t * MR + r
+                xp[(t * k_n + k) * MR + r] = x[row, k] if row < r_n else np.float32(0.0)
+    yf = y.reshape(-1)
+    rf = res.reshape(-1)
+    wf = wpn.reshape(-1)
+    split = 1
+    if panels < 4 * threads:
+        split = min(rt, (4 * threads + panels - 1) // panels)
+    items = panels * split
+    chunks = min(threads, items)
+    for c in nb.prange(chunks):
+        for item in range(c * items // chunks, (c + 1) * items // chunks):
+            p = item // split
+            part = item - p * split
+            nv = min(NR, n - p * NR)
+            t0 = part * rt // split
+            t1 = (part + 1) * rt // split
+            for k0 in range(0, k_n, KC):
+                kc = min(KC, k_n - k0)
+                fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+                for t in range(t0, t1):
+                    off = t * MR * n + p * NR
+                    _tile(
+                        xp,
+                        (t * k_n + k0) * MR,
+                        wf,
+                        (p * k_n + k0) * NR,
+                        kc,
+                        yf,
+                        off,
+                        n,
+                        min(MR, r_n - t * MR),
+                        nv,
+                        bias,
+                        p * NR,
+                        rf,
+                        off,
+                        fl,
+                        lo,
+                        hi,
+                    )
+
+
+def panels(owner, w) -> np.ndarray:
+    """Constant ``w`` (K, N) packed for ``gemm_rows``, kept on ``owner`` when read-only."""
+    cache = owner.__dict__.setdefault("_torsh_packed", {})
+    key = ("panels", w.ctypes.data, w.shape, w.strides)
+    wpn = cache.get(key)
+    if wpn is None:
+        wpn = np.zeros(((w.shape[1] + NR - 1) // NR, w.shape[0], NR), np.float32)
+        pack_panels(wpn, np.ascontiguousarray(w, np.float32))
+        if not w.flags.writeable:
+            cache[key] = wpn
+    return wpn
+
+
+_NO_RES2 = np.zeros((0, 0), np.float32)
+
+
+def matmul(owner, x, w, b, z, y, act, lo, hi):
+    """y = act(x @ w + b + z) into the preallocated ``y``, float32 x (..., K) and w (K, N).
+
+    ``w`` is packed once when it is read-only (a weight); ``b`` is (N,) or None, ``z`` has
+    ``y``'s shape or is None.
+    """
+    k, n = w.shape
+    if not y.flags.c_contiguous:
+        out = np.empty(y.shape, np.float32)
+        matmul(owner, x, w, b, z, out, act, lo, hi)
+        y[...] = out
+        return
+    x2 = np.ascontiguousarray(x, np.float32).reshape(-1, k)
+    y2 = y.reshape(-1, n)
+    res = _NO_RES2 if z is None else np.ascontiguousarray(z, np.float32).reshape(-1, n)
+    bias = _NO_BIAS if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
+    flags = (b is not None) << 5 | (z is not None) << 1 | act << 2
+    gemm_rows(x2, panels(owner, w), bias, res, y2, flags, lo, hi, nb.get_num_threads())
+
+
+# ---------------------------------------------------------------------------------------
+# Depthwise 3x3 convolutions, stride 1 or 2: one output row of one channel per call, 16
+# output columns per vector. Each of the nine taps is one (masked) vector load of the input
+# row, deinterleaved for stride 2 (two loads, even lanes kept), and one fused multiply-add;
+# padding and the row's tail are lanes masked off. The epilogue runs on the vector before
+# its single store.
+# ---------------------------------------------------------------------------------------
+
+
+def _make_depthwise3(stride):
+    @intrinsic
+    def row(
+        typingctx, xf, xoff, rows, wf, woff, yf, yoff, ow, win, pw, bias, boff, res, flags, lo, hi
+    ):
+        """y[yoff + ox] for ox < ow from input rows ``xoff + i*win`` (i in bits of ``rows``)."""
+        ip = types.intp
+        sig = types.void(
+            xf, ip, ip, wf, ip, yf, ip, ip, ip, ip, bias, ip, res, ip, types.float32, types.float32
+        )
+
+        def codegen(context, builder, signature, args):
+            xa, xoff, rows, wa, woff, ya, yoff, ow, win, pw, ba, boff, ra, flags, lo, hi = args
+            t = signature.args
+            xbase = _data(context, builder, t[0], xa, xoff)
+            wbase = _data(context, builder, t[3], wa, woff)
+            ybase = _data(context, builder, t[5], ya, yoff)
+            bptr = _data(context, builder, t[10], ba, boff)
+            rbase = _data(context, builder, t[12], ra, yoff)
+            fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
+            weights = [
+                _splat(builder, builder.load(builder.gep(wbase, [_k(q)])), _V) for q in range(9)
+            ]
+            row_on = [
+                builder.icmp_signed("!=", builder.and_(rows, _k(1 << i)), _k(0)) for i in range(3)
+            ]
+            has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
+            has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
+            act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
+            vt = ir.VectorType(_I64, _L)
+            lanes = ir.Constant(vt, list(range(_L)))
+            pre = builder.basic_block
+            loop = builder.append_basic_block("dw.loop")
+            done = builder.append_basic_block("dw.done")
+            builder.cbranch(builder.icmp_signed(">", ow, _k(0)), loop, done)
+            builder.position_at_end(loop)
+            ox = builder.phi(_I64)
+            ox.add_incoming(_k(0), pre)
+            left = _splat(builder, builder.sub(ow, ox), vt)
+            out_mask = builder.icmp_signed("<", lanes, left)
+            winv = _splat(builder, win, vt)
+            zero = ir.Constant(_V, [0.0] * _L)
+            acc = zero
+            for i in range(3):
+                rowp = builder.gep(xbase, [builder.mul(_k(i), win)])
+                on = row_on[i]
+                load_mask = builder.and_(out_mask, _splat(builder, on, _MASK))
+                taps = []
+                for j in range(3):
+                    base = builder.add(builder.sub(builder.mul(ox, _k(stride)), pw), _k(j))
+                    taps.append(_tap(builder, rowp, base, winv, load_mask, stride))
+                for j in range(3):
+                    prod = builder.call(fma, [taps[j], weights[i * 3 + j], acc])
+                    acc = builder.select(on, prod, acc)
+            yrow = builder.gep(ybase, [ox])
+            res_row = builder.gep(rbase, [ox])
+            out = _epilogue(
+                builder,
+                [acc],
+                bptr,
+                has_bias,
+                bptr,
+                ir.Constant(_I1, 0),
+                res_row,
+                has_res,
+                act,
+                lo,
+                hi,
+                [out_mask],
+            )
+            _masked_store(builder, out[0], _vec_at(builder, yrow, 0), out_mask)
+            nxt = builder.add(ox, _k(_L))
+            ox.add_incoming(nxt, builder.basic_block)
+            builder.cbranch(builder.icmp_signed("<", nxt, ow), loop, done)
+            builder.position_at_end(done)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row
+
+
+def _tap(builder, rowp, base, winv, out_mask, stride):
+    """Input columns base + lane * stride of one row; zero where outside [0, win)."""
+    vt = ir.VectorType(_I64, _L)
+    if stride == 1:
+        idx = builder.add(_splat(builder, base, vt), ir.Constant(vt, list(range(_L))))
+        ok = builder.and_(
+            builder.icmp_signed(">=", idx, ir.Constant(vt, [0] * _L)),
+            builder.icmp_signed("<", idx, winv),
+        )
+        return _masked_load(builder, _vec_at_dyn(builder, rowp, base), builder.and_(ok, out_mask))
+    halves = []
+    for h in range(2):
+        idx = builder.add(
+            _splat(builder, base, vt), ir.Constant(vt, list(range(h * _L, (h + 1) * _L)))
+        )
+        ok = builder.and_(
+            builder.icmp_signed(">=", idx, ir.Constant(vt, [0] * _L)),
+            builder.icmp_signed("<", idx, winv),
+        )
+        # lane l of this half is output column (h * 16 + l) // 2
+        outs = builder.shuffle_vector(
+            out_mask,
+            out_mask,
+            ir.Constant(ir.VectorType(_I32, _L), [(h * _L + q) // 2 for q in range(_L)]),
+        )
+        ptr = _vec_at_dyn(builder, rowp, builder.add(base, _k(h * _L)))
+        halves.append(_masked_load(builder, ptr, builder.and_(ok, outs)))
+    evens = ir.Constant(ir.VectorType(_I32, _L), [2 * q for q in range(_L)])
+    return builder.shuffle_vector(halves[0], halves[1], evens)
+
+
+def _vec_at_dyn(builder, base, offset):
+    return builder.bitcast(builder.gep(base, [offset]), _V.as_pointer())
+
+
+_depthwise3_s1 = _make_depthwise3(1)
+_depthwise3_s2 = _make_depthwise3(2)
+
+
+@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _F4, _F4), **_OPTS)
+def depthwise3(x, w, bias, res, y, stride, ph, pw, flags, lo, hi):
+    """Depthwise 3x3 convolution (stride 1 or 2, no dilation) with the fused epilogue."""
+    n, c_n, h, wd = x.shape
+    _, m_n, oh, ow = y.shape
+    mult = m_n // c_n
+    xf = x.reshape(-1)
+    yf = y.reshape(-1)
+    rf = res.reshape(-1)
+    wf = w.reshape(-1)
+    for r in nb.prange(n * m_n):
+        m = r % m_n
+        xplane = ((r // m_n) * c_n + m // mult) * h * wd
+        for oy in range(oh):
+            iy = oy * stride - ph
+            rows = 0
+            for i in range(3):
+                if 0 <= iy + i < h:
+                    rows |= 1 << i
+            yoff = (r * oh + oy) * ow
+            if stride == 1:
+                _depthwise3_s1(
+                    xf,
+                    xplane + iy * wd,
+                    rows,
+                    wf,
+                    m * 9,
+                    yf,
+                    yoff,
+                    ow,
+                    wd,
+                    pw,
+                    bias,
+                    m,
+                    rf,
+                    flags,
+                    lo,
+                    hi,
+                )
+            else:
+                _depthwise3_s2(
+                    xf,
+                    xplane + iy * wd,
+                    rows,
+                    wf,
+                    m * 9,
+                    yf,
+                    yoff,
+                    ow,
+                    wd,
+                    pw,
+                    bias,
+                    m,
+                    rf,
+                    flags,
+                    lo,
+                    hi,
+                )

@@ -14,7 +14,7 @@ import numpy as np
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_kernels_82f8e73e8257907a"
+_NAME = "_torsh_kernels_39500c702cca679a"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -47,16 +47,6 @@ def nn_f32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], _llir.FloatType())
 
     return nb.float32(nb.int32), codegen
-
-
-@nb.njit(nb.void(_W2, _R1), **_OPTS)
-def k_epilogue(y, b):
-    """y = act(y + b) in place, one pass over the rows."""
-    m, n = y.shape
-    for i in range(m):
-        for j in range(n):
-            v = y[i, j] + b[j]
-            y[i, j] = v
 
 
 @nb.njit(nb.float32(nb.float32), **_OPTS)
