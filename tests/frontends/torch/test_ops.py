@@ -163,6 +163,7 @@ def test_activations():
         )
 
     g = _run(f, (4, 6))
+    assert g.inputs[0].type.shape == ("batch", 4, 6)  # the *args spec kept its Dim name
     report = g.meta["conversion"]
     assert "Erf" in report["compositions"]["aten.gelu"]
 

@@ -119,6 +119,13 @@ class Lowering:
         self._value_names.add(name)
         return name
 
+    def claim(self, name: str) -> bool:
+        """Reserve ``name`` for a value if it is still free; False when it is taken."""
+        if name in self._value_names:
+            return False
+        self._value_names.add(name)
+        return True
+
     def layer(self, node: fx.Node) -> str:
         """The module path of ``node``, or of the first parameter it reads."""
         stack = module_stack(node)

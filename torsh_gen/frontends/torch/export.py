@@ -7,8 +7,10 @@ and the generated code speak the user's words.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,11 @@ def load_pt2(path: str | os.PathLike) -> Graph:
     """Load a program saved with ``torch.export.save`` (``.pt2``)."""
     torch = require_torch()
     p = Path(path)
+    if not zipfile.is_zipfile(p):
+        raise ModelLoadError(f"{p}: not a program saved by torch.export.save (not a zip archive)")
+    log = logging.getLogger("torch.export")
+    level = log.level
+    log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising; we report one line
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -59,6 +66,8 @@ def load_pt2(path: str | os.PathLike) -> Graph:
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelLoadError(f"{p}: not a program saved by torch.export.save ({first})") from None
+    finally:
+        log.setLevel(level)
     return from_exported(ep, source=p.name)
 
 
@@ -75,6 +84,7 @@ def _dim_names(ep: Any, dynamic_shapes: Any) -> dict[str, str]:
             specs = list(dynamic_shapes.values())
     else:
         specs = list(dynamic_shapes)
+    specs = [leaf for spec in specs for leaf in _per_input(spec)]
     out: dict[str, str] = {}
     for spec, inp in zip(specs, user):
         val = nodes[inp.arg.name].meta.get("val") if inp.arg.name in nodes else None
@@ -90,3 +100,10 @@ def _dim_names(ep: Any, dynamic_shapes: Any) -> dict[str, str]:
             if expr is not None and getattr(expr, "is_Symbol", False):
                 out[str(expr)] = name
     return out
+
+
+def _per_input(spec: Any) -> list[Any]:
+    """Flatten containers of per-input specs (``*args`` give a tuple of them)."""
+    if isinstance(spec, list | tuple) and any(isinstance(s, dict | list | tuple) for s in spec):
+        return [leaf for s in spec for leaf in _per_input(s)]
+    return [spec]

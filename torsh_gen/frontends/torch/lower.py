@@ -189,7 +189,6 @@ def _outputs(ctx: Lowering, ep: Any, node: fx.Node) -> None:
             _set_type(ctx, v, arg.meta.get("val"))
         seen.add(id(v))
         name = "output" if len(user) == 1 else f"output_{i}"
-        if name not in ctx._value_names:
-            ctx._value_names.add(name)
+        if ctx.claim(name):
             v.name = name
         ctx.graph.outputs.append(v)
