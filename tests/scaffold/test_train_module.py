@@ -92,7 +92,9 @@ def test_standard_layers_for_mlp_and_sequence(tmp_path: Path):
 
 
 def test_hostile_names_stay_data(tmp_path: Path):
-    tm.generate(tm.hostile(), tmp_path / "h", name="hostile")
+    model_file = tmp_path / "m\'\"\"\"\n.onnx"
+    onnx.save_model(tm.hostile(), model_file)
+    tm.generate(model_file, tmp_path / "h", name="hostile")
     for path in (tmp_path / "h").rglob("*.py"):
         text = path.read_text()
         ast.parse(text)  # valid Python

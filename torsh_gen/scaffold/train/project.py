@@ -170,7 +170,8 @@ def build_files(graph: Graph, package: str, source: str) -> tuple[dict[str, str 
     classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
     values = {
         "package": package,
-        "source": py_string(source),
+        # for docstrings: an ASCII literal whose double quotes cannot close the docstring
+        "source": py_string(source).replace('"', "\\x22"),
         "source_md": markdown_code(source),
         "module": module,
         "inputs": inputs,
