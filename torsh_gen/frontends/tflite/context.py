@@ -195,9 +195,11 @@ class Context:
 
     def _permute(self, src: Value, shape: tuple[int, ...], perm: list[int], hint: str) -> Value:
         """``src`` (of ``shape``) transposed by ``perm``; a Reshape when only unit axes move."""
-        target = [shape[p] for p in perm]
         moved = [p for p in perm if shape[p] != 1]  # source axes of the non-unit dims, in new order
-        if all(d >= 0 for d in shape) and moved == sorted(moved):
+        # Dynamic dims must stay in place (Reshape copies them as 0); so would a static 0.
+        dynamic_in_place = all(shape[p] >= 0 or p == j for j, p in enumerate(perm))
+        if moved == sorted(moved) and dynamic_in_place and 0 not in shape:
+            target = [0 if shape[p] < 0 else shape[p] for p in perm]
             return self.node1("Reshape", [src, self.ints(f"{hint}.shape", target)], hint, glue=True)
         return self.node1("Transpose", [src], hint, glue=True, perm=perm)
 

@@ -14,6 +14,7 @@ from torsh_gen.frontends.tflite.context import (
     NATIVE,
     NCHW,
     TO_NCHW,
+    TO_NHWC,
     Context,
     pick_layout,
     unary_layout,
@@ -259,3 +260,18 @@ def pack(ctx: Context, op: Operator) -> None:
         return
     parts = [ctx.node1("Unsqueeze", [ctx.real(t.index), axes], f"{out.name}/part") for t in ins]
     ctx.put_real(out.index, ctx.node1("Concat", parts, f"{out.name}/concat", axis=axis))
+
+
+@converter("SHAPE")
+def shape(ctx: Context, op: Operator) -> None:
+    """SHAPE → a constant when the input's shape is static, else Shape + Cast."""
+    x, out = ctx.input(0), ctx.output()
+    if all(d >= 0 for d in x.signature):
+        ctx.define(out.index, ctx.const(out.name, np.asarray(x.signature, dtype=out.dtype.numpy)))
+        return
+    if x.rank == 4 and ctx.home(x.index) == NCHW:  # the native shape, read off the NCHW form
+        s = ctx.node1("Shape", [ctx.value(x.index, NCHW)], f"{out.name}/shape")
+        s = ctx.node1("Gather", [s, ctx.ints(f"{out.name}/nhwc", TO_NHWC)], f"{out.name}/nhwc")
+    else:
+        s = ctx.node1("Shape", [ctx.value(x.index)], f"{out.name}/shape")
+    ctx.define(out.index, ctx.node1("Cast", [s], out.name, to=int(out.dtype)))
