@@ -8,8 +8,11 @@ TensorFlow and tf2onnx installed it fails with one line naming the extra.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ def load_saved_model(path: str | os.PathLike) -> Any:
         raise ModelLoadError(
             f"{path}: not a TensorFlow SavedModel folder (no saved_model.pb inside)"
         )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ info lines
     try:
         import tensorflow  # noqa: F401
         from tf2onnx import convert, tf_loader
@@ -48,17 +52,18 @@ def load_saved_model(path: str | os.PathLike) -> Any:
     from torsh_gen.frontends.onnx import graph_from_model
 
     try:
-        graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
-            str(folder), None, None, return_tensors_to_rename=True
-        )
-        model, _ = convert.from_graph_def(
-            graph_def,
-            name=folder.name,
-            input_names=inputs,
-            output_names=outputs,
-            opset=OPSET,
-            tensors_to_rename=renames,
-        )
+        with _quiet_logs():
+            graph_def, inputs, outputs, renames = tf_loader.from_saved_model(
+                str(folder), None, None, return_tensors_to_rename=True
+            )
+            model, _ = convert.from_graph_def(
+                graph_def,
+                name=folder.name,
+                input_names=inputs,
+                output_names=outputs,
+                opset=OPSET,
+                tensors_to_rename=renames,
+            )
     except Exception as e:  # TensorFlow and tf2onnx raise many kinds of errors
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelLoadError(
@@ -76,3 +81,21 @@ def load_saved_model(path: str | os.PathLike) -> Any:
         "via": "tf2onnx",
     }
     return graph
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Hold TensorFlow's and tf2onnx's Python logs to errors while converting.
+
+    tf2onnx logs the tracebacks of optional graph optimizations it skips; they are not
+    failures, and a command's output should be its result.
+    """
+    loggers = [logging.getLogger(name) for name in ("tensorflow", "tf2onnx")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
