@@ -326,3 +326,9 @@ def test_unsupported_ops_listed_at_once_with_locations():
     assert "aten.sort" in message and "aten.atan2" in message
     assert "test_ops.py:" in message
     assert "\n" not in message
+
+
+def test_training_mode_batch_norm_says_eval():
+    module = Fn(lambda m, x: m.bn(x), bn=nn.BatchNorm2d(3)).train()
+    with pytest.raises(UnsupportedOpError, match=r"call model\.eval\(\)"):
+        from_torch(module, (rand(2, 3, 4, 4),))

@@ -132,6 +132,11 @@ def _batch_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
     return [y, None, None]
 
 
+@lowers("aten._native_batch_norm_legit_functional.default", "aten._batch_norm_with_update.default")
+def _batch_norm_training(ctx: Lowering, node: fx.Node) -> None:
+    raise Unsupported("batch norm in training mode; call model.eval() before exporting")
+
+
 @lowers("aten.native_layer_norm.default")
 def _layer_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
     x, shape, w, b, eps = node.args[:5]
