@@ -56,14 +56,16 @@ def int_model() -> onnx.ModelProto:
 
 
 def generate(model_path: Path, out: Path, kind: str, engine: str, name: str | None = None, warm: bool = True):
-    """Generate a service project; ``warm`` fills the artifact's numba cache from the shared one."""
+    """Generate a service project; ``warm`` fills the artifact's numba caches from the shared ones."""
     from torsh_gen.scaffold.serve import generate_service
     from torsh_gen.tools.serve_model import serve_model
 
     report = generate_service(serve_model(model_path), out, kind=kind, engine=engine, name=name)
-    if warm and engine == "compiled":
+    if warm and engine == "compiled":  # the shipped project has no machine code; tests may
+        from torsh_gen.backends.python import conv_cache
         from torsh_gen.backends.python.kernel_cache import precompile
 
+        conv_cache.install(out / report.name / "artifact")
         precompile(out / report.name / "artifact")
     return report
 
