@@ -22,6 +22,7 @@ TFLite ops each fixture exercises are explicit and stable across TensorFlow rele
 - ``mlp.tflite``: FULLY_CONNECTED stack with a dynamic batch dimension (RELU, TANH).
 - ``mlp_dynamic_range.tflite``: the MLP with dynamic-range (hybrid) quantization: int8
   weights, float activations.
+- ``mlp_int16x8.tflite``: the MLP with 16-bit activations and 8-bit weights (refused).
 - ``int8_ops.tflite``: full-integer, every quantized op once, each reading the model's
   int8 inputs directly, so each output checks one op's quantized arithmetic in isolation.
 - ``float_ops.tflite``: float32, one branch per remaining mapped op or option
@@ -282,6 +283,16 @@ def _dynamic_range(module: tf.Module) -> bytes:
     return c.convert()
 
 
+def _int16x8(module: tf.Module, shapes: list[tuple[int, ...]]) -> bytes:
+    c = _converter(module)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = _representative(shapes)
+    c.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    ]
+    return c.convert()
+
+
 def _fp16(module: tf.Module) -> bytes:
     c = _converter(module)
     c.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -299,6 +310,7 @@ def main() -> int:
         "transformer_block": _converter(block).convert(),
         "mlp": _converter(mlp).convert(),
         "mlp_dynamic_range": _dynamic_range(mlp),
+        "mlp_int16x8": _int16x8(MLP(), [(1, 16)]),
         "int8_ops": _int8(Int8Ops(), [(1, 8, 8, 4), (1, 8, 8, 4)], int_io=True),
         "float_ops": _converter(FloatOps()).convert(),
         "unsupported": _converter(Unsupported()).convert(),

@@ -113,3 +113,8 @@ def test_cli_convert_bad_input_writes_nothing(capsys, tmp_path):
     assert code == 2 and "Traceback" not in err
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
+def test_16_bit_activations_are_refused_clearly():
+    with pytest.raises(UnsupportedOpError, match="16-bit quantized activations .* int8 activations"):
+        load_tflite(fixture("mlp_int16x8"))

@@ -65,7 +65,6 @@ class Context:
         self.op: Operator | None = None
         self.emitted: Counter[str] = Counter()  # IR ops the current operator's converter emitted
         self.glue: Counter[str] = Counter()  # layout and quantization nodes the context added
-        self.precision: list[str] = []
 
     # ------------------------------------------------------------------ naming
     def name(self, hint: str) -> str:
@@ -226,8 +225,10 @@ class Context:
         t = self.tensor(index)
         v = self.value(index, layout)
         if t.quantized:
-            axis = t.quant.axis if layout == NATIVE else TO_NCHW.index(t.quant.axis)
-            v = self.dequantize(v, t.quant, t.dtype, f"{t.name}.real", axis, t.rank)
+            axis, rank = t.quant.axis, t.rank
+            if layout == NCHW and t.quant.per_channel:  # lower ranks are padded to 4 on the left
+                axis, rank = TO_NCHW.index(axis + 4 - t.rank), 4
+            v = self.dequantize(v, t.quant, t.dtype, f"{t.name}.real", axis, rank)
         elif t.dtype in (DType.FLOAT16, DType.BFLOAT16, DType.DOUBLE):
             v = self.node1("Cast", [v], f"{t.name}.f32", glue=True, to=int(DType.FLOAT))
         elif t.dtype != DType.FLOAT:

@@ -82,12 +82,21 @@ def graph_from_tflite(model: Model, where: str = "<tflite>") -> Any:
         problems = unsupported_ops(model)
     except ModelLoadError as e:
         raise ModelLoadError(f"{where}: {e}") from None
-    if model.subgraph_count > 1 and not problems:
-        problems.append(f"{model.subgraph_count - 1} control-flow subgraphs")
     if problems:
         raise UnsupportedOpError(
             f"{where}: {len(problems)} unsupported TFLite operator(s): {', '.join(problems)}; "
             "`torsh-gen ops` lists what the IR supports"
+        )
+    if model.subgraph_count > 1:
+        raise UnsupportedOpError(
+            f"{where}: the model has {model.subgraph_count - 1} control-flow subgraph(s), "
+            "which the TFLite frontend does not import"
+        )
+    wide = [t for t in model.tensors if t.quantized and t.dtype == DType.INT16 and not t.is_const]
+    if wide:  # QuantizeLinear to int16 needs opset 21 (see OPSET)
+        raise UnsupportedOpError(
+            f"{where}: 16-bit quantized activations (tensor '{wide[0].name}') are not supported; "
+            "quantize the model with int8 activations"
         )
     ctx = Context(model)
     for i in model.inputs:
