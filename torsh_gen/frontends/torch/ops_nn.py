@@ -140,11 +140,9 @@ def _batch_norm_training(ctx: Lowering, node: fx.Node) -> None:
 @lowers("aten.native_layer_norm.default")
 def _layer_norm(ctx: Lowering, node: fx.Node) -> list[Value]:
     x, shape, w, b, eps = node.args[:5]
-    size = int(np.prod(shape))
     dt = ctx.dtype(x).numpy
     scale = ctx.value(w) if w is not None else ctx.const(np.ones(shape, dtype=dt), hint="ones")
     bias = ctx.value(b) if b is not None else ctx.const(np.zeros(shape, dtype=dt), hint="zeros")
-    del size
     y = ctx.emit(
         "LayerNormalization", [ctx.value(x), scale, bias], axis=-len(shape), epsilon=float(eps)
     )

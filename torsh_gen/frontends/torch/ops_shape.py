@@ -79,12 +79,6 @@ def _squeeze(ctx: Lowering, node: fx.Node) -> Value:
     return ctx.emit("Squeeze", [ctx.value(x), ctx.ints(dims)])
 
 
-def _bound(ctx: Lowering, v: object) -> Value | int:
-    if isinstance(v, fx.Node):
-        return ctx.sym_vector(v)
-    return int(v) if v is not None else None  # type: ignore[return-value]
-
-
 @lowers("aten.slice.Tensor", "aten.slice_copy.Tensor")
 def _slice(ctx: Lowering, node: fx.Node) -> Value:
     x = node.args[0]
