@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.errors import UnsupportedOpError
+from torsh_gen.errors import ModelLoadError, UnsupportedOpError
 from torsh_gen.frontends.tflite.reader import Model, Operator, Quant, Tensor
 from torsh_gen.ir.graph import Attribute, AttrKind, Graph, Value
 from torsh_gen.ir.types import DType, TensorType
@@ -170,7 +170,10 @@ class Context:
         t = self.tensor(index)
         if forms is None:
             if not t.is_const:
-                raise Unsupported(f"tensor '{t.name}' is read before any operator writes it")
+                raise ModelLoadError(
+                    f"tensor '{t.name}' is read before any operator writes it; "
+                    "the TFLite model is corrupted"
+                )
             forms = self.forms.setdefault(index, {})
         if layout in forms:
             return forms[layout]

@@ -107,7 +107,7 @@ def graph_from_tflite(model: Model, where: str = "<tflite>") -> Any:
         ctx.op, ctx.emitted = op, Counter()
         try:
             CONVERTERS[op.opcode].fn(ctx, op)
-        except UnsupportedOpError as e:
+        except (UnsupportedOpError, ModelLoadError) as e:
             raise type(e)(f"{where}: operator #{op.index} {op.opcode}: {e}") from None
         except (IndexError, KeyError, ValueError, TypeError, AttributeError) as e:
             # Inconsistent shapes or options that a well-formed model never has.
