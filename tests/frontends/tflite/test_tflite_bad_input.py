@@ -116,5 +116,7 @@ def test_cli_convert_bad_input_writes_nothing(capsys, tmp_path):
 
 
 def test_16_bit_activations_are_refused_clearly():
-    with pytest.raises(UnsupportedOpError, match="16-bit quantized activations .* int8 activations"):
+    with pytest.raises(
+        UnsupportedOpError, match="16-bit quantized activations .* int8 activations"
+    ):
         load_tflite(fixture("mlp_int16x8"))
