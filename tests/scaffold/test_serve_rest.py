@@ -252,3 +252,32 @@ def test_fixed_shapes_and_integer_inputs(tmp_path):
             assert r.status_code == 400
     result = sup.run_project_tests(out)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_output_of_unknown_shape(tmp_path):
+    """A Reshape by a runtime shape: the output's shape is unknown until the model runs."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tests.conftest import make_model, tensor_info
+
+    model = make_model(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])],
+        [tensor_info("x", ["n", 6]), tensor_info("s", [2], TensorProto.INT64)],
+        [tensor_info("y", None)],
+    )
+    model_path = tmp_path / "reshape.onnx"
+    onnx.save(model, model_path)
+    out = tmp_path / "svc"
+    report = sup.generate(model_path, out, "rest", "onnxruntime")
+    assert report.batch_dim is None  # the output does not promise a batch dim
+    with sup.server_process(out, "reshape", _ready) as port:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            schema = client.get("/openapi.json").json()
+            answer = schema["paths"]["/v1/models/{model}:predict"]["post"]["responses"]["200"]
+            assert "float32[unknown shape]" in json.dumps(answer)
+            assert client.get("/v1/models/reshape").json()["outputs"][0]["shape"] is None
+            x = np.arange(12, dtype=np.float32).reshape(2, 6)
+            r = client.post("/v1/models/reshape:predict", json={"inputs": {"x": x.tolist(), "s": [4, -1]}})
+            assert r.status_code == 200, r.text
+            np.testing.assert_array_equal(np.asarray(r.json()["outputs"]["y"]), x.reshape(4, 3))
