@@ -28,8 +28,9 @@ from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.ops.inference import infer_types
 
 #: Opset of the graphs this frontend builds (Gelu needs 20; Resize ``axes`` and Reduce axes
-#: inputs 18). Not 21: onnxruntime 1.32's QDQ propagation breaks on opset-21 graphs where a
-#: DequantizeLinear feeds a Transpose ("output_dtype INT8 does not match y_zero_point").
+#: inputs 18). Not 21: onnxruntime 1.32's graph optimizer refuses opset-21 graphs where a
+#: DequantizeLinear feeds a Transpose ("output_dtype INT8 does not match y_zero_point type";
+#: its Q/DQ insertion and ``output_dtype`` are known trouble: microsoft/onnxruntime#27845).
 OPSET = 20
 
 INT8_NOTE = (
