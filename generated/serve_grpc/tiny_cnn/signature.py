@@ -17,14 +17,16 @@ MODEL_NAME = "tiny_cnn"
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One input or output: its name in the model, numpy dtype and shape."""
+    """One input or output: its name in the model, numpy dtype and shape (None: unknown)."""
 
     name: str
     dtype: str
-    shape: tuple
+    shape: tuple | None
 
     def describe(self) -> str:
         """``float32[batch, 3, 224, 224]``: for error messages and docs."""
+        if self.shape is None:
+            return f"{self.dtype}[unknown shape]"
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)
         return f"{self.dtype}[{dims}]"
 

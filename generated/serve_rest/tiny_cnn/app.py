@@ -78,17 +78,15 @@ def _error(message: str, status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
+#: JSON Schema type of an element, by the first letter of its dtype (bool, int, uint, float).
+_JSON_TYPES = {"b": "boolean", "i": "integer", "u": "integer", "f": "number"}
+
+
 def _request_schema() -> dict:
     """The OpenAPI description of the predict body, built from the signature."""
 
     def tensor(spec) -> dict:
-        item: dict = {
-            "type": (
-                "boolean"
-                if spec.dtype == "bool"
-                else "integer" if spec.dtype[0] in "iu" else "number"
-            )
-        }
+        item: dict = {"type": _JSON_TYPES[spec.dtype[0]]}
         for _ in spec.shape or ():
             item = {"type": "array", "items": item}
         item["description"] = spec.describe()
