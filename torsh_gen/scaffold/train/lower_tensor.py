@@ -144,10 +144,13 @@ def unsqueeze(ctx: Ctx, node: Node) -> None:
     """Unsqueeze: insert size-1 dims at the (output-rank) axes, lowest first."""
     x_val = node.inputs[0]
     rank = ctx.rank(x_val)
-    axes = _axes(ctx, node, 1, None)
+    axes = node.attr("axes")
+    if axes is None and len(node.inputs) > 1 and node.inputs[1] is not None:
+        axes = ctx.ints(node.inputs[1], "axes")
     if axes is None:
         raise NotLowerable("needs axes")
-    out_rank = rank + len(axes)
+    axes = [int(a) for a in axes]
+    out_rank = rank + len(axes)  # negative axes count from the end of the output
     expr = ctx.var(x_val)
     for a in sorted(a + out_rank if a < 0 else a for a in axes):
         expr = f"{expr}.unsqueeze({a})"

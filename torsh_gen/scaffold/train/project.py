@@ -161,14 +161,20 @@ def _dims(specs: list[TensorSpec]) -> tuple[list[dict], list[str]]:
     return described, sorted(set(symbols.values()))
 
 
-def build_files(graph: Graph, package: str, source: str) -> tuple[dict[str, str | bytes], TorchModule]:
-    """Every file of the project (relative path → text or bytes) and the lowered module."""
+def render_module(graph: Graph, package: str = "model", source: str = "model") -> tuple[str, bytes]:
+    """Just the module: ``model.py`` source and its weights (safetensors bytes)."""
     module = prepare(graph)
+    values = _values(module, package, source)
+    return render("train", "model.py.j2", **values), safetensors_bytes(module.state_dict())
+
+
+def _values(module: TorchModule, package: str, source: str) -> dict:
+    """The template values shared by every file of the project."""
     inputs, symbols = _dims(module.inputs)
     outputs, _ = _dims(module.outputs)
     out_shape = module.outputs[0].shape or ()
     classes = out_shape[-1] if out_shape and isinstance(out_shape[-1], int) else None
-    values = {
+    return {
         "package": package,
         # for docstrings: an ASCII literal whose double quotes cannot close the docstring
         "source": py_string(source).replace('"', "\\x22"),
@@ -183,6 +189,12 @@ def build_files(graph: Graph, package: str, source: str) -> tuple[dict[str, str 
         "tensor_ctor": tensor_ctor,
         "single_input": len(inputs) == 1,
     }
+
+
+def build_files(graph: Graph, package: str, source: str) -> tuple[dict[str, str | bytes], TorchModule]:
+    """Every file of the project (relative path → text or bytes) and the lowered module."""
+    module = prepare(graph)
+    values = _values(module, package, source)
     files: dict[str, str | bytes] = {}
     for template, path in TEMPLATES.items():
         files[path.format(pkg=package)] = render("train", template, **values)
