@@ -78,19 +78,23 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = (str(e).strip().splitlines() or ["unsafe pickle"])[0]
-        for line in str(e).splitlines():
-            if "Unsupported global" in line or "Unsupported operand" in line:
-                reason = line.strip()
-                break
         raise ModelLoadError(
             f"{path}: refused: the checkpoint's pickle needs more than tensors "
-            f"(weights_only=True): {reason}"
+            f"(loaded with weights_only=True so it cannot run code): {_pickle_reason(e)}"
         ) from None
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelLoadError(f"{path}: not a PyTorch checkpoint ({first})") from None
     return _unwrap(data, path)
+
+
+def _pickle_reason(e: Exception) -> str:
+    """The line of torch's refusal that names the blocked global, not its advice."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if "GLOBAL" in ln or "Unsupported" in ln:
+            return ln.split(" was not an allowed")[0].split(". ")[0].rstrip(".")
+    return "it references objects other than tensors"
 
 
 def _unwrap(data: Any, path: Path) -> dict[str, Any]:
