@@ -80,13 +80,13 @@ def test_digits_loss_falls_and_export_matches(tmp_path: Path, digits: Path):
 
 def test_resume_continues_with_same_step_and_lr(tmp_path: Path, digits: Path):
     tm.generate(tm.mlp(), tmp_path / "proj", name="resume_mlp")
-    common = ["--data", str(digits), "--steps", "6", "--lr", "0.01", "--schedule", "cosine",
+    common = ["--data", str(digits), "--lr", "0.01", "--schedule", "cosine",
               "--warmup-steps", "2", "--grad-accum", "2", "--batch-size", "16", "--workers", "0",
               "--log-every", "1", "--checkpoint-every", "3", "--no-export-onnx", "--optimizer", "adam"]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _train_in_process(tmp_path / "proj", "resume_mlp", common + ["--out-dir", str(full)])
+    _train_in_process(tmp_path / "proj", "resume_mlp", common + ["--steps", "6", "--out-dir", str(full)])
     ckpt = full / "checkpoints" / "step_3.pt"
-    _train_in_process(tmp_path / "proj", "resume_mlp", common + ["--out-dir", str(resumed), "--resume", str(ckpt)])
+    _train_in_process(tmp_path / "proj", "resume_mlp", common + ["--steps", "6", "--out-dir", str(resumed), "--resume", str(ckpt)])
     a, b = _metrics(full), _metrics(resumed)
     assert [m["step"] for m in b] == [4, 5, 6]
     assert len({m["lr"] for m in a}) > 3  # the schedule really moves
@@ -95,6 +95,9 @@ def test_resume_continues_with_same_step_and_lr(tmp_path: Path, digits: Path):
         assert x["loss"] == pytest.approx(y["loss"], rel=1e-6)
     state = torch.load(ckpt, weights_only=True)
     assert state["progress"][0] == 3 and set(state) >= {"model", "optimizer", "scheduler", "rng"}
+    # --resume auto picks up OUT_DIR/checkpoints/last.pt (step 6) and trains on to step 8
+    _train_in_process(tmp_path / "proj", "resume_mlp", common + ["--steps", "8", "--out-dir", str(full), "--resume", "auto"])
+    assert [m["step"] for m in _metrics(full)][-3:] == [6, 7, 8]
 
 
 def test_mixed_precision_qat_csv_and_image_folder(tmp_path: Path, digits: Path):
@@ -103,6 +106,9 @@ def test_mixed_precision_qat_csv_and_image_folder(tmp_path: Path, digits: Path):
     _train_in_process(tmp_path / "proj", "opts_mlp", base + ["--data", str(digits), "--precision", "bf16",
                                                               "--no-export-onnx", "--out-dir", str(tmp_path / "bf16")])
     assert len(_metrics(tmp_path / "bf16")) == 3
+    _train_in_process(tmp_path / "proj", "opts_mlp", base + ["--data", str(digits), "--precision", "fp16", "--mlflow",
+                                                              "--no-export-onnx", "--out-dir", str(tmp_path / "fp16")])
+    assert all(np.isfinite(m["loss"]) for m in _metrics(tmp_path / "fp16"))
     _train_in_process(tmp_path / "proj", "opts_mlp", base + ["--data", str(digits), "--qat", "--optimizer", "sgd",
                                                               "--schedule", "one_cycle", "--out-dir", str(tmp_path / "qat")])
     model = onnx_ops(tmp_path / "qat" / "model.onnx")
@@ -163,9 +169,11 @@ def test_torchrun_two_processes_on_cpu(tmp_path: Path, digits: Path):
 
 
 @pytest.mark.slow
-def test_generated_project_tests_pass(tmp_path: Path):
-    tm.generate(EXAMPLE, tmp_path / "proj", name="own_tests")
+@pytest.mark.parametrize("key, passed", [("tiny_cnn", 4), ("sequence", 3), ("exported_style", 3)])
+def test_generated_project_tests_pass(tmp_path: Path, key: str, passed: int):
+    model = {"tiny_cnn": EXAMPLE, "sequence": tm.sequence_model(), "exported_style": tm.exported_style()}[key]
+    tm.generate(model, tmp_path / "proj", name=f"own_{key}")
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path / "proj",
                           capture_output=True, text=True, timeout=400, env=_env())
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "4 passed" in done.stdout
+    assert f"{passed} passed" in done.stdout
