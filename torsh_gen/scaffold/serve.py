@@ -41,7 +41,7 @@ from torsh_gen.scaffold.common import (
     signature,
     write_tree,
 )
-from torsh_gen.scaffold.serve_proto import PROTO_PINS, compile_stubs, proto_fields
+from torsh_gen.scaffold.serve_proto import PROTO_PINS, compile_stubs, proto_fields, proto_pins
 
 KINDS = ("rest", "grpc")
 ENGINES = ("compiled", "onnxruntime")
@@ -172,7 +172,7 @@ def _context(model: ServeModel, name: str, kind: str, engine: str) -> dict[str, 
         "inputs": inputs,
         "outputs": outputs,
         "batch_dim": dim,
-        "pins": PINS,
+        "pins": {**PINS, **(proto_pins() if kind == "grpc" else {})},
         "fields_in": proto_fields(inputs),
         "fields_out": proto_fields(outputs),
     }

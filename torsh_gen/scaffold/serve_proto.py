@@ -26,6 +26,21 @@ PROTO_PINS: dict[str, str] = {
     "protobuf": "7.36.2",
 }
 
+
+
+def proto_pins() -> dict[str, str]:
+    """The grpc pins for a generated project: ``PROTO_PINS``, or what is installed when the
+    installed grpcio-tools differs (the stubs need the runtime that matches their compiler)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        if version("grpcio-tools") == PROTO_PINS["grpcio-tools"]:
+            return dict(PROTO_PINS)
+        return {name: version(name) for name in PROTO_PINS}
+    except PackageNotFoundError:
+        return dict(PROTO_PINS)
+
+
 _PROTO_WORDS = frozenset(
     """syntax import weak public package option message enum service rpc returns stream
     repeated optional required oneof map reserved extensions extend to max group edition
