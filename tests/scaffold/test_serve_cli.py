@@ -185,3 +185,19 @@ def test_grpc_pins_follow_the_installed_grpcio_tools(monkeypatch):
     assert proto_pins() == fake  # stubs compiled by another grpcio-tools need its runtime
     fake["grpcio-tools"] = PROTO_PINS["grpcio-tools"]
     assert proto_pins() == PROTO_PINS
+
+
+def test_external_data_models_ship_as_one_file(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    from torsh_gen.tools.serve_model import serve_model
+
+    w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor_info("x", ["n", 64])], [tensor_info("y", ["n", 64])], [w])
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=0)
+    served = serve_model(tmp_path / "ext.onnx")
+    session = ort.InferenceSession(served.onnx, providers=["CPUExecutionProvider"])  # no data file needed
+    x = np.ones((2, 64), np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ np.arange(4096, dtype=np.float32).reshape(64, 64))
