@@ -233,3 +233,26 @@ def test_polynomial_transcendentals_are_accurate(tmp_path: Path) -> None:
         with np.errstate(all="ignore"):
             expect = ref(special.astype(np.float64)).astype(np.float32)
         np.testing.assert_array_equal(out, expect, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("a_shape", "b_shape", "perm"),
+    [
+        ([1, 3, 40, 16], [1, 3, 16, 45], None),  # attention scores: tails in rows and columns
+        ([2, 2, 5, 7], [2, 2, 7, 37], None),
+        ([1, 2, 33, 150], [1, 2, 33, 150], [0, 1, 3, 2]),  # a transposed view, K > one block
+        ([40, 300], [300, 50], None),
+    ],
+)
+def test_batched_products_of_runtime_operands(tmp_path: Path, a_shape: list, b_shape: list, perm: list | None) -> None:
+    """Products of two run-time operands go through the packed kernel, strided views included."""
+    nodes = []
+    rhs = "b"
+    if perm:
+        nodes.append(helper.make_node("Transpose", ["b"], ["bt"], perm=perm))
+        rhs = "bt"
+    nodes.append(helper.make_node("MatMul", ["a", rhs], ["y"]))
+    model = _model(nodes, [("a", a_shape), ("b", b_shape)], ["y"], {})
+    module = compile_and_load(model, tmp_path / "bmm")
+    assert "_cv.batched_matmul(" in (tmp_path / "bmm" / "model.py").read_text()
+    assert_matches_ort(module, model, _feeds(model, 5), rtol=1e-5, atol=1e-5)

@@ -56,6 +56,8 @@ def matmul(ctx: NodeCtx) -> bool:
     t = ctx.out_type(0)
     if ds[0] == DType.FLOAT and t is not None and t.shape and _packed(ctx, ("", ""), "", [], "v"):
         return True
+    if ds[0] == DType.FLOAT and _batched(ctx):
+        return True
     _product(ctx)
     return True
 
@@ -189,5 +191,22 @@ def _packed(ctx: NodeCtx, epi: tuple[str, str], act: str, params: list[float], e
     if act not in ACT_CODES:
         kernel = nn_block(ctx, "epilogue", "epilogue", False, False, expr)
         ctx.emit(f"{kernel}({y}.reshape(-1, {w.shape[1]}))")
+    setattr(ctx.module, FLAG, True)
+    return True
+
+
+def _batched(ctx: NodeCtx) -> bool:
+    """A float32 product of two run-time operands with the same leading dims (attention
+    scores and weighted values) through the packed kernel, in numba's thread pool."""
+    a, b, t = ctx.in_tensor(0), ctx.in_tensor(1), ctx.out_type(0)
+    if a is None or b is None or t is None or a.shape is None or b.shape is None or t.shape is None:
+        return False
+    if ctx.const(1) is not None or a.rank < 2 or b.rank != a.rank or len(t.shape) != a.rank:
+        return False
+    if tuple(a.shape[:-2]) != tuple(b.shape[:-2]):
+        return False
+    y, x0, x1 = ctx.y(), ctx.x(0), ctx.x(1)
+    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + {x1}.shape[-1:], dtype=np.float32)'}")
+    ctx.emit(f"_cv.batched_matmul({x0}, {x1}, {y})")
     setattr(ctx.module, FLAG, True)
     return True
