@@ -55,7 +55,8 @@ def test_convert_tflite_to_onnx_runs_in_onnxruntime(capsys, tmp_path):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mobilenet_float", "mobilenet_int8"])
+@pytest.mark.slow  # a fresh kernel cache costs about a minute of numba compilation
+@pytest.mark.parametrize("name", ["mlp", "mobilenet_float", "mobilenet_int8"])
 def test_compiled_tflite_model_matches_litert(tmp_path, name):
     """compile accepts .tflite; the standalone package agrees with the LiteRT interpreter."""
     from tests.backends.helpers import compile_and_load
