@@ -65,7 +65,8 @@ def generate(model_path: Path, out: Path, kind: str, engine: str, name: str | No
         from torsh_gen.backends.python import conv_cache
         from torsh_gen.backends.python.kernel_cache import precompile
 
-        conv_cache.install(out / report.name / "artifact")
+        if (out / report.name / "artifact" / conv_cache.FILE).is_file():
+            conv_cache.install(out / report.name / "artifact")
         precompile(out / report.name / "artifact")
     return report
 
