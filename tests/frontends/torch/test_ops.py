@@ -10,7 +10,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from tests.frontends.torch.helpers import check_module  # noqa: E402
-from torsh_gen.errors import UnsupportedOpError  # noqa: E402
+from torsh_gen.errors import InputError, UnsupportedOpError  # noqa: E402
 from torsh_gen.frontends.torch import from_torch  # noqa: E402
 
 Dim = torch.export.Dim
@@ -332,3 +332,13 @@ def test_training_mode_batch_norm_says_eval():
     module = Fn(lambda m, x: m.bn(x), bn=nn.BatchNorm2d(3)).train()
     with pytest.raises(UnsupportedOpError, match=r"call model\.eval\(\)"):
         from_torch(module, (rand(2, 3, 4, 4),))
+
+
+def test_export_failure_is_one_quiet_line(capsys):
+    def branchy(m, x):
+        return x * 2 if x.sum() > 0 else x  # data-dependent control flow
+
+    with pytest.raises(InputError, match="torch.export failed on Fn: ") as err:
+        from_torch(Fn(branchy), (rand(2),))
+    assert "\n" not in str(err.value)
+    assert capsys.readouterr().err == ""

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterator
 from types import ModuleType
 
 from torsh_gen.errors import InputError
@@ -21,3 +26,16 @@ def require_torch() -> ModuleType:
             f"with torch.export ({INSTALL_HINT})"
         )
     return torch
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[None]:
+    """Silence torch's warnings, logs and stderr prints: its failures become our one line."""
+    previous = logging.root.manager.disable  # torch sets levels per logger: disable them all
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)

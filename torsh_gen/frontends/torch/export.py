@@ -7,15 +7,13 @@ and the generated code speak the user's words.
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
 from torsh_gen.errors import InputError, ModelLoadError
-from torsh_gen.frontends.torch._deps import require_torch
+from torsh_gen.frontends.torch._deps import quiet_torch, require_torch
 from torsh_gen.ir.graph import Graph
 
 
@@ -26,8 +24,7 @@ def from_torch(module: Any, example_inputs: Any, dynamic_shapes: Any = None) -> 
         raise InputError(f"from_torch needs a torch.nn.Module, got {type(module).__name__}")
     args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_torch():
             ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes)
     except Exception as e:  # torch raises many types; the message is what users need
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -39,8 +36,7 @@ def from_exported(ep: Any, symbols: dict[str, str] | None = None, source: str = 
     """Import a ``torch.export.ExportedProgram`` (decomposed here to the core ATen set)."""
     from torsh_gen.frontends.torch.lower import lower_program
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet_torch():
         try:
             ep = ep.run_decompositions()
         except Exception as e:
@@ -56,18 +52,12 @@ def load_pt2(path: str | os.PathLike) -> Graph:
     p = Path(path)
     if not zipfile.is_zipfile(p):
         raise ModelLoadError(f"{p}: not a program saved by torch.export.save (not a zip archive)")
-    log = logging.getLogger("torch.export")
-    level = log.level
-    log.setLevel(logging.CRITICAL)  # torch logs a traceback before raising; we report one line
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_torch():  # torch logs a traceback before raising; we report one line
             ep = torch.export.load(str(p))
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelLoadError(f"{p}: not a program saved by torch.export.save ({first})") from None
-    finally:
-        log.setLevel(level)
     return from_exported(ep, source=p.name)
 
 

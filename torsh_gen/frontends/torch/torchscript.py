@@ -8,11 +8,10 @@ file records no input shapes, so the caller names them (``--input-shape``).
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 from torsh_gen.errors import InputError, ModelLoadError, UnsupportedOpError
-from torsh_gen.frontends.torch._deps import require_torch
+from torsh_gen.frontends.torch._deps import quiet_torch, require_torch
 from torsh_gen.frontends.torch.inputs import example_tensors
 from torsh_gen.ir.graph import Graph
 
@@ -29,7 +28,8 @@ def load_torchscript(path: str | os.PathLike, input_specs: dict | None = None) -
     torch = require_torch()
     p = Path(path)
     try:
-        module = torch.jit.load(str(p), map_location="cpu")
+        with quiet_torch():
+            module = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ModelLoadError(
@@ -47,8 +47,7 @@ def load_torchscript(path: str | os.PathLike, input_specs: dict | None = None) -
     from torch._export.converter import TS2EPConverter
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quiet_torch():
             ep = TS2EPConverter(module, args).convert()
     except Exception as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
