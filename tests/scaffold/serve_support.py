@@ -25,7 +25,7 @@ from tests.conftest import make_model, tensor_info
 #: Names no generated code may execute: the sentinel proves they stayed data.
 SENTINEL = Path("/tmp/torsh_gen_serve_pwned")
 EVIL = f"__import__('os').system('touch {SENTINEL}')"
-HOSTILE_INPUTS = [f'x"\'\n{EVIL}', "class", "a b", "a-b"]  # the last two sanitize alike
+HOSTILE_INPUTS = [f"x\"'\n{EVIL}", "class", "a b", "a-b"]  # the last two sanitize alike
 HOSTILE_OUTPUTS = ['print("hi")\n"""', "def"]
 HOSTILE_DIM = "n\"'\n)"
 
@@ -52,11 +52,17 @@ def int_model() -> onnx.ModelProto:
         helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT),
         helper.make_node("Add", ["f", "x"], ["y"]),
     ]
-    return make_model(nodes, [tensor_info("ids", [2, 3], TensorProto.INT64), tensor_info("x", [2, 3])], [tensor_info("y", [2, 3])])
+    return make_model(
+        nodes,
+        [tensor_info("ids", [2, 3], TensorProto.INT64), tensor_info("x", [2, 3])],
+        [tensor_info("y", [2, 3])],
+    )
 
 
-def generate(model_path: Path, out: Path, kind: str, engine: str, name: str | None = None, warm: bool = True):
-    """Generate a service project; ``warm`` fills the artifact's numba caches from the shared ones."""
+def generate(
+    model_path: Path, out: Path, kind: str, engine: str, name: str | None = None, warm: bool = True
+):
+    """Generate a service project; ``warm`` fills the artifact's numba caches from shared ones."""
     from torsh_gen.scaffold.serve import generate_service
     from torsh_gen.tools.serve_model import serve_model
 
@@ -88,7 +94,12 @@ def free_port() -> int:
 
 @contextmanager
 def server_process(
-    project: Path, name: str, ready: Callable[[int], bool], *args: str, env: dict | None = None, timeout: float = 240
+    project: Path,
+    name: str,
+    ready: Callable[[int], bool],
+    *args: str,
+    env: dict | None = None,
+    timeout: float = 240,
 ) -> Iterator[int]:
     """Run ``python -m name --host 127.0.0.1 --port P *args`` in ``project``; yield P once ready."""
     port = free_port()
@@ -103,9 +114,13 @@ def server_process(
             deadline = time.monotonic() + timeout
             while not ready(port):
                 if proc.poll() is not None:
-                    raise AssertionError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                    raise AssertionError(
+                        f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+                    )
                 if time.monotonic() > deadline:
-                    raise AssertionError(f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}")
+                    raise AssertionError(
+                        f"server not ready after {timeout} s:\n{log.read_text()[-3000:]}"
+                    )
                 time.sleep(0.2)
             yield port
         finally:

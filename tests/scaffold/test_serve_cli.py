@@ -33,22 +33,52 @@ def cli(capsys, *args: str) -> tuple[int, str, str]:
 
 
 def _files(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 def test_cli_writes_a_project_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "svc"
-    code, stdout, err = cli(capsys, "scaffold", "serve", str(EXAMPLE), "--rest", "--engine", "onnxruntime", "-o", str(out))
+    code, stdout, err = cli(
+        capsys,
+        "scaffold",
+        "serve",
+        str(EXAMPLE),
+        "--rest",
+        "--engine",
+        "onnxruntime",
+        "-o",
+        str(out),
+    )
     assert code == 0, err
-    assert "tiny_cnn" in stdout and (out / "tiny_cnn" / "model.onnx").read_bytes() == EXAMPLE.read_bytes()
+    assert (
+        "tiny_cnn" in stdout
+        and (out / "tiny_cnn" / "model.onnx").read_bytes() == EXAMPLE.read_bytes()
+    )
     before = _files(out)
     code, _, err = cli(capsys, "scaffold", "serve", str(EXAMPLE), "--rest", "-o", str(out))
     assert code == 2 and "already exists" in err and "--force" in err and "Traceback" not in err
     assert _files(out) == before  # untouched
-    code, _, err = cli(capsys, "scaffold", "serve", str(EXAMPLE), "--grpc", "-o", str(out), "--force", "--name", "svc")
+    code, _, err = cli(
+        capsys,
+        "scaffold",
+        "serve",
+        str(EXAMPLE),
+        "--grpc",
+        "-o",
+        str(out),
+        "--force",
+        "--name",
+        "svc",
+    )
     assert code == 0, err
     assert (out / "svc" / "proto" / "svc_pb2_grpc.py").is_file() and not (out / "tiny_cnn").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]  # no temporary folders left
 
 
 @pytest.mark.parametrize(
@@ -72,11 +102,31 @@ def test_bad_arguments_fail_with_one_line(tmp_path, capsys, args, words):
 
 
 def test_missing_model_and_unservable_models(tmp_path, capsys):
-    code, _, err = cli(capsys, "scaffold", "serve", str(tmp_path / "none.onnx"), "--rest", "-o", str(tmp_path / "a"))
+    code, _, err = cli(
+        capsys,
+        "scaffold",
+        "serve",
+        str(tmp_path / "none.onnx"),
+        "--rest",
+        "-o",
+        str(tmp_path / "a"),
+    )
     assert code == 2 and "no such file" in err
-    strings = make_model([helper.make_node("Identity", ["s"], ["t"])], [tensor_info("s", [2], TensorProto.STRING)], [tensor_info("t", [2], TensorProto.STRING)])
+    strings = make_model(
+        [helper.make_node("Identity", ["s"], ["t"])],
+        [tensor_info("s", [2], TensorProto.STRING)],
+        [tensor_info("t", [2], TensorProto.STRING)],
+    )
     onnx.save(strings, tmp_path / "strings.onnx")
-    code, _, err = cli(capsys, "scaffold", "serve", str(tmp_path / "strings.onnx"), "--grpc", "-o", str(tmp_path / "b"))
+    code, _, err = cli(
+        capsys,
+        "scaffold",
+        "serve",
+        str(tmp_path / "strings.onnx"),
+        "--grpc",
+        "-o",
+        str(tmp_path / "b"),
+    )
     assert code == 2 and "dtypes a service cannot carry" in err and "'s'" in err
     assert not (tmp_path / "b").exists()
 
@@ -95,7 +145,12 @@ def test_names_and_batch_dim():
     assert batch_dim([x], [TensorSpec("y", "y", "float32", ("n",))]) == "n"
     assert batch_dim([x], [TensorSpec("y", "y", "float32", ("m",))]) is None
     assert batch_dim([x], [TensorSpec("y", "y", "float32", None)]) is None
-    assert batch_dim([TensorSpec("x", "x", "float32", (1, 3))], [TensorSpec("y", "y", "float32", (1,))]) is None
+    assert (
+        batch_dim(
+            [TensorSpec("x", "x", "float32", (1, 3))], [TensorSpec("y", "y", "float32", (1,))]
+        )
+        is None
+    )
 
 
 def test_proto_field_names_are_unique_safe_identifiers():
@@ -151,7 +206,9 @@ def test_pins_match_the_tested_environment():
     installed = {name: version(name) for name in PINS if _installed(name)}
     mismatched = {k: (v, PINS[k]) for k, v in installed.items() if v != PINS[k]}
     if mismatched:
-        pytest.skip(f"installed versions differ from the generated pins (fine, but untested): {mismatched}")
+        pytest.skip(
+            f"installed versions differ from the generated pins (fine, but untested): {mismatched}"
+        )
 
 
 def _installed(name: str) -> bool:
@@ -172,7 +229,9 @@ def test_a_hostile_file_name_stays_inside_docstrings(tmp_path):
     init = ast.parse((out / "weird" / "__init__.py").read_text())
     assert [type(n).__name__ for n in init.body] == ["Expr", "Assign"]  # docstring, __version__
     assert 'we"""ird\\.onnx' in ast.get_docstring(init)
-    assert 'we"""ird\\.onnx' in ast.get_docstring(ast.parse((out / "weird" / "signature.py").read_text()))
+    assert 'we"""ird\\.onnx' in ast.get_docstring(
+        ast.parse((out / "weird" / "signature.py").read_text())
+    )
 
 
 def test_grpc_pins_follow_the_installed_grpcio_tools(monkeypatch):
@@ -195,9 +254,24 @@ def test_external_data_models_ship_as_one_file(tmp_path):
     from torsh_gen.tools.serve_model import serve_model
 
     w = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "w")
-    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])], [tensor_info("x", ["n", 64])], [tensor_info("y", ["n", 64])], [w])
-    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, location="ext.data", size_threshold=0)
+    model = make_model(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        [tensor_info("x", ["n", 64])],
+        [tensor_info("y", ["n", 64])],
+        [w],
+    )
+    onnx.save(
+        model,
+        tmp_path / "ext.onnx",
+        save_as_external_data=True,
+        location="ext.data",
+        size_threshold=0,
+    )
     served = serve_model(tmp_path / "ext.onnx")
-    session = ort.InferenceSession(served.onnx, providers=["CPUExecutionProvider"])  # no data file needed
+    session = ort.InferenceSession(
+        served.onnx, providers=["CPUExecutionProvider"]
+    )  # no data file needed
     x = np.ones((2, 64), np.float32)
-    np.testing.assert_allclose(session.run(None, {"x": x})[0], x @ np.arange(4096, dtype=np.float32).reshape(64, 64))
+    np.testing.assert_allclose(
+        session.run(None, {"x": x})[0], x @ np.arange(4096, dtype=np.float32).reshape(64, 64)
+    )

@@ -32,10 +32,14 @@ def test_checked_in_services_have_not_drifted(tmp_path: Path, kind: str):
     if kind == "grpc":
         pytest.importorskip("grpc_tools")
         if version("grpcio-tools") != PINS["grpcio-tools"]:  # the stubs' text depends on it
-            pytest.skip(f"grpcio-tools {version('grpcio-tools')} installed; generated/ used {PINS['grpcio-tools']}")
+            pytest.skip(
+                f"grpcio-tools {version('grpcio-tools')} installed; generated/ used {PINS['grpcio-tools']}"
+            )
     generate_service(serve_model(EXAMPLE), tmp_path / kind, kind=kind)
     expected = _files(GENERATED / f"serve_{kind}")
     actual = _files(tmp_path / kind)
     assert sorted(actual) == sorted(expected), "file list drifted; run `make generated`"
     changed = [f for f in actual if actual[f] != expected[f]]
-    assert not changed, f"generated files drifted: {changed}; run `make generated` and review the diff"
+    assert (
+        not changed
+    ), f"generated files drifted: {changed}; run `make generated` and review the diff"

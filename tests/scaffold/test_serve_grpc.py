@@ -43,7 +43,9 @@ def _ready(port: int) -> bool:
 
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -154,12 +156,23 @@ def test_load_throughput_batching_metrics_and_auth(project, modules, capsys):
     want = sup.onnxruntime_outputs(EXAMPLE, {"image": x})["probs"]
     rates = {}
     metrics_port = sup.free_port()
-    runs = (("plain", ()), ("batched", ("--max-batch", "8", "--max-wait-ms", "2", "--metrics-port", str(metrics_port))))
+    runs = (
+        ("plain", ()),
+        (
+            "batched",
+            ("--max-batch", "8", "--max-wait-ms", "2", "--metrics-port", str(metrics_port)),
+        ),
+    )
     for label, args in runs:
-        with sup.server_process(project, "tiny_cnn", _ready, *args) as port, client_mod.Client(f"127.0.0.1:{port}") as client:
+        with (
+            sup.server_process(project, "tiny_cnn", _ready, *args) as port,
+            client_mod.Client(f"127.0.0.1:{port}") as client,
+        ):
 
             def call():
-                np.testing.assert_allclose(client.predict({"image": x})["probs"], want, rtol=1e-4, atol=1e-5)
+                np.testing.assert_allclose(
+                    client.predict({"image": x})["probs"], want, rtol=1e-4, atol=1e-5
+                )
 
             count, rates[label] = sup.load(call, seconds=2.0, threads=4)
             assert count > 0
@@ -167,13 +180,20 @@ def test_load_throughput_batching_metrics_and_auth(project, modules, capsys):
                 text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
                 assert 'predict_requests_total{code="OK",model="tiny_cnn"}' in text
     with capsys.disabled():
-        print(f"\ngRPC tiny_cnn throughput (4 client threads, 2 s): {rates['plain']:.0f} req/s plain, {rates['batched']:.0f} req/s micro-batched")
+        print(
+            f"\ngRPC tiny_cnn throughput (4 client threads, 2 s): {rates['plain']:.0f} req/s plain, {rates['batched']:.0f} req/s micro-batched"
+        )
     with sup.server_process(project, "tiny_cnn", _ready, env={"TINY_CNN_TOKEN": "tok"}) as port:
-        with client_mod.Client(f"127.0.0.1:{port}") as client, pytest.raises(grpc.RpcError) as denied:
+        with (
+            client_mod.Client(f"127.0.0.1:{port}") as client,
+            pytest.raises(grpc.RpcError) as denied,
+        ):
             client.predict({"image": x})
         assert denied.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with client_mod.Client(f"127.0.0.1:{port}", token="tok") as client:
-            np.testing.assert_allclose(client.predict({"image": x})["probs"], want, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(
+                client.predict({"image": x})["probs"], want, rtol=1e-4, atol=1e-5
+            )
 
 
 def test_generated_project_tests_pass(project):
@@ -181,7 +201,9 @@ def test_generated_project_tests_pass(project):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("engine", [pytest.param("compiled", marks=pytest.mark.slow), "onnxruntime"])
+@pytest.mark.parametrize(
+    "engine", [pytest.param("compiled", marks=pytest.mark.slow), "onnxruntime"]
+)
 def test_hostile_names_stay_data(tmp_path, engine):
     """Hostile tensor names become safe proto fields; the service answers as onnxruntime does."""
     import onnx
@@ -193,8 +215,16 @@ def test_hostile_names_stay_data(tmp_path, engine):
     sup.generate(model_path, out, "grpc", engine, name="evil")
     inputs = sup.random_inputs([(n, "float32", (2, 3)) for n in sup.HOSTILE_INPUTS])
     want = sup.onnxruntime_outputs(model_path, inputs)
-    with sup.server_process(out, "evil", _ready) as port, project_modules(out, "evil") as (client_mod, tensors):
-        assert list(tensors.INPUT_FIELDS.values()) == ["x___import___os_system_touch_tmp_torsh_g", "class_", "a_b", "a_b_v2"]
+    with (
+        sup.server_process(out, "evil", _ready) as port,
+        project_modules(out, "evil") as (client_mod, tensors),
+    ):
+        assert list(tensors.INPUT_FIELDS.values()) == [
+            "x___import___os_system_touch_tmp_torsh_g",
+            "class_",
+            "a_b",
+            "a_b_v2",
+        ]
         with client_mod.Client(f"127.0.0.1:{port}") as client:
             got = client.predict(inputs)
         for name in sup.HOSTILE_OUTPUTS:
@@ -217,7 +247,10 @@ def test_fixed_shapes_and_integer_inputs(tmp_path):
     assert not (out / "ints" / "batching.py").exists()
     inputs = {"ids": np.arange(6, dtype=np.int64).reshape(2, 3), "x": np.ones((2, 3), np.float32)}
     want = sup.onnxruntime_outputs(model_path, inputs)["y"]
-    with sup.server_process(out, "ints", _ready) as port, project_modules(out, "ints") as (client_mod, _):
+    with (
+        sup.server_process(out, "ints", _ready) as port,
+        project_modules(out, "ints") as (client_mod, _),
+    ):
         with client_mod.Client(f"127.0.0.1:{port}") as client:
             np.testing.assert_array_equal(client.predict(inputs)["y"], want)
     result = sup.run_project_tests(out)

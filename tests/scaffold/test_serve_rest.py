@@ -71,8 +71,14 @@ def test_json_and_npz_answers_match_onnxruntime(server):
     r = server.post(PATH, json={"inputs": {"image": x.tolist()}})
     assert r.status_code == 200, r.text
     assert r.json()["model"] == "tiny_cnn"
-    np.testing.assert_allclose(np.asarray(r.json()["outputs"]["probs"], np.float32), want, rtol=1e-4, atol=1e-5)
-    r = server.post(PATH, content=_npz({"image": x}), headers={"Content-Type": "application/x-npz", "Accept": "application/x-npz"})
+    np.testing.assert_allclose(
+        np.asarray(r.json()["outputs"]["probs"], np.float32), want, rtol=1e-4, atol=1e-5
+    )
+    r = server.post(
+        PATH,
+        content=_npz({"image": x}),
+        headers={"Content-Type": "application/x-npz", "Accept": "application/x-npz"},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "application/x-npz"
     got = _arrays(r.content)["probs"]
     assert got.dtype == np.float32 and got.shape == (3, 10)
@@ -80,7 +86,9 @@ def test_json_and_npz_answers_match_onnxruntime(server):
     buffer = io.BytesIO()
     np.save(buffer, x)
     r = server.post(PATH, content=buffer.getvalue(), headers={"Content-Type": "application/x-npy"})
-    np.testing.assert_allclose(np.asarray(r.json()["outputs"]["probs"], np.float32), want, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(r.json()["outputs"]["probs"], np.float32), want, rtol=1e-4, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -88,13 +96,33 @@ def test_json_and_npz_answers_match_onnxruntime(server):
     [
         (b"{oops", "application/json", 400, "not valid JSON"),
         (json.dumps({"inputs": {}}).encode(), "application/json", 400, "missing input(s) 'image'"),
-        (json.dumps({"inputs": {"image": [[1, 2], [3]]}}).encode(), "application/json", 400, "rectangular"),
+        (
+            json.dumps({"inputs": {"image": [[1, 2], [3]]}}).encode(),
+            "application/json",
+            400,
+            "rectangular",
+        ),
         (json.dumps({"inputs": {"image": [1.0] * 4}}).encode(), "application/json", 400, "1 dims"),
-        (json.dumps({"inputs": {"image": np.zeros((1, 1, 27, 28)).tolist()}}).encode(), "application/json", 400, "dim 2 must be 28"),
+        (
+            json.dumps({"inputs": {"image": np.zeros((1, 1, 27, 28)).tolist()}}).encode(),
+            "application/json",
+            400,
+            "dim 2 must be 28",
+        ),
         (json.dumps({"inputs": {"image": "abc"}}).encode(), "application/json", 400, "'image'"),
-        (json.dumps({"inputs": {"image": [], "extra": 1}}).encode(), "application/json", 400, "unknown input(s) 'extra'"),
+        (
+            json.dumps({"inputs": {"image": [], "extra": 1}}).encode(),
+            "application/json",
+            400,
+            "unknown input(s) 'extra'",
+        ),
         (json.dumps([1, 2]).encode(), "application/json", 400, '{"inputs"'),
-        (_npz({"image": np.zeros((1, 1, 28, 28), np.float64)}), "application/x-npz", 400, "dtype float64"),
+        (
+            _npz({"image": np.zeros((1, 1, 28, 28), np.float64)}),
+            "application/x-npz",
+            400,
+            "dtype float64",
+        ),
         (b"PK\x03\x04junk", "application/x-npz", 400, "npz"),
         (b"\x93NUMPY junk", "application/x-npy", 400, "npy"),
         (b"x", "text/csv", 415, "Content-Type"),
@@ -132,10 +160,16 @@ def test_zip_bomb_is_refused_before_decompressing(server):
 def test_concurrent_requests_each_get_their_own_answer(server):
     xs = [_image(1 + i % 3, seed=i) for i in range(16)]
     with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda x: server.post(PATH, json={"inputs": {"image": x.tolist()}}), xs, timeout=120))
+        answers = list(
+            pool.map(
+                lambda x: server.post(PATH, json={"inputs": {"image": x.tolist()}}), xs, timeout=120
+            )
+        )
     for x, r in zip(xs, answers):
         want = sup.onnxruntime_outputs(EXAMPLE, {"image": x})["probs"]
-        np.testing.assert_allclose(np.asarray(r.json()["outputs"]["probs"], np.float32), want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(r.json()["outputs"]["probs"], np.float32), want, rtol=1e-4, atol=1e-5
+        )
 
 
 def test_health_metrics_openapi_metadata(server):
@@ -143,7 +177,10 @@ def test_health_metrics_openapi_metadata(server):
     server.post(PATH, json={"inputs": {}})
     text = server.get("/metrics").text
     assert 'predict_requests_total{code="400",model="tiny_cnn"}' in text
-    assert "predict_latency_seconds_bucket" in text and 'predict_errors_total{model="tiny_cnn",reason="bad_request"}' in text
+    assert (
+        "predict_latency_seconds_bucket" in text
+        and 'predict_errors_total{model="tiny_cnn",reason="bad_request"}' in text
+    )
     schema = server.get("/openapi.json").json()
     body = schema["paths"]["/v1/models/{model}:predict"]["post"]["requestBody"]["content"]
     assert body["application/json"]["schema"]["properties"]["inputs"]["required"] == ["image"]
@@ -165,7 +202,9 @@ def test_load_throughput_and_micro_batching(project, capsys):
                 def call():
                     r = client.post(PATH, content=body, headers=headers)
                     assert r.status_code == 200, r.text
-                    np.testing.assert_allclose(_arrays(r.content)["probs"], want, rtol=1e-4, atol=1e-5)
+                    np.testing.assert_allclose(
+                        _arrays(r.content)["probs"], want, rtol=1e-4, atol=1e-5
+                    )
 
                 count, rate = sup.load(call, seconds=2.0, threads=4)
                 rates[label] = rate
@@ -174,7 +213,9 @@ def test_load_throughput_and_micro_batching(project, capsys):
                     metrics = client.get("/metrics").text
                     assert "predict_batch_rows_count" in metrics
     with capsys.disabled():
-        print(f"\nREST tiny_cnn throughput (4 client threads, 2 s): {rates['plain']:.0f} req/s plain, {rates['batched']:.0f} req/s micro-batched")
+        print(
+            f"\nREST tiny_cnn throughput (4 client threads, 2 s): {rates['plain']:.0f} req/s plain, {rates['batched']:.0f} req/s micro-batched"
+        )
 
 
 @pytest.mark.slow  # the generated project's own tests cover auth in-process
@@ -183,8 +224,18 @@ def test_bearer_token_from_environment(project):
         url = f"http://127.0.0.1:{port}{PATH}"
         body = {"inputs": {"image": _image(1).tolist()}}
         assert httpx.post(url, json=body, timeout=30).status_code == 401
-        assert httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}, timeout=30).status_code == 401
-        assert httpx.post(url, json=body, headers={"Authorization": "Bearer tok"}, timeout=30).status_code == 200
+        assert (
+            httpx.post(
+                url, json=body, headers={"Authorization": "Bearer nope"}, timeout=30
+            ).status_code
+            == 401
+        )
+        assert (
+            httpx.post(
+                url, json=body, headers={"Authorization": "Bearer tok"}, timeout=30
+            ).status_code
+            == 200
+        )
 
 
 def test_generated_project_tests_pass(project):
@@ -207,17 +258,30 @@ def test_hostile_names_stay_data(tmp_path):
     want = sup.onnxruntime_outputs(model_path, inputs)
     with sup.server_process(out, "evil", _ready) as port:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            r = client.post("/v1/models/evil:predict", json={"inputs": {k: v.tolist() for k, v in inputs.items()}})
+            r = client.post(
+                "/v1/models/evil:predict",
+                json={"inputs": {k: v.tolist() for k, v in inputs.items()}},
+            )
             assert r.status_code == 200, r.text
             for name in sup.HOSTILE_OUTPUTS:
-                np.testing.assert_allclose(np.asarray(r.json()["outputs"][name], np.float32), want[name], rtol=1e-6)
-            r = client.post("/v1/models/evil:predict", content=_npz(inputs), headers={"Content-Type": "application/x-npz", "Accept": "application/x-npz"})
+                np.testing.assert_allclose(
+                    np.asarray(r.json()["outputs"][name], np.float32), want[name], rtol=1e-6
+                )
+            r = client.post(
+                "/v1/models/evil:predict",
+                content=_npz(inputs),
+                headers={"Content-Type": "application/x-npz", "Accept": "application/x-npz"},
+            )
             got = _arrays(r.content)
             for name in sup.HOSTILE_OUTPUTS:
                 np.testing.assert_allclose(got[name], want[name], rtol=1e-6)
             bad = dict(inputs)
             bad[sup.HOSTILE_INPUTS[1]] = np.zeros((3, 3), np.float32)
-            r = client.post("/v1/models/evil:predict", content=_npz(bad), headers={"Content-Type": "application/x-npz"})
+            r = client.post(
+                "/v1/models/evil:predict",
+                content=_npz(bad),
+                headers={"Content-Type": "application/x-npz"},
+            )
             assert r.status_code == 400 and "'class'" in r.json()["error"]
     assert not sup.SENTINEL.exists()
     result = sup.run_project_tests(out)
@@ -246,7 +310,9 @@ def test_fixed_shapes_and_integer_inputs(tmp_path):
             assert r.status_code == 400 and "integers" in r.json()["error"]
             r = client.post(path, json={"inputs": {"ids": [[2**70] * 3] * 2, "x": x.tolist()}})
             assert r.status_code == 400
-            r = client.post(path, json={"inputs": {"ids": ids.tolist(), "x": [["NaN", "Infinity", 1]] * 2}})
+            r = client.post(
+                path, json={"inputs": {"ids": ids.tolist(), "x": [["NaN", "Infinity", 1]] * 2}}
+            )
             assert r.status_code == 200 and r.json()["outputs"]["y"][0][:2] == ["NaN", "Infinity"]
             r = client.post(path, json={"inputs": {"ids": ids.tolist(), "x": [["1", "a", 1]] * 2}})
             assert r.status_code == 400
@@ -278,6 +344,8 @@ def test_output_of_unknown_shape(tmp_path):
             assert "float32[unknown shape]" in json.dumps(answer)
             assert client.get("/v1/models/reshape").json()["outputs"][0]["shape"] is None
             x = np.arange(12, dtype=np.float32).reshape(2, 6)
-            r = client.post("/v1/models/reshape:predict", json={"inputs": {"x": x.tolist(), "s": [4, -1]}})
+            r = client.post(
+                "/v1/models/reshape:predict", json={"inputs": {"x": x.tolist(), "s": [4, -1]}}
+            )
             assert r.status_code == 200, r.text
             np.testing.assert_array_equal(np.asarray(r.json()["outputs"]["y"]), x.reshape(4, 3))

@@ -128,7 +128,9 @@ def service_name(name: str | None, source: str) -> str:
             f"library or a dependency); choose another name, e.g. '{name}_model'"
         )
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
-        raise InputError(f"--name {name!r} is a Python keyword; choose another name, e.g. '{name}_model'")
+        raise InputError(
+            f"--name {name!r} is a Python keyword; choose another name, e.g. '{name}_model'"
+        )
     return name
 
 
@@ -143,7 +145,9 @@ def batch_dim(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str | None
 
 def _check_signature(inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
     if not inputs:
-        raise InputError("the model has no inputs (all are initializers); there is nothing to serve")
+        raise InputError(
+            "the model has no inputs (all are initializers); there is nothing to serve"
+        )
     bad = [f"{s.name!r} ({s.dtype})" for s in inputs + outputs if s.dtype not in WIRE_DTYPES]
     if bad:
         raise InputError(
@@ -212,7 +216,7 @@ _KIND = {
 
 
 def docstring_text(value: str) -> str:
-    """``value`` quoted for the inside of a triple-quoted docstring: ASCII, one line, no quote runs."""
+    """``value`` quoted for use inside a triple-quoted docstring: ASCII, one line, no quotes."""
     return ascii(str(value)).replace('"', '\\"')
 
 
@@ -286,5 +290,9 @@ def generate_service(
             compile_stubs(tmp, pkg)
         for cache in sorted(tmp.rglob("__pycache__"), reverse=True):  # machine code stays out
             shutil.rmtree(cache)
-        written = sorted(str(p.relative_to(tmp)) for p in tmp.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+        written = sorted(
+            str(p.relative_to(tmp))
+            for p in tmp.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts
+        )
     return ServeReport(out, pkg, kind, engine, ctx["batch_dim"], written)

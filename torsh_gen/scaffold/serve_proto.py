@@ -27,7 +27,6 @@ PROTO_PINS: dict[str, str] = {
 }
 
 
-
 def proto_pins() -> dict[str, str]:
     """The grpc pins for a generated project: ``PROTO_PINS``, or what is installed when the
     installed grpcio-tools differs (the stubs need the runtime that matches their compiler)."""
@@ -72,7 +71,7 @@ def proto_fields(specs: list[TensorSpec]) -> list[str]:
 
 
 def compile_stubs(root: Path, package: str) -> list[str]:
-    """Compile ``root/<package>/proto/<package>.proto`` into ``*_pb2.py``/``*_pb2_grpc.py`` beside it.
+    """Compile ``root/<package>/proto/<package>.proto`` into ``*_pb2.py``, ``*_pb2_grpc.py``.
 
     The include root is ``root``, so the stubs import each other as ``<package>.proto.*``
     and work when the project folder is on ``sys.path`` (``python -m <package>`` from it).
@@ -92,12 +91,16 @@ def compile_stubs(root: Path, package: str) -> list[str]:
             f"--grpc_python_out={root}", str(root / rel)]  # fmt: skip
     code = protoc.main(args)
     if code != 0:
-        raise TorshGenError(f"protoc failed on the generated {rel} (exit {code}); please report this")
+        raise TorshGenError(
+            f"protoc failed on the generated {rel} (exit {code}); please report this"
+        )
     written = []
     for suffix in ("_pb2.py", "_pb2_grpc.py"):
         path = root / package / "proto" / f"{package}{suffix}"
         text = black.format_str(path.read_text(encoding="utf-8"), mode=BLACK_MODE)
         path.write_text(text, encoding="utf-8", newline="\n")
         written.append(str(path.relative_to(root)))
-    (root / package / "proto" / "__init__.py").write_text('"""Protocol buffers of the service and the stubs compiled from them."""\n')
+    (root / package / "proto" / "__init__.py").write_text(
+        '"""Protocol buffers of the service and the stubs compiled from them."""\n'
+    )
     return written

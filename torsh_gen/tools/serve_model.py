@@ -16,8 +16,9 @@ def serve_model(path: str | os.PathLike, *, level: str = "O3") -> ServeModel:
     """The model at ``path`` (.onnx or .torsh) ready for ``generate_service``.
 
     The onnxruntime engine ships the ONNX file as it is (a .torsh model, or one with
-    external data files, is exported to one self-contained ONNX file first); the compiled engine gets the package ``torsh-gen compile`` would write,
-    without prebuilt kernels (numba compiles them at the service's first start).
+    external data files, is exported to one self-contained ONNX file first); the compiled
+    engine gets the package ``torsh-gen compile`` would write, without prebuilt kernels
+    (numba compiles them at the service's first start).
     """
     from torsh_gen.tools.compile import compile_model
     from torsh_gen.tools.loading import load_model, model_format
