@@ -275,3 +275,19 @@ def test_external_data_models_ship_as_one_file(tmp_path):
     np.testing.assert_allclose(
         session.run(None, {"x": x})[0], x @ np.arange(4096, dtype=np.float32).reshape(64, 64)
     )
+
+
+def test_torsh_models_are_exported_for_onnxruntime(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from torsh_gen.tools.loading import load_model, save_model
+    from torsh_gen.tools.serve_model import serve_model
+
+    save_model(load_model(EXAMPLE), tmp_path / "tiny.torsh")
+    served = serve_model(tmp_path / "tiny.torsh")
+    assert served.source == "tiny.torsh"
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    ours = ort.InferenceSession(served.onnx, providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    want = sup.onnxruntime_outputs(EXAMPLE, {"image": x})["probs"]
+    np.testing.assert_allclose(ours[0], want, rtol=1e-5, atol=1e-6)
