@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -56,6 +57,7 @@ def check_module(
     session = None
     if onnxrt:
         proto = to_onnx(graph)
+        onnx.checker.check_model(proto, full_check=True)
         session = ort.InferenceSession(
             proto.SerializeToString(), providers=["CPUExecutionProvider"]
         )
