@@ -30,7 +30,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_0771287d5215ba53"
+_NAME = "_torsh_conv_eee19bdb8babbb8b"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -1007,3 +1007,87 @@ def depthwise3(x, w, bias, res, y, stride, ph, pw, flags, lo, hi):
                     lo,
                     hi,
                 )
+
+
+# ---------------------------------------------------------------------------------------
+# Batched products of two run-time operands (attention scores and weighted values): the
+# same register tile, both operands packed per call from whatever strides they have.
+# ---------------------------------------------------------------------------------------
+
+_A3 = nb.types.Array(_F4, 3, "A", readonly=True)
+
+
+@nb.njit(nb.void(_A3, _A3, _Y3, _I8), **_OPTS)
+def gemm_batched(a, b, y, threads):
+    """y[i] = a[i] @ b[i] for a (B, M, K), b (B, K, N) of any strides, y (B, M, N) C-contiguous."""
+    bn, m_n, k_n = a.shape
+    n = b.shape[2]
+    rt = (m_n + MR - 1) // MR
+    panels = (n + NR - 1) // NR
+    items = bn * panels
+    chunks = min(threads, items)
+    yf = y.reshape(-1)
+    none = np.zeros(0, np.float32)
+    for c in nb.prange(chunks):
+        ap = np.empty(rt * k_n * MR, np.float32)
+        bp = np.empty(k_n * NR, np.float32)
+        packed = -1
+        for item in range(c * items // chunks, (c + 1) * items // chunks):
+            i = item // panels
+            p = item - i * panels
+            if i != packed:
+                for t in range(rt):
+                    for k in range(k_n):
+                        for r in range(MR):
+                            row = t * MR + r
+                            ap[(t * k_n + k) * MR + r] = (
+                                a[i, row, k] if row < m_n else np.float32(0.0)
+                            )
+                packed = i
+            nv = min(NR, n - p * NR)
+            for k in range(k_n):
+                for j in range(NR):
+                    bp[k * NR + j] = b[i, k, p * NR + j] if j < nv else np.float32(0.0)
+            for k0 in range(0, k_n, KC):
+                kc = min(KC, k_n - k0)
+                fl = 16 if k0 > 0 else 0
+                for t in range(rt):
+                    off = (i * m_n + t * MR) * n + p * NR
+                    _tile(
+                        ap,
+                        (t * k_n + k0) * MR,
+                        bp,
+                        k0 * NR,
+                        kc,
+                        yf,
+                        off,
+                        n,
+                        min(MR, m_n - t * MR),
+                        nv,
+                        none,
+                        0,
+                        none,
+                        0,
+                        fl,
+                        np.float32(0.0),
+                        np.float32(0.0),
+                    )
+
+
+def batched_matmul(a, b, y):
+    """y = a @ b for float32 a (..., M, K), b (..., K, N) with the same leading dims."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    if y.size == 0:
+        return
+    if k == 0:
+        y[...] = 0
+        return
+    a3 = a.reshape(-1, m, k)
+    b3 = b.reshape(-1, k, n)
+    if not y.flags.c_contiguous:
+        out = np.empty(y.shape, np.float32)
+        gemm_batched(a3, b3, out.reshape(-1, m, n), nb.get_num_threads())
+        y[...] = out
+        return
+    gemm_batched(a3, b3, y.reshape(-1, m, n), nb.get_num_threads())
