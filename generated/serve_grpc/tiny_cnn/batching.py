@@ -91,6 +91,12 @@ class MicroBatcher:
             else:
                 joined = {s.name: np.concatenate([g.inputs[s.name] for g in group]) for s in INPUTS}
                 merged = self._engine.run(joined)
+                for name, value in merged.items():
+                    if value.shape[:1] != (rows,):
+                        raise RuntimeError(
+                            f"output {name!r} has shape {list(value.shape)} for a batch of {rows} rows; "
+                            "the model does not keep rows apart, run it without --max-batch"
+                        )
                 cuts = np.cumsum([g.rows for g in group])[:-1]
                 parts = {name: np.split(value, cuts) for name, value in merged.items()}
                 outputs = [{name: parts[name][i] for name in merged} for i in range(len(group))]
