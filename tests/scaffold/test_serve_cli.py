@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import re
 from pathlib import Path
 
@@ -76,9 +77,12 @@ def test_cli_writes_a_project_and_refuses_to_overwrite(tmp_path, capsys):
     )
     assert code == 0, err
     assert (out / "svc" / "proto" / "svc_pb2_grpc.py").is_file() and not (out / "tiny_cnn").exists()
-    assert not [
-        p for p in tmp_path.iterdir() if p.name.startswith(".")
-    ]  # no temporary folders left
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers  # no temporary folders left
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (out, out / "svc" / "artifact"):  # not private like a mkdtemp folder
+        assert (folder.stat().st_mode & 0o777) == 0o777 & ~umask, folder
 
 
 @pytest.mark.parametrize(

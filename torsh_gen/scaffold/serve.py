@@ -34,6 +34,7 @@ from torsh_gen.scaffold.common import (
     BLACK_MODE,
     TensorSpec,
     atomic_folder,
+    default_folder_mode,
     environment,
     markdown_code,
     package_name,
@@ -281,11 +282,13 @@ def generate_service(
     ctx = _context(model, pkg, kind, engine)
     files: dict[str, str | bytes] = dict(render_project(ctx))
     with atomic_folder(out, force) as tmp:
+        default_folder_mode(tmp)
         write_tree(tmp, files)
         if engine == "onnxruntime":
             write_tree(tmp, {f"{pkg}/model.onnx": model.onnx})
         else:
             model.compile_artifact(tmp / pkg / "artifact")
+            default_folder_mode(tmp / pkg / "artifact")  # compile writes it via mkdtemp (0700)
         if kind == "grpc":
             compile_stubs(tmp, pkg)
         for cache in sorted(tmp.rglob("__pycache__"), reverse=True):  # machine code stays out
