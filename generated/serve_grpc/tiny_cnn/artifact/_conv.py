@@ -1,11 +1,15 @@
 """Convolution kernels of this generated package (numba), by torsh-gen 0.1.0.
 
-- ``im2col``: gathers the columns of a 2-d convolution into a reused scratch matrix, in
-  parallel over its rows, so one BLAS product per image does the multiply-adds;
-- ``epilogue``: bias, residual and a simple activation in one pass over the product;
-- ``depthwise``: a direct depthwise (group == input channels) convolution, parallel over
-  output channels, with the same epilogue applied while the channel is in cache.
+- ``gemm_conv``: convolutions (any group count) as a packed GEMM: a register tile of 12
+  output channels x 32 positions written in LLVM IR (numba intrinsics), fed by panels
+  gathered straight from the image (implicit im2col), with bias, residual and activation
+  applied in registers before a single store;
+- ``gemm_rows`` and ``gemm_batched``: the same tile for products with a constant matrix
+  (packed once) and for batched products of run-time operands (attention);
+- ``depthwise3`` and ``depthwise``: direct depthwise convolutions, vectorized over output
+  columns for 3x3 kernels with stride 1 or 2, a scalar loop for the rest.
 
+All kernels run in numba's one thread pool (no BLAS threads competing with it).
 Activation codes: 0 none, 1 Relu, 2 Clip(lo, hi), 3 LeakyRelu(alpha = lo). Only float32
 C-contiguous operands are taken (explicit signatures: the kernels compile once when this
 module is imported, ``cache=True`` keeps the machine code in ``__pycache__``). Sums run in
@@ -30,7 +34,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_eee19bdb8babbb8b"
+_NAME = "_torsh_conv_428efe95c7ea8961"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -47,43 +51,27 @@ _Y4 = nb.types.Array(_F4, 4, "C")
 _W3 = nb.types.Array(_F4, 3, "C")
 _B1 = nb.types.Array(_F4, 1, "C", readonly=True)
 _R2 = nb.types.Array(_F4, 2, "C", readonly=True)
-_R3 = nb.types.Array(_F4, 3, "C", readonly=True)
 _R4 = nb.types.Array(_F4, 4, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
 _OPTS = dict(parallel=True, cache=True, nogil=True)
 
-_scratch_attr = "_torsh_conv_scratch"
 
-
-def scratch(owner, count: int) -> np.ndarray:
-    """A float32 scratch vector of ``count`` elements kept on ``owner`` (grown, never shrunk)."""
-    buf = owner.__dict__.get(_scratch_attr)
-    if buf is None or buf.size < count:
-        buf = np.empty(count, np.float32)
-        setattr(owner, _scratch_attr, buf)
-    return buf[:count]
-
-
-def packed(owner, w) -> np.ndarray:
+def packed(owner, w, group: int) -> np.ndarray:
     """``w`` packed for ``gemm_conv``; kept on ``owner`` for read-only (constant) weights."""
     w = np.ascontiguousarray(w, np.float32)
-    k = w.shape[1] * w.shape[2] * w.shape[3]
-    if w.flags.writeable:  # a run-time input: its values may change between calls
-        wp = np.zeros(((w.shape[0] + MR - 1) // MR, k, MR), np.float32)
-        pack_weights(wp, w)
-        return wp
+    key = (w.ctypes.data, w.shape, group)
     cache = owner.__dict__.setdefault("_torsh_packed", {})
-    key = (w.ctypes.data, w.shape)
     wp = cache.get(key)
     if wp is None:
-        wp = np.zeros(((w.shape[0] + MR - 1) // MR, k, MR), np.float32)
-        pack_weights(wp, w)
-        cache[key] = wp
+        tiles = (w.shape[0] // group + MR - 1) // MR
+        wp = np.zeros((group * tiles, w.shape[1] * w.shape[2] * w.shape[3], MR), np.float32)
+        pack_weights(wp, w, group)
+        if not w.flags.writeable:  # a run-time input may change between calls
+            cache[key] = wp
     return wp
 
 
 _NO_BIAS = np.zeros(0, np.float32)
-_NO_RES3 = np.zeros((0, 0, 0), np.float32)
 _NO_RES4 = np.zeros((0, 0, 0, 0), np.float32)
 
 
@@ -91,101 +79,31 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     """y = act(conv(x, w) + b + z) for float32 NCHW ``x`` into the preallocated ``y``.
 
     ``geo`` is (strides h, w, dilations h, w, begin pads h, w, group). Depthwise
-    convolutions (one input channel per group) run the direct kernel; the others gather
-    columns per image into ``owner``'s scratch (1x1 stride-1 unpadded ones use the input
-    as it is) and multiply once per group straight into ``y``, then run the epilogue.
+    convolutions (one input channel per group) run a direct kernel (vectorized for 3x3
+    with stride 1 or 2); the others run the packed GEMM, one group after the other.
     """
     sh, sw, dh, dw, ph, pw, group = geo
     x = np.ascontiguousarray(x)
-    n, c, h, wd = x.shape
+    c = x.shape[1]
     m, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     bias = _NO_BIAS if b is None else b
+    res = _NO_RES4 if z is None else np.ascontiguousarray(z)
+    if not y.flags.c_contiguous:
+        out = np.empty(y.shape, np.float32)
+        conv2d(owner, x, w, b, z, out, geo, act, lo, hi)
+        y[...] = out
+        return
+    flags = (b is not None) | (z is not None) << 1 | act << 2
     if group > 1 and w.shape[1] == 1 and group == c:
-        res = _NO_RES4 if z is None else np.ascontiguousarray(z)
-        if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2) and y.flags.c_contiguous:
-            flags = (b is not None) | (z is not None) << 1 | act << 2
-            depthwise3(x, w.reshape(m, kh, kw), bias, res, y, sh, ph, pw, flags, lo, hi)
-            return
-        depthwise(x, w.reshape(m, kh, kw), bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
-        return
-    if group == 1 and y.flags.c_contiguous:
-        res = _NO_RES4 if z is None else np.ascontiguousarray(z)
-        flags = (b is not None) | (z is not None) << 1 | act << 2
-        gemm_conv(
-            x,
-            packed(owner, w),
-            bias,
-            res,
-            y,
-            kh,
-            kw,
-            sh,
-            sw,
-            dh,
-            dw,
-            ph,
-            pw,
-            flags,
-            lo,
-            hi,
-            nb.get_num_threads(),
-        )
-        return
-    oh, ow = y.shape[2], y.shape[3]
-    p = oh * ow
-    k = w.shape[1] * kh * kw
-    mg = m // group
-    w3 = w.reshape(group, mg, k)
-    y3 = y.reshape(n, m, p)
-    direct = kh == kw == sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, wd)
-    cols = x.reshape(n, c, p) if direct else None
-    for i in range(n):
-        if direct:
-            ci = cols[i]
+        w3 = w.reshape(m, kh, kw)
+        if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
+            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi)
         else:
-            ci = scratch(owner, c * kh * kw * p).reshape(c * kh * kw, p)
-            im2col(x[i], ci, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow)
-        for g in range(group):
-            np.matmul(w3[g], ci[g * k : (g + 1) * k], out=y3[i, g * mg : (g + 1) * mg])
-    if b is not None or z is not None or act:
-        res = _NO_RES3 if z is None else np.ascontiguousarray(z).reshape(n, m, p)
-        epilogue(y3, bias, res, act, lo, hi)
-
-
-@nb.njit(nb.void(_X3, _Y2, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
-def im2col(x, cols, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow):
-    """cols[(c, i, j), (y, x)] = x[c, y*sh - ph + i*dh, x*sw - pw + j*dw], 0 outside."""
-    c_n, h, w = x.shape
-    p = oh * ow
-    xf = x.reshape(-1)
-    cf = cols.reshape(-1)
-    for r in nb.prange(c_n * kh * kw):
-        c = r // (kh * kw)
-        i = (r // kw) % kh
-        j = r % kw
-        off = j * dw - pw
-        lo = 0 if off >= 0 else (sw - 1 - off) // sw
-        hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
-        lo = min(lo, ow)
-        hi = max(hi, lo)
-        for yo in range(oh):
-            iy = yo * sh - ph + i * dh
-            dbase = r * p + yo * ow
-            if iy < 0 or iy >= h:
-                for xo in range(ow):
-                    cf[_U(dbase + xo)] = 0.0
-                continue
-            sbase = (c * h + iy) * w + off
-            for xo in range(lo):
-                cf[_U(dbase + xo)] = 0.0
-            if sw == 1:
-                for xo in range(lo, hi):
-                    cf[_U(dbase + xo)] = xf[_U(sbase + xo)]
-            else:
-                for xo in range(lo, hi):
-                    cf[_U(dbase + xo)] = xf[_U(sbase + xo * sw)]
-            for xo in range(hi, ow):
-                cf[_U(dbase + xo)] = 0.0
+            depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
+        return
+    wp = packed(owner, w, group)
+    threads = nb.get_num_threads()
+    gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads)
 
 
 @nb.njit(inline="always")
@@ -195,34 +113,6 @@ def _valid(off, sw, w, ow):
     hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
     lo = min(lo, ow)
     return lo, max(hi, lo)
-
-
-@nb.njit(inline="always")
-def _row3(xf, yf, wf, wrow, s, d, sw, dw, pw, wd, ow):
-    """One kernel row of width 3 added into output row ``d``: three taps per load/store."""
-    w0 = wf[_U(wrow)]
-    w1 = wf[_U(wrow + 1)]
-    w2 = wf[_U(wrow + 2)]
-    lo, _ = _valid(-pw, sw, wd, ow)
-    _, hi = _valid(2 * dw - pw, sw, wd, ow)
-    hi = max(hi, lo)
-    for xo in range(lo, hi):
-        b = s + xo * sw
-        yf[_U(d + xo)] += (w0 * xf[_U(b)] + w1 * xf[_U(b + dw)]) + w2 * xf[_U(b + 2 * dw)]
-    _edge3(xf, yf, wf, wrow, s, d, sw, dw, pw, wd, 0, lo)
-    _edge3(xf, yf, wf, wrow, s, d, sw, dw, pw, wd, hi, ow)
-
-
-@nb.njit(inline="always")
-def _edge3(xf, yf, wf, wrow, s, d, sw, dw, pw, wd, start, stop):
-    """Columns [start, stop) of a width-3 kernel row, where some taps fall in the padding."""
-    for xo in range(start, stop):
-        acc = yf[_U(d + xo)]
-        for j in range(3):
-            col = xo * sw + j * dw - pw
-            if col >= 0 and col < wd:
-                acc += wf[_U(wrow + j)] * xf[_U(s + col + pw)]
-        yf[_U(d + xo)] = acc
 
 
 @nb.njit(_F4(_F4, _I8, _F4, _F4), inline="always")
@@ -235,27 +125,6 @@ def _act(v, act, lo, hi):
     if act == 3:
         return v if v >= 0 else v * lo
     return v
-
-
-@nb.njit(nb.void(_Y3, _B1, _R3, _I8, _F4, _F4), **_OPTS)
-def epilogue(y, bias, res, act, lo, hi):
-    """y = act(y + bias[channel] + res) in place over y (N, C, P); empty bias/res: none."""
-    n, m, p = y.shape
-    yf = y.reshape(-1)
-    rf = res.reshape(-1)
-    has_bias = bias.size > 0
-    has_res = res.size > 0
-    for r in nb.prange(n * m):
-        bv = bias[r % m] if has_bias else np.float32(0.0)
-        base = r * p
-        if has_res:
-            for k in range(p):
-                q = _U(base + k)
-                yf[q] = _act((yf[q] + bv) + rf[q], act, lo, hi)
-        else:
-            for k in range(p):
-                q = _U(base + k)
-                yf[q] = _act(yf[q] + bv, act, lo, hi)
 
 
 @nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _F4, _F4), **_OPTS)
@@ -285,9 +154,6 @@ def depthwise(x, w, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi):
                 d = ybase + yo * ow
                 s = xbase + iy * wd - pw
                 wrow = (m * kh + i) * kw
-                if kw == 3:
-                    _row3(xf, yf, wf, wrow, s, d, sw, dw, pw, wd, ow)
-                    continue
                 for j in range(kw):
                     wv = wf[_U(wrow + j)]
                     lo_x, hi_x = _valid(j * dw - pw, sw, wd, ow)
@@ -571,23 +437,25 @@ def _copy_panel_row(typingctx, src, soff, dst, doff, nvalid):
     return sig, codegen
 
 
-@nb.njit(nb.void(_W3, _X4), cache=True, nogil=True)
-def pack_weights(wp, w):
-    """wp[t, k, r] = w[t*MR + r, k] (k over C*KH*KW), rows past M left as they are (zero)."""
-    m_n = w.shape[0]
+@nb.njit(nb.void(_W3, _X4, _I8), cache=True, nogil=True)
+def pack_weights(wp, w, group):
+    """wp[g*T + t, k, r] = w[g*Mg + t*MR + r, k] (k over Cg*KH*KW); rows past Mg stay zero."""
+    mg = w.shape[0] // group
     k_n = w.shape[1] * w.shape[2] * w.shape[3]
-    wf = w.reshape(m_n, k_n)
-    for t in range(wp.shape[0]):
-        for r in range(MR):
-            m = t * MR + r
-            if m < m_n:
+    tiles = wp.shape[0] // group
+    wf = w.reshape(w.shape[0], k_n)
+    for g in range(group):
+        for t in range(tiles):
+            for r in range(min(MR, mg - t * MR)):
+                m = g * mg + t * MR + r
                 for k in range(k_n):
-                    wp[t, k, r] = wf[m, k]
+                    wp[g * tiles + t, k, r] = wf[m, k]
 
 
 @nb.njit(inline="always")
-def _gather_panel(xf, base, buf, c_n, h, w, kh, kw, sh, sw, dh, dw, ph, pw, ow, p0, nv):
+def _gather_panel(xf, base, buf, c_n, h, w, geo, ow, p0, nv):
     """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding)."""
+    kh, kw, sh, sw, dh, dw, ph, pw = geo
     for k in range(c_n * kh * kw):
         c = k // (kh * kw)
         i = (k // kw) % kh
@@ -625,84 +493,70 @@ def _gather_panel(xf, base, buf, c_n, h, w, kh, kw, sh, sw, dh, dw, ph, pw, ow, 
             buf[_U(dst + u)] = 0.0
 
 
-@nb.njit(
-    nb.void(_X4, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _F4, _F4, _I8),
-    **_OPTS,
-)
-def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, flags, lo, hi, threads):
-    """y = act(conv(x, W) + bias + res) for group-1 convolutions, W packed by ``pack_weights``."""
+_GEO = (_I8,) * 9  # kh, kw, sh, sw, dh, dw, ph, pw, group
+
+
+@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, *_GEO, _I8, _F4, _F4, _I8), **_OPTS)
+def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads):
+    """y = act(conv(x, W) + bias + res), W packed by ``pack_weights``.
+
+    Work items are (image, group, panel of NR output positions, share of the row tiles):
+    each thread gathers a panel once and runs every row tile of its share over it, K in
+    blocks of KC so the panel block stays in L1 while the tiles accumulate in ``y``.
+    """
     n, c_n, h, w = x.shape
     _, m_n, oh, ow = y.shape
+    cg, mg = c_n // group, m_n // group
     p_n = oh * ow
-    k_n = c_n * kh * kw
-    mt = wp.shape[0]
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    rf = res.reshape(-1)
-    wf = wp.reshape(-1)
-    direct = (
-        kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0 and oh == h and ow == w
-    )
+    k_n = cg * kh * kw
+    mt = wp.shape[0] // group
+    xf, yf, rf, wf = x.reshape(-1), y.reshape(-1), res.reshape(-1), wp.reshape(-1)
+    direct = kh == kw == sh == sw == 1 and ph == pw == 0 and oh == h and ow == w
     panels = (p_n + NR - 1) // NR
-    split = 1
-    if n * panels < 4 * threads:
-        split = min(mt, (4 * threads + n * panels - 1) // (n * panels))
-    items = n * panels * split
+    jobs = n * group * panels
+    split = min(mt, (4 * threads + jobs - 1) // jobs) if jobs < 4 * threads else 1
+    items = jobs * split
     chunks = min(threads, items)
     for t in nb.prange(chunks):
         buf = np.empty(k_n * NR, np.float32)
         packed = -1
         for item in range(t * items // chunks, (t + 1) * items // chunks):
-            panel = item // split
-            part = item - panel * split
-            img = panel // panels
-            p0 = (panel - img * panels) * NR
+            job = item // split
+            part = item - job * split
+            img_g = job // panels
+            img, g = img_g // group, img_g % group
+            p0 = (job - img_g * panels) * NR
             nv = min(NR, p_n - p0)
-            if panel != packed:
+            if job != packed:
+                x0 = (img * c_n + g * cg) * h * w
                 if direct:
                     for k in range(k_n):
-                        _copy_panel_row(xf, (img * c_n + k) * p_n + p0, buf, k * NR, nv)
+                        _copy_panel_row(xf, x0 + k * p_n + p0, buf, k * NR, nv)
                 else:
-                    _gather_panel(
-                        xf,
-                        img * c_n * h * w,
-                        buf,
-                        c_n,
-                        h,
-                        w,
-                        kh,
-                        kw,
-                        sh,
-                        sw,
-                        dh,
-                        dw,
-                        ph,
-                        pw,
-                        ow,
-                        p0,
-                        nv,
-                    )
-                packed = panel
-            t0 = part * mt // split
-            t1 = (part + 1) * mt // split
+                    geo = (kh, kw, sh, sw, dh, dw, ph, pw)
+                    _gather_panel(xf, x0, buf, cg, h, w, geo, ow, p0, nv)
+                packed = job
             for k0 in range(0, k_n, KC):
                 kc = min(KC, k_n - k0)
                 fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
-                for tm in range(t0, t1):
-                    off = (img * m_n + tm * MR) * p_n + p0
+                for tm in range(part * mt // split, (part + 1) * mt // split):
+                    m0 = g * mg + tm * MR
+                    off = (img * m_n + m0) * p_n + p0
+                    woff = ((g * mt + tm) * k_n + k0) * MR
+                    rows = min(MR, mg - tm * MR)
                     _tile(
                         wf,
-                        (tm * k_n + k0) * MR,
+                        woff,
                         buf,
                         k0 * NR,
                         kc,
                         yf,
                         off,
                         p_n,
-                        min(MR, m_n - tm * MR),
+                        rows,
                         nv,
                         bias,
-                        tm * MR,
+                        m0,
                         rf,
                         off,
                         fl,
