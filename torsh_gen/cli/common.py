@@ -31,7 +31,13 @@ InputShapeOpt = Annotated[
     list[str] | None,
     typer.Option("--input-shape", help="Bind shapes: NAME=1x3x224x224 for an input, SYMBOL=N for a symbolic dim. Repeatable."),
 ]
-ModelArg = Annotated[str, typer.Argument(help="Model file (.onnx or .torsh).", metavar="MODEL")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Model file: .onnx, .torsh, .pt2, .pt (TorchScript), .tflite, or a TensorFlow SavedModel folder.",
+        metavar="MODEL",
+    ),
+]
 
 
 def emit_data(data: Any, fmt: OutputFormat) -> bool:
