@@ -95,9 +95,10 @@ def render_outputs(console: Console, data: dict[str, Any]) -> None:
 
 
 def _shape(shape: Any) -> str:
+    """A shape for a rich table cell (escaped: ``[s77,3]`` would otherwise read as markup)."""
     if shape is None:
-        return "[*]"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+        return escape("[*]")
+    return escape("[" + ",".join("?" if d is None else str(d) for d in shape) + "]")
 
 
 def _num(x: Any) -> str:
