@@ -28,6 +28,7 @@ import black
 
 from torsh_gen.backends.python.context import Lines, Module
 from torsh_gen.backends.python.conv_cache import install as install_conv_kernels
+from torsh_gen.backends.python.emitters.conv_numba import CONV_PARTS
 from torsh_gen.backends.python.function import MARKER, emit_function
 from torsh_gen.backends.python.literals import literal
 from torsh_gen.backends.python.names import doc_text
@@ -102,7 +103,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         version=info.version,
         source_literal=doc_text(info.source_name),
         kernels=bool(module.kernel_sources),
-        conv=getattr(module, "uses_conv_runtime", False),
+        conv=bool(getattr(module, CONV_PARTS, None)),
         ref=bool(module.ref_kernels),
         inputs=literal(tuple(inputs_sig)),
         outputs=literal(tuple(outputs_sig)),
@@ -116,9 +117,9 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     if module.kernel_sources:
         digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
         put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
-    conv = getattr(module, "uses_conv_runtime", False)
+    conv = getattr(module, CONV_PARTS, None)
     if conv:
-        put("_conv.py", _conv_runtime(info.version), fmt=False)
+        put("_conv.py", _conv_runtime(info.version, conv), fmt=False)
         install_conv_kernels(folder)
     needs = ", numba" if module.kernel_sources or conv else ""
     needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
@@ -134,9 +135,20 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     return PackageResult(sorted(written), module.fast_nodes, module.ref_nodes, len(module.kernel_sources), module.weights.nbytes, memory, vendored)
 
 
-def _conv_runtime(version: str) -> str:
-    """``_conv.py`` under a module name fixed by its source (numba's cache imports it by name)."""
+def _conv_runtime(version: str, parts: set[str]) -> str:
+    """``_conv.py`` with the kernel families the model uses (``# [part: NAME]`` sections of
+    the template; each compiled kernel costs seconds on a cold cache), under a module name
+    fixed by its source (numba's cache imports it by name)."""
     body = render("_conv.py.j2", version=version, digest="{digest}", threading_layer=CONV_THREADING)
+    kept, keep = [], True
+    for line in body.splitlines(keepends=True):
+        if line.startswith("# [part: "):
+            part = line.strip()[len("# [part: "):-1]
+            keep = part == "all" or part in parts
+            continue
+        if keep:
+            kept.append(line)
+    body = black.format_str("".join(kept), mode=_BLACK)
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     return body.replace("{digest}", digest)
 

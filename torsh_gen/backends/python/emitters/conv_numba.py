@@ -22,8 +22,15 @@ from torsh_gen.ir.types import DType
 #: FusedConv activations the convolution runtime applies itself → their code there.
 ACT_CODES = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3}
 
-#: The attribute on ``Module`` that makes the package write and import ``_conv.py``.
-FLAG = "uses_conv_runtime"
+#: The attribute on ``Module`` naming the parts of ``_conv.py`` the package needs (a set;
+#: none: no ``_conv.py``): "conv", "depthwise", "matmul", "batched".
+CONV_PARTS = "conv_runtime_parts"
+
+
+def use_conv_runtime(module: object, *parts: str) -> None:
+    """Record that the generated code calls the ``parts`` of ``_conv.py``."""
+    current = getattr(module, CONV_PARTS, None) or set()
+    setattr(module, CONV_PARTS, current | set(parts))
 
 
 def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides: list[int],
@@ -56,5 +63,9 @@ def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides:
              f"{code}, {ctx.lit(float(lo))}, {ctx.lit(float(hi))})")
     if act not in ACT_CODES and not emit_activation(ctx, y, act, params, DType.FLOAT):
         return False
-    setattr(ctx.module, FLAG, True)
+    c = t_in.shape[1]
+    if group > 1 and w_shape[1] == 1:  # depthwise when the input has `group` channels
+        use_conv_runtime(ctx.module, *(("depthwise",) if c == group else ("depthwise", "conv")))
+    else:
+        use_conv_runtime(ctx.module, "conv")
     return True

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
-from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, FLAG
+from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, use_conv_runtime
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
 from torsh_gen.backends.python.emitters.fused import emit_activation, nn_block
 from torsh_gen.backends.python.scalar import activation_expr
@@ -191,7 +191,7 @@ def _packed(ctx: NodeCtx, epi: tuple[str, str], act: str, params: list[float], e
     if act not in ACT_CODES:
         kernel = nn_block(ctx, "epilogue", "epilogue", False, False, expr)
         ctx.emit(f"{kernel}({y}.reshape(-1, {w.shape[1]}))")
-    setattr(ctx.module, FLAG, True)
+    use_conv_runtime(ctx.module, "matmul")
     return True
 
 
@@ -208,5 +208,5 @@ def _batched(ctx: NodeCtx) -> bool:
     y, x0, x1 = ctx.y(), ctx.x(0), ctx.x(1)
     ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + {x1}.shape[-1:], dtype=np.float32)'}")
     ctx.emit(f"_cv.batched_matmul({x0}, {x1}, {y})")
-    setattr(ctx.module, FLAG, True)
+    use_conv_runtime(ctx.module, "batched")
     return True
