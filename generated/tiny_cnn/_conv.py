@@ -34,7 +34,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_9cc6e426ba57bc18"
+_NAME = "_torsh_conv_bae44ba0a8e7579f"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -392,43 +392,55 @@ def pack_weights(wp, w, group):
 
 @nb.njit(inline="always")
 def _gather_panel(xf, base, buf, c_n, h, w, geo, ow, p0, nv):
-    """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding)."""
+    """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding).
+
+    Loops run over (channel, kernel row, kernel column) without integer division, and
+    each output row the panel touches is one segment: its valid columns are computed once
+    (no division for stride 1) and copied as a contiguous (stride 1) or strided run.
+    """
     kh, kw, sh, sw, dh, dw, ph, pw = geo
-    for k in range(c_n * kh * kw):
-        c = k // (kh * kw)
-        i = (k // kw) % kh
-        j = k % kw
-        dst = k * NR
-        t = 0
-        oy = p0 // ow
-        ox = p0 - oy * ow
-        while t < nv:
-            seg = min(ow - ox, nv - t)
-            iy = oy * sh - ph + i * dh
-            if iy < 0 or iy >= h:
-                for u in range(seg):
-                    buf[_U(dst + t + u)] = 0.0
-            else:
-                ix = ox * sw - pw + j * dw
-                lo = 0 if ix >= 0 else min(seg, (sw - 1 - ix) // sw)
-                hi = min(seg, (w - 1 - ix) // sw + 1) if w - 1 - ix >= 0 else 0
-                hi = max(hi, lo)
-                src = base + (c * h + iy) * w + ix
-                for u in range(lo):
-                    buf[_U(dst + t + u)] = 0.0
-                if sw == 1:
-                    for u in range(lo, hi):
-                        buf[_U(dst + t + u)] = xf[_U(src + u)]
-                else:
-                    for u in range(lo, hi):
-                        buf[_U(dst + t + u)] = xf[_U(src + u * sw)]
-                for u in range(hi, seg):
-                    buf[_U(dst + t + u)] = 0.0
-            t += seg
-            oy += 1
-            ox = 0
-        for u in range(nv, NR):
-            buf[_U(dst + u)] = 0.0
+    oy0 = p0 // ow
+    ox0 = p0 - oy0 * ow
+    k = 0
+    for c in range(c_n):
+        for i in range(kh):
+            for j in range(kw):
+                dst = k * NR
+                t = 0
+                oy = oy0
+                ox = ox0
+                while t < nv:
+                    seg = min(ow - ox, nv - t)
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= h:
+                        for u in range(seg):
+                            buf[_U(dst + t + u)] = 0.0
+                    else:
+                        ix = ox * sw - pw + j * dw
+                        if sw == 1:
+                            lo = min(seg, max(0, -ix))
+                            hi = max(lo, min(seg, w - ix))
+                        else:
+                            lo = 0 if ix >= 0 else min(seg, (sw - 1 - ix) // sw)
+                            hi = min(seg, (w - 1 - ix) // sw + 1) if w - 1 - ix >= 0 else 0
+                            hi = max(hi, lo)
+                        src = base + (c * h + iy) * w + ix
+                        for u in range(lo):
+                            buf[_U(dst + t + u)] = 0.0
+                        if sw == 1:
+                            for u in range(lo, hi):
+                                buf[_U(dst + t + u)] = xf[_U(src + u)]
+                        else:
+                            for u in range(lo, hi):
+                                buf[_U(dst + t + u)] = xf[_U(src + u * sw)]
+                        for u in range(hi, seg):
+                            buf[_U(dst + t + u)] = 0.0
+                    t += seg
+                    oy += 1
+                    ox = 0
+                for u in range(nv, NR):
+                    buf[_U(dst + u)] = 0.0
+                k += 1
 
 
 _GEO = (_I8,) * 9  # kh, kw, sh, sw, dh, dw, ph, pw, group

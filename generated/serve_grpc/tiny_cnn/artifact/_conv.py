@@ -34,7 +34,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_428efe95c7ea8961"
+_NAME = "_torsh_conv_bae44ba0a8e7579f"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -104,68 +104,6 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     wp = packed(owner, w, group)
     threads = nb.get_num_threads()
     gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads)
-
-
-@nb.njit(inline="always")
-def _valid(off, sw, w, ow):
-    """The output columns xo whose input column xo * sw + off lies inside [0, w)."""
-    lo = 0 if off >= 0 else (sw - 1 - off) // sw
-    hi = min(ow, (w - 1 - off) // sw + 1) if w - 1 - off >= 0 else 0
-    lo = min(lo, ow)
-    return lo, max(hi, lo)
-
-
-@nb.njit(_F4(_F4, _I8, _F4, _F4), inline="always")
-def _act(v, act, lo, hi):
-    if act == 1:
-        return np.float32(0.0) if v < 0 else v
-    if act == 2:
-        v = lo if v < lo else v
-        return hi if v > hi else v
-    if act == 3:
-        return v if v >= 0 else v * lo
-    return v
-
-
-@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _F4, _F4), **_OPTS)
-def depthwise(x, w, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi):
-    """y[b, m] = act(sum_taps w[m] * x[b, m // mult] + bias[m] + res[b, m]), x (N, C, H, W)."""
-    n, c_n, h, wd = x.shape
-    _, m_n, oh, ow = y.shape
-    kh, kw = w.shape[1], w.shape[2]
-    mult = m_n // c_n
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    rf = res.reshape(-1)
-    wf = w.reshape(-1)
-    has_bias = bias.size > 0
-    has_res = res.size > 0
-    for r in nb.prange(n * m_n):
-        m = r % m_n
-        xbase = ((r // m_n) * c_n + m // mult) * h * wd
-        ybase = r * oh * ow
-        for q in range(ybase, ybase + oh * ow):
-            yf[_U(q)] = 0.0
-        for i in range(kh):
-            for yo in range(oh):
-                iy = yo * sh - ph + i * dh
-                if iy < 0 or iy >= h:
-                    continue
-                d = ybase + yo * ow
-                s = xbase + iy * wd - pw
-                wrow = (m * kh + i) * kw
-                for j in range(kw):
-                    wv = wf[_U(wrow + j)]
-                    lo_x, hi_x = _valid(j * dw - pw, sw, wd, ow)
-                    for xo in range(lo_x, hi_x):
-                        yf[_U(d + xo)] += wv * xf[_U(s + j * dw + xo * sw)]
-        bv = bias[m] if has_bias else np.float32(0.0)
-        if has_res:
-            for q in range(ybase, ybase + oh * ow):
-                yf[_U(q)] = _act((yf[_U(q)] + bv) + rf[_U(q)], act, lo, hi)
-        else:
-            for q in range(ybase, ybase + oh * ow):
-                yf[_U(q)] = _act(yf[_U(q)] + bv, act, lo, hi)
 
 
 # ---------------------------------------------------------------------------------------
@@ -454,43 +392,55 @@ def pack_weights(wp, w, group):
 
 @nb.njit(inline="always")
 def _gather_panel(xf, base, buf, c_n, h, w, geo, ow, p0, nv):
-    """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding)."""
+    """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding).
+
+    Loops run over (channel, kernel row, kernel column) without integer division, and
+    each output row the panel touches is one segment: its valid columns are computed once
+    (no division for stride 1) and copied as a contiguous (stride 1) or strided run.
+    """
     kh, kw, sh, sw, dh, dw, ph, pw = geo
-    for k in range(c_n * kh * kw):
-        c = k // (kh * kw)
-        i = (k // kw) % kh
-        j = k % kw
-        dst = k * NR
-        t = 0
-        oy = p0 // ow
-        ox = p0 - oy * ow
-        while t < nv:
-            seg = min(ow - ox, nv - t)
-            iy = oy * sh - ph + i * dh
-            if iy < 0 or iy >= h:
-                for u in range(seg):
-                    buf[_U(dst + t + u)] = 0.0
-            else:
-                ix = ox * sw - pw + j * dw
-                lo = 0 if ix >= 0 else min(seg, (sw - 1 - ix) // sw)
-                hi = min(seg, (w - 1 - ix) // sw + 1) if w - 1 - ix >= 0 else 0
-                hi = max(hi, lo)
-                src = base + (c * h + iy) * w + ix
-                for u in range(lo):
-                    buf[_U(dst + t + u)] = 0.0
-                if sw == 1:
-                    for u in range(lo, hi):
-                        buf[_U(dst + t + u)] = xf[_U(src + u)]
-                else:
-                    for u in range(lo, hi):
-                        buf[_U(dst + t + u)] = xf[_U(src + u * sw)]
-                for u in range(hi, seg):
-                    buf[_U(dst + t + u)] = 0.0
-            t += seg
-            oy += 1
-            ox = 0
-        for u in range(nv, NR):
-            buf[_U(dst + u)] = 0.0
+    oy0 = p0 // ow
+    ox0 = p0 - oy0 * ow
+    k = 0
+    for c in range(c_n):
+        for i in range(kh):
+            for j in range(kw):
+                dst = k * NR
+                t = 0
+                oy = oy0
+                ox = ox0
+                while t < nv:
+                    seg = min(ow - ox, nv - t)
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= h:
+                        for u in range(seg):
+                            buf[_U(dst + t + u)] = 0.0
+                    else:
+                        ix = ox * sw - pw + j * dw
+                        if sw == 1:
+                            lo = min(seg, max(0, -ix))
+                            hi = max(lo, min(seg, w - ix))
+                        else:
+                            lo = 0 if ix >= 0 else min(seg, (sw - 1 - ix) // sw)
+                            hi = min(seg, (w - 1 - ix) // sw + 1) if w - 1 - ix >= 0 else 0
+                            hi = max(hi, lo)
+                        src = base + (c * h + iy) * w + ix
+                        for u in range(lo):
+                            buf[_U(dst + t + u)] = 0.0
+                        if sw == 1:
+                            for u in range(lo, hi):
+                                buf[_U(dst + t + u)] = xf[_U(src + u)]
+                        else:
+                            for u in range(lo, hi):
+                                buf[_U(dst + t + u)] = xf[_U(src + u * sw)]
+                        for u in range(hi, seg):
+                            buf[_U(dst + t + u)] = 0.0
+                    t += seg
+                    oy += 1
+                    ox = 0
+                for u in range(nv, NR):
+                    buf[_U(dst + u)] = 0.0
+                k += 1
 
 
 _GEO = (_I8,) * 9  # kh, kw, sh, sw, dh, dw, ph, pw, group
@@ -671,277 +621,3 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
     bias = _NO_BIAS if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
     flags = (b is not None) << 5 | (z is not None) << 1 | act << 2
     gemm_rows(x2, panels(owner, w), bias, res, y2, flags, lo, hi, nb.get_num_threads())
-
-
-# ---------------------------------------------------------------------------------------
-# Depthwise 3x3 convolutions, stride 1 or 2: one output row of one channel per call, 16
-# output columns per vector. Each of the nine taps is one (masked) vector load of the input
-# row, deinterleaved for stride 2 (two loads, even lanes kept), and one fused multiply-add;
-# padding and the row's tail are lanes masked off. The epilogue runs on the vector before
-# its single store.
-# ---------------------------------------------------------------------------------------
-
-
-def _make_depthwise3(stride):
-    @intrinsic
-    def row(
-        typingctx, xf, xoff, rows, wf, woff, yf, yoff, ow, win, pw, bias, boff, res, flags, lo, hi
-    ):
-        """y[yoff + ox] for ox < ow from input rows ``xoff + i*win`` (i in bits of ``rows``)."""
-        ip = types.intp
-        sig = types.void(
-            xf, ip, ip, wf, ip, yf, ip, ip, ip, ip, bias, ip, res, ip, types.float32, types.float32
-        )
-
-        def codegen(context, builder, signature, args):
-            xa, xoff, rows, wa, woff, ya, yoff, ow, win, pw, ba, boff, ra, flags, lo, hi = args
-            t = signature.args
-            xbase = _data(context, builder, t[0], xa, xoff)
-            wbase = _data(context, builder, t[3], wa, woff)
-            ybase = _data(context, builder, t[5], ya, yoff)
-            bptr = _data(context, builder, t[10], ba, boff)
-            rbase = _data(context, builder, t[12], ra, yoff)
-            fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
-            weights = [
-                _splat(builder, builder.load(builder.gep(wbase, [_k(q)])), _V) for q in range(9)
-            ]
-            row_on = [
-                builder.icmp_signed("!=", builder.and_(rows, _k(1 << i)), _k(0)) for i in range(3)
-            ]
-            has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
-            has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
-            act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
-            vt = ir.VectorType(_I64, _L)
-            lanes = ir.Constant(vt, list(range(_L)))
-            pre = builder.basic_block
-            loop = builder.append_basic_block("dw.loop")
-            done = builder.append_basic_block("dw.done")
-            builder.cbranch(builder.icmp_signed(">", ow, _k(0)), loop, done)
-            builder.position_at_end(loop)
-            ox = builder.phi(_I64)
-            ox.add_incoming(_k(0), pre)
-            left = _splat(builder, builder.sub(ow, ox), vt)
-            out_mask = builder.icmp_signed("<", lanes, left)
-            winv = _splat(builder, win, vt)
-            zero = ir.Constant(_V, [0.0] * _L)
-            acc = zero
-            for i in range(3):
-                rowp = builder.gep(xbase, [builder.mul(_k(i), win)])
-                on = row_on[i]
-                load_mask = builder.and_(out_mask, _splat(builder, on, _MASK))
-                taps = []
-                for j in range(3):
-                    base = builder.add(builder.sub(builder.mul(ox, _k(stride)), pw), _k(j))
-                    taps.append(_tap(builder, rowp, base, winv, load_mask, stride))
-                for j in range(3):
-                    prod = builder.call(fma, [taps[j], weights[i * 3 + j], acc])
-                    acc = builder.select(on, prod, acc)
-            yrow = builder.gep(ybase, [ox])
-            res_row = builder.gep(rbase, [ox])
-            out = _epilogue(
-                builder,
-                [acc],
-                bptr,
-                has_bias,
-                bptr,
-                ir.Constant(_I1, 0),
-                res_row,
-                has_res,
-                act,
-                lo,
-                hi,
-                [out_mask],
-            )
-            _masked_store(builder, out[0], _vec_at(builder, yrow, 0), out_mask)
-            nxt = builder.add(ox, _k(_L))
-            ox.add_incoming(nxt, builder.basic_block)
-            builder.cbranch(builder.icmp_signed("<", nxt, ow), loop, done)
-            builder.position_at_end(done)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return row
-
-
-def _tap(builder, rowp, base, winv, out_mask, stride):
-    """Input columns base + lane * stride of one row; zero where outside [0, win)."""
-    vt = ir.VectorType(_I64, _L)
-    if stride == 1:
-        idx = builder.add(_splat(builder, base, vt), ir.Constant(vt, list(range(_L))))
-        ok = builder.and_(
-            builder.icmp_signed(">=", idx, ir.Constant(vt, [0] * _L)),
-            builder.icmp_signed("<", idx, winv),
-        )
-        return _masked_load(builder, _vec_at_dyn(builder, rowp, base), builder.and_(ok, out_mask))
-    halves = []
-    for h in range(2):
-        idx = builder.add(
-            _splat(builder, base, vt), ir.Constant(vt, list(range(h * _L, (h + 1) * _L)))
-        )
-        ok = builder.and_(
-            builder.icmp_signed(">=", idx, ir.Constant(vt, [0] * _L)),
-            builder.icmp_signed("<", idx, winv),
-        )
-        # lane l of this half is output column (h * 16 + l) // 2
-        outs = builder.shuffle_vector(
-            out_mask,
-            out_mask,
-            ir.Constant(ir.VectorType(_I32, _L), [(h * _L + q) // 2 for q in range(_L)]),
-        )
-        ptr = _vec_at_dyn(builder, rowp, builder.add(base, _k(h * _L)))
-        halves.append(_masked_load(builder, ptr, builder.and_(ok, outs)))
-    evens = ir.Constant(ir.VectorType(_I32, _L), [2 * q for q in range(_L)])
-    return builder.shuffle_vector(halves[0], halves[1], evens)
-
-
-def _vec_at_dyn(builder, base, offset):
-    return builder.bitcast(builder.gep(base, [offset]), _V.as_pointer())
-
-
-_depthwise3_s1 = _make_depthwise3(1)
-_depthwise3_s2 = _make_depthwise3(2)
-
-
-@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _F4, _F4), **_OPTS)
-def depthwise3(x, w, bias, res, y, stride, ph, pw, flags, lo, hi):
-    """Depthwise 3x3 convolution (stride 1 or 2, no dilation) with the fused epilogue."""
-    n, c_n, h, wd = x.shape
-    _, m_n, oh, ow = y.shape
-    mult = m_n // c_n
-    xf = x.reshape(-1)
-    yf = y.reshape(-1)
-    rf = res.reshape(-1)
-    wf = w.reshape(-1)
-    for r in nb.prange(n * m_n):
-        m = r % m_n
-        xplane = ((r // m_n) * c_n + m // mult) * h * wd
-        for oy in range(oh):
-            iy = oy * stride - ph
-            rows = 0
-            for i in range(3):
-                if 0 <= iy + i < h:
-                    rows |= 1 << i
-            yoff = (r * oh + oy) * ow
-            if stride == 1:
-                _depthwise3_s1(
-                    xf,
-                    xplane + iy * wd,
-                    rows,
-                    wf,
-                    m * 9,
-                    yf,
-                    yoff,
-                    ow,
-                    wd,
-                    pw,
-                    bias,
-                    m,
-                    rf,
-                    flags,
-                    lo,
-                    hi,
-                )
-            else:
-                _depthwise3_s2(
-                    xf,
-                    xplane + iy * wd,
-                    rows,
-                    wf,
-                    m * 9,
-                    yf,
-                    yoff,
-                    ow,
-                    wd,
-                    pw,
-                    bias,
-                    m,
-                    rf,
-                    flags,
-                    lo,
-                    hi,
-                )
-
-
-# ---------------------------------------------------------------------------------------
-# Batched products of two run-time operands (attention scores and weighted values): the
-# same register tile, both operands packed per call from whatever strides they have.
-# ---------------------------------------------------------------------------------------
-
-_A3 = nb.types.Array(_F4, 3, "A", readonly=True)
-
-
-@nb.njit(nb.void(_A3, _A3, _Y3, _I8), **_OPTS)
-def gemm_batched(a, b, y, threads):
-    """y[i] = a[i] @ b[i] for a (B, M, K), b (B, K, N) of any strides, y (B, M, N) C-contiguous."""
-    bn, m_n, k_n = a.shape
-    n = b.shape[2]
-    rt = (m_n + MR - 1) // MR
-    panels = (n + NR - 1) // NR
-    items = bn * panels
-    chunks = min(threads, items)
-    yf = y.reshape(-1)
-    none = np.zeros(0, np.float32)
-    for c in nb.prange(chunks):
-        ap = np.empty(rt * k_n * MR, np.float32)
-        bp = np.empty(k_n * NR, np.float32)
-        packed = -1
-        for item in range(c * items // chunks, (c + 1) * items // chunks):
-            i = item // panels
-            p = item - i * panels
-            if i != packed:
-                for t in range(rt):
-                    for k in range(k_n):
-                        for r in range(MR):
-                            row = t * MR + r
-                            ap[(t * k_n + k) * MR + r] = (
-                                a[i, row, k] if row < m_n else np.float32(0.0)
-                            )
-                packed = i
-            nv = min(NR, n - p * NR)
-            for k in range(k_n):
-                for j in range(NR):
-                    bp[k * NR + j] = b[i, k, p * NR + j] if j < nv else np.float32(0.0)
-            for k0 in range(0, k_n, KC):
-                kc = min(KC, k_n - k0)
-                fl = 16 if k0 > 0 else 0
-                for t in range(rt):
-                    off = (i * m_n + t * MR) * n + p * NR
-                    _tile(
-                        ap,
-                        (t * k_n + k0) * MR,
-                        bp,
-                        k0 * NR,
-                        kc,
-                        yf,
-                        off,
-                        n,
-                        min(MR, m_n - t * MR),
-                        nv,
-                        none,
-                        0,
-                        none,
-                        0,
-                        fl,
-                        np.float32(0.0),
-                        np.float32(0.0),
-                    )
-
-
-def batched_matmul(a, b, y):
-    """y = a @ b for float32 a (..., M, K), b (..., K, N) with the same leading dims."""
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    if y.size == 0:
-        return
-    if k == 0:
-        y[...] = 0
-        return
-    a3 = a.reshape(-1, m, k)
-    b3 = b.reshape(-1, k, n)
-    if not y.flags.c_contiguous:
-        out = np.empty(y.shape, np.float32)
-        gemm_batched(a3, b3, out.reshape(-1, m, n), nb.get_num_threads())
-        y[...] = out
-        return
-    gemm_batched(a3, b3, y.reshape(-1, m, n), nb.get_num_threads())
