@@ -256,3 +256,14 @@ def test_batched_products_of_runtime_operands(tmp_path: Path, a_shape: list, b_s
     module = compile_and_load(model, tmp_path / "bmm")
     assert "_cv.batched_matmul(" in (tmp_path / "bmm" / "model.py").read_text()
     assert_matches_ort(module, model, _feeds(model, 5), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("size", "beta", "shape"), [(5, 0.75, [1, 7, 6, 5]), (3, 0.5, [2, 9, 11, 3]), (1, 0.75, [1, 3, 4, 4])])
+def test_local_response_norm_kernel(tmp_path: Path, size: int, beta: float, shape: list) -> None:
+    """LRN through the channel-window kernel (the two-square-root path for beta 0.75, pow
+    otherwise)."""
+    node = helper.make_node("LRN", ["x"], ["y"], size=size, alpha=2e-3, beta=beta, bias=1.5)
+    model = _model([node], [("x", shape)], ["y"], {}, opset=13)
+    module = compile_and_load(model, tmp_path / "lrn")
+    assert "_cv.local_response_norm(" in (tmp_path / "lrn" / "model.py").read_text()
+    assert_matches_ort(module, model, _feeds(model, 9, scale=4.0), rtol=1e-5, atol=1e-6)

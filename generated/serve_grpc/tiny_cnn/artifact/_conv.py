@@ -34,7 +34,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_bae44ba0a8e7579f"
+_NAME = "_torsh_conv_3b84e17ddc514f2d"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -186,7 +186,6 @@ def _epilogue(
 ):
     """Bias (per row or per column), then residual, then the activation (codes as ``_act``)
     on one tile row."""
-    zero = ir.Constant(_V, [0.0] * _L)
     entry = builder.basic_block
     with builder.if_then(has_bias):
         loaded = builder.load(bias_ptr)
@@ -212,15 +211,30 @@ def _epilogue(
                 builder, _vec_at(builder, res_row, v * _L), builder.and_(masks[v], res_on)
             ),
         )
-        neg = builder.fcmp_ordered("<", x, zero)
-        relu = builder.select(neg, zero, x)
-        clip = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
-        clip = builder.select(builder.fcmp_ordered(">", clip, hiv), hiv, clip)
-        leaky = builder.select(neg, builder.fmul(x, lov), x)
-        y = builder.select(builder.icmp_signed("==", act, _k(1)), relu, x)
-        y = builder.select(builder.icmp_signed("==", act, _k(2)), clip, y)
-        out.append(builder.select(builder.icmp_signed("==", act, _k(3)), leaky, y))
+        out.append(_activate(builder, x, act, lov, hiv))
     return out
+
+
+def _activate(builder, x, act, lov, hiv):
+    """The activation of code ``act`` (a Python int: code known when the IR is built; an
+    LLVM value: chosen at run time by selects)."""
+    zero = ir.Constant(_V, [0.0] * _L)
+    neg = builder.fcmp_ordered("<", x, zero)
+    if isinstance(act, int):
+        if act == 1:
+            return builder.select(neg, zero, x)
+        if act == 2:
+            clip = builder.select(builder.fcmp_ordered("<", x, lov), lov, x)
+            return builder.select(builder.fcmp_ordered(">", clip, hiv), hiv, clip)
+        if act == 3:
+            return builder.select(neg, builder.fmul(x, lov), x)
+        return x
+    y = x
+    for code in (1, 2, 3):
+        y = builder.select(
+            builder.icmp_signed("==", act, _k(code)), _activate(builder, x, code, lov, hiv), y
+        )
+    return y
 
 
 @intrinsic
@@ -287,19 +301,26 @@ def _tile(
         masks = _lane_masks(builder, nvalid)
         accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
         rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+        zero = ir.Constant(_V, [0.0] * _L)
+        start = builder.basic_block
+        with builder.if_then(accumulate):
+            loaded = []
+            for r in range(MR):
+                on = _splat(builder, builder.icmp_signed("<", _k(r), mvalid), _MASK)
+                ptrs = [_vec_at(builder, rows[r], v * _L) for v in range(NV)]
+                loaded.append(
+                    [_masked_load(builder, ptrs[v], builder.and_(masks[v], on)) for v in range(NV)]
+                )
+            loaded_block = builder.basic_block
         init = []
         for r in range(MR):
-            on = _splat(
-                builder, builder.and_(accumulate, builder.icmp_signed("<", _k(r), mvalid)), _MASK
-            )
-            init.append(
-                [
-                    _masked_load(
-                        builder, _vec_at(builder, rows[r], v * _L), builder.and_(masks[v], on)
-                    )
-                    for v in range(NV)
-                ]
-            )
+            row = []
+            for v in range(NV):
+                phi = builder.phi(_V)
+                phi.add_incoming(zero, start)
+                phi.add_incoming(loaded[r][v], loaded_block)
+                row.append(phi)
+            init.append(row)
         pre = builder.basic_block
         loop = builder.append_basic_block("tile.loop")
         done = builder.append_basic_block("tile.done")
@@ -329,26 +350,35 @@ def _tile(
         has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
         col_bias = builder.icmp_signed("!=", builder.and_(flags, _k(32)), _k(0))
         act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
-        for r in range(MR):
-            with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
-                res_row = builder.gep(rbase, [builder.mul(_k(r), ldy)])
-                bias_ptr = builder.gep(bbase, [_k(r)])
-                out = _epilogue(
-                    builder,
-                    new[r],
-                    bias_ptr,
-                    has_bias,
-                    bbase,
-                    col_bias,
-                    res_row,
-                    has_res,
-                    act,
-                    lo,
-                    hi,
-                    masks,
-                )
-                for v in range(NV):
-                    _masked_store(builder, out[v], _vec_at(builder, rows[r], v * _L), masks[v])
+        merge = builder.append_basic_block("tile.stored")
+        cases = [builder.append_basic_block(f"tile.act{code}") for code in range(4)]
+        switch = builder.switch(act, cases[0])
+        for code in range(1, 4):
+            switch.add_case(_k(code), cases[code])
+        for code, block in enumerate(cases):
+            builder.position_at_end(block)
+            for r in range(MR):
+                with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
+                    res_row = builder.gep(rbase, [builder.mul(_k(r), ldy)])
+                    bias_ptr = builder.gep(bbase, [_k(r)])
+                    out = _epilogue(
+                        builder,
+                        new[r],
+                        bias_ptr,
+                        has_bias,
+                        bbase,
+                        col_bias,
+                        res_row,
+                        has_res,
+                        code,
+                        lo,
+                        hi,
+                        masks,
+                    )
+                    for v in range(NV):
+                        _masked_store(builder, out[v], _vec_at(builder, rows[r], v * _L), masks[v])
+            builder.branch(merge)
+        builder.position_at_end(merge)
         return context.get_dummy_value()
 
     return sig, codegen

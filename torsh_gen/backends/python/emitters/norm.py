@@ -1,4 +1,4 @@
-"""Emitters for Softmax, LogSoftmax, LayerNormalization and inference BatchNormalization.
+"""Emitters for Softmax, LogSoftmax, LayerNormalization, inference BatchNormalization and LRN.
 
 Each computes in the input's float type with numpy reductions and in-place updates of
 the output buffer (max-shifted exponentials for the softmaxes; mean, centred variance
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
+from torsh_gen.backends.python.emitters.conv_numba import use_conv_runtime
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
 from torsh_gen.backends.python.emitters.fused import nn_block
 from torsh_gen.ir.types import DType
@@ -149,4 +150,18 @@ def batch_norm(ctx: NodeCtx) -> bool:
     ctx.emit(f"{k} = ({scale} / np.sqrt({var} + {d}({ctx.lit(float(ctx.attrs.epsilon))}))).reshape({shape})")
     ctx.emit(f"{y} = np.subtract({x}, {mean}.reshape({shape}){ctx.out_kw()})\nnp.multiply({y}, {k}, out={y})")
     ctx.emit(f"np.add({y}, {bias}.reshape({shape}), out={y})\ndel {k}")
+    return True
+
+
+@emits("LRN")
+def local_response_norm(ctx: NodeCtx) -> bool:
+    """float32 LRN over (N, C, ...) inputs: the channel-window kernel of ``_conv.py``."""
+    if dtypes(ctx, 1) != [DType.FLOAT] or (_rank(ctx) or 0) < 3:
+        return False
+    a = ctx.attrs
+    y, x = ctx.y(), ctx.x(0)
+    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x}.shape, dtype=np.float32)'}")
+    params = ", ".join(ctx.lit(v) for v in (int(a.size), float(a.alpha), float(a.beta), float(a.bias)))
+    ctx.emit(f"_cv.local_response_norm({x}, {y}, {params})")
+    use_conv_runtime(ctx.module, "lrn")
     return True
