@@ -34,7 +34,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_3b84e17ddc514f2d"
+_NAME = "_torsh_conv_d0356846dbfed70f"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -103,7 +103,43 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
         return
     wp = packed(owner, w, group)
     threads = nb.get_num_threads()
+    oh, ow = y.shape[2], y.shape[3]
+    wpad = ow + (kw - 1) * dw
+    if sh == sw == 1 and (kh > 1 or kw > 1 or ph or pw) and wpad >= 8:
+        xpad, gplane = _padded(owner, x, oh + (kh - 1) * dh, wpad, ph, pw, group)
+        koffs = _tap_offsets(owner, x.shape[1] // group, kh, kw, dh, dw, oh + (kh - 1) * dh, wpad)
+        gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads)
+        return
     gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads)
+
+
+def _padded(owner, x, hp, wpad, ph, pw, group):
+    """``x`` copied into zero-padded planes of hp x wpad (kept on ``owner`` per shape: the
+    padding is written once, the interior on every call), and the floats per group."""
+    n, c, h, w = x.shape
+    size = n * c * hp * wpad
+    cache = owner.__dict__.setdefault("_torsh_padded", {})
+    key = (n, c, h, w, hp, wpad, ph, pw)
+    buf = cache.get(key)
+    if buf is None:
+        buf = np.zeros(size + NR + 16 + wpad, np.float32)
+        cache[key] = buf
+    planes = buf[:size].reshape(n, c, hp, wpad)
+    rows, cols = max(0, min(h, hp - ph)), max(0, min(w, wpad - pw))
+    planes[:, :, ph : ph + rows, pw : pw + cols] = x[:, :, :rows, :cols]
+    return buf, c // group * hp * wpad
+
+
+def _tap_offsets(owner, cg, kh, kw, dh, dw, hp, wpad):
+    """Offset of tap (c, i, j) in the padded planes of one group, in packed-weight order."""
+    cache = owner.__dict__.setdefault("_torsh_taps", {})
+    key = (cg, kh, kw, dh, dw, hp, wpad)
+    offs = cache.get(key)
+    if offs is None:
+        c, i, j = np.meshgrid(np.arange(cg), np.arange(kh), np.arange(kw), indexing="ij")
+        offs = (c * hp * wpad + i * dh * wpad + j * dw).reshape(-1).astype(np.int64)
+        cache[key] = offs
+    return offs
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,10 +218,23 @@ def _data(context, builder, typ, value, offset):
 
 
 def _epilogue(
-    builder, vals, bias_ptr, has_bias, col_ptr, col_bias, res_row, has_res, act, lo, hi, masks
+    builder,
+    vals,
+    bias_ptr,
+    has_bias,
+    col_ptr,
+    col_bias,
+    res_row,
+    has_res,
+    act,
+    lo,
+    hi,
+    masks,
+    res_vals=None,
 ):
     """Bias (per row or per column), then residual, then the activation (codes as ``_act``)
-    on one tile row."""
+    on one tile row. ``res_vals``: the residual vectors already loaded (else read at
+    ``res_row`` when ``has_res``)."""
     entry = builder.basic_block
     with builder.if_then(has_bias):
         loaded = builder.load(bias_ptr)
@@ -205,12 +254,13 @@ def _epilogue(
             builder, _vec_at(builder, col_ptr, v * _L), builder.and_(masks[v], col_on)
         )
         x = builder.fadd(x, col)
-        x = builder.fadd(
-            x,
-            _masked_load(
+        if res_vals is None:
+            r = _masked_load(
                 builder, _vec_at(builder, res_row, v * _L), builder.and_(masks[v], res_on)
-            ),
-        )
+            )
+        else:
+            r = res_vals[v]
+        x = builder.fadd(x, r)
         out.append(_activate(builder, x, act, lov, hiv))
     return out
 
@@ -539,6 +589,262 @@ def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags,
                         m0,
                         rf,
                         off,
+                        fl,
+                        lo,
+                        hi,
+                    )
+
+
+# Stride-1 convolutions read their operand straight from a zero-padded copy of the input:
+# over the padded width, output position q = oy * Wp + ox and tap k = (c, i, j) read input
+# element q + offset(k), so the NR columns of a tile are one contiguous load per tap (no
+# gathered panel). Columns ox >= ow of the padded grid are computed and dropped: each lane
+# stores to its own output position (a masked scatter), -1 for the dropped ones.
+
+_VP = ir.VectorType(_F.as_pointer(), _L)
+_VI = ir.VectorType(_I64, _L)
+
+
+def _lane_ptrs(builder, base, idx):
+    """Pointers base + idx (per lane) for gathers and scatters."""
+    start = _splat(builder, builder.ptrtoint(base, _I64), _VI)
+    return builder.inttoptr(builder.add(start, builder.mul(idx, ir.Constant(_VI, [4] * _L))), _VP)
+
+
+def _gather(builder, base, idx, mask):
+    fn = _fn(builder, "llvm.masked.gather.v16f32.v16p0f32", _V, [_VP, _I32, _MASK, _V])
+    return builder.call(
+        fn,
+        [_lane_ptrs(builder, base, idx), ir.Constant(_I32, 4), mask, ir.Constant(_V, [0.0] * _L)],
+    )
+
+
+def _scatter(builder, value, base, idx, mask):
+    fn = _fn(builder, "llvm.masked.scatter.v16f32.v16p0f32", ir.VoidType(), [_V, _VP, _I32, _MASK])
+    builder.call(fn, [value, _lane_ptrs(builder, base, idx), ir.Constant(_I32, 4), mask])
+
+
+@intrinsic
+def _tile_grid(
+    typingctx,
+    wp,
+    woff,
+    xp,
+    xoff,
+    koffs,
+    k0,
+    kdim,
+    y,
+    yoff,
+    ldy,
+    mvalid,
+    dst,
+    bias,
+    boff,
+    res,
+    flags,
+    lo,
+    hi,
+):
+    """An MR x NR tile of a stride-1 convolution over the padded grid.
+
+    Step k reads ``xp[xoff + koffs[k0 + k] + j]`` and ``wp[woff + k*MR + r]``; lane j goes to
+    ``y[yoff + r*ldy + dst[j]]`` (``res`` at the same place) for dst[j] >= 0 and r < mvalid.
+    ``flags`` as for ``_tile``.
+    """
+    ip = types.intp
+    sig = types.void(
+        wp,
+        ip,
+        xp,
+        ip,
+        koffs,
+        ip,
+        ip,
+        y,
+        ip,
+        ip,
+        ip,
+        dst,
+        bias,
+        ip,
+        res,
+        ip,
+        types.float32,
+        types.float32,
+    )
+
+    def codegen(context, builder, signature, args):
+        wa, woff, xa, xoff, ka, k0, kdim, ya, yoff, ldy, mvalid, da, ba, boff, ra, flags, lo, hi = (
+            args
+        )
+        t = signature.args
+        wbase = _data(context, builder, t[0], wa, woff)
+        xbase = _data(context, builder, t[2], xa, xoff)
+        kbase = _data(context, builder, t[4], ka, k0)
+        ybase = _data(context, builder, t[7], ya, yoff)
+        dbase = _data(context, builder, t[11], da, _k(0))
+        bbase = _data(context, builder, t[12], ba, boff)
+        rbase = _data(context, builder, t[14], ra, yoff)
+        fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
+        idx = [
+            builder.load(
+                builder.bitcast(builder.gep(dbase, [_k(v * _L)]), _VI.as_pointer()), align=8
+            )
+            for v in range(NV)
+        ]
+        masks = [builder.icmp_signed(">=", i, ir.Constant(_VI, [0] * _L)) for i in idx]
+        accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
+        rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+        zero = ir.Constant(_V, [0.0] * _L)
+        start = builder.basic_block
+        with builder.if_then(accumulate):
+            loaded = []
+            for r in range(MR):
+                on = _splat(builder, builder.icmp_signed("<", _k(r), mvalid), _MASK)
+                loaded.append(
+                    [
+                        _gather(builder, rows[r], idx[v], builder.and_(masks[v], on))
+                        for v in range(NV)
+                    ]
+                )
+            loaded_block = builder.basic_block
+        init = []
+        for r in range(MR):
+            row = []
+            for v in range(NV):
+                phi = builder.phi(_V)
+                phi.add_incoming(zero, start)
+                phi.add_incoming(loaded[r][v], loaded_block)
+                row.append(phi)
+            init.append(row)
+        pre = builder.basic_block
+        loop = builder.append_basic_block("grid.loop")
+        done = builder.append_basic_block("grid.done")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        k = builder.phi(_I64)
+        k.add_incoming(_k(0), pre)
+        acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(MR)]
+        for r in range(MR):
+            for v in range(NV):
+                acc[r][v].add_incoming(init[r][v], pre)
+        xrow = builder.gep(xbase, [builder.load(builder.gep(kbase, [k]))])
+        xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
+        wrow = builder.gep(wbase, [builder.mul(k, _k(MR))])
+        new = []
+        for r in range(MR):
+            wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
+            new.append([builder.call(fma, [xs[v], wv, acc[r][v]]) for v in range(NV)])
+        k1 = builder.add(k, _k(1))
+        k.add_incoming(k1, loop)
+        for r in range(MR):
+            for v in range(NV):
+                acc[r][v].add_incoming(new[r][v], loop)
+        builder.cbranch(builder.icmp_signed("<", k1, kdim), loop, done)
+        builder.position_at_end(done)
+        has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
+        has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
+        act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
+        res_on = _splat(builder, has_res, _MASK)
+        merge = builder.append_basic_block("grid.stored")
+        cases = [builder.append_basic_block(f"grid.act{code}") for code in range(4)]
+        switch = builder.switch(act, cases[0])
+        for code in range(1, 4):
+            switch.add_case(_k(code), cases[code])
+        for code, block in enumerate(cases):
+            builder.position_at_end(block)
+            for r in range(MR):
+                with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
+                    res_row = builder.gep(rbase, [builder.mul(_k(r), ldy)])
+                    res_vals = [
+                        _gather(builder, res_row, idx[v], builder.and_(masks[v], res_on))
+                        for v in range(NV)
+                    ]
+                    out = _epilogue(
+                        builder,
+                        new[r],
+                        builder.gep(bbase, [_k(r)]),
+                        has_bias,
+                        bbase,
+                        ir.Constant(_I1, 0),
+                        res_row,
+                        has_res,
+                        code,
+                        lo,
+                        hi,
+                        masks,
+                        res_vals=res_vals,
+                    )
+                    for v in range(NV):
+                        _scatter(builder, out[v], rows[r], idx[v], masks[v])
+            builder.branch(merge)
+        builder.position_at_end(merge)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+_I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
+KG = 4096  # reduction depth per pass on the padded grid (partial sums would be gathered)
+_X1 = nb.types.Array(_F4, 1, "C", readonly=True)
+
+
+@nb.njit(nb.void(_X1, _I1D, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _F4, _F4, _I8), **_OPTS)
+def gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads):
+    """Stride-1 convolution from the padded input ``xpad`` (the N x C planes of
+    (OH + taps) x ``wpad`` floats, flattened, slack at the end; ``gplane`` floats per
+    (image, group)); ``koffs`` the offset of each tap (c, i, j) within a group's planes."""
+    n = y.shape[0]
+    m_n, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    k_n = koffs.shape[0]
+    mg = m_n // group
+    mt = wp.shape[0] // group
+    p_n = oh * ow
+    qv = oh * wpad
+    yf, rf, wf = y.reshape(-1), res.reshape(-1), wp.reshape(-1)
+    panels = (qv + NR - 1) // NR
+    jobs = n * group * panels
+    split = min(mt, (4 * threads + jobs - 1) // jobs) if jobs < 4 * threads else 1
+    items = jobs * split
+    chunks = min(threads, items)
+    for t in nb.prange(chunks):
+        dst = np.empty(NR, np.int64)
+        for item in range(t * items // chunks, (t + 1) * items // chunks):
+            job = item // split
+            part = item - job * split
+            img_g = job // panels
+            img, g = img_g // group, img_g % group
+            q0 = (job - img_g * panels) * NR
+            for lane in range(NR):
+                q = q0 + lane
+                oy = q // wpad
+                ox = q - oy * wpad
+                dst[lane] = oy * ow + ox if q < qv and ox < ow else -1
+            for k0 in range(0, k_n, KG):
+                kc = min(KG, k_n - k0)
+                fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+                for tm in range(part * mt // split, (part + 1) * mt // split):
+                    m0 = g * mg + tm * MR
+                    rows = min(MR, mg - tm * MR)
+                    yoff = (img * m_n + m0) * p_n
+                    woff = ((g * mt + tm) * k_n + k0) * MR
+                    _tile_grid(
+                        wf,
+                        woff,
+                        xpad,
+                        img_g * gplane + q0,
+                        koffs,
+                        k0,
+                        kc,
+                        yf,
+                        yoff,
+                        p_n,
+                        rows,
+                        dst,
+                        bias,
+                        m0,
+                        rf,
                         fl,
                         lo,
                         hi,
