@@ -47,7 +47,7 @@ def bench_command(
     with _progress() as report:
         result = bench_model(
             model, engines=["torsh-gen", *others], artifact_dir=artifact, threads=threads, warmup=warmup,
-            repeat=repeat, blocks=blocks, inputs=inputs, bindings=parse_input_shapes(input_shape or []),
+            repeat=repeat, blocks=blocks, inputs=inputs, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape,
             torch_factory=factory, progress=report,
         )
     if not emit_data(result, fmt):

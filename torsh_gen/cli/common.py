@@ -29,7 +29,10 @@ class OutputFormat(StrEnum):
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 InputShapeOpt = Annotated[
     list[str] | None,
-    typer.Option("--input-shape", help="Bind shapes: NAME=1x3x224x224 for an input, SYMBOL=N for a symbolic dim. Repeatable."),
+    typer.Option("--input-shape", help=(
+            "Bind shapes: NAME=1x3x224x224 for an input, SYMBOL=N for a symbolic dim. "
+            "A TorchScript .pt needs every input (add :int64 for integer inputs). Repeatable."
+        ),),
 ]
 ModelArg = Annotated[
     str,

@@ -10,7 +10,15 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Column, Table
 
-from torsh_gen.cli.common import FormatOpt, ModelArg, OutputFormat, console, emit_data, status
+from torsh_gen.cli.common import (
+    FormatOpt,
+    InputShapeOpt,
+    ModelArg,
+    OutputFormat,
+    console,
+    emit_data,
+    status,
+)
 
 app = typer.Typer()
 
@@ -23,6 +31,7 @@ def compile_command(
     level: Annotated[str, typer.Option("--level", "-O", help="Pipeline: O0, O1, O2 or O3.")] = "O3",
     passes: Annotated[str | None, typer.Option("--passes", help="Run exactly these passes, comma-separated (overrides --level).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Run the IR verifier after every pass.")] = False,
+    input_shape: InputShapeOpt = None,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Compile MODEL into a Python package: run(**inputs), a Model class, weights, manifest."""
@@ -30,7 +39,7 @@ def compile_command(
     from torsh_gen.tools.optimize import parse_pass_list
 
     with status(f"Compiling {model}"):
-        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify)
+        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape)
     data = report.to_dict()
     if not emit_data(data, fmt):
         render_compile(console, data)

@@ -34,7 +34,7 @@ def inspect_command(
     from torsh_gen.tools.loading import load_model
 
     with status(f"Loading {model}"):
-        graph = load_model(model)
+        graph = load_model(model, input_shape)
     bindings = parse_input_shapes(input_shape or [])
     with status("Inferring shapes and costs"):
         report = inspect_graph(graph, bindings)

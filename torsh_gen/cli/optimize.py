@@ -43,7 +43,7 @@ def optimize_command(
     with status(f"Optimizing {model}"):
         result = optimize_model(
             model, output, level=level, passes=parse_pass_list(passes), custom_ops=custom_ops,
-            verify_each=verify, check=check, bindings=parse_input_shapes(input_shape or []),
+            verify_each=verify, check=check, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape,
         )
     data = result.to_dict()
     if not emit_data(data, fmt):

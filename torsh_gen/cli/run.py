@@ -39,7 +39,7 @@ def run_command(
     from torsh_gen.tools.run import load_inputs, random_inputs, run_model, save_outputs
 
     with status(f"Loading {model}"):
-        graph = load_model(model)
+        graph = load_model(model, input_shape)
     feeds = load_inputs(inputs) if inputs else random_inputs(graph, parse_input_shapes(input_shape or []), seed)
     with status("Running"):
         outputs = run_model(graph, feeds, seed=seed)

@@ -44,7 +44,7 @@ def validate_command(
     from torsh_gen.tools.validate import validate_model
 
     with status("Validating" if artifact else f"Compiling and validating {model}"):
-        report = validate_model(model, artifact, inputs=inputs, bindings=parse_input_shapes(input_shape or []), rtol=rtol, atol=atol, seed=seed)
+        report = validate_model(model, artifact, inputs=inputs, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape, rtol=rtol, atol=atol, seed=seed)
     if not emit_data(report, fmt):
         render_validate(console, report)
     if not report["match"]:

@@ -19,6 +19,7 @@ import re
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -87,7 +88,7 @@ def package_name(stem: str) -> str:
     return name if name and not name[0].isdigit() else f"model_{name}"
 
 
-def compile_to_temp(model: str | os.PathLike, *, level: str = "O3") -> Path:
+def compile_to_temp(model: str | os.PathLike, *, level: str = "O3", input_shapes: Sequence[str] | None = None) -> Path:
     """Compile ``model`` for the CPU into a temporary folder removed when the process exits."""
     try:
         from torsh_gen.tools.compile import compile_model
@@ -98,11 +99,17 @@ def compile_to_temp(model: str | os.PathLike, *, level: str = "O3") -> Path:
     tmp = Path(tempfile.mkdtemp(prefix="torsh-gen-artifact-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     out = tmp / package_name(Path(model).stem)
-    compile_model(model, out, target="cpu", level=level)
+    compile_model(model, out, target="cpu", level=level, input_shapes=input_shapes)
     return out
 
 
-def ensure_artifact(model: str | os.PathLike, artifact_dir: str | os.PathLike | None = None, *, level: str = "O3") -> tuple[ModuleType, Path]:
+def ensure_artifact(
+    model: str | os.PathLike,
+    artifact_dir: str | os.PathLike | None = None,
+    *,
+    level: str = "O3",
+    input_shapes: Sequence[str] | None = None,
+) -> tuple[ModuleType, Path]:
     """The artifact of ``model``: loaded from ``artifact_dir``, or compiled into a temp folder."""
-    folder = Path(artifact_dir) if artifact_dir is not None else compile_to_temp(model, level=level)
+    folder = Path(artifact_dir) if artifact_dir is not None else compile_to_temp(model, level=level, input_shapes=input_shapes)
     return load_artifact(folder), folder

@@ -147,6 +147,7 @@ def bench_model(
     blocks: int = 5,
     inputs: str | os.PathLike | None = None,
     bindings: Mapping[str, Any] | None = None,
+    input_shapes: Sequence[str] | None = None,
     seed: int = 0,
     torch_factory: TorchFactory | None = None,
     settle_s: float = 0.1,
@@ -161,19 +162,19 @@ def bench_model(
     from torsh_gen.tools.run import check_inputs, load_inputs, model_inputs, random_inputs
 
     engines = _check_engines(engines, threads, warmup, repeat, blocks, torch_factory)
-    graph = load_model(model)
+    graph = load_model(model, input_shapes)
     feeds = check_inputs(graph, load_inputs(inputs) if inputs else random_inputs(graph, bindings, seed))
     order = [v.name for v in model_inputs(graph) if v.name in feeds]
     if progress and "torsh-gen" in engines and artifact_dir is None:
         progress(0, 0, "compiling")
     t0 = time.perf_counter()
-    folder = _artifact_folder(model, artifact_dir) if "torsh-gen" in engines else None
+    folder = _artifact_folder(model, artifact_dir, input_shapes) if "torsh-gen" in engines else None
     compile_s = time.perf_counter() - t0 if folder is not None and artifact_dir is None else None
     load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="torsh-gen-bench-") as tmp:
         feeds_path = Path(tmp) / "inputs.npz"
         np.savez(feeds_path, **{f"i{k}": feeds[name] for k, name in enumerate(order)})
-        base = {"model": str(Path(model).resolve()), "inputs": str(feeds_path), "names": order, "threads": threads, "warmup": warmup}
+        base = {"model": str(Path(model).resolve()), "inputs": str(feeds_path), "names": order, "threads": threads, "warmup": warmup, "input_shapes": list(input_shapes or [])}
         specs = {e: {**base, "engine": e, "artifact": str(folder) if folder else None, "torch": _factory_dict(torch_factory)} for e in engines}
         results = _measure(specs, repeat, blocks, settle_s, progress)
     for stats in results.values():
@@ -223,11 +224,11 @@ def _check_engines(engines: Sequence[str], threads: int, warmup: int, repeat: in
     return chosen
 
 
-def _artifact_folder(model: str | os.PathLike, artifact_dir: str | os.PathLike | None) -> Path:
+def _artifact_folder(model: str | os.PathLike, artifact_dir: str | os.PathLike | None, input_shapes: Sequence[str] | None = None) -> Path:
     from torsh_gen.tools.artifact import ArtifactError, compile_to_temp, is_artifact
 
     if artifact_dir is None:
-        return compile_to_temp(model)
+        return compile_to_temp(model, input_shapes=input_shapes)
     if not is_artifact(artifact_dir):
         raise ArtifactError(f"{artifact_dir}: not a torsh-gen artifact; compile one with `torsh-gen compile MODEL -o DIR`")
     return Path(artifact_dir).resolve()
@@ -326,7 +327,7 @@ def _load_engine(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> Callable
     if engine == "onnxruntime":
         import onnxruntime as ort
 
-        source = _onnx_source(spec["model"])
+        source = _onnx_source(spec["model"], spec.get("input_shapes"))
         _mark_rss(spec)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -358,13 +359,13 @@ def _load_engine(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> Callable
     return lambda: runner.run(**feeds)
 
 
-def _onnx_source(model: str) -> str | bytes:
+def _onnx_source(model: str, input_shapes: Sequence[str] | None = None) -> str | bytes:
     if model.lower().endswith(".onnx"):
         return model
     from torsh_gen.frontends.onnx import to_onnx
     from torsh_gen.tools.loading import load_model
 
-    return to_onnx(load_model(model)).SerializeToString()
+    return to_onnx(load_model(model, input_shapes)).SerializeToString()
 
 
 def _torch_module(factory: dict[str, Any]) -> Any:

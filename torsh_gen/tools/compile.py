@@ -16,6 +16,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,14 @@ def compile_model(
     passes: list[str] | None = None,
     check: bool = False,
     precompile: bool = True,
+    input_shapes: Sequence[str] | None = None,
 ) -> CompileReport:
     """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
 
     A Graph is optimized in place. ``passes`` replaces the level's pipeline; ``check``
     runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
-    rather than at the artifact's first import.
+    rather than at the artifact's first import. ``input_shapes`` (``--input-shape`` specs)
+    reach the loader of a path whose format records no input shapes (TorchScript).
     """
     from torsh_gen.backends import backend_for
 
@@ -95,7 +98,7 @@ def compile_model(
     backend = backend_for(target)
     _check_destination(out)
     names = _pipeline(level, passes)
-    graph, source_name, sha = _load(model)
+    graph, source_name, sha = _load(model, input_shapes)
     check_supported(graph)
     nodes_before = _count(graph)
     reports = run_passes(graph, names, check=check)
@@ -147,7 +150,7 @@ def _pipeline(level: str, passes: list[str] | None) -> list[str]:
     return names
 
 
-def _load(model: Any) -> tuple[Graph, str, str]:
+def _load(model: Any, input_shapes: Sequence[str] | None = None) -> tuple[Graph, str, str]:
     """The graph, a display name of the source and its sha256."""
     from torsh_gen.ir.verify import verify
 
@@ -164,7 +167,7 @@ def _load(model: Any) -> tuple[Graph, str, str]:
         from torsh_gen.tools.loading import load_model
 
         path = Path(model)
-        graph = load_model(path)
+        graph = load_model(path, input_shapes)
         return graph, path.name, _file_sha256(path)
     from torsh_gen.frontends.onnx import load_onnx
 

@@ -225,10 +225,15 @@ def peak_activation_bytes(graph: Graph, const: set[int], users: Mapping[int, lis
 
 
 def parse_input_shapes(specs: list[str]) -> dict[str, Any]:
-    """``["x=1x3x224x224", "batch=4"]`` → ``{"x": (1,3,224,224), "batch": 4}``."""
+    """``["x=1x3x224x224", "batch=4"]`` → ``{"x": (1,3,224,224), "batch": 4}``.
+
+    A ``:int64``-style suffix names the dtype for formats that record none (TorchScript,
+    read by its loader); the model's own dtypes rule, so bindings drop it.
+    """
     out: dict[str, Any] = {}
     for spec in specs:
         name, sep, dims = spec.partition("=")
+        dims = dims.partition(":")[0]
         if not sep or not name or not dims:
             raise GraphError(f"--input-shape '{spec}': expected NAME=1x3x224x224 or SYMBOL=N")
         try:

@@ -8,7 +8,7 @@ Loaders import their frontend lazily: a missing optional extra fails only for it
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from torsh_gen.errors import InputError, ModelLoadError
@@ -57,8 +57,19 @@ def _torch_loader(name: str) -> Callable[[Path], Graph]:
     return load
 
 
+def _load_torchscript(path: Path, input_shapes: Sequence[str] | None) -> Graph:
+    from torsh_gen.frontends.torch import load_torchscript
+    from torsh_gen.frontends.torch.inputs import parse_input_specs
+
+    return load_torchscript(path, parse_input_specs(list(input_shapes or [])))
+
+
 LOADERS[".pt2"] = _torch_loader("load_pt2")
 LOADERS[".pt"] = _torch_loader("load_torchscript")
+# Formats whose file records no input shapes: their loader also takes the --input-shape specs.
+SHAPED_LOADERS: dict[str, Callable[[Path, Sequence[str] | None], Graph]] = {
+    ".pt": _load_torchscript,
+}
 for _suffix in (".pth", ".bin", ".safetensors"):
     LOADERS[_suffix] = _torch_loader("refuse_bare_checkpoint")
 
@@ -85,12 +96,19 @@ def model_format(path: str | os.PathLike) -> str:
     raise InputError(f"{p}: unknown model format '{p.suffix}'; use one of {known}")
 
 
-def load_model(path: str | os.PathLike) -> Graph:
-    """Load a model in any supported input format and check it with the IR verifier."""
+def load_model(path: str | os.PathLike, input_shapes: Sequence[str] | None = None) -> Graph:
+    """Load a model in any supported input format and check it with the IR verifier.
+
+    ``input_shapes`` (``--input-shape`` specs, ``x=1x3x224x224[:int64]``) reach only the
+    loaders of formats that record no input shapes (TorchScript); other formats ignore
+    them here and commands use them to bind symbolic dims.
+    """
     p = Path(path)
     if not p.exists():
         raise ModelLoadError(f"{p}: no such file; check the path")
-    graph = LOADERS[model_format(p)](p)
+    fmt = model_format(p)
+    shaped = SHAPED_LOADERS.get(fmt)
+    graph = shaped(p, input_shapes) if shaped else LOADERS[fmt](p)
     try:
         verify(graph)
     except InputError as e:

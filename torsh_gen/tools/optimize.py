@@ -149,6 +149,7 @@ def optimize_model(
     verify_each: bool = False,
     check: bool = False,
     bindings: Mapping[str, Any] | None = None,
+    input_shapes: Sequence[str] | None = None,
     seed: int = 0,
     rtol: float = 1e-3,
     atol: float = 1e-4,
@@ -162,7 +163,7 @@ def optimize_model(
     out = Path(output)
     if out.suffix.lower() != ".onnx":
         raise InputError(f"{out}: the optimized model is written as ONNX; name it with .onnx")
-    graph = load_model(model)
+    graph = load_model(model, input_shapes)
     pipeline(level, passes)  # bad level or pass names fail before any work
     reference = _reference_run(graph, bindings, seed) if check else None
     result = optimize_graph(graph, level, passes, custom_ops=custom_ops, verify_each=verify_each, model_name=str(model))

@@ -11,7 +11,7 @@ the reordered float sums of fused kernels and BLAS, not for wrong results.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -107,6 +107,7 @@ def validate_model(
     *,
     inputs: str | os.PathLike | None = None,
     bindings: Mapping[str, Any] | None = None,
+    input_shapes: Sequence[str] | None = None,
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
@@ -114,10 +115,11 @@ def validate_model(
     """Validate the artifact of ``model`` (compiled into a temp folder when none is given).
 
     Inputs come from an .npz (``inputs``) or are random from the declared shapes, with
-    symbolic dims bound by ``bindings``.
+    symbolic dims bound by ``bindings``; ``input_shapes`` go to the loader of a format
+    that records no input shapes (TorchScript).
     """
-    graph = load_model(model)
+    graph = load_model(model, input_shapes)
     feeds = load_inputs(inputs) if inputs else random_inputs(graph, bindings, seed)
-    module, folder = ensure_artifact(model, artifact_dir)
+    module, folder = ensure_artifact(model, artifact_dir, input_shapes=input_shapes)
     report = validate_artifact(graph, module, feeds, rtol=rtol, atol=atol)
     return {"model": str(model), "artifact": str(Path(folder)), "compiled": artifact_dir is None, **report}

@@ -40,8 +40,8 @@ def load_torchscript(path: str | os.PathLike, input_specs: dict | None = None) -
     if not input_specs:
         example = "x=1x3x224x224" if not names else f"{names[0]}=1x3x224x224"
         raise InputError(
-            f"{p}: a TorchScript file records no input shapes; name them: "
-            f"torsh-gen convert {p.name} --input-shape {example} -o model.onnx"
+            f"{p}: a TorchScript file records no input shapes; give each input's shape with "
+            f"--input-shape {example} (add :int64 for integer inputs)"
         )
     args = example_tensors(input_specs, names, str(p))
     from torch._export.converter import TS2EPConverter
@@ -54,4 +54,23 @@ def load_torchscript(path: str | os.PathLike, input_specs: dict | None = None) -
         raise UnsupportedOpError(f"{p}: cannot convert the TorchScript graph: {first}") from None
     from torsh_gen.frontends.torch.export import from_exported
 
-    return from_exported(ep, source=p.name)
+    graph = from_exported(ep, source=p.name)
+    _name_inputs(graph, names)
+    return graph
+
+
+def _name_inputs(graph: Graph, names: list[str]) -> None:
+    """Give graph inputs the forward() argument names the user wrote in ``--input-shape``.
+
+    The converter renames them (``x.1`` becomes ``x_1``), yet bindings, ``--inputs`` files
+    and compiled artifacts' ``run(x=...)`` should use the names the user knows.
+    """
+    if len(graph.inputs) != len(names):
+        return
+    taken = {v.name for v in graph.inputs} | {v.name for v in graph.initializers}
+    taken |= {o.name for n in graph.nodes for o in n.outputs}
+    for value, name in zip(graph.inputs, names):
+        if value.name != name and name not in taken:
+            taken.discard(value.name)
+            value.name = name
+            taken.add(name)
