@@ -127,6 +127,11 @@ LOWERINGS: dict[str, Lowering] = {}
 SHAPE_LOWERINGS: dict[str, Callable[[Ctx, Node], bool]] = {}
 
 
+#: Matchers of multi-node blocks (e.g. decomposed attention), run before the node walk: each
+#: may absorb nodes (``Ctx.absorbed``) and lower a block at one node (``Ctx.replaced``).
+BLOCK_MATCHERS: list[Callable[[Ctx], None]] = []
+
+
 def lowers(*op_types: str) -> Callable[[Lowering], Lowering]:
     """Register a lowering for one or more ONNX op types."""
 
@@ -151,6 +156,7 @@ class Ctx:
     body: list[Stmt] = field(default_factory=list)
     helpers: set[str] = field(default_factory=set)
     absorbed: set[int] = field(default_factory=set)
+    replaced: dict[int, Lowering] = field(default_factory=dict)
     consumers: dict[int, list[Node]] = field(default_factory=dict)
     #: Values that are shapes (lists of dim expressions) or single dims (a scalar, is_scalar
     #: True): computed with Python ints from ``x.shape`` instead of tensors.
@@ -357,7 +363,13 @@ def lower_graph(graph: Graph) -> TorchModule:
 
     Raises UnsupportedOpError listing every op (and op variant) without a lowering.
     """
-    from torsh_gen.scaffold.train import lower_elementwise, lower_nn, lower_shape, lower_tensor  # noqa: F401
+    from torsh_gen.scaffold.train import (  # noqa: F401
+        lower_attention,
+        lower_elementwise,
+        lower_nn,
+        lower_shape,
+        lower_tensor,
+    )
 
     nested = sorted({n.op_type for n in graph.nodes if next(n.subgraphs(), None) is not None})
     if nested:
@@ -373,13 +385,17 @@ def lower_graph(graph: Graph) -> TorchModule:
     for v, spec in zip(runtime_inputs, inputs):
         ctx.names[id(v)] = spec.ident
     head, head_dim = _head(graph)
+    for matcher in BLOCK_MATCHERS:
+        matcher(ctx)
     problems: dict[str, int] = {}
     for node in graph.nodes:
         if id(node) in ctx.absorbed:
             continue
         ctx.node = node
         key = node.op_type if node.domain in ("", "ai.onnx") else node.qualified_op
-        fn = LOWERINGS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        fn = ctx.replaced.get(id(node)) or (
+            LOWERINGS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        )
         if fn is None:
             problems[key] = problems.get(key, 0) + 1
             _poison(ctx, node)

@@ -1,0 +1,338 @@
+"""Decomposed multi-head attention → one ``nn.MultiheadAttention`` submodule.
+
+Exporters spell batch-first attention as about twenty nodes: Q/K/V projections
+(``MatMul`` by a constant weight, optional bias ``Add``), ``Reshape`` to heads and
+``Transpose``, ``MatMul`` Q·Kᵀ, a scale (``Div`` by √d or ``Mul`` by 1/√d), an optional additive
+mask ``Add``, ``Softmax``, ``MatMul`` with V, ``Transpose`` and ``Reshape`` back, and the output
+projection. Lowered one node at a time that is readable but is not the layer a user would
+write, so this matcher finds the whole block and replaces it with the standard module whose
+state dict holds the same weights in torch's layout.
+
+The match is exact or absent: a different scale, projections of other sizes, an output
+projection that changes the width, intermediate values used outside the block, shapes the
+IR could not infer, or a mask of another dtype leave every node to the ordinary lowerings,
+so the generated module never computes something else than the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from torsh_gen.ir.graph import Node, Value
+from torsh_gen.ir.types import DType, TensorType
+from torsh_gen.scaffold.common import identifier, py_string
+from torsh_gen.scaffold.train.lower import BLOCK_MATCHERS, CODE_NAMES, Ctx, Layer, Stmt, layer_name
+
+#: How far a scale constant may be from 1/√d (relative) and still count as the default scale.
+SCALE_RTOL = 1e-6
+
+
+@dataclass
+class Projection:
+    """``x @ weight (+ bias)``: the input, the weight in torch layout [out, in], the nodes."""
+
+    x: Value
+    weight: np.ndarray
+    bias: np.ndarray | None
+    nodes: list[Node]
+    out: Value
+
+
+@dataclass
+class Block:
+    """One matched attention block and everything needed to emit it."""
+
+    q: Projection
+    k: Projection
+    v: Projection
+    o: Projection
+    heads: int
+    mask: Value | None
+    nodes: list[Node]
+
+
+def _shape(value: Value | None) -> tuple | None:
+    t = None if value is None else value.type
+    return t.shape if isinstance(t, TensorType) else None
+
+
+def _known(dims: tuple | None) -> bool:
+    return dims is not None and all(d is not None for d in dims)
+
+
+def _only_user(ctx: Ctx, value: Value, op_type: str) -> Node | None:
+    """The single consumer of ``value`` when it has op ``op_type`` and ``value`` is internal."""
+    users = ctx.users(value)
+    if len(users) != 1 or users[0].op_type != op_type or value in ctx.graph.outputs:
+        return None
+    return users[0]
+
+
+def _producer(value: Value | None, op_type: str) -> Node | None:
+    node = None if value is None else value.producer
+    if node is None or node.op_type != op_type or node.domain not in ("", "ai.onnx"):
+        return None
+    return node
+
+
+def _internal(ctx: Ctx, value: Value) -> bool:
+    """True when ``value`` feeds exactly one node and is not a graph output."""
+    return len(ctx.users(value)) == 1 and value not in ctx.graph.outputs
+
+
+def _projection(ctx: Ctx, value: Value | None, embed: int | None = None) -> Projection | None:
+    """``value`` as ``MatMul(x, W)`` or ``Add(MatMul(x, W), b)`` with constant float32 W [E, E]."""
+    if value is None:
+        return None
+    nodes: list[Node] = []
+    bias = None
+    add = _producer(value, "Add")
+    mm_out = value
+    if add is not None:
+        a, b = add.inputs
+        for cand, other in ((a, b), (b, a)):
+            if other is not None and other.const is not None and _producer(cand, "MatMul") is not None:
+                bias, mm_out = np.asarray(other.const), cand
+                break
+        else:
+            return None
+        if not _internal(ctx, mm_out):
+            return None
+        nodes.append(add)
+    mm = _producer(mm_out, "MatMul")
+    if mm is None:
+        return None
+    x, w_val = mm.inputs
+    w = None if w_val is None else w_val.const
+    if w is None or x is None or np.asarray(w).dtype != np.float32 or np.asarray(w).ndim != 2:
+        return None
+    w = np.asarray(w)
+    xs = _shape(x)
+    if xs is None or len(xs) != 3 or xs[2] != w.shape[0] or w.shape[0] != w.shape[1]:
+        return None
+    if embed is not None and w.shape[0] != embed:
+        return None
+    if bias is not None:
+        if bias.dtype != np.float32 or bias.size != w.shape[1] or bias.shape[-1:] != (w.shape[1],):
+            return None
+        bias = bias.reshape(-1)
+    return Projection(x, np.ascontiguousarray(w.T), bias, [mm, *nodes], value)
+
+
+def _heads(ctx: Ctx, value: Value | None, perm: list[int]) -> tuple[Projection, Node, Node, int] | None:
+    """``Transpose(Reshape(proj [B, L, E]) → [B, L, H, D], perm)``: projection and head count."""
+    tr = _producer(value, "Transpose")
+    if tr is None or not _internal(ctx, value) or not _internal(ctx, tr.inputs[0]):
+        return None
+    if [int(p) for p in tr.attr("perm", [])] != perm:
+        return None
+    rs = _producer(tr.inputs[0], "Reshape")
+    if rs is None or not _internal(ctx, rs.inputs[0]):
+        return None
+    src, dst = _shape(rs.inputs[0]), _shape(rs.outputs[0])
+    if not (_known(src) and _known(dst)) or len(src) != 3 or len(dst) != 4:
+        return None
+    if dst[:2] != src[:2] or not all(isinstance(d, int) for d in dst[2:]) or dst[2] * dst[3] != src[2]:
+        return None
+    proj = _projection(ctx, rs.inputs[0])
+    if proj is None:
+        return None
+    return proj, rs, tr, int(dst[2])
+
+
+def _key_heads(ctx: Ctx, value: Value | None) -> tuple[Projection, list[Node], int] | None:
+    """Kᵀ per head: one ``Transpose(0, 2, 3, 1)`` or ``Transpose(0, 2, 1, 3)`` then ``(0, 1, 3, 2)``."""
+    direct = _heads(ctx, value, [0, 2, 3, 1])
+    if direct is not None:
+        proj, rs, tr, heads = direct
+        return proj, [rs, tr], heads
+    tr2 = _producer(value, "Transpose")
+    if tr2 is None or not _internal(ctx, value) or [int(p) for p in tr2.attr("perm", [])] != [0, 1, 3, 2] or not _internal(ctx, tr2.inputs[0]):
+        return None
+    found = _heads(ctx, tr2.inputs[0], [0, 2, 1, 3])
+    if found is None:
+        return None
+    proj, rs, tr, heads = found
+    return proj, [rs, tr, tr2], heads
+
+
+def _scale_ok(node: Node, scores: Value, head_dim: int) -> bool:
+    """``Div(scores, √d)`` or ``Mul(scores, 1/√d)`` with a one-element float constant."""
+    a, b = node.inputs
+    if node.op_type == "Div":
+        if a is not scores or b is None or b.const is None:
+            return False
+        c, want = b.const, math.sqrt(head_dim)
+    else:
+        other = b if a is scores else a
+        if other is None or other.const is None:
+            return False
+        c, want = other.const, 1.0 / math.sqrt(head_dim)
+    c = np.asarray(c)
+    if c.size != 1 or c.dtype.kind != "f":
+        return False
+    return abs(float(c.reshape(-1)[0]) - want) <= SCALE_RTOL * want
+
+
+def _softmax_last(node: Node, rank: int, opset: int) -> bool:
+    axis = int(node.attr("axis", -1 if opset >= 13 else 1))
+    return (axis + rank if axis < 0 else axis) == rank - 1
+
+
+def match_block(ctx: Ctx, softmax: Node) -> Block | None:
+    """The attention block around ``softmax``, or None when any part differs from the pattern."""
+    scores = softmax.inputs[0]
+    s_shape = _shape(scores)
+    if s_shape is None or len(s_shape) != 4 or not _softmax_last(softmax, 4, ctx.graph.opset):
+        return None
+    if not _internal(ctx, scores):
+        return None
+    mask = None
+    nodes: list[Node] = []
+    cur = scores
+    add = _producer(cur, "Add")
+    if add is not None:
+        a, b = add.inputs
+        scaled, mask = (a, b) if _producer(a, "Div") or _producer(a, "Mul") else (b, a)
+        if scaled is None or mask is None or not _internal(ctx, scaled):
+            return None
+        mtype = mask.type
+        if not isinstance(mtype, TensorType) or mtype.dtype != DType.FLOAT or mtype.shape is None:
+            return None
+        if len(mtype.shape) > 4:
+            return None
+        nodes.append(add)
+        cur = scaled
+    scale = _producer(cur, "Div") or _producer(cur, "Mul")
+    if scale is None:
+        return None
+    raw = next((v for v in scale.inputs if v is not None and v.const is None), None)
+    if raw is None or not _internal(ctx, raw):
+        return None
+    qk = _producer(raw, "MatMul")
+    if qk is None or (mask is not None and not (_known(s_shape) and _shape(raw) == s_shape)):
+        return None  # a mask that broadcasts the scores to a larger shape is not an attn_mask
+    q_found = _heads(ctx, qk.inputs[0], [0, 2, 1, 3])
+    k_found = _key_heads(ctx, qk.inputs[1])
+    if q_found is None or k_found is None:
+        return None
+    q, q_rs, q_tr, heads = q_found
+    k, k_nodes, k_heads = k_found
+    embed = q.weight.shape[0]
+    if k_heads != heads or k.weight.shape[0] != embed or not _scale_ok(scale, raw, embed // heads):
+        return None
+    # forward: probabilities @ V → Transpose → Reshape → output projection
+    p = softmax.outputs[0]
+    pv = _only_user(ctx, p, "MatMul")
+    if pv is None or pv.inputs[0] is not p:
+        return None
+    v_found = _heads(ctx, pv.inputs[1], [0, 2, 1, 3])
+    if v_found is None:
+        return None
+    v, v_rs, v_tr, v_heads = v_found
+    if v_heads != heads or v.weight.shape[0] != embed:
+        return None
+    back = _only_user(ctx, pv.outputs[0], "Transpose")
+    if back is None or [int(x) for x in back.attr("perm", [])] != [0, 2, 1, 3]:
+        return None
+    merge = _only_user(ctx, back.outputs[0], "Reshape")
+    if merge is None or merge.inputs[0] is not back.outputs[0]:
+        return None
+    q_in = _shape(q.x)
+    merged = _shape(merge.outputs[0])
+    if not _known(merged) or merged != (q_in[0], q_in[1], embed):
+        return None
+    o_mm = _only_user(ctx, merge.outputs[0], "MatMul")
+    if o_mm is None or o_mm.inputs[0] is not merge.outputs[0]:
+        return None
+    o_end = o_mm.outputs[0]
+    o_add = _only_user(ctx, o_end, "Add")
+    if o_add is not None and _projection(ctx, o_add.outputs[0], embed) is not None:
+        o_end = o_add.outputs[0]
+    o = _projection(ctx, o_end, embed)
+    if o is None:
+        return None
+    # self-attention shares K/V inputs; cross-attention needs matching key and value lengths
+    k_in, v_in = _shape(k.x), _shape(v.x)
+    if not (_known(q_in) and _known(k_in) and _known(v_in)):
+        return None
+    if k_in[:2] != v_in[:2] or k_in[0] != q_in[0]:
+        return None
+    nodes += [scale, qk, q_rs, q_tr, *k_nodes, v_rs, v_tr, softmax, pv, back, merge]
+    nodes += q.nodes + k.nodes + v.nodes + o.nodes
+    return Block(q, k, v, o, heads, mask, nodes)
+
+
+def _block_path(block: Block) -> str:
+    """The longest common path prefix of the block's node names (``/layers.0/self_attn``)."""
+    paths = [[s for s in (n.name or "").split("/") if s] for n in block.nodes]
+    common: list[str] = []
+    for segs in zip(*paths):
+        if any(s != segs[0] for s in segs):
+            break
+        common.append(segs[0])
+    return "/" + "/".join(common) if common else ""
+
+
+def _bias(p: Projection) -> np.ndarray:
+    return p.bias if p.bias is not None else np.zeros(p.weight.shape[0], np.float32)
+
+
+def _emit(ctx: Ctx, block: Block, node: Node) -> None:
+    """Lower the block's last node: the module call (everything else was absorbed)."""
+    ctx.node = node
+    embed, heads = block.q.weight.shape[0], block.heads
+    with_bias = any(p.bias is not None for p in (block.q, block.k, block.v, block.o))
+    tensors = {
+        "in_proj_weight": np.concatenate([block.q.weight, block.k.weight, block.v.weight]),
+        "out_proj.weight": block.o.weight,
+    }
+    if with_bias:
+        tensors["in_proj_bias"] = np.concatenate([_bias(block.q), _bias(block.k), _bias(block.v)])
+        tensors["out_proj.bias"] = _bias(block.o)
+    extra = "" if with_bias else ", bias=False"
+    ctor = f"nn.MultiheadAttention({embed}, {heads}{extra}, batch_first=True)"
+    path = _block_path(block)
+    name = layer_name(Node("MultiheadAttention", [], [], name=path)) if path else "attention"
+    ident = ctx.attr_name(name, "attention")
+    origin = py_string(path or node.name or node.op_type)
+    ctx.layers.append(Layer(ident, ctor, tensors, origin))
+    q, k, v = ctx.var(block.q.x), ctx.var(block.k.x), ctx.var(block.v.x)
+    args = f"{q}, {k}, {v}, need_weights=False"
+    if block.mask is not None:
+        m = ctx.var(block.mask)
+        m_shape, q_in, k_in = _shape(block.mask), _shape(block.q.x), _shape(block.k.x)
+        if m_shape != (q_in[1], k_in[1]):
+            # broadcast to [B, H, L, S] as the Add did, then fold the heads into the batch
+            name = identifier("attn_mask", ctx.taken, fallback="v", reserved=CODE_NAMES)
+            expand = f"{m}.expand({q}.shape[0], {heads}, {q}.shape[1], {k}.shape[1])"
+            ctx.body.append(Stmt(f"{name} = {expand}.reshape(-1, {q}.shape[1], {k}.shape[1])", origin))
+            m = name
+        args += f", attn_mask={m}"
+    ctx.body.append(Stmt(f"{ctx.local(block.o.out)}, _ = self.{ident}({args})", origin))
+
+
+def match_attention(ctx: Ctx) -> None:
+    """Find every decomposed attention block; absorb its nodes and lower it at its last node."""
+    claimed: set[int] = set()
+    order = {id(n): i for i, n in enumerate(ctx.graph.nodes)}
+    for node in ctx.graph.nodes:
+        if node.op_type != "Softmax" or node.domain not in ("", "ai.onnx"):
+            continue
+        block = match_block(ctx, node)
+        if block is None or any(id(n) in claimed for n in block.nodes):
+            continue
+        if any(id(n) not in order for n in block.nodes):
+            continue
+        last = max(block.nodes, key=lambda n: order[id(n)])
+        if last is not block.o.out.producer:
+            continue
+        claimed.update(id(n) for n in block.nodes)
+        ctx.absorbed.update(id(n) for n in block.nodes if n is not last)
+        ctx.replaced[id(last)] = lambda c, n, b=block: _emit(c, b, n)
+
+
+BLOCK_MATCHERS.append(match_attention)
