@@ -159,17 +159,33 @@ def test_optimize_takes_pt(cnn_pt, tmp_path, capsys):
     assert_close(session.run(None, {name: x.numpy()}), torch_outputs(module, (x,)))
 
 
-@pytest.mark.parametrize("command", ["inspect", "run", "compile", "validate"])
+def test_bench_onnxruntime_source_from_pt(cnn_pt):
+    """bench's onnxruntime worker converts the .pt with the same specs."""
+    from torsh_gen.tools.bench import _onnx_source
+
+    module, path = cnn_pt
+    session = ort.InferenceSession(
+        _onnx_source(str(path), ["x=1x3x16x16"]), providers=["CPUExecutionProvider"]
+    )
+    assert [i.name for i in session.get_inputs()] == ["x"]
+    x = torch.randn(1, 3, 16, 16)
+    assert_close(session.run(None, {"x": x.numpy()}), torch_outputs(module, (x,)))
+
+
+OUTPUT_ARGS = {"compile": ["-o", "pkg"], "optimize": ["-o", "pkg.onnx"]}
+
+
+@pytest.mark.parametrize("command", ["inspect", "run", "compile", "validate", "optimize", "bench"])
 def test_pt_without_shapes_names_input_shape(command, cnn_pt, tmp_path, capsys):
     _, path = cnn_pt
-    extra = ["-o", str(tmp_path / "pkg")] if command == "compile" else []
+    extra = [str(tmp_path / a) if a.startswith("pkg") else a for a in OUTPUT_ARGS.get(command, [])]
     code, out, err = cli(capsys, command, str(path), *extra)
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "records no input shapes" in lines[0] and "--input-shape x=" in lines[0]
     assert "Traceback" not in err
-    assert not (tmp_path / "pkg").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_pt_with_wrong_input_name_says_which(cnn_pt, capsys):
