@@ -41,7 +41,9 @@ def load_torchscript(path: str | os.PathLike, input_specs: dict | None = None) -
         example = "x=1x3x224x224" if not names else f"{names[0]}=1x3x224x224"
         raise InputError(
             f"{p}: a TorchScript file records no input shapes; give each input's shape with "
-            f"--input-shape {example} (add :int64 for integer inputs)"
+            f"--input-shape {example} (add :int64 for integer inputs), or for a command "
+            f"without that option convert first: "
+            f"torsh-gen convert {p.name} --input-shape {example} -o model.onnx"
         )
     args = example_tensors(input_specs, names, str(p))
     from torch._export.converter import TS2EPConverter
