@@ -9,6 +9,8 @@ within 1e-5 either way.
 
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +205,57 @@ def test_generation_is_deterministic(tmp_path: Path):
         report = tm.generate(path, tmp_path / f"d{i}", name="d")
         texts.append((tmp_path / f"d{i}" / report.package / "model.py").read_text())
     assert texts[0] == texts[1]
+
+
+class _TorchSelfAttention(torch.nn.Module):
+    """BERT-style self-attention written with nn.Linear, view/permute, matmul and softmax.
+
+    ``hf`` spells the head split as Hugging Face models do (``t.size()[:-1] + (h, d)``), which
+    exports as ``Shape`` nodes reading the projections themselves.
+    """
+
+    def __init__(self, embed: int = 16, heads: int = 4, hf: bool = False):
+        super().__init__()
+        self.h, self.d, self.hf = heads, embed // heads, hf
+        self.query, self.key, self.value = (torch.nn.Linear(embed, embed) for _ in range(3))
+        self.out = torch.nn.Linear(embed, embed)
+
+    def _split(self, t, b, s):
+        if self.hf:
+            return t.view(t.size()[:-1] + (self.h, self.d)).permute(0, 2, 1, 3)
+        return t.view(b, s, self.h, self.d).transpose(1, 2)
+
+    def forward(self, x, mask):
+        b, s, _ = x.shape
+        q, k, v = (self._split(f(x), b, s) for f in (self.query, self.key, self.value))
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.d) + mask
+        ctx = torch.matmul(torch.softmax(scores, dim=-1), v).permute(0, 2, 1, 3).contiguous()
+        if self.hf:
+            ctx = ctx.view(ctx.size()[:-2] + (self.h * self.d,))
+        else:
+            ctx = ctx.reshape(b, s, -1)
+        return self.out(ctx) + x
+
+
+@pytest.mark.parametrize("hf", [False, True], ids=["view", "hf_size"])
+def test_torch_onnx_export_of_self_attention(tmp_path: Path, hf: bool):
+    torch.manual_seed(0)
+    module = _TorchSelfAttention(hf=hf).eval()
+    path = tmp_path / "exported.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (torch.randn(2, 5, 16), torch.zeros(2, 1, 1, 5)),
+            str(path),
+            dynamo=False,
+            opset_version=17,
+            input_names=["x", "mask"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "batch", 1: "seq"}, "mask": {0: "batch", 3: "seq"}, "y": {0: "batch", 1: "seq"}},
+        )
+    model = onnx.load(path)
+    assert any(n.op_type == "Softmax" for n in model.graph.node)  # decomposed, not fused
+    src = _check(model, tmp_path, "exported")
+    assert src.count("nn.MultiheadAttention(") == 1
+    assert "torch.softmax" not in src and "nn.Linear(" not in src

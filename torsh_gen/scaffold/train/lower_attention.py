@@ -17,6 +17,7 @@ so the generated module never computes something else than the model.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,8 @@ class Block:
     heads: int
     mask: Value | None
     nodes: list[Node]
+    #: Shape nodes outside the block reading its values, with their dims from block inputs
+    shape_reads: list[tuple[Node, list]]
 
 
 def _shape(value: Value | None) -> tuple | None:
@@ -63,9 +66,14 @@ def _known(dims: tuple | None) -> bool:
     return dims is not None and all(d is not None for d in dims)
 
 
+def _data_users(ctx: Ctx, value: Value) -> list[Node]:
+    """Consumers of ``value`` other than ``Shape`` (which reads only its shape)."""
+    return [n for n in ctx.users(value) if n.op_type != "Shape"]
+
+
 def _only_user(ctx: Ctx, value: Value, op_type: str) -> Node | None:
     """The single consumer of ``value`` when it has op ``op_type`` and ``value`` is internal."""
-    users = ctx.users(value)
+    users = _data_users(ctx, value)
     if len(users) != 1 or users[0].op_type != op_type or value in ctx.graph.outputs:
         return None
     return users[0]
@@ -79,11 +87,101 @@ def _producer(value: Value | None, op_type: str) -> Node | None:
 
 
 def _internal(ctx: Ctx, value: Value) -> bool:
-    """True when ``value`` feeds exactly one node and is not a graph output."""
-    return len(ctx.users(value)) == 1 and value not in ctx.graph.outputs
+    """True when ``value`` feeds exactly one node (besides ``Shape``) and is not a graph output."""
+    return len(_data_users(ctx, value)) == 1 and value not in ctx.graph.outputs
 
 
-def _projection(ctx: Ctx, value: Value | None, embed: int | None = None) -> Projection | None:
+def _shape_data(value: Value | None, known: dict[int, tuple] | None = None) -> list | None:
+    """The elements of a 1-d shape tensor as dims (ints and symbols), when computed statically.
+
+    Follows what exporters write for ``t.view(b, s, h, d)``: constants and
+    ``Shape → Gather/Slice → Unsqueeze → Concat`` over tensors whose symbolic shapes are
+    known (from the IR or, for values inside the block, from ``known``).
+    """
+    known = known or {}
+    if value is None:
+        return None
+    if value.const is not None:
+        arr = np.asarray(value.const)
+        return [int(v) for v in arr.reshape(-1)] if arr.dtype.kind in "iu" and arr.ndim <= 1 else None
+    node = value.producer
+    if node is None or node.domain not in ("", "ai.onnx"):
+        return None
+    op = node.op_type
+    if op == "Shape":
+        dims = known.get(id(node.inputs[0])) or _shape(node.inputs[0])
+        if dims is None or any(d is None for d in dims):
+            return None
+        rank = len(dims)
+        start, end = int(node.attr("start", 0)), node.attr("end")
+        end = rank if end is None else int(end)
+        return list(dims)[slice(start + rank if start < 0 else start, end + rank if end < 0 else end)]
+    if op in ("Unsqueeze", "Squeeze", "Cast"):
+        return _shape_data(node.inputs[0], known)
+    if op == "Concat":
+        parts = [_shape_data(v, known) for v in node.inputs]
+        return None if any(p is None for p in parts) else [d for p in parts for d in p]
+    if op == "Slice":
+        data = _shape_data(node.inputs[0], known)
+        bounds = [None if v is None else v.const for v in node.inputs[1:]] + [None] * 4
+        if data is None or any(b is None for b in bounds[:2]):
+            return None
+        if any(b is not None and [int(x) for x in np.asarray(b).reshape(-1)] != [c] for b, c in ((bounds[2], 0), (bounds[3], 1))):
+            return None
+        start, end = (int(np.asarray(b).reshape(-1)[0]) for b in bounds[:2])
+        return data[slice(start, max(min(end, len(data)), -len(data) - 1))]
+    if op == "Gather" and int(node.attr("axis", 0)) == 0:
+        data, idx = _shape_data(node.inputs[0], known), node.inputs[1]
+        if data is None or idx is None or idx.const is None:
+            return None
+        picks = [int(i) for i in np.asarray(idx.const).reshape(-1)]
+        if not all(-len(data) <= i < len(data) for i in picks):
+            return None
+        return [data[i] for i in picks]
+    return None
+
+
+def _reshaped(node: Node, src: tuple | None = None, known: dict[int, tuple] | None = None) -> tuple | None:
+    """The output dims of a ``Reshape`` from its input dims and a statically computed target."""
+    out = _shape(node.outputs[0])
+    if _known(out):
+        return out
+    src = src or _shape(node.inputs[0])
+    target = _shape_data(node.inputs[1], known)
+    if not _known(src) or target is None:
+        return None
+    dims: list = []
+    for i, t in enumerate(target):
+        if t == 0 and not int(node.attr("allowzero", 0)):
+            if i >= len(src):
+                return None
+            t = src[i]
+        elif isinstance(t, int) and t < -1:
+            return None
+        dims.append(t)
+    if dims.count(-1) > 1:
+        return None
+    if -1 in dims:
+        left = Counter(d for d in src if isinstance(d, str))
+        right = Counter(d for d in dims if isinstance(d, str))
+        n_src = math.prod(d for d in src if isinstance(d, int))
+        n_dst = math.prod(d for d in dims if isinstance(d, int) and d != -1)
+        if right - left or n_dst == 0 or n_src % n_dst:
+            return None
+        rest = left - right
+        if not rest:
+            fill: int | str = n_src // n_dst
+        elif sum(rest.values()) == 1 and n_src == n_dst:
+            fill = next(iter(rest))
+        else:
+            return None
+        dims[dims.index(-1)] = fill
+    return tuple(dims)
+
+
+def _projection(
+    ctx: Ctx, value: Value | None, embed: int | None = None, x_dims: tuple | None = None
+) -> Projection | None:
     """``value`` as ``MatMul(x, W)`` or ``Add(MatMul(x, W), b)`` with constant float32 W [E, E]."""
     if value is None:
         return None
@@ -110,7 +208,7 @@ def _projection(ctx: Ctx, value: Value | None, embed: int | None = None) -> Proj
     if w is None or x is None or np.asarray(w).dtype != np.float32 or np.asarray(w).ndim != 2:
         return None
     w = np.asarray(w)
-    xs = _shape(x)
+    xs = x_dims or _shape(x)
     if xs is None or len(xs) != 3 or xs[2] != w.shape[0] or w.shape[0] != w.shape[1]:
         return None
     if embed is not None and w.shape[0] != embed:
@@ -132,7 +230,7 @@ def _heads(ctx: Ctx, value: Value | None, perm: list[int]) -> tuple[Projection, 
     rs = _producer(tr.inputs[0], "Reshape")
     if rs is None or not _internal(ctx, rs.inputs[0]):
         return None
-    src, dst = _shape(rs.inputs[0]), _shape(rs.outputs[0])
+    src, dst = _shape(rs.inputs[0]), _reshaped(rs)
     if not (_known(src) and _known(dst)) or len(src) != 3 or len(dst) != 4:
         return None
     if dst[:2] != src[:2] or not all(isinstance(d, int) for d in dst[2:]) or dst[2] * dst[3] != src[2]:
@@ -213,8 +311,8 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
     if raw is None or not _internal(ctx, raw):
         return None
     qk = _producer(raw, "MatMul")
-    if qk is None or (mask is not None and not (_known(s_shape) and _shape(raw) == s_shape)):
-        return None  # a mask that broadcasts the scores to a larger shape is not an attn_mask
+    if qk is None:
+        return None
     q_found = _heads(ctx, qk.inputs[0], [0, 2, 1, 3])
     k_found = _key_heads(ctx, qk.inputs[1])
     if q_found is None or k_found is None:
@@ -242,7 +340,10 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
     if merge is None or merge.inputs[0] is not back.outputs[0]:
         return None
     q_in = _shape(q.x)
-    merged = _shape(merge.outputs[0])
+    if not _known(q_in):
+        return None
+    head_dims = (q_in[0], q_in[1], heads, embed // heads)
+    merged = _reshaped(merge, head_dims, {id(back.outputs[0]): head_dims})
     if not _known(merged) or merged != (q_in[0], q_in[1], embed):
         return None
     o_mm = _only_user(ctx, merge.outputs[0], "MatMul")
@@ -250,9 +351,9 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
         return None
     o_end = o_mm.outputs[0]
     o_add = _only_user(ctx, o_end, "Add")
-    if o_add is not None and _projection(ctx, o_add.outputs[0], embed) is not None:
+    if o_add is not None and _projection(ctx, o_add.outputs[0], embed, merged) is not None:
         o_end = o_add.outputs[0]
-    o = _projection(ctx, o_end, embed)
+    o = _projection(ctx, o_end, embed, merged)
     if o is None:
         return None
     # self-attention shares K/V inputs; cross-attention needs matching key and value lengths
@@ -261,9 +362,66 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
         return None
     if k_in[:2] != v_in[:2] or k_in[0] != q_in[0]:
         return None
+    if mask is not None:  # must broadcast into the scores [B, H, L, S] without growing them
+        scores_dims = (q_in[0], heads, q_in[1], k_in[1])
+        m_dims = _shape(mask)
+        if not _known(m_dims) or any(m not in (1, d) for m, d in zip(reversed(m_dims), reversed(scores_dims))):
+            return None
     nodes += [scale, qk, q_rs, q_tr, *k_nodes, v_rs, v_tr, softmax, pv, back, merge]
     nodes += q.nodes + k.nodes + v.nodes + o.nodes
-    return Block(q, k, v, o, heads, mask, nodes)
+    d = embed // heads
+    logical = {id(back.outputs[0]): head_dims, id(q_rs.outputs[0]): head_dims}
+    logical[id(k_nodes[0].outputs[0])] = logical[id(v_rs.outputs[0])] = (k_in[0], k_in[1], heads, d)
+    reads = _shape_reads(ctx, nodes, o.out, logical, [q.x, k.x, v.x])
+    if reads is None:
+        return None
+    return Block(q, k, v, o, heads, mask, nodes, reads)
+
+
+def _shape_reads(
+    ctx: Ctx, nodes: list[Node], final: Value, logical: dict[int, tuple], inputs: list[Value]
+) -> list[tuple[Node, list[tuple[Value, int] | int]]] | None:
+    """``Shape`` nodes that read values inside the block, each dim as (block input, axis) or int.
+
+    Those values are never computed once the block is one module call, so their dims are
+    taken from the block's inputs instead; None when a dim cannot be (the block then stays
+    functional).
+    """
+    members = {id(n) for n in nodes}
+    reads = []
+    for node in nodes:
+        for out in node.outputs:
+            if out is final:
+                continue
+            for user in ctx.users(out):
+                if id(user) in members:
+                    continue
+                if user.op_type != "Shape":
+                    return None
+                dims = logical.get(id(out)) or _shape(out)
+                if not _known(dims):
+                    return None
+                spec: list[tuple[Value, int] | int] = []
+                for d in dims:
+                    if isinstance(d, int):
+                        spec.append(d)
+                        continue
+                    src = next(((x, i) for x in inputs for i, e in enumerate(_shape(x)) if e == d), None)
+                    if src is None:
+                        return None
+                    spec.append(src)
+                reads.append((user, spec))
+    return reads
+
+
+def _emit_shape(ctx: Ctx, node: Node, spec: list) -> None:
+    """A ``Shape`` of a value inside the block, as dims of the block's inputs."""
+    rank = len(spec)
+    start, end = int(node.attr("start", 0)), node.attr("end")
+    end = rank if end is None else int(end)
+    elems = [str(d) if isinstance(d, int) else f"{ctx.var(d[0])}.shape[{d[1]}]" for d in spec]
+    picked = elems[slice(start + rank if start < 0 else start, end + rank if end < 0 else end)]
+    ctx.dims[id(node.outputs[0])] = (picked, False)
 
 
 def _block_path(block: Block) -> str:
@@ -333,6 +491,8 @@ def match_attention(ctx: Ctx) -> None:
         claimed.update(id(n) for n in block.nodes)
         ctx.absorbed.update(id(n) for n in block.nodes if n is not last)
         ctx.replaced[id(last)] = lambda c, n, b=block: _emit(c, b, n)
+        for reader, spec in block.shape_reads:
+            ctx.replaced[id(reader)] = lambda c, n, sp=spec: _emit_shape(c, n, sp)
 
 
 BLOCK_MATCHERS.append(match_attention)
