@@ -9,7 +9,9 @@ within 1e-5 either way.
 
 from __future__ import annotations
 
+import importlib
 import math
+import sys
 import warnings
 from pathlib import Path
 
@@ -259,3 +261,33 @@ def test_torch_onnx_export_of_self_attention(tmp_path: Path, hf: bool):
     src = _check(model, tmp_path, "exported")
     assert src.count("nn.MultiheadAttention(") == 1
     assert "torch.softmax" not in src and "nn.Linear(" not in src
+
+
+def test_project_trains_with_qat_and_exports_attention(tmp_path: Path):
+    """The generated project's QAT set-up and ONNX export handle nn.MultiheadAttention."""
+    model = attention_model(embed=16, heads=4, mask="4d")
+    package = "attn_project"
+    tm.generate(model, tmp_path / "proj", name=package)
+    sys.path.insert(0, str(tmp_path / "proj"))
+    try:
+        train = importlib.import_module(f"{package}.train")
+        export = importlib.import_module(f"{package}.export")
+        rng = np.random.default_rng(3)
+        feeds = _feeds(model, 2, 5, rng)
+        args = [torch.from_numpy(v) for v in feeds.values()]
+        qat = train.build_model(train.Config(qat=True))
+        assert isinstance(qat.attn, torch.nn.MultiheadAttention)  # kept float: no QAT form
+        qat(*args).square().mean().backward()
+        net = train.build_model(train.Config()).eval()
+        path = export.export_onnx(net, tmp_path / "re.onnx")
+        session = ort.InferenceSession(str(path))
+        feeds = _feeds(model, 3, 6, rng)
+        names = [i.name for i in session.get_inputs()]
+        (got,) = session.run(None, dict(zip(names, feeds.values())))
+        with torch.no_grad():
+            expected = net(*(torch.from_numpy(v) for v in feeds.values()))
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+    finally:
+        sys.path.remove(str(tmp_path / "proj"))
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]

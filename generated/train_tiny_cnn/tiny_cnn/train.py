@@ -58,12 +58,10 @@ def build_model(cfg: Config) -> Model:
 
         # version 0: plain FakeQuantize modules, which torch.onnx exports as Q/DQ pairs
         qconfig = get_default_qat_qconfig("x86", version=0)
+        # exact types: nn.MultiheadAttention's out_proj (a Linear subclass) has no QAT form
+        quantized = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
         for module in model.modules():
-            module.qconfig = (
-                qconfig
-                if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Conv3d | nn.Linear)
-                else None
-            )
+            module.qconfig = qconfig if type(module) in quantized else None
         model.train()
         model = prepare_qat(model)
     return model
