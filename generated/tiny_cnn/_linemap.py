@@ -1,13 +1,13 @@
 """Generated line → graph node map of model.py (for error messages); do not edit."""
 
 LINES = (
-    (66, 0),
-    (81, 1),
-    (88, 2),
-    (103, 3),
-    (106, 4),
-    (109, 5),
-    (123, 6),
+    (69, 0),
+    (84, 1),
+    (91, 2),
+    (106, 3),
+    (109, 4),
+    (112, 5),
+    (126, 6),
 )
 LABELS = (
     "ai.torsh::FusedConv node '/conv1/Conv_fused'",

@@ -197,3 +197,17 @@ def test_unknown_pipeline_pass_fails_clearly(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown pass 'no_such_pass'"):
         compile_model(models.mlp(), tmp_path / "m", passes=["fold_constants", "no_such_pass"])
     assert not (tmp_path / "m").exists()
+
+
+def test_inputs_named_like_run_parameters(tmp_path: Path) -> None:
+    """Inputs called "self" or "inputs" pass through Model.run(**inputs) like any other."""
+    x = helper.make_tensor_value_info("self", TensorProto.FLOAT, [2, 3])
+    z = helper.make_tensor_value_info("inputs", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph([helper.make_node("Sub", ["self", "inputs"], ["y"])], "g", [x, z], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    module = compile_and_load(model, tmp_path / "pkg")
+    a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    b = np.ones((2, 3), np.float32)
+    np.testing.assert_array_equal(module.Model().run(**{"self": a, "inputs": b})["y"], a - b)
+    np.testing.assert_array_equal(module.run(**{"self": a, "inputs": b})["y"], a - b)

@@ -47,8 +47,11 @@ class Model:
         for attr, slot, dtype, shape in BUFFERS:
             setattr(self, attr, _rt.view(arenas[slot], dtype, shape))
 
-    def run(self, **inputs: np.ndarray) -> dict:
-        """Run the model on named inputs; returns the outputs by name, in graph order."""
+    def run(self, /, **inputs: np.ndarray) -> dict:
+        """Run the model on named inputs; returns the outputs by name, in graph order.
+
+        ``self`` is positional-only, so a model input may be named "self" too.
+        """
         args = _exact_inputs(inputs)  # the common case, checked in a few comparisons
         if args is None:
             args = _rt.check_inputs(self, inputs, INPUTS)
