@@ -37,13 +37,16 @@ def attention_model(
     mask: str | None = None,
     split_kt: bool = False,
     cross: bool = False,
+    kv_dim: int | None = None,
+    mask_first: bool = False,
     residual: bool = True,
 ) -> onnx.ModelProto:
     """A decomposed attention block; ``bias`` says which of Q, K, V, out have a bias Add.
 
     ``scale`` is ``div`` (by √d) or ``mul`` (by 1/√d) unless ``scale_value`` overrides the
     constant; ``mask`` is None, ``"2d"`` ([seq, seq] input) or ``"4d"`` ([batch, 1, 1, seq]);
-    ``split_kt`` spells Kᵀ as two Transposes; ``cross`` takes K/V from a second input.
+    ``split_kt`` spells Kᵀ as two Transposes; ``cross`` takes K/V from a second input
+    (of width ``kv_dim``, default ``embed``); ``mask_first`` adds the mask before the scale.
     """
     r = np.random.default_rng(embed * 31 + heads)
     d = embed // heads
@@ -52,47 +55,90 @@ def attention_model(
     nodes = []
     kv_src = "mem" if cross else "x"
     for i, (tag, src) in enumerate((("q", "x"), ("k", kv_src), ("v", kv_src))):
-        inits.append(tm._w(r, (embed, embed), f"{tag}_proj.weight"))
+        width = kv_dim if cross and kv_dim and tag != "q" else embed
+        inits.append(tm._w(r, (width, embed), f"{tag}_proj.weight"))
         mm_out = f"{tag}1" if not bias[i] else f"{tag}0"
-        nodes.append(helper.make_node("MatMul", [src, f"{tag}_proj.weight"], [mm_out], name=f"/attn/{tag}_proj/MatMul"))
+        nodes.append(
+            helper.make_node(
+                "MatMul", [src, f"{tag}_proj.weight"], [mm_out], name=f"/attn/{tag}_proj/MatMul"
+            )
+        )
         if bias[i]:
             inits.append(tm._w(r, (embed,), f"{tag}_proj.bias"))
-            nodes.append(helper.make_node("Add", [f"{tag}0", f"{tag}_proj.bias"], [f"{tag}1"], name=f"/attn/{tag}_proj/Add"))
-        nodes.append(helper.make_node("Reshape", [f"{tag}1", "heads_shape"], [f"{tag}h"], name=f"/attn/Reshape_{tag}"))
-    nodes.append(helper.make_node("Transpose", ["qh"], ["qt"], name="/attn/Transpose_q", perm=[0, 2, 1, 3]))
-    nodes.append(helper.make_node("Transpose", ["vh"], ["vt"], name="/attn/Transpose_v", perm=[0, 2, 1, 3]))
+            nodes.append(
+                helper.make_node(
+                    "Add",
+                    [f"{tag}0", f"{tag}_proj.bias"],
+                    [f"{tag}1"],
+                    name=f"/attn/{tag}_proj/Add",
+                )
+            )
+        nodes.append(
+            helper.make_node(
+                "Reshape", [f"{tag}1", "heads_shape"], [f"{tag}h"], name=f"/attn/Reshape_{tag}"
+            )
+        )
+    nodes.append(
+        helper.make_node("Transpose", ["qh"], ["qt"], name="/attn/Transpose_q", perm=[0, 2, 1, 3])
+    )
+    nodes.append(
+        helper.make_node("Transpose", ["vh"], ["vt"], name="/attn/Transpose_v", perm=[0, 2, 1, 3])
+    )
     if split_kt:
-        nodes.append(helper.make_node("Transpose", ["kh"], ["kt0"], name="/attn/Transpose_k", perm=[0, 2, 1, 3]))
-        nodes.append(helper.make_node("Transpose", ["kt0"], ["kt"], name="/attn/Transpose_kt", perm=[0, 1, 3, 2]))
+        nodes.append(
+            helper.make_node(
+                "Transpose", ["kh"], ["kt0"], name="/attn/Transpose_k", perm=[0, 2, 1, 3]
+            )
+        )
+        nodes.append(
+            helper.make_node(
+                "Transpose", ["kt0"], ["kt"], name="/attn/Transpose_kt", perm=[0, 1, 3, 2]
+            )
+        )
     else:
-        nodes.append(helper.make_node("Transpose", ["kh"], ["kt"], name="/attn/Transpose_k", perm=[0, 2, 3, 1]))
+        nodes.append(
+            helper.make_node(
+                "Transpose", ["kh"], ["kt"], name="/attn/Transpose_k", perm=[0, 2, 3, 1]
+            )
+        )
     nodes.append(helper.make_node("MatMul", ["qt", "kt"], ["s0"], name="/attn/MatMul"))
     if scale_value is None:
         scale_value = float(np.sqrt(d)) if scale == "div" else float(1 / np.sqrt(d))
     inits.append(numpy_helper.from_array(np.array(scale_value, np.float32), "scale"))
     op = "Div" if scale == "div" else "Mul"
-    nodes.append(helper.make_node(op, ["s0", "scale"], ["s1"], name=f"/attn/{op}"))
-    scores = "s1"
-    if mask is not None:
+    if mask is not None and mask_first:
+        nodes.append(helper.make_node("Add", ["s0", "mask"], ["s0m"], name="/attn/Add_mask"))
+        nodes.append(helper.make_node(op, ["s0m", "scale"], ["s2"], name=f"/attn/{op}"))
+        scores = "s2"
+    else:
+        nodes.append(helper.make_node(op, ["s0", "scale"], ["s1"], name=f"/attn/{op}"))
+        scores = "s1"
+    if mask is not None and not mask_first:
         nodes.append(helper.make_node("Add", ["s1", "mask"], ["s2"], name="/attn/Add_mask"))
         scores = "s2"
     nodes.append(helper.make_node("Softmax", [scores], ["p"], name="/attn/Softmax", axis=-1))
     nodes.append(helper.make_node("MatMul", ["p", "vt"], ["o0"], name="/attn/MatMul_1"))
-    nodes.append(helper.make_node("Transpose", ["o0"], ["o1"], name="/attn/Transpose_o", perm=[0, 2, 1, 3]))
+    nodes.append(
+        helper.make_node("Transpose", ["o0"], ["o1"], name="/attn/Transpose_o", perm=[0, 2, 1, 3])
+    )
     nodes.append(helper.make_node("Reshape", ["o1", "merge_shape"], ["o2"], name="/attn/Reshape_o"))
     inits.append(tm._w(r, (embed, embed), "out_proj.weight"))
     out = "o3" if residual or bias[3] else "y"
-    nodes.append(helper.make_node("MatMul", ["o2", "out_proj.weight"], [out], name="/attn/out_proj/MatMul"))
+    nodes.append(
+        helper.make_node("MatMul", ["o2", "out_proj.weight"], [out], name="/attn/out_proj/MatMul")
+    )
     if bias[3]:
         inits.append(tm._w(r, (embed,), "out_proj.bias"))
         out_b = "o4" if residual else "y"
-        nodes.append(helper.make_node("Add", [out, "out_proj.bias"], [out_b], name="/attn/out_proj/Add"))
+        nodes.append(
+            helper.make_node("Add", [out, "out_proj.bias"], [out_b], name="/attn/out_proj/Add")
+        )
         out = out_b
     if residual:  # the block's input is also used outside it
         nodes.append(helper.make_node("Add", [out, "x"], ["y"], name="/residual/Add"))
     inputs = [tensor_info("x", ["batch", "seq", embed])]
     if cross:
-        inputs.append(tensor_info("mem", ["batch", "mseq", embed]))
+        inputs.append(tensor_info("mem", ["batch", "mseq", kv_dim or embed]))
     kv_len = "mseq" if cross else "seq"
     if mask == "2d":
         inputs.append(tensor_info("mask", ["seq", kv_len]))
@@ -101,7 +147,9 @@ def attention_model(
     return make_model(nodes, inputs, [tensor_info("y", ["batch", "seq", embed])], inits, opset=17)
 
 
-def _feeds(model: onnx.ModelProto, batch: int, seq: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+def _feeds(
+    model: onnx.ModelProto, batch: int, seq: int, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     sizes = {"batch": batch, "seq": seq, "mseq": seq + 2}
     feeds = {}
     for vi in model.graph.input:
@@ -140,7 +188,9 @@ MATCHING = {
     "single_head": dict(embed=8, heads=1),
     "multi_head": dict(embed=16, heads=4),
     "no_bias_mul_scale": dict(embed=16, heads=2, bias=(False, False, False, False), scale="mul"),
-    "partial_bias_split_kt": dict(embed=12, heads=3, bias=(True, False, True, False), split_kt=True),
+    "partial_bias_split_kt": dict(
+        embed=12, heads=3, bias=(True, False, True, False), split_kt=True
+    ),
     "mask_2d": dict(embed=16, heads=4, mask="2d"),
     "mask_4d": dict(embed=16, heads=4, mask="4d", residual=False),
     "cross": dict(embed=16, heads=2, cross=True, mask="4d"),
@@ -171,18 +221,22 @@ def test_layer_named_after_block_and_weights_in_torch_layout(tmp_path: Path):
     weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
     expected = np.concatenate([weights[f"{t}_proj.weight"].T for t in "qkv"])
     np.testing.assert_array_equal(net.attn.in_proj_weight.detach().numpy(), expected)
-    np.testing.assert_array_equal(net.attn.out_proj.weight.detach().numpy(), weights["out_proj.weight"].T)
+    np.testing.assert_array_equal(
+        net.attn.out_proj.weight.detach().numpy(), weights["out_proj.weight"].T
+    )
     np.testing.assert_array_equal(net.attn.out_proj.bias.detach().numpy(), weights["out_proj.bias"])
 
 
 FALLBACK = {
     "scale_0_3": dict(embed=16, heads=4, scale="mul", scale_value=0.3),
     "scale_div_by_d": dict(embed=16, heads=4, scale="div", scale_value=4.0 * 4.0),
+    "kv_other_width": dict(embed=16, heads=2, cross=True, kv_dim=12),
+    "mask_before_scale": dict(embed=16, heads=4, mask="4d", mask_first=True),
 }
 
 
 @pytest.mark.parametrize("key", sorted(FALLBACK))
-def test_other_scale_falls_back_to_functional_code(tmp_path: Path, key: str):
+def test_inexact_variants_fall_back_to_functional_code(tmp_path: Path, key: str):
     src = _check(attention_model(**FALLBACK[key]), tmp_path, key)
     assert "MultiheadAttention" not in src
     assert "nn.Linear(" in src and "torch.softmax" in src
@@ -254,7 +308,11 @@ def test_torch_onnx_export_of_self_attention(tmp_path: Path, hf: bool):
             opset_version=17,
             input_names=["x", "mask"],
             output_names=["y"],
-            dynamic_axes={"x": {0: "batch", 1: "seq"}, "mask": {0: "batch", 3: "seq"}, "y": {0: "batch", 1: "seq"}},
+            dynamic_axes={
+                "x": {0: "batch", 1: "seq"},
+                "mask": {0: "batch", 3: "seq"},
+                "y": {0: "batch", 1: "seq"},
+            },
         )
     model = onnx.load(path)
     assert any(n.op_type == "Softmax" for n in model.graph.node)  # decomposed, not fused

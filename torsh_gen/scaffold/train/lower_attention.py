@@ -2,16 +2,16 @@
 
 Exporters spell batch-first attention as about twenty nodes: Q/K/V projections
 (``MatMul`` by a constant weight, optional bias ``Add``), ``Reshape`` to heads and
-``Transpose``, ``MatMul`` Q·Kᵀ, a scale (``Div`` by √d or ``Mul`` by 1/√d), an optional additive
-mask ``Add``, ``Softmax``, ``MatMul`` with V, ``Transpose`` and ``Reshape`` back, and the output
-projection. Lowered one node at a time that is readable but is not the layer a user would
-write, so this matcher finds the whole block and replaces it with the standard module whose
-state dict holds the same weights in torch's layout.
+``Transpose``, ``MatMul`` Q·Kᵀ, a scale (``Div`` by √d or ``Mul`` by 1/√d), an optional
+additive mask ``Add``, ``Softmax``, ``MatMul`` with V, ``Transpose`` and ``Reshape`` back,
+and the output projection. Lowered node by node that is readable but is not the layer a
+user would write, so this matcher finds the whole block and replaces it with the standard
+module, whose state dict holds the same weights in torch's layout.
 
 The match is exact or absent: a different scale, projections of other sizes, an output
-projection that changes the width, intermediate values used outside the block, shapes the
-IR could not infer, or a mask of another dtype leave every node to the ordinary lowerings,
-so the generated module never computes something else than the model.
+projection that changes the width, intermediate values used outside the block, shapes that
+cannot be resolved, or a mask of another dtype or shape leave every node to the ordinary
+lowerings, so the generated module never computes something other than the model does.
 """
 
 from __future__ import annotations
@@ -103,7 +103,9 @@ def _shape_data(value: Value | None, known: dict[int, tuple] | None = None) -> l
         return None
     if value.const is not None:
         arr = np.asarray(value.const)
-        return [int(v) for v in arr.reshape(-1)] if arr.dtype.kind in "iu" and arr.ndim <= 1 else None
+        return (
+            [int(v) for v in arr.reshape(-1)] if arr.dtype.kind in "iu" and arr.ndim <= 1 else None
+        )
     node = value.producer
     if node is None or node.domain not in ("", "ai.onnx"):
         return None
@@ -115,7 +117,9 @@ def _shape_data(value: Value | None, known: dict[int, tuple] | None = None) -> l
         rank = len(dims)
         start, end = int(node.attr("start", 0)), node.attr("end")
         end = rank if end is None else int(end)
-        return list(dims)[slice(start + rank if start < 0 else start, end + rank if end < 0 else end)]
+        return list(dims)[
+            slice(start + rank if start < 0 else start, end + rank if end < 0 else end)
+        ]
     if op in ("Unsqueeze", "Squeeze", "Cast"):
         return _shape_data(node.inputs[0], known)
     if op == "Concat":
@@ -126,7 +130,10 @@ def _shape_data(value: Value | None, known: dict[int, tuple] | None = None) -> l
         bounds = [None if v is None else v.const for v in node.inputs[1:]] + [None] * 4
         if data is None or any(b is None for b in bounds[:2]):
             return None
-        if any(b is not None and [int(x) for x in np.asarray(b).reshape(-1)] != [c] for b, c in ((bounds[2], 0), (bounds[3], 1))):
+        if any(
+            b is not None and [int(x) for x in np.asarray(b).reshape(-1)] != [c]
+            for b, c in ((bounds[2], 0), (bounds[3], 1))
+        ):
             return None
         start, end = (int(np.asarray(b).reshape(-1)[0]) for b in bounds[:2])
         return data[slice(start, max(min(end, len(data)), -len(data) - 1))]
@@ -141,7 +148,9 @@ def _shape_data(value: Value | None, known: dict[int, tuple] | None = None) -> l
     return None
 
 
-def _reshaped(node: Node, src: tuple | None = None, known: dict[int, tuple] | None = None) -> tuple | None:
+def _reshaped(
+    node: Node, src: tuple | None = None, known: dict[int, tuple] | None = None
+) -> tuple | None:
     """The output dims of a ``Reshape`` from its input dims and a statically computed target."""
     out = _shape(node.outputs[0])
     if _known(out):
@@ -192,7 +201,11 @@ def _projection(
     if add is not None:
         a, b = add.inputs
         for cand, other in ((a, b), (b, a)):
-            if other is not None and other.const is not None and _producer(cand, "MatMul") is not None:
+            if (
+                other is not None
+                and other.const is not None
+                and _producer(cand, "MatMul") is not None
+            ):
                 bias, mm_out = np.asarray(other.const), cand
                 break
         else:
@@ -214,13 +227,17 @@ def _projection(
     if embed is not None and w.shape[0] != embed:
         return None
     if bias is not None:
-        if bias.dtype != np.float32 or bias.size != w.shape[1] or bias.shape[-1:] != (w.shape[1],):
+        if bias.dtype != np.float32 or bias.size != w.shape[1] or bias.ndim > 3:
+            return None
+        if bias.shape[-1:] != (w.shape[1],):
             return None
         bias = bias.reshape(-1)
     return Projection(x, np.ascontiguousarray(w.T), bias, [mm, *nodes], value)
 
 
-def _heads(ctx: Ctx, value: Value | None, perm: list[int]) -> tuple[Projection, Node, Node, int] | None:
+def _heads(
+    ctx: Ctx, value: Value | None, perm: list[int]
+) -> tuple[Projection, Node, Node, int] | None:
     """``Transpose(Reshape(proj [B, L, E]) → [B, L, H, D], perm)``: projection and head count."""
     tr = _producer(value, "Transpose")
     if tr is None or not _internal(ctx, value) or not _internal(ctx, tr.inputs[0]):
@@ -233,7 +250,11 @@ def _heads(ctx: Ctx, value: Value | None, perm: list[int]) -> tuple[Projection, 
     src, dst = _shape(rs.inputs[0]), _reshaped(rs)
     if not (_known(src) and _known(dst)) or len(src) != 3 or len(dst) != 4:
         return None
-    if dst[:2] != src[:2] or not all(isinstance(d, int) for d in dst[2:]) or dst[2] * dst[3] != src[2]:
+    if (
+        dst[:2] != src[:2]
+        or not all(isinstance(d, int) for d in dst[2:])
+        or dst[2] * dst[3] != src[2]
+    ):
         return None
     proj = _projection(ctx, rs.inputs[0])
     if proj is None:
@@ -242,13 +263,18 @@ def _heads(ctx: Ctx, value: Value | None, perm: list[int]) -> tuple[Projection, 
 
 
 def _key_heads(ctx: Ctx, value: Value | None) -> tuple[Projection, list[Node], int] | None:
-    """Kᵀ per head: one ``Transpose(0, 2, 3, 1)`` or ``Transpose(0, 2, 1, 3)`` then ``(0, 1, 3, 2)``."""
+    """Kᵀ per head: ``Transpose(0, 2, 3, 1)``, or ``(0, 2, 1, 3)`` then ``(0, 1, 3, 2)``."""
     direct = _heads(ctx, value, [0, 2, 3, 1])
     if direct is not None:
         proj, rs, tr, heads = direct
         return proj, [rs, tr], heads
     tr2 = _producer(value, "Transpose")
-    if tr2 is None or not _internal(ctx, value) or [int(p) for p in tr2.attr("perm", [])] != [0, 1, 3, 2] or not _internal(ctx, tr2.inputs[0]):
+    if (
+        tr2 is None
+        or not _internal(ctx, value)
+        or [int(p) for p in tr2.attr("perm", [])] != [0, 1, 3, 2]
+        or not _internal(ctx, tr2.inputs[0])
+    ):
         return None
     found = _heads(ctx, tr2.inputs[0], [0, 2, 1, 3])
     if found is None:
@@ -270,7 +296,7 @@ def _scale_ok(node: Node, scores: Value, head_dim: int) -> bool:
             return False
         c, want = other.const, 1.0 / math.sqrt(head_dim)
     c = np.asarray(c)
-    if c.size != 1 or c.dtype.kind != "f":
+    if c.size != 1 or c.ndim > 4 or c.dtype.kind != "f":
         return False
     return abs(float(c.reshape(-1)[0]) - want) <= SCALE_RTOL * want
 
@@ -365,7 +391,9 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
     if mask is not None:  # must broadcast into the scores [B, H, L, S] without growing them
         scores_dims = (q_in[0], heads, q_in[1], k_in[1])
         m_dims = _shape(mask)
-        if not _known(m_dims) or any(m not in (1, d) for m, d in zip(reversed(m_dims), reversed(scores_dims))):
+        if not _known(m_dims) or any(
+            m not in (1, d) for m, d in zip(reversed(m_dims), reversed(scores_dims))
+        ):
             return None
     nodes += [scale, qk, q_rs, q_tr, *k_nodes, v_rs, v_tr, softmax, pv, back, merge]
     nodes += q.nodes + k.nodes + v.nodes + o.nodes
@@ -388,6 +416,7 @@ def _shape_reads(
     functional).
     """
     members = {id(n) for n in nodes}
+    order = {id(n): i for i, n in enumerate(ctx.graph.nodes)}
     reads = []
     for node in nodes:
         for out in node.outputs:
@@ -406,7 +435,18 @@ def _shape_reads(
                     if isinstance(d, int):
                         spec.append(d)
                         continue
-                    src = next(((x, i) for x in inputs for i, e in enumerate(_shape(x)) if e == d), None)
+                    # block inputs computed before this Shape node that carry the same dim
+                    src = next(
+                        (
+                            (x, i)
+                            for x in inputs
+                            if x.producer is None
+                            or order.get(id(x.producer), len(order)) < order[id(user)]
+                            for i, e in enumerate(_shape(x))
+                            if e == d
+                        ),
+                        None,
+                    )
                     if src is None:
                         return None
                     spec.append(src)
@@ -467,7 +507,9 @@ def _emit(ctx: Ctx, block: Block, node: Node) -> None:
             # broadcast to [B, H, L, S] as the Add did, then fold the heads into the batch
             name = identifier("attn_mask", ctx.taken, fallback="v", reserved=CODE_NAMES)
             expand = f"{m}.expand({q}.shape[0], {heads}, {q}.shape[1], {k}.shape[1])"
-            ctx.body.append(Stmt(f"{name} = {expand}.reshape(-1, {q}.shape[1], {k}.shape[1])", origin))
+            ctx.body.append(
+                Stmt(f"{name} = {expand}.reshape(-1, {q}.shape[1], {k}.shape[1])", origin)
+            )
             m = name
         args += f", attn_mask={m}"
     ctx.body.append(Stmt(f"{ctx.local(block.o.out)}, _ = self.{ident}({args})", origin))
