@@ -95,17 +95,17 @@ def check_inputs(graph: Graph, feeds: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(t, TensorType) or not isinstance(arr, np.ndarray):
             continue
         if arr.dtype != t.dtype.numpy and not (t.dtype == DType.STRING and arr.dtype.kind in "OUS"):
-            raise InputError(f"input '{name}' must be {t.dtype.name.lower()} ({t.dtype.numpy}), got {arr.dtype}")
+            raise InputError(f"input {name!r} must be {t.dtype.name.lower()} ({t.dtype.numpy}), got {arr.dtype}")
         if t.shape is None:
             continue
         if arr.ndim != len(t.shape):
-            raise InputError(f"input '{name}' must have rank {len(t.shape)} (shape {_fmt(t.shape)}), got shape {list(arr.shape)}")
+            raise InputError(f"input {name!r} must have rank {len(t.shape)} (shape {_fmt(t.shape)}), got shape {list(arr.shape)}")
         for d, actual in zip(t.shape, arr.shape):
             if isinstance(d, int) and d != actual:
-                raise InputError(f"input '{name}' must have shape {_fmt(t.shape)}, got {list(arr.shape)}")
+                raise InputError(f"input {name!r} must have shape {_fmt(t.shape)}, got {list(arr.shape)}")
             if isinstance(d, str):
                 if symbols.setdefault(d, actual) != actual:
-                    raise InputError(f"dimension '{d}' is {symbols[d]} in one input and {actual} in input '{name}'")
+                    raise InputError(f"dimension '{d}' is {symbols[d]} in one input and {actual} in input {name!r}")
     return {k: (v.astype(object) if isinstance(v, np.ndarray) and v.dtype.kind in "US" else v) for k, v in feeds.items()}
 
 
