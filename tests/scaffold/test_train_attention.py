@@ -293,10 +293,28 @@ class _TorchSelfAttention(torch.nn.Module):
         return self.out(ctx) + x
 
 
-@pytest.mark.parametrize("hf", [False, True], ids=["view", "hf_size"])
-def test_torch_onnx_export_of_self_attention(tmp_path: Path, hf: bool):
+class _TwoLayers(torch.nn.Module):
+    """Two blocks with a LayerNorm between: the IR's shapes of the second block's input are
+    ``[?, ?, E]`` (the first block's reshapes are computed), which the matcher must handle."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_TorchSelfAttention(), _TorchSelfAttention(hf=True)])
+        self.norm = torch.nn.LayerNorm(16)
+
+    def forward(self, x, mask):
+        for layer in self.layers:
+            x = self.norm(layer(x, mask))
+        return x
+
+
+@pytest.mark.parametrize("variant", ["view", "hf_size", "two_layers"])
+def test_torch_onnx_export_of_self_attention(tmp_path: Path, variant: str):
     torch.manual_seed(0)
-    module = _TorchSelfAttention(hf=hf).eval()
+    if variant == "two_layers":
+        module = _TwoLayers().eval()
+    else:
+        module = _TorchSelfAttention(hf=variant == "hf_size").eval()
     path = tmp_path / "exported.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -317,7 +335,7 @@ def test_torch_onnx_export_of_self_attention(tmp_path: Path, hf: bool):
     model = onnx.load(path)
     assert any(n.op_type == "Softmax" for n in model.graph.node)  # decomposed, not fused
     src = _check(model, tmp_path, "exported")
-    assert src.count("nn.MultiheadAttention(") == 1
+    assert src.count("nn.MultiheadAttention(") == (2 if variant == "two_layers" else 1)
     assert "torch.softmax" not in src and "nn.Linear(" not in src
 
 

@@ -62,6 +62,19 @@ def _shape(value: Value | None) -> tuple | None:
     return t.shape if isinstance(t, TensorType) else None
 
 
+def _dims(value: Value) -> tuple | None:
+    """The shape of a block input with each unknown dim named by a token ``(id, axis)``.
+
+    Shape inference loses symbols after a first exported attention block (its reshapes are
+    computed), so later blocks see ``[?, ?, E]``; a token stands for "this dim of this value"
+    and is equal only to itself, which is all the matcher needs.
+    """
+    shape = _shape(value)
+    if shape is None:
+        return None
+    return tuple((id(value), i) if d is None else d for i, d in enumerate(shape))
+
+
 def _known(dims: tuple | None) -> bool:
     return dims is not None and all(d is not None for d in dims)
 
@@ -171,8 +184,8 @@ def _reshaped(
     if dims.count(-1) > 1:
         return None
     if -1 in dims:
-        left = Counter(d for d in src if isinstance(d, str))
-        right = Counter(d for d in dims if isinstance(d, str))
+        left = Counter(d for d in src if not isinstance(d, int))
+        right = Counter(d for d in dims if not isinstance(d, int))
         n_src = math.prod(d for d in src if isinstance(d, int))
         n_dst = math.prod(d for d in dims if isinstance(d, int) and d != -1)
         if right - left or n_dst == 0 or n_src % n_dst:
@@ -247,17 +260,19 @@ def _heads(
     rs = _producer(tr.inputs[0], "Reshape")
     if rs is None or not _internal(ctx, rs.inputs[0]):
         return None
-    src, dst = _shape(rs.inputs[0]), _reshaped(rs)
-    if not (_known(src) and _known(dst)) or len(src) != 3 or len(dst) != 4:
+    proj = _projection(ctx, rs.inputs[0])
+    x_dims = None if proj is None else _dims(proj.x)
+    if proj is None or x_dims is None:
+        return None
+    src = (*x_dims[:2], proj.weight.shape[0])
+    dst = _reshaped(rs, src, {id(proj.x): x_dims, id(proj.out): src})
+    if not _known(dst) or len(dst) != 4:
         return None
     if (
         dst[:2] != src[:2]
         or not all(isinstance(d, int) for d in dst[2:])
         or dst[2] * dst[3] != src[2]
     ):
-        return None
-    proj = _projection(ctx, rs.inputs[0])
-    if proj is None:
         return None
     return proj, rs, tr, int(dst[2])
 
@@ -365,11 +380,11 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
     merge = _only_user(ctx, back.outputs[0], "Reshape")
     if merge is None or merge.inputs[0] is not back.outputs[0]:
         return None
-    q_in = _shape(q.x)
+    q_in = _dims(q.x)
     if not _known(q_in):
         return None
     head_dims = (q_in[0], q_in[1], heads, embed // heads)
-    merged = _reshaped(merge, head_dims, {id(back.outputs[0]): head_dims})
+    merged = _reshaped(merge, head_dims, {id(back.outputs[0]): head_dims, id(q.x): q_in})
     if not _known(merged) or merged != (q_in[0], q_in[1], embed):
         return None
     o_mm = _only_user(ctx, merge.outputs[0], "MatMul")
@@ -383,22 +398,28 @@ def match_block(ctx: Ctx, softmax: Node) -> Block | None:
     if o is None:
         return None
     # self-attention shares K/V inputs; cross-attention needs matching key and value lengths
-    k_in, v_in = _shape(k.x), _shape(v.x)
+    k_in, v_in = _dims(k.x), _dims(v.x)
     if not (_known(q_in) and _known(k_in) and _known(v_in)):
         return None
     if k_in[:2] != v_in[:2] or k_in[0] != q_in[0]:
         return None
-    if mask is not None:  # must broadcast into the scores [B, H, L, S] without growing them
+    if mask is not None:
+        # must broadcast into the scores [B, H, L, S]: provably different sizes fall back; an
+        # unprovable one is left to ``expand`` in the generated code, which raises rather
+        # than grow the scores as ONNX broadcasting would
         scores_dims = (q_in[0], heads, q_in[1], k_in[1])
         m_dims = _shape(mask)
-        if not _known(m_dims) or any(
-            m not in (1, d) for m, d in zip(reversed(m_dims), reversed(scores_dims))
+        if any(
+            isinstance(m, int) and isinstance(d, int) and m not in (1, d)
+            for m, d in zip(reversed(m_dims), reversed(scores_dims))
         ):
             return None
     nodes += [scale, qk, q_rs, q_tr, *k_nodes, v_rs, v_tr, softmax, pv, back, merge]
     nodes += q.nodes + k.nodes + v.nodes + o.nodes
     d = embed // heads
     logical = {id(back.outputs[0]): head_dims, id(q_rs.outputs[0]): head_dims}
+    for proj, dims in ((q, q_in), (k, k_in), (v, v_in)):
+        logical[id(proj.out)] = (*dims[:2], embed)
     logical[id(k_nodes[0].outputs[0])] = logical[id(v_rs.outputs[0])] = (k_in[0], k_in[1], heads, d)
     reads = _shape_reads(ctx, nodes, o.out, logical, [q.x, k.x, v.x])
     if reads is None:
@@ -435,6 +456,9 @@ def _shape_reads(
                     if isinstance(d, int):
                         spec.append(d)
                         continue
+                    if isinstance(d, tuple):  # a token: that dim of a block input
+                        spec.append(next((x, d[1]) for x in inputs if id(x) == d[0]))
+                        continue
                     # block inputs computed before this Shape node that carry the same dim
                     src = next(
                         (
@@ -442,7 +466,7 @@ def _shape_reads(
                             for x in inputs
                             if x.producer is None
                             or order.get(id(x.producer), len(order)) < order[id(user)]
-                            for i, e in enumerate(_shape(x))
+                            for i, e in enumerate(_dims(x))
                             if e == d
                         ),
                         None,
@@ -502,7 +526,7 @@ def _emit(ctx: Ctx, block: Block, node: Node) -> None:
     args = f"{q}, {k}, {v}, need_weights=False"
     if block.mask is not None:
         m = ctx.var(block.mask)
-        m_shape, q_in, k_in = _shape(block.mask), _shape(block.q.x), _shape(block.k.x)
+        m_shape, q_in, k_in = _shape(block.mask), _dims(block.q.x), _dims(block.k.x)
         if m_shape != (q_in[1], k_in[1]):
             # broadcast to [B, H, L, S] as the Add did, then fold the heads into the batch
             name = identifier("attn_mask", ctx.taken, fallback="v", reserved=CODE_NAMES)
