@@ -34,7 +34,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_d0356846dbfed70f"
+_NAME = "_torsh_conv_632dbd1ac116775b"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -957,3 +957,60 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
     bias = _NO_BIAS if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
     flags = (b is not None) << 5 | (z is not None) << 1 | act << 2
     gemm_rows(x2, panels(owner, w), bias, res, y2, flags, lo, hi, nb.get_num_threads())
+
+
+# ---------------------------------------------------------------------------------------
+# 2-d max pooling, one (image, channel) plane per task: the kernel rows are reduced first
+# into a row buffer (contiguous, vectorized), then the kernel columns per output.
+# ---------------------------------------------------------------------------------------
+
+
+@nb.njit(_F4(_F4, _F4), inline="always")
+def _fmax(a, b):
+    """max(a, b) with NaN propagated (as np.maximum)."""
+    return a if (a >= b or a != a) else b
+
+
+@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
+def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
+    """y = max over each window of x (N, C, H, W); positions in the padding are -inf."""
+    n, c_n, h, w = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    low = np.float32(-np.inf)
+    for r in nb.prange(n * c_n):
+        b = r // c_n
+        c = r - b * c_n
+        row = np.empty(w, np.float32)
+        for oy in range(oh):
+            found = False
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    continue
+                if not found:
+                    for ix in range(w):
+                        row[ix] = x[b, c, iy, ix]
+                    found = True
+                else:
+                    for ix in range(w):
+                        row[ix] = _fmax(row[ix], x[b, c, iy, ix])
+            for ox in range(ow):
+                m = low
+                if found:
+                    for j in range(kw):
+                        ix = ox * sw - pw + j * dw
+                        if ix >= 0 and ix < w:
+                            m = _fmax(m, row[ix])
+                y[b, c, oy, ox] = m
+
+
+def max_pool(x, y, geo):
+    """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
+    sw, dh, dw, ph, pw)."""
+    x = np.ascontiguousarray(x, np.float32)
+    if y.flags.c_contiguous:
+        max_pool2d(x, y, *geo)
+    else:
+        out = np.empty(y.shape, np.float32)
+        max_pool2d(x, out, *geo)
+        y[...] = out

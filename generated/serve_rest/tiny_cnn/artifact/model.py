@@ -82,11 +82,8 @@ class Model:
         )
         del image
         # @node 1: MaxPool '/pool1/MaxPool'
-        xp = r1
-        p1 = np.maximum(xp[:, :, 0:27:2, 0:27:2], xp[:, :, 0:27:2, 1:28:2])
-        np.maximum(p1, xp[:, :, 1:28:2, 0:27:2], out=p1)
-        np.maximum(p1, xp[:, :, 1:28:2, 1:28:2], out=p1)
-        del xp
+        p1 = np.empty((r1.shape[0], r1.shape[1], 14, 14), dtype=np.float32)
+        _cv.max_pool(r1, p1, (2, 2, 2, 2, 1, 1, 0, 0))
         del r1
         # @node 2: ai.torsh::FusedConv '/conv2/Conv_fused'
         r2 = np.empty((p1.shape[0], 16, 14, 14), dtype=np.float32)

@@ -19,10 +19,11 @@ import numpy as np
 
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
-from torsh_gen.backends.python.emitters.conv_numba import emit_numba_conv
+from torsh_gen.backends.python.emitters.conv_numba import emit_numba_conv, use_conv_runtime
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
 from torsh_gen.backends.python.emitters.fused import emit_activation
 from torsh_gen.backends.python.literals import index_src
+from torsh_gen.ir.types import DType
 from torsh_gen.ops.nn import conv_pads, spatial_params, windows
 
 
@@ -193,7 +194,10 @@ def _pool_setup(ctx: NodeCtx, fill: str) -> tuple | None:
 
 @emits("MaxPool")
 def max_pool(ctx: NodeCtx) -> bool:
-    """Running np.maximum over the kernel taps (pads are -inf)."""
+    """Running np.maximum over the kernel taps (pads are -inf); float32 2-d pooling is the
+    numba kernel of ``_conv.py`` instead (one pass over the rows, one over the columns)."""
+    if _numba_max_pool(ctx):
+        return True
     setup = _pool_setup(ctx, "-np.inf")
     if setup is None:
         return False
@@ -261,4 +265,28 @@ def global_pool(ctx: NodeCtx) -> bool:
     axes = tuple(range(2, len(t.shape)))
     fn = "np.mean" if ctx.node.op_type == "GlobalAveragePool" else "np.max"
     ctx.emit(f"{ctx.y()} = {fn}({ctx.x(0)}, axis={ctx.lit(axes)}, keepdims=True{ctx.out_kw()})")
+    return True
+
+
+def _numba_max_pool(ctx: NodeCtx) -> bool:
+    """The ``_cv.max_pool`` call for a float32 2-d MaxPool without indices; False to decline."""
+    t_in, t_out = ctx.in_tensor(0), ctx.out_type(0)
+    kernel = [int(k) for k in ctx.attrs.kernel_shape or []]
+    if len(ctx.outs) != 1 or t_in is None or t_in.dtype != DType.FLOAT or len(kernel) != 2:
+        return False
+    if t_out is None or t_out.shape is None or len(t_out.shape) != 4 or _spatial(ctx, 2) is None:
+        return False
+    if ctx.attrs.get("storage_order", 0):
+        return False
+    geo = _pads(ctx, kernel, bool(ctx.attrs.ceil_mode))
+    if geo is None or geo[2] is None or 0 in geo[2]:
+        return False
+    begin, _, out = geo
+    strides, dilations, _ = spatial_params(ctx.attrs, 2)
+    x, y = ctx.x(0), ctx.y()
+    alloc = ctx.buf() or f"np.empty(({x}.shape[0], {x}.shape[1], {out[0]}, {out[1]}), dtype=np.float32)"
+    ctx.emit(f"{y} = {alloc}")
+    params = (*kernel, *strides, *dilations, *begin)
+    ctx.emit(f"_cv.max_pool({x}, {y}, {ctx.lit(tuple(int(p) for p in params))})")
+    use_conv_runtime(ctx.module, "pool")
     return True
