@@ -24,6 +24,7 @@ import os
 # read when the pools start, hence before numba launches its first parallel kernel.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import functools  # noqa: E402
 import sys  # noqa: E402
 
 import numba as nb  # noqa: E402
@@ -34,7 +35,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_632dbd1ac116775b"
+_NAME = "_torsh_conv_fd827b427bb03a7d"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -56,6 +57,26 @@ _U = nb.uint64  # unsigned indices: no negative-index wraparound check
 _OPTS = dict(parallel=True, cache=True, nogil=True)
 
 
+def _contiguous_output(position: int):
+    """For an entry point whose kernels write a C-contiguous float32 output, passed as
+    argument ``position``: a strided output (a planned view) is computed into a scratch
+    array and copied back, so every kernel can assume contiguity."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args):
+            y = args[position]
+            if y.flags.c_contiguous:
+                return fn(*args)
+            out = np.empty(y.shape, np.float32)
+            fn(*args[:position], out, *args[position + 1 :])
+            y[...] = out
+
+        return call
+
+    return wrap
+
+
 def packed(owner, w, group: int) -> np.ndarray:
     """``w`` packed for ``gemm_conv``; kept on ``owner`` for read-only (constant) weights."""
     w = np.ascontiguousarray(w, np.float32)
@@ -75,6 +96,7 @@ _NO_BIAS = np.zeros(0, np.float32)
 _NO_RES4 = np.zeros((0, 0, 0, 0), np.float32)
 
 
+@_contiguous_output(5)
 def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     """y = act(conv(x, w) + b + z) for float32 NCHW ``x`` into the preallocated ``y``.
 
@@ -88,11 +110,6 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     m, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     bias = _NO_BIAS if b is None else b
     res = _NO_RES4 if z is None else np.ascontiguousarray(z)
-    if not y.flags.c_contiguous:
-        out = np.empty(y.shape, np.float32)
-        conv2d(owner, x, w, b, z, out, geo, act, lo, hi)
-        y[...] = out
-        return
     flags = (b is not None) | (z is not None) << 1 | act << 2
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
@@ -181,7 +198,9 @@ def _splat(builder, scalar, vtype):
 
 
 def _vec_at(builder, base, offset):
-    return builder.bitcast(builder.gep(base, [_k(offset)]), _V.as_pointer())
+    """A vector pointer at ``base + offset`` (a Python int or an LLVM value)."""
+    offset = offset if isinstance(offset, ir.Value) else _k(offset)
+    return builder.bitcast(builder.gep(base, [offset]), _V.as_pointer())
 
 
 def _fn(builder, name, ret, args):
@@ -287,6 +306,93 @@ def _activate(builder, x, act, lov, hiv):
     return y
 
 
+def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase, col_bias, y_io):
+    """The IR every register tile shares: accumulators (zero, or read from ``y`` when flags
+    has 16), ``kdim`` steps of NV vector loads from ``x_row(k)`` times MR broadcast weights
+    from ``wbase[k*MR + r]``, then one epilogue per activation code, chosen once per tile,
+    and the store of rows r < mvalid. ``y_io`` gives ``load(r, v, mask)``,
+    ``store(r, v, value, mask)`` and ``load_res(r, v, mask)``: contiguous or per-lane."""
+    load, store, load_res = y_io
+    fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
+    accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
+    zero = ir.Constant(_V, [0.0] * _L)
+    start = builder.basic_block
+    with builder.if_then(accumulate):
+        loaded = []
+        for r in range(MR):
+            on = _splat(builder, builder.icmp_signed("<", _k(r), mvalid), _MASK)
+            loaded.append([load(r, v, builder.and_(masks[v], on)) for v in range(NV)])
+        loaded_block = builder.basic_block
+    init = []
+    for r in range(MR):
+        row = []
+        for v in range(NV):
+            phi = builder.phi(_V)
+            phi.add_incoming(zero, start)
+            phi.add_incoming(loaded[r][v], loaded_block)
+            row.append(phi)
+        init.append(row)
+    pre = builder.basic_block
+    loop = builder.append_basic_block("tile.loop")
+    done = builder.append_basic_block("tile.done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    k = builder.phi(_I64)
+    k.add_incoming(_k(0), pre)
+    acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(MR)]
+    for r in range(MR):
+        for v in range(NV):
+            acc[r][v].add_incoming(init[r][v], pre)
+    xrow = x_row(k)
+    xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
+    wrow = builder.gep(wbase, [builder.mul(k, _k(MR))])
+    new = []
+    for r in range(MR):
+        wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
+        new.append([builder.call(fma, [xs[v], wv, acc[r][v]]) for v in range(NV)])
+    k1 = builder.add(k, _k(1))
+    k.add_incoming(k1, loop)
+    for r in range(MR):
+        for v in range(NV):
+            acc[r][v].add_incoming(new[r][v], loop)
+    builder.cbranch(builder.icmp_signed("<", k1, kdim), loop, done)
+    builder.position_at_end(done)
+    has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
+    has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
+    res_on = _splat(builder, has_res, _MASK)
+    act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
+    merge = builder.append_basic_block("tile.stored")
+    cases = [builder.append_basic_block(f"tile.act{code}") for code in range(4)]
+    switch = builder.switch(act, cases[0])
+    for code in range(1, 4):
+        switch.add_case(_k(code), cases[code])
+    for code, block in enumerate(cases):
+        builder.position_at_end(block)
+        for r in range(MR):
+            with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
+                res = [load_res(r, v, builder.and_(masks[v], res_on)) for v in range(NV)]
+                bias_ptr = builder.gep(bbase, [_k(r)])
+                out = _epilogue(
+                    builder,
+                    new[r],
+                    bias_ptr,
+                    has_bias,
+                    bbase,
+                    col_bias,
+                    None,
+                    has_res,
+                    code,
+                    lo,
+                    hi,
+                    masks,
+                    res_vals=res,
+                )
+                for v in range(NV):
+                    store(r, v, out[v], masks[v])
+        builder.branch(merge)
+    builder.position_at_end(merge)
+
+
 @intrinsic
 def _tile(
     typingctx,
@@ -310,11 +416,11 @@ def _tile(
 ):
     """One MR x NR register tile over ``kdim`` reduction steps.
 
-        ``wp[woff + k*MR + r]`` and ``xp[xoff + k*NR + j]`` are the packed operands; the tile
-        goes to ``y[yoff + r*ldy + j]`` (and reads ``res`` at the same offsets from ``roff``)
-        for rows r < mvalid and columns j < nvalid. ``flags``: 1 bias, 2 residual, 4 * act
+    ``wp[woff + k*MR + r]`` and ``xp[xoff + k*NR + j]`` are the packed operands; the tile
+    goes to ``y[yoff + r*ldy + j]`` (and reads ``res`` at the same offsets from ``roff``)
+    for rows r < mvalid and columns j < nvalid. ``flags``: 1 bias, 2 residual, 4 * act
     (0 none, 1 Relu, 2 Clip, 3 LeakyRelu), 16 accumulate onto what ``y`` holds, 32 bias per
-        column (``bias[boff + j]`` instead of ``bias[boff + r]``).
+    column (``bias[boff + j]`` instead of ``bias[boff + r]``).
     """
     ip = types.intp
     sig = types.void(
@@ -347,91 +453,40 @@ def _tile(
         ybase = _data(context, builder, types_[5], ya, yoff)
         bbase = _data(context, builder, types_[10], ba, boff)
         rbase = _data(context, builder, types_[12], ra, roff)
-        fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
         masks = _lane_masks(builder, nvalid)
-        accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
-        rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
-        zero = ir.Constant(_V, [0.0] * _L)
-        start = builder.basic_block
-        with builder.if_then(accumulate):
-            loaded = []
-            for r in range(MR):
-                on = _splat(builder, builder.icmp_signed("<", _k(r), mvalid), _MASK)
-                ptrs = [_vec_at(builder, rows[r], v * _L) for v in range(NV)]
-                loaded.append(
-                    [_masked_load(builder, ptrs[v], builder.and_(masks[v], on)) for v in range(NV)]
-                )
-            loaded_block = builder.basic_block
-        init = []
-        for r in range(MR):
-            row = []
-            for v in range(NV):
-                phi = builder.phi(_V)
-                phi.add_incoming(zero, start)
-                phi.add_incoming(loaded[r][v], loaded_block)
-                row.append(phi)
-            init.append(row)
-        pre = builder.basic_block
-        loop = builder.append_basic_block("tile.loop")
-        done = builder.append_basic_block("tile.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        k = builder.phi(_I64)
-        k.add_incoming(_k(0), pre)
-        acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(MR)]
-        for r in range(MR):
-            for v in range(NV):
-                acc[r][v].add_incoming(init[r][v], pre)
-        xrow = builder.gep(xbase, [builder.mul(k, _k(NR))])
-        xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
-        wrow = builder.gep(wbase, [builder.mul(k, _k(MR))])
-        new = []
-        for r in range(MR):
-            wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
-            new.append([builder.call(fma, [xs[v], wv, acc[r][v]]) for v in range(NV)])
-        k1 = builder.add(k, _k(1))
-        k.add_incoming(k1, loop)
-        for r in range(MR):
-            for v in range(NV):
-                acc[r][v].add_incoming(new[r][v], loop)
-        builder.cbranch(builder.icmp_signed("<", k1, kdim), loop, done)
-        builder.position_at_end(done)
-        has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
-        has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
         col_bias = builder.icmp_signed("!=", builder.and_(flags, _k(32)), _k(0))
-        act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
-        merge = builder.append_basic_block("tile.stored")
-        cases = [builder.append_basic_block(f"tile.act{code}") for code in range(4)]
-        switch = builder.switch(act, cases[0])
-        for code in range(1, 4):
-            switch.add_case(_k(code), cases[code])
-        for code, block in enumerate(cases):
-            builder.position_at_end(block)
-            for r in range(MR):
-                with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
-                    res_row = builder.gep(rbase, [builder.mul(_k(r), ldy)])
-                    bias_ptr = builder.gep(bbase, [_k(r)])
-                    out = _epilogue(
-                        builder,
-                        new[r],
-                        bias_ptr,
-                        has_bias,
-                        bbase,
-                        col_bias,
-                        res_row,
-                        has_res,
-                        code,
-                        lo,
-                        hi,
-                        masks,
-                    )
-                    for v in range(NV):
-                        _masked_store(builder, out[v], _vec_at(builder, rows[r], v * _L), masks[v])
-            builder.branch(merge)
-        builder.position_at_end(merge)
+        rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+        res_rows = [builder.gep(rbase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+
+        def x_row(k):
+            return builder.gep(xbase, [builder.mul(k, _k(NR))])
+
+        def load(r, v, mask):
+            return _masked_load(builder, _vec_at(builder, rows[r], v * _L), mask)
+
+        def store(r, v, value, mask):
+            _masked_store(builder, value, _vec_at(builder, rows[r], v * _L), mask)
+
+        def load_res(r, v, mask):
+            return _masked_load(builder, _vec_at(builder, res_rows[r], v * _L), mask)
+
+        y_io = (load, store, load_res)
+        _build_tile(
+            builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase, col_bias, y_io
+        )
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@nb.njit(inline="always")
+def _shares(jobs, tiles, threads):
+    """How the GEMM drivers split work: each of ``jobs`` (a panel of positions) is cut into
+    ``split`` shares of its ``tiles`` row tiles when there are too few jobs to keep every
+    thread busy; ``items`` shares in all, handed out in ``chunks`` contiguous runs."""
+    split = min(tiles, (4 * threads + jobs - 1) // jobs) if jobs < 4 * threads else 1
+    items = jobs * split
+    return split, items, min(threads, items)
 
 
 @intrinsic
@@ -544,9 +599,7 @@ def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags,
     direct = kh == kw == sh == sw == 1 and ph == pw == 0 and oh == h and ow == w
     panels = (p_n + NR - 1) // NR
     jobs = n * group * panels
-    split = min(mt, (4 * threads + jobs - 1) // jobs) if jobs < 4 * threads else 1
-    items = jobs * split
-    chunks = min(threads, items)
+    split, items, chunks = _shares(jobs, mt, threads)
     for t in nb.prange(chunks):
         buf = np.empty(k_n * NR, np.float32)
         packed = -1
@@ -686,100 +739,31 @@ def _tile_grid(
         dbase = _data(context, builder, t[11], da, _k(0))
         bbase = _data(context, builder, t[12], ba, boff)
         rbase = _data(context, builder, t[14], ra, yoff)
-        fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
-        idx = [
-            builder.load(
-                builder.bitcast(builder.gep(dbase, [_k(v * _L)]), _VI.as_pointer()), align=8
-            )
-            for v in range(NV)
+        lanes = [
+            builder.bitcast(builder.gep(dbase, [_k(v * _L)]), _VI.as_pointer()) for v in range(NV)
         ]
+        idx = [builder.load(ptr, align=8) for ptr in lanes]
         masks = [builder.icmp_signed(">=", i, ir.Constant(_VI, [0] * _L)) for i in idx]
-        accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
         rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
-        zero = ir.Constant(_V, [0.0] * _L)
-        start = builder.basic_block
-        with builder.if_then(accumulate):
-            loaded = []
-            for r in range(MR):
-                on = _splat(builder, builder.icmp_signed("<", _k(r), mvalid), _MASK)
-                loaded.append(
-                    [
-                        _gather(builder, rows[r], idx[v], builder.and_(masks[v], on))
-                        for v in range(NV)
-                    ]
-                )
-            loaded_block = builder.basic_block
-        init = []
-        for r in range(MR):
-            row = []
-            for v in range(NV):
-                phi = builder.phi(_V)
-                phi.add_incoming(zero, start)
-                phi.add_incoming(loaded[r][v], loaded_block)
-                row.append(phi)
-            init.append(row)
-        pre = builder.basic_block
-        loop = builder.append_basic_block("grid.loop")
-        done = builder.append_basic_block("grid.done")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        k = builder.phi(_I64)
-        k.add_incoming(_k(0), pre)
-        acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(MR)]
-        for r in range(MR):
-            for v in range(NV):
-                acc[r][v].add_incoming(init[r][v], pre)
-        xrow = builder.gep(xbase, [builder.load(builder.gep(kbase, [k]))])
-        xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
-        wrow = builder.gep(wbase, [builder.mul(k, _k(MR))])
-        new = []
-        for r in range(MR):
-            wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
-            new.append([builder.call(fma, [xs[v], wv, acc[r][v]]) for v in range(NV)])
-        k1 = builder.add(k, _k(1))
-        k.add_incoming(k1, loop)
-        for r in range(MR):
-            for v in range(NV):
-                acc[r][v].add_incoming(new[r][v], loop)
-        builder.cbranch(builder.icmp_signed("<", k1, kdim), loop, done)
-        builder.position_at_end(done)
-        has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
-        has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
-        act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
-        res_on = _splat(builder, has_res, _MASK)
-        merge = builder.append_basic_block("grid.stored")
-        cases = [builder.append_basic_block(f"grid.act{code}") for code in range(4)]
-        switch = builder.switch(act, cases[0])
-        for code in range(1, 4):
-            switch.add_case(_k(code), cases[code])
-        for code, block in enumerate(cases):
-            builder.position_at_end(block)
-            for r in range(MR):
-                with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
-                    res_row = builder.gep(rbase, [builder.mul(_k(r), ldy)])
-                    res_vals = [
-                        _gather(builder, res_row, idx[v], builder.and_(masks[v], res_on))
-                        for v in range(NV)
-                    ]
-                    out = _epilogue(
-                        builder,
-                        new[r],
-                        builder.gep(bbase, [_k(r)]),
-                        has_bias,
-                        bbase,
-                        ir.Constant(_I1, 0),
-                        res_row,
-                        has_res,
-                        code,
-                        lo,
-                        hi,
-                        masks,
-                        res_vals=res_vals,
-                    )
-                    for v in range(NV):
-                        _scatter(builder, out[v], rows[r], idx[v], masks[v])
-            builder.branch(merge)
-        builder.position_at_end(merge)
+        res_rows = [builder.gep(rbase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+
+        def x_row(k):
+            return builder.gep(xbase, [builder.load(builder.gep(kbase, [k]))])
+
+        def load(r, v, mask):
+            return _gather(builder, rows[r], idx[v], mask)
+
+        def store(r, v, value, mask):
+            _scatter(builder, value, rows[r], idx[v], mask)
+
+        def load_res(r, v, mask):
+            return _gather(builder, res_rows[r], idx[v], mask)
+
+        y_io = (load, store, load_res)
+        no_col_bias = ir.Constant(_I1, 0)
+        _build_tile(
+            builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase, no_col_bias, y_io
+        )
         return context.get_dummy_value()
 
     return sig, codegen
@@ -805,9 +789,7 @@ def gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo
     yf, rf, wf = y.reshape(-1), res.reshape(-1), wp.reshape(-1)
     panels = (qv + NR - 1) // NR
     jobs = n * group * panels
-    split = min(mt, (4 * threads + jobs - 1) // jobs) if jobs < 4 * threads else 1
-    items = jobs * split
-    chunks = min(threads, items)
+    split, items, chunks = _shares(jobs, mt, threads)
     for t in nb.prange(chunks):
         dst = np.empty(NR, np.int64)
         for item in range(t * items // chunks, (t + 1) * items // chunks):
@@ -885,11 +867,7 @@ def gemm_rows(x, wpn, bias, res, y, flags, lo, hi, threads):
     yf = y.reshape(-1)
     rf = res.reshape(-1)
     wf = wpn.reshape(-1)
-    split = 1
-    if panels < 4 * threads:
-        split = min(rt, (4 * threads + panels - 1) // panels)
-    items = panels * split
-    chunks = min(threads, items)
+    split, items, chunks = _shares(panels, rt, threads)
     for c in nb.prange(chunks):
         for item in range(c * items // chunks, (c + 1) * items // chunks):
             p = item // split
@@ -939,6 +917,7 @@ def panels(owner, w) -> np.ndarray:
 _NO_RES2 = np.zeros((0, 0), np.float32)
 
 
+@_contiguous_output(5)
 def matmul(owner, x, w, b, z, y, act, lo, hi):
     """y = act(x @ w + b + z) into the preallocated ``y``, float32 x (..., K) and w (K, N).
 
@@ -946,11 +925,6 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
     ``y``'s shape or is None.
     """
     k, n = w.shape
-    if not y.flags.c_contiguous:
-        out = np.empty(y.shape, np.float32)
-        matmul(owner, x, w, b, z, out, act, lo, hi)
-        y[...] = out
-        return
     x2 = np.ascontiguousarray(x, np.float32).reshape(-1, k)
     y2 = y.reshape(-1, n)
     res = _NO_RES2 if z is None else np.ascontiguousarray(z, np.float32).reshape(-1, n)
@@ -1004,13 +978,9 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
                 y[b, c, oy, ox] = m
 
 
+@_contiguous_output(1)
 def max_pool(x, y, geo):
     """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
     sw, dh, dw, ph, pw)."""
     x = np.ascontiguousarray(x, np.float32)
-    if y.flags.c_contiguous:
-        max_pool2d(x, y, *geo)
-    else:
-        out = np.empty(y.shape, np.float32)
-        max_pool2d(x, out, *geo)
-        y[...] = out
+    max_pool2d(x, y, *geo)
