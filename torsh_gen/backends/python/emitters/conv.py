@@ -171,7 +171,9 @@ def _taps(ctx: NodeCtx, xp: str, kernel: list[int], strides: list[int], dilation
     return result
 
 
-def _pool_setup(ctx: NodeCtx, fill: str) -> tuple | None:
+def _pool_geometry(ctx: NodeCtx) -> tuple | None:
+    """(dtype, kernel, strides, dilations, begin pads, end pads, output size) of a float
+    pooling node with one output and static spatial sizes, else None."""
     ds = dtypes(ctx, 1)
     if not ds or ds[0] not in FLOATS or len(ctx.outs) != 1:
         return None
@@ -183,13 +185,21 @@ def _pool_setup(ctx: NodeCtx, fill: str) -> tuple | None:
         return None
     begin, end, out = geo
     strides, dilations, _ = spatial_params(ctx.attrs, len(kernel))
+    return ds[0], kernel, strides, dilations, begin, end, out
+
+
+def _pool_setup(ctx: NodeCtx, fill: str) -> tuple | None:
+    geometry = _pool_geometry(ctx)
+    if geometry is None:
+        return None
+    dtype, kernel, strides, dilations, begin, end, out = geometry
     xp = ctx.tmp("xp")
     if any(begin + end):
         widths = ((0, 0), (0, 0)) + tuple((b, e) for b, e in zip(begin, end))
         ctx.emit(f"{xp} = np.pad({ctx.x(0)}, {ctx.lit(widths)}, constant_values={fill})")
     else:
         ctx.emit(f"{xp} = {ctx.x(0)}")
-    return ds[0], xp, kernel, strides, dilations, begin, end, out
+    return dtype, xp, kernel, strides, dilations, begin, end, out
 
 
 @emits("MaxPool")
@@ -270,19 +280,13 @@ def global_pool(ctx: NodeCtx) -> bool:
 
 def _numba_max_pool(ctx: NodeCtx) -> bool:
     """The ``_cv.max_pool`` call for a float32 2-d MaxPool without indices; False to decline."""
-    t_in, t_out = ctx.in_tensor(0), ctx.out_type(0)
-    kernel = [int(k) for k in ctx.attrs.kernel_shape or []]
-    if len(ctx.outs) != 1 or t_in is None or t_in.dtype != DType.FLOAT or len(kernel) != 2:
+    geometry = _pool_geometry(ctx)
+    t_out = ctx.out_type(0)
+    if geometry is None or geometry[0] != DType.FLOAT or len(geometry[1]) != 2:
         return False
-    if t_out is None or t_out.shape is None or len(t_out.shape) != 4 or _spatial(ctx, 2) is None:
+    if t_out is None or t_out.shape is None or len(t_out.shape) != 4 or ctx.attrs.get("storage_order", 0):
         return False
-    if ctx.attrs.get("storage_order", 0):
-        return False
-    geo = _pads(ctx, kernel, bool(ctx.attrs.ceil_mode))
-    if geo is None or geo[2] is None or 0 in geo[2]:
-        return False
-    begin, _, out = geo
-    strides, dilations, _ = spatial_params(ctx.attrs, 2)
+    _, kernel, strides, dilations, begin, _, out = geometry
     x, y = ctx.x(0), ctx.y()
     alloc = ctx.buf() or f"np.empty(({x}.shape[0], {x}.shape[1], {out[0]}, {out[1]}), dtype=np.float32)"
     ctx.emit(f"{y} = {alloc}")
