@@ -22,6 +22,14 @@ from torsh_gen.ir.types import DType
 #: FusedConv activations the convolution runtime applies itself → their code there.
 ACT_CODES = {"": 0, "Relu": 1, "Clip": 2, "LeakyRelu": 3}
 
+
+def act_args(act: str, params: list[float]) -> tuple[int, float, float]:
+    """(code, lo, hi) of an activation for the runtime's kernels: Clip's bounds or
+    LeakyRelu's slope in lo; code 0 (none) for activations they do not apply."""
+    code = ACT_CODES.get(act, 0)
+    lo, hi = (params + [0.0, 0.0])[:2] if code else (0.0, 0.0)
+    return code, lo, hi
+
 #: The attribute on ``Module`` naming the parts of ``_conv.py`` the package needs (a set;
 #: none: no ``_conv.py``): "conv", "depthwise", "matmul", "batched".
 CONV_PARTS = "conv_runtime_parts"
@@ -51,8 +59,7 @@ def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides:
             return False
     act = (ctx.attrs.activation or "") if fused else ""
     params = [float(p) for p in (ctx.attrs.activation_params or [])] if fused else []
-    code = ACT_CODES.get(act, 0)
-    lo, hi = (params + [0.0, 0.0])[:2] if code else (0.0, 0.0)
+    code, lo, hi = act_args(act, params)
     y = ctx.y()
     m, oh, ow = t_out.shape[1:]
     alloc = ctx.buf() or f"np.empty(({ctx.x(0)}.shape[0], {m}, {oh}, {ow}), dtype=np.float32)"

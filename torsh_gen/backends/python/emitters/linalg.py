@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
-from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, use_conv_runtime
+from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, act_args, use_conv_runtime
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
 from torsh_gen.backends.python.emitters.fused import emit_activation, nn_block
 from torsh_gen.backends.python.scalar import activation_expr
@@ -182,8 +182,7 @@ def _packed(ctx: NodeCtx, epi: tuple[str, str], act: str, params: list[float], e
     if a.shape[-1] != w.shape[0] or t.shape[-1] != w.shape[1] or len(t.shape) != a.rank:
         return False
     bias, res = epi
-    code = ACT_CODES.get(act, 0)
-    lo, hi = (params + [0.0, 0.0])[:2] if code else (0.0, 0.0)
+    code, lo, hi = act_args(act, params)
     y, x0 = ctx.y(), ctx.x(0)
     ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + ({w.shape[1]},), dtype=np.float32)'}")
     ctx.emit(f"_cv.matmul(self, {x0}, {ctx.x(1)}, {bias or 'None'}, {res or 'None'}, {y}, "
