@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.ir.types import TensorType, Type
+from torsh_gen.ir.types import DType, TensorType, Type
 from torsh_gen.ops.nn import conv_pads, pad_spatial, spatial_params, windows
 from torsh_gen.ops.registry import INT, INTS, STRING, Cost, InferContext, OpSpec, RunContext, op
 
@@ -64,7 +64,9 @@ class _Pool(OpSpec):
 
 
 def _lowest(dt: np.dtype) -> Any:
-    return -np.inf if dt.kind == "f" else np.iinfo(dt).min
+    if dt.kind == "f" or DType.from_numpy(dt).is_float:  # ml_dtypes floats (bfloat16) have kind 'V'
+        return -np.inf
+    return np.iinfo(dt).min
 
 
 @op("MaxPool", since=1)

@@ -9,6 +9,7 @@ from torsh_gen.passes import (  # noqa: F401  (imported for their registrations)
     fuse_epilogues,
     memplan,
     patterns,
+    precision,
     simplify,
 )
 from torsh_gen.passes.manager import PassReport, register_pass, registered_passes, run_passes
