@@ -172,7 +172,7 @@ def _member(group: ChannelGroup, node: Node) -> list[Value]:
         if used_outputs:
             group.block(f"{op} {node.name!r} has a second output in use")
         for v in node.inputs[1:]:
-            if v is not None and (v.const is None or v.const.size != 1):
+            if v is not None and not _is_scalar(v):
                 group.block(f"{op} {node.name!r} has a non-scalar parameter")
         group.members.append(node)
         return [node.inputs[0], node.outputs[0]]
@@ -271,6 +271,14 @@ def _is_depthwise(node: Node, channels: int) -> bool:
         and int(node.attr("group", 1)) == channels == w.const.shape[0] and w.const.shape[1] == 1
         and (b is None or b.const is not None)
     )
+
+
+def _is_scalar(v: Value) -> bool:
+    """True for a one-element value (constant or computed), which cannot carry channels."""
+    if v.const is not None:
+        return v.const.size == 1
+    t = v.type
+    return isinstance(t, TensorType) and t.shape is not None and all(d == 1 for d in t.shape)
 
 
 def _rank(v: Value) -> int | None:
