@@ -6,6 +6,7 @@ from torsh_gen.ops import (  # noqa: F401  (imported for their registrations)
     control,
     elementwise,
     fused,
+    fused_quant,
     image,
     indexing,
     linalg,

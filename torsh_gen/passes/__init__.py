@@ -7,6 +7,7 @@ from torsh_gen.passes import (  # noqa: F401  (imported for their registrations)
     fold,
     fuse_elementwise,
     fuse_epilogues,
+    fuse_quant,
     memplan,
     patterns,
     precision,

@@ -29,7 +29,7 @@ PIPELINES: dict[str, list[str]] = {
         "eliminate_dead_code",
     ],
 }
-PIPELINES["O3"] = PIPELINES["O2"] + ["fuse_epilogues", "fuse_elementwise", "eliminate_dead_code"]
+PIPELINES["O3"] = ["fuse_quant"] + PIPELINES["O2"] + ["fuse_epilogues", "fuse_elementwise", "eliminate_dead_code"]
 
 
 def pipeline(level: str = "O2", passes: Sequence[str] | None = None) -> list[str]:

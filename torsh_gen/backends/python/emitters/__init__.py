@@ -49,6 +49,7 @@ def _load() -> None:
         fused,
         linalg,
         norm,
+        quant,
         reduce,
         shape,
     )
