@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -127,3 +129,14 @@ def test_kernels_compile_at_build_time_and_are_cached(tmp_path: Path, monkeypatc
     second = compile_model(models.gelu_chain(), tmp_path / "b" / "gelu", passes=available_passes("O3"))
     assert list((tmp_path / "b" / "gelu" / "__pycache__").glob("kernels.*.nbi"))
     assert second.kernels == first.kernels
+    # the copied machine code is valid for the new artifact: importing it compiles nothing
+    probe = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import gelu.kernels as k\n"
+        "from numba.core.registry import CPUDispatcher\n"
+        "ds = [v for v in vars(k).values() if isinstance(v, CPUDispatcher)]\n"
+        "print(sum(sum(d.stats.cache_hits.values()) for d in ds),"
+        " sum(sum(d.stats.cache_misses.values()) for d in ds))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "b")], capture_output=True, text=True, check=True)
+    hits, misses = map(int, done.stdout.split())
+    assert hits >= 1 and misses == 0

@@ -18,11 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torsh_gen.backends.python.kernel_cache import cache_root
+from torsh_gen.backends.python.kernel_cache import FIXED_MTIME, cache_root, numba_tag
 
 FILE = "_conv.py"
-#: 2000-01-01T00:00:00Z: numba's cache index records the source's (mtime, size).
-FIXED_MTIME = 946684800
 
 _COMPILE = (
     "import importlib.util, sys\n"
@@ -34,10 +32,8 @@ _COMPILE = (
 
 
 def _key(source: str) -> str:
-    import numba
-
     h = hashlib.sha256(source.encode())
-    h.update(f"numba {numba.__version__} python {sys.version_info[:2]}".encode())
+    h.update(numba_tag().encode())
     return h.hexdigest()[:32]
 
 

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import black
-
 from torsh_gen.backends.python.context import Lines, Module
 from torsh_gen.backends.python.conv_cache import install as install_conv_kernels
 from torsh_gen.backends.python.emitters.conv_numba import CONV_PARTS
+from torsh_gen.backends.python.formatting import format_code
 from torsh_gen.backends.python.function import MARKER, emit_function
 from torsh_gen.backends.python.literals import literal
 from torsh_gen.backends.python.names import doc_text
@@ -43,7 +42,6 @@ from torsh_gen.passes.memplan import MemoryPlan, build_plan, static_nbytes
 FORMAT = "torsh-gen-python/1"
 #: numba threading layer of the convolution kernels (benchmarks/NOTES.md, "Conv path").
 CONV_THREADING = "omp"
-_BLACK = black.Mode(line_length=100, target_versions={black.TargetVersion.PY311})
 
 
 @dataclass
@@ -86,7 +84,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     def put(name: str, text: str, fmt: bool = True) -> str:
         # templates are written black-clean (a test checks), so only generated code is formatted
         if fmt:
-            text = black.format_str(text, mode=_BLACK)
+            text = format_code(text)
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
@@ -148,7 +146,7 @@ def _conv_runtime(version: str, parts: set[str]) -> str:
             continue
         if keep:
             kept.append(line)
-    body = black.format_str("".join(kept), mode=_BLACK)
+    body = format_code("".join(kept))
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     return body.replace("{digest}", digest)
 

@@ -1,0 +1,28 @@
+"""Generated code goes through black once per distinct text; later builds read the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import black
+import pytest
+
+from torsh_gen.backends.python.formatting import format_code
+
+
+def test_formatting_matches_black_and_is_remembered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORSH_GEN_CACHE_DIR", str(tmp_path))
+    source = "def f( a,b ):\n  return {'x':a,   'y':b}\n"
+    expected = black.format_str(source, mode=black.Mode(line_length=100, target_versions={black.TargetVersion.PY311}))
+    assert format_code(source) == expected
+    (stored,) = (tmp_path / "black").glob("*.py")
+    assert stored.read_text() == expected
+    stored.write_text("# the cache is read, not black\n")  # a second call must come from the file
+    assert format_code(source) == "# the cache is read, not black\n"
+
+
+def test_unwritable_cache_still_formats(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("TORSH_GEN_CACHE_DIR", str(blocker))  # a file, so no folder can be made in it
+    assert format_code("x=1\n") == "x = 1\n"
