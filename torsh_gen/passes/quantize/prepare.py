@@ -1,0 +1,54 @@
+"""Float-to-float rewrites that give quantization a form it can use.
+
+``split_gemm``: the QOperator form has no standard integer Gemm, so a Gemm with a constant
+weight becomes MatMul (weight pre-transposed, alpha folded in) + Add (beta * C). It runs
+before calibration, so the MatMul's own output gets a calibrated range. Exact in float
+up to the rounding of alpha * B and beta * C.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from torsh_gen.ir.graph import Graph, Node, Value
+from torsh_gen.ir.rewrite import NameGen, add_constant
+from torsh_gen.ir.types import DType, TensorType
+
+
+def split_gemm(graph: Graph) -> list[str]:
+    """Rewrite every Gemm with transA=0 and constant B (and C) as MatMul + Add; names changed."""
+    names = NameGen(graph)
+    changed: list[str] = []
+    out: list[Node] = []
+    for node in graph.nodes:
+        if not _splittable(node):
+            out.append(node)
+            continue
+        w = node.inputs[1].const.astype(np.float32) * np.float32(node.attr("alpha", 1.0))
+        if node.attr("transB", 0):
+            w = np.ascontiguousarray(w.T)
+        wv = add_constant(graph, names, node.inputs[1].name + "_t" if node.attr("transB", 0) else node.inputs[1].name + "_a", w)
+        y = node.outputs[0]
+        c = node.inputs[2] if len(node.inputs) > 2 else None
+        base = node.name or y.name
+        if c is None:
+            out.append(Node("MatMul", [node.inputs[0], wv], [y], name=names.fresh(f"{base}_mm")))
+        else:
+            t = y.type if isinstance(y.type, TensorType) else TensorType(DType.FLOAT)
+            mid = Value(names.fresh(f"{y.name}_mm"), t)
+            out.append(Node("MatMul", [node.inputs[0], wv], [mid], name=names.fresh(f"{base}_mm")))
+            cv = add_constant(graph, names, c.name + "_b", c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0)))
+            out.append(Node("Add", [mid, cv], [y], name=names.fresh(f"{base}_add")))
+        changed.append(node.name or y.name)
+    graph.nodes = out
+    used = {id(v) for n in graph.nodes for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
+    graph.initializers = [v for v in graph.initializers if id(v) in used]
+    return changed
+
+
+def _splittable(node: Node) -> bool:
+    if node.op_type != "Gemm" or node.domain not in ("", "ai.onnx") or node.attr("transA", 0):
+        return False
+    b = node.inputs[1]
+    c = node.inputs[2] if len(node.inputs) > 2 else None
+    return b is not None and b.const is not None and b.const.dtype == np.float32 and (c is None or c.const is not None)
