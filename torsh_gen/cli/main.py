@@ -25,6 +25,7 @@ import typer
 from torsh_gen import __version__
 from torsh_gen.cli import bench, compile, convert, inspect, ops, optimize, run, scaffold, validate
 from torsh_gen.cli import prune as prune_cli
+from torsh_gen.cli import quantize as quantize_cli
 from torsh_gen.cli.common import STATE
 
 app = typer.Typer(
@@ -43,6 +44,7 @@ app.add_typer(validate.app)
 app.add_typer(bench.app)
 app.add_typer(compile.app)
 app.add_typer(prune_cli.app)
+app.add_typer(quantize_cli.app)
 if scaffold.GENERATORS:  # the group appears once one generator is built
     app.add_typer(scaffold.app)
 

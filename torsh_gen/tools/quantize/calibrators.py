@@ -11,7 +11,8 @@ histograms without keeping every activation in memory). A calibrator reads the s
   to the unclipped one in KL divergence (the method TensorRT describes: bins beyond the
   candidate threshold fold into the last kept bin; the kept bins are merged into 128
   levels and spread back over their non-empty bins; the threshold with the smallest
-  divergence wins).
+  divergence wins). The spike of exact zeros is flattened first, and one-sided tensors
+  (uint8 over [0, t]) are judged with 256 levels.
 """
 
 from __future__ import annotations
@@ -109,7 +110,12 @@ class EntropyCalibrator(Calibrator):
         if s.size == 0 or amax == 0.0:
             return TensorRange(stats.lo, stats.hi)
         hist, edges = np.histogram(s, bins=self.bins, range=(0.0, amax))
-        t = float(edges[best_threshold_bin(hist, self.levels)])
+        # exact zeros (ReLU outputs, padding) stay exact under any threshold: their spike
+        # must not pull the threshold down
+        hist[0] = min(hist[0], hist[1])
+        # a one-sided tensor gets all 256 uint8 levels, a two-sided one 128 per side
+        levels = 2 * self.levels if stats.lo >= 0.0 else self.levels
+        t = float(edges[best_threshold_bin(hist, levels)])
         return TensorRange(max(stats.lo, -t), min(stats.hi, t))
 
 

@@ -3,8 +3,9 @@
 Sensitivity of a layer is the accuracy drop (see ``evaluate``) when that layer alone is
 quantized, ties broken by the loss of cosine similarity of the outputs. The guard starts
 from the fully quantized model and returns layers to float one at a time, most sensitive
-first, re-measuring after each, until the drop is at most the budget or nothing is left
-to return.
+first, re-measuring after each, until the drop is at most the budget. When only
+sending every layer back would meet the budget, the guard fails: the caller then writes
+nothing, or (``--force``) the fully quantized model.
 """
 
 from __future__ import annotations
@@ -89,13 +90,14 @@ def guard(
     if progress:
         progress(f"drop {trial.drop:.2f} > {budget}: measuring the sensitivity of {len(trial.result.quantized)} layers")
     outcome.sensitivity = layer_sensitivity(prepared, options, ranges, data, ref, list(trial.result.quantized))
+    full = trial
     keep: list[str] = []
-    for row in outcome.sensitivity:
+    for row in outcome.sensitivity[:-1]:  # keeping every layer float is no quantization at all
         keep.append(row["layer"])
         trial = make_trial(prepared, options.with_keep_float(set(keep)), ranges, data, ref)
         outcome.steps.append({"kept_float": list(keep), "drop": trial.drop})
         if trial.drop <= budget:
             outcome.within_budget = True
-            break
-    outcome.kept_float = keep
-    return trial, outcome
+            outcome.kept_float = keep
+            return trial, outcome
+    return full, outcome
