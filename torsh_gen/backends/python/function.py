@@ -14,6 +14,7 @@ from torsh_gen.backends.python.context import Buffer, Lines, Module, NodeCtx, np
 from torsh_gen.backends.python.emitters import emitter_for
 from torsh_gen.backends.python.names import comment_text
 from torsh_gen.backends.python.reference import emit_reference
+from torsh_gen.backends.python.upcast import emit_fast
 from torsh_gen.ir.graph import Graph, Node, Value, outer_reads
 from torsh_gen.ir.types import TensorType
 from torsh_gen.ops.registry import lookup
@@ -135,9 +136,8 @@ def emit_node(module: Module, node: Node, lines: Lines, top: bool) -> None:
             emit_inline=lambda g, args, into: inline_graph(module, g, args, into),
         )
 
-    ctx = ctx_for()
-    fn = emitter_for(node.op_type, node.domain)
-    if fn is not None and fn(ctx):
+    ctx = emit_fast(ctx_for, emitter_for(node.op_type, node.domain))  # fp16/bf16: upcast.py
+    if ctx is not None:
         module.fast_nodes += 1
     else:
         ctx = ctx_for()

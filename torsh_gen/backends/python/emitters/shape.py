@@ -157,6 +157,9 @@ def size(ctx: NodeCtx) -> bool:
     return True
 
 
+_BF16_CASTS = {DType.BFLOAT16, DType.FLOAT, DType.FLOAT16, DType.DOUBLE}
+
+
 @emits("Cast")
 def cast(ctx: NodeCtx) -> bool:
     """astype between plain numpy types (strings and ml_dtypes use the reference)."""
@@ -165,7 +168,8 @@ def cast(ctx: NodeCtx) -> bool:
     if t is None or isinstance(to, str):
         return False
     dst = DType(int(to))
-    if t.dtype not in PLAIN or dst not in PLAIN:
+    bf16 = DType.BFLOAT16 in (t.dtype, dst) and {t.dtype, dst} <= _BF16_CASTS  # ml_dtypes casts as ONNX does
+    if (t.dtype not in PLAIN or dst not in PLAIN) and not bf16:
         return False
     ctx.emit(f"{ctx.y()} = {ctx.x(0)}.astype({ctx.dtype(dst)})")
     return True
