@@ -14,6 +14,9 @@ from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.rewrite import NameGen, add_constant
 from torsh_gen.ir.types import DType, TensorType
 
+#: graph.meta key: names of the MatMuls that ``split_gemm`` made from Gemms.
+SPLIT_GEMMS = "quantize.split_gemm"
+
 
 def split_gemm(graph: Graph) -> list[str]:
     """Rewrite every Gemm with transA=0 and constant B (and C) as MatMul + Add; names changed."""
@@ -30,16 +33,19 @@ def split_gemm(graph: Graph) -> list[str]:
         wv = add_constant(graph, names, node.inputs[1].name + "_t" if node.attr("transB", 0) else node.inputs[1].name + "_a", w)
         y = node.outputs[0]
         c = node.inputs[2] if len(node.inputs) > 2 else None
-        base = node.name or y.name
+        # the MatMul takes over the Gemm's name, so reports and --include/--exclude still
+        # find it; graph.meta remembers it was a Gemm (for op-type selection)
+        base = node.name or names.fresh(f"{y.name}_gemm")
         if c is None:
-            out.append(Node("MatMul", [node.inputs[0], wv], [y], name=names.fresh(f"{base}_mm")))
+            out.append(Node("MatMul", [node.inputs[0], wv], [y], name=base))
         else:
             t = y.type if isinstance(y.type, TensorType) else TensorType(DType.FLOAT)
             mid = Value(names.fresh(f"{y.name}_mm"), t)
-            out.append(Node("MatMul", [node.inputs[0], wv], [mid], name=names.fresh(f"{base}_mm")))
+            out.append(Node("MatMul", [node.inputs[0], wv], [mid], name=base))
             cv = add_constant(graph, names, c.name + "_b", c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0)))
             out.append(Node("Add", [mid, cv], [y], name=names.fresh(f"{base}_add")))
-        changed.append(node.name or y.name)
+        graph.meta.setdefault(SPLIT_GEMMS, set()).add(base)
+        changed.append(base)
     graph.nodes = out
     used = {id(v) for n in graph.nodes for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
     graph.initializers = [v for v in graph.initializers if id(v) in used]

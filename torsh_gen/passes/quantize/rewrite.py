@@ -15,6 +15,7 @@ from torsh_gen.errors import InputError
 from torsh_gen.ir.graph import Graph, Node
 from torsh_gen.passes.quantize.builder import QuantContext
 from torsh_gen.passes.quantize.options import QuantMode, QuantOptions, TensorRange
+from torsh_gen.passes.quantize.prepare import SPLIT_GEMMS
 from torsh_gen.passes.quantize.quantizers import QUANTIZERS
 
 
@@ -56,12 +57,16 @@ def check_selection(graph: Graph, items: tuple[str, ...], flag: str) -> None:
         raise InputError(f"{flag} {item!r}: {what}; give one of {', '.join(sorted(QUANTIZERS))} or a node name (see `torsh-gen inspect`)")
 
 
-def selected(node: Node, options: QuantOptions) -> str | None:
-    """Why ``node`` is left out by the options (None when it is in)."""
+def selected(node: Node, options: QuantOptions, split: set[str] | frozenset[str] = frozenset()) -> str | None:
+    """Why ``node`` is left out by the options (None when it is in).
+
+    ``split`` names MatMuls made from Gemms, which op-type items match as ``Gemm``.
+    """
     key = node_key(node)
-    if options.include and node.op_type not in options.include and key not in options.include:
+    ops = {node.op_type, "Gemm"} if key in split else {node.op_type}
+    if options.include and not ops & set(options.include) and key not in options.include:
         return "not in --include"
-    if node.op_type in options.exclude or key in options.exclude:
+    if ops & set(options.exclude) or key in options.exclude:
         return "in --exclude"
     if key in options.keep_float:
         return "kept float by the accuracy guard"
@@ -77,7 +82,7 @@ def quantize_graph(graph: Graph, options: QuantOptions, ranges: Mapping[str, Ten
     result = QuantizeResult()
     for node in candidates(graph):
         key = node_key(node)
-        why = selected(node, options) or QUANTIZERS[node.op_type].check(node, ctx)
+        why = selected(node, options, graph.meta.get(SPLIT_GEMMS, frozenset())) or QUANTIZERS[node.op_type].check(node, ctx)
         if why:
             result.skipped[key] = why
             continue
