@@ -13,11 +13,14 @@ nested graphs (If/Loop/Scan bodies) are left in float32. Rules, in one topologic
 - float32 initializers read by low nodes are converted once (kept as float32 too when a
   float32 node still reads them); values crossing between the two worlds get one Cast per
   (value, type), so Casts sit only at the boundaries;
-- a value that is itself the output of one of our Casts is never cast back: the consumer
-  reads the Cast's source (``Cast(fp32->fp16) -> Cast(fp16->fp32)`` collapses to the
-  float32 original, and the reverse pair, which is exact, likewise). Exact pairs already
-  in the model are left to ``simplify`` (it merges exact Cast chains); lossy round trips
-  the model wrote itself are kept, since they are the model's own arithmetic;
+- data movement (Reshape, Transpose, Concat, Gather, ...) is exact in any type, so it is
+  lowered only when it reads a low value or a constant: between two float32 nodes it
+  stays float32 instead of sitting between a Cast pair;
+- float32 nodes read float32 values directly (never Cast(Cast(x))), and at the end
+  ``remove_cast_pairs`` bypasses every ``Cast(fp32->low) -> Cast(low->fp32)`` and
+  ``Cast(low->fp32) -> Cast(low)`` left in the graph, the model's own included (the
+  first kind drops a rounding, which only brings the result closer to float32;
+  ``simplify`` merges exact chains but rightly keeps lossy ones in general graphs);
 - graph inputs and outputs keep their float32 type by default (``keep_io_types``): Casts
   at the edges, so callers feed the same arrays and read float32 results. Without it,
   float32 graph inputs and outputs take the low type.
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from torsh_gen.ir.graph import Attribute, AttrKind, Graph, Node, Value, outer_reads
-from torsh_gen.ir.rewrite import NameGen
+from torsh_gen.ir.rewrite import NameGen, bypass
 from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes.manager import note, register_pass
@@ -62,6 +65,16 @@ LOW_PRECISION_OPS = frozenset(
         "Identity", "Dropout", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
         "Concat", "Split", "Slice", "Gather", "GatherElements", "Expand", "Tile", "Pad",
         "Resize", "DepthToSpace", "SpaceToDepth",
+    }
+)
+
+#: Exact in any type: lowered only when they read a value already in the low type, so a
+#: float32 producer -> Reshape -> float32 consumer never gets a Cast pair around the Reshape.
+DATA_MOVEMENT = frozenset(
+    {
+        "Identity", "Dropout", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+        "Concat", "Split", "Slice", "Gather", "GatherElements", "Expand", "Tile",
+        "DepthToSpace", "SpaceToDepth",
     }
 )
 
@@ -154,7 +167,9 @@ def convert_float_precision(
     keep = set(keep_fp32)
     reasons = [(n, _keep_reason(n, dtype, keep, pinned, max_accumulation)) for n in graph.nodes]
     for node, reason in reasons:  # decided on the float32 types, before any edit
-        if reason is None:
+        if reason is None and node.op_type in DATA_MOVEMENT and not conv.reads_low(node):
+            conv.keep(node)  # exact in any type: follows its float32 input, no Cast pair around it
+        elif reason is None:
             conv.lower(node)
             conv.changes.converted.append(node.name)
         else:
@@ -166,12 +181,37 @@ def convert_float_precision(
         conv.lower_inputs()
     graph.nodes = conv.order
     graph.initializers = [v for v in graph.initializers if id(v) not in conv.unused_fp32()] + conv.new_inits
+    conv.changes.roundtrips_removed = remove_cast_pairs(graph)
     return conv.changes
+
+
+def remove_cast_pairs(graph: Graph) -> int:
+    """Bypass ``Cast(Cast(x))`` between float types when the outer Cast restores x's type.
+
+    ``x(fp32) -> Cast(fp16) -> Cast(fp32)`` becomes ``x`` (one rounding less: the value is
+    what a float32 graph computes) and ``x(fp16) -> Cast(fp32) -> Cast(fp16)`` becomes
+    ``x`` (exact). The inner Cast stays while something else reads it; ``simplify``'s
+    dead-node cleanup or ``eliminate_dead_code`` drops it otherwise. Returns the count.
+    """
+    removed = 0
+    producer = {id(o): n for n in graph.nodes for o in n.outputs}
+    for node in list(graph.nodes):
+        inner = producer.get(id(node.inputs[0])) if node.op_type == "Cast" and node.inputs else None
+        if inner is None or inner.op_type != "Cast" or node.domain or inner.domain:
+            continue
+        src, mid, out = inner.inputs[0], _dtype(inner.outputs[0]), _dtype(node.outputs[0])
+        if src is None or mid is None or out is None or _dtype(src) != out:
+            continue
+        if out.is_float and mid.is_float and bypass(graph, node, src):
+            removed += 1
+    readers = {id(v) for n in graph.nodes for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
+    graph.nodes = [n for n in graph.nodes if n.op_type != "Cast" or any(id(o) in readers for o in n.outputs)]
+    return removed
 
 
 def _keep_reason(node: Node, dtype: DType, keep: set[str], pinned: set[int], max_acc: int) -> str | None:
     """Why ``node`` stays float32 ('' when it has no float32 tensor at all), else None."""
-    if not _touches_fp32(node):
+    if not _touches_fp32(node) or node.op_type in _TYPE_AGNOSTIC:
         return ""
     if node.domain not in ("", "ai.onnx"):
         return f"op {node.qualified_op} is not on the low-precision list"
@@ -206,7 +246,6 @@ class _Converter:
         self.order: list[Node] = []
         self.new_inits: list[Value] = []
         self.casts: dict[tuple[int, DType], Value] = {}
-        self.cast_source: dict[int, Value] = {}  # our Cast outputs -> their inputs
         self.fp32_readers: set[int] = set()  # float32 initializers still read as float32
         self.converted_inits: set[int] = set()
         self.lowered: set[int] = set()  # values this sweep turned into (or created in) the low type
@@ -227,6 +266,13 @@ class _Converter:
                 self.lowered.add(id(o))
         self.order.append(node)
 
+    def reads_low(self, node: Node) -> bool:
+        """True when a float input of ``node`` is already low or a constant (converted once)."""
+        return any(
+            v is not None and (id(v) in self.lowered or (v.const is not None and _dtype(v) == DType.FLOAT))
+            for v in node.inputs
+        )
+
     def keep(self, node: Node) -> None:
         """Leave ``node`` in float32; its inputs that turned low are cast back."""
         agnostic = node.op_type in _TYPE_AGNOSTIC
@@ -243,10 +289,6 @@ class _Converter:
         """``v`` as type ``to``: itself, a converted initializer, or the output of one Cast."""
         if _dtype(v) == to:
             return v
-        src = self.cast_source.get(id(v))
-        if src is not None and _dtype(src) == to:
-            self.changes.roundtrips_removed += 1
-            return src
         key = (id(v), to)
         if key in self.casts:
             return self.casts[key]
@@ -261,7 +303,6 @@ class _Converter:
             out = Value(self.names.fresh(f"{v.name}_{_suffix(to)}"), TensorType(to, v.type.shape if v.type else None))
             cast = Node("Cast", [v], [out], {"to": Attribute(AttrKind.INT, int(to))}, name=self.names.fresh(f"cast_{_suffix(to)}"))
             self.order.append(cast)
-            self.cast_source[id(out)] = v
             self.changes.casts += 1
             if to == self.dtype:
                 self.lowered.add(id(out))

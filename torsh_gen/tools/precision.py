@@ -17,7 +17,10 @@ has no bf16 arithmetic kernels).
 3. candidates are sorted least sensitive first and a binary search finds the longest
    prefix of that order whose joint conversion stays within the budget (errors grow
    with the prefix; the chosen prefix is the one measured, so the result always meets the
-   budget); the rest stay float32 with "over budget" as their reason.
+   budget);
+4. the next candidates after that prefix (up to ``REFINE_TRIALS``) are tried one at a
+   time, least sensitive first, each kept when the whole still meets the budget; the rest
+   stay float32 with "over budget" as their reason.
 
 ``precision_model`` is the file-to-file command: checks everything before any work,
 optimizes with a pass level first, converts, guards and writes atomically.
@@ -57,6 +60,8 @@ TARGET_TYPES = {"cpu": ("fp16", "bf16"), "onnxruntime": ("fp16",)}
 #: Passes run after the conversion: fold the casts of constants, merge exact cast chains.
 CLEANUP = ["fold_constants", "simplify", "eliminate_dead_code"]
 RANDOM_BATCHES = 4
+#: Candidates after the binary-searched prefix that mixed still tries one by one.
+REFINE_TRIALS = 16
 RANDOM_BATCH_SIZE = 8
 
 
@@ -305,9 +310,13 @@ def _mixed_search(trial: _Trial, candidates: list[str], keep: list[str], budget:
             lo, best = mid, result
         else:
             hi = mid - 1
-    search = [
-        {"node": n, "sensitivity": sensitivity[n], "converted": i < lo} for i, n in enumerate(order)
-    ]
+    chosen = set(order[:lo])
+    for name in order[lo : lo + REFINE_TRIALS]:  # the prefix assumption is a heuristic: try the next ones alone
+        result = trial.measure(keep + [n for n in order if n not in chosen and n != name])
+        if _worst(result[2]) <= budget:
+            chosen.add(name)
+            best = result
+    search = [{"node": n, "sensitivity": sensitivity[n], "converted": n in chosen} for n in order]
     return (*best, search)
 
 
