@@ -337,3 +337,16 @@ def test_magnitude_filter_and_zero_sparsity():
     assert all(np.array_equal(before[k], v) for k, v in _weights(graph).items())
     with pytest.raises(InputError, match="matches no node"):
         NodeFilter(include=("conv_nope",)).check(_graph("chain"))
+
+
+def test_channel_multiple_rounds_kept_channels_up():
+    graph = _graph("chain")
+    results = {r.name: r for r in structured_prune(graph, 0.6, channel_multiple=4)}
+    # 8 → 3 kept → 4; 16 → 6 → 8; 12 → 5 → 8; 20 → 8 → 8
+    assert {k: len(r.kept) for k, r in results.items()} == {"c1": 4, "c2": 8, "c3": 8, "fc1": 8, "y": 5}
+    best = structured_prune(_graph("chain"), 0.5)[0]  # 4 of c1's 8 channels: rounding to 4 keeps the same ones
+    assert results["c1"].kept == best.kept
+    ref = run_onnxruntime(_zeroed_reference(_graph("chain"), list(results.values()), FLATTENS["chain"]), FEEDS["chain"])
+    np.testing.assert_allclose(run_onnxruntime(graph, FEEDS["chain"])["y"], ref["y"], rtol=1e-4, atol=1e-4)
+    with pytest.raises(InputError, match="channel multiple"):
+        structured_prune(_graph("chain"), 0.5, channel_multiple=0)

@@ -84,7 +84,7 @@ def test_cli_table_output(digits, tmp_path, capsys):
     code, stdout, _ = cli(capsys, "prune", str(digits["model"]), "-o", str(out), "--method", "structured",
                           "--sparsity", "0.25", "--eval", str(digits["eval"]), "--no-latency", "--exclude", "conv5")
     assert code == 0 and out.is_file()
-    assert "top-1 accuracy" in stdout and "MACs / sample" in stdout and "excluded" in stdout
+    assert "top-1 accuracy" in stdout and "MACs per call" in stdout and "excluded" in stdout
 
 
 def _nothing_prunable(folder: Path) -> Path:
@@ -99,6 +99,7 @@ def _nothing_prunable(folder: Path) -> Path:
     (["--method", "random"], "unknown method 'random'"),
     (["--scope", "model"], "unknown scope 'model'"),
     (["--norm", "l3"], "unknown norm 'l3'"),
+    (["--channel-multiple", "0"], "--channel-multiple must be a positive integer"),
     (["--max-accuracy-drop", "1"], "--max-accuracy-drop needs --eval"),
     (["--include", "nope*"], "--include 'nope*' matches no node name"),
     (["--eval", "EVAL_BAD_NAME"], "unknown input name(s) ['pixels']"),

@@ -32,6 +32,7 @@ def prune_command(
     sparsity: Annotated[float, typer.Option("--sparsity", "-s", help="Fraction of weights (magnitude) or channels (structured) to remove, in [0, 1).")] = 0.5,
     scope: Annotated[str, typer.Option("--scope", help="layer: every layer/group at SPARSITY; global: one threshold over all.")] = "layer",
     norm: Annotated[str, typer.Option("--norm", help="Structured: rank filters by their l1 or l2 norm.")] = "l1",
+    channel_multiple: Annotated[int, typer.Option("--channel-multiple", help="Structured: round kept channels up to a multiple of this (8 or 16 suit onnxruntime's kernels).")] = 1,
     eval_data: Annotated[Path | None, typer.Option("--eval", help="DATA to measure on: .npz/.npy, a folder of them, or images; an .npz key 'labels' gives accuracy.")] = None,
     preprocess: Annotated[str | None, typer.Option("--preprocess", help="Image folders: size=H,W;mean=..;std=..;scale=S;layout=nchw|nhwc;color=rgb|gray.")] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Prune only these nodes (names or shell patterns; comma-separated or repeated).")] = None,
@@ -51,7 +52,7 @@ def prune_command(
 
     with status(f"Pruning {model}"):
         result = prune_model(
-            model, output, method=method, sparsity=sparsity, scope=scope, norm=norm, eval_data=eval_data,
+            model, output, method=method, sparsity=sparsity, scope=scope, norm=norm, channel_multiple=channel_multiple, eval_data=eval_data,
             preprocess=preprocess, include=_names(include), exclude=_names(exclude), max_accuracy_drop=max_accuracy_drop,
             force=force, latency=latency, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape,
             threads=threads, repeat=repeat, batch_size=batch_size,
@@ -98,7 +99,7 @@ def render_prune(con: Console, d: dict[str, Any]) -> None:
         if m["cosine"] is not None:
             t.add_row(f"cosine {escape(name)}", "", f"{m['cosine']:.5f}", "")
     m = d["macs"]
-    t.add_row("MACs / sample", human(m["before"]), human(m["after"]), _r(m["ratio"]))
+    t.add_row("MACs per call", human(m["before"]), human(m["after"]), _r(m["ratio"]))
     if "after_nonzero" in m:
         t.add_row("MACs of nonzero weights", human(m["before"]), human(m["after_nonzero"]), _r(m["ratio_nonzero"]))
     s = d["size"]

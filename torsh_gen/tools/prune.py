@@ -19,7 +19,7 @@ Size: weights are stored dense, so ``weight_bytes`` only falls with structured p
 ``compressed_bytes`` is the serialized ONNX file through zlib (deflate, level 6), which is
 what magnitude pruning's zeros save in a compressed download or archive.
 
-MACs are per sample: every symbolic input dim is bound to 1 (or to ``--input-shape``),
+MACs are per call, every symbolic input dim bound to 1 unless ``--input-shape`` binds it,
 counted with the ops' cost functions (``inspect``). Magnitude pruning leaves the dense
 MAC count unchanged; ``macs_nonzero`` counts only the MACs of the nonzero weights of the
 pruned layers (what a sparse kernel would do). Latency is the median of ``bench`` runs
@@ -102,6 +102,7 @@ def prune_model(
     sparsity: float,
     scope: str = "layer",
     norm: str = "l1",
+    channel_multiple: int = 1,
     eval_data: str | os.PathLike | None = None,
     preprocess: str | None = None,
     include: Sequence[str] = (),
@@ -124,6 +125,8 @@ def prune_model(
     start = time.perf_counter()
     out = Path(output)
     check_options(method, sparsity, scope, norm, out, eval_data, max_accuracy_drop)
+    if channel_multiple < 1:
+        raise InputError(f"--channel-multiple must be a positive integer, got {channel_multiple}")
     graph = load_model(model, input_shapes)
     node_filter = NodeFilter(tuple(include), tuple(exclude))
     node_filter.check(graph)
@@ -140,12 +143,12 @@ def prune_model(
     if method == "magnitude":
         layers = [r.to_dict() for r in magnitude_prune(pruned, sparsity, scope, node_filter)]
     else:
-        groups = [r.to_dict() for r in structured_prune(pruned, sparsity, scope, norm, node_filter)]
+        groups = [r.to_dict() for r in structured_prune(pruned, sparsity, scope, norm, node_filter, channel_multiple)]
     verify(pruned)
 
     symbols = _bindings(graph, bindings)
     macs_before, macs_after = count_macs(graph, symbols), count_macs(pruned, symbols)
-    macs = {"before": macs_before["macs"], "after": macs_after["macs"], "ratio": _ratio(macs_after["macs"], macs_before["macs"]), "per": "sample (symbolic dims bound to 1)"}
+    macs = {"before": macs_before["macs"], "after": macs_after["macs"], "ratio": _ratio(macs_after["macs"], macs_before["macs"]), "per": "call, symbolic dims bound to 1 unless --input-shape binds them"}
     if method == "magnitude":
         macs["after_nonzero"] = nonzero_macs(pruned, macs_after["nodes"])
         macs["ratio_nonzero"] = _ratio(macs["after_nonzero"], macs_before["macs"])

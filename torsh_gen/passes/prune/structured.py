@@ -72,9 +72,17 @@ def structured_prune(
     scope: str = "layer",
     norm: str = "l1",
     node_filter: NodeFilter | None = None,
+    channel_multiple: int = 1,
 ) -> list[GroupResult]:
-    """Remove the lowest-scoring channels of every prunable group in place; one row per group."""
+    """Remove the lowest-scoring channels of every prunable group in place; one row per group.
+
+    ``channel_multiple`` rounds each group's kept channel count up to a multiple of it
+    (never above the original count), putting back the best-scoring removed channels:
+    onnxruntime's blocked convolution kernels want channel counts divisible by 8 or 16.
+    """
     check_sparsity(sparsity)
+    if channel_multiple < 1:
+        raise InputError(f"channel multiple must be a positive integer, got {channel_multiple}")
     if scope not in SCOPES:
         raise InputError(f"unknown scope {scope!r}; use layer or global")
     if norm not in NORMS:
@@ -90,7 +98,7 @@ def structured_prune(
         raise InputError(f"nothing in this model can be pruned structurally ({reasons})")
     users = graph.consumers()
     scores = [channel_scores(g, norm, users) for g in open_groups]
-    keeps = _choose(scores, sparsity, scope)
+    keeps = [_round_up(k, sc, channel_multiple) for k, sc in zip(_choose(scores, sparsity, scope), scores)]
     results = {id(g): _result(g, list(range(g.channels))) for g in groups}
     if any(len(k) < g.channels for g, k in zip(open_groups, keeps)):
         names = NameGen(graph)
@@ -164,6 +172,16 @@ def _choose(scores: list[np.ndarray], sparsity: float, scope: str) -> list[list[
         mask[d] = False
         keeps.append([int(i) for i in np.flatnonzero(mask)])
     return keeps
+
+
+def _round_up(keep: list[int], scores: np.ndarray, multiple: int) -> list[int]:
+    """``keep`` grown by the best-scoring removed channels to a multiple of ``multiple`` (at most all)."""
+    target = min(len(scores), -(-len(keep) // multiple) * multiple)
+    if target <= len(keep):
+        return keep
+    kept = set(keep)
+    removed = [c for c in np.argsort(-scores, kind="stable") if int(c) not in kept]
+    return sorted(kept | {int(c) for c in removed[: target - len(keep)]})
 
 
 def _out_axis(node: Node) -> int:
