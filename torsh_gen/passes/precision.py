@@ -185,6 +185,15 @@ def convert_float_precision(
     return conv.changes
 
 
+@register_pass("remove_cast_pairs")
+def remove_cast_pairs_pass(graph: Graph) -> bool:
+    """Bypass float Cast round trips (fp32 -> fp16 -> fp32 and the exact reverse)."""
+    n = remove_cast_pairs(graph)
+    if n:
+        note(f"{n} Cast round trips removed")
+    return bool(n)
+
+
 def remove_cast_pairs(graph: Graph) -> int:
     """Bypass ``Cast(Cast(x))`` between float types when the outer Cast restores x's type.
 
@@ -193,6 +202,7 @@ def remove_cast_pairs(graph: Graph) -> int:
     ``x`` (exact). The inner Cast stays while something else reads it; ``simplify``'s
     dead-node cleanup or ``eliminate_dead_code`` drops it otherwise. Returns the count.
     """
+    infer_types(graph)
     removed = 0
     producer = {id(o): n for n in graph.nodes for o in n.outputs}
     for node in list(graph.nodes):
