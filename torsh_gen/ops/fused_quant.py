@@ -10,6 +10,9 @@ kernels and requantize in their epilogue:
 - ``QConv(...)``: the same inputs with X (N, C, H...) and W (M, C/group, kH...), scales per
   tensor or per output channel, and Conv's attributes.
 
+``com.microsoft::QGemm`` (onnxruntime's contrib op, written by its QOperator quantizer for
+Gemm) is declared here too, so such models load, run in the interpreter and fuse.
+
 Semantics (the oracle of the integer kernels, as onnxruntime's QLinear kernels compute):
 ``acc = sum (x - x_zp) * (w - w_zp)`` exactly in integers. With ``y_scale`` given, ``bias``
 is int32 in units of ``x_scale * w_scale`` and ``y = saturate(rint(float32(acc + bias) *
@@ -29,7 +32,17 @@ from torsh_gen.ir.graph import Node, Value
 from torsh_gen.ir.types import DType, TensorType, Type
 from torsh_gen.ops.fused import DOMAIN
 from torsh_gen.ops.nn import _CONV_ATTRS, Conv
-from torsh_gen.ops.registry import STRING, Cost, InferContext, OpSpec, RunContext, lookup, op
+from torsh_gen.ops.registry import (
+    FLOAT,
+    INT,
+    STRING,
+    Cost,
+    InferContext,
+    OpSpec,
+    RunContext,
+    lookup,
+    op,
+)
 
 #: Activations the integer ops apply: none or Relu.
 QUANT_ACTIVATIONS = ("", "Relu")
@@ -155,3 +168,29 @@ class QConv(OpSpec):
         types_ = [ctx.input_type(0), ctx.input_type(3)]
         sub = InferContext(node, conv.resolve_attrs(node), types_, [None, ctx.input_value(3)], 10)
         return conv.cost(sub, output_types)
+
+
+@op("QGemm", since=1, domain="com.microsoft")
+class MsQGemm(OpSpec):
+    """onnxruntime's contrib QGemm, which ``quantize_static`` writes for Gemm in QOperator
+    format: ``alpha * (A' - a_zp) @ (B' - b_zp) + C`` in int32 (C int32 in units of
+    a_scale * b_scale), then requantized with (y_scale, y_zp) or dequantized to float32."""
+
+    attrs = {"alpha": FLOAT(1.0), "transA": INT(0), "transB": INT(0)}
+
+    def run(self, ctx: RunContext, a: np.ndarray, a_s: np.ndarray, a_zp: Any, b: np.ndarray,
+            b_s: np.ndarray, b_zp: Any, c: Any = None, ys: Any = None, yz: Any = None) -> np.ndarray:
+        at = a.T if ctx.attrs.transA else a
+        bt = b.T if ctx.attrs.transB else b
+        acc = np.matmul(at.astype(np.int64) - _zp(a_zp).reshape(()), bt.astype(np.int64) - _zp(b_zp).reshape(-1))
+        if c is not None:
+            acc = acc + c.astype(np.int64)
+        ws = np.asarray(b_s, np.float32) * np.float32(ctx.attrs.alpha)
+        return finish(acc, 1, a_s, ws, None, ys, yz, False)
+
+    def infer(self, ctx: InferContext) -> list[Type | None]:
+        at, bt = ctx.input_type(0), ctx.input_type(3)
+        shape = None
+        if isinstance(at, TensorType) and isinstance(bt, TensorType) and at.rank == 2 and bt.rank == 2:
+            shape = (at.shape[1 if ctx.attrs.transA else 0], bt.shape[0 if ctx.attrs.transB else 1])
+        return _out_type(ctx, shape)

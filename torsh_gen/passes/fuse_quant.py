@@ -6,7 +6,10 @@ Rewrites, in the top-level graph:
 - QDQ: ``DQ(xq) → MatMul | Gemm | Conv (W = DQ(constant int8/uint8)) [→ Add bias]
   [→ Relu] → Q`` ⇒ ``QGemm``/``QConv`` producing the Q's output (requantized in the
   kernel); without a following Q the fused op dequantizes (float32 output);
-- QOperator: ``QLinearMatMul`` and ``QLinearConv`` with a constant weight.
+- ``DQ → MaxPool | Flatten | Reshape | Transpose | Squeeze | Unsqueeze → Q`` with equal
+  scale and zero point ⇒ the same op on the integers;
+- QOperator: ``QLinearMatMul``, ``QLinearConv`` and onnxruntime's ``com.microsoft::QGemm``
+  (alpha 1, transA 0) with a constant weight.
 
 Activations must be quantized per tensor (scalar scale and zero point) and uint8 or int8;
 weights per tensor or per output channel (``axis`` of the N or M dimension), no blocks.
@@ -191,13 +194,35 @@ def _int_bias(view: View, plan: QPlan, bias: tuple, ws: np.ndarray, n: int) -> n
     return np.clip(np.rint(vals / unit.astype(np.float64)), -(2**31), 2**31 - 1).astype(np.int32)
 
 
-def _qop_plan(view: View, node: Node) -> QPlan | None:
-    """A QLinearMatMul/QLinearConv with a constant weight, or None."""
-    conv = op_is(node, "QLinearConv")
-    if not (conv or op_is(node, "QLinearMatMul")):
+def _ms_qgemm(view: View, node: Node) -> tuple[list, np.ndarray | None] | None:
+    """com.microsoft QGemm as (QLinearMatMul-ordered inputs, int32 bias), or None."""
+    if node.op_type != "QGemm" or node.domain != "com.microsoft" or float(node.attr("alpha", 1.0)) != 1.0:
         return None
-    x, xs, xz, wv, wsv, wzv, ys, yz = (node.inputs + [None] * 9)[:8]
-    w, ws, wz = view.const(wv), view.const(wsv), view.const(wzv)
+    if int(node.attr("transA", 0)):
+        return None
+    ins = (node.inputs + [None] * 9)[:9]
+    bias = None
+    if ins[6] is not None:
+        bias = view.const(ins[6])
+        if bias is None or ins[7] is None or bias.dtype != np.int32 or bias.ndim > 1:
+            return None
+    w = view.const(ins[3])
+    if w is None or w.ndim != 2:
+        return None
+    if int(node.attr("transB", 0)):
+        w = np.ascontiguousarray(w.T)
+    return [*ins[:3], w, ins[4], ins[5], ins[7], ins[8]], bias
+
+
+def _qop_plan(view: View, node: Node) -> QPlan | None:
+    """A QLinearMatMul/QLinearConv (or com.microsoft QGemm) with a constant weight, or None."""
+    conv = op_is(node, "QLinearConv")
+    ms = _ms_qgemm(view, node)
+    if not (conv or ms or op_is(node, "QLinearMatMul")):
+        return None
+    x, xs, xz, wv, wsv, wzv, ys, yz = ms[0] if ms else (node.inputs + [None] * 9)[:8]
+    w = wv if ms else view.const(wv)
+    ws, wz = view.const(wsv), view.const(wzv) if wzv is not None else np.zeros((), np.uint8)
     if w is None or ws is None or wz is None or w.dtype not in _QTYPES:
         return None
     if not conv and w.ndim != 2:
@@ -214,6 +239,8 @@ def _qop_plan(view: View, node: Node) -> QPlan | None:
         if b is None:
             return None
         plan.bias = b.astype(np.int32).reshape(-1)
+    if ms and ms[1] is not None:
+        plan.bias = np.broadcast_to(ms[1].reshape(-1), (n_out,)).astype(np.int32)
     plan.ys, plan.yz, plan.out = ys, yz, node.outputs[0]
     return plan
 
@@ -238,6 +265,37 @@ def _fused(graph: Graph, names: NameGen, plan: QPlan) -> Node:
     return Node(op_type, inputs, [plan.out], attrs, DOMAIN, names.fresh(f"{hint}_{op_type.lower()}"))
 
 
+#: Ops that only move or select values: between DQ and Q with the same scale and zero
+#: point they give the same integers when run on the integers (DQ is monotonic).
+_MOVES = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+
+
+def _same_q(view: View, dq: Node, q: Node) -> bool:
+    """True when DQ and Q use equal constant per-tensor scale and zero point."""
+    if not (_scalar_q(view, dq) and _scalar_q(view, q)):
+        return False
+    zd = dq.inputs[2] if len(dq.inputs) > 2 else None
+    zq = q.inputs[2] if len(q.inputs) > 2 else None
+    if zd is None or zq is None:
+        return zd is None and zq is None
+    a, b = view.const(zd), view.const(zq)
+    if a.dtype != b.dtype or int(q.attr("output_dtype", 0) or 0):
+        return False
+    return bool(a.reshape(()) == b.reshape(())) and bool(view.const(dq.inputs[1]).reshape(()) == view.const(q.inputs[1]).reshape(()))
+
+
+def _move_plan(view: View, node: Node) -> tuple[Node, list[Node]] | None:
+    """``DQ → MaxPool/Flatten/Reshape/... → Q`` (same parameters) as the move on integers."""
+    if not op_is(node, *_MOVES) or len(node.outputs) != 1:
+        return None
+    dq = _act_dq(view, node.inputs[0])
+    q = view.reader(node.outputs[0])
+    if dq is None or not op_is(q, "QuantizeLinear") or q.inputs[0] is not node.outputs[0] or not _same_q(view, dq, q):
+        return None
+    moved = Node(node.op_type, [dq.inputs[0], *node.inputs[1:]], [q.outputs[0]], dict(node.attrs), node.domain, node.name)
+    return moved, [node, q]
+
+
 @register_pass("fuse_quant", custom_ops=True)
 def fuse_quant(graph: Graph) -> bool:
     """Fuse quantized MatMul/Gemm/Conv (QDQ and QOperator) into integer ai.torsh ops."""
@@ -249,6 +307,12 @@ def fuse_quant(graph: Graph) -> bool:
     counts: dict[str, int] = {}
     for node in list(graph.nodes):
         if id(node) in taken:
+            continue
+        move = _move_plan(view, node)
+        if move is not None:
+            taken.update(id(n) for n in move[1])
+            rewrites.append((move[1][-1], [move[0]], move[1]))
+            counts[f"{node.op_type} on integers"] = counts.get(f"{node.op_type} on integers", 0) + 1
             continue
         plan = _qop_plan(view, node) or _qdq_plan(view, node)
         if plan is None or any(id(n) in taken for n in plan.nodes):

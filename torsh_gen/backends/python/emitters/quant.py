@@ -91,3 +91,43 @@ def matmul_integer(ctx: NodeCtx) -> bool:
     ctx.emit(f"_cv.matmul_integer(self, {x0}, {ctx.x(2) or 'None'}, {ctx.x(1)}, {ctx.x(3) or 'None'}, {y})")
     use_conv_runtime(ctx.module, "qgemm")
     return True
+
+
+def _per_tensor(ctx: NodeCtx) -> bool:
+    """True when scale (float32) and zero point (if any) are one value each, no blocks."""
+    s, z = ctx.in_tensor(1), ctx.in_tensor(2) if ctx.x(2) is not None else None
+    if s is None or s.dtype != DType.FLOAT or s.shape not in ((), (1,)):
+        return False
+    if z is not None and (z.dtype not in _QTYPES or z.shape not in ((), (1,))):
+        return False
+    return not int(ctx.attrs.get("block_size", 0) or 0)
+
+
+@emits("QuantizeLinear")
+def quantize_linear(ctx: NodeCtx) -> bool:
+    """float32 → uint8/int8 per tensor: one parallel numba pass (rint half to even)."""
+    x, t = ctx.in_tensor(0), ctx.out_type(0)
+    if x is None or x.dtype != DType.FLOAT or t is None or t.dtype not in _QTYPES or not _per_tensor(ctx):
+        return False
+    if t.shape == () or int(ctx.attrs.get("output_dtype", 0) or 0) not in (0, int(t.dtype)):
+        return False
+    y, x0 = ctx.y(), ctx.x(0)
+    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape, dtype={ctx.dtype(t.dtype)})'}")
+    ctx.emit(f"_cv.quantize({x0}, {ctx.x(1)}, {ctx.x(2) or 'None'}, {y})")
+    use_conv_runtime(ctx.module, "qgemm")
+    return True
+
+
+@emits("DequantizeLinear")
+def dequantize_linear(ctx: NodeCtx) -> bool:
+    """uint8/int8 → float32 per tensor: one parallel numba pass."""
+    x, t = ctx.in_tensor(0), ctx.out_type(0)
+    if x is None or x.dtype not in _QTYPES or t is None or t.dtype != DType.FLOAT or not _per_tensor(ctx):
+        return False
+    if t.shape == ():
+        return False
+    y, x0 = ctx.y(), ctx.x(0)
+    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape, dtype=np.float32)'}")
+    ctx.emit(f"_cv.dequantize({x0}, {ctx.x(1)}, {ctx.x(2) or 'None'}, {y})")
+    use_conv_runtime(ctx.module, "qgemm")
+    return True
