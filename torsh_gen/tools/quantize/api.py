@@ -211,9 +211,17 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
     return report
 
 
-def _size(before: Graph, after: Graph) -> dict[str, Any]:
-    from torsh_gen.frontends.onnx.exporter import weight_bytes
+def weight_bytes(graph: Graph) -> int:
+    """Bytes of the initializers as stored in the file (4-bit types packed two per byte)."""
+    total = 0
+    for v in graph.initializers:
+        t = v.type if isinstance(v.type, TensorType) else None
+        n = t.nbytes() if t is not None else None
+        total += n if n is not None else int(v.const.nbytes)
+    return total
 
+
+def _size(before: Graph, after: Graph) -> dict[str, Any]:
     fb, qb = _bytes(before), _bytes(after)
     fw, qw = weight_bytes(before), weight_bytes(after)
     return {"float_bytes": fb, "quantized_bytes": qb, "ratio": qb / fb, "float_weight_bytes": fw, "quantized_weight_bytes": qw, "weight_ratio": qw / fw if fw else None}
