@@ -1,4 +1,4 @@
-"""Generated code goes through black once per distinct text; later builds read the result."""
+"""Build-time caches: black output remembered per text, conv kernels compiled in balanced shards."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ def test_unwritable_cache_still_formats(tmp_path: Path, monkeypatch: pytest.Monk
     blocker.write_text("")
     monkeypatch.setenv("TORSH_GEN_CACHE_DIR", str(blocker))  # a file, so no folder can be made in it
     assert format_code("x=1\n") == "x = 1\n"
+
+
+def test_conv_kernels_split_into_balanced_shards() -> None:
+    from torsh_gen.backends.python.conv_cache import shards
+    from torsh_gen.backends.python.package import _conv_runtime
+
+    source = _conv_runtime("0", {"conv", "matmul", "pool"})
+    two = shards(source, 2)
+    assert len(two) == 2 and "gemm_conv" in two[0] and "gemm_conv_grid" in two[1]
+    assert sorted(n for g in two for n in g) == sorted(n for g in shards(source, 1) for n in g)
+    assert {"gemm_conv", "gemm_conv_grid", "gemm_rows", "max_pool2d", "pack_weights"} <= {n for g in two for n in g}
+    assert len(shards(source, 64)) == len(shards(source, 1)[0])  # never more shards than kernels
