@@ -10,9 +10,10 @@ Reproduces the table in ``benchmarks/pruning.md``:
   by a short fine-tune (5 epochs on the training split in PyTorch, the pruned widths
   rebuilt from the pruned ONNX weights; a benchmark-only step, ``prune`` itself does not
   train). Latency at batch 64 (batch 1 of this 8x8 model is all call overhead).
-- resnet18: ``benchmarks/models.py``'s ResNet-18 with seeded random weights at batch 1,
-  224x224; structured pruning at 50 % (residual groups pruned consistently). No labels:
-  top-1 agreement and cosine against the unpruned model on random inputs.
+- resnet18, mobilenetv2: ``benchmarks/models.py``'s ResNet-18 and MobileNetV2 with seeded
+  random weights at batch 1, 224x224; structured pruning at 50 % (residual groups pruned
+  consistently, depthwise convs sliced with their group). No labels: cosine against the
+  unpruned model on one random input (top-1 agreement of one sample says little).
 
 Latency: medians of ``bench`` runs, onnxruntime and our compiled artifact, 2 threads,
 unpruned and pruned alternated ``--rounds`` times (median of the round medians).
@@ -70,14 +71,17 @@ def run_digits(tmp: Path, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
-def run_resnet18(tmp: Path, rounds: int) -> list[dict[str, Any]]:
-    """ResNet-18 (random weights) at 50 % of the channels."""
+def run_cnn(name: str, tmp: Path, rounds: int) -> list[dict[str, Any]]:
+    """A ``benchmarks/models.py`` CNN (random weights) at 50 % of the channels."""
     from benchmarks.models import build_models
 
-    (m,) = build_models(tmp, ("resnet18",))
-    out = tmp / "resnet18_pruned.onnx"
+    (m,) = build_models(tmp, (name,))
+    out = tmp / f"{name}_pruned.onnx"
     r = prune_model(m.onnx_path, out, method="structured", sparsity=0.5, rounds=rounds, repeat=20)
-    return [_row("ResNet-18 (random weights)", r.to_dict())]
+    return [_row(f"{LABELS[name]} (random weights)", r.to_dict())]
+
+
+LABELS = {"resnet18": "ResNet-18", "mobilenetv2": "MobileNetV2"}
 
 
 def _row(model: str, d: dict[str, Any], multiple: int = 1) -> dict[str, Any]:
@@ -141,13 +145,13 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a markdown table."""
-    head = "| model | case | top-1 before → after (drop) | top-1 agreement | MACs | weights (dense) | zlib size | ORT ms before → after | ours ms before → after |"
-    lines = [head, "|" + "---|" * 9]
+    head = "| model | case | top-1 before → after (drop) | top-1 agreement | cosine | MACs | weights (dense) | zlib size | ORT ms before → after | ours ms before → after |"
+    lines = [head, "|" + "---|" * 10]
     for r in rows:
         acc = "–" if r["accuracy_before"] is None else f"{r['accuracy_before']:.2f} → {r['accuracy_after']:.2f} ({r['accuracy_drop']:+.2f})"
         macs = f"{r['macs_ratio']:.1%}" + (f" (nonzero {r['macs_nonzero_ratio']:.1%})" if r["macs_nonzero_ratio"] is not None else "")
         ort, ours = _ms(r["latency"], "onnxruntime"), _ms(r["latency"], "torsh-gen")
-        lines.append(f"| {r['model']} | {r['case']} | {acc} | {r['top1_agreement']:.1%} | {macs} | {r['weight_bytes_ratio']:.1%} | {r['compressed_ratio']:.1%} | {ort} | {ours} |")
+        lines.append(f"| {r['model']} | {r['case']} | {acc} | {r['top1_agreement']:.1%} | {r['cosine']:.4f} | {macs} | {r['weight_bytes_ratio']:.1%} | {r['compressed_ratio']:.1%} | {ort} | {ours} |")
     return "\n".join(lines)
 
 
@@ -162,14 +166,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "pruning.json")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--models", default="digits,resnet18")
+    parser.add_argument("--models", default="digits,resnet18,mobilenetv2")
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="torsh-gen-pruning-") as tmp:
         if "digits" in args.models:
             rows += run_digits(Path(tmp), args.rounds)
-        if "resnet18" in args.models:
-            rows += run_resnet18(Path(tmp), args.rounds)
+        for name in ("resnet18", "mobilenetv2"):
+            if name in args.models:
+                rows += run_cnn(name, Path(tmp), args.rounds)
     result = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "threads": 2, "rows": rows}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"CPU: {result['cpu']} ({', '.join(result['cpu_flags'])}), 2 threads\n")
