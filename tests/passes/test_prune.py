@@ -119,14 +119,39 @@ def _mlp() -> onnx.ModelProto:
     return n.model([tensor_info("x", ["B", 6])], [tensor_info("y", ["B", 3])])
 
 
+def _gemm_mlp() -> onnx.ModelProto:
+    """Gemm (transB=0) → Sigmoid → Gemm (transB=1) → Relu → Gemm (transB=0)."""
+    n = Net(7)
+    w1, b1 = n.const("g1.w", n.rng.standard_normal((5, 12))), n.const("g1.b", n.rng.standard_normal(12))
+    h = n.node("Sigmoid", [n.node("Gemm", ["x", w1, b1], "g1")], "sig")
+    h = n.node("Relu", [n.gemm(h, 12, 10, "g2")], "relu")
+    w3 = n.const("y.w", n.rng.standard_normal((10, 3)))
+    n.node("Gemm", [h, w3], "y")
+    return n.model([tensor_info("x", ["B", 5])], [tensor_info("y", ["B", 3])])
+
+
+def _self_residual() -> onnx.ModelProto:
+    """h + conv(h): one conv reads and writes the same channel group."""
+    n = Net(8)
+    h = n.node("Relu", [n.conv("x", 3, 8, "stem")], "r0")
+    h = n.node("Add", [h, n.conv(h, 8, 8, "inner")], "add")
+    n.conv(n.node("Relu", [h], "r1"), 8, 2, "y")
+    return n.model([tensor_info("x", [1, 3, 5, 5])], [tensor_info("y", [1, 2, 5, 5])])
+
+
 FEEDS = {
     "chain": {"x": np.random.default_rng(9).standard_normal((2, 3, 8, 8)).astype(np.float32)},
     "residual": {"x": np.random.default_rng(9).standard_normal((2, 3, 6, 6)).astype(np.float32)},
     "concat": {"x": np.random.default_rng(9).standard_normal((1, 3, 6, 6)).astype(np.float32)},
     "depthwise": {"x": np.random.default_rng(9).standard_normal((1, 4, 5, 5)).astype(np.float32)},
     "mlp": {"x": np.random.default_rng(9).standard_normal((4, 6)).astype(np.float32)},
+    "gemm": {"x": np.random.default_rng(9).standard_normal((4, 5)).astype(np.float32)},
+    "selfres": {"x": np.random.default_rng(9).standard_normal((1, 3, 5, 5)).astype(np.float32)},
 }
-MODELS = {"chain": _chain_cnn, "residual": _residual_cnn, "concat": _concat_cnn, "depthwise": _depthwise_cnn, "mlp": _mlp}
+MODELS = {
+    "chain": _chain_cnn, "residual": _residual_cnn, "concat": _concat_cnn, "depthwise": _depthwise_cnn,
+    "mlp": _mlp, "gemm": _gemm_mlp, "selfres": _self_residual,
+}
 
 
 def _graph(name: str) -> Graph:
@@ -221,6 +246,13 @@ def test_residual_group_pruned_consistently():
         assert w[name].shape[0] == 4
     assert w["b1bn.g"].shape == (4,) and w["head.w"].shape == (10, 4, 3, 3) and w["b1a.w"].shape == (3, 4, 3, 3)
     assert "Flatten" in results["head"].blocked  # head → GAP → Flatten (the graph output): left alone
+
+
+def test_conv_reading_and_writing_one_group_loses_rows_and_columns():
+    graph = _graph("selfres")
+    results = {r.name: r for r in structured_prune(graph, 0.5)}
+    assert sorted(results["stem"].producers) == ["inner", "stem"] and sorted(results["stem"].consumers) == ["inner", "y"]
+    assert _weights(graph)["inner.w"].shape == (4, 4, 3, 3)
 
 
 def test_concat_branches_are_left_alone():
