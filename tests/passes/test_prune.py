@@ -382,3 +382,20 @@ def test_channel_multiple_rounds_kept_channels_up():
     np.testing.assert_allclose(run_onnxruntime(graph, FEEDS["chain"])["y"], ref["y"], rtol=1e-4, atol=1e-4)
     with pytest.raises(InputError, match="channel multiple"):
         structured_prune(_graph("chain"), 0.5, channel_multiple=0)
+
+
+def test_prelu_slope_and_broadcast_constants():
+    n = Net(10)
+    h = n.conv("x", 2, 6, "c")
+    h = n.node("PRelu", [h, n.const("slope", n.rng.uniform(0.1, 0.3, (6, 1, 1)))], "prelu")
+    h = n.node("Add", [h, n.const("shift", n.rng.standard_normal((1, 1, 1, 4)))], "shift_w")  # broadcast over W
+    n.conv(h, 6, 2, "y")
+    model = n.model([tensor_info("x", [1, 2, 4, 4])], [tensor_info("y", [1, 2, 4, 4])])
+    original = load_onnx(model.SerializeToString())
+    graph = copy.deepcopy(original)
+    results = structured_prune(graph, 0.5)
+    w = _weights(graph)
+    assert w["slope"].shape == (3, 1, 1) and w["shift"].shape == (1, 1, 1, 4)
+    feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
+    ref = run_onnxruntime(_zeroed_reference(original, results, {}), feeds)
+    np.testing.assert_allclose(run_onnxruntime(graph, feeds)["y"], ref["y"], rtol=1e-4, atol=1e-4)

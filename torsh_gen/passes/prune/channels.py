@@ -210,8 +210,6 @@ def _binary_member(group: ChannelGroup, node: Node) -> list[Value]:
             continue
         ax = group.axis - (group.rank - len(shape))
         dim = shape[ax] if 0 <= ax < len(shape) else 1
-        if node.op_type == "PRelu" and i == 1 and v.const is not None and ax < 0 and len(shape) >= 1:
-            ax, dim = 0, shape[0]  # PRelu's slope may be [C, 1, 1] unidirectionally broadcast
         if dim == 1:
             continue
         if dim != group.channels:
