@@ -19,6 +19,9 @@ from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.passes.quantize.numeric import ActivationParams, QuantizedWeight, activation_params
 from torsh_gen.passes.quantize.options import QuantOptions, TensorRange
 
+#: Ops that only select or move values, so they run on quantized tensors unchanged.
+INTEGER_DATA_MOVEMENT = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"})
+
 
 def int_attr(v: int) -> Attribute:
     """An INT attribute."""
@@ -94,7 +97,7 @@ class QuantContext:
 
     def quantized(self, v: Value) -> Value:
         """``v`` through QuantizeLinear with its calibrated parameters (made once)."""
-        q = self._q.get(id(v))
+        q = self._q.get(id(v)) or self._through_data_movement(v)
         if q is None:
             s, z = self.act_constants(v)
             q = self.node("QuantizeLinear", [v, s, z], types=[like(v, DType.from_numpy(z.const.dtype))], hint=f"{v.name}_q").outputs[0]
@@ -103,12 +106,50 @@ class QuantContext:
 
     def fake_quantized(self, v: Value) -> Value:
         """``v`` through a QuantizeLinear/DequantizeLinear pair (made once)."""
+        if id(v) not in self._dq:
+            self._through_data_movement(v)
         dq = self._dq.get(id(v))
         if dq is None:
             s, z = self.act_constants(v)
             dq = self.node("DequantizeLinear", [self.quantized(v), s, z], types=[like(v, DType.FLOAT)], hint=f"{v.name}_dq").outputs[0]
             self._dq[id(v)] = dq
         return dq
+
+    def _through_data_movement(self, v: Value) -> Value | None:
+        """Run the data-movement op producing ``v`` on integers when its input is quantized.
+
+        ``MaxPool -> Flatten -> Gemm`` after a quantized Conv: rather than dequantize,
+        pool in float and quantize again, the MaxPool and Flatten read the uint8 tensor
+        and ``v`` is dequantized with the input's scale and zero point (exact: these ops
+        only select and move values). Returns the integer tensor, or None when the
+        producer is not such an op or its input has no quantized form.
+        """
+        p = v.producer
+        if (
+            p is None
+            or p.op_type not in INTEGER_DATA_MOVEMENT
+            or p.domain not in ("", "ai.onnx")
+            or len(p.outputs) != 1
+            or any(o is v for o in self.graph.outputs)
+            or (p.op_type == "MaxPool" and p.attr("storage_order", 0))
+            or any(i is not None and i.const is None for i in p.inputs[1:])
+            or not any(n is p for n in self.graph.nodes)
+        ):
+            return None
+        u = p.inputs[0]
+        qu = self._q.get(id(u)) or self._through_data_movement(u)
+        if qu is None or id(u) not in self._sz:
+            return None
+        s, z = self._sz[id(u)]
+        qv = Value(self.names.fresh(f"{v.name}_q"), like(v, DType.from_numpy(z.const.dtype)))
+        p.inputs[0] = qu
+        p.outputs[0] = qv
+        qv.producer = p
+        self.node("DequantizeLinear", [qv, s, z], outputs=[v], hint=f"{v.name}_dq")
+        self._sz[id(v)] = (s, z)
+        self._act[id(v)] = self.act_params(u)
+        self.mark_quantized(v, qv)
+        return qv
 
     def dynamic(self, v: Value) -> tuple[Value, Value, Value]:
         """``v`` through DynamicQuantizeLinear: (uint8 data, scale, zero point), made once."""
@@ -129,17 +170,31 @@ class QuantContext:
             self._dq[id(v)] = dq
         return dq
 
-    def weight_dq(self, hint: str, qw: QuantizedWeight, out_type: TensorType | None = None) -> Value:
-        """A quantized weight stored as an initializer and dequantized by DequantizeLinear."""
+    def weight_dq(self, hint: str, qw: QuantizedWeight, *, zero_point: bool = False, half_scales: bool = False) -> Value:
+        """A quantized weight stored as an initializer and dequantized by DequantizeLinear.
+
+        ``zero_point`` writes the (all-zero) zero point explicitly: onnxruntime fuses a
+        Gemm/MatMul group into its integer kernel only then. ``half_scales`` stores the
+        scales as float16 behind a Cast (onnxruntime folds the Cast when it loads the
+        model): int4 blocks of 32 spend a fifth of their bytes on scales otherwise,
+        and float16's relative error (5e-4) is far below an int4 step.
+        """
         data = self.const(f"{hint}_q", qw.data)
-        scale = self.const(f"{hint}_s", qw.scale)
+        if half_scales:
+            half = self.const(f"{hint}_s16", qw.scale.astype(np.float16))
+            scale = self.node("Cast", [half], types=[TensorType(DType.FLOAT, tuple(qw.scale.shape))], hint=f"{hint}_s", to=int(DType.FLOAT)).outputs[0]
+        else:
+            scale = self.const(f"{hint}_s", qw.scale)
+        inputs = [data, scale]
+        if zero_point:
+            inputs.append(self.const(f"{hint}_z", np.zeros(qw.scale.shape, qw.data.dtype)))
         attrs: dict[str, int] = {}
         if qw.axis is not None:
             attrs["axis"] = qw.axis
         if qw.block_size:
             attrs["block_size"] = qw.block_size
-        t = out_type or TensorType(DType.FLOAT, tuple(qw.data.shape))
-        return self.node("DequantizeLinear", [data, scale], types=[t], hint=f"{hint}_dq", **attrs).outputs[0]
+        t = TensorType(DType.FLOAT, tuple(qw.data.shape))
+        return self.node("DequantizeLinear", inputs, types=[t], hint=f"{hint}_dq", **attrs).outputs[0]
 
     def output_target(self, node: Node) -> tuple[Value, Node | None]:
         """The tensor to quantize after ``node``: its output, or that of a Relu it alone feeds.

@@ -6,7 +6,7 @@ Conventions (the ones onnxruntime's integer kernels expect):
 - int8 weights: symmetric, zero point 0, values in [-127, 127] so that negating a weight
   never overflows; one scale per tensor or per output channel;
 - int4 weights: symmetric per block of ``block_size`` values along the reduction axis,
-  values in [-7, 7];
+  values in [-7, 7], scales representable in float16;
 - biases: int32 with scale ``activation_scale * weight_scale`` and zero point 0.
 Rounding is half to even (``np.rint``), as QuantizeLinear does.
 """
@@ -102,7 +102,9 @@ def quantize_weight_int4(w: np.ndarray, axis: int, block_size: int) -> Quantized
     padded = np.pad(w, [(0, pad if i == axis else 0) for i in range(w.ndim)])
     moved = np.moveaxis(padded, axis, 0).reshape(blocks, block_size, -1)
     amax = np.abs(moved).max(axis=1)  # [blocks, rest]
-    scale = _safe_scale(amax, 7.0)
+    # scales are stored as float16 (see QuantContext.weight_dq): quantize with exactly
+    # the values that will be read back, kept inside float16's normal range
+    scale = np.clip(_safe_scale(amax, 7.0), 2.0**-14, 65504.0).astype(np.float16).astype(np.float32)
     q = np.clip(np.rint(moved / scale[:, None, :]), -7, 7)
     rest = [d for i, d in enumerate(padded.shape) if i != axis]
     q = np.moveaxis(q.reshape(blocks * block_size, *rest), 0, axis)

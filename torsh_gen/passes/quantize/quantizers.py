@@ -55,8 +55,17 @@ class OpQuantizer:
     op_type: ClassVar[str] = ""
     #: Modes this op can be quantized in.
     modes: ClassVar[tuple[QuantMode, ...]] = (QuantMode.DYNAMIC, QuantMode.STATIC)
+    #: QDQ form: store the bias as int32 (scale x_scale * w_scale) and write the weight's
+    #: zero point. onnxruntime needs both to fuse a Gemm/MatMul group into its integer
+    #: kernel; it fuses Conv without them (quantizing a float bias itself), so Conv
+    #: keeps its float bias, which is exact and smaller.
+    qdq_int_bias: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- op specifics
+    def applies(self, node: Node) -> bool:
+        """Whether ``node`` is the kind this quantizer is about (others are not even listed)."""
+        return True
+
     def channel_axis(self, node: Node) -> int:
         """Axis of the weight that indexes output channels."""
         raise NotImplementedError
@@ -78,8 +87,10 @@ class OpQuantizer:
         if not _float_tensor(node.inputs[0]):
             return "input is not float32"
         w = node.inputs[1] if len(node.inputs) > 1 else None
-        if w is None or w.const is None or w.const.dtype != np.float32:
-            return "weight is not a float32 constant"
+        if w is None or w.const is None:
+            return "second input is computed, not a constant weight (activation x activation)"
+        if w.const.dtype != np.float32:
+            return "weight is not float32"
         if opts.mode == QuantMode.STATIC and not ctx.has_range(node.inputs[0]):
             return "no calibrated range for its input"
         if opts.mode == QuantMode.STATIC and opts.format == QuantFormat.QOPERATOR and not ctx.has_range(ctx.output_target(node)[0]):
@@ -113,10 +124,10 @@ class OpQuantizer:
         node.inputs[0] = ctx.fake_quantized(x) if static else ctx.dynamic_fake_quantized(x)
         qw = self.int8_weight(node, ctx)
         hint = node.inputs[1].name
-        node.inputs[1] = ctx.weight_dq(hint, qw)
+        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=self.qdq_int_bias)
         bi = self.bias_index(node)
         b = node.inputs[bi] if bi is not None and bi < len(node.inputs) else None
-        if static and b is not None and b.const is not None and b.const.ndim == 1:
+        if static and self.qdq_int_bias and b is not None and b.const is not None and b.const.ndim == 1:
             bq, bs = quantize_bias(b.const, ctx.act_params(x).scale, qw.scale)
             node.inputs[bi] = ctx.weight_dq(b.name, QuantizedWeight(bq, bs, 0 if bs.ndim else None))
         if static and not any(o is node.outputs[0] for o in ctx.graph.outputs):
@@ -126,7 +137,7 @@ class OpQuantizer:
         """Blocked int4 weight dequantized in front of the op."""
         w = node.inputs[1]
         qw = quantize_weight_int4(w.const, self.reduce_axis(node), ctx.options.block_size)
-        node.inputs[1] = ctx.weight_dq(w.name, qw)
+        node.inputs[1] = ctx.weight_dq(w.name, qw, half_scales=True)
 
     def rewrite_static_qoperator(self, node: Node, ctx: QuantContext) -> None:
         """Integer op between Q of the input and DQ of the output."""
@@ -258,6 +269,7 @@ class ConvQuantizer(OpQuantizer):
     """Conv with a constant weight (any rank, groups, pads, strides, dilations)."""
 
     op_type = "Conv"
+    qdq_int_bias = False
 
     def channel_axis(self, node: Node) -> int:
         return 0
@@ -303,3 +315,38 @@ class ConvQuantizer(OpQuantizer):
         if b is not None and b.const is None:
             return "bias is not a constant"
         return super().check(node, ctx)
+
+
+@quantizer
+class GatherQuantizer(OpQuantizer):
+    """Gather from a constant 2-d table (token embeddings): int4 rows, blocks along a row.
+
+    Embedding tables dominate transformer encoders' size (BERT-base: a third of the
+    weights), so weight-only int4 covers them too; the rows that are read are
+    dequantized, the indices stay as they are.
+    """
+
+    op_type = "Gather"
+    modes = (QuantMode.WEIGHT_INT4,)
+
+    def reduce_axis(self, node: Node) -> int:
+        return 1
+
+    def applies(self, node: Node) -> bool:
+        t = node.inputs[0] if node.inputs else None
+        return t is not None and t.const is not None and t.const.dtype == np.float32 and t.const.ndim == 2
+
+    def check(self, node: Node, ctx: QuantContext) -> str | None:
+        if ctx.options.mode not in self.modes:
+            return f"Gather has no {ctx.options.mode.value} form (weight-int4 only)"
+        table = node.inputs[0]
+        if table is None or table.const is None or table.const.dtype != np.float32 or table.const.ndim != 2:
+            return "data is not a constant 2-d float32 table"
+        if node.attr("axis", 0) != 0:
+            return "gathers along axis 1"
+        return None
+
+    def rewrite_int4(self, node: Node, ctx: QuantContext) -> None:
+        t = node.inputs[0]
+        qw = quantize_weight_int4(t.const, 1, ctx.options.block_size)
+        node.inputs[0] = ctx.weight_dq(t.name, qw, half_scales=True)

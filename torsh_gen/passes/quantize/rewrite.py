@@ -39,7 +39,7 @@ def node_key(node: Node) -> str:
 
 def candidates(graph: Graph) -> list[Node]:
     """Nodes of ``graph`` whose op has a quantizer (before any selection)."""
-    return [n for n in graph.nodes if n.op_type in QUANTIZERS and n.domain in ("", "ai.onnx")]
+    return [n for n in graph.nodes if n.op_type in QUANTIZERS and n.domain in ("", "ai.onnx") and QUANTIZERS[n.op_type].applies(n)]
 
 
 def check_selection(graph: Graph, items: tuple[str, ...], flag: str) -> None:
@@ -88,9 +88,20 @@ def quantize_graph(graph: Graph, options: QuantOptions, ranges: Mapping[str, Ten
             continue
         QUANTIZERS[node.op_type].rewrite(node, ctx)
         result.quantized.append(key)
+    _drop_dead_quantization(graph)
     _drop_unused_initializers(graph)
     graph.toposort()
     return result
+
+
+def _drop_dead_quantization(graph: Graph) -> None:
+    """Remove Q/DQ nodes nobody reads any more (left behind by integer data movement)."""
+    while True:
+        read = {id(v) for _, n in graph.walk() for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
+        dead = [n for n in graph.nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(id(o) in read for o in n.outputs)]
+        if not dead:
+            return
+        graph.nodes = [n for n in graph.nodes if not any(n is d for d in dead)]
 
 
 def _drop_unused_initializers(graph: Graph) -> None:

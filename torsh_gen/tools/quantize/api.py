@@ -111,7 +111,7 @@ def _check_float(graph: Graph) -> None:
         if v.const is None and isinstance(v.type, TensorType) and v.type.dtype not in (DType.FLOAT,) and v.type.dtype.is_float:
             raise InputError(f"input {v.name!r} is {v.type.dtype.name.lower()}; quantize the float32 model")
     if not candidates(graph):
-        raise InputError("the model has no Conv, MatMul or Gemm to quantize")
+        raise InputError("the model has no Conv, MatMul, Gemm or Gather to quantize")
 
 
 def _infer(graph: Graph) -> None:
@@ -154,7 +154,8 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
     graph = with_opset(original, required_opset(opts))
     _infer(graph)
     prepared = copy.deepcopy(graph)
-    if opts.mode == QuantMode.STATIC and opts.format == QuantFormat.QOPERATOR:
+    if opts.format == QuantFormat.QOPERATOR and opts.mode == QuantMode.STATIC or opts.mode == QuantMode.WEIGHT_INT4:
+        # no integer Gemm in QOperator form; onnxruntime fuses int4 weights only into MatMul
         split_gemm(prepared)
     ranges = {}
     if opts.mode == QuantMode.STATIC:
@@ -192,7 +193,10 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
     }
     if config.compare_onnxruntime:
         say("running onnxruntime's quantizer on the same model and data")
-        report["onnxruntime"] = _ort_reference(graph, opts, config.method, calib, data, ref)
+        # int4: onnxruntime's quantizer, like its kernels, handles MatMul only: give it the
+        # same Gemm-free graph
+        anchor = prepared if opts.mode == QuantMode.WEIGHT_INT4 else graph
+        report["onnxruntime"] = _ort_reference(anchor, graph, opts, config.method, calib, data, ref)
     if config.latency and data is not None:
         say("measuring latency")
         report["latency"] = _latency(graph, trial.graph, report.get("onnxruntime", {}).get("_model"), data.feeds[0], config)
@@ -231,8 +235,8 @@ def _guard_dict(o: GuardOutcome) -> dict[str, Any]:
     return {"budget": o.budget, "within_budget": o.within_budget, "kept_float": o.kept_float, "sensitivity": o.sensitivity, "steps": o.steps}
 
 
-def _ort_reference(graph: Graph, opts: QuantOptions, method: str, calib: Any, data: EvalSet | None, ref: Any) -> dict[str, Any]:
-    proto, why = ort_quantize(to_onnx(graph, value_info=False), opts, method, list(calib.feeds) if calib else None)
+def _ort_reference(source: Graph, graph: Graph, opts: QuantOptions, method: str, calib: Any, data: EvalSet | None, ref: Any) -> dict[str, Any]:
+    proto, why = ort_quantize(to_onnx(source, value_info=False), opts, method, list(calib.feeds) if calib else None)
     if proto is None:
         return {"skipped": why}
     fb = _bytes(graph)

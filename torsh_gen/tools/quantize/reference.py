@@ -41,7 +41,8 @@ def ort_quantize(model: Any, options: QuantOptions, method: str, calib: Sequence
         from onnxruntime import quantization as q
     except ImportError as e:  # pragma: no cover - onnxruntime is a core dependency
         return None, f"onnxruntime.quantization unavailable ({e})"
-    logging.getLogger().setLevel(logging.ERROR)
+    for name in ("", "onnxruntime", "onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="torsh-gen-ortq-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "quant.onnx"
         onnx.save(model, src)
