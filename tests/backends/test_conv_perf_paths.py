@@ -157,3 +157,21 @@ def test_max_pool_kernel(tmp_path: Path) -> None:
     for (key, got), want in zip(m.run(x=x).items(), ort_outputs(model, {"x": x})):
         assert got.shape == want.shape, key
         np.testing.assert_array_equal(got, want, err_msg=key)
+
+
+def test_strided_convolutions_on_phase_planes(tmp_path: Path) -> None:
+    """Equal strides > 1 run on the padded-grid kernel over s x s phase planes (every tap
+    a contiguous run again); strided 1x1 convolutions run on a contiguous subsample.
+    Asymmetric pads, pads wider than the stride, taps smaller than the stride, groups,
+    odd sizes and a batch of two check the phase bookkeeping."""
+    b = _Builder((2, 10, 29, 31))
+    b.out(b.conv("k3s2", "x", 10, 16, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.conv("k7s2", "x", 10, 12, (7, 7), strides=[2, 2], pads=[3, 3, 3, 3]))
+    b.out(b.conv("k5s3", "x", 10, 8, (5, 5), strides=[3, 3], pads=[2, 1, 0, 2], bias=False))
+    b.out(b.conv("g2s2", "x", 10, 14, (3, 3), group=2, strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.conv("k2s2", "x", 10, 6, (2, 2), strides=[2, 2]))
+    b.out(b.conv("k3s2p3", "x", 10, 5, (3, 3), strides=[2, 2], pads=[3, 0, 1, 3]))
+    b.out(b.node("Relu", [b.conv("k1s2", "x", 10, 24, (1, 1), strides=[2, 2])], "k1s2_relu"))
+    b.out(b.conv("k1s3", "x", 10, 9, (1, 1), strides=[3, 3]))
+    x = _RNG.standard_normal((2, 10, 29, 31)).astype(np.float32)
+    _check(tmp_path, b.model(), x, min_calls=8)
