@@ -210,3 +210,32 @@ def test_opset_too_old_is_refused(model):
     g.info.opset_imports[""] = 11
     with pytest.raises(InputError, match="opset 13"):
         quantize_graph(g, QuantOptions(mode=QuantMode.DYNAMIC))
+
+
+def test_data_movement_runs_on_the_quantized_tensor(model, feeds):
+    g, _ = _quantized(model, feeds, mode=QuantMode.STATIC, per_channel=True)
+    flat = next(n for n in g.nodes if n.op_type == "Flatten")
+    assert flat.inputs[0].producer.op_type == "QuantizeLinear"  # uint8 in, uint8 out
+    assert [n.op_type for n in g.nodes if any(o is flat.outputs[0] for o in n.inputs)] == ["DequantizeLinear"]
+    assert _rel(_ort(to_onnx(g, value_info=False), feeds), _ort(model, feeds)) < 0.03
+
+
+def test_int4_embedding_table():
+    table = RNG.standard_normal((100, 64)).astype(np.float32)
+    w = RNG.standard_normal((64, 8)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"), helper.make_node("MatMul", ["e", "w"], ["y"], name="proj")]
+    g = helper.make_graph(nodes, "e", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3, 5])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5, 8])], [numpy_helper.from_array(table, "emb"), numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    feeds = {"ids": RNG.integers(0, 100, (3, 5)).astype(np.int64)}
+    graph = load_onnx(m)
+    infer_types(graph)
+    result = quantize_graph(graph, QuantOptions(mode=QuantMode.WEIGHT_INT4))
+    assert result.quantized == ["embed", "proj"]
+    proto = to_onnx(graph, value_info=False)
+    assert len(proto.SerializeToString()) < 0.16 * len(m.SerializeToString())
+    out = _ort(proto, feeds, exact_int4=True)
+    assert _rel(out, _ort(m, feeds)) < 0.15
+    np.testing.assert_allclose(run_graph(graph, feeds)[0], out, rtol=1e-4, atol=1e-4)
+    # int8 modes leave the table alone and say why
+    graph = load_onnx(m)
+    assert "weight-int4 only" in quantize_graph(graph, QuantOptions(mode=QuantMode.DYNAMIC)).skipped["embed"]
