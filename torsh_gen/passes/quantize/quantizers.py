@@ -55,11 +55,13 @@ class OpQuantizer:
     op_type: ClassVar[str] = ""
     #: Modes this op can be quantized in.
     modes: ClassVar[tuple[QuantMode, ...]] = (QuantMode.DYNAMIC, QuantMode.STATIC)
-    #: QDQ form: store the bias as int32 (scale x_scale * w_scale) and write the weight's
-    #: zero point. onnxruntime needs both to fuse a Gemm/MatMul group into its integer
-    #: kernel; it fuses Conv without them (quantizing a float bias itself), so Conv
-    #: keeps its float bias, which is exact and smaller.
-    qdq_int_bias: ClassVar[bool] = True
+    #: QDQ form: write the weight's zero point, and store the bias as int32 (scale
+    #: x_scale * w_scale) where onnxruntime needs that to fuse the group into an integer
+    #: kernel: for a Gemm/MatMul whose output stays float. It fuses Conv, and Gemms
+    #: whose output is quantized again, with a float bias (quantizing it itself), and a
+    #: float bias is exact and smaller.
+    qdq_weight_zero_point: ClassVar[bool] = True
+    qdq_int_bias_if_float_output: ClassVar[bool] = True
 
     # ---------------------------------------------------------------- op specifics
     def applies(self, node: Node) -> bool:
@@ -124,13 +126,15 @@ class OpQuantizer:
         node.inputs[0] = ctx.fake_quantized(x) if static else ctx.dynamic_fake_quantized(x)
         qw = self.int8_weight(node, ctx)
         hint = node.inputs[1].name
-        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=self.qdq_int_bias)
+        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=self.qdq_weight_zero_point)
+        requantize = static and not any(o is node.outputs[0] for o in ctx.graph.outputs) and ctx.has_range(ctx.output_target(node)[0])
         bi = self.bias_index(node)
         b = node.inputs[bi] if bi is not None and bi < len(node.inputs) else None
-        if static and self.qdq_int_bias and b is not None and b.const is not None and b.const.ndim == 1:
+        int_bias = self.qdq_int_bias_if_float_output and not requantize
+        if static and int_bias and b is not None and b.const is not None and b.const.ndim == 1:
             bq, bs = quantize_bias(b.const, ctx.act_params(x).scale, qw.scale)
             node.inputs[bi] = ctx.weight_dq(b.name, QuantizedWeight(bq, bs, 0 if bs.ndim else None))
-        if static and not any(o is node.outputs[0] for o in ctx.graph.outputs):
+        if requantize:
             ctx.requantize_output(node)
 
     def rewrite_int4(self, node: Node, ctx: QuantContext) -> None:
@@ -269,7 +273,8 @@ class ConvQuantizer(OpQuantizer):
     """Conv with a constant weight (any rank, groups, pads, strides, dilations)."""
 
     op_type = "Conv"
-    qdq_int_bias = False
+    qdq_weight_zero_point = False
+    qdq_int_bias_if_float_output = False
 
     def channel_axis(self, node: Node) -> int:
         return 0

@@ -40,6 +40,7 @@ from torsh_gen.tools.quantize.collect import calibrate, collect_stats
 from torsh_gen.tools.quantize.evaluate import (
     EvalSet,
     artifact_latency,
+    class_output,
     compare,
     load_eval,
     ort_latency,
@@ -163,6 +164,8 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
         ranges = calibrate(collect_stats(prepared, calib.feeds, observed_tensors(prepared)), make_calibrator(config.method))
 
     ref = outputs_of(graph, data.feeds) if data else None
+    if config.max_accuracy_drop is not None and ref is not None and class_output(ref) is None:
+        raise InputError("--max-accuracy-drop needs a model output of class scores ([N, C]) to measure top-1 on; this model has none")
     outcome: GuardOutcome | None = None
     if config.max_accuracy_drop is not None and data is not None and ref is not None:
         trial, outcome = guard(prepared, opts, ranges, data, ref, config.max_accuracy_drop, say)
