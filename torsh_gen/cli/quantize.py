@@ -31,7 +31,7 @@ def quantize_command(
     symmetric: Annotated[bool, typer.Option("--symmetric", help="int8 activations around zero (static) instead of uint8 with a zero point.")] = False,
     include: Annotated[list[str] | None, typer.Option("--include", help="Quantize only these op types or node names (comma-separated, repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Keep these op types or node names float.")] = None,
-    qformat: Annotated[str, typer.Option("--format", help="qdq (Q/DQ pairs) or qoperator (QLinearConv, MatMulInteger, ...).")] = "qdq",
+    qformat: Annotated[str | None, typer.Option("--format", help="qdq (Q/DQ pairs) or qoperator (QLinearConv, MatMulInteger, ...); default: qoperator for dynamic (what onnxruntime runs as integer kernels), qdq otherwise.")] = None,
     block_size: Annotated[int, typer.Option("--block-size", help="int4 block size along the reduction axis.")] = 32,
     eval_data: Annotated[str | None, typer.Option("--eval", help="Evaluation DATA (an .npz may add 'labels' for accuracy).")] = None,
     max_accuracy_drop: Annotated[float | None, typer.Option("--max-accuracy-drop", help="Budget in points; layers fall back to float until met.")] = None,
@@ -47,7 +47,9 @@ def quantize_command(
     from torsh_gen.tools.quantize import QuantizeConfig, quantize_model
 
     try:
-        opts = QuantOptions(QuantMode(mode), QuantFormat(qformat), per_channel, symmetric, block_size, _items(include), _items(exclude))
+        qmode = QuantMode(mode)
+        fmt = QuantFormat(qformat) if qformat else (QuantFormat.QOPERATOR if qmode == QuantMode.DYNAMIC else QuantFormat.QDQ)
+        opts = QuantOptions(qmode, fmt, per_channel, symmetric, block_size, _items(include), _items(exclude))
     except ValueError:
         bad = f"--mode {mode!r}: choose dynamic, static or weight-int4" if mode not in {m.value for m in QuantMode} else f"--format {qformat!r}: choose qdq or qoperator"
         raise InputError(bad) from None

@@ -126,7 +126,7 @@ class OpQuantizer:
         node.inputs[0] = ctx.fake_quantized(x) if static else ctx.dynamic_fake_quantized(x)
         qw = self.int8_weight(node, ctx)
         hint = node.inputs[1].name
-        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=self.qdq_weight_zero_point)
+        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=static and self.qdq_weight_zero_point)
         requantize = static and not any(o is node.outputs[0] for o in ctx.graph.outputs) and ctx.has_range(ctx.output_target(node)[0])
         bi = self.bias_index(node)
         b = node.inputs[bi] if bi is not None and bi < len(node.inputs) else None
@@ -324,15 +324,18 @@ class ConvQuantizer(OpQuantizer):
 
 @quantizer
 class GatherQuantizer(OpQuantizer):
-    """Gather from a constant 2-d table (token embeddings): int4 rows, blocks along a row.
+    """Gather from a constant 2-d table (token embeddings), weight only.
 
     Embedding tables dominate transformer encoders' size (BERT-base: a third of the
-    weights), so weight-only int4 covers them too; the rows that are read are
-    dequantized, the indices stay as they are.
+    weights). int8 modes store the table as int8 with one scale and dequantize only the
+    gathered rows (Gather → DequantizeLinear, the same in both formats). Gather cannot
+    read int4, so weight-int4 dequantizes the whole table in front of the Gather (blocks
+    along each row): smallest file, but onnxruntime then dequantizes the table on every
+    run (``--exclude Gather`` keeps it float).
     """
 
     op_type = "Gather"
-    modes = (QuantMode.WEIGHT_INT4,)
+    modes = (QuantMode.DYNAMIC, QuantMode.STATIC, QuantMode.WEIGHT_INT4)
 
     def reduce_axis(self, node: Node) -> int:
         return 1
@@ -342,16 +345,22 @@ class GatherQuantizer(OpQuantizer):
         return t is not None and t.const is not None and t.const.dtype == np.float32 and t.const.ndim == 2
 
     def check(self, node: Node, ctx: QuantContext) -> str | None:
-        if ctx.options.mode not in self.modes:
-            return f"Gather has no {ctx.options.mode.value} form (weight-int4 only)"
-        table = node.inputs[0]
-        if table is None or table.const is None or table.const.dtype != np.float32 or table.const.ndim != 2:
+        if not self.applies(node):
             return "data is not a constant 2-d float32 table"
         if node.attr("axis", 0) != 0:
             return "gathers along axis 1"
         return None
 
-    def rewrite_int4(self, node: Node, ctx: QuantContext) -> None:
+    def rewrite(self, node: Node, ctx: QuantContext) -> None:
         t = node.inputs[0]
-        qw = quantize_weight_int4(t.const, 1, ctx.options.block_size)
-        node.inputs[0] = ctx.weight_dq(t.name, qw, half_scales=True)
+        if ctx.options.mode == QuantMode.WEIGHT_INT4:
+            qw = quantize_weight_int4(t.const, 1, ctx.options.block_size)
+            node.inputs[0] = ctx.weight_dq(t.name, qw, half_scales=True)
+            return
+        qw = quantize_weight_int8(t.const, None)
+        node.inputs[0] = ctx.const(f"{t.name}_q", qw.data)
+        y = node.outputs[0]
+        rows = Value(ctx.names.fresh(f"{y.name}_q"), like(y, DType.INT8))
+        node.outputs[0] = rows
+        rows.producer = node
+        ctx.node("DequantizeLinear", [rows, ctx.const(f"{t.name}_s", qw.scale)], outputs=[y], hint=f"{y.name}_dq")
