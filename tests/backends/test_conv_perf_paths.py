@@ -175,3 +175,22 @@ def test_strided_convolutions_on_phase_planes(tmp_path: Path) -> None:
     b.out(b.conv("k1s3", "x", 10, 9, (1, 1), strides=[3, 3]))
     x = _RNG.standard_normal((2, 10, 29, 31)).astype(np.float32)
     _check(tmp_path, b.model(), x, min_calls=8)
+
+
+def test_packed_weights_release_their_mapped_pages(tmp_path: Path) -> None:
+    """After packing, a constant's pages of the mapped weights file are dropped from the
+    process (madvise); reading the constant again faults the same values back in."""
+    b = _Builder((1, 4, 9, 9))
+    b.out(b.conv("c", "x", 4, 8, (3, 3), pads=[1, 1, 1, 1]))
+    module = compile_and_load(b.model(), tmp_path / "pkg")
+    values = np.arange(3 * 4096, dtype=np.float32)
+    path = tmp_path / "w.bin"
+    values.tofile(path)
+    mapped = np.memmap(path, dtype=np.uint8, mode="r")
+    w = np.frombuffer(mapped, dtype=np.float32, count=2 * 4096, offset=2048)  # not page-aligned
+    import importlib
+
+    conv = importlib.import_module(module.__name__ + "._conv")
+    conv.release_pages(w)
+    conv.release_pages(w[::2])  # strided views are left alone
+    np.testing.assert_array_equal(w, values[512 : 512 + 2 * 4096])
