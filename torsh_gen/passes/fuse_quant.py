@@ -6,7 +6,7 @@ Rewrites, in the top-level graph:
 - QDQ: ``DQ(xq) → MatMul | Gemm | Conv (W = DQ(constant int8/uint8)) [→ Add bias]
   [→ Relu] → Q`` ⇒ ``QGemm``/``QConv`` producing the Q's output (requantized in the
   kernel); without a following Q the fused op dequantizes (float32 output);
-- ``DQ → MaxPool | Flatten | Reshape | Transpose | Squeeze | Unsqueeze → Q`` with equal
+- ``DQ → Flatten | Reshape | Transpose | Squeeze | Unsqueeze → Q`` with equal
   scale and zero point ⇒ the same op on the integers;
 - QOperator: ``QLinearMatMul``, ``QLinearConv`` and onnxruntime's ``com.microsoft::QGemm``
   (alpha 1, transA 0) with a constant weight.
@@ -265,9 +265,10 @@ def _fused(graph: Graph, names: NameGen, plan: QPlan) -> Node:
     return Node(op_type, inputs, [plan.out], attrs, DOMAIN, names.fresh(f"{hint}_{op_type.lower()}"))
 
 
-#: Ops that only move or select values: between DQ and Q with the same scale and zero
-#: point they give the same integers when run on the integers (DQ is monotonic).
-_MOVES = ("MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
+#: Ops that only move values: between DQ and Q with the same scale and zero point they
+#: give the same integers when run on the integers. (MaxPool would too, DQ being monotonic,
+#: but the backend's fast MaxPool is float32: DQ → MaxPool → Q is faster as it is.)
+_MOVES = ("Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze")
 
 
 def _same_q(view: View, dq: Node, q: Node) -> bool:
