@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tests.passes.test_quantize import _model, _ort, _quantized
 from torsh_gen.cli.main import main
+from torsh_gen.errors import InputError
 from torsh_gen.frontends.onnx import load_onnx, to_onnx
 from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes.quantize import QuantFormat, QuantMode, QuantOptions
@@ -187,3 +188,17 @@ def test_compiled_artifact_runs_every_form(kw):
     with tempfile.TemporaryDirectory() as tmp:
         _, ours = artifact_latency(g, feeds, Path(tmp), "q_model", repeat=1)
     np.testing.assert_allclose(ours["y"], ref, rtol=1e-4, atol=1e-4)
+
+
+def test_guard_needs_a_class_output(tmp_path):
+    m = _sensitive_model()
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10]))
+    m.graph.node.append(helper.make_node("ReduceSum", ["y"], ["total"], keepdims=0))
+    del m.graph.output[:]
+    m.graph.output.append(helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]))
+    onnx.save(m, tmp_path / "m.onnx")
+    np.savez(tmp_path / "data.npz", **_sensitive_data())
+    cfg = _quick(options=QuantOptions(QuantMode.DYNAMIC), eval=str(tmp_path / "data.npz"), max_accuracy_drop=1.0)
+    with pytest.raises(InputError, match="needs a model output of class scores"):
+        quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", cfg)
+    assert not (tmp_path / "q.onnx").exists()
