@@ -104,6 +104,13 @@ SENSITIVE_OPS: dict[str, str] = {
 
 #: Inputs (by position) whose type is fixed whatever T is: Resize's roi and scales.
 _FIXED_INPUTS = {"Resize": (1, 2), "Upsample": (1,)}
+
+
+def fixed_inputs(op_type: str) -> tuple[int, ...]:
+    """Input positions of ``op_type`` whose float type is fixed whatever the compute type."""
+    return _FIXED_INPUTS.get(op_type, ())
+
+
 #: Ops whose float input may be of any type without a Cast (they read only its shape/type).
 _TYPE_AGNOSTIC = frozenset({"Shape", "Size", "Cast"})
 

@@ -40,8 +40,7 @@ import numpy as np
 from torsh_gen.errors import InputError, TorshGenError
 from torsh_gen.frontends.onnx import load_onnx, save_onnx, to_onnx
 from torsh_gen.frontends.onnx.exporter import weight_bytes
-from torsh_gen.ir.graph import Attribute, AttrKind, Graph, Node, Value
-from torsh_gen.ir.rewrite import NameGen, replace_uses
+from torsh_gen.ir.graph import Graph, Value
 from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.ir.verify import verify
 from torsh_gen.passes import run_passes
@@ -177,57 +176,15 @@ def run_feeds(graph: Graph, feeds: Sequence[Mapping[str, Any]], *, emulate: bool
     """
     runner, engine = None, ""
     if emulate and _has_low_values(graph) and not _low_edges(graph):
+        from torsh_gen.tools.precision_emulation import emulate_low_precision
+
         runner, engine = _runner(emulate_low_precision(graph))
         engine += " (fp16/bf16 rounding emulated in float32)"
     if runner is None:
         runner, engine = _runner(graph)
-    per_feed = [runner(feed) for feed in feeds]
-    names = per_feed[0].keys()
-    out = {}
-    for name in names:
-        arrays = [np.asarray(r[name]) for r in per_feed]
-        out[name] = np.concatenate([a.reshape(1, *a.shape) if a.ndim == 0 else a for a in arrays]) if len(arrays) > 1 else arrays[0]
-    return out, engine
+    from torsh_gen.tools.precision_emulation import stack_outputs
 
-
-def emulate_low_precision(graph: Graph) -> Graph:
-    """A float32 copy of ``graph`` whose fp16/bf16 values are float32 values rounded to that type.
-
-    Every node that writes a 16-bit float value computes in float32 and its result goes
-    through ``Cast(to=low) -> Cast(to=float)``: one rounding per node, which is what the
-    ONNX semantics ask (each op's output is a 16-bit tensor), what the reference
-    interpreter computes and what our compiled artifact's upcasting kernels do. It runs
-    in onnxruntime for both types, unlike the real graph: onnxruntime's CPU provider has no
-    bf16 kernels, and for fp16 it swaps in float32 kernels between inserted Casts that it
-    then merges, so chains of nodes skip the intermediate roundings and under-report the
-    error. Graph inputs and outputs must be float32 (the converted graphs' default).
-    """
-    g = load_onnx(to_onnx(graph).SerializeToString())
-    names = NameGen(g)
-    low = {id(v): v.type.dtype for v in g.values() if _is_low(v)}
-    for v in g.initializers:
-        if id(v) in low:
-            v.const = v.const.astype(np.float32)
-            v.type = TensorType(DType.FLOAT, v.type.shape)
-    nodes = []
-    for n in g.nodes:
-        if n.op_type == "Cast" and id(n.outputs[0]) in low:
-            n.attrs["to"] = Attribute(AttrKind.INT, int(DType.FLOAT))
-            n.attrs.pop("saturate", None)
-        nodes.append(n)
-        for out in n.outputs:
-            if id(out) not in low:
-                continue
-            t = out.type
-            rounded = Value(out.name, TensorType(DType.FLOAT, t.shape))
-            out.name = names.fresh(f"{out.name}_unrounded")
-            out.type = TensorType(DType.FLOAT, t.shape)
-            mid = Value(names.fresh(f"{rounded.name}_low"), TensorType(low[id(out)], t.shape))
-            replace_uses(g, out, rounded)
-            nodes.append(Node("Cast", [out], [mid], {"to": Attribute(AttrKind.INT, int(low[id(out)]))}, name=names.fresh("round")))
-            nodes.append(Node("Cast", [mid], [rounded], {"to": Attribute(AttrKind.INT, int(DType.FLOAT))}, name=names.fresh("widen")))
-    g.nodes = nodes
-    return g
+    return stack_outputs([runner(feed) for feed in feeds]), engine
 
 
 def _is_low(v: Value) -> bool:
@@ -356,30 +313,40 @@ def convert_precision(
 
 
 def _mixed_search(trial: _Trial, candidates: list[str], keep: list[str], budget: float) -> tuple:
-    """Sensitivity per candidate, then the longest least-sensitive-first prefix within budget."""
-    sensitivity = {}
-    for name in candidates:
-        others = [c for c in candidates if c != name]
-        *_, errors, _ = trial.measure(keep + others)
-        sensitivity[name] = _worst(errors)
+    """Sensitivity per candidate, then the longest least-sensitive-first prefix within budget.
+
+    Trials run on a :class:`Switchboard` (one session, the rounding of each candidate
+    switched on or off); the chosen set is then converted for real and measured, and while
+    that is over budget the last chosen nodes go back to float32.
+    """
+    from torsh_gen.tools.precision_emulation import Switchboard
+
+    board = Switchboard(trial.base, candidates, trial.low)
+
+    def error(lowered: set[str]) -> float:
+        trial.evaluations += 1
+        return _worst(output_errors(board.run(lowered, trial.feeds), trial.reference))
+
+    sensitivity = {name: error({name}) for name in candidates}
     order = sorted(candidates, key=lambda n: (sensitivity[n], candidates.index(n)))
-    best = trial.measure(keep + order)  # the empty prefix: nothing lowered (error from the edges only)
-    lo, hi = 0, len(order)  # invariant: prefix lo is within budget, hi + 1.. unknown / over
+    lo, hi = 0, len(order)  # invariant: prefix lo is within budget (the empty one is float32)
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        result = trial.measure(keep + order[mid:])
-        if _worst(result[2]) <= budget:
-            lo, best = mid, result
+        if error(set(order[:mid])) <= budget:
+            lo = mid
         else:
             hi = mid - 1
-    chosen = set(order[:lo])
+    chosen = list(order[:lo])
     for name in order[lo : lo + REFINE_TRIALS]:  # the prefix assumption is a heuristic: try the next ones alone
-        result = trial.measure(keep + [n for n in order if n not in chosen and n != name])
-        if _worst(result[2]) <= budget:
-            chosen.add(name)
-            best = result
+        if error({*chosen, name}) <= budget:
+            chosen.append(name)
+    while True:
+        result = trial.measure(keep + [n for n in order if n not in chosen])
+        if _worst(result[2]) <= budget or not chosen:
+            break
+        chosen.pop()  # the real graph disagrees with the switchboard: back off
     search = [{"node": n, "sensitivity": sensitivity[n], "converted": n in chosen} for n in order]
-    return (*best, search)
+    return (*result, search)
 
 
 def _op(graph: Graph, name: str) -> str:
