@@ -136,6 +136,37 @@ def test_emulation_rounds_like_the_reference_interpreter(converted, split, preci
     assert converted[("cnn", precision)].engine == engine
 
 
+def test_switchboard_predicts_the_real_conversion_of_any_subset(digits, split):
+    """Switching a node's rounding on computes what converting exactly those nodes computes."""
+    from torsh_gen.ir.types import DType
+    from torsh_gen.passes.precision import convert_float_precision, name_nodes
+    from torsh_gen.tools.precision_emulation import Switchboard
+
+    base = load_onnx(digits["cnn"][0])
+    name_nodes(base)
+    probe = load_onnx(to_onnx(base).SerializeToString())
+    candidates = convert_float_precision(probe, DType.BFLOAT16).converted
+    board = Switchboard(base, candidates, DType.BFLOAT16)
+    feeds = [split.inputs("test", 100)]
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        lowered = {c for c in candidates if rng.random() < 0.5}
+        real = load_onnx(to_onnx(base).SerializeToString())
+        convert_float_precision(real, DType.BFLOAT16, keep_fp32=set(candidates) - lowered)
+        expected, _ = run_feeds(real, feeds, emulate=True)
+        got = board.run(lowered, feeds)
+        # the same roundings; onnxruntime fuses the two graphs differently, so a value near a
+        # rounding boundary may flip by one bf16 ulp (2^-8): allow that, at the logits' scale
+        scale = np.abs(expected["logits"]).max()
+        assert np.abs(got["logits"] - expected["logits"]).max() <= 2.0**-8 * scale
+        ref = digits["cnn"][1][:100]
+        err_board = output_errors(got, {"logits": ref})["logits"]["max_rel"]
+        err_real = output_errors(expected, {"logits": ref})["logits"]["max_rel"]
+        assert abs(err_board - err_real) <= 0.25 * err_real
+    # all switches off: the float32 model (up to onnxruntime's float32 summation order)
+    np.testing.assert_allclose(board.run(set(), feeds)["logits"], run_feeds(base, feeds)[0]["logits"], rtol=1e-5, atol=1e-5)
+
+
 def test_mixed_with_a_loose_budget_converts_everything(digits, split):
     result = convert_precision(load_onnx(digits["mlp"][0]), "mixed", feeds=[split.inputs("test")], max_rel_error=0.05)
     assert not result.kept and not result.search and result.evaluations == 1
