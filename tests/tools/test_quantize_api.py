@@ -169,8 +169,8 @@ def test_cli_writes_a_model_and_a_json_report(capsys, small):
     onnx.checker.check_model(onnx.load(out))
 
 
-@pytest.mark.slow  # numba compiles the artifact's kernels: about a minute on a busy 2-core host
 def test_compiled_artifact_runs_a_qdq_model_like_onnxruntime():
+    """In the default suite on purpose: 10 s with numba's cache warm, about a minute cold."""
     feeds = {"x": np.random.default_rng(0).standard_normal((8, 2, 4, 4)).astype(np.float32)}
     g, _ = _quantized(_model(), feeds, mode=QuantMode.STATIC, per_channel=True)
     ref = _ort(to_onnx(g, value_info=False), feeds)
