@@ -111,6 +111,7 @@ CASES = [
     dict(mode=QuantMode.STATIC, format=QuantFormat.QDQ, per_channel=False),
     dict(mode=QuantMode.STATIC, format=QuantFormat.QDQ, per_channel=True, symmetric=True),
     dict(mode=QuantMode.STATIC, format=QuantFormat.QOPERATOR, per_channel=True),
+    dict(mode=QuantMode.STATIC, format=QuantFormat.QOPERATOR, per_channel=False, symmetric=True),
     dict(mode=QuantMode.DYNAMIC, format=QuantFormat.QDQ, per_channel=True),
     dict(mode=QuantMode.DYNAMIC, format=QuantFormat.QOPERATOR, per_channel=False),
     dict(mode=QuantMode.DYNAMIC, format=QuantFormat.QOPERATOR, per_channel=True),
