@@ -119,9 +119,12 @@ def emit_upcast(ctx: NodeCtx, emitter: Callable[[NodeCtx], bool] | None) -> bool
         out_bufs=[None] * len(outs), lines=type(ctx.lines)(ctx.lines.indent), pre=ctx.pre,
         emit_subgraph=ctx.emit_subgraph, emit_inline=ctx.emit_inline,
     )
-    if not emitter(wide_ctx):
-        for s in shadow_in:
+    done = emitter(wide_ctx)
+    for s in (*shadow_in, *shadow_out):  # module tables key values by id(): the shadows die here
+        if s is not None and not any(s is v for v in node.inputs):
             module.known.pop(id(s), None)
+            module.expr.pop(id(s), None)
+    if not done:
         return False
     for line in casts:
         ctx.emit(line)
