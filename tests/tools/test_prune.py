@@ -152,3 +152,24 @@ def test_folder_of_npz_with_labels(digits, tmp_path):
     r = prune_model(digits["model"], tmp_path / "p.onnx", method="magnitude", sparsity=0.3, eval_data=folder, latency=False)
     assert r.evaluation["samples"] == len(split.y_test)
     assert r.evaluation["accuracy_before"] == pytest.approx(accuracy(_ort(digits["model"], split.x_test), split.y_test))
+
+
+def test_structured_pruned_model_compiles_and_matches_onnxruntime(digits, tmp_path):
+    from torsh_gen.tools.validate import validate_model
+
+    out = tmp_path / "pruned.onnx"
+    prune_model(digits["model"], out, method="structured", sparsity=0.5, scope="global", latency=False)
+    np.savez(tmp_path / "x.npz", image=digits_split().x_test[:32])
+    report = validate_model(out, inputs=tmp_path / "x.npz")
+    assert report["match"], report["outputs"]
+
+
+def test_labels_in_some_files_only_is_refused(digits, tmp_path):
+    from torsh_gen.errors import InputError
+
+    split = digits_split()
+    np.savez(tmp_path / "a.npz", image=split.x_test[:10], labels=split.y_test[:10])
+    np.savez(tmp_path / "b.npz", image=split.x_test[10:20])
+    with pytest.raises(InputError, match="give labels in every .npz file or in none"):
+        prune_model(digits["model"], tmp_path / "p.onnx", method="magnitude", sparsity=0.3, eval_data=tmp_path, latency=False)
+    assert not (tmp_path / "p.onnx").exists()

@@ -34,7 +34,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,6 @@ class PruneResult:
     guard: dict[str, Any] | None
     written: bool = False
     seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON/YAML output."""
@@ -203,8 +202,9 @@ def load_eval_set(source: str | os.PathLike, graph: Graph, preprocess: str | Non
     if not with_labels:
         data = load_calibration(path, graph, preprocess=preprocess, batch_size=batch_size)
         return EvalSet(list(data.feeds), None, str(path), data.samples)
-    if len(with_labels) != len(files):
-        raise InputError(f"{path}: some .npz files hold '{LABELS_KEY}' and some do not; give labels for every file or none")
+    others = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".npy", ".png", ".jpg", ".jpeg", ".bmp")] if path.is_dir() else []
+    if len(with_labels) != len(files) or others:
+        raise InputError(f"{path}: some files hold '{LABELS_KEY}' and some do not; give labels in every .npz file or in none")
     labels = []
     with tempfile.TemporaryDirectory(prefix="torsh-gen-eval-") as tmp:
         for f in files:
