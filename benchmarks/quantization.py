@@ -34,9 +34,17 @@ from torsh_gen.tools.quantize import QuantizeConfig, quantize_model  # noqa: E40
 RUNS = [
     ("static per-channel minmax", QuantOptions(QuantMode.STATIC, per_channel=True), "minmax"),
     ("static per-channel entropy", QuantOptions(QuantMode.STATIC, per_channel=True), "entropy"),
-    ("static per-channel percentile", QuantOptions(QuantMode.STATIC, per_channel=True), "percentile"),
+    (
+        "static per-channel percentile",
+        QuantOptions(QuantMode.STATIC, per_channel=True),
+        "percentile",
+    ),
     ("static per-tensor minmax", QuantOptions(QuantMode.STATIC), "minmax"),
-    ("static qoperator per-channel", QuantOptions(QuantMode.STATIC, QuantFormat.QOPERATOR, per_channel=True), "minmax"),
+    (
+        "static qoperator per-channel",
+        QuantOptions(QuantMode.STATIC, QuantFormat.QOPERATOR, per_channel=True),
+        "minmax",
+    ),
     ("dynamic per-channel", QuantOptions(QuantMode.DYNAMIC, per_channel=True), "minmax"),
     ("dynamic qoperator", QuantOptions(QuantMode.DYNAMIC, QuantFormat.QOPERATOR), "minmax"),
     ("weight-int4 block 32", QuantOptions(QuantMode.WEIGHT_INT4), "minmax"),
@@ -58,10 +66,19 @@ def run(folder: Path, artifact: bool) -> list[dict]:
         for label, opts, method in RUNS:
             if kind == "cnn" and opts.mode == QuantMode.WEIGHT_INT4:
                 continue  # int4 covers MatMul/Gemm only; the CNN is conv-heavy
-            cfg = QuantizeConfig(opts, method, calib=str(folder / "calib.npz"), eval=str(folder / "eval.npz"), artifact=artifact and label == "static per-channel minmax")
+            cfg = QuantizeConfig(
+                opts,
+                method,
+                calib=str(folder / "calib.npz"),
+                eval=str(folder / "eval.npz"),
+                artifact=artifact and label == "static per-channel minmax",
+            )
             r = quantize_model(src, folder / f"{kind}_{label.replace(' ', '_')}.onnx", cfg)
             rows.append({**r, "model": f"digits {kind}", "run": label})
-            print(f"digits {kind} {label}: drop {r['ours']['drop']:.2f}, size {100 * r['size']['ratio']:.1f}%", flush=True)
+            print(
+                f"digits {kind} {label}: drop {r['ours']['drop']:.2f}, size {100 * r['size']['ratio']:.1f}%",
+                flush=True,
+            )
     rows += run_bert(folder, artifact)
     return rows
 
@@ -78,17 +95,29 @@ def run_bert(folder: Path, artifact: bool) -> list[dict]:
     np.savez(folder / "bert_calib.npz", input_ids=ids)
     rows = []
     runs = (
-        ("dynamic qoperator per-channel", QuantOptions(QuantMode.DYNAMIC, QuantFormat.QOPERATOR, per_channel=True)),
+        (
+            "dynamic qoperator per-channel",
+            QuantOptions(QuantMode.DYNAMIC, QuantFormat.QOPERATOR, per_channel=True),
+        ),
         ("static per-channel minmax", QuantOptions(QuantMode.STATIC, per_channel=True)),
         ("weight-int4 block 32", QuantOptions(QuantMode.WEIGHT_INT4)),
         ("weight-int4, embeddings float", QuantOptions(QuantMode.WEIGHT_INT4, exclude=("Gather",))),
     )
     for label, opts in runs:
-        cfg = QuantizeConfig(opts, "minmax", calib=str(folder / "bert_calib.npz"), artifact=False, repeat=10)
-        r = quantize_model(src, folder / f"bert_{label.replace(' ', '_').replace(',', '')}.onnx", cfg)
+        cfg = QuantizeConfig(
+            opts, "minmax", calib=str(folder / "bert_calib.npz"), artifact=False, repeat=10
+        )
+        r = quantize_model(
+            src, folder / f"bert_{label.replace(' ', '_').replace(',', '')}.onnx", cfg
+        )
         rows.append({**r, "model": "bert_encoder", "run": label})
         print(f"bert {label}: size {100 * r['size']['ratio']:.1f}%", flush=True)
     return rows
+
+
+def _min_cosine(m: dict) -> float | None:
+    outs = (m.get("outputs") or {}).values()
+    return min((o["cosine"] for o in outs if o.get("cosine") is not None), default=None)
 
 
 def table(rows: list[dict]) -> str:
@@ -101,14 +130,25 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         ours, ort = r.get("ours") or {}, (r.get("onnxruntime") or {})
         om = ort.get("metrics") or {}
-        cos = lambda m: min((o["cosine"] for o in (m.get("outputs") or {}).values() if o.get("cosine") is not None), default=None)  # noqa: E731
         lat = r.get("latency") or {}
-        acc = "" if ours.get("accuracy_float") is None else f"{ours['accuracy_float']:.2f} → {ours['accuracy_quantized']:.2f} / {_fmt(om.get('accuracy_quantized'))}"
-        art = f"{lat['artifact_float_ms']:.2f} → {lat['artifact_quantized_ms']:.2f}" if "artifact_quantized_ms" in lat else ""
-        ort_size = f"{100 * ort['size']['ratio']:.1f}" if ort.get("size") else ort.get("skipped", "n/a")[:40]
+        acc = (
+            ""
+            if ours.get("accuracy_float") is None
+            else f"{ours['accuracy_float']:.2f} → {ours['accuracy_quantized']:.2f} / {_fmt(om.get('accuracy_quantized'))}"
+        )
+        art = (
+            f"{lat['artifact_float_ms']:.2f} → {lat['artifact_quantized_ms']:.2f}"
+            if "artifact_quantized_ms" in lat
+            else ""
+        )
+        ort_size = (
+            f"{100 * ort['size']['ratio']:.1f}"
+            if ort.get("size")
+            else ort.get("skipped", "n/a")[:40]
+        )
         out.append(
             f"| {r['model']} | {r['run']} | {100 * r['size']['ratio']:.1f} / {ort_size} | {acc} | {_fmt(ours.get('drop'))} / {_fmt(om.get('drop'))} | "
-            f"{_fmt(cos(ours), '.5f')} / {_fmt(cos(om), '.5f')} | {lat.get('onnxruntime_float_ms', 0):.3f} → {lat.get('onnxruntime_quantized_ms', 0):.3f} / {_fmt(lat.get('onnxruntime_reference_ms'), '.3f')} | {art} |"
+            f"{_fmt(_min_cosine(ours), '.5f')} / {_fmt(_min_cosine(om), '.5f')} | {lat.get('onnxruntime_float_ms', 0):.3f} → {lat.get('onnxruntime_quantized_ms', 0):.3f} / {_fmt(lat.get('onnxruntime_reference_ms'), '.3f')} | {art} |"
         )
     return head + "\n".join(out) + "\n"
 
@@ -116,12 +156,20 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--artifact", action="store_true", help="also time compiled artifacts (slow)")
-    ap.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "quantization.json", help="where to write every report")
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=ROOT / "benchmarks" / "quantization.json",
+        help="where to write every report",
+    )
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="torsh-gen-qbench-") as tmp:
         rows = run(Path(tmp), args.artifact)
     stamp = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    text = f"<!-- generated by benchmarks/quantization.py on {stamp}, CPU: {cpu_model()} -->\n" + table(rows)
+    text = (
+        f"<!-- generated by benchmarks/quantization.py on {stamp}, CPU: {cpu_model()} -->\n"
+        + table(rows)
+    )
     print(text)  # the table in benchmarks/quantization.md is this output
     args.json.write_text(json.dumps(rows, indent=1, default=str))
 

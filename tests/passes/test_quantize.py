@@ -54,8 +54,17 @@ def _model() -> onnx.ModelProto:
         helper.make_node("Relu", ["g"], ["a"], name="relu2"),
         helper.make_node("MatMul", ["a", "wm"], ["y"], name="mm"),
     ]
-    inits = [numpy_helper.from_array(a, n) for a, n in ((w_conv, "wc"), (b_conv, "bc"), (w_fc, "wf"), (b_fc, "bf"), (w_mm, "wm"))]
-    g = helper.make_graph(nodes, "q", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])], inits)
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in ((w_conv, "wc"), (b_conv, "bc"), (w_fc, "wf"), (b_fc, "bf"), (w_mm, "wm"))
+    ]
+    g = helper.make_graph(
+        nodes,
+        "q",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     m.ir_version = 10
     return m
@@ -76,7 +85,9 @@ def _ort(proto: onnx.ModelProto, feeds, exact_int4: bool = False) -> np.ndarray:
     opts.log_severity_level = 3
     if exact_int4:  # onnxruntime quantizes activations in its fused int4 MatMul by default
         opts.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
-    return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return ort.InferenceSession(
+        proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+    ).run(None, feeds)[0]
 
 
 def _ranges(graph, feeds) -> dict[str, TensorRange]:
@@ -118,7 +129,11 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("kw", CASES, ids=lambda kw: "-".join(str(v.value if hasattr(v, "value") else v) for v in kw.values()))
+@pytest.mark.parametrize(
+    "kw",
+    CASES,
+    ids=lambda kw: "-".join(str(v.value if hasattr(v, "value") else v) for v in kw.values()),
+)
 def test_int8_runs_in_onnxruntime_close_to_float(model, feeds, kw):
     ref = _ort(model, feeds)
     g, result = _quantized(model, feeds, **kw)
@@ -217,15 +232,26 @@ def test_data_movement_runs_on_the_quantized_tensor(model, feeds):
     g, _ = _quantized(model, feeds, mode=QuantMode.STATIC, per_channel=True)
     flat = next(n for n in g.nodes if n.op_type == "Flatten")
     assert flat.inputs[0].producer.op_type == "QuantizeLinear"  # uint8 in, uint8 out
-    assert [n.op_type for n in g.nodes if any(o is flat.outputs[0] for o in n.inputs)] == ["DequantizeLinear"]
+    assert [n.op_type for n in g.nodes if any(o is flat.outputs[0] for o in n.inputs)] == [
+        "DequantizeLinear"
+    ]
     assert _rel(_ort(to_onnx(g, value_info=False), feeds), _ort(model, feeds)) < 0.03
 
 
 def test_int4_embedding_table():
     table = RNG.standard_normal((100, 64)).astype(np.float32)
     w = RNG.standard_normal((64, 8)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"), helper.make_node("MatMul", ["e", "w"], ["y"], name="proj")]
-    g = helper.make_graph(nodes, "e", [helper.make_tensor_value_info("ids", TensorProto.INT64, [3, 5])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5, 8])], [numpy_helper.from_array(table, "emb"), numpy_helper.from_array(w, "w")])
+    nodes = [
+        helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+        helper.make_node("MatMul", ["e", "w"], ["y"], name="proj"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "e",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [3, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 5, 8])],
+        [numpy_helper.from_array(table, "emb"), numpy_helper.from_array(w, "w")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     feeds = {"ids": RNG.integers(0, 100, (3, 5)).astype(np.int64)}
     graph = load_onnx(m)
@@ -240,10 +266,14 @@ def test_int4_embedding_table():
     # int8: an int8 table, only the gathered rows are dequantized
     graph = load_onnx(m)
     infer_types(graph)
-    assert quantize_graph(graph, QuantOptions(mode=QuantMode.DYNAMIC, format=QuantFormat.QOPERATOR)).quantized == ["embed", "proj"]
+    assert quantize_graph(
+        graph, QuantOptions(mode=QuantMode.DYNAMIC, format=QuantFormat.QOPERATOR)
+    ).quantized == ["embed", "proj"]
     gather = next(n for n in graph.nodes if n.op_type == "Gather")
     assert gather.inputs[0].const.dtype == np.int8
-    assert [n.op_type for n in graph.nodes if any(i is gather.outputs[0] for i in n.inputs)] == ["DequantizeLinear"]
+    assert [n.op_type for n in graph.nodes if any(i is gather.outputs[0] for i in n.inputs)] == [
+        "DequantizeLinear"
+    ]
     out = _ort(to_onnx(graph, value_info=False), feeds)
     assert _rel(out, _ort(m, feeds)) < 0.03
     np.testing.assert_allclose(run_graph(graph, feeds)[0], out, rtol=1e-4, atol=1e-4)

@@ -42,7 +42,11 @@ def _quick(**kw) -> QuantizeConfig:
 
 
 def test_static_per_channel_digits_cnn_meets_the_accuracy_target(digits):
-    cfg = _quick(options=QuantOptions(QuantMode.STATIC, per_channel=True), calib=str(digits / "calib.npz"), eval=str(digits / "eval.npz"))
+    cfg = _quick(
+        options=QuantOptions(QuantMode.STATIC, per_channel=True),
+        calib=str(digits / "calib.npz"),
+        eval=str(digits / "eval.npz"),
+    )
     r = quantize_model(digits / "cnn.onnx", digits / "cnn_int8.onnx", cfg)
     assert r["written"] and (digits / "cnn_int8.onnx").is_file()
     assert r["ours"]["drop_kind"] == "accuracy" and r["ours"]["drop"] <= 0.5
@@ -52,7 +56,9 @@ def test_static_per_channel_digits_cnn_meets_the_accuracy_target(digits):
     ort_row = r["onnxruntime"]
     assert ort_row["metrics"]["drop"] <= 1.0 and 0.2 < ort_row["size"]["ratio"] < 0.4
     # the written file is the model that was measured
-    out = outputs_of(onnx.load(digits / "cnn_int8.onnx"), [{"image": digits_split().x_test}])["logits"]
+    out = outputs_of(onnx.load(digits / "cnn_int8.onnx"), [{"image": digits_split().x_test}])[
+        "logits"
+    ]
     acc = float(np.mean(out.argmax(1) == digits_split().y_test) * 100)
     assert acc == pytest.approx(r["ours"]["accuracy_quantized"])
 
@@ -71,8 +77,17 @@ def _sensitive_model() -> onnx.ModelProto:
     w1 = rng.standard_normal((16, 32)).astype(np.float32) * 0.1
     w1[0, 0] = 500.0
     w2 = rng.standard_normal((32, 10)).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="touchy"), helper.make_node("MatMul", ["h", "w2"], ["y"], name="calm")]
-    g = helper.make_graph(nodes, "s", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")])
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h"], name="touchy"),
+        helper.make_node("MatMul", ["h", "w2"], ["y"], name="calm"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "s",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     return m
@@ -93,7 +108,9 @@ def test_guard_keeps_the_most_sensitive_layer_float():
     trial, outcome = guard(g, QuantOptions(QuantMode.DYNAMIC), {}, data, ref, budget=2.0)
     assert outcome.sensitivity[0]["layer"] == "touchy" and outcome.sensitivity[0]["drop"] > 10
     assert outcome.within_budget and outcome.kept_float == ["touchy"]
-    assert trial.result.quantized == ["calm"] and trial.result.skipped == {"touchy": "kept float by the accuracy guard"}
+    assert trial.result.quantized == ["calm"] and trial.result.skipped == {
+        "touchy": "kept float by the accuracy guard"
+    }
     assert trial.drop <= 2.0
 
 
@@ -103,7 +120,11 @@ def test_guard_failure_writes_nothing_unless_forced(tmp_path):
     m.graph.output[0].CopyFrom(helper.make_tensor_value_info("h", TensorProto.FLOAT, ["N", 32]))
     onnx.save(m, tmp_path / "m.onnx")
     np.savez(tmp_path / "data.npz", **_sensitive_data())
-    cfg = _quick(options=QuantOptions(QuantMode.DYNAMIC), eval=str(tmp_path / "data.npz"), max_accuracy_drop=0.5)
+    cfg = _quick(
+        options=QuantOptions(QuantMode.DYNAMIC),
+        eval=str(tmp_path / "data.npz"),
+        max_accuracy_drop=0.5,
+    )
     with pytest.raises(AccuracyGuardError, match="nothing written"):
         quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", cfg)
     assert sorted(os.listdir(tmp_path)) == ["data.npz", "m.onnx"]  # no output, no temp file
@@ -153,7 +174,14 @@ def small(tmp_path_factory):
 )
 def test_bad_input_is_one_line_before_any_work(capsys, small, extra, message):
     out = small / "never.onnx"
-    code, _, err = cli(capsys, "quantize", str(small / "m.onnx"), "-o", str(out), *[e.format(d=small) for e in extra])
+    code, _, err = cli(
+        capsys,
+        "quantize",
+        str(small / "m.onnx"),
+        "-o",
+        str(out),
+        *[e.format(d=small) for e in extra],
+    )
     assert code == 2, err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists()
@@ -161,9 +189,27 @@ def test_bad_input_is_one_line_before_any_work(capsys, small, extra, message):
 
 def test_cli_writes_a_model_and_a_json_report(capsys, small):
     out = small / "q.onnx"
-    code, stdout, err = cli(capsys, "quantize", str(small / "m.onnx"), "-o", str(out), "--mode", "static", "--calib", str(small / "calib.npz"), "--per-channel", "--method", "percentile", "--no-latency", "--report", "json")
+    code, stdout, err = cli(
+        capsys,
+        "quantize",
+        str(small / "m.onnx"),
+        "-o",
+        str(out),
+        "--mode",
+        "static",
+        "--calib",
+        str(small / "calib.npz"),
+        "--per-channel",
+        "--method",
+        "percentile",
+        "--no-latency",
+        "--report",
+        "json",
+    )
     assert code == 0, err
-    r = json.loads(stdout)  # nothing else on stdout (onnxruntime's calibrator prints are kept off it)
+    r = json.loads(
+        stdout
+    )  # nothing else on stdout (onnxruntime's calibrator prints are kept off it)
     assert r["quantized"] == ["conv", "fc", "mm"] and r["method"] == "percentile"
     assert r["ours"]["outputs"]["y"]["cosine"] > 0.999 and r["data"]["kind"] == "calibration"
     onnx.checker.check_model(onnx.load(out))
@@ -180,7 +226,14 @@ def test_compiled_artifact_runs_a_qdq_model_like_onnxruntime():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kw", [dict(mode=QuantMode.WEIGHT_INT4, block_size=16), dict(mode=QuantMode.DYNAMIC, format=QuantFormat.QOPERATOR, per_channel=True), dict(mode=QuantMode.STATIC, format=QuantFormat.QOPERATOR, per_channel=True)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mode=QuantMode.WEIGHT_INT4, block_size=16),
+        dict(mode=QuantMode.DYNAMIC, format=QuantFormat.QOPERATOR, per_channel=True),
+        dict(mode=QuantMode.STATIC, format=QuantFormat.QOPERATOR, per_channel=True),
+    ],
+)
 def test_compiled_artifact_runs_every_form(kw):
     feeds = {"x": np.random.default_rng(0).standard_normal((8, 2, 4, 4)).astype(np.float32)}
     g, _ = _quantized(_model(), feeds, **kw)
@@ -198,7 +251,11 @@ def test_guard_needs_a_class_output(tmp_path):
     m.graph.output.append(helper.make_tensor_value_info("total", TensorProto.FLOAT, ["N"]))
     onnx.save(m, tmp_path / "m.onnx")
     np.savez(tmp_path / "data.npz", **_sensitive_data())
-    cfg = _quick(options=QuantOptions(QuantMode.DYNAMIC), eval=str(tmp_path / "data.npz"), max_accuracy_drop=1.0)
+    cfg = _quick(
+        options=QuantOptions(QuantMode.DYNAMIC),
+        eval=str(tmp_path / "data.npz"),
+        max_accuracy_drop=1.0,
+    )
     with pytest.raises(InputError, match="needs a model output of class scores"):
         quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", cfg)
     assert not (tmp_path / "q.onnx").exists()

@@ -20,7 +20,9 @@ from torsh_gen.passes.quantize.numeric import ActivationParams, QuantizedWeight,
 from torsh_gen.passes.quantize.options import QuantOptions, TensorRange
 
 #: Ops that only select or move values, so they run on quantized tensors unchanged.
-INTEGER_DATA_MOVEMENT = frozenset({"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"})
+INTEGER_DATA_MOVEMENT = frozenset(
+    {"MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity"}
+)
 
 
 def int_attr(v: int) -> Attribute:
@@ -68,7 +70,10 @@ class QuantContext:
         """Append a node; fresh outputs (one per entry of ``types``) unless ``outputs`` is given."""
         base = hint or op_type.lower()
         if outputs is None:
-            outputs = [Value(self.names.fresh(f"{base}_{i}" if len(types or [None]) > 1 else base), t) for i, t in enumerate(types or [None])]
+            outputs = [
+                Value(self.names.fresh(f"{base}_{i}" if len(types or [None]) > 1 else base), t)
+                for i, t in enumerate(types or [None])
+            ]
         # new nodes stay unnamed: names are optional in ONNX and cost bytes in small models
         node = Node(op_type, list(inputs), outputs, {k: _attr(v) for k, v in attrs.items()})
         self.graph.nodes.append(node)
@@ -100,7 +105,12 @@ class QuantContext:
         q = self._q.get(id(v)) or self._through_data_movement(v)
         if q is None:
             s, z = self.act_constants(v)
-            q = self.node("QuantizeLinear", [v, s, z], types=[like(v, DType.from_numpy(z.const.dtype))], hint=f"{v.name}_q").outputs[0]
+            q = self.node(
+                "QuantizeLinear",
+                [v, s, z],
+                types=[like(v, DType.from_numpy(z.const.dtype))],
+                hint=f"{v.name}_q",
+            ).outputs[0]
             self._q[id(v)] = q
         return q
 
@@ -111,7 +121,12 @@ class QuantContext:
         dq = self._dq.get(id(v))
         if dq is None:
             s, z = self.act_constants(v)
-            dq = self.node("DequantizeLinear", [self.quantized(v), s, z], types=[like(v, DType.FLOAT)], hint=f"{v.name}_dq").outputs[0]
+            dq = self.node(
+                "DequantizeLinear",
+                [self.quantized(v), s, z],
+                types=[like(v, DType.FLOAT)],
+                hint=f"{v.name}_dq",
+            ).outputs[0]
             self._dq[id(v)] = dq
         return dq
 
@@ -156,7 +171,9 @@ class QuantContext:
         got = self._dyn.get(id(v))
         if got is None:
             types = [like(v, DType.UINT8), TensorType(DType.FLOAT, ()), TensorType(DType.UINT8, ())]
-            xq, xs, xz = self.node("DynamicQuantizeLinear", [v], types=types, hint=f"{v.name}_dyn").outputs
+            xq, xs, xz = self.node(
+                "DynamicQuantizeLinear", [v], types=types, hint=f"{v.name}_dyn"
+            ).outputs
             got = (xq, xs, xz)
             self._dyn[id(v)] = got
         return got
@@ -166,11 +183,15 @@ class QuantContext:
         dq = self._dq.get(id(v))
         if dq is None:
             xq, xs, xz = self.dynamic(v)
-            dq = self.node("DequantizeLinear", [xq, xs, xz], types=[like(v, DType.FLOAT)], hint=f"{v.name}_ddq").outputs[0]
+            dq = self.node(
+                "DequantizeLinear", [xq, xs, xz], types=[like(v, DType.FLOAT)], hint=f"{v.name}_ddq"
+            ).outputs[0]
             self._dq[id(v)] = dq
         return dq
 
-    def weight_dq(self, hint: str, qw: QuantizedWeight, *, zero_point: bool = False, half_scales: bool = False) -> Value:
+    def weight_dq(
+        self, hint: str, qw: QuantizedWeight, *, zero_point: bool = False, half_scales: bool = False
+    ) -> Value:
         """A quantized weight stored as an initializer and dequantized by DequantizeLinear.
 
         ``zero_point`` writes the (all-zero) zero point explicitly: onnxruntime fuses a
@@ -182,7 +203,13 @@ class QuantContext:
         data = self.const(f"{hint}_q", qw.data)
         if half_scales:
             half = self.const(f"{hint}_s16", qw.scale.astype(np.float16))
-            scale = self.node("Cast", [half], types=[TensorType(DType.FLOAT, tuple(qw.scale.shape))], hint=f"{hint}_s", to=int(DType.FLOAT)).outputs[0]
+            scale = self.node(
+                "Cast",
+                [half],
+                types=[TensorType(DType.FLOAT, tuple(qw.scale.shape))],
+                hint=f"{hint}_s",
+                to=int(DType.FLOAT),
+            ).outputs[0]
         else:
             scale = self.const(f"{hint}_s", qw.scale)
         inputs = [data, scale]
@@ -194,7 +221,9 @@ class QuantContext:
         if qw.block_size:
             attrs["block_size"] = qw.block_size
         t = TensorType(DType.FLOAT, tuple(qw.data.shape))
-        return self.node("DequantizeLinear", inputs, types=[t], hint=f"{hint}_dq", **attrs).outputs[0]
+        return self.node("DequantizeLinear", inputs, types=[t], hint=f"{hint}_dq", **attrs).outputs[
+            0
+        ]
 
     def output_target(self, node: Node) -> tuple[Value, Node | None]:
         """The tensor to quantize after ``node``: its output, or that of a Relu it alone feeds.
@@ -241,7 +270,12 @@ class QuantContext:
         node.outputs[0] = raw
         raw.producer = node
         s, z = self.act_constants(target)
-        q = self.node("QuantizeLinear", [raw, s, z], types=[like(target, DType.from_numpy(z.const.dtype))], hint=f"{target.name}_q").outputs[0]
+        q = self.node(
+            "QuantizeLinear",
+            [raw, s, z],
+            types=[like(target, DType.from_numpy(z.const.dtype))],
+            hint=f"{target.name}_q",
+        ).outputs[0]
         self.node("DequantizeLinear", [q, s, z], outputs=[target], hint=f"{target.name}_dq")
         self.mark_quantized(target, q)
         return True

@@ -113,7 +113,9 @@ def quantize_weight_int4(w: np.ndarray, axis: int, block_size: int) -> Quantized
     return QuantizedWeight(q, scale, axis, block_size)
 
 
-def quantize_bias(b: np.ndarray, act_scale: np.ndarray, w_scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_bias(
+    b: np.ndarray, act_scale: np.ndarray, w_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """int32 bias and its (per-channel or scalar) scale ``act_scale * w_scale``."""
     scale = (np.float32(act_scale) * w_scale.astype(np.float32)).astype(np.float32)
     safe = np.where(np.abs(scale) > _TINY, scale, np.float32(1.0))

@@ -50,8 +50,14 @@ class QuantOptions:
     def with_keep_float(self, names: frozenset[str] | set[str]) -> QuantOptions:
         """A copy that also keeps ``names`` in float."""
         return QuantOptions(
-            self.mode, self.format, self.per_channel, self.symmetric, self.block_size,
-            self.include, self.exclude, frozenset(names),
+            self.mode,
+            self.format,
+            self.per_channel,
+            self.symmetric,
+            self.block_size,
+            self.include,
+            self.exclude,
+            frozenset(names),
         )
 
 

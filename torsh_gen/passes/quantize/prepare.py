@@ -30,7 +30,12 @@ def split_gemm(graph: Graph) -> list[str]:
         w = node.inputs[1].const.astype(np.float32) * np.float32(node.attr("alpha", 1.0))
         if node.attr("transB", 0):
             w = np.ascontiguousarray(w.T)
-        wv = add_constant(graph, names, node.inputs[1].name + "_t" if node.attr("transB", 0) else node.inputs[1].name + "_a", w)
+        wv = add_constant(
+            graph,
+            names,
+            node.inputs[1].name + "_t" if node.attr("transB", 0) else node.inputs[1].name + "_a",
+            w,
+        )
         y = node.outputs[0]
         c = node.inputs[2] if len(node.inputs) > 2 else None
         # the MatMul takes over the Gemm's name, so reports and --include/--exclude still
@@ -42,12 +47,19 @@ def split_gemm(graph: Graph) -> list[str]:
             t = y.type if isinstance(y.type, TensorType) else TensorType(DType.FLOAT)
             mid = Value(names.fresh(f"{y.name}_mm"), t)
             out.append(Node("MatMul", [node.inputs[0], wv], [mid], name=base))
-            cv = add_constant(graph, names, c.name + "_b", c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0)))
+            cv = add_constant(
+                graph,
+                names,
+                c.name + "_b",
+                c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0)),
+            )
             out.append(Node("Add", [mid, cv], [y], name=names.fresh(f"{base}_add")))
         graph.meta.setdefault(SPLIT_GEMMS, set()).add(base)
         changed.append(base)
     graph.nodes = out
-    used = {id(v) for n in graph.nodes for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
+    used = {id(v) for n in graph.nodes for v in n.inputs if v is not None} | {
+        id(v) for v in graph.outputs
+    }
     graph.initializers = [v for v in graph.initializers if id(v) in used]
     return changed
 
@@ -57,4 +69,9 @@ def _splittable(node: Node) -> bool:
         return False
     b = node.inputs[1]
     c = node.inputs[2] if len(node.inputs) > 2 else None
-    return b is not None and b.const is not None and b.const.dtype == np.float32 and (c is None or c.const is not None)
+    return (
+        b is not None
+        and b.const is not None
+        and b.const.dtype == np.float32
+        and (c is None or c.const is not None)
+    )

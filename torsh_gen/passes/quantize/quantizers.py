@@ -46,7 +46,9 @@ def quantizer(cls: type[OpQuantizer]) -> type[OpQuantizer]:
 
 def _float_tensor(v: Value | None) -> bool:
     """float32, or of unknown type (callers infer types first; unknown means not inferable)."""
-    return v is not None and (v.type is None or isinstance(v.type, TensorType) and v.type.dtype == DType.FLOAT)
+    return v is not None and (
+        v.type is None or isinstance(v.type, TensorType) and v.type.dtype == DType.FLOAT
+    )
 
 
 class OpQuantizer:
@@ -95,7 +97,11 @@ class OpQuantizer:
             return "weight is not float32"
         if opts.mode == QuantMode.STATIC and not ctx.has_range(node.inputs[0]):
             return "no calibrated range for its input"
-        if opts.mode == QuantMode.STATIC and opts.format == QuantFormat.QOPERATOR and not ctx.has_range(ctx.output_target(node)[0]):
+        if (
+            opts.mode == QuantMode.STATIC
+            and opts.format == QuantFormat.QOPERATOR
+            and not ctx.has_range(ctx.output_target(node)[0])
+        ):
             return "no calibrated range for its output"
         return None
 
@@ -113,11 +119,15 @@ class OpQuantizer:
         else:
             self.rewrite_qdq(node, ctx)
 
-    def int8_weight(self, node: Node, ctx: QuantContext, w: np.ndarray | None = None, axis: int | None = None) -> QuantizedWeight:
+    def int8_weight(
+        self, node: Node, ctx: QuantContext, w: np.ndarray | None = None, axis: int | None = None
+    ) -> QuantizedWeight:
         """The node's weight (or ``w``) as int8, per channel when the options ask."""
         arr = node.inputs[1].const if w is None else w
         per = ctx.options.per_channel
-        return quantize_weight_int8(arr, (self.channel_axis(node) if axis is None else axis) if per else None)
+        return quantize_weight_int8(
+            arr, (self.channel_axis(node) if axis is None else axis) if per else None
+        )
 
     def rewrite_qdq(self, node: Node, ctx: QuantContext) -> None:
         """Static or dynamic QDQ form (see the module docstring)."""
@@ -127,7 +137,11 @@ class OpQuantizer:
         qw = self.int8_weight(node, ctx)
         hint = node.inputs[1].name
         node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=static and self.qdq_weight_zero_point)
-        requantize = static and not any(o is node.outputs[0] for o in ctx.graph.outputs) and ctx.has_range(ctx.output_target(node)[0])
+        requantize = (
+            static
+            and not any(o is node.outputs[0] for o in ctx.graph.outputs)
+            and ctx.has_range(ctx.output_target(node)[0])
+        )
         bi = self.bias_index(node)
         b = node.inputs[bi] if bi is not None and bi < len(node.inputs) else None
         int_bias = self.qdq_int_bias_if_float_output and not requantize
@@ -152,24 +166,39 @@ class OpQuantizer:
         raise NotImplementedError
 
     # ---------------------------------------------------------------- shared pieces
-    def _rescale(self, node: Node, ctx: QuantContext, acc: Value, xs: Value, ws: np.ndarray, bias: np.ndarray | None, shape: list[int]) -> None:
+    def _rescale(
+        self,
+        node: Node,
+        ctx: QuantContext,
+        acc: Value,
+        xs: Value,
+        ws: np.ndarray,
+        bias: np.ndarray | None,
+        shape: list[int],
+    ) -> None:
         """float(acc) * (xs * ws) (+ bias) into the node's original output Value.
 
         ``shape`` reshapes per-channel scales to broadcast against ``acc``; ``bias`` must
         already broadcast against it.
         """
         y = node.outputs[0]
-        f = ctx.node("Cast", [acc], types=[like(y, DType.FLOAT)], hint=f"{y.name}_acc", to=int(DType.FLOAT)).outputs[0]
+        f = ctx.node(
+            "Cast", [acc], types=[like(y, DType.FLOAT)], hint=f"{y.name}_acc", to=int(DType.FLOAT)
+        ).outputs[0]
         wsc = ctx.const(f"{y.name}_ws", ws.reshape(shape) if ws.ndim else ws)
         scale = ctx.node("Mul", [xs, wsc], types=[None], hint=f"{y.name}_scale").outputs[0]
         if bias is None:
             ctx.node("Mul", [f, scale], outputs=[y], hint=f"{y.name}_mul")
             return
-        scaled = ctx.node("Mul", [f, scale], types=[like(y, DType.FLOAT)], hint=f"{y.name}_mul").outputs[0]
+        scaled = ctx.node(
+            "Mul", [f, scale], types=[like(y, DType.FLOAT)], hint=f"{y.name}_mul"
+        ).outputs[0]
         bc = ctx.const(f"{y.name}_b", bias.astype(np.float32))
         ctx.node("Add", [scaled, bc], outputs=[y], hint=f"{y.name}_bias")
 
-    def _requantized_out(self, node: Node, ctx: QuantContext, qop: str, inputs: list[Value | None], **attrs: object) -> None:
+    def _requantized_out(
+        self, node: Node, ctx: QuantContext, qop: str, inputs: list[Value | None], **attrs: object
+    ) -> None:
         """``qop`` writing quantized y, then DequantizeLinear into the original output.
 
         A Relu reading only y is folded in (see ``QuantContext.output_target``); readers
@@ -179,7 +208,13 @@ class OpQuantizer:
         if relu is not None:
             ctx.drop(relu)
         ys, yz = ctx.act_constants(target)
-        q = ctx.node(qop, [*inputs[:6], ys, yz, *inputs[6:]], types=[like(target, DType.from_numpy(yz.const.dtype))], hint=f"{target.name}_{qop.lower()}", **attrs).outputs[0]
+        q = ctx.node(
+            qop,
+            [*inputs[:6], ys, yz, *inputs[6:]],
+            types=[like(target, DType.from_numpy(yz.const.dtype))],
+            hint=f"{target.name}_{qop.lower()}",
+            **attrs,
+        ).outputs[0]
         ctx.node("DequantizeLinear", [q, ys, yz], outputs=[target], hint=f"{target.name}_dq")
         ctx.mark_quantized(target, q)
 
@@ -221,7 +256,12 @@ class MatMulQuantizer(OpQuantizer):
         xq, xs, xz = ctx.dynamic(node.inputs[0])
         qw = self.int8_weight(node, ctx)
         wq = ctx.const(f"{node.inputs[1].name}_q", qw.data)
-        acc = ctx.node("MatMulInteger", [xq, wq, xz], types=[like(node.outputs[0], DType.INT32)], hint=f"{node.outputs[0].name}_mmi").outputs[0]
+        acc = ctx.node(
+            "MatMulInteger",
+            [xq, wq, xz],
+            types=[like(node.outputs[0], DType.INT32)],
+            hint=f"{node.outputs[0].name}_mmi",
+        ).outputs[0]
         _remove(ctx, node)
         self._rescale(node, ctx, acc, xs, qw.scale, None, [-1])
 
@@ -260,10 +300,17 @@ class GemmQuantizer(OpQuantizer):
         qw = self.int8_weight(node, ctx, np.ascontiguousarray(w), axis=1)
         xq, xs, xz = ctx.dynamic(node.inputs[0])
         wq = ctx.const(f"{node.inputs[1].name}_q", qw.data)
-        acc = ctx.node("MatMulInteger", [xq, wq, xz], types=[like(node.outputs[0], DType.INT32)], hint=f"{node.outputs[0].name}_mmi").outputs[0]
+        acc = ctx.node(
+            "MatMulInteger",
+            [xq, wq, xz],
+            types=[like(node.outputs[0], DType.INT32)],
+            hint=f"{node.outputs[0].name}_mmi",
+        ).outputs[0]
         c = node.inputs[2] if len(node.inputs) > 2 else None
         # C broadcasts against [M, N] whatever its shape (scalar, [N], [M, N]): add it as it is
-        bias = None if c is None else c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0))
+        bias = (
+            None if c is None else c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0))
+        )
         _remove(ctx, node)
         self._rescale(node, ctx, acc, xs, qw.scale, bias, [-1])
 
@@ -286,7 +333,11 @@ class ConvQuantizer(OpQuantizer):
         return 2
 
     def _conv_attrs(self, node: Node) -> dict[str, object]:
-        return {k: a for k, a in node.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+        return {
+            k: a
+            for k, a in node.attrs.items()
+            if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+        }
 
     def rewrite_static_qoperator(self, node: Node, ctx: QuantContext) -> None:
         x = node.inputs[0]
@@ -308,7 +359,13 @@ class ConvQuantizer(OpQuantizer):
         qw = self.int8_weight(node, ctx)
         wq = ctx.const(f"{node.inputs[1].name}_q", qw.data)
         y = node.outputs[0]
-        acc = ctx.node("ConvInteger", [xq, wq, xz], types=[like(y, DType.INT32)], hint=f"{y.name}_convi", **self._conv_attrs(node)).outputs[0]
+        acc = ctx.node(
+            "ConvInteger",
+            [xq, wq, xz],
+            types=[like(y, DType.INT32)],
+            hint=f"{y.name}_convi",
+            **self._conv_attrs(node),
+        ).outputs[0]
         b = node.inputs[2] if len(node.inputs) > 2 else None
         shape = [1, -1] + [1] * (qw.data.ndim - 2)
         _remove(ctx, node)
@@ -342,7 +399,12 @@ class GatherQuantizer(OpQuantizer):
 
     def applies(self, node: Node) -> bool:
         t = node.inputs[0] if node.inputs else None
-        return t is not None and t.const is not None and t.const.dtype == np.float32 and t.const.ndim == 2
+        return (
+            t is not None
+            and t.const is not None
+            and t.const.dtype == np.float32
+            and t.const.ndim == 2
+        )
 
     def check(self, node: Node, ctx: QuantContext) -> str | None:
         if not self.applies(node):
@@ -363,4 +425,9 @@ class GatherQuantizer(OpQuantizer):
         rows = Value(ctx.names.fresh(f"{y.name}_q"), like(y, DType.INT8))
         node.outputs[0] = rows
         rows.producer = node
-        ctx.node("DequantizeLinear", [rows, ctx.const(f"{t.name}_s", qw.scale)], outputs=[y], hint=f"{y.name}_dq")
+        ctx.node(
+            "DequantizeLinear",
+            [rows, ctx.const(f"{t.name}_s", qw.scale)],
+            outputs=[y],
+            hint=f"{y.name}_dq",
+        )

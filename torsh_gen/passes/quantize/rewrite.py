@@ -39,7 +39,13 @@ def node_key(node: Node) -> str:
 
 def candidates(graph: Graph) -> list[Node]:
     """Nodes of ``graph`` whose op has a quantizer (before any selection)."""
-    return [n for n in graph.nodes if n.op_type in QUANTIZERS and n.domain in ("", "ai.onnx") and QUANTIZERS[n.op_type].applies(n)]
+    return [
+        n
+        for n in graph.nodes
+        if n.op_type in QUANTIZERS
+        and n.domain in ("", "ai.onnx")
+        and QUANTIZERS[n.op_type].applies(n)
+    ]
 
 
 def check_selection(graph: Graph, items: tuple[str, ...], flag: str) -> None:
@@ -51,13 +57,25 @@ def check_selection(graph: Graph, items: tuple[str, ...], flag: str) -> None:
             continue
         if item in nodes:
             if nodes[item].op_type not in QUANTIZERS:
-                raise InputError(f"{flag} {item!r}: node is a {nodes[item].op_type}, which cannot be quantized; quantizable ops: {', '.join(sorted(QUANTIZERS))}")
+                raise InputError(
+                    f"{flag} {item!r}: node is a {nodes[item].op_type}, which cannot be "
+                    f"quantized; quantizable ops: {', '.join(sorted(QUANTIZERS))}"
+                )
             continue
-        what = "op type that cannot be quantized" if item in ops else "neither an op type nor a node of this model"
-        raise InputError(f"{flag} {item!r}: {what}; give one of {', '.join(sorted(QUANTIZERS))} or a node name (see `torsh-gen inspect`)")
+        what = (
+            "op type that cannot be quantized"
+            if item in ops
+            else "neither an op type nor a node of this model"
+        )
+        raise InputError(
+            f"{flag} {item!r}: {what}; give one of {', '.join(sorted(QUANTIZERS))} "
+            "or a node name (see `torsh-gen inspect`)"
+        )
 
 
-def selected(node: Node, options: QuantOptions, split: set[str] | frozenset[str] = frozenset()) -> str | None:
+def selected(
+    node: Node, options: QuantOptions, split: set[str] | frozenset[str] = frozenset()
+) -> str | None:
     """Why ``node`` is left out by the options (None when it is in).
 
     ``split`` names MatMuls made from Gemms, which op-type items match as ``Gemm``.
@@ -73,16 +91,22 @@ def selected(node: Node, options: QuantOptions, split: set[str] | frozenset[str]
     return None
 
 
-def quantize_graph(graph: Graph, options: QuantOptions, ranges: Mapping[str, TensorRange] | None = None) -> QuantizeResult:
+def quantize_graph(
+    graph: Graph, options: QuantOptions, ranges: Mapping[str, TensorRange] | None = None
+) -> QuantizeResult:
     """Quantize ``graph`` in place as ``options`` asks; see the module docstring."""
     need = required_opset(options)
     if graph.info is None or graph.opset < need:
-        raise InputError(f"quantized models need opset {need} or newer; this graph has opset {graph.opset}")
+        raise InputError(
+            f"quantized models need opset {need} or newer; this graph has opset {graph.opset}"
+        )
     ctx = QuantContext(graph, options, dict(ranges or {}))
     result = QuantizeResult()
     for node in candidates(graph):
         key = node_key(node)
-        why = selected(node, options, graph.meta.get(SPLIT_GEMMS, frozenset())) or QUANTIZERS[node.op_type].check(node, ctx)
+        why = selected(node, options, graph.meta.get(SPLIT_GEMMS, frozenset())) or QUANTIZERS[
+            node.op_type
+        ].check(node, ctx)
         if why:
             result.skipped[key] = why
             continue
@@ -97,13 +121,24 @@ def quantize_graph(graph: Graph, options: QuantOptions, ranges: Mapping[str, Ten
 def _drop_dead_quantization(graph: Graph) -> None:
     """Remove Q/DQ nodes nobody reads any more (left behind by integer data movement)."""
     while True:
-        read = {id(v) for _, n in graph.walk() for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
-        dead = [n for n in graph.nodes if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(id(o) in read for o in n.outputs)]
+        read = {id(v) for _, n in graph.walk() for v in n.inputs if v is not None} | {
+            id(v) for v in graph.outputs
+        }
+        dead = [
+            n
+            for n in graph.nodes
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+            and not any(id(o) in read for o in n.outputs)
+        ]
         if not dead:
             return
         graph.nodes = [n for n in graph.nodes if not any(n is d for d in dead)]
 
 
 def _drop_unused_initializers(graph: Graph) -> None:
-    used = {id(v) for _, n in graph.walk() for v in n.inputs if v is not None} | {id(v) for v in graph.outputs}
-    graph.initializers = [v for v in graph.initializers if id(v) in used or any(v is i for i in graph.inputs)]
+    used = {id(v) for _, n in graph.walk() for v in n.inputs if v is not None} | {
+        id(v) for v in graph.outputs
+    }
+    graph.initializers = [
+        v for v in graph.initializers if id(v) in used or any(v is i for i in graph.inputs)
+    ]

@@ -77,19 +77,34 @@ def check_config(config: QuantizeConfig, output: str | os.PathLike) -> None:
     """Reject inconsistent options before any work (one line each)."""
     opts = config.options
     if Path(output).suffix.lower() != ".onnx":
-        raise InputError(f"{output}: the quantized model is ONNX; give an output path ending in .onnx")
+        raise InputError(
+            f"{output}: the quantized model is ONNX; give an output path ending in .onnx"
+        )
     if opts.mode == QuantMode.STATIC and not config.calib:
-        raise InputError("--mode static needs calibration data: add --calib DATA (an .npz, .npy, or a folder of them or of images)")
+        raise InputError(
+            "--mode static needs calibration data: add --calib DATA "
+            "(an .npz, .npy, or a folder of them or of images)"
+        )
     if opts.format == QuantFormat.QOPERATOR and opts.mode not in QOPERATOR_MODES:
-        raise InputError(f"--mode {opts.mode.value} has no QOperator form (int4 weights exist only as DequantizeLinear); use --format qdq")
+        raise InputError(
+            f"--mode {opts.mode.value} has no QOperator form "
+            "(int4 weights exist only as DequantizeLinear); use --format qdq"
+        )
     if config.method not in CALIBRATORS:
-        raise InputError(f"unknown --method {config.method!r}; choose one of {', '.join(CALIBRATORS)}")
+        raise InputError(
+            f"unknown --method {config.method!r}; choose one of {', '.join(CALIBRATORS)}"
+        )
     if opts.block_size < 16 or opts.block_size & (opts.block_size - 1):
-        raise InputError(f"--block-size {opts.block_size}: use a power of two, at least 16 (onnxruntime's int4 kernels need it)")
+        raise InputError(
+            f"--block-size {opts.block_size}: use a power of two, at least 16 "
+            "(onnxruntime's int4 kernels need it)"
+        )
     if config.max_accuracy_drop is not None and config.max_accuracy_drop < 0:
         raise InputError("--max-accuracy-drop is in points and cannot be negative")
     if config.max_accuracy_drop is not None and not (config.eval or config.calib):
-        raise InputError("--max-accuracy-drop needs data to measure on: add --eval DATA (or --calib DATA)")
+        raise InputError(
+            "--max-accuracy-drop needs data to measure on: add --eval DATA (or --calib DATA)"
+        )
     if Path(output).parent and not Path(output).parent.exists():
         raise InputError(f"{Path(output).parent}: the output folder does not exist")
 
@@ -103,14 +118,24 @@ def with_opset(graph: Graph, opset: int) -> Graph:
     try:
         converted = version_converter.convert_version(to_onnx(graph, value_info=False), opset)
     except Exception as e:
-        raise InputError(f"cannot convert the model from opset {graph.opset} to {opset} ({str(e).splitlines()[0]}); convert it first") from None
+        raise InputError(
+            f"cannot convert the model from opset {graph.opset} to {opset} "
+            f"({str(e).splitlines()[0]}); convert it first"
+        ) from None
     return load_onnx(converted)
 
 
 def _check_float(graph: Graph) -> None:
     for v in graph.inputs:
-        if v.const is None and isinstance(v.type, TensorType) and v.type.dtype not in (DType.FLOAT,) and v.type.dtype.is_float:
-            raise InputError(f"input {v.name!r} is {v.type.dtype.name.lower()}; quantize the float32 model")
+        if (
+            v.const is None
+            and isinstance(v.type, TensorType)
+            and v.type.dtype not in (DType.FLOAT,)
+            and v.type.dtype.is_float
+        ):
+            raise InputError(
+                f"input {v.name!r} is {v.type.dtype.name.lower()}; quantize the float32 model"
+            )
     if not candidates(graph):
         raise InputError("the model has no Conv, MatMul, Gemm or Gather to quantize")
 
@@ -126,7 +151,7 @@ def _infer(graph: Graph) -> None:
 
 
 def observed_tensors(graph: Graph) -> list[str]:
-    """Tensors whose ranges static quantization may need: inputs/outputs of candidates and Relus after them."""
+    """Tensors static quantization may need ranges of: ins/outs of candidates and Relus."""
     names: list[str] = []
     for n in graph.nodes:
         if n.op_type in ("Conv", "MatMul", "Gemm", "Relu") and n.inputs and n.inputs[0] is not None:
@@ -138,7 +163,12 @@ def _bytes(graph: Graph) -> int:
     return len(to_onnx(graph, value_info=False).SerializeToString())
 
 
-def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: QuantizeConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def quantize_model(
+    model: str | os.PathLike,
+    output: str | os.PathLike,
+    config: QuantizeConfig,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Quantize ``model`` into ``output`` as ``config`` says; the report as plain data."""
     say = progress or (lambda _m: None)
     start = time.perf_counter()
@@ -148,24 +178,48 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
     _check_float(original)
     check_selection(original, opts.include, "--include")
     check_selection(original, opts.exclude, "--exclude")
-    calib = load_calibration(config.calib, original, preprocess=config.preprocess, batch_size=config.batch_size, limit=config.calib_limit) if config.calib else None
-    evalset = load_eval(config.eval, original, preprocess=config.preprocess, batch_size=config.batch_size) if config.eval else None
+    calib = (
+        load_calibration(
+            config.calib,
+            original,
+            preprocess=config.preprocess,
+            batch_size=config.batch_size,
+            limit=config.calib_limit,
+        )
+        if config.calib
+        else None
+    )
+    evalset = (
+        load_eval(config.eval, original, preprocess=config.preprocess, batch_size=config.batch_size)
+        if config.eval
+        else None
+    )
     data = evalset or (EvalSet(calib, None) if calib else None)
 
     graph = with_opset(original, required_opset(opts))
     _infer(graph)
     prepared = copy.deepcopy(graph)
-    if opts.format == QuantFormat.QOPERATOR and opts.mode == QuantMode.STATIC or opts.mode == QuantMode.WEIGHT_INT4:
+    if (
+        opts.format == QuantFormat.QOPERATOR
+        and opts.mode == QuantMode.STATIC
+        or opts.mode == QuantMode.WEIGHT_INT4
+    ):
         # no integer Gemm in QOperator form; onnxruntime fuses int4 weights only into MatMul
         split_gemm(prepared)
     ranges = {}
     if opts.mode == QuantMode.STATIC:
         say(f"calibrating ({config.method}) on {calib.samples} samples")
-        ranges = calibrate(collect_stats(prepared, calib.feeds, observed_tensors(prepared)), make_calibrator(config.method))
+        ranges = calibrate(
+            collect_stats(prepared, calib.feeds, observed_tensors(prepared)),
+            make_calibrator(config.method),
+        )
 
     ref = outputs_of(graph, data.feeds) if data else None
     if config.max_accuracy_drop is not None and ref is not None and class_output(ref) is None:
-        raise InputError("--max-accuracy-drop needs a model output of class scores ([N, C]) to measure top-1 on; this model has none")
+        raise InputError(
+            "--max-accuracy-drop needs a model output of class scores ([N, C]) "
+            "to measure top-1 on; this model has none"
+        )
     outcome: GuardOutcome | None = None
     if config.max_accuracy_drop is not None and data is not None and ref is not None:
         trial, outcome = guard(prepared, opts, ranges, data, ref, config.max_accuracy_drop, say)
@@ -175,7 +229,10 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
         g = copy.deepcopy(prepared)
         trial = Trial(g, quantize_graph(g, opts, ranges), {})
     if not trial.result.quantized:
-        raise InputError("no node could be quantized: " + "; ".join(f"{k}: {v}" for k, v in trial.result.skipped.items()))
+        raise InputError(
+            "no node could be quantized: "
+            + "; ".join(f"{k}: {v}" for k, v in trial.result.skipped.items())
+        )
 
     report: dict[str, Any] = {
         "model": str(model),
@@ -189,7 +246,16 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
         "opset": {"model": original.opset, "output": graph.opset},
         "quantized": trial.result.quantized,
         "float_nodes": trial.result.skipped,
-        "data": None if data is None else {"source": data.data.source, "samples": data.data.samples, "labels": data.labels is not None, "kind": "eval" if evalset else "calibration"},
+        "data": (
+            None
+            if data is None
+            else {
+                "source": data.data.source,
+                "samples": data.data.samples,
+                "labels": data.labels is not None,
+                "kind": "eval" if evalset else "calibration",
+            }
+        ),
         "size": _size(graph, trial.graph),
         "ours": trial.metrics or None,
         "guard": None if outcome is None else _guard_dict(outcome),
@@ -202,7 +268,9 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
         report["onnxruntime"] = _ort_reference(anchor, graph, opts, config.method, calib, data, ref)
     if config.latency and data is not None:
         say("measuring latency")
-        report["latency"] = _latency(graph, trial.graph, report.get("onnxruntime", {}).get("_model"), data.feeds[0], config)
+        report["latency"] = _latency(
+            graph, trial.graph, report.get("onnxruntime", {}).get("_model"), data.feeds[0], config
+        )
     report.get("onnxruntime", {}).pop("_model", None)
 
     failed = outcome is not None and not outcome.within_budget
@@ -212,8 +280,9 @@ def quantize_model(model: str | os.PathLike, output: str | os.PathLike, config: 
     report["seconds"] = round(time.perf_counter() - start, 2)
     if failed and not config.force:
         raise AccuracyGuardError(
-            f"accuracy drop {trial.drop:.2f} points exceeds --max-accuracy-drop {config.max_accuracy_drop} even with "
-            f"{len(outcome.kept_float)} layer(s) in float; nothing written (use --force to write it anyway)"
+            f"accuracy drop {trial.drop:.2f} points exceeds --max-accuracy-drop "
+            f"{config.max_accuracy_drop}, and only keeping every layer float would meet it; "
+            "nothing written (use --force to write the quantized model anyway)"
         )
     return report
 
@@ -231,19 +300,48 @@ def weight_bytes(graph: Graph) -> int:
 def _size(before: Graph, after: Graph) -> dict[str, Any]:
     fb, qb = _bytes(before), _bytes(after)
     fw, qw = weight_bytes(before), weight_bytes(after)
-    return {"float_bytes": fb, "quantized_bytes": qb, "ratio": qb / fb, "float_weight_bytes": fw, "quantized_weight_bytes": qw, "weight_ratio": qw / fw if fw else None}
+    return {
+        "float_bytes": fb,
+        "quantized_bytes": qb,
+        "ratio": qb / fb,
+        "float_weight_bytes": fw,
+        "quantized_weight_bytes": qw,
+        "weight_ratio": qw / fw if fw else None,
+    }
 
 
 def _guard_dict(o: GuardOutcome) -> dict[str, Any]:
-    return {"budget": o.budget, "within_budget": o.within_budget, "kept_float": o.kept_float, "sensitivity": o.sensitivity, "steps": o.steps}
+    return {
+        "budget": o.budget,
+        "within_budget": o.within_budget,
+        "kept_float": o.kept_float,
+        "sensitivity": o.sensitivity,
+        "steps": o.steps,
+    }
 
 
-def _ort_reference(source: Graph, graph: Graph, opts: QuantOptions, method: str, calib: Any, data: EvalSet | None, ref: Any) -> dict[str, Any]:
-    proto, why = ort_quantize(to_onnx(source, value_info=False), opts, method, list(calib.feeds) if calib else None)
+def _ort_reference(
+    source: Graph,
+    graph: Graph,
+    opts: QuantOptions,
+    method: str,
+    calib: Any,
+    data: EvalSet | None,
+    ref: Any,
+) -> dict[str, Any]:
+    proto, why = ort_quantize(
+        to_onnx(source, value_info=False), opts, method, list(calib.feeds) if calib else None
+    )
     if proto is None:
         return {"skipped": why}
     fb = _bytes(graph)
-    row: dict[str, Any] = {"size": {"quantized_bytes": len(proto.SerializeToString()), "ratio": len(proto.SerializeToString()) / fb}, "_model": proto}
+    row: dict[str, Any] = {
+        "size": {
+            "quantized_bytes": len(proto.SerializeToString()),
+            "ratio": len(proto.SerializeToString()) / fb,
+        },
+        "_model": proto,
+    }
     if data is not None:
         try:
             row["metrics"] = compare(ref, outputs_of(proto, data.feeds), data.labels)
@@ -252,10 +350,16 @@ def _ort_reference(source: Graph, graph: Graph, opts: QuantOptions, method: str,
     return row
 
 
-def _latency(graph: Graph, quantized: Graph, ort_model: Any, feed: dict[str, Any], config: QuantizeConfig) -> dict[str, Any]:
+def _latency(
+    graph: Graph, quantized: Graph, ort_model: Any, feed: dict[str, Any], config: QuantizeConfig
+) -> dict[str, Any]:
     import numpy as np
 
-    res: dict[str, Any] = {"inputs": {k: list(v.shape) for k, v in feed.items()}, "threads": 1, "repeat": config.repeat}
+    res: dict[str, Any] = {
+        "inputs": {k: list(v.shape) for k, v in feed.items()},
+        "threads": 1,
+        "repeat": config.repeat,
+    }
     res["onnxruntime_float_ms"] = ort_latency(graph, feed, config.repeat)
     res["onnxruntime_quantized_ms"] = ort_latency(quantized, feed, config.repeat)
     if ort_model is not None:
@@ -264,10 +368,18 @@ def _latency(graph: Graph, quantized: Graph, ort_model: Any, feed: dict[str, Any
         return res
     with tempfile.TemporaryDirectory(prefix="torsh-gen-qart-") as tmp:
         try:
-            res["artifact_float_ms"], _ = artifact_latency(graph, feed, Path(tmp), "float_model", config.repeat)
-            res["artifact_quantized_ms"], ours = artifact_latency(quantized, feed, Path(tmp), "quant_model", config.repeat)
+            res["artifact_float_ms"], _ = artifact_latency(
+                graph, feed, Path(tmp), "float_model", config.repeat
+            )
+            res["artifact_quantized_ms"], ours = artifact_latency(
+                quantized, feed, Path(tmp), "quant_model", config.repeat
+            )
             ort_out = outputs_of(quantized, [feed])
-            diffs = [float(np.abs(np.asarray(ours[k], np.float64) - ort_out[k]).max()) for k in ort_out if k in ours]
+            diffs = [
+                float(np.abs(np.asarray(ours[k], np.float64) - ort_out[k]).max())
+                for k in ort_out
+                if k in ours
+            ]
             res["artifact_vs_onnxruntime_max_abs_diff"] = max(diffs) if diffs else None
         except TorshGenError as e:
             res["artifact"] = f"not compiled: {e}"
@@ -277,7 +389,9 @@ def _latency(graph: Graph, quantized: Graph, ort_model: Any, feed: dict[str, Any
 def _write(graph: Graph, path: Path) -> None:
     """Serialize next to ``path`` and rename into place (no half-written file)."""
     data = to_onnx(graph, value_info=False).SerializeToString()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else ".")
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

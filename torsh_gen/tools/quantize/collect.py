@@ -29,15 +29,21 @@ def ort_session(model: Any, extra_outputs: Sequence[str] = (), threads: int = 1)
         have = {o.name for o in proto.graph.output}
         for name in extra_outputs:
             if name not in have:
-                proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                proto.graph.output.append(
+                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                )
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(
+            proto.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
     except Exception as e:
-        raise TorshGenError(f"onnxruntime cannot load this model: {str(e).splitlines()[0]}") from None
+        raise TorshGenError(
+            f"onnxruntime cannot load this model: {str(e).splitlines()[0]}"
+        ) from None
 
 
 def run_all(session: Any, feeds: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -47,10 +53,15 @@ def run_all(session: Any, feeds: Iterable[Mapping[str, np.ndarray]]) -> dict[str
     for feed in feeds:
         for n, v in zip(names, session.run(names, dict(feed))):
             parts[n].append(np.asarray(v))
-    return {n: np.concatenate(v) if v and v[0].ndim else (v[0] if v else np.zeros(0)) for n, v in parts.items()}
+    return {
+        n: np.concatenate(v) if v and v[0].ndim else (v[0] if v else np.zeros(0))
+        for n, v in parts.items()
+    }
 
 
-def collect_stats(graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]], tensors: Sequence[str]) -> dict[str, TensorStats]:
+def collect_stats(
+    graph: Graph, feeds: Iterable[Mapping[str, np.ndarray]], tensors: Sequence[str]
+) -> dict[str, TensorStats]:
     """Statistics of each named float tensor over all calibration ``feeds``."""
     session = ort_session(graph, tensors)
     names = list(dict.fromkeys(tensors))

@@ -41,7 +41,14 @@ class EvalSet:
         return self.data.feeds
 
 
-def load_eval(source: str | Path, graph: Graph, *, preprocess: str | None = None, batch_size: int | None = None, limit: int | None = None) -> EvalSet:
+def load_eval(
+    source: str | Path,
+    graph: Graph,
+    *,
+    preprocess: str | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+) -> EvalSet:
     """Read evaluation DATA (labels split off an .npz's ``labels`` array) and check it."""
     path = Path(source)
     labels = None
@@ -54,18 +61,31 @@ def load_eval(source: str | Path, graph: Graph, *, preprocess: str | None = None
         if LABELS_KEY in arrays:
             labels = arrays.pop(LABELS_KEY)
             if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                raise InputError(f"{path}: '{LABELS_KEY}' must be a 1-d array of integer class indices")
+                raise InputError(
+                    f"{path}: '{LABELS_KEY}' must be a 1-d array of integer class indices"
+                )
             with tempfile.TemporaryDirectory(prefix="torsh-gen-eval-") as tmp:
                 stripped = Path(tmp) / "inputs.npz"
                 np.savez(stripped, **arrays)
-                data = load_calibration(stripped, graph, preprocess=preprocess, batch_size=batch_size, limit=limit)
+                data = load_calibration(
+                    stripped, graph, preprocess=preprocess, batch_size=batch_size, limit=limit
+                )
             if labels.shape[0] < data.samples:
-                raise InputError(f"{path}: {labels.shape[0]} labels for {data.samples} samples; give one label per sample")
-            return EvalSet(CalibrationData(data.feeds, data.samples, str(path)), labels[: data.samples])
-    return EvalSet(load_calibration(path, graph, preprocess=preprocess, batch_size=batch_size, limit=limit), None)
+                raise InputError(
+                    f"{path}: {labels.shape[0]} labels for {data.samples} samples; give one label per sample"
+                )
+            return EvalSet(
+                CalibrationData(data.feeds, data.samples, str(path)), labels[: data.samples]
+            )
+    return EvalSet(
+        load_calibration(path, graph, preprocess=preprocess, batch_size=batch_size, limit=limit),
+        None,
+    )
 
 
-def outputs_of(model: Graph | Any, feeds: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def outputs_of(
+    model: Graph | Any, feeds: Sequence[Mapping[str, np.ndarray]]
+) -> dict[str, np.ndarray]:
     """Outputs of ``model`` (Graph or ModelProto) in onnxruntime over all feeds."""
     return run_all(ort_session(model), feeds)
 
@@ -75,24 +95,53 @@ def class_output(outputs: Mapping[str, np.ndarray]) -> str | None:
     return next((k for k, v in outputs.items() if looks_like_class_scores(v)), None)
 
 
-def accuracy_summary(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], labels: np.ndarray | None) -> dict[str, Any]:
+def accuracy_summary(
+    ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], labels: np.ndarray | None
+) -> dict[str, Any]:
     """Top-1 agreement with float32 and, with labels, accuracy of both, and the drop."""
     name = class_output(ref)
     if name is None:
-        return {"output": None, "top1_agreement": None, "accuracy_float": None, "accuracy_quantized": None, "drop": None, "drop_kind": None}
+        return {
+            "output": None,
+            "top1_agreement": None,
+            "accuracy_float": None,
+            "accuracy_quantized": None,
+            "drop": None,
+            "drop_kind": None,
+        }
     agree = top1_agreement(ours[name], ref[name])
     if labels is not None:
         acc_f = float(np.mean(np.argmax(ref[name].reshape(len(labels), -1), 1) == labels) * 100)
         acc_q = float(np.mean(np.argmax(ours[name].reshape(len(labels), -1), 1) == labels) * 100)
-        return {"output": name, "top1_agreement": agree, "accuracy_float": acc_f, "accuracy_quantized": acc_q, "drop": acc_f - acc_q, "drop_kind": "accuracy"}
-    return {"output": name, "top1_agreement": agree, "accuracy_float": None, "accuracy_quantized": None, "drop": 100.0 * (1.0 - agree), "drop_kind": "top1-agreement-loss"}
+        return {
+            "output": name,
+            "top1_agreement": agree,
+            "accuracy_float": acc_f,
+            "accuracy_quantized": acc_q,
+            "drop": acc_f - acc_q,
+            "drop_kind": "accuracy",
+        }
+    return {
+        "output": name,
+        "top1_agreement": agree,
+        "accuracy_float": None,
+        "accuracy_quantized": None,
+        "drop": 100.0 * (1.0 - agree),
+        "drop_kind": "top1-agreement-loss",
+    }
 
 
-def compare(ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], labels: np.ndarray | None) -> dict[str, Any]:
+def compare(
+    ref: Mapping[str, np.ndarray], ours: Mapping[str, np.ndarray], labels: np.ndarray | None
+) -> dict[str, Any]:
     """Per-output error and cosine similarity, plus the accuracy summary."""
     metrics = output_metrics(ours, ref, rtol=0.0, atol=0.0)
     per_output = {
-        k: {"max_abs_error": m["max_abs_diff"], "mean_abs_error": _mean_abs(ours.get(k), ref[k]), "cosine": m["cosine"]}
+        k: {
+            "max_abs_error": m["max_abs_diff"],
+            "mean_abs_error": _mean_abs(ours.get(k), ref[k]),
+            "cosine": m["cosine"],
+        }
         for k, m in metrics.items()
     }
     return {"outputs": per_output, **accuracy_summary(ref, ours, labels)}
@@ -123,7 +172,9 @@ def ort_latency(model: Graph | Any, feed: Mapping[str, np.ndarray], repeat: int 
     return median_ms(lambda: sess.run(names, dict(feed)), repeat)
 
 
-def artifact_latency(graph: Graph, feed: Mapping[str, np.ndarray], folder: Path, name: str, repeat: int = 50) -> tuple[float, dict[str, np.ndarray]]:
+def artifact_latency(
+    graph: Graph, feed: Mapping[str, np.ndarray], folder: Path, name: str, repeat: int = 50
+) -> tuple[float, dict[str, np.ndarray]]:
     """Compile ``graph`` into ``folder/name``, and its median latency and outputs on ``feed``."""
     import copy
 

@@ -54,14 +54,27 @@ class GuardOutcome:
     within_budget: bool = False
 
 
-def make_trial(prepared: Graph, options: QuantOptions, ranges: Mapping[str, TensorRange], data: EvalSet, ref: Mapping[str, np.ndarray]) -> Trial:
+def make_trial(
+    prepared: Graph,
+    options: QuantOptions,
+    ranges: Mapping[str, TensorRange],
+    data: EvalSet,
+    ref: Mapping[str, np.ndarray],
+) -> Trial:
     """Quantize a copy of ``prepared`` with ``options`` and measure it against ``ref``."""
     g = copy.deepcopy(prepared)
     result = quantize_graph(g, options, ranges)
     return Trial(g, result, compare(ref, outputs_of(g, data.feeds), data.labels))
 
 
-def layer_sensitivity(prepared: Graph, options: QuantOptions, ranges: Mapping[str, TensorRange], data: EvalSet, ref: Mapping[str, np.ndarray], layers: list[str]) -> list[dict[str, Any]]:
+def layer_sensitivity(
+    prepared: Graph,
+    options: QuantOptions,
+    ranges: Mapping[str, TensorRange],
+    data: EvalSet,
+    ref: Mapping[str, np.ndarray],
+    layers: list[str],
+) -> list[dict[str, Any]]:
     """Each layer quantized alone: its drop and cosine loss, most sensitive first."""
     rows = []
     for key in layers:
@@ -88,8 +101,12 @@ def guard(
         outcome.within_budget = True
         return trial, outcome
     if progress:
-        progress(f"drop {trial.drop:.2f} > {budget}: measuring the sensitivity of {len(trial.result.quantized)} layers")
-    outcome.sensitivity = layer_sensitivity(prepared, options, ranges, data, ref, list(trial.result.quantized))
+        progress(
+            f"drop {trial.drop:.2f} > {budget}: measuring the sensitivity of {len(trial.result.quantized)} layers"
+        )
+    outcome.sensitivity = layer_sensitivity(
+        prepared, options, ranges, data, ref, list(trial.result.quantized)
+    )
     full = trial
     keep: list[str] = []
     for row in outcome.sensitivity[:-1]:  # keeping every layer float is no quantization at all

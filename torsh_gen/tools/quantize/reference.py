@@ -33,7 +33,9 @@ class _Reader:
         pass
 
 
-def ort_quantize(model: Any, options: QuantOptions, method: str, calib: Sequence[dict[str, np.ndarray]] | None) -> tuple[Any | None, str]:
+def ort_quantize(
+    model: Any, options: QuantOptions, method: str, calib: Sequence[dict[str, np.ndarray]] | None
+) -> tuple[Any | None, str]:
     """(onnxruntime's quantized ModelProto, "") or (None, why it was not made)."""
     import onnx
 
@@ -41,7 +43,12 @@ def ort_quantize(model: Any, options: QuantOptions, method: str, calib: Sequence
         from onnxruntime import quantization as q
     except ImportError as e:  # pragma: no cover - onnxruntime is a core dependency
         return None, f"onnxruntime.quantization unavailable ({e})"
-    for name in ("", "onnxruntime", "onnxruntime.quantization", "onnxruntime.quantization.matmul_nbits_quantizer"):
+    for name in (
+        "",
+        "onnxruntime",
+        "onnxruntime.quantization",
+        "onnxruntime.quantization.matmul_nbits_quantizer",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="torsh-gen-ortq-") as tmp:
         src, dst = Path(tmp) / "float.onnx", Path(tmp) / "quant.onnx"
@@ -49,26 +56,48 @@ def ort_quantize(model: Any, options: QuantOptions, method: str, calib: Sequence
         try:
             with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress
                 if options.mode == QuantMode.DYNAMIC:
-                    q.quantize_dynamic(src, dst, per_channel=options.per_channel, weight_type=q.QuantType.QInt8)
+                    q.quantize_dynamic(
+                        src, dst, per_channel=options.per_channel, weight_type=q.QuantType.QInt8
+                    )
                 elif options.mode == QuantMode.STATIC:
                     if not calib:
                         return None, "static quantization needs calibration data"
-                    methods = {"minmax": q.CalibrationMethod.MinMax, "percentile": q.CalibrationMethod.Percentile, "entropy": q.CalibrationMethod.Entropy}
+                    methods = {
+                        "minmax": q.CalibrationMethod.MinMax,
+                        "percentile": q.CalibrationMethod.Percentile,
+                        "entropy": q.CalibrationMethod.Entropy,
+                    }
                     q.quantize_static(
-                        src, dst, _Reader(calib),
-                        quant_format=q.QuantFormat.QDQ if options.format == QuantFormat.QDQ else q.QuantFormat.QOperator,
+                        src,
+                        dst,
+                        _Reader(calib),
+                        quant_format=(
+                            q.QuantFormat.QDQ
+                            if options.format == QuantFormat.QDQ
+                            else q.QuantFormat.QOperator
+                        ),
                         per_channel=options.per_channel,
-                        activation_type=q.QuantType.QInt8 if options.symmetric else q.QuantType.QUInt8,
+                        activation_type=(
+                            q.QuantType.QInt8 if options.symmetric else q.QuantType.QUInt8
+                        ),
                         weight_type=q.QuantType.QInt8,
                         calibrate_method=methods[method],
-                        extra_options={"ActivationSymmetric": options.symmetric, "WeightSymmetric": True},
+                        extra_options={
+                            "ActivationSymmetric": options.symmetric,
+                            "WeightSymmetric": True,
+                        },
                     )
                 else:
                     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-                    quant = MatMulNBitsQuantizer(onnx.load(src), block_size=options.block_size, is_symmetric=True)
+                    quant = MatMulNBitsQuantizer(
+                        onnx.load(src), block_size=options.block_size, is_symmetric=True
+                    )
                     quant.process()
                     quant.model.save_model_to_file(str(dst), False)
         except Exception as e:  # onnxruntime's tool raises anything; the report says why
-            return None, f"onnxruntime's quantizer failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            return (
+                None,
+                f"onnxruntime's quantizer failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+            )
         return onnx.load(dst), ""
