@@ -62,14 +62,32 @@ def run_digits(tmp: Path, rounds: int) -> list[dict[str, Any]]:
     rows = []
     for method, sparsity, scope, multiple, timed in DIGITS_CASES:
         out = tmp / f"digits_{method}_{sparsity}_{scope}_{multiple}.onnx"
-        r = prune_model(model, out, method=method, sparsity=sparsity, scope=scope, channel_multiple=multiple,
-                        eval_data=data, bindings={"N": 64}, latency=timed, rounds=rounds, repeat=50)
+        r = prune_model(
+            model,
+            out,
+            method=method,
+            sparsity=sparsity,
+            scope=scope,
+            channel_multiple=multiple,
+            eval_data=data,
+            bindings={"N": 64},
+            latency=timed,
+            rounds=rounds,
+            repeat=50,
+        )
         rows.append(_row("digits CNN", r.to_dict(), multiple))
         if (method, sparsity, scope, multiple) == ("structured", 0.5, "layer", 1):
             tuned = fine_tune(out, split)
             acc = accuracy(_ort(tuned, split.x_test), split.y_test)
-            rows.append({**rows[-1], "case": rows[-1]["case"] + " + 5-epoch fine-tune",
-                         "accuracy_after": acc, "accuracy_drop": rows[-1]["accuracy_before"] - acc, "latency": None})
+            rows.append(
+                {
+                    **rows[-1],
+                    "case": rows[-1]["case"] + " + 5-epoch fine-tune",
+                    "accuracy_after": acc,
+                    "accuracy_drop": rows[-1]["accuracy_before"] - acc,
+                    "latency": None,
+                }
+            )
     return rows
 
 
@@ -91,7 +109,8 @@ def _row(model: str, d: dict[str, Any], multiple: int = 1) -> dict[str, Any]:
     agreement = next(iter(ev["outputs"].values()))
     return {
         "model": model,
-        "case": f"{d['method']} {d['sparsity']:.0%} ({d['scope']}" + (f", channels ×{multiple})" if multiple > 1 else ")"),
+        "case": f"{d['method']} {d['sparsity']:.0%} ({d['scope']}"
+        + (f", channels ×{multiple})" if multiple > 1 else ")"),
         "kept_channels": [g["kept"] for g in d["groups"]],
         "accuracy_before": ev["accuracy_before"],
         "accuracy_after": ev["accuracy_after"],
@@ -115,11 +134,25 @@ def fine_tune(pruned: Path, split: Any, epochs: int = 5) -> Path:
     model = onnx.load(pruned)
     w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     nn = torch.nn
-    c0, c2, c5, f9 = w["0.weight"].shape[0], w["2.weight"].shape[0], w["5.weight"].shape[0], w["9.weight"].shape[0]
+    c0, c2, c5, f9 = (
+        w["0.weight"].shape[0],
+        w["2.weight"].shape[0],
+        w["5.weight"].shape[0],
+        w["9.weight"].shape[0],
+    )
     net = nn.Sequential(
-        nn.Conv2d(1, c0, 3, padding=1), nn.ReLU(), nn.Conv2d(c0, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(c2, c5, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-        nn.Linear(c5 * 4, f9), nn.ReLU(), nn.Linear(f9, 10),
+        nn.Conv2d(1, c0, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c0, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(c2, c5, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c5 * 4, f9),
+        nn.ReLU(),
+        nn.Linear(f9, 10),
     )
     net.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in w.items()})
     torch.manual_seed(0)
@@ -142,7 +175,9 @@ def fine_tune(pruned: Path, split: Any, epochs: int = 5) -> Path:
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})[0]
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x}
+    )[0]
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -150,10 +185,20 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     head = "| model | case | top-1 before → after (drop) | top-1 agreement | cosine | MACs | weights (dense) | zlib size | ORT ms before → after | ours ms before → after |"
     lines = [head, "|" + "---|" * 10]
     for r in rows:
-        acc = "–" if r["accuracy_before"] is None else f"{r['accuracy_before']:.2f} → {r['accuracy_after']:.2f} ({r['accuracy_drop']:+.2f})"
-        macs = f"{r['macs_ratio']:.1%}" + (f" (nonzero {r['macs_nonzero_ratio']:.1%})" if r["macs_nonzero_ratio"] is not None else "")
+        acc = (
+            "–"
+            if r["accuracy_before"] is None
+            else f"{r['accuracy_before']:.2f} → {r['accuracy_after']:.2f} ({r['accuracy_drop']:+.2f})"
+        )
+        macs = f"{r['macs_ratio']:.1%}" + (
+            f" (nonzero {r['macs_nonzero_ratio']:.1%})"
+            if r["macs_nonzero_ratio"] is not None
+            else ""
+        )
         ort, ours = _ms(r["latency"], "onnxruntime"), _ms(r["latency"], "torsh-gen")
-        lines.append(f"| {r['model']} | {r['case']} | {acc} | {r['top1_agreement']:.1%} | {r['cosine']:.4f} | {macs} | {r['weight_bytes_ratio']:.1%} | {r['compressed_ratio']:.1%} | {ort} | {ours} |")
+        lines.append(
+            f"| {r['model']} | {r['case']} | {acc} | {r['top1_agreement']:.1%} | {r['cosine']:.4f} | {macs} | {r['weight_bytes_ratio']:.1%} | {r['compressed_ratio']:.1%} | {ort} | {ours} |"
+        )
     return "\n".join(lines)
 
 
@@ -179,9 +224,18 @@ def main() -> None:
             if name in args.models:
                 rows += run_cnn(name, Path(tmp), args.rounds)
     load = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
-    result = {"cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(), "threads": 2, "load_average": load, "rows": rows}
+    result = {
+        "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "threads": 2,
+        "load_average": load,
+        "rows": rows,
+    }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"CPU: {result['cpu']} ({', '.join(result['cpu_flags'])}), {os.cpu_count()} cores, 2 threads, load average {load}\n")
+    print(
+        f"CPU: {result['cpu']} ({', '.join(result['cpu_flags'])}), {os.cpu_count()} cores, 2 threads, load average {load}\n"
+    )
     print(markdown(rows))
 
 

@@ -38,17 +38,24 @@ class Net:
         self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
         return name
 
-    def conv(self, x: str, cin: int, cout: int, name: str, k: int = 3, group: int = 1, scale: float = 1.0) -> str:
+    def conv(
+        self, x: str, cin: int, cout: int, name: str, k: int = 3, group: int = 1, scale: float = 1.0
+    ) -> str:
         w = self.const(f"{name}.w", self.rng.standard_normal((cout, cin // group, k, k)) * scale)
         b = self.const(f"{name}.b", self.rng.standard_normal(cout))
         return self.node("Conv", [x, w, b], name, pads=[k // 2] * 4, group=group)
 
     def bn(self, x: str, c: int, name: str) -> str:
         r = self.rng
-        p = [self.const(f"{name}.{k}", v) for k, v in (
-            ("g", r.uniform(0.5, 1.5, c)), ("b", r.uniform(-0.1, 0.1, c)),
-            ("m", r.uniform(-0.1, 0.1, c)), ("v", r.uniform(0.5, 1.5, c)),
-        )]
+        p = [
+            self.const(f"{name}.{k}", v)
+            for k, v in (
+                ("g", r.uniform(0.5, 1.5, c)),
+                ("b", r.uniform(-0.1, 0.1, c)),
+                ("m", r.uniform(-0.1, 0.1, c)),
+                ("v", r.uniform(0.5, 1.5, c)),
+            )
+        ]
         return self.node("BatchNormalization", [x, *p], name)
 
     def gemm(self, x: str, k: int, n: int, name: str, scale: float = 1.0) -> str:
@@ -114,7 +121,9 @@ def _mlp() -> onnx.ModelProto:
     n = Net(4)
     h = n.node("MatMul", ["x", n.const("w1", n.rng.standard_normal((6, 16)))], "mm1")
     h = n.node("Add", [h, n.const("b1", n.rng.standard_normal(16))], "add1")
-    h = n.node("Mul", [n.node("Relu", [h], "relu1"), n.const("s1", n.rng.uniform(0.5, 2, (1, 16)))], "mul1")
+    h = n.node(
+        "Mul", [n.node("Relu", [h], "relu1"), n.const("s1", n.rng.uniform(0.5, 2, (1, 16)))], "mul1"
+    )
     n.node("MatMul", [h, n.const("w2", n.rng.standard_normal((16, 3)))], "y")
     return n.model([tensor_info("x", ["B", 6])], [tensor_info("y", ["B", 3])])
 
@@ -122,7 +131,9 @@ def _mlp() -> onnx.ModelProto:
 def _gemm_mlp() -> onnx.ModelProto:
     """Gemm (transB=0) → Sigmoid → Gemm (transB=1) → Relu → Gemm (transB=0)."""
     n = Net(7)
-    w1, b1 = n.const("g1.w", n.rng.standard_normal((5, 12))), n.const("g1.b", n.rng.standard_normal(12))
+    w1, b1 = n.const("g1.w", n.rng.standard_normal((5, 12))), n.const(
+        "g1.b", n.rng.standard_normal(12)
+    )
     h = n.node("Sigmoid", [n.node("Gemm", ["x", w1, b1], "g1")], "sig")
     h = n.node("Relu", [n.gemm(h, 12, 10, "g2")], "relu")
     w3 = n.const("y.w", n.rng.standard_normal((10, 3)))
@@ -149,8 +160,13 @@ FEEDS = {
     "selfres": {"x": np.random.default_rng(9).standard_normal((1, 3, 5, 5)).astype(np.float32)},
 }
 MODELS = {
-    "chain": _chain_cnn, "residual": _residual_cnn, "concat": _concat_cnn, "depthwise": _depthwise_cnn,
-    "mlp": _mlp, "gemm": _gemm_mlp, "selfres": _self_residual,
+    "chain": _chain_cnn,
+    "residual": _residual_cnn,
+    "concat": _concat_cnn,
+    "depthwise": _depthwise_cnn,
+    "mlp": _mlp,
+    "gemm": _gemm_mlp,
+    "selfres": _self_residual,
 }
 
 
@@ -177,7 +193,10 @@ def _zeroed_reference(graph: Graph, results, flatten_readers: dict[str, tuple[st
             node = _node(ref, cname)
             if node.op_type == "Flatten":
                 reader, per = flatten_readers[cname]
-                node, removed_cols = _node(ref, reader), (removed[:, None] * per + np.arange(per)).ravel()
+                node, removed_cols = (
+                    _node(ref, reader),
+                    (removed[:, None] * per + np.arange(per)).ravel(),
+                )
             else:
                 removed_cols = removed
             w = node.inputs[1].const.copy()
@@ -201,7 +220,9 @@ def test_zero_sparsity_changes_nothing(name):
     results = structured_prune(graph, 0.0)
     assert all(r.removed == [] for r in results)
     after = _weights(graph)
-    assert before.keys() == after.keys() and all(np.array_equal(before[k], after[k]) for k in before)
+    assert before.keys() == after.keys() and all(
+        np.array_equal(before[k], after[k]) for k in before
+    )
     ref = run_onnxruntime(_graph(name), FEEDS[name])
     out = run_onnxruntime(graph, FEEDS[name])
     assert all(np.array_equal(out[k], ref[k]) for k in ref)
@@ -225,7 +246,11 @@ def test_chain_shapes_shrink_through_bn_pool_and_flatten():
     graph = _graph("chain")
     results = {r.name: r for r in structured_prune(graph, 0.5)}
     assert {k: (r.channels, len(r.kept)) for k, r in results.items()} == {
-        "c1": (8, 4), "c2": (16, 8), "c3": (12, 6), "fc1": (20, 10), "y": (5, 5),
+        "c1": (8, 4),
+        "c2": (16, 8),
+        "c3": (12, 6),
+        "fc1": (20, 10),
+        "y": (5, 5),
     }
     assert "graph output" in results["y"].blocked
     w = _weights(graph)
@@ -244,14 +269,22 @@ def test_residual_group_pruned_consistently():
     w = _weights(graph)
     for name in ("stem.w", "b1b.w", "b2b.w"):
         assert w[name].shape[0] == 4
-    assert w["b1bn.g"].shape == (4,) and w["head.w"].shape == (10, 4, 3, 3) and w["b1a.w"].shape == (3, 4, 3, 3)
-    assert "Flatten" in results["head"].blocked  # head → GAP → Flatten (the graph output): left alone
+    assert (
+        w["b1bn.g"].shape == (4,)
+        and w["head.w"].shape == (10, 4, 3, 3)
+        and w["b1a.w"].shape == (3, 4, 3, 3)
+    )
+    assert (
+        "Flatten" in results["head"].blocked
+    )  # head → GAP → Flatten (the graph output): left alone
 
 
 def test_conv_reading_and_writing_one_group_loses_rows_and_columns():
     graph = _graph("selfres")
     results = {r.name: r for r in structured_prune(graph, 0.5)}
-    assert sorted(results["stem"].producers) == ["inner", "stem"] and sorted(results["stem"].consumers) == ["inner", "y"]
+    assert sorted(results["stem"].producers) == ["inner", "stem"] and sorted(
+        results["stem"].consumers
+    ) == ["inner", "y"]
     assert _weights(graph)["inner.w"].shape == (4, 4, 3, 3)
 
 
@@ -277,7 +310,12 @@ def test_mlp_bias_and_scale_constants_are_sliced():
     graph = _graph("mlp")
     structured_prune(graph, 0.25)
     w = _weights(graph)
-    assert w["w1"].shape == (6, 12) and w["b1"].shape == (12,) and w["s1"].shape == (1, 12) and w["w2"].shape == (12, 3)
+    assert (
+        w["w1"].shape == (6, 12)
+        and w["b1"].shape == (12,)
+        and w["s1"].shape == (1, 12)
+        and w["w2"].shape == (12, 3)
+    )
 
 
 def test_global_scope_removes_where_scores_are_low():
@@ -289,9 +327,15 @@ def test_global_scope_removes_where_scores_are_low():
     w = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     mixed = w["mixed.w"].copy()
     mixed[:12] *= 1e-3  # 12 of 16 filters are nearly zero: a global ranking removes them first
-    model.graph.initializer[[t.name for t in model.graph.initializer].index("mixed.w")].CopyFrom(numpy_helper.from_array(mixed, "mixed.w"))
-    layer = {r.name: r for r in structured_prune(load_onnx(model.SerializeToString()), 0.5, "layer")}
-    glob = {r.name: r for r in structured_prune(load_onnx(model.SerializeToString()), 0.5, "global")}
+    model.graph.initializer[[t.name for t in model.graph.initializer].index("mixed.w")].CopyFrom(
+        numpy_helper.from_array(mixed, "mixed.w")
+    )
+    layer = {
+        r.name: r for r in structured_prune(load_onnx(model.SerializeToString()), 0.5, "layer")
+    }
+    glob = {
+        r.name: r for r in structured_prune(load_onnx(model.SerializeToString()), 0.5, "global")
+    }
     assert len(layer["big"].removed) == 8 and len(layer["mixed"].removed) == 8
     assert len(glob["big"].removed) + len(glob["mixed"].removed) == 16
     assert len(glob["mixed"].removed) >= 12 and set(range(12)) <= set(glob["mixed"].removed)
@@ -299,7 +343,9 @@ def test_global_scope_removes_where_scores_are_low():
 
 def test_excluded_producer_leaves_its_group_alone():
     graph = _graph("chain")
-    results = {r.name: r for r in structured_prune(graph, 0.5, node_filter=NodeFilter(exclude=("c2",)))}
+    results = {
+        r.name: r for r in structured_prune(graph, 0.5, node_filter=NodeFilter(exclude=("c2",)))
+    }
     assert "excluded" in results["c2"].blocked and len(results["c1"].kept) == 4
     assert _weights(graph)["c2.w"].shape == (16, 4, 3, 3)
 
@@ -318,7 +364,11 @@ def test_l2_norm_ranks_by_filter_energy():
 
 
 def test_nothing_prunable_and_bad_options():
-    model = make_model([helper.make_node("Relu", ["x"], ["y"])], [tensor_info("x", [1, 4])], [tensor_info("y", [1, 4])])
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [tensor_info("x", [1, 4])],
+        [tensor_info("y", [1, 4])],
+    )
     with pytest.raises(InputError, match="nothing in this model can be pruned"):
         structured_prune(load_onnx(model.SerializeToString()), 0.5)
     with pytest.raises(InputError, match="no Conv, Gemm or MatMul"):
@@ -375,11 +425,24 @@ def test_channel_multiple_rounds_kept_channels_up():
     graph = _graph("chain")
     results = {r.name: r for r in structured_prune(graph, 0.6, channel_multiple=4)}
     # 8 → 3 kept → 4; 16 → 6 → 8; 12 → 5 → 8; 20 → 8 → 8
-    assert {k: len(r.kept) for k, r in results.items()} == {"c1": 4, "c2": 8, "c3": 8, "fc1": 8, "y": 5}
-    best = structured_prune(_graph("chain"), 0.5)[0]  # 4 of c1's 8 channels: rounding to 4 keeps the same ones
+    assert {k: len(r.kept) for k, r in results.items()} == {
+        "c1": 4,
+        "c2": 8,
+        "c3": 8,
+        "fc1": 8,
+        "y": 5,
+    }
+    best = structured_prune(_graph("chain"), 0.5)[
+        0
+    ]  # 4 of c1's 8 channels: rounding to 4 keeps the same ones
     assert results["c1"].kept == best.kept
-    ref = run_onnxruntime(_zeroed_reference(_graph("chain"), list(results.values()), FLATTENS["chain"]), FEEDS["chain"])
-    np.testing.assert_allclose(run_onnxruntime(graph, FEEDS["chain"])["y"], ref["y"], rtol=1e-4, atol=1e-4)
+    ref = run_onnxruntime(
+        _zeroed_reference(_graph("chain"), list(results.values()), FLATTENS["chain"]),
+        FEEDS["chain"],
+    )
+    np.testing.assert_allclose(
+        run_onnxruntime(graph, FEEDS["chain"])["y"], ref["y"], rtol=1e-4, atol=1e-4
+    )
     with pytest.raises(InputError, match="channel multiple"):
         structured_prune(_graph("chain"), 0.5, channel_multiple=0)
 
@@ -388,7 +451,9 @@ def test_prelu_slope_and_broadcast_constants():
     n = Net(10)
     h = n.conv("x", 2, 6, "c")
     h = n.node("PRelu", [h, n.const("slope", n.rng.uniform(0.1, 0.3, (6, 1, 1)))], "prelu")
-    h = n.node("Add", [h, n.const("shift", n.rng.standard_normal((1, 1, 1, 4)))], "shift_w")  # broadcast over W
+    h = n.node(
+        "Add", [h, n.const("shift", n.rng.standard_normal((1, 1, 1, 4)))], "shift_w"
+    )  # broadcast over W
     n.conv(h, 6, 2, "y")
     model = n.model([tensor_info("x", [1, 2, 4, 4])], [tensor_info("y", [1, 2, 4, 4])])
     original = load_onnx(model.SerializeToString())

@@ -130,11 +130,19 @@ def prune_model(
     node_filter = NodeFilter(tuple(include), tuple(exclude))
     node_filter.check(graph)
     if not any(weight_input(n) is not None for n in graph.nodes):
-        raise InputError(f"{model}: nothing to prune: the model has no Conv, Gemm or MatMul with a constant float weight")
+        raise InputError(
+            f"{model}: nothing to prune: the model has no Conv, Gemm or MatMul with a constant float weight"
+        )
     evalset = load_eval_set(eval_data, graph, preprocess, batch_size) if eval_data else None
     scores_output = class_scores_output(graph)
-    if max_accuracy_drop is not None and (evalset is None or evalset.labels is None) and scores_output is None:
-        raise InputError("--max-accuracy-drop needs labels in --eval DATA or a class-score output [N, C] to compare top-1")
+    if (
+        max_accuracy_drop is not None
+        and (evalset is None or evalset.labels is None)
+        and scores_output is None
+    ):
+        raise InputError(
+            "--max-accuracy-drop needs labels in --eval DATA or a class-score output [N, C] to compare top-1"
+        )
 
     pruned = copy.deepcopy(graph)
     layers: list[dict[str, Any]] = []
@@ -142,12 +150,20 @@ def prune_model(
     if method == "magnitude":
         layers = [r.to_dict() for r in magnitude_prune(pruned, sparsity, scope, node_filter)]
     else:
-        groups = [r.to_dict() for r in structured_prune(pruned, sparsity, scope, norm, node_filter, channel_multiple)]
+        groups = [
+            r.to_dict()
+            for r in structured_prune(pruned, sparsity, scope, norm, node_filter, channel_multiple)
+        ]
     verify(pruned)
 
     symbols = _bindings(graph, bindings)
     macs_before, macs_after = count_macs(graph, symbols), count_macs(pruned, symbols)
-    macs = {"before": macs_before["macs"], "after": macs_after["macs"], "ratio": _ratio(macs_after["macs"], macs_before["macs"]), "per": "call, symbolic dims bound to 1 unless --input-shape binds them"}
+    macs = {
+        "before": macs_before["macs"],
+        "after": macs_after["macs"],
+        "ratio": _ratio(macs_after["macs"], macs_before["macs"]),
+        "per": "call, symbolic dims bound to 1 unless --input-shape binds them",
+    }
     if method == "magnitude":
         macs["after_nonzero"] = nonzero_macs(pruned, macs_after["nodes"])
         macs["ratio_nonzero"] = _ratio(macs["after_nonzero"], macs_before["macs"])
@@ -156,10 +172,27 @@ def prune_model(
     guard = None
     if max_accuracy_drop is not None:
         drop = evaluation["accuracy_drop"]
-        guard = {"max_accuracy_drop": max_accuracy_drop, "accuracy_drop": drop, "passed": drop <= max_accuracy_drop, "forced": force}
+        guard = {
+            "max_accuracy_drop": max_accuracy_drop,
+            "accuracy_drop": drop,
+            "passed": drop <= max_accuracy_drop,
+            "forced": force,
+        }
     timing = measure_latency(graph, pruned, bindings, threads, repeat, rounds) if latency else None
     result = PruneResult(
-        str(model), str(out), method, sparsity, scope, norm, layers, groups, size, macs, evaluation, timing, guard,
+        str(model),
+        str(out),
+        method,
+        sparsity,
+        scope,
+        norm,
+        layers,
+        groups,
+        size,
+        macs,
+        evaluation,
+        timing,
+        guard,
     )
     if guard is None or guard["passed"] or force:
         save_onnx(pruned, out)  # written beside the destination and renamed at the end
@@ -169,8 +202,13 @@ def prune_model(
 
 
 def check_options(
-    method: str, sparsity: float, scope: str, norm: str, out: Path,
-    eval_data: str | os.PathLike | None, max_accuracy_drop: float | None,
+    method: str,
+    sparsity: float,
+    scope: str,
+    norm: str,
+    out: Path,
+    eval_data: str | os.PathLike | None,
+    max_accuracy_drop: float | None,
 ) -> None:
     """Raise InputError for any bad option, before the model is even read."""
     if method not in METHODS:
@@ -184,27 +222,43 @@ def check_options(
         raise InputError(f"{out}: the pruned model is written as ONNX; name it with .onnx")
     if max_accuracy_drop is not None:
         if not max_accuracy_drop >= 0:
-            raise InputError(f"--max-accuracy-drop must be a number of percentage points >= 0, got {max_accuracy_drop}")
+            raise InputError(
+                f"--max-accuracy-drop must be a number of percentage points >= 0, got {max_accuracy_drop}"
+            )
         if eval_data is None:
             raise InputError("--max-accuracy-drop needs --eval DATA to measure the accuracy on")
 
 
 # ----------------------------------------------------------------------------- evaluation data
-def load_eval_set(source: str | os.PathLike, graph: Graph, preprocess: str | None, batch_size: int | None) -> EvalSet:
+def load_eval_set(
+    source: str | os.PathLike, graph: Graph, preprocess: str | None, batch_size: int | None
+) -> EvalSet:
     """Read and check ``--eval`` DATA and its optional ``labels`` (see the module docstring)."""
     from torsh_gen.tools.calibration import load_calibration
 
     path = Path(source)
     input_names = {v.name for v in graph.inputs}
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".npz") if path.is_dir() else [path]
+    files = (
+        sorted(p for p in path.iterdir() if p.suffix.lower() == ".npz") if path.is_dir() else [path]
+    )
     files = [f for f in files if f.suffix.lower() == ".npz" and f.is_file()]
     with_labels = [f for f in files if LABELS_KEY not in input_names and LABELS_KEY in _npz_keys(f)]
     if not with_labels:
         data = load_calibration(path, graph, preprocess=preprocess, batch_size=batch_size)
         return EvalSet(list(data.feeds), None, str(path), data.samples)
-    others = [p for p in path.iterdir() if p.is_file() and p.suffix.lower() in (".npy", ".png", ".jpg", ".jpeg", ".bmp")] if path.is_dir() else []
+    others = (
+        [
+            p
+            for p in path.iterdir()
+            if p.is_file() and p.suffix.lower() in (".npy", ".png", ".jpg", ".jpeg", ".bmp")
+        ]
+        if path.is_dir()
+        else []
+    )
     if len(with_labels) != len(files) or others:
-        raise InputError(f"{path}: some files hold '{LABELS_KEY}' and some do not; give labels in every .npz file or in none")
+        raise InputError(
+            f"{path}: some files hold '{LABELS_KEY}' and some do not; give labels in every .npz file or in none"
+        )
     labels = []
     with tempfile.TemporaryDirectory(prefix="torsh-gen-eval-") as tmp:
         for f in files:
@@ -216,7 +270,9 @@ def load_eval_set(source: str | os.PathLike, graph: Graph, preprocess: str | Non
         data = load_calibration(stripped, graph, preprocess=preprocess, batch_size=batch_size)
     all_labels = np.concatenate(labels)
     if len(all_labels) != data.samples:
-        raise InputError(f"{path}: '{LABELS_KEY}' holds {len(all_labels)} labels for {data.samples} samples; give one label per sample")
+        raise InputError(
+            f"{path}: '{LABELS_KEY}' holds {len(all_labels)} labels for {data.samples} samples; give one label per sample"
+        )
     return EvalSet(list(data.feeds), all_labels, str(path), data.samples)
 
 
@@ -229,8 +285,14 @@ def _npz_keys(path: Path) -> list[str]:
 
 
 def _check_labels(labels: np.ndarray, path: Path) -> np.ndarray:
-    if labels.dtype.kind not in "iu" or labels.ndim not in (1, 2) or (labels.ndim == 2 and labels.shape[1] != 1):
-        raise InputError(f"{path}: '{LABELS_KEY}' must be integer class indices of shape [N], got {labels.dtype} {list(labels.shape)}")
+    if (
+        labels.dtype.kind not in "iu"
+        or labels.ndim not in (1, 2)
+        or (labels.ndim == 2 and labels.shape[1] != 1)
+    ):
+        raise InputError(
+            f"{path}: '{LABELS_KEY}' must be integer class indices of shape [N], got {labels.dtype} {list(labels.shape)}"
+        )
     if labels.size and labels.min() < 0:
         raise InputError(f"{path}: '{LABELS_KEY}' holds negative class indices")
     return labels.reshape(-1).astype(np.int64)
@@ -240,14 +302,25 @@ def class_scores_output(graph: Graph) -> str | None:
     """The first output declared as float [N, C, (1...)], the one top-1 metrics read."""
     for v in graph.outputs:
         t = v.type
-        if isinstance(t, TensorType) and t.dtype.is_float and t.shape is not None and len(t.shape) >= 2:
+        if (
+            isinstance(t, TensorType)
+            and t.dtype.is_float
+            and t.shape is not None
+            and len(t.shape) >= 2
+        ):
             if all(d == 1 for d in t.shape[2:]) and t.shape[1] != 1:
                 return v.name
     return None
 
 
 # ----------------------------------------------------------------------------- measurements
-def evaluate(graph: Graph, pruned: Graph, evalset: EvalSet | None, scores: str | None, symbols: Mapping[str, Any]) -> dict[str, Any]:
+def evaluate(
+    graph: Graph,
+    pruned: Graph,
+    evalset: EvalSet | None,
+    scores: str | None,
+    symbols: Mapping[str, Any],
+) -> dict[str, Any]:
     """onnxruntime outputs of both models on the eval set (or random inputs), compared."""
     from torsh_gen.tools.compare import run_onnxruntime
     from torsh_gen.tools.run import random_inputs
@@ -260,21 +333,40 @@ def evaluate(graph: Graph, pruned: Graph, evalset: EvalSet | None, scores: str |
     result: dict[str, Any] = {
         "data": evalset.source if evalset else "random inputs (no --eval)",
         "samples": evalset.samples if evalset else None,
-        "outputs": {k: {"cosine": m["cosine"], "top1_agreement": m["top1_agreement"], "max_abs_diff": m["max_abs_diff"]} for k, m in metrics.items()},
+        "outputs": {
+            k: {
+                "cosine": m["cosine"],
+                "top1_agreement": m["top1_agreement"],
+                "max_abs_diff": m["max_abs_diff"],
+            }
+            for k, m in metrics.items()
+        },
         "accuracy_before": None,
         "accuracy_after": None,
         "accuracy_drop": None,
     }
     if evalset is not None and evalset.labels is not None:
         if scores is None:
-            raise InputError("--eval DATA holds labels, but no model output is float class scores [N, C]")
+            raise InputError(
+                "--eval DATA holds labels, but no model output is float class scores [N, C]"
+            )
         n_classes = ref[scores].shape[1]
         if evalset.labels.max(initial=0) >= n_classes:
-            raise InputError(f"{evalset.source}: labels go up to {int(evalset.labels.max())}, the model has {n_classes} classes")
+            raise InputError(
+                f"{evalset.source}: labels go up to {int(evalset.labels.max())}, the model has {n_classes} classes"
+            )
         before, after = _top1(ref[scores], evalset.labels), _top1(ours[scores], evalset.labels)
-        result.update(accuracy_before=before, accuracy_after=after, accuracy_drop=before - after, metric="top-1 accuracy (%)")
+        result.update(
+            accuracy_before=before,
+            accuracy_after=after,
+            accuracy_drop=before - after,
+            metric="top-1 accuracy (%)",
+        )
     elif scores is not None and metrics[scores]["top1_agreement"] is not None:
-        result.update(accuracy_drop=100.0 * (1.0 - metrics[scores]["top1_agreement"]), metric="100 - top-1 agreement with the unpruned model (%)")
+        result.update(
+            accuracy_drop=100.0 * (1.0 - metrics[scores]["top1_agreement"]),
+            metric="100 - top-1 agreement with the unpruned model (%)",
+        )
     return result
 
 
@@ -285,7 +377,14 @@ def _top1(scores: np.ndarray, labels: np.ndarray) -> float:
 def _concat(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) == 1:
         return runs[0]
-    return {k: np.concatenate([r[k] for r in runs]) if isinstance(runs[0][k], np.ndarray) and runs[0][k].ndim else runs[0][k] for k in runs[0]}
+    return {
+        k: (
+            np.concatenate([r[k] for r in runs])
+            if isinstance(runs[0][k], np.ndarray) and runs[0][k].ndim
+            else runs[0][k]
+        )
+        for k in runs[0]
+    }
 
 
 def _bindings(graph: Graph, bindings: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -304,7 +403,11 @@ def count_macs(graph: Graph, symbols: Mapping[str, Any]) -> dict[str, Any]:
     from torsh_gen.tools.inspect import inspect_graph
 
     report = inspect_graph(copy.deepcopy(graph), symbols)
-    return {"macs": int(report["macs"]), "weight_bytes": int(report["weight_bytes"]), "nodes": report["nodes"]}
+    return {
+        "macs": int(report["macs"]),
+        "weight_bytes": int(report["weight_bytes"]),
+        "nodes": report["nodes"],
+    }
 
 
 def nonzero_macs(graph: Graph, rows: list[dict[str, Any]]) -> int:
@@ -318,23 +421,51 @@ def nonzero_macs(graph: Graph, rows: list[dict[str, Any]]) -> int:
     return int(sum(r["macs"] * density.get(r["name"], 1.0) for r in rows))
 
 
-def size_report(graph: Graph, pruned: Graph, weights_before: int, weights_after: int) -> dict[str, Any]:
+def size_report(
+    graph: Graph, pruned: Graph, weights_before: int, weights_after: int
+) -> dict[str, Any]:
     """Dense weight bytes, ONNX file bytes and zlib-compressed file bytes, before and after."""
     before, after = to_onnx(graph).SerializeToString(), to_onnx(pruned).SerializeToString()
     zb, za = len(zlib.compress(before, 6)), len(zlib.compress(after, 6))
     return {
-        "weight_bytes": {"before": weights_before, "after": weights_after, "ratio": _ratio(weights_after, weights_before)},
-        "file_bytes": {"before": len(before), "after": len(after), "ratio": _ratio(len(after), len(before))},
-        "compressed_bytes": {"before": zb, "after": za, "ratio": _ratio(za, zb), "codec": "zlib level 6 of the ONNX file"},
+        "weight_bytes": {
+            "before": weights_before,
+            "after": weights_after,
+            "ratio": _ratio(weights_after, weights_before),
+        },
+        "file_bytes": {
+            "before": len(before),
+            "after": len(after),
+            "ratio": _ratio(len(after), len(before)),
+        },
+        "compressed_bytes": {
+            "before": zb,
+            "after": za,
+            "ratio": _ratio(za, zb),
+            "codec": "zlib level 6 of the ONNX file",
+        },
         "nonzero_parameters": {"before": _nonzeros(graph), "after": _nonzeros(pruned)},
     }
 
 
 def _nonzeros(graph: Graph) -> int:
-    return int(sum(np.count_nonzero(v.const) for v in graph.initializers if v.const is not None and v.const.dtype.kind == "f"))
+    return int(
+        sum(
+            np.count_nonzero(v.const)
+            for v in graph.initializers
+            if v.const is not None and v.const.dtype.kind == "f"
+        )
+    )
 
 
-def measure_latency(graph: Graph, pruned: Graph, bindings: Mapping[str, Any] | None, threads: int, repeat: int, rounds: int) -> dict[str, Any]:
+def measure_latency(
+    graph: Graph,
+    pruned: Graph,
+    bindings: Mapping[str, Any] | None,
+    threads: int,
+    repeat: int,
+    rounds: int,
+) -> dict[str, Any]:
     """Median latency of both models on onnxruntime and our artifact (compiled once each).
 
     ``rounds`` alternates unpruned and pruned runs so slow drift of a busy machine hits
@@ -352,7 +483,16 @@ def measure_latency(graph: Graph, pruned: Graph, bindings: Mapping[str, Any] | N
             compile_model(paths[key], Path(tmp) / f"art_{key}")
         for _ in range(max(1, rounds)):
             for key in ("before", "after"):
-                r = bench_model(paths[key], engines=engines, artifact_dir=Path(tmp) / f"art_{key}", threads=threads, warmup=5, repeat=repeat, blocks=3, bindings=bindings)
+                r = bench_model(
+                    paths[key],
+                    engines=engines,
+                    artifact_dir=Path(tmp) / f"art_{key}",
+                    threads=threads,
+                    warmup=5,
+                    repeat=repeat,
+                    blocks=3,
+                    bindings=bindings,
+                )
                 for e in engines:
                     medians[e][key].append(r["engines"][e]["median_ms"])
     out: dict[str, Any] = {"threads": threads, "rounds": max(1, rounds), "cpu": cpu_model()}

@@ -27,14 +27,46 @@ from torsh_gen.ir.rewrite import producers
 from torsh_gen.ir.types import TensorType
 
 #: Single-input ops that act on each element alone (extra inputs, if any, are scalar constants).
-UNARY = frozenset({
-    "Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Gelu", "Mish", "Softplus", "Softsign", "ThresholdedRelu", "Shrink", "Swish", "Clip", "Abs",
-    "Neg", "Exp", "Log", "Sqrt", "Reciprocal", "Erf", "Sin", "Cos", "Floor", "Ceil", "Round",
-    "Sign", "Identity", "Dropout",
-})
+UNARY = frozenset(
+    {
+        "Relu",
+        "LeakyRelu",
+        "Elu",
+        "Selu",
+        "Celu",
+        "Sigmoid",
+        "HardSigmoid",
+        "HardSwish",
+        "Tanh",
+        "Gelu",
+        "Mish",
+        "Softplus",
+        "Softsign",
+        "ThresholdedRelu",
+        "Shrink",
+        "Swish",
+        "Clip",
+        "Abs",
+        "Neg",
+        "Exp",
+        "Log",
+        "Sqrt",
+        "Reciprocal",
+        "Erf",
+        "Sin",
+        "Cos",
+        "Floor",
+        "Ceil",
+        "Round",
+        "Sign",
+        "Identity",
+        "Dropout",
+    }
+)
 #: Ops that pool over space but keep channels (on axis 1).
-POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"})
+POOLS = frozenset(
+    {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"}
+)
 #: Elementwise binary ops: all non-constant inputs join the group; constants broadcast or are sliced.
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "PRelu"})
 
@@ -83,7 +115,13 @@ def producer_channels(node: Node) -> tuple[int, int] | None:
         return None
     ins = node.inputs
     w = ins[1] if len(ins) > 1 else None
-    if w is None or w.const is None or w.const.dtype.kind != "f" or ins[0] is None or ins[0].const is not None:
+    if (
+        w is None
+        or w.const is None
+        or w.const.dtype.kind != "f"
+        or ins[0] is None
+        or ins[0].const is not None
+    ):
         return None
     bias = ins[2] if len(ins) > 2 else None
     if bias is not None and bias.const is None:
@@ -204,7 +242,11 @@ def _binary_member(group: ChannelGroup, node: Node) -> list[Value]:
     for i, v in enumerate(node.inputs):
         if v is None:
             continue
-        shape = v.const.shape if v.const is not None else (v.type.shape if isinstance(v.type, TensorType) else None)
+        shape = (
+            v.const.shape
+            if v.const is not None
+            else (v.type.shape if isinstance(v.type, TensorType) else None)
+        )
         if shape is None:
             group.block(f"{node.op_type} {node.name!r} has an input of unknown shape")
             continue
@@ -224,7 +266,9 @@ def _binary_member(group: ChannelGroup, node: Node) -> list[Value]:
     return linked
 
 
-def _consumer(group: ChannelGroup, node: Node, v: Value, users: dict, outputs: set[int]) -> Consumer | None:
+def _consumer(
+    group: ChannelGroup, node: Node, v: Value, users: dict, outputs: set[int]
+) -> Consumer | None:
     """``node`` as a reader of input channels, or None when it is not one."""
     if node.domain not in ("", "ai.onnx") or sum(1 for x in node.inputs if x is v) != 1:
         return None
@@ -237,7 +281,12 @@ def _consumer(group: ChannelGroup, node: Node, v: Value, users: dict, outputs: s
         return None
     if node.op_type == "Conv" and group.axis == 1 and int(node.attr("group", 1)) == 1:
         return Consumer(node, "conv")
-    if node.op_type == "Gemm" and group.axis == 1 and group.rank == 2 and not node.attr("transA", 0):
+    if (
+        node.op_type == "Gemm"
+        and group.axis == 1
+        and group.rank == 2
+        and not node.attr("transA", 0)
+    ):
         return Consumer(node, "gemm")
     if node.op_type == "MatMul" and w.const.ndim == 2 and group.axis == group.rank - 1:
         return Consumer(node, "matmul")
@@ -253,8 +302,18 @@ def _flatten(group: ChannelGroup, node: Node, users: dict, outputs: set[int]) ->
     readers = users.get(id(out), [])
     for r in readers:
         w = r.inputs[1] if len(r.inputs) > 1 else None
-        ok = r.inputs[0] is out and w is not None and w.const is not None and w.const.ndim == 2 and w is not out
-        if not ok or r.op_type not in ("Gemm", "MatMul") or (r.op_type == "Gemm" and r.attr("transA", 0)):
+        ok = (
+            r.inputs[0] is out
+            and w is not None
+            and w.const is not None
+            and w.const.ndim == 2
+            and w is not out
+        )
+        if (
+            not ok
+            or r.op_type not in ("Gemm", "MatMul")
+            or (r.op_type == "Gemm" and r.attr("transA", 0))
+        ):
             return None
     if not readers:
         return None
@@ -265,8 +324,11 @@ def _is_depthwise(node: Node, channels: int) -> bool:
     w = node.inputs[1] if len(node.inputs) > 1 else None
     b = node.inputs[2] if len(node.inputs) > 2 else None
     return (
-        w is not None and w.const is not None and w.const.ndim >= 3
-        and int(node.attr("group", 1)) == channels == w.const.shape[0] and w.const.shape[1] == 1
+        w is not None
+        and w.const is not None
+        and w.const.ndim >= 3
+        and int(node.attr("group", 1)) == channels == w.const.shape[0]
+        and w.const.shape[1] == 1
         and (b is None or b.const is not None)
     )
 

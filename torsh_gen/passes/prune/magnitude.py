@@ -45,8 +45,12 @@ class NodeFilter:
         for option, patterns in (("--include", self.include), ("--exclude", self.exclude)):
             for p in patterns:
                 if not any(fnmatch.fnmatchcase(n, p) for n in names):
-                    shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
-                    raise InputError(f"{option} {p!r} matches no node name; the model's nodes are {shown}")
+                    shown = ", ".join(repr(n) for n in names[:8]) + (
+                        ", ..." if len(names) > 8 else ""
+                    )
+                    raise InputError(
+                        f"{option} {p!r} matches no node name; the model's nodes are {shown}"
+                    )
 
 
 @dataclass
@@ -84,12 +88,19 @@ def weight_input(node: Node) -> int | None:
     order = (1, 0) if node.op_type == "MatMul" else (1,)
     for i in order:
         v = node.inputs[i] if i < len(node.inputs) else None
-        if v is not None and v.const is not None and v.const.dtype.kind == "f" and v.const.ndim >= 2:
+        if (
+            v is not None
+            and v.const is not None
+            and v.const.dtype.kind == "f"
+            and v.const.ndim >= 2
+        ):
             return i
     return None
 
 
-def prunable_weights(graph: Graph, node_filter: NodeFilter | None = None) -> list[tuple[Node, Value]]:
+def prunable_weights(
+    graph: Graph, node_filter: NodeFilter | None = None
+) -> list[tuple[Node, Value]]:
     """(first reader, weight) of every distinct constant weight of Conv/Gemm/MatMul allowed by the filter."""
     chosen: list[tuple[Node, Value]] = []
     seen: set[int] = set()
@@ -116,7 +127,9 @@ def magnitude_prune(
         raise InputError(f"unknown scope {scope!r}; use layer or global")
     weights = prunable_weights(graph, node_filter)
     if not weights:
-        raise InputError("the model has no Conv, Gemm or MatMul with a constant float weight to prune")
+        raise InputError(
+            "the model has no Conv, Gemm or MatMul with a constant float weight to prune"
+        )
     zeros_before = [int(np.count_nonzero(w.const == 0)) for _, w in weights]
     if scope == "layer":
         for _, w in weights:
@@ -126,7 +139,9 @@ def magnitude_prune(
         for (_, w), a in zip(weights, arrays):
             w.const = a
     return [
-        LayerSparsity(n.name, n.op_type, w.name, int(w.const.size), z, int(np.count_nonzero(w.const == 0)))
+        LayerSparsity(
+            n.name, n.op_type, w.name, int(w.const.size), z, int(np.count_nonzero(w.const == 0))
+        )
         for (n, w), z in zip(weights, zeros_before)
     ]
 

@@ -94,11 +94,17 @@ def structured_prune(
             g.block("a producer is excluded by --include/--exclude")
     open_groups = [g for g in groups if not g.blocked]
     if not open_groups:
-        reasons = "; ".join(f"{g.name}: {g.blocked}" for g in groups[:4]) or "no Conv/Gemm/MatMul with constant weights"
+        reasons = (
+            "; ".join(f"{g.name}: {g.blocked}" for g in groups[:4])
+            or "no Conv/Gemm/MatMul with constant weights"
+        )
         raise InputError(f"nothing in this model can be pruned structurally ({reasons})")
     users = graph.consumers()
     scores = [channel_scores(g, norm, users) for g in open_groups]
-    keeps = [_round_up(k, sc, channel_multiple) for k, sc in zip(_choose(scores, sparsity, scope), scores)]
+    keeps = [
+        _round_up(k, sc, channel_multiple)
+        for k, sc in zip(_choose(scores, sparsity, scope), scores)
+    ]
     results = {id(g): _result(g, list(range(g.channels))) for g in groups}
     if any(len(k) < g.channels for g, k in zip(open_groups, keeps)):
         names = NameGen(graph)
@@ -113,11 +119,18 @@ def structured_prune(
 
 def _result(g: ChannelGroup, kept: list[int]) -> GroupResult:
     return GroupResult(
-        g.name, [p.name for p in g.producers], [c.node.name for c in g.consumers], g.channels, kept, g.blocked
+        g.name,
+        [p.name for p in g.producers],
+        [c.node.name for c in g.consumers],
+        g.channels,
+        kept,
+        g.blocked,
     )
 
 
-def channel_scores(group: ChannelGroup, norm: str = "l1", users: dict[int, list[Node]] | None = None) -> np.ndarray:
+def channel_scores(
+    group: ChannelGroup, norm: str = "l1", users: dict[int, list[Node]] | None = None
+) -> np.ndarray:
     """Importance of each channel of ``group`` (see the module docstring), float64 [C].
 
     ``users`` (``graph.consumers()``) lets a BatchNormalization after a producer scale its scores.
@@ -137,18 +150,27 @@ def _bn_scale(p: Node, users: dict[int, list[Node]]) -> np.ndarray | float:
     """``|gamma| / sqrt(var + eps)`` of a BatchNormalization reading ``p``'s output, else 1."""
     out = p.outputs[0]
     readers = users.get(id(out), [])
-    if len(readers) == 1 and readers[0].op_type == "BatchNormalization" and readers[0].inputs[0] is out:
+    if (
+        len(readers) == 1
+        and readers[0].op_type == "BatchNormalization"
+        and readers[0].inputs[0] is out
+    ):
         bn = readers[0]
         gamma, var = bn.inputs[1].const, bn.inputs[4].const
         if gamma is not None and var is not None:
-            return np.abs(gamma.astype(np.float64)) / np.sqrt(var.astype(np.float64) + float(bn.attr("epsilon", 1e-5)))
+            return np.abs(gamma.astype(np.float64)) / np.sqrt(
+                var.astype(np.float64) + float(bn.attr("epsilon", 1e-5))
+            )
     return 1.0
 
 
 def _choose(scores: list[np.ndarray], sparsity: float, scope: str) -> list[list[int]]:
     """Sorted indices of the channels each group keeps."""
     if scope == "layer":
-        drops = [np.argsort(s, kind="stable")[: min(int(round(sparsity * len(s))), len(s) - 1)] for s in scores]
+        drops = [
+            np.argsort(s, kind="stable")[: min(int(round(sparsity * len(s))), len(s) - 1)]
+            for s in scores
+        ]
     else:
         normed = [s / s.mean() if s.mean() > 0 else s for s in scores]
         flat = np.concatenate(normed)
@@ -218,7 +240,9 @@ def _shrink(graph: Graph, group: ChannelGroup, keep: np.ndarray, names: NameGen)
             _slice_input(graph, c.node, 1, _in_axis(c.node), keep, names)
 
 
-def _slice_input(graph: Graph, node: Node, i: int, axis: int, keep: np.ndarray, names: NameGen) -> None:
+def _slice_input(
+    graph: Graph, node: Node, i: int, axis: int, keep: np.ndarray, names: NameGen
+) -> None:
     """Replace constant input ``i`` of ``node`` by its ``keep`` entries along ``axis``.
 
     A constant read by other nodes too gets a sliced copy, so they are not changed.
