@@ -2,22 +2,24 @@
 
 Reproduces the table in ``benchmarks/pruning.md``:
 
-    .venv/bin/python benchmarks/pruning.py [--out benchmarks/pruning.json] [--rounds 3] [--models digits,resnet18]
+    .venv/bin/python benchmarks/pruning.py [--out FILE.json] [--rounds 5] [--models digits,resnet18]
 
 - digits: the trained digits CNN (``digits_model("cnn")``), evaluated on its held-out test
   split with labels (top-1 accuracy); structured pruning at 25 % and 50 % of the channels
   (layer and global scope, kept channels also rounded up to multiples of 16), magnitude
-  pruning at 50 % and 80 % (latency timed once: dense kernels do the same work), and structured 50 % followed
-  by a short fine-tune (5 epochs on the training split in PyTorch, the pruned widths
-  rebuilt from the pruned ONNX weights; a benchmark-only step, ``prune`` itself does not
-  train). Latency at batch 64 (batch 1 of this 8x8 model is all call overhead).
+  pruning at 50 % and 80 % (latency timed once: dense kernels do the same work), and
+  structured 50 % followed by a short fine-tune (5 epochs on the training split in
+  PyTorch, the pruned widths rebuilt from the pruned ONNX weights; a benchmark-only step,
+  ``prune`` itself does not train). Latency at batch 64 (batch 1 of this 8x8 model is all
+  call overhead).
 - resnet18, mobilenetv2: ``benchmarks/models.py``'s ResNet-18 and MobileNetV2 with seeded
   random weights at batch 1, 224x224; structured pruning at 50 % (residual groups pruned
   consistently, depthwise convs sliced with their group). No labels: cosine against the
   unpruned model on one random input (top-1 agreement of one sample says little).
 
 Latency: medians of ``bench`` runs, onnxruntime and our compiled artifact, 2 threads,
-unpruned and pruned alternated ``--rounds`` times (median of the round medians).
+unpruned and pruned alternated ``--rounds`` times (at most 3 for the 224x224 CNNs); the
+median of the round medians is reported.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from torsh_gen.tools.bench import cpu_flags, cpu_model  # noqa: E402
 from torsh_gen.tools.digits import accuracy, digits_model, digits_split  # noqa: E402
 from torsh_gen.tools.prune import prune_model  # noqa: E402
+from torsh_gen.tools.validate import cosine_similarity, top1_agreement  # noqa: E402
 
 DIGITS_CASES = [  # method, sparsity, scope, channel multiple, measure latency
     ("structured", 0.25, "layer", 1, True),
@@ -77,14 +80,16 @@ def run_digits(tmp: Path, rounds: int) -> list[dict[str, Any]]:
         )
         rows.append(_row("digits CNN", r.to_dict(), multiple))
         if (method, sparsity, scope, multiple) == ("structured", 0.5, "layer", 1):
-            tuned = fine_tune(out, split)
-            acc = accuracy(_ort(tuned, split.x_test), split.y_test)
+            base, tuned = _ort(model, split.x_test), _ort(fine_tune(out, split), split.x_test)
+            acc = accuracy(tuned, split.y_test)
             rows.append(
                 {
                     **rows[-1],
                     "case": rows[-1]["case"] + " + 5-epoch fine-tune",
                     "accuracy_after": acc,
                     "accuracy_drop": rows[-1]["accuracy_before"] - acc,
+                    "top1_agreement": top1_agreement(tuned, base),
+                    "cosine": cosine_similarity(tuned, base),
                     "latency": None,
                 }
             )
@@ -97,7 +102,9 @@ def run_cnn(name: str, tmp: Path, rounds: int) -> list[dict[str, Any]]:
 
     (m,) = build_models(tmp, (name,))
     out = tmp / f"{name}_pruned.onnx"
-    r = prune_model(m.onnx_path, out, method="structured", sparsity=0.5, rounds=rounds, repeat=20)
+    r = prune_model(
+        m.onnx_path, out, method="structured", sparsity=0.5, rounds=min(rounds, 3), repeat=20
+    )
     return [_row(f"{LABELS[name]} (random weights)", r.to_dict())]
 
 
@@ -182,13 +189,25 @@ def _ort(path: Path, x: np.ndarray) -> np.ndarray:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The results as a markdown table."""
-    head = "| model | case | top-1 before → after (drop) | top-1 agreement | cosine | MACs | weights (dense) | zlib size | ORT ms before → after | ours ms before → after |"
-    lines = [head, "|" + "---|" * 10]
+    columns = [
+        "model",
+        "case",
+        "top-1 before → after (drop)",
+        "top-1 agreement",
+        "cosine",
+        "MACs",
+        "weights (dense)",
+        "zlib size",
+        "ORT ms before → after",
+        "ours ms before → after",
+    ]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
         acc = (
             "–"
             if r["accuracy_before"] is None
-            else f"{r['accuracy_before']:.2f} → {r['accuracy_after']:.2f} ({r['accuracy_drop']:+.2f})"
+            else f"{r['accuracy_before']:.2f} → {r['accuracy_after']:.2f} "
+            f"({r['accuracy_drop']:+.2f})"
         )
         macs = f"{r['macs_ratio']:.1%}" + (
             f" (nonzero {r['macs_nonzero_ratio']:.1%})"
@@ -196,9 +215,19 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             else ""
         )
         ort, ours = _ms(r["latency"], "onnxruntime"), _ms(r["latency"], "torsh-gen")
-        lines.append(
-            f"| {r['model']} | {r['case']} | {acc} | {r['top1_agreement']:.1%} | {r['cosine']:.4f} | {macs} | {r['weight_bytes_ratio']:.1%} | {r['compressed_ratio']:.1%} | {ort} | {ours} |"
-        )
+        cells = [
+            r["model"],
+            r["case"],
+            acc,
+            f"{r['top1_agreement']:.1%}",
+            f"{r['cosine']:.4f}",
+            macs,
+            f"{r['weight_bytes_ratio']:.1%}",
+            f"{r['compressed_ratio']:.1%}",
+            ort,
+            ours,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -234,7 +263,8 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(
-        f"CPU: {result['cpu']} ({', '.join(result['cpu_flags'])}), {os.cpu_count()} cores, 2 threads, load average {load}\n"
+        f"CPU: {result['cpu']} ({', '.join(result['cpu_flags'])}), {os.cpu_count()} cores, "
+        f"2 threads, load average {load}\n"
     )
     print(markdown(rows))
 

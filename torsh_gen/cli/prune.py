@@ -1,4 +1,4 @@
-"""``torsh-gen prune``: magnitude or structured pruning with an accuracy/size/MACs/latency report."""
+"""``torsh-gen prune``: magnitude or structured pruning, with accuracy/size/MACs/latency."""
 
 from __future__ import annotations
 
@@ -57,14 +57,16 @@ def prune_command(
         int,
         typer.Option(
             "--channel-multiple",
-            help="Structured: round kept channels up to a multiple of this (8 or 16 suit onnxruntime's kernels).",
+            help="Structured: round kept channels up to a multiple of this "
+            "(16 or 8 suit onnxruntime's kernels).",
         ),
     ] = 1,
     eval_data: Annotated[
         Path | None,
         typer.Option(
             "--eval",
-            help="DATA to measure on: .npz/.npy, a folder of them, or images; an .npz key 'labels' gives accuracy.",
+            help="DATA to measure on: .npz/.npy, a folder of them, or images; "
+            "an .npz key 'labels' gives accuracy.",
         ),
     ] = None,
     preprocess: Annotated[
@@ -150,7 +152,8 @@ def prune_command(
     guard = data["guard"]
     if not result.written:
         raise AccuracyBudgetError(
-            f"accuracy fell by {guard['accuracy_drop']:.2f} points, over --max-accuracy-drop {guard['max_accuracy_drop']}; "
+            f"accuracy fell by {guard['accuracy_drop']:.2f} points, "
+            f"over --max-accuracy-drop {guard['max_accuracy_drop']}; "
             f"nothing written (lower --sparsity, or add --force to write it anyway)"
         )
     info(f"wrote {output}")
@@ -165,7 +168,8 @@ def render_prune(con: Console, d: dict[str, Any]) -> None:
     from torsh_gen.tools.inspect import human, human_bytes
 
     con.print(
-        f"[bold]{escape(d['model'])}[/] → {escape(d['output'])}  ({d['method']}, sparsity {d['sparsity']}, {d['scope']} scope)"
+        f"[bold]{escape(d['model'])}[/] → {escape(d['output'])}  "
+        f"({d['method']}, sparsity {d['sparsity']}, {d['scope']} scope)"
     )
     if d["layers"]:
         t = Table("node", "op", "weight", "size", "sparsity", title="layers", title_justify="left")
@@ -261,7 +265,8 @@ def render_prune(con: Console, d: dict[str, Any]) -> None:
             )
         )
         con.print(
-            f"accuracy drop {g['accuracy_drop']:.2f} points, budget {g['max_accuracy_drop']}: {verdict}"
+            f"accuracy drop {g['accuracy_drop']:.2f} points, "
+            f"budget {g['max_accuracy_drop']}: {verdict}"
         )
 
 

@@ -131,7 +131,8 @@ def prune_model(
     node_filter.check(graph)
     if not any(weight_input(n) is not None for n in graph.nodes):
         raise InputError(
-            f"{model}: nothing to prune: the model has no Conv, Gemm or MatMul with a constant float weight"
+            f"{model}: nothing to prune: the model has no Conv, Gemm or MatMul with a constant "
+            "float weight"
         )
     evalset = load_eval_set(eval_data, graph, preprocess, batch_size) if eval_data else None
     scores_output = class_scores_output(graph)
@@ -141,7 +142,8 @@ def prune_model(
         and scores_output is None
     ):
         raise InputError(
-            "--max-accuracy-drop needs labels in --eval DATA or a class-score output [N, C] to compare top-1"
+            "--max-accuracy-drop needs labels in --eval DATA or a class-score output [N, C] "
+            "to compare top-1"
         )
 
     pruned = copy.deepcopy(graph)
@@ -223,7 +225,8 @@ def check_options(
     if max_accuracy_drop is not None:
         if not max_accuracy_drop >= 0:
             raise InputError(
-                f"--max-accuracy-drop must be a number of percentage points >= 0, got {max_accuracy_drop}"
+                "--max-accuracy-drop must be a number of percentage points >= 0, "
+                f"got {max_accuracy_drop}"
             )
         if eval_data is None:
             raise InputError("--max-accuracy-drop needs --eval DATA to measure the accuracy on")
@@ -257,7 +260,8 @@ def load_eval_set(
     )
     if len(with_labels) != len(files) or others:
         raise InputError(
-            f"{path}: some files hold '{LABELS_KEY}' and some do not; give labels in every .npz file or in none"
+            f"{path}: some files hold '{LABELS_KEY}' and some do not; "
+            "give labels in every .npz file or in none"
         )
     labels = []
     with tempfile.TemporaryDirectory(prefix="torsh-gen-eval-") as tmp:
@@ -271,7 +275,8 @@ def load_eval_set(
     all_labels = np.concatenate(labels)
     if len(all_labels) != data.samples:
         raise InputError(
-            f"{path}: '{LABELS_KEY}' holds {len(all_labels)} labels for {data.samples} samples; give one label per sample"
+            f"{path}: '{LABELS_KEY}' holds {len(all_labels)} labels for {data.samples} samples; "
+            "give one label per sample"
         )
     return EvalSet(list(data.feeds), all_labels, str(path), data.samples)
 
@@ -291,7 +296,8 @@ def _check_labels(labels: np.ndarray, path: Path) -> np.ndarray:
         or (labels.ndim == 2 and labels.shape[1] != 1)
     ):
         raise InputError(
-            f"{path}: '{LABELS_KEY}' must be integer class indices of shape [N], got {labels.dtype} {list(labels.shape)}"
+            f"{path}: '{LABELS_KEY}' must be integer class indices of shape [N], "
+            f"got {labels.dtype} {list(labels.shape)}"
         )
     if labels.size and labels.min() < 0:
         raise InputError(f"{path}: '{LABELS_KEY}' holds negative class indices")
@@ -353,7 +359,8 @@ def evaluate(
         n_classes = ref[scores].shape[1]
         if evalset.labels.max(initial=0) >= n_classes:
             raise InputError(
-                f"{evalset.source}: labels go up to {int(evalset.labels.max())}, the model has {n_classes} classes"
+                f"{evalset.source}: labels go up to {int(evalset.labels.max())}, "
+                f"the model has {n_classes} classes"
             )
         before, after = _top1(ref[scores], evalset.labels), _top1(ours[scores], evalset.labels)
         result.update(

@@ -67,7 +67,7 @@ UNARY = frozenset(
 POOLS = frozenset(
     {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LpPool", "GlobalLpPool"}
 )
-#: Elementwise binary ops: all non-constant inputs join the group; constants broadcast or are sliced.
+#: Elementwise binary ops: non-constant inputs join the group; constants broadcast or get sliced.
 BINARY = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "PRelu"})
 
 

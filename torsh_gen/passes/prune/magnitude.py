@@ -101,7 +101,7 @@ def weight_input(node: Node) -> int | None:
 def prunable_weights(
     graph: Graph, node_filter: NodeFilter | None = None
 ) -> list[tuple[Node, Value]]:
-    """(first reader, weight) of every distinct constant weight of Conv/Gemm/MatMul allowed by the filter."""
+    """(first reader, weight) of each distinct Conv/Gemm/MatMul weight the filter allows."""
     chosen: list[tuple[Node, Value]] = []
     seen: set[int] = set()
     for node in graph.nodes:

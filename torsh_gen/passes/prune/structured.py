@@ -38,7 +38,7 @@ NORMS = ("l1", "l2")
 
 @dataclass
 class GroupResult:
-    """One channel group: its producers, how many channels it had and kept, or why it was left alone."""
+    """One channel group: producers, channels before and kept, or why it was left alone."""
 
     name: str
     producers: list[str]
@@ -197,7 +197,7 @@ def _choose(scores: list[np.ndarray], sparsity: float, scope: str) -> list[list[
 
 
 def _round_up(keep: list[int], scores: np.ndarray, multiple: int) -> list[int]:
-    """``keep`` grown by the best-scoring removed channels to a multiple of ``multiple`` (at most all)."""
+    """``keep`` grown by the best removed channels to a multiple of ``multiple`` (at most all)."""
     target = min(len(scores), -(-len(keep) // multiple) * multiple)
     if target <= len(keep):
         return keep
