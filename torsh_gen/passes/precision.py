@@ -180,7 +180,7 @@ def convert_float_precision(
             conv.lower(node)
             conv.changes.converted.append(node.name)
         else:
-            if reason and _touches_fp32(node):
+            if reason:
                 conv.changes.kept[node.name] = reason
             conv.keep(node)
     conv.finish_outputs(keep_io_types)

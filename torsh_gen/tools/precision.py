@@ -4,9 +4,10 @@
 ``passes.precision`` rules and measures what it cost: the converted and the float32 model
 run on the same calibration feeds (``--calib DATA``, or random inputs from the declared
 shapes) and every output gets max abs error, max rel error (``max|a-b| / max|b|``) and
-cosine similarity. Models run in onnxruntime when it has kernels for their types (fp16
-everywhere common) and in the reference interpreter otherwise (onnxruntime's CPU provider
-has no bf16 arithmetic kernels).
+cosine similarity. The converted model is measured as its float32 emulation with one
+fp16/bf16 rounding per node (``precision_emulation``), in onnxruntime: that is the
+file's ONNX semantics and what our artifact computes, whereas onnxruntime runs bf16 not
+at all on CPU and fp16 partly in float32 (see docs/precision.md).
 
 ``mixed`` chooses per node between float32 and the low type to meet ``max_rel_error``:
 
@@ -16,11 +17,14 @@ has no bf16 arithmetic kernels).
    error of the outputs against float32);
 3. candidates are sorted least sensitive first and a binary search finds the longest
    prefix of that order whose joint conversion stays within the budget (errors grow
-   with the prefix; the chosen prefix is the one measured, so the result always meets the
-   budget);
+   with the prefix; the empty prefix is float32 itself);
 4. the next candidates after that prefix (up to ``REFINE_TRIALS``) are tried one at a
    time, least sensitive first, each kept when the whole still meets the budget; the rest
    stay float32 with "over budget" as their reason.
+
+Steps 2-4 run on a ``Switchboard`` (one session, each candidate's rounding switched by an
+input), then the chosen set is converted for real and measured; should that be over the
+budget, the last chosen nodes go back to float32 one by one, so the result always meets it.
 
 ``precision_model`` is the file-to-file command: checks everything before any work,
 optimizes with a pass level first, converts, guards and writes atomically.
