@@ -464,3 +464,30 @@ def test_prelu_slope_and_broadcast_constants():
     feeds = {"x": np.random.default_rng(0).standard_normal((1, 2, 4, 4)).astype(np.float32)}
     ref = run_onnxruntime(_zeroed_reference(original, results, {}), feeds)
     np.testing.assert_allclose(run_onnxruntime(graph, feeds)["y"], ref["y"], rtol=1e-4, atol=1e-4)
+
+
+def test_unused_second_outputs_do_not_block_but_used_ones_do():
+    def model(read_indices: bool) -> onnx.ModelProto:
+        n = Net(11)
+        h = n.conv("x", 2, 8, "c")
+        n.nodes.append(helper.make_node("Dropout", [h], ["drop", "mask"], name="drop"))
+        outs = ["pool", "indices"]
+        n.nodes.append(
+            helper.make_node("MaxPool", ["drop"], outs, name="pool", kernel_shape=[2, 2])
+        )
+        n.conv("pool", 8, 2, "y")
+        extra = (
+            [tensor_info("indices", [1, 8, 3, 3], onnx.TensorProto.INT64)] if read_indices else []
+        )
+        return n.model([tensor_info("x", [1, 2, 4, 4])], [tensor_info("y", [1, 2, 3, 3]), *extra])
+
+    graph = load_onnx(model(False).SerializeToString())
+    assert len(structured_prune(graph, 0.5)[0].kept) == 4
+    assert run_onnxruntime(graph, {"x": np.ones((1, 2, 4, 4), np.float32)})["y"].shape == (
+        1,
+        2,
+        3,
+        3,
+    )
+    with pytest.raises(InputError, match="MaxPool 'pool' has a second output in use"):
+        structured_prune(load_onnx(model(True).SerializeToString()), 0.5)

@@ -168,7 +168,7 @@ def _explore(group: ChannelGroup, seed: Value, users: dict, prod: dict, outputs:
     def member(node: Node) -> None:
         if id(node) not in member_ids:
             member_ids.add(id(node))
-            stack.extend(_member(group, node))
+            stack.extend(_member(group, node, users, outputs))
 
     while stack:
         v = stack.pop()
@@ -200,10 +200,10 @@ def _explore(group: ChannelGroup, seed: Value, users: dict, prod: dict, outputs:
                 member(u)
 
 
-def _member(group: ChannelGroup, node: Node) -> list[Value]:
+def _member(group: ChannelGroup, node: Node, users: dict, outputs: set[int]) -> list[Value]:
     """Check ``node`` as a pass-through member; the values it links to the group."""
     op = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}::{node.op_type}"
-    used_outputs = [o for o in node.outputs[1:] if o.name]
+    used_outputs = [o for o in node.outputs[1:] if id(o) in outputs or users.get(id(o))]
     if op in UNARY or op in POOLS:
         if op in POOLS and group.axis != 1:
             group.block(f"{op} {node.name!r} pools a non-channel axis")
@@ -215,7 +215,7 @@ def _member(group: ChannelGroup, node: Node) -> list[Value]:
         group.members.append(node)
         return [node.inputs[0], node.outputs[0]]
     if op == "BatchNormalization":
-        if len(node.inputs) < 5 or used_outputs:
+        if len(node.inputs) < 5 or used_outputs or node.attr("training_mode", 0):
             group.block(f"BatchNormalization {node.name!r} is in training form")
         for i in range(1, 5):
             c = node.inputs[i].const if node.inputs[i] is not None else None
