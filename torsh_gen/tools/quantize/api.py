@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,27 +26,20 @@ from torsh_gen.passes.quantize import (
     QuantFormat,
     QuantMode,
     QuantOptions,
+    TensorRange,
     candidates,
     check_selection,
     quantize_graph,
     required_opset,
     split_gemm,
 )
-from torsh_gen.tools.calibration import load_calibration
+from torsh_gen.tools.calibration import CalibrationData, load_calibration
 from torsh_gen.tools.loading import load_model
 from torsh_gen.tools.quantize.calibrators import CALIBRATORS, make_calibrator
 from torsh_gen.tools.quantize.collect import calibrate, collect_stats
-from torsh_gen.tools.quantize.evaluate import (
-    EvalSet,
-    artifact_latency,
-    class_output,
-    compare,
-    load_eval,
-    ort_latency,
-    outputs_of,
-)
+from torsh_gen.tools.quantize.evaluate import EvalSet, class_output, load_eval, outputs_of
 from torsh_gen.tools.quantize.guard import GuardOutcome, Trial, guard, make_trial
-from torsh_gen.tools.quantize.reference import ort_quantize
+from torsh_gen.tools.quantize.report import latency, ort_reference, report_head, write_model
 
 
 class AccuracyGuardError(TorshGenError):
@@ -159,8 +151,70 @@ def observed_tensors(graph: Graph) -> list[str]:
     return [n for n in dict.fromkeys(names) if n]
 
 
-def _bytes(graph: Graph) -> int:
-    return len(to_onnx(graph, value_info=False).SerializeToString())
+@dataclass(frozen=True)
+class _Data:
+    """The checked model and data a run works on."""
+
+    original: Graph
+    calib: CalibrationData | None
+    evalset: EvalSet | None
+
+    @property
+    def measure(self) -> EvalSet | None:
+        """What accuracy is measured on: --eval, else the calibration data."""
+        return self.evalset or (EvalSet(self.calib, None) if self.calib else None)
+
+
+def _load_checked(model: str | os.PathLike, config: QuantizeConfig) -> _Data:
+    """Model and data, every check done (before any work)."""
+    opts = config.options
+    original = load_model(model)
+    _check_float(original)
+    check_selection(original, opts.include, "--include")
+    check_selection(original, opts.exclude, "--exclude")
+    pre, batch = config.preprocess, config.batch_size
+    calib = None
+    if config.calib:
+        calib = load_calibration(
+            config.calib, original, preprocess=pre, batch_size=batch, limit=config.calib_limit
+        )
+    evalset = (
+        load_eval(config.eval, original, preprocess=pre, batch_size=batch) if config.eval else None
+    )
+    return _Data(original, calib, evalset)
+
+
+def _prepared(graph: Graph, opts: QuantOptions) -> Graph:
+    """A copy of ``graph`` in the form the rewrite wants (Gemm split where needed)."""
+    prepared = copy.deepcopy(graph)
+    qop_static = opts.format == QuantFormat.QOPERATOR and opts.mode == QuantMode.STATIC
+    if qop_static or opts.mode == QuantMode.WEIGHT_INT4:
+        # no integer Gemm in QOperator form; onnxruntime fuses int4 weights only into MatMul
+        split_gemm(prepared)
+    return prepared
+
+
+def _quantized(
+    prepared: Graph,
+    opts: QuantOptions,
+    ranges: dict[str, TensorRange],
+    data: EvalSet | None,
+    ref: Any,
+    config: QuantizeConfig,
+    say: Callable[[str], None],
+) -> tuple[Trial, GuardOutcome | None]:
+    """The quantized graph, measured, through the guard when a budget is set."""
+    if data is None or ref is None:  # no data: quantize without measuring (sizes only)
+        g = copy.deepcopy(prepared)
+        return Trial(g, quantize_graph(g, opts, ranges), {}), None
+    if config.max_accuracy_drop is None:
+        return make_trial(prepared, opts, ranges, data, ref), None
+    if class_output(ref) is None:
+        raise InputError(
+            "--max-accuracy-drop needs a model output of class scores ([N, C]) "
+            "to measure top-1 on; this model has none"
+        )
+    return guard(prepared, opts, ranges, data, ref, config.max_accuracy_drop, say)
 
 
 def quantize_model(
@@ -174,109 +228,54 @@ def quantize_model(
     start = time.perf_counter()
     check_config(config, output)
     opts = config.options
-    original = load_model(model)
-    _check_float(original)
-    check_selection(original, opts.include, "--include")
-    check_selection(original, opts.exclude, "--exclude")
-    calib = (
-        load_calibration(
-            config.calib,
-            original,
-            preprocess=config.preprocess,
-            batch_size=config.batch_size,
-            limit=config.calib_limit,
-        )
-        if config.calib
-        else None
-    )
-    evalset = (
-        load_eval(config.eval, original, preprocess=config.preprocess, batch_size=config.batch_size)
-        if config.eval
-        else None
-    )
-    data = evalset or (EvalSet(calib, None) if calib else None)
+    inputs = _load_checked(model, config)
+    data = inputs.measure
 
-    graph = with_opset(original, required_opset(opts))
+    graph = with_opset(inputs.original, required_opset(opts))
     _infer(graph)
-    prepared = copy.deepcopy(graph)
-    if (
-        opts.format == QuantFormat.QOPERATOR
-        and opts.mode == QuantMode.STATIC
-        or opts.mode == QuantMode.WEIGHT_INT4
-    ):
-        # no integer Gemm in QOperator form; onnxruntime fuses int4 weights only into MatMul
-        split_gemm(prepared)
-    ranges = {}
-    if opts.mode == QuantMode.STATIC:
-        say(f"calibrating ({config.method}) on {calib.samples} samples")
-        ranges = calibrate(
-            collect_stats(prepared, calib.feeds, observed_tensors(prepared)),
-            make_calibrator(config.method),
-        )
-
+    prepared = _prepared(graph, opts)
+    ranges: dict[str, TensorRange] = {}
+    if opts.mode == QuantMode.STATIC and inputs.calib is not None:
+        say(f"calibrating ({config.method}) on {inputs.calib.samples} samples")
+        stats = collect_stats(prepared, inputs.calib.feeds, observed_tensors(prepared))
+        ranges = calibrate(stats, make_calibrator(config.method))
     ref = outputs_of(graph, data.feeds) if data else None
-    if config.max_accuracy_drop is not None and ref is not None and class_output(ref) is None:
-        raise InputError(
-            "--max-accuracy-drop needs a model output of class scores ([N, C]) "
-            "to measure top-1 on; this model has none"
-        )
-    outcome: GuardOutcome | None = None
-    if config.max_accuracy_drop is not None and data is not None and ref is not None:
-        trial, outcome = guard(prepared, opts, ranges, data, ref, config.max_accuracy_drop, say)
-    elif data is not None and ref is not None:
-        trial = make_trial(prepared, opts, ranges, data, ref)
-    else:  # no data: quantize without measuring (the report then has sizes only)
-        g = copy.deepcopy(prepared)
-        trial = Trial(g, quantize_graph(g, opts, ranges), {})
+    trial, outcome = _quantized(prepared, opts, ranges, data, ref, config, say)
     if not trial.result.quantized:
-        raise InputError(
-            "no node could be quantized: "
-            + "; ".join(f"{k}: {v}" for k, v in trial.result.skipped.items())
-        )
+        reasons = "; ".join(f"{k}: {v}" for k, v in trial.result.skipped.items())
+        raise InputError(f"no node could be quantized: {reasons}")
 
-    report: dict[str, Any] = {
-        "model": str(model),
-        "output": str(output),
-        "mode": opts.mode.value,
-        "format": opts.format.value,
-        "method": config.method if opts.mode == QuantMode.STATIC else None,
-        "per_channel": opts.per_channel,
-        "symmetric": opts.symmetric,
-        "block_size": opts.block_size if opts.mode == QuantMode.WEIGHT_INT4 else None,
-        "opset": {"model": original.opset, "output": graph.opset},
-        "quantized": trial.result.quantized,
-        "float_nodes": trial.result.skipped,
-        "data": (
-            None
-            if data is None
-            else {
-                "source": data.data.source,
-                "samples": data.data.samples,
-                "labels": data.labels is not None,
-                "kind": "eval" if evalset else "calibration",
-            }
-        ),
-        "size": _size(graph, trial.graph),
-        "ours": trial.metrics or None,
-        "guard": None if outcome is None else _guard_dict(outcome),
-    }
+    report = report_head(
+        model,
+        output,
+        config,
+        inputs.original,
+        graph,
+        trial,
+        outcome,
+        data,
+        inputs.evalset is not None,
+    )
     if config.compare_onnxruntime:
         say("running onnxruntime's quantizer on the same model and data")
         # int4: onnxruntime's quantizer, like its kernels, handles MatMul only: give it the
         # same Gemm-free graph
         anchor = prepared if opts.mode == QuantMode.WEIGHT_INT4 else graph
-        report["onnxruntime"] = _ort_reference(anchor, graph, opts, config.method, calib, data, ref)
+        calib_feeds = list(inputs.calib.feeds) if inputs.calib else None
+        report["onnxruntime"] = ort_reference(
+            anchor, graph, opts, config.method, calib_feeds, data, ref
+        )
+    ort_model = report.get("onnxruntime", {}).pop("_model", None)
     if config.latency and data is not None:
         say("measuring latency")
-        report["latency"] = _latency(
-            graph, trial.graph, report.get("onnxruntime", {}).get("_model"), data.feeds[0], config
+        report["latency"] = latency(
+            graph, trial.graph, ort_model, data.feeds[0], config.repeat, config.artifact
         )
-    report.get("onnxruntime", {}).pop("_model", None)
 
     failed = outcome is not None and not outcome.within_budget
     report["written"] = not failed or config.force
     if report["written"]:
-        _write(trial.graph, Path(output))
+        write_model(trial.graph, Path(output))
     report["seconds"] = round(time.perf_counter() - start, 2)
     if failed and not config.force:
         raise AccuracyGuardError(
@@ -285,117 +284,3 @@ def quantize_model(
             "nothing written (use --force to write the quantized model anyway)"
         )
     return report
-
-
-def weight_bytes(graph: Graph) -> int:
-    """Bytes of the initializers as stored in the file (4-bit types packed two per byte)."""
-    total = 0
-    for v in graph.initializers:
-        t = v.type if isinstance(v.type, TensorType) else None
-        n = t.nbytes() if t is not None else None
-        total += n if n is not None else int(v.const.nbytes)
-    return total
-
-
-def _size(before: Graph, after: Graph) -> dict[str, Any]:
-    fb, qb = _bytes(before), _bytes(after)
-    fw, qw = weight_bytes(before), weight_bytes(after)
-    return {
-        "float_bytes": fb,
-        "quantized_bytes": qb,
-        "ratio": qb / fb,
-        "float_weight_bytes": fw,
-        "quantized_weight_bytes": qw,
-        "weight_ratio": qw / fw if fw else None,
-    }
-
-
-def _guard_dict(o: GuardOutcome) -> dict[str, Any]:
-    return {
-        "budget": o.budget,
-        "within_budget": o.within_budget,
-        "kept_float": o.kept_float,
-        "sensitivity": o.sensitivity,
-        "steps": o.steps,
-    }
-
-
-def _ort_reference(
-    source: Graph,
-    graph: Graph,
-    opts: QuantOptions,
-    method: str,
-    calib: Any,
-    data: EvalSet | None,
-    ref: Any,
-) -> dict[str, Any]:
-    proto, why = ort_quantize(
-        to_onnx(source, value_info=False), opts, method, list(calib.feeds) if calib else None
-    )
-    if proto is None:
-        return {"skipped": why}
-    fb = _bytes(graph)
-    row: dict[str, Any] = {
-        "size": {
-            "quantized_bytes": len(proto.SerializeToString()),
-            "ratio": len(proto.SerializeToString()) / fb,
-        },
-        "_model": proto,
-    }
-    if data is not None:
-        try:
-            row["metrics"] = compare(ref, outputs_of(proto, data.feeds), data.labels)
-        except TorshGenError as e:
-            row["metrics"] = {"skipped": str(e)}
-    return row
-
-
-def _latency(
-    graph: Graph, quantized: Graph, ort_model: Any, feed: dict[str, Any], config: QuantizeConfig
-) -> dict[str, Any]:
-    import numpy as np
-
-    res: dict[str, Any] = {
-        "inputs": {k: list(v.shape) for k, v in feed.items()},
-        "threads": 1,
-        "repeat": config.repeat,
-    }
-    res["onnxruntime_float_ms"] = ort_latency(graph, feed, config.repeat)
-    res["onnxruntime_quantized_ms"] = ort_latency(quantized, feed, config.repeat)
-    if ort_model is not None:
-        res["onnxruntime_reference_ms"] = ort_latency(ort_model, feed, config.repeat)
-    if not config.artifact:
-        return res
-    with tempfile.TemporaryDirectory(prefix="torsh-gen-qart-") as tmp:
-        try:
-            res["artifact_float_ms"], _ = artifact_latency(
-                graph, feed, Path(tmp), "float_model", config.repeat
-            )
-            res["artifact_quantized_ms"], ours = artifact_latency(
-                quantized, feed, Path(tmp), "quant_model", config.repeat
-            )
-            ort_out = outputs_of(quantized, [feed])
-            diffs = [
-                float(np.abs(np.asarray(ours[k], np.float64) - ort_out[k]).max())
-                for k in ort_out
-                if k in ours
-            ]
-            res["artifact_vs_onnxruntime_max_abs_diff"] = max(diffs) if diffs else None
-        except TorshGenError as e:
-            res["artifact"] = f"not compiled: {e}"
-    return res
-
-
-def _write(graph: Graph, path: Path) -> None:
-    """Serialize next to ``path`` and rename into place (no half-written file)."""
-    data = to_onnx(graph, value_info=False).SerializeToString()
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent if str(path.parent) else "."
-    )
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

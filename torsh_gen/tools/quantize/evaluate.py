@@ -72,7 +72,8 @@ def load_eval(
                 )
             if labels.shape[0] < data.samples:
                 raise InputError(
-                    f"{path}: {labels.shape[0]} labels for {data.samples} samples; give one label per sample"
+                    f"{path}: {labels.shape[0]} labels for {data.samples} samples; "
+                    "give one label per sample"
                 )
             return EvalSet(
                 CalibrationData(data.feeds, data.samples, str(path)), labels[: data.samples]

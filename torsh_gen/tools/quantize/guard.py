@@ -102,7 +102,8 @@ def guard(
         return trial, outcome
     if progress:
         progress(
-            f"drop {trial.drop:.2f} > {budget}: measuring the sensitivity of {len(trial.result.quantized)} layers"
+            f"drop {trial.drop:.2f} > {budget}: measuring the sensitivity of "
+            f"{len(trial.result.quantized)} layers"
         )
     outcome.sensitivity = layer_sensitivity(
         prepared, options, ranges, data, ref, list(trial.result.quantized)

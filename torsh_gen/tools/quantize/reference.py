@@ -98,6 +98,7 @@ def ort_quantize(
         except Exception as e:  # onnxruntime's tool raises anything; the report says why
             return (
                 None,
-                f"onnxruntime's quantizer failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                f"onnxruntime's quantizer failed: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}",
             )
         return onnx.load(dst), ""
