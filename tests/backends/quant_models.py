@@ -142,3 +142,19 @@ def int_input(rng: np.random.Generator, shape: tuple[int, ...], dt: type) -> np.
     """Random integers over the whole range of ``dt``."""
     info = np.iinfo(dt)
     return rng.integers(info.min, info.max + 1, shape).astype(dt)
+
+
+def combine(models: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """One model running ``models`` side by side (names prefixed m0_, m1_, ...): one
+    compile covers several cases."""
+    from onnx import compose
+
+    parts = [compose.add_prefix(m, f"m{i}_") for i, m in enumerate(models)]
+    graph = helper.make_graph(
+        [n for p in parts for n in p.graph.node], "combined",
+        [v for p in parts for v in p.graph.input], [v for p in parts for v in p.graph.output],
+        [t for p in parts for t in p.graph.initializer])
+    imports = {(o.domain, o.version) for p in parts for o in p.opset_import}
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(imports)])
+    m.ir_version = 10
+    return m

@@ -40,65 +40,77 @@ def _ours(module, feeds: dict) -> list[np.ndarray]:
     return list(module.run(**feeds).values())
 
 
-@pytest.mark.parametrize(
-    "m,k,n,xdt,wdt,per_channel,symmetric",
-    [
-        (1, 7, 5, np.uint8, np.int8, False, True),  # matrix-vector, K and N far from 4 and 64
-        (13, 37, 70, np.int8, np.int8, True, False),  # int8 activations (+128 shift), asymmetric
-        (64, 256, 130, np.uint8, np.uint8, True, False),  # uint8 weights (-128 shift), 2 tiles + tails
-        (6, 4, 64, np.int8, np.int8, True, True),  # exactly one register tile
-    ],
-)
-def test_qlinear_matmul_is_exact(tmp_path: Path, m, k, n, xdt, wdt, per_channel, symmetric) -> None:
-    model = qm.qlinear_matmul(m, k, n, xdt=xdt, wdt=wdt, per_channel=per_channel, symmetric=symmetric, seed=k)
-    mod = _compile(model, tmp_path / "mm")
-    assert "_cv.qgemm(" in (tmp_path / "mm" / "model.py").read_text()
-    x = qm.int_input(np.random.default_rng(n), (m, k), xdt)
-    got, want = _ours(mod, {"x": x})[0], _ort(model, {"x": x})[0]
-    assert got.dtype == want.dtype
-    np.testing.assert_array_equal(got, want)
+def _check_combined(tmp_path: Path, cases: list[onnx.ModelProto], feeds: list[dict], marker: str,
+                    exact: bool = True) -> None:
+    """Compile the cases as one model (one compile), compare every output with onnxruntime."""
+    model = qm.combine(cases)
+    mod = _compile(model, tmp_path / "art")
+    assert marker in (tmp_path / "art" / "model.py").read_text()
+    all_feeds = {f"m{i}_{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
+    got = _ours(mod, all_feeds)
+    for i, case in enumerate(cases):
+        want = _ort(case, feeds[i])[0]
+        assert got[i].dtype == want.dtype, i
+        if exact:
+            np.testing.assert_array_equal(got[i], want, err_msg=f"case {i}")
+        else:
+            np.testing.assert_allclose(got[i], want, rtol=1e-5, atol=1e-5, err_msg=f"case {i}")
 
 
-@pytest.mark.parametrize("gemm,relu,xdt", [(False, True, np.uint8), (True, False, np.int8), (True, True, np.uint8)])
-def test_qdq_product_is_exact(tmp_path: Path, gemm: bool, relu: bool, xdt: type) -> None:
-    model = qm.qdq_matmul(9, 45, 67, xdt=xdt, gemm=gemm, relu=relu, symmetric=False, seed=11)
-    mod = _compile(model, tmp_path / "qdq")
-    x = np.random.default_rng(3).standard_normal((9, 45)).astype(np.float32) * 2
-    np.testing.assert_array_equal(_ours(mod, {"x": x})[0], _ort(model, {"x": x})[0])
+#: (M, K, N, activation type, weight type, per channel, symmetric)
+MATMUL_CASES = [
+    (1, 7, 5, np.uint8, np.int8, False, True),  # matrix-vector, K and N far from 4 and 64
+    (13, 37, 70, np.int8, np.int8, True, False),  # int8 activations (+128 shift), asymmetric
+    (64, 256, 130, np.uint8, np.uint8, True, False),  # uint8 weights (-128 shift), tiles + tails
+    (6, 4, 64, np.int8, np.int8, True, True),  # exactly one register tile
+    (200, 160, 96, np.uint8, np.int8, True, True),  # above the serial limit: the thread pool
+]
+
+
+def test_qlinear_matmul_is_exact(tmp_path: Path) -> None:
+    cases, feeds = [], []
+    for i, (m, k, n, xdt, wdt, per_channel, symmetric) in enumerate(MATMUL_CASES):
+        cases.append(qm.qlinear_matmul(m, k, n, xdt=xdt, wdt=wdt, per_channel=per_channel,
+                                       symmetric=symmetric, seed=i))
+        feeds.append({"x": qm.int_input(np.random.default_rng(i), (m, k), xdt)})
+    _check_combined(tmp_path, cases, feeds, "_cv.qgemm(")
+
+
+def test_qdq_products_are_exact(tmp_path: Path) -> None:
+    cases, feeds = [], []
+    for i, (gemm, relu, xdt) in enumerate([(False, True, np.uint8), (True, False, np.int8), (True, True, np.uint8)]):
+        cases.append(qm.qdq_matmul(9, 45, 67, xdt=xdt, gemm=gemm, relu=relu, symmetric=False, seed=11 + i))
+        feeds.append({"x": np.random.default_rng(i).standard_normal((9, 45)).astype(np.float32) * 2})
+    _check_combined(tmp_path, cases, feeds, "_cv.qgemm(")
 
 
 def test_qdq_float_output_within_float_rounding(tmp_path: Path) -> None:
-    model = qm.qdq_matmul(4, 33, 17, bias=True, quantized_output=False, seed=12)
-    mod = _compile(model, tmp_path / "qdqf")
-    x = np.random.default_rng(5).standard_normal((4, 33)).astype(np.float32)
     # the integer sum times x_scale * w_scale against onnxruntime's float MatMul of the
     # dequantized values: float32 rounding apart, no quantization step involved
-    np.testing.assert_allclose(_ours(mod, {"x": x})[0], _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    cases = [qm.qdq_matmul(4, 33, 17, bias=True, quantized_output=False, seed=12)]
+    feeds = [{"x": np.random.default_rng(5).standard_normal((4, 33)).astype(np.float32)}]
+    _check_combined(tmp_path, cases, feeds, "_cv.qgemm(", exact=False)
 
 
-@pytest.mark.parametrize("shape,kernel,stride,pad,xdt", [
-    ((2, 3, 9, 7, 8), 3, 1, 1, np.uint8),  # padded 3x3: padding is the zero point
-    ((1, 5, 8, 8, 12), 3, 2, 0, np.int8),  # stride 2, K = 45
-    ((1, 16, 5, 5, 7), 1, 1, 0, np.uint8),  # 1x1: no column copy
-])
-def test_qlinear_conv_is_exact(tmp_path: Path, shape, kernel, stride, pad, xdt) -> None:
-    n, c, h, w, m = shape
-    model = qm.qlinear_conv(n, c, h, w, m, kernel, stride=stride, pad=pad, xdt=xdt, seed=c)
-    mod = _compile(model, tmp_path / "conv")
-    assert "_cv.qconv2d(" in (tmp_path / "conv" / "model.py").read_text()
-    x = qm.int_input(np.random.default_rng(m), (n, c, h, w), xdt)
-    np.testing.assert_array_equal(_ours(mod, {"x": x})[0], _ort(model, {"x": x})[0])
+def test_qlinear_conv_is_exact(tmp_path: Path) -> None:
+    shapes = [
+        ((2, 3, 9, 7, 8), 3, 1, 1, np.uint8),  # padded 3x3: padding is the zero point
+        ((1, 5, 8, 8, 12), 3, 2, 0, np.int8),  # stride 2, K = 45
+        ((1, 16, 5, 5, 7), 1, 1, 0, np.uint8),  # 1x1: no column copy
+    ]
+    cases, feeds = [], []
+    for i, ((n, c, h, w, m), kernel, stride, pad, xdt) in enumerate(shapes):
+        cases.append(qm.qlinear_conv(n, c, h, w, m, kernel, stride=stride, pad=pad, xdt=xdt, seed=i))
+        feeds.append({"x": qm.int_input(np.random.default_rng(i), (n, c, h, w), xdt)})
+    _check_combined(tmp_path, cases, feeds, "_cv.qconv2d(")
 
 
-@pytest.mark.parametrize("wdt,per_column", [(np.int8, True), (np.uint8, False)])
-def test_matmul_integer_is_exact(tmp_path: Path, wdt: type, per_column: bool) -> None:
-    model = qm.matmul_integer(3, 29, 40, wdt=wdt, per_column=per_column, seed=2)
-    mod = _compile(model, tmp_path / "mmi")
-    assert "_cv.matmul_integer(" in (tmp_path / "mmi" / "model.py").read_text()
-    rng = np.random.default_rng(8)
-    feeds = {"x": qm.int_input(rng, (3, 29), np.uint8), "xz": np.uint8(131)}
-    got = _ours(mod, {"x": feeds["x"], "xz": np.asarray(feeds["xz"])})[0]
-    np.testing.assert_array_equal(got, _ort(model, {"x": feeds["x"], "xz": np.asarray(feeds["xz"])})[0])
+def test_matmul_integer_is_exact(tmp_path: Path) -> None:
+    cases, feeds = [], []
+    for i, (wdt, per_column) in enumerate([(np.int8, True), (np.uint8, False)]):
+        cases.append(qm.matmul_integer(3, 29, 40, wdt=wdt, per_column=per_column, seed=i))
+        feeds.append({"x": qm.int_input(np.random.default_rng(i), (3, 29), np.uint8), "xz": np.asarray(np.uint8(131))})
+    _check_combined(tmp_path, cases, feeds, "_cv.matmul_integer(")
 
 
 @pytest.fixture(scope="module")

@@ -70,17 +70,22 @@ def test_qoperator_ops_become_fused_ops() -> None:
     np.testing.assert_array_equal(_run(conv, {"x": x})[0], _ort(qm.qlinear_conv(1, 3, 7, 6, 5, 3, pad=1, seed=6), {"x": x})[0])
 
 
-def test_pooling_between_dq_and_q_runs_on_integers() -> None:
+def test_moves_between_dq_and_q_run_on_integers() -> None:
     scale = numpy_helper.from_array(np.float32(0.1), "s")
     zp = numpy_helper.from_array(np.uint8(7), "z")
     nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
-             helper.make_node("MaxPool", ["d"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
+             helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"]),
+             helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["d2"]),
+             helper.make_node("MaxPool", ["d2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
              helper.make_node("QuantizeLinear", ["p", "s", "z"], ["y"])]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 4, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 2, 2, 2])], [scale, zp])
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 2, 1])], [scale, zp])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     graph = _fused(model)
-    assert _ops(graph) == ["MaxPool"]
+    # the Transpose runs on the integers; MaxPool stays float32 (the backend's fast pool)
+    assert _ops(graph) == ["Transpose", "DequantizeLinear", "MaxPool", "QuantizeLinear"]
+    assert graph.nodes[0].inputs[0].name == "x"
     x = qm.int_input(np.random.default_rng(8), (1, 2, 4, 4), np.uint8)
     np.testing.assert_array_equal(_run(graph, {"x": x})[0], _ort(model, {"x": x})[0])
 
