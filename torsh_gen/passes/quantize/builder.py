@@ -189,11 +189,34 @@ class QuantContext:
             self._dq[id(v)] = dq
         return dq
 
+    def release(self, v: Value) -> str | None:
+        """Drop initializer ``v`` when one node input is its only use; its name, now free.
+
+        The DequantizeLinear that replaces a float weight then takes the weight's name, so
+        the quantized graph reads the same tensor names as the float one.
+        """
+        if v.const is None or not any(v is i for i in self.graph.initializers):
+            return None
+        if any(v is o for o in self.graph.outputs):
+            return None
+        uses = sum(1 for _, n in self.graph.walk() for i in n.inputs if i is v)
+        if uses != 1:
+            return None
+        self.graph.initializers = [i for i in self.graph.initializers if i is not v]
+        return v.name
+
     def weight_dq(
-        self, hint: str, qw: QuantizedWeight, *, zero_point: bool = False, half_scales: bool = False
+        self,
+        hint: str,
+        qw: QuantizedWeight,
+        *,
+        zero_point: bool = False,
+        half_scales: bool = False,
+        replaces: Value | None = None,
     ) -> Value:
         """A quantized weight stored as an initializer and dequantized by DequantizeLinear.
 
+        ``replaces`` is the float weight this stands for (see ``release``).
         ``zero_point`` writes the (all-zero) zero point explicitly: onnxruntime fuses a
         Gemm/MatMul group into its integer kernel only then. ``half_scales`` stores the
         scales as float16 behind a Cast (onnxruntime folds the Cast when it loads the
@@ -221,9 +244,10 @@ class QuantContext:
         if qw.block_size:
             attrs["block_size"] = qw.block_size
         t = TensorType(DType.FLOAT, tuple(qw.data.shape))
-        return self.node("DequantizeLinear", inputs, types=[t], hint=f"{hint}_dq", **attrs).outputs[
-            0
-        ]
+        name = self.release(replaces) if replaces is not None else None
+        outputs = [Value(name, t)] if name else None
+        dq = self.node("DequantizeLinear", inputs, outputs, [t], hint=f"{hint}_dq", **attrs)
+        return dq.outputs[0]
 
     def output_target(self, node: Node) -> tuple[Value, Node | None]:
         """The tensor to quantize after ``node``: its output, or that of a Relu it alone feeds.

@@ -12,7 +12,7 @@ import numpy as np
 
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.rewrite import NameGen, add_constant
-from torsh_gen.ir.types import DType, TensorType
+from torsh_gen.ir.types import DType, TensorType, tensor_type_of
 
 #: graph.meta key: names of the MatMuls that ``split_gemm`` made from Gemms.
 SPLIT_GEMMS = "quantize.split_gemm"
@@ -30,12 +30,7 @@ def split_gemm(graph: Graph) -> list[str]:
         w = node.inputs[1].const.astype(np.float32) * np.float32(node.attr("alpha", 1.0))
         if node.attr("transB", 0):
             w = np.ascontiguousarray(w.T)
-        wv = add_constant(
-            graph,
-            names,
-            node.inputs[1].name + "_t" if node.attr("transB", 0) else node.inputs[1].name + "_a",
-            w,
-        )
+        wv = _replacement(graph, names, node.inputs[1], "_t" if node.attr("transB", 0) else "_a", w)
         y = node.outputs[0]
         c = node.inputs[2] if len(node.inputs) > 2 else None
         # the MatMul takes over the Gemm's name, so reports and --include/--exclude still
@@ -47,12 +42,8 @@ def split_gemm(graph: Graph) -> list[str]:
             t = y.type if isinstance(y.type, TensorType) else TensorType(DType.FLOAT)
             mid = Value(names.fresh(f"{y.name}_mm"), t)
             out.append(Node("MatMul", [node.inputs[0], wv], [mid], name=base))
-            cv = add_constant(
-                graph,
-                names,
-                c.name + "_b",
-                c.const.astype(np.float32) * np.float32(node.attr("beta", 1.0)),
-            )
+            beta = np.float32(node.attr("beta", 1.0))
+            cv = _replacement(graph, names, c, "_b", c.const.astype(np.float32) * beta)
             out.append(Node("Add", [mid, cv], [y], name=names.fresh(f"{base}_add")))
         graph.meta.setdefault(SPLIT_GEMMS, set()).add(base)
         changed.append(base)
@@ -62,6 +53,18 @@ def split_gemm(graph: Graph) -> list[str]:
     }
     graph.initializers = [v for v in graph.initializers if id(v) in used]
     return changed
+
+
+def _replacement(graph: Graph, names: NameGen, old: Value, suffix: str, array: np.ndarray) -> Value:
+    """A constant standing for ``old``: under ``old``'s own name when nothing else reads it."""
+    uses = sum(1 for _, n in graph.walk() for i in n.inputs if i is old)
+    sole = uses == 1 and not any(old is o for o in graph.outputs)
+    if sole and any(old is i for i in graph.initializers):
+        graph.initializers = [i for i in graph.initializers if i is not old]
+        v = Value(old.name, tensor_type_of(array), const=array)
+        graph.initializers.append(v)
+        return v
+    return add_constant(graph, names, old.name + suffix, array)
 
 
 def _splittable(node: Node) -> bool:

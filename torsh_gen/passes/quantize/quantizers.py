@@ -136,7 +136,8 @@ class OpQuantizer:
         node.inputs[0] = ctx.fake_quantized(x) if static else ctx.dynamic_fake_quantized(x)
         qw = self.int8_weight(node, ctx)
         hint = node.inputs[1].name
-        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=static and self.qdq_weight_zero_point)
+        zp = static and self.qdq_weight_zero_point
+        node.inputs[1] = ctx.weight_dq(hint, qw, zero_point=zp, replaces=node.inputs[1])
         requantize = (
             static
             and not any(o is node.outputs[0] for o in ctx.graph.outputs)
@@ -147,7 +148,8 @@ class OpQuantizer:
         int_bias = self.qdq_int_bias_if_float_output and not requantize
         if static and int_bias and b is not None and b.const is not None and b.const.ndim == 1:
             bq, bs = quantize_bias(b.const, ctx.act_params(x).scale, qw.scale)
-            node.inputs[bi] = ctx.weight_dq(b.name, QuantizedWeight(bq, bs, 0 if bs.ndim else None))
+            qb = QuantizedWeight(bq, bs, 0 if bs.ndim else None)
+            node.inputs[bi] = ctx.weight_dq(b.name, qb, replaces=b)
         if requantize:
             ctx.requantize_output(node)
 
@@ -155,7 +157,7 @@ class OpQuantizer:
         """Blocked int4 weight dequantized in front of the op."""
         w = node.inputs[1]
         qw = quantize_weight_int4(w.const, self.reduce_axis(node), ctx.options.block_size)
-        node.inputs[1] = ctx.weight_dq(w.name, qw, half_scales=True)
+        node.inputs[1] = ctx.weight_dq(w.name, qw, half_scales=True, replaces=w)
 
     def rewrite_static_qoperator(self, node: Node, ctx: QuantContext) -> None:
         """Integer op between Q of the input and DQ of the output."""
@@ -417,7 +419,7 @@ class GatherQuantizer(OpQuantizer):
         t = node.inputs[0]
         if ctx.options.mode == QuantMode.WEIGHT_INT4:
             qw = quantize_weight_int4(t.const, 1, ctx.options.block_size)
-            node.inputs[0] = ctx.weight_dq(t.name, qw, half_scales=True)
+            node.inputs[0] = ctx.weight_dq(t.name, qw, half_scales=True, replaces=t)
             return
         qw = quantize_weight_int8(t.const, None)
         node.inputs[0] = ctx.const(f"{t.name}_q", qw.data)
