@@ -146,6 +146,9 @@ def test_int8_runs_in_onnxruntime_close_to_float(model, feeds, kw):
         assert not ops & {"Conv", "Gemm"}
     else:
         assert "DequantizeLinear" in ops and {"Conv", "Gemm", "MatMul"} <= ops
+        # the dequantized weights keep the float weights' names
+        dq_out = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+        assert {"wc", "wf", "wm"} <= dq_out
     out = _ort(proto, feeds)
     assert _rel(out, ref) < 0.03
     # our reference executor runs the same integer arithmetic
