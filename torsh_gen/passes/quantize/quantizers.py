@@ -160,12 +160,12 @@ class OpQuantizer:
         node.inputs[1] = ctx.weight_dq(w.name, qw, half_scales=True, replaces=w)
 
     def rewrite_static_qoperator(self, node: Node, ctx: QuantContext) -> None:
-        """Integer op between Q of the input and DQ of the output."""
-        raise NotImplementedError
+        """Integer op between Q of the input and DQ of the output (ops that have one)."""
+        raise NotImplementedError(f"{self.op_type} has no static QOperator form; check() says so")
 
     def rewrite_dynamic_qoperator(self, node: Node, ctx: QuantContext) -> None:
-        """DynamicQuantizeLinear → integer op → rescale → bias."""
-        raise NotImplementedError
+        """DynamicQuantizeLinear → integer op → rescale → bias (ops that have one)."""
+        raise NotImplementedError(f"{self.op_type} has no dynamic QOperator form")
 
     # ---------------------------------------------------------------- shared pieces
     def _rescale(
