@@ -259,3 +259,22 @@ def test_guard_needs_a_class_output(tmp_path):
     with pytest.raises(InputError, match="needs a model output of class scores"):
         quantize_model(tmp_path / "m.onnx", tmp_path / "q.onnx", cfg)
     assert not (tmp_path / "q.onnx").exists()
+
+
+def test_image_folder_calibration_with_preprocessing(capsys, digits, tmp_path):
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, img in enumerate(digits_split().x_train[:40]):
+        Image.fromarray((img[0] * 255).round().astype(np.uint8), "L").save(images / f"{i:03d}.png")
+    out = tmp_path / "q.onnx"
+    code, stdout, err = cli(
+        capsys, "quantize", str(digits / "cnn.onnx"), "-o", str(out), "--mode", "static",
+        "--calib", str(images), "--preprocess", "scale=255", "--calib-limit", "32",
+        "--eval", str(digits / "eval.npz"), "--per-channel", "--no-latency", "--no-compare-ort",
+        "--report", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    r = json.loads(stdout)
+    assert r["ours"]["drop"] <= 0.5 and out.is_file()

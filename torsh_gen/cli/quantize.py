@@ -80,6 +80,16 @@ def quantize_command(
         str | None,
         typer.Option("--eval", help="Evaluation DATA (an .npz may add 'labels' for accuracy)."),
     ] = None,
+    calib_limit: Annotated[
+        int | None,
+        typer.Option("--calib-limit", min=1, help="Use at most N calibration samples."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size", min=1, help="Samples per run for models with a free batch dim."
+        ),
+    ] = None,
     max_accuracy_drop: Annotated[
         float | None,
         typer.Option(
@@ -139,6 +149,8 @@ def quantize_command(
         calib,
         eval_data,
         preprocess,
+        batch_size=batch_size,
+        calib_limit=calib_limit,
         max_accuracy_drop=max_accuracy_drop,
         force=force,
         compare_onnxruntime=compare_ort,
