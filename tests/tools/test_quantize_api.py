@@ -169,6 +169,7 @@ def small(tmp_path_factory):
         (["--mode", "static", "--calib", "{d}/wrong.npz"], "unknown input name(s) ['image']"),
         (["--mode", "static", "--calib", "{d}/empty.npz"], "holds no samples"),
         (["--method", "mse"], "unknown --method"),
+        (["--mode", "dynamic", "--symmetric"], "--symmetric sets static activations"),
         (["--block-size", "24", "--mode", "weight-int4"], "power of two"),
     ],
 )

@@ -82,6 +82,11 @@ def check_config(config: QuantizeConfig, output: str | os.PathLike) -> None:
             f"--mode {opts.mode.value} has no QOperator form "
             "(int4 weights exist only as DequantizeLinear); use --format qdq"
         )
+    if opts.symmetric and opts.mode != QuantMode.STATIC:
+        raise InputError(
+            "--symmetric sets static activations to int8; dynamic mode quantizes them to uint8 "
+            "at run time and weight-int4 keeps them float: drop --symmetric or use --mode static"
+        )
     if config.method not in CALIBRATORS:
         raise InputError(
             f"unknown --method {config.method!r}; choose one of {', '.join(CALIBRATORS)}"
