@@ -51,7 +51,8 @@ def test_static_per_channel_digits_cnn_meets_the_accuracy_target(digits):
     assert r["written"] and (digits / "cnn_int8.onnx").is_file()
     assert r["ours"]["drop_kind"] == "accuracy" and r["ours"]["drop"] <= 0.5
     assert r["quantized"] == ["conv0", "conv2", "conv5", "fc9", "fc11"]
-    assert r["size"]["ratio"] < 0.29  # int8 weights plus per-channel scales and int32 biases
+    # int8 weights plus per-channel scales: 27.0 % of the file, 25.9 % of the weight bytes
+    assert r["size"]["ratio"] < 0.275 and r["size"]["weight_ratio"] < 0.265
     assert r["ours"]["outputs"]["logits"]["cosine"] > 0.999
     ort_row = r["onnxruntime"]
     assert ort_row["metrics"]["drop"] <= 1.0 and 0.2 < ort_row["size"]["ratio"] < 0.4
@@ -67,7 +68,8 @@ def test_weight_int4_digits_mlp(digits):
     cfg = _quick(options=QuantOptions(QuantMode.WEIGHT_INT4), eval=str(digits / "eval.npz"))
     r = quantize_model(digits / "mlp.onnx", digits / "mlp_int4.onnx", cfg)
     assert r["ours"]["drop"] <= 2.0
-    assert r["size"]["ratio"] < 0.19 and r["size"]["weight_ratio"] < 0.17
+    # 4-bit weights and float16 block scales: 15.1 % of the weight bytes, 16.4 % of the file
+    assert r["size"]["ratio"] < 0.17 and r["size"]["weight_ratio"] < 0.155
     assert r["opset"] == {"model": 17, "output": 21}  # blocked DequantizeLinear is opset 21
 
 
