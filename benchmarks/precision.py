@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/precision.py                 # digits CNN + MLP and the BERT encoder
     .venv/bin/python benchmarks/precision.py --models cnn --repeat 20
 
-For each model and variant: the conversion (``convert_precision``; ``mixed`` calibrated on
+For each model and variant: the O2 pipeline, then the conversion (``convert_precision``; ``mixed`` calibrated on
 256 digits *train* images, or on random inputs for BERT), then on the digits *test* split
 the top-1 accuracy and the error against float32 (max abs, max rel = max|a-b|/max|b|,
 cosine) of the converted ONNX model (onnxruntime for fp16; the reference interpreter for
@@ -35,10 +35,11 @@ from torsh_gen.tools.artifact import load_artifact  # noqa: E402
 from torsh_gen.tools.bench import bench_model, cpu_model  # noqa: E402
 from torsh_gen.tools.compile import compile_model  # noqa: E402
 from torsh_gen.tools.digits import accuracy, digits_model, digits_split  # noqa: E402
+from torsh_gen.tools.optimize import optimize_graph  # noqa: E402
 from torsh_gen.tools.precision import convert_precision, output_errors, run_feeds  # noqa: E402
 
 VARIANTS = (("fp32", None, None), ("fp16", "fp16", None), ("bf16", "bf16", None),
-            ("mixed fp16 ≤1e-4", "fp16", 1e-4), ("mixed bf16 ≤1e-3", "bf16", 1e-3))
+            ("mixed fp16 ≤3e-4", "fp16", 3e-4), ("mixed bf16 ≤2e-3", "bf16", 2e-3))
 BERT_VARIANTS = (("fp32", None, None), ("fp16", "fp16", None), ("bf16", "bf16", None),
                  ("mixed bf16 ≤1e-2", "bf16", 1e-2))
 
@@ -82,6 +83,7 @@ def measure(name: str, tmp: Path, repeat: int, blocks: int) -> list[dict[str, An
     rows = []
     for label, low, budget in variants:
         graph = load_onnx(data)
+        optimize_graph(graph, "O2")  # as `optimize --precision` does: BatchNorm folded, LayerNorm/Softmax recognized
         row: dict[str, Any] = {"model": name, "variant": label}
         if low is not None:
             precision = "mixed" if budget else low
@@ -142,6 +144,25 @@ def render(rows: list[dict[str, Any]], repeat: int, blocks: int) -> str:
             f"| {r['onnx_error']['max_rel']:.2e} | {r['artifact_error']['max_rel']:.2e} "
             f"| {r['artifact_error']['cosine']:.7f} | {r['ours_ms']:.3f} | {ort} | {ratio} |"
         )
+    loads = [r["load_average"]["before"] for r in rows if r["load_average"]["before"] is not None]
+    lines += [
+        "",
+        "Notes:",
+        "- `max rel onnx` for fp16 is onnxruntime running the file natively: its CPU provider runs nodes",
+        "  that lack fp16 kernels (Gemm here) as float32 kernels between Casts it inserts, then drops the",
+        "  Cast pairs (its optimized digits MLP is float32 end to end on fp16-rounded weights), so it reads",
+        "  lower than the file's arithmetic. `optimize --precision` measures (and",
+        "  guards) with one rounding per node, emulated in float32 onnxruntime; that equals the reference",
+        "  interpreter and, up to rounding flips inside fused kernels, our artifact (`max rel ours`).",
+        "- `mixed` budgets are met on the calibration data (256 digits *train* images; 4 random BERT",
+        "  batches); the table evaluates on other data (the test split; another BERT input), where the",
+        "  error can land slightly above the budget.",
+        "- Batch-1 digits latencies are dominated by Python call overhead in our artifact (float32",
+        "  included); fp16 costs extra in our artifact because numpy's float16<->float32 `astype` is slow",
+        "  (bf16 conversions through ml_dtypes are cheaper). The machine was shared with other jobs"
+        + (f" (load average {min(loads):.1f}-{max(loads):.1f} on 2 cores)" if loads else "") + ":",
+        "  compare ours and ORT within a row.",
+    ]
     return "\n".join(lines) + "\n"
 
 
