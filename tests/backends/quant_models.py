@@ -158,3 +158,22 @@ def combine(models: list[onnx.ModelProto]) -> onnx.ModelProto:
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(imports)])
     m.ir_version = 10
     return m
+
+
+def int4_matmul(m: int, k: int, n: int, *, block: int = 16, zero_point: bool = True,
+                seed: int = 0) -> onnx.ModelProto:
+    """float32 x @ DequantizeLinear(int4 constant W (K, N), block_size along K)."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(seed)
+    blocks = -(-k // block)
+    w = rng.integers(-8, 8, (k, n)).astype(ml_dtypes.int4)
+    inits = [_init("w", w), _init("s", rng.uniform(0.01, 0.1, (blocks, n)).astype(np.float32))]
+    ins = ["w", "s"]
+    if zero_point:
+        inits.append(_init("z", rng.integers(-3, 4, (blocks, n)).astype(ml_dtypes.int4)))
+        ins.append("z")
+    nodes = [helper.make_node("DequantizeLinear", ins, ["wd"], axis=0, block_size=block),
+             helper.make_node("MatMul", ["x", "wd"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], inits)

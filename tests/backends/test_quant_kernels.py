@@ -167,3 +167,20 @@ def test_vnni_detection_and_forced_fallback(digits_int8, tmp_path: Path) -> None
     subprocess.run([sys.executable, "-c", script, str(art), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
                    env=env, check=True, timeout=300)
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), _ours(mod, {"image": x})[0])
+
+
+@pytest.mark.slow  # its own kernel build (the q4 and float matmul parts): ~40 s cold
+def test_int4_weight_only_matmul(tmp_path: Path) -> None:
+    # one row (the in-kernel dequantization) and nine (dequantized once, float GEMM)
+    cases = [qm.int4_matmul(1, 40, 300, seed=1), qm.int4_matmul(9, 64, 70, zero_point=False, seed=2)]
+    feeds = [{"x": np.random.default_rng(i).standard_normal((m, k)).astype(np.float32)}
+             for i, (m, k) in enumerate([(1, 40), (9, 64)])]
+    model = qm.combine(cases)
+    mod = _compile(model, tmp_path / "art")
+    assert "_cv.q4_matmul(" in (tmp_path / "art" / "model.py").read_text()
+    got = _ours(mod, {f"m{i}_x": f["x"] for i, f in enumerate(feeds)})
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # plain DQ + MatMul
+    for i, case in enumerate(cases):
+        sess = ort.InferenceSession(case.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        np.testing.assert_allclose(got[i], sess.run(None, feeds[i])[0], rtol=1e-5, atol=1e-5)

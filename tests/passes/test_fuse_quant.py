@@ -124,3 +124,15 @@ def _float_matmul() -> onnx.ModelProto:
 def test_fuse_quant_runs_before_constant_folding_in_o3() -> None:
     o3 = pipeline("O3")
     assert o3.index("fuse_quant") < o3.index("fold_constants")
+
+
+@pytest.mark.parametrize("zero_point", [True, False])
+def test_int4_weights_become_q4matmul(zero_point: bool) -> None:
+    model = qm.int4_matmul(3, 40, 33, zero_point=zero_point, seed=4)
+    graph = _fused(model)
+    assert _ops(graph) == ["Q4MatMul"] and graph.nodes[0].attr("block_size") == 16
+    x = np.random.default_rng(1).standard_normal((3, 40)).astype(np.float32)
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # plain DQ + MatMul
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(_run(graph, {"x": x})[0], sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)

@@ -194,3 +194,28 @@ class MsQGemm(OpSpec):
         if isinstance(at, TensorType) and isinstance(bt, TensorType) and at.rank == 2 and bt.rank == 2:
             shape = (at.shape[1 if ctx.attrs.transA else 0], bt.shape[0 if ctx.attrs.transB else 1])
         return _out_type(ctx, shape)
+
+
+@op("Q4MatMul", since=1, domain=DOMAIN)
+class Q4MatMul(OpSpec):
+    """``A @ dequantize(W)`` for float32 A (..., K) and block-quantized 4-bit weights W
+    (K, N) held as int8 values, with float32 scales (K / block_size, N) and optional int8
+    zero points of the same shape (blocks along K, as DequantizeLinear with
+    ``block_size``): the weight-only int4 form of ``torsh-gen quantize --mode weight-int4``."""
+
+    attrs = {"block_size": INT(32)}
+
+    def run(self, ctx: RunContext, a: np.ndarray, w: np.ndarray, s: np.ndarray, z: Any = None) -> np.ndarray:
+        bs = int(ctx.attrs.block_size)
+        rows = np.arange(w.shape[0]) // bs
+        q = w.astype(np.float32)
+        if z is not None:
+            q = q - z.astype(np.float32)[rows]
+        return np.matmul(a.astype(np.float32), q * s.astype(np.float32)[rows])
+
+    def infer(self, ctx: InferContext) -> list[Type | None]:
+        at, wt = ctx.input_type(0), ctx.input_type(1)
+        shape = None
+        if isinstance(at, TensorType) and isinstance(wt, TensorType) and at.shape and wt.shape:
+            shape = tuple(at.shape[:-1]) + (wt.shape[-1],)
+        return [TensorType(DType.FLOAT, shape)]

@@ -8,6 +8,8 @@ Rewrites, in the top-level graph:
   kernel); without a following Q the fused op dequantizes (float32 output);
 - ``DQ → Flatten | Reshape | Transpose | Squeeze | Unsqueeze → Q`` with equal
   scale and zero point ⇒ the same op on the integers;
+- weight-only int4: ``MatMul(A, DQ(int4/uint4 constant, block_size along K))`` ⇒
+  ``Q4MatMul`` (float32 activations, weights dequantized in the kernel);
 - QOperator: ``QLinearMatMul``, ``QLinearConv`` and onnxruntime's ``com.microsoft::QGemm``
   (alpha 1, transA 0) with a constant weight.
 
@@ -297,6 +299,46 @@ def _move_plan(view: View, node: Node) -> tuple[Node, list[Node]] | None:
     return moved, [node, q]
 
 
+def _const_or_cast(view: View, v: Value | None) -> np.ndarray | None:
+    """A constant, or a Cast of one (float16 scales are often stored so)."""
+    c = view.const(v)
+    if c is not None:
+        return c
+    p = view.producer(v)
+    if op_is(p, "Cast") and view.const(p.inputs[0]) is not None:
+        t = tensor_type(p.outputs[0])
+        return None if t is None else view.const(p.inputs[0]).astype(t.dtype.numpy)
+    return None
+
+
+def _int4_plan(view: View, node: Node, names: NameGen, graph: Graph) -> Node | None:
+    """``MatMul(A float32, DQ(int4/uint4 constant W (K, N), block_size along K))`` as
+    ``ai.torsh::Q4MatMul`` (the weights kept as int8 values), or None."""
+    if not op_is(node, "MatMul"):
+        return None
+    dq = view.producer(node.inputs[1])
+    if not op_is(dq, "DequantizeLinear") or tensor_type(node.inputs[0]) is None:
+        return None
+    bs = int(dq.attr("block_size", 0) or 0)
+    w = view.const(dq.inputs[0])
+    s = _const_or_cast(view, dq.inputs[1])
+    zv = dq.inputs[2] if len(dq.inputs) > 2 else None
+    z = view.const(zv) if zv is not None else None
+    if bs <= 0 or w is None or s is None or w.ndim != 2 or w.dtype.name not in ("int4", "uint4"):
+        return None
+    if (int(dq.attr("axis", 1)) + 2) % 2 != 0 or (zv is not None and z is None):
+        return None
+    if tensor_type(node.inputs[0]).dtype.numpy != np.float32 or s.shape != (-(-w.shape[0] // bs), w.shape[1]):
+        return None
+    hint = node.name or "matmul"
+    inputs = [node.inputs[0], add_constant(graph, names, f"{hint}_w4", w.astype(np.int8)),
+              add_constant(graph, names, f"{hint}_s4", s.astype(np.float32))]
+    if z is not None:
+        inputs.append(add_constant(graph, names, f"{hint}_z4", z.astype(np.int8)))
+    attrs = {"block_size": Attribute(AttrKind.INT, bs)}
+    return Node("Q4MatMul", inputs, [node.outputs[0]], attrs, DOMAIN, names.fresh(f"{hint}_q4"))
+
+
 @register_pass("fuse_quant", custom_ops=True)
 def fuse_quant(graph: Graph) -> bool:
     """Fuse quantized MatMul/Gemm/Conv (QDQ and QOperator) into integer ai.torsh ops."""
@@ -314,6 +356,11 @@ def fuse_quant(graph: Graph) -> bool:
             taken.update(id(n) for n in move[1])
             rewrites.append((move[1][-1], [move[0]], move[1]))
             counts[f"{node.op_type} on integers"] = counts.get(f"{node.op_type} on integers", 0) + 1
+            continue
+        q4 = _int4_plan(view, node, names, graph)
+        if q4 is not None:
+            rewrites.append((node, [q4], [node]))
+            counts["Q4MatMul (int4 weights)"] = counts.get("Q4MatMul (int4 weights)", 0) + 1
             continue
         plan = _qop_plan(view, node) or _qdq_plan(view, node)
         if plan is None or any(id(n) in taken for n in plan.nodes):

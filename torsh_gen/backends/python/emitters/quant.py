@@ -131,3 +131,19 @@ def dequantize_linear(ctx: NodeCtx) -> bool:
     ctx.emit(f"_cv.dequantize({x0}, {ctx.x(1)}, {ctx.x(2) or 'None'}, {y})")
     use_conv_runtime(ctx.module, "qgemm")
     return True
+
+
+@emits("Q4MatMul", domain="ai.torsh")
+def q4_matmul(ctx: NodeCtx) -> bool:
+    """float32 A times block-quantized 4-bit weights dequantized in the kernel."""
+    a, w, s, t = ctx.in_tensor(0), ctx.const(1), ctx.const(2), ctx.out_type(0)
+    if a is None or a.dtype != DType.FLOAT or w is None or w.ndim != 2 or w.dtype.itemsize != 1:
+        return False
+    if s is None or s.dtype.kind != "f" or t is None or not t.shape:
+        return False
+    y, x0 = ctx.y(), ctx.x(0)
+    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + ({w.shape[1]},), dtype=np.float32)'}")
+    bs = int(ctx.attrs.block_size)
+    ctx.emit(f"_cv.q4_matmul(self, {x0}, {ctx.x(1)}, {ctx.x(2)}, {ctx.x(3) or 'None'}, {bs}, {y})")
+    use_conv_runtime(ctx.module, "q4", "matmul")  # many rows: the float32 packed GEMM
+    return True
