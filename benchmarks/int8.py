@@ -83,6 +83,15 @@ def quantize(src: Path, dst: Path, calib: list[dict[str, np.ndarray]]) -> None:
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True)
 
 
+def quantize_int4(src: Path, dst: Path) -> None:
+    """``torsh-gen quantize --mode weight-int4`` (block-wise int4 weights, block 32)."""
+    import subprocess
+
+    cli = "from torsh_gen.cli.main import main; main()"
+    subprocess.run([sys.executable, "-c", cli, "quantize", str(src), "-o", str(dst), "--mode", "weight-int4"],
+                   check=True, capture_output=True)
+
+
 def accuracy_figures(name: str, f32: Path, q: Path, art_q: Path) -> dict[str, Any]:
     """Digits top-1 (float32 model vs our int8 artifact) or BERT cosine similarity."""
     import onnxruntime as ort
@@ -128,6 +137,12 @@ def run(names: tuple[str, ...], repeat: int, threads: int, folder: Path) -> list
         compile_model(str(f32), art_f)
         compile_model(str(q), art_q)
         extra = accuracy_figures(name, f32, q, art_q)
+        art_4 = None
+        if name == "gemm_mlp":  # weight-only int4 on the GEMM model too
+            q4 = folder / f"{name}_int4.onnx"
+            quantize_int4(f32, q4)
+            art_4 = folder / f"{name}_int4_art"
+            compile_model(str(q4), art_4)
         for batch in ((1, 64) if name == "gemm_mlp" else (1,)):
             bind = {"batch": batch} if name == "gemm_mlp" else None
             rf = bench_model(str(f32), artifact_dir=art_f, threads=threads, repeat=repeat, bindings=bind)
@@ -138,6 +153,11 @@ def run(names: tuple[str, ...], repeat: int, threads: int, folder: Path) -> list
                          "ours_int8_ms": ours_q, "ort_int8_ms": ort_q, "int8_vs_f32": ours_q / ours_f,
                          "int8_vs_ort_int8": ours_q / ort_q, "size_ratio": q.stat().st_size / f32.stat().st_size,
                          **extra, "load": [rf["load_average"], rq["load_average"]]})
+            if art_4 is not None:
+                r4 = bench_model(str(q4), artifact_dir=art_4, threads=threads, repeat=repeat, bindings=bind)
+                rows[-1]["ours_int4_ms"] = r4["engines"]["torsh-gen"]["median_ms"]
+                rows[-1]["ort_int4_ms"] = r4["engines"]["onnxruntime"]["median_ms"]
+                rows[-1]["int4_vs_f32"] = rows[-1]["ours_int4_ms"] / ours_f
             print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -150,13 +170,20 @@ def table(rows: list[dict[str, Any]], threads: int) -> str:
     for r in rows:
         out.append(f"| {r['model']} | {r['batch']} | {r['ours_f32_ms']:.3f} | {r['ort_f32_ms']:.3f} | {r['ours_int8_ms']:.3f} "
                    f"| {r['ort_int8_ms']:.3f} | {r['int8_vs_f32']:.2f} | {r['int8_vs_ort_int8']:.2f} | {r['size_ratio']:.2f} |")
+    int4 = [r for r in rows if "ours_int4_ms" in r]
+    if int4:
+        out += ["", "Weight-only int4 (`torsh-gen quantize --mode weight-int4`, block 32):", "",
+                "| model | batch | ours int4 ms | ort int4 ms | ours int4 / ours f32 |", "|---|---|---|---|---|"]
+        out += [f"| {r['model']} | {r['batch']} | {r['ours_int4_ms']:.3f} | {r['ort_int4_ms']:.3f} | {r['int4_vs_f32']:.2f} |"
+                for r in int4]
     out += ["", "Accuracy:", ""]
     seen = set()
     for r in rows:
         if r["model"] in seen:
             continue
         seen.add(r["model"])
-        figs = {k: v for k, v in r.items() if k not in ("model", "batch", "load") and not k.endswith(("_ms", "_f32", "ort_int8", "size_ratio"))}
+        skip = ("_ms", "_f32", "ort_int8", "size_ratio")
+        figs = {k: v for k, v in r.items() if k not in ("model", "batch", "load") and not k.endswith(skip)}
         out.append(f"- {r['model']}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items()))
     return "\n".join(out) + "\n"
 
