@@ -42,18 +42,35 @@ def _gemm_mlp(path: Path) -> tuple[Path, list[dict[str, np.ndarray]], dict[str, 
     from torch import nn
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(),
-                        nn.Linear(4096, 1024)).eval()
-    torch.onnx.export(net, (torch.randn(1, 1024),), str(path), input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
-    calib = [{"x": np.random.default_rng(i).standard_normal((16, 1024)).astype(np.float32)} for i in range(4)]
+    net = nn.Sequential(
+        nn.Linear(1024, 4096), nn.ReLU(), nn.Linear(4096, 4096), nn.ReLU(), nn.Linear(4096, 1024)
+    ).eval()
+    torch.onnx.export(
+        net,
+        (torch.randn(1, 1024),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        dynamo=False,
+    )
+    calib = [
+        {"x": np.random.default_rng(i).standard_normal((16, 1024)).astype(np.float32)}
+        for i in range(4)
+    ]
     return path, calib, {}
 
 
 def _bert(path: Path) -> tuple[Path, list[dict[str, np.ndarray]], dict[str, int]]:
     models.export_onnx("bert_encoder", path)
-    calib = [{"input_ids": np.random.default_rng(i).integers(0, models.VOCAB, (1, models.SEQ)).astype(np.int64)}
-             for i in range(4)]
+    calib = [
+        {
+            "input_ids": np.random.default_rng(i)
+            .integers(0, models.VOCAB, (1, models.SEQ))
+            .astype(np.int64)
+        }
+        for i in range(4)
+    ]
     return path, calib, {}
 
 
@@ -62,7 +79,7 @@ def _digits(path: Path) -> tuple[Path, list[dict[str, np.ndarray]], dict[str, in
 
     onnx.save(digits_model("cnn"), path)
     train = digits_split().inputs("train")["image"]
-    return path, [{"image": train[i:i + 64]} for i in range(0, 512, 64)], {}
+    return path, [{"image": train[i : i + 64]} for i in range(0, 512, 64)], {}
 
 
 BUILDERS = {"gemm_mlp": _gemm_mlp, "bert_encoder": _bert, "digits_cnn": _digits}
@@ -88,8 +105,11 @@ def quantize_int4(src: Path, dst: Path) -> None:
     import subprocess
 
     cli = "from torsh_gen.cli.main import main; main()"
-    subprocess.run([sys.executable, "-c", cli, "quantize", str(src), "-o", str(dst), "--mode", "weight-int4"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", cli, "quantize", str(src), "-o", str(dst), "--mode", "weight-int4"],
+        check=True,
+        capture_output=True,
+    )
 
 
 def accuracy_figures(name: str, f32: Path, q: Path, art_q: Path) -> dict[str, Any]:
@@ -108,20 +128,30 @@ def accuracy_figures(name: str, f32: Path, q: Path, art_q: Path) -> dict[str, An
         split = digits_split()
         x = split.inputs("test")["image"]
         ours = list(mod.run(image=x).values())[0]
-        return {"float32 top-1 %": accuracy(ref.run(None, {"image": x})[0], split.y_test),
-                "ours int8 top-1 %": accuracy(ours, split.y_test),
-                "onnxruntime int8 top-1 %": accuracy(ortq.run(None, {"image": x})[0], split.y_test),
-                "equal to onnxruntime int8": bool(np.array_equal(ours, ortq.run(None, {"image": x})[0]))}
+        return {
+            "float32 top-1 %": accuracy(ref.run(None, {"image": x})[0], split.y_test),
+            "ours int8 top-1 %": accuracy(ours, split.y_test),
+            "onnxruntime int8 top-1 %": accuracy(ortq.run(None, {"image": x})[0], split.y_test),
+            "equal to onnxruntime int8": bool(
+                np.array_equal(ours, ortq.run(None, {"image": x})[0])
+            ),
+        }
     if name == "bert_encoder":
         ids = np.random.default_rng(99).integers(0, models.VOCAB, (1, models.SEQ)).astype(np.int64)
         f = ref.run(None, {"input_ids": ids})[0]
         ours = list(mod.run(input_ids=ids).values())[0]
-        return {"cosine ours int8 vs float32": cosine_similarity(ours, f),
-                "cosine onnxruntime int8 vs float32": cosine_similarity(ortq.run(None, {"input_ids": ids})[0], f)}
+        return {
+            "cosine ours int8 vs float32": cosine_similarity(ours, f),
+            "cosine onnxruntime int8 vs float32": cosine_similarity(
+                ortq.run(None, {"input_ids": ids})[0], f
+            ),
+        }
     x = np.random.default_rng(99).standard_normal((8, 1024)).astype(np.float32)
     ours = list(mod.run(x=x).values())[0]
-    return {"equal to onnxruntime int8": bool(np.array_equal(ours, ortq.run(None, {"x": x})[0])),
-            "cosine ours int8 vs float32": cosine_similarity(ours, ref.run(None, {"x": x})[0])}
+    return {
+        "equal to onnxruntime int8": bool(np.array_equal(ours, ortq.run(None, {"x": x})[0])),
+        "cosine ours int8 vs float32": cosine_similarity(ours, ref.run(None, {"x": x})[0]),
+    }
 
 
 def run(names: tuple[str, ...], repeat: int, threads: int, folder: Path) -> list[dict[str, Any]]:
@@ -145,16 +175,39 @@ def run(names: tuple[str, ...], repeat: int, threads: int, folder: Path) -> list
             compile_model(str(q4), art_4)
         for batch in ((1, 64) if name == "gemm_mlp" else (1,)):
             bind = {"batch": batch} if name == "gemm_mlp" else None
-            rf = bench_model(str(f32), artifact_dir=art_f, threads=threads, repeat=repeat, bindings=bind)
-            rq = bench_model(str(q), artifact_dir=art_q, threads=threads, repeat=repeat, bindings=bind)
-            ours_f, ort_f = rf["engines"]["torsh-gen"]["median_ms"], rf["engines"]["onnxruntime"]["median_ms"]
-            ours_q, ort_q = rq["engines"]["torsh-gen"]["median_ms"], rq["engines"]["onnxruntime"]["median_ms"]
-            rows.append({"model": name, "batch": batch, "ours_f32_ms": ours_f, "ort_f32_ms": ort_f,
-                         "ours_int8_ms": ours_q, "ort_int8_ms": ort_q, "int8_vs_f32": ours_q / ours_f,
-                         "int8_vs_ort_int8": ours_q / ort_q, "size_ratio": q.stat().st_size / f32.stat().st_size,
-                         **extra, "load": [rf["load_average"], rq["load_average"]]})
+            rf = bench_model(
+                str(f32), artifact_dir=art_f, threads=threads, repeat=repeat, bindings=bind
+            )
+            rq = bench_model(
+                str(q), artifact_dir=art_q, threads=threads, repeat=repeat, bindings=bind
+            )
+            ours_f, ort_f = (
+                rf["engines"]["torsh-gen"]["median_ms"],
+                rf["engines"]["onnxruntime"]["median_ms"],
+            )
+            ours_q, ort_q = (
+                rq["engines"]["torsh-gen"]["median_ms"],
+                rq["engines"]["onnxruntime"]["median_ms"],
+            )
+            rows.append(
+                {
+                    "model": name,
+                    "batch": batch,
+                    "ours_f32_ms": ours_f,
+                    "ort_f32_ms": ort_f,
+                    "ours_int8_ms": ours_q,
+                    "ort_int8_ms": ort_q,
+                    "int8_vs_f32": ours_q / ours_f,
+                    "int8_vs_ort_int8": ours_q / ort_q,
+                    "size_ratio": q.stat().st_size / f32.stat().st_size,
+                    **extra,
+                    "load": [rf["load_average"], rq["load_average"]],
+                }
+            )
             if art_4 is not None:
-                r4 = bench_model(str(q4), artifact_dir=art_4, threads=threads, repeat=repeat, bindings=bind)
+                r4 = bench_model(
+                    str(q4), artifact_dir=art_4, threads=threads, repeat=repeat, bindings=bind
+                )
                 rows[-1]["ours_int4_ms"] = r4["engines"]["torsh-gen"]["median_ms"]
                 rows[-1]["ort_int4_ms"] = r4["engines"]["onnxruntime"]["median_ms"]
                 rows[-1]["int4_vs_f32"] = rows[-1]["ours_int4_ms"] / ours_f
@@ -164,18 +217,30 @@ def run(names: tuple[str, ...], repeat: int, threads: int, folder: Path) -> list
 
 def table(rows: list[dict[str, Any]], threads: int) -> str:
     """The markdown table of ``rows``."""
-    out = [f"CPU: {cpu_model()}, {threads} threads; medians of {'/'.join(sorted({str(r['batch']) for r in rows}))}-batch runs.", "",
-           "| model | batch | ours f32 ms | ort f32 ms | ours int8 ms | ort int8 (QDQ) ms | ours int8 / ours f32 | ours int8 / ort int8 | int8 file / f32 file |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"CPU: {cpu_model()}, {threads} threads; medians of {'/'.join(sorted({str(r['batch']) for r in rows}))}-batch runs.",
+        "",
+        "| model | batch | ours f32 ms | ort f32 ms | ours int8 ms | ort int8 (QDQ) ms | ours int8 / ours f32 | ours int8 / ort int8 | int8 file / f32 file |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        out.append(f"| {r['model']} | {r['batch']} | {r['ours_f32_ms']:.3f} | {r['ort_f32_ms']:.3f} | {r['ours_int8_ms']:.3f} "
-                   f"| {r['ort_int8_ms']:.3f} | {r['int8_vs_f32']:.2f} | {r['int8_vs_ort_int8']:.2f} | {r['size_ratio']:.2f} |")
+        out.append(
+            f"| {r['model']} | {r['batch']} | {r['ours_f32_ms']:.3f} | {r['ort_f32_ms']:.3f} | {r['ours_int8_ms']:.3f} "
+            f"| {r['ort_int8_ms']:.3f} | {r['int8_vs_f32']:.2f} | {r['int8_vs_ort_int8']:.2f} | {r['size_ratio']:.2f} |"
+        )
     int4 = [r for r in rows if "ours_int4_ms" in r]
     if int4:
-        out += ["", "Weight-only int4 (`torsh-gen quantize --mode weight-int4`, block 32):", "",
-                "| model | batch | ours int4 ms | ort int4 ms | ours int4 / ours f32 |", "|---|---|---|---|---|"]
-        out += [f"| {r['model']} | {r['batch']} | {r['ours_int4_ms']:.3f} | {r['ort_int4_ms']:.3f} | {r['int4_vs_f32']:.2f} |"
-                for r in int4]
+        out += [
+            "",
+            "Weight-only int4 (`torsh-gen quantize --mode weight-int4`, block 32):",
+            "",
+            "| model | batch | ours int4 ms | ort int4 ms | ours int4 / ours f32 |",
+            "|---|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['model']} | {r['batch']} | {r['ours_int4_ms']:.3f} | {r['ort_int4_ms']:.3f} | {r['int4_vs_f32']:.2f} |"
+            for r in int4
+        ]
     out += ["", "Accuracy:", ""]
     seen = set()
     for r in rows:
@@ -183,8 +248,17 @@ def table(rows: list[dict[str, Any]], threads: int) -> str:
             continue
         seen.add(r["model"])
         skip = ("_ms", "_f32", "ort_int8", "size_ratio")
-        figs = {k: v for k, v in r.items() if k not in ("model", "batch", "load") and not k.endswith(skip)}
-        out.append(f"- {r['model']}: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items()))
+        figs = {
+            k: v
+            for k, v in r.items()
+            if k not in ("model", "batch", "load") and not k.endswith(skip)
+        }
+        out.append(
+            f"- {r['model']}: "
+            + ", ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in figs.items()
+            )
+        )
     return "\n".join(out) + "\n"
 
 

@@ -40,8 +40,9 @@ def _ours(module, feeds: dict) -> list[np.ndarray]:
     return list(module.run(**feeds).values())
 
 
-def _check_combined(tmp_path: Path, cases: list[onnx.ModelProto], feeds: list[dict], marker: str,
-                    exact: bool = True) -> None:
+def _check_combined(
+    tmp_path: Path, cases: list[onnx.ModelProto], feeds: list[dict], marker: str, exact: bool = True
+) -> None:
     """Compile the cases as one model (one compile), compare every output with onnxruntime."""
     model = qm.combine(cases)
     mod = _compile(model, tmp_path / "art")
@@ -70,17 +71,26 @@ MATMUL_CASES = [
 def test_qlinear_matmul_is_exact(tmp_path: Path) -> None:
     cases, feeds = [], []
     for i, (m, k, n, xdt, wdt, per_channel, symmetric) in enumerate(MATMUL_CASES):
-        cases.append(qm.qlinear_matmul(m, k, n, xdt=xdt, wdt=wdt, per_channel=per_channel,
-                                       symmetric=symmetric, seed=i))
+        cases.append(
+            qm.qlinear_matmul(
+                m, k, n, xdt=xdt, wdt=wdt, per_channel=per_channel, symmetric=symmetric, seed=i
+            )
+        )
         feeds.append({"x": qm.int_input(np.random.default_rng(i), (m, k), xdt)})
     _check_combined(tmp_path, cases, feeds, "_cv.qgemm(")
 
 
 def test_qdq_products_are_exact(tmp_path: Path) -> None:
     cases, feeds = [], []
-    for i, (gemm, relu, xdt) in enumerate([(False, True, np.uint8), (True, False, np.int8), (True, True, np.uint8)]):
-        cases.append(qm.qdq_matmul(9, 45, 67, xdt=xdt, gemm=gemm, relu=relu, symmetric=False, seed=11 + i))
-        feeds.append({"x": np.random.default_rng(i).standard_normal((9, 45)).astype(np.float32) * 2})
+    for i, (gemm, relu, xdt) in enumerate(
+        [(False, True, np.uint8), (True, False, np.int8), (True, True, np.uint8)]
+    ):
+        cases.append(
+            qm.qdq_matmul(9, 45, 67, xdt=xdt, gemm=gemm, relu=relu, symmetric=False, seed=11 + i)
+        )
+        feeds.append(
+            {"x": np.random.default_rng(i).standard_normal((9, 45)).astype(np.float32) * 2}
+        )
     _check_combined(tmp_path, cases, feeds, "_cv.qgemm(")
 
 
@@ -100,7 +110,9 @@ def test_qlinear_conv_is_exact(tmp_path: Path) -> None:
     ]
     cases, feeds = [], []
     for i, ((n, c, h, w, m), kernel, stride, pad, xdt) in enumerate(shapes):
-        cases.append(qm.qlinear_conv(n, c, h, w, m, kernel, stride=stride, pad=pad, xdt=xdt, seed=i))
+        cases.append(
+            qm.qlinear_conv(n, c, h, w, m, kernel, stride=stride, pad=pad, xdt=xdt, seed=i)
+        )
         feeds.append({"x": qm.int_input(np.random.default_rng(i), (n, c, h, w), xdt)})
     _check_combined(tmp_path, cases, feeds, "_cv.qconv2d(")
 
@@ -109,7 +121,12 @@ def test_matmul_integer_is_exact(tmp_path: Path) -> None:
     cases, feeds = [], []
     for i, (wdt, per_column) in enumerate([(np.int8, True), (np.uint8, False)]):
         cases.append(qm.matmul_integer(3, 29, 40, wdt=wdt, per_column=per_column, seed=i))
-        feeds.append({"x": qm.int_input(np.random.default_rng(i), (3, 29), np.uint8), "xz": np.asarray(np.uint8(131))})
+        feeds.append(
+            {
+                "x": qm.int_input(np.random.default_rng(i), (3, 29), np.uint8),
+                "xz": np.asarray(np.uint8(131)),
+            }
+        )
     _check_combined(tmp_path, cases, feeds, "_cv.matmul_integer(")
 
 
@@ -127,13 +144,18 @@ def digits_int8(tmp_path_factory: pytest.TempPathFactory):
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter([{"image": train[i:i + 64]} for i in range(0, 512, 64)])
+            self.batches = iter([{"image": train[i : i + 64]} for i in range(0, 512, 64)])
 
         def get_next(self):  # noqa: ANN201  (onnxruntime's interface)
             return next(self.batches, None)
 
-    quantize_static(str(folder / "cnn.onnx"), str(folder / "cnn_qdq.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, per_channel=True)
+    quantize_static(
+        str(folder / "cnn.onnx"),
+        str(folder / "cnn_qdq.onnx"),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+    )
     model = onnx.load(folder / "cnn_qdq.onnx")
     return model, _compile(model, folder / "art"), split
 
@@ -164,17 +186,26 @@ def test_vnni_detection_and_forced_fallback(digits_int8, tmp_path: Path) -> None
     )
     env = dict(os.environ, TORSH_GEN_NO_VNNI="1")
     art = Path(mod.__file__).parent
-    subprocess.run([sys.executable, "-c", script, str(art), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
-                   env=env, check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-c", script, str(art), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+        env=env,
+        check=True,
+        timeout=300,
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), _ours(mod, {"image": x})[0])
 
 
 @pytest.mark.slow  # its own kernel build (the q4 and float matmul parts): ~40 s cold
 def test_int4_weight_only_matmul(tmp_path: Path) -> None:
     # one row (the in-kernel dequantization) and nine (dequantized once, float GEMM)
-    cases = [qm.int4_matmul(1, 40, 300, seed=1), qm.int4_matmul(9, 64, 70, zero_point=False, seed=2)]
-    feeds = [{"x": np.random.default_rng(i).standard_normal((m, k)).astype(np.float32)}
-             for i, (m, k) in enumerate([(1, 40), (9, 64)])]
+    cases = [
+        qm.int4_matmul(1, 40, 300, seed=1),
+        qm.int4_matmul(9, 64, 70, zero_point=False, seed=2),
+    ]
+    feeds = [
+        {"x": np.random.default_rng(i).standard_normal((m, k)).astype(np.float32)}
+        for i, (m, k) in enumerate([(1, 40), (9, 64)])
+    ]
     model = qm.combine(cases)
     mod = _compile(model, tmp_path / "art")
     assert "_cv.q4_matmul(" in (tmp_path / "art" / "model.py").read_text()
@@ -182,5 +213,7 @@ def test_int4_weight_only_matmul(tmp_path: Path) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # plain DQ + MatMul
     for i, case in enumerate(cases):
-        sess = ort.InferenceSession(case.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            case.SerializeToString(), opts, providers=["CPUExecutionProvider"]
+        )
         np.testing.assert_allclose(got[i], sess.run(None, feeds[i])[0], rtol=1e-5, atol=1e-5)

@@ -67,20 +67,29 @@ def test_qoperator_ops_become_fused_ops() -> None:
     conv = _fused(qm.qlinear_conv(1, 3, 7, 6, 5, 3, pad=1, seed=6))
     assert _ops(mm) == ["QGemm"] and _ops(conv) == ["QConv"]
     x = qm.int_input(np.random.default_rng(7), (1, 3, 7, 6), np.uint8)
-    np.testing.assert_array_equal(_run(conv, {"x": x})[0], _ort(qm.qlinear_conv(1, 3, 7, 6, 5, 3, pad=1, seed=6), {"x": x})[0])
+    np.testing.assert_array_equal(
+        _run(conv, {"x": x})[0], _ort(qm.qlinear_conv(1, 3, 7, 6, 5, 3, pad=1, seed=6), {"x": x})[0]
+    )
 
 
 def test_moves_between_dq_and_q_run_on_integers() -> None:
     scale = numpy_helper.from_array(np.float32(0.1), "s")
     zp = numpy_helper.from_array(np.uint8(7), "z")
-    nodes = [helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
-             helper.make_node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
-             helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"]),
-             helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["d2"]),
-             helper.make_node("MaxPool", ["d2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
-             helper.make_node("QuantizeLinear", ["p", "s", "z"], ["y"])]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 4, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 2, 1])], [scale, zp])
+    nodes = [
+        helper.make_node("DequantizeLinear", ["x", "s", "z"], ["d"]),
+        helper.make_node("Transpose", ["d"], ["t"], perm=[0, 2, 3, 1]),
+        helper.make_node("QuantizeLinear", ["t", "s", "z"], ["tq"]),
+        helper.make_node("DequantizeLinear", ["tq", "s", "z"], ["d2"]),
+        helper.make_node("MaxPool", ["d2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("QuantizeLinear", ["p", "s", "z"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [1, 4, 2, 1])],
+        [scale, zp],
+    )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
     graph = _fused(model)
     # the Transpose runs on the integers; MaxPool stays float32 (the backend's fast pool)
@@ -101,12 +110,18 @@ def test_patterns_that_must_not_fuse() -> None:
     # block-wise (int4-style) weight quantization is not per tensor or per channel
     w = numpy_helper.from_array(np.ones((8, 4), np.int8), "w")
     ws = numpy_helper.from_array(np.full((2, 4), 0.1, np.float32), "ws")
-    nodes = [helper.make_node("DequantizeLinear", ["xq", "xs"], ["xd"]),
-             helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=0, block_size=4),
-             helper.make_node("MatMul", ["xd", "wd"], ["y"])]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("xq", TensorProto.UINT8, [2, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
-                          [w, ws, numpy_helper.from_array(np.float32(0.1), "xs")])
+    nodes = [
+        helper.make_node("DequantizeLinear", ["xq", "xs"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["w", "ws"], ["wd"], axis=0, block_size=4),
+        helper.make_node("MatMul", ["xd", "wd"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("xq", TensorProto.UINT8, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [w, ws, numpy_helper.from_array(np.float32(0.1), "xs")],
+    )
     blocked = load_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)]))
     assert not fuse_quant(blocked)
     # a float model is left alone
@@ -115,9 +130,13 @@ def test_patterns_that_must_not_fuse() -> None:
 
 def _float_matmul() -> onnx.ModelProto:
     w = numpy_helper.from_array(np.ones((8, 4), np.float32), "w")
-    g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])], [w])
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [w],
+    )
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
 
 
@@ -135,4 +154,6 @@ def test_int4_weights_become_q4matmul(zero_point: bool) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # plain DQ + MatMul
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(_run(graph, {"x": x})[0], sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        _run(graph, {"x": x})[0], sess.run(None, {"x": x})[0], rtol=1e-5, atol=1e-5
+    )

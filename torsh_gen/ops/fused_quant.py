@@ -69,7 +69,7 @@ def finish(
         shape[axis] = v.size
         return v.reshape(shape)
 
-    scale = (np.float32(np.asarray(x_scale).reshape(())) * np.asarray(w_scale, np.float32))
+    scale = np.float32(np.asarray(x_scale).reshape(())) * np.asarray(w_scale, np.float32)
     scale = along(scale.astype(np.float32))
     if y_scale is None:
         y = acc.astype(np.float32) * scale
@@ -105,9 +105,22 @@ class QGemm(OpSpec):
 
     attrs = {"activation": STRING("")}
 
-    def run(self, ctx: RunContext, x: np.ndarray, xs: np.ndarray, xz: Any, w: np.ndarray,
-            ws: np.ndarray, wz: Any, bias: Any = None, ys: Any = None, yz: Any = None) -> np.ndarray:
-        acc = np.matmul(x.astype(np.int64) - _zp(xz).reshape(()), w.astype(np.int64) - _zp(wz).reshape(-1))
+    def run(
+        self,
+        ctx: RunContext,
+        x: np.ndarray,
+        xs: np.ndarray,
+        xz: Any,
+        w: np.ndarray,
+        ws: np.ndarray,
+        wz: Any,
+        bias: Any = None,
+        ys: Any = None,
+        yz: Any = None,
+    ) -> np.ndarray:
+        acc = np.matmul(
+            x.astype(np.int64) - _zp(xz).reshape(()), w.astype(np.int64) - _zp(wz).reshape(-1)
+        )
         return finish(acc, acc.ndim - 1, xs, ws, bias, ys, yz, ctx.attrs.activation == "Relu")
 
     def infer(self, ctx: InferContext) -> list[Type | None]:
@@ -133,7 +146,9 @@ def _conv_view(node: Node) -> Node:
     """A look-alike ConvInteger node (X, W) carrying the convolution attributes."""
     attrs = {k: a for k, a in node.attrs.items() if k != "activation"}
     ins = [node.inputs[0], node.inputs[3]]
-    return Node("ConvInteger", ins, [Value(o.name, o.type) for o in node.outputs], attrs, "", node.name)
+    return Node(
+        "ConvInteger", ins, [Value(o.name, o.type) for o in node.outputs], attrs, "", node.name
+    )
 
 
 @op("QConv", since=1, domain=DOMAIN)
@@ -142,14 +157,27 @@ class QConv(OpSpec):
 
     attrs = dict(_CONV_ATTRS, activation=STRING(""))
 
-    def run(self, ctx: RunContext, x: np.ndarray, xs: np.ndarray, xz: Any, w: np.ndarray,
-            ws: np.ndarray, wz: Any, bias: Any = None, ys: Any = None, yz: Any = None) -> np.ndarray:
+    def run(
+        self,
+        ctx: RunContext,
+        x: np.ndarray,
+        xs: np.ndarray,
+        xz: Any,
+        w: np.ndarray,
+        ws: np.ndarray,
+        wz: Any,
+        bias: Any = None,
+        ys: Any = None,
+        yz: Any = None,
+    ) -> np.ndarray:
         conv = lookup("ConvInteger", "", 10)
         node = _conv_view(ctx.node)
         sub = RunContext(node, conv.resolve_attrs(node), 10, 1, ctx.run_graph, ctx.rng)
         xf = x.astype(np.float64) - _zp(xz).reshape(())
         wzp = _zp(wz).reshape(-1)
-        wf = w.astype(np.float64) - (wzp.reshape((-1,) + (1,) * (w.ndim - 1)) if wzp.size > 1 else wzp[0])
+        wf = w.astype(np.float64) - (
+            wzp.reshape((-1,) + (1,) * (w.ndim - 1)) if wzp.size > 1 else wzp[0]
+        )
         acc = np.rint(Conv.conv(conv, sub, xf, wf)).astype(np.int64)
         return finish(acc, 1, xs, ws, bias, ys, yz, ctx.attrs.activation == "Relu")
 
@@ -178,11 +206,24 @@ class MsQGemm(OpSpec):
 
     attrs = {"alpha": FLOAT(1.0), "transA": INT(0), "transB": INT(0)}
 
-    def run(self, ctx: RunContext, a: np.ndarray, a_s: np.ndarray, a_zp: Any, b: np.ndarray,
-            b_s: np.ndarray, b_zp: Any, c: Any = None, ys: Any = None, yz: Any = None) -> np.ndarray:
+    def run(
+        self,
+        ctx: RunContext,
+        a: np.ndarray,
+        a_s: np.ndarray,
+        a_zp: Any,
+        b: np.ndarray,
+        b_s: np.ndarray,
+        b_zp: Any,
+        c: Any = None,
+        ys: Any = None,
+        yz: Any = None,
+    ) -> np.ndarray:
         at = a.T if ctx.attrs.transA else a
         bt = b.T if ctx.attrs.transB else b
-        acc = np.matmul(at.astype(np.int64) - _zp(a_zp).reshape(()), bt.astype(np.int64) - _zp(b_zp).reshape(-1))
+        acc = np.matmul(
+            at.astype(np.int64) - _zp(a_zp).reshape(()), bt.astype(np.int64) - _zp(b_zp).reshape(-1)
+        )
         if c is not None:
             acc = acc + c.astype(np.int64)
         ws = np.asarray(b_s, np.float32) * np.float32(ctx.attrs.alpha)
@@ -191,7 +232,12 @@ class MsQGemm(OpSpec):
     def infer(self, ctx: InferContext) -> list[Type | None]:
         at, bt = ctx.input_type(0), ctx.input_type(3)
         shape = None
-        if isinstance(at, TensorType) and isinstance(bt, TensorType) and at.rank == 2 and bt.rank == 2:
+        if (
+            isinstance(at, TensorType)
+            and isinstance(bt, TensorType)
+            and at.rank == 2
+            and bt.rank == 2
+        ):
             shape = (at.shape[1 if ctx.attrs.transA else 0], bt.shape[0 if ctx.attrs.transB else 1])
         return _out_type(ctx, shape)
 
@@ -205,7 +251,9 @@ class Q4MatMul(OpSpec):
 
     attrs = {"block_size": INT(32)}
 
-    def run(self, ctx: RunContext, a: np.ndarray, w: np.ndarray, s: np.ndarray, z: Any = None) -> np.ndarray:
+    def run(
+        self, ctx: RunContext, a: np.ndarray, w: np.ndarray, s: np.ndarray, z: Any = None
+    ) -> np.ndarray:
         bs = int(ctx.attrs.block_size)
         rows = np.arange(w.shape[0]) // bs
         q = w.astype(np.float32)

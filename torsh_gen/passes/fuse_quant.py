@@ -63,7 +63,11 @@ def _scalar_q(view: View, node: Node) -> bool:
     """True for a DQ/Q node with constant per-tensor scale and zero point."""
     s = view.const(node.inputs[1]) if len(node.inputs) > 1 else None
     z = node.inputs[2] if len(node.inputs) > 2 else None
-    if s is None or s.size != 1 or (z is not None and (view.const(z) is None or view.const(z).size != 1)):
+    if (
+        s is None
+        or s.size != 1
+        or (z is not None and (view.const(z) is None or view.const(z).size != 1))
+    ):
         return False
     return int(node.attr("block_size", 0) or 0) == 0
 
@@ -77,7 +81,9 @@ def _act_dq(view: View, v: Value | None) -> Node | None:
     return dq if t is not None and t.dtype.numpy in _QTYPES else None
 
 
-def _weight_dq(view: View, v: Value | None, axis: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def _weight_dq(
+    view: View, v: Value | None, axis: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """(w, scale, zero point) of a constant int8/uint8 weight dequantized per tensor or along
     ``axis`` (the output channel axis of the weight)."""
     dq = view.producer(v)
@@ -86,12 +92,22 @@ def _weight_dq(view: View, v: Value | None, axis: int) -> tuple[np.ndarray, np.n
     w = view.const(dq.inputs[0])
     s = view.const(dq.inputs[1])
     z = view.const(dq.inputs[2]) if len(dq.inputs) > 2 and dq.inputs[2] is not None else None
-    if w is None or s is None or w.dtype not in _QTYPES or (len(dq.inputs) > 2 and dq.inputs[2] is not None and z is None):
+    if (
+        w is None
+        or s is None
+        or w.dtype not in _QTYPES
+        or (len(dq.inputs) > 2 and dq.inputs[2] is not None and z is None)
+    ):
         return None
     z = np.zeros((), w.dtype) if z is None else z
     if s.size > 1:
         a = int(dq.attr("axis", 1))
-        if (a + w.ndim) % w.ndim != axis or s.ndim != 1 or s.size != w.shape[axis] or z.size not in (1, s.size):
+        if (
+            (a + w.ndim) % w.ndim != axis
+            or s.ndim != 1
+            or s.size != w.shape[axis]
+            or z.size not in (1, s.size)
+        ):
             return None
     elif z.size != 1:
         return None
@@ -112,7 +128,9 @@ def _bias(view: View, v: Value | None) -> tuple[np.ndarray, np.ndarray | None] |
     if q is None or s is None or q.dtype != np.int32 or (z is not None and np.any(z != 0)):
         return None
     deq = (q.astype(np.float32) * s.astype(np.float32)).astype(np.float32).reshape(-1)
-    return deq, np.stack([q.reshape(-1).astype(np.float64), np.broadcast_to(s.reshape(-1), q.reshape(-1).shape)])
+    return deq, np.stack(
+        [q.reshape(-1).astype(np.float64), np.broadcast_to(s.reshape(-1), q.reshape(-1).shape)]
+    )
 
 
 def _qdq_plan(view: View, node: Node) -> QPlan | None:
@@ -125,7 +143,11 @@ def _qdq_plan(view: View, node: Node) -> QPlan | None:
         return None
     trans = False
     if op_is(node, "Gemm"):
-        if float(node.attr("alpha", 1.0)) != 1.0 or int(node.attr("transA", 0)) or float(node.attr("beta", 1.0)) != 1.0:
+        if (
+            float(node.attr("alpha", 1.0)) != 1.0
+            or int(node.attr("transA", 0))
+            or float(node.attr("beta", 1.0)) != 1.0
+        ):
             return None
         trans = bool(int(node.attr("transB", 0)))
     axis = 0 if conv or trans else 1
@@ -150,7 +172,12 @@ def _qdq_plan(view: View, node: Node) -> QPlan | None:
     if bias is None and not conv and op_is(nxt, "Add"):
         bias = _bias(view, other_input(nxt, y))
         t = tensor_type(nxt.outputs[0])
-        if bias is not None and bias[0].size == w.shape[1] and t is not None and t.shape == tensor_type(y).shape:
+        if (
+            bias is not None
+            and bias[0].size == w.shape[1]
+            and t is not None
+            and t.shape == tensor_type(y).shape
+        ):
             plan.nodes.append(nxt)
             y = nxt.outputs[0]
             nxt = view.reader(y)
@@ -164,7 +191,11 @@ def _qdq_plan(view: View, node: Node) -> QPlan | None:
     n_out = w.shape[0] if conv else w.shape[1]
     if op_is(nxt, "QuantizeLinear") and _scalar_q(view, nxt) and nxt.inputs[0] is y:
         out_dt = int(nxt.attr("output_dtype", 0) or 0)
-        zt = tensor_type(nxt.inputs[2]) if len(nxt.inputs) > 2 and nxt.inputs[2] is not None else None
+        zt = (
+            tensor_type(nxt.inputs[2])
+            if len(nxt.inputs) > 2 and nxt.inputs[2] is not None
+            else None
+        )
         ot = tensor_type(nxt.outputs[0])
         if ot is not None and ot.dtype.numpy in _QTYPES and (zt is not None or out_dt == 0):
             if bias is not None:
@@ -198,7 +229,11 @@ def _int_bias(view: View, plan: QPlan, bias: tuple, ws: np.ndarray, n: int) -> n
 
 def _ms_qgemm(view: View, node: Node) -> tuple[list, np.ndarray | None] | None:
     """com.microsoft QGemm as (QLinearMatMul-ordered inputs, int32 bias), or None."""
-    if node.op_type != "QGemm" or node.domain != "com.microsoft" or float(node.attr("alpha", 1.0)) != 1.0:
+    if (
+        node.op_type != "QGemm"
+        or node.domain != "com.microsoft"
+        or float(node.attr("alpha", 1.0)) != 1.0
+    ):
         return None
     if int(node.attr("transA", 0)):
         return None
@@ -230,12 +265,18 @@ def _qop_plan(view: View, node: Node) -> QPlan | None:
     if not conv and w.ndim != 2:
         return None
     xt = tensor_type(x)
-    if xt is None or xt.dtype.numpy not in _QTYPES or view.const(xs) is None or view.const(xs).size != 1:
+    if (
+        xt is None
+        or xt.dtype.numpy not in _QTYPES
+        or view.const(xs) is None
+        or view.const(xs).size != 1
+    ):
         return None
     n_out = w.shape[0] if conv else w.shape[1]
     if ws.size not in (1, n_out) or wz.size not in (1, n_out):
         return None
-    plan = QPlan(node, conv, [x, xs, xz, w, ws.astype(np.float32).reshape(-1), wz.reshape(-1)])  # type: ignore[list-item]
+    params = [x, xs, xz, w, ws.astype(np.float32).reshape(-1), wz.reshape(-1)]
+    plan = QPlan(node, conv, params)  # type: ignore[arg-type]
     if conv and len(node.inputs) > 8 and node.inputs[8] is not None:
         b = view.const(node.inputs[8])
         if b is None:
@@ -251,8 +292,15 @@ def _fused(graph: Graph, names: NameGen, plan: QPlan) -> Node:
     """The QGemm/QConv node of ``plan`` (new constants for weight, scales, bias)."""
     hint = plan.anchor.name or plan.anchor.op_type
     x, xs, xz, w, ws, wz = plan.inputs
-    consts = [add_constant(graph, names, f"{hint}_{k}", np.ascontiguousarray(a)) for k, a in (("w", w), ("w_scale", ws), ("w_zp", wz))]
-    bias = None if plan.bias is None else add_constant(graph, names, f"{hint}_bias", np.ascontiguousarray(plan.bias))
+    consts = [
+        add_constant(graph, names, f"{hint}_{k}", np.ascontiguousarray(a))
+        for k, a in (("w", w), ("w_scale", ws), ("w_zp", wz))
+    ]
+    bias = (
+        None
+        if plan.bias is None
+        else add_constant(graph, names, f"{hint}_bias", np.ascontiguousarray(plan.bias))
+    )
     inputs = [x, xs, xz, *consts, bias]
     if plan.ys is not None:
         inputs += [plan.ys, plan.yz]
@@ -260,11 +308,17 @@ def _fused(graph: Graph, names: NameGen, plan: QPlan) -> Node:
         inputs.pop()
     attrs: dict[str, Attribute] = {}
     if plan.conv:
-        attrs = {k: a for k, a in plan.anchor.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+        attrs = {
+            k: a
+            for k, a in plan.anchor.attrs.items()
+            if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+        }
     if plan.relu:
         attrs["activation"] = Attribute(AttrKind.STRING, "Relu")
     op_type = "QConv" if plan.conv else "QGemm"
-    return Node(op_type, inputs, [plan.out], attrs, DOMAIN, names.fresh(f"{hint}_{op_type.lower()}"))
+    return Node(
+        op_type, inputs, [plan.out], attrs, DOMAIN, names.fresh(f"{hint}_{op_type.lower()}")
+    )
 
 
 #: Ops that only move values: between DQ and Q with the same scale and zero point they
@@ -284,7 +338,9 @@ def _same_q(view: View, dq: Node, q: Node) -> bool:
     a, b = view.const(zd), view.const(zq)
     if a.dtype != b.dtype or int(q.attr("output_dtype", 0) or 0):
         return False
-    return bool(a.reshape(()) == b.reshape(())) and bool(view.const(dq.inputs[1]).reshape(()) == view.const(q.inputs[1]).reshape(()))
+    return bool(a.reshape(()) == b.reshape(())) and bool(
+        view.const(dq.inputs[1]).reshape(()) == view.const(q.inputs[1]).reshape(())
+    )
 
 
 def _move_plan(view: View, node: Node) -> tuple[Node, list[Node]] | None:
@@ -293,9 +349,21 @@ def _move_plan(view: View, node: Node) -> tuple[Node, list[Node]] | None:
         return None
     dq = _act_dq(view, node.inputs[0])
     q = view.reader(node.outputs[0])
-    if dq is None or not op_is(q, "QuantizeLinear") or q.inputs[0] is not node.outputs[0] or not _same_q(view, dq, q):
+    if (
+        dq is None
+        or not op_is(q, "QuantizeLinear")
+        or q.inputs[0] is not node.outputs[0]
+        or not _same_q(view, dq, q)
+    ):
         return None
-    moved = Node(node.op_type, [dq.inputs[0], *node.inputs[1:]], [q.outputs[0]], dict(node.attrs), node.domain, node.name)
+    moved = Node(
+        node.op_type,
+        [dq.inputs[0], *node.inputs[1:]],
+        [q.outputs[0]],
+        dict(node.attrs),
+        node.domain,
+        node.name,
+    )
     return moved, [node, q]
 
 
@@ -328,11 +396,17 @@ def _int4_plan(view: View, node: Node, names: NameGen, graph: Graph) -> Node | N
         return None
     if (int(dq.attr("axis", 1)) + 2) % 2 != 0 or (zv is not None and z is None):
         return None
-    if tensor_type(node.inputs[0]).dtype.numpy != np.float32 or s.shape != (-(-w.shape[0] // bs), w.shape[1]):
+    if tensor_type(node.inputs[0]).dtype.numpy != np.float32 or s.shape != (
+        -(-w.shape[0] // bs),
+        w.shape[1],
+    ):
         return None
     hint = node.name or "matmul"
-    inputs = [node.inputs[0], add_constant(graph, names, f"{hint}_w4", w.astype(np.int8)),
-              add_constant(graph, names, f"{hint}_s4", s.astype(np.float32))]
+    inputs = [
+        node.inputs[0],
+        add_constant(graph, names, f"{hint}_w4", w.astype(np.int8)),
+        add_constant(graph, names, f"{hint}_s4", s.astype(np.float32)),
+    ]
     if z is not None:
         inputs.append(add_constant(graph, names, f"{hint}_z4", z.astype(np.int8)))
     attrs = {"block_size": Attribute(AttrKind.INT, bs)}
@@ -369,7 +443,8 @@ def fuse_quant(graph: Graph) -> bool:
         removed = [plan.anchor, *plan.nodes]
         taken.update(id(n) for n in removed)
         rewrites.append((removed[-1], [fused], removed))
-        key = f"{fused.op_type}({'quantized' if plan.ys is not None else 'float'} output{', Relu' if plan.relu else ''})"
+        out = "quantized" if plan.ys is not None else "float"
+        key = f"{fused.op_type}({out} output{', Relu' if plan.relu else ''})"
         counts[key] = counts.get(key, 0) + 1
     if not rewrites:
         return False

@@ -23,7 +23,13 @@ _QTYPES = (DType.UINT8, DType.INT8)
 def _args(ctx: NodeCtx) -> list[str] | None:
     """The runtime arguments x, xs, xz, w, ws, wz, bias, ys, yz, relu; None to decline."""
     x, w = ctx.in_tensor(0), ctx.const(3)
-    if x is None or x.dtype not in _QTYPES or w is None or w.dtype.kind not in "iu" or w.itemsize != 1:
+    if (
+        x is None
+        or x.dtype not in _QTYPES
+        or w is None
+        or w.dtype.kind not in "iu"
+        or w.itemsize != 1
+    ):
         return None
     if ctx.out_type(0) is None or ctx.attrs.activation not in ("", "Relu"):
         return None
@@ -60,10 +66,21 @@ def qconv(ctx: NodeCtx) -> bool:
         return False
     kernel = list(w.shape[2:])
     strides, dilations, pads = spatial_params(ctx.attrs, 2)
-    begin, _end, out = conv_pads(tuple(xt.shape[2:]), kernel, strides, dilations, pads, ctx.attrs.auto_pad)
+    begin, _end, out = conv_pads(
+        tuple(xt.shape[2:]), kernel, strides, dilations, pads, ctx.attrs.auto_pad
+    )
     if list(out) != list(t.shape[2:]):
         return False
-    geo = (kernel[0], kernel[1], strides[0], strides[1], dilations[0], dilations[1], begin[0], begin[1])
+    geo = (
+        kernel[0],
+        kernel[1],
+        strides[0],
+        strides[1],
+        dilations[0],
+        dilations[1],
+        begin[0],
+        begin[1],
+    )
     y, x0 = ctx.y(), ctx.x(0)
     dt = ctx.dtype(t.dtype)
     m, oh, ow = t.shape[1:]
@@ -87,8 +104,11 @@ def matmul_integer(ctx: NodeCtx) -> bool:
     if ctx.x(3) is not None and (bzp is None or bzp.size not in (1, b.shape[1])):
         return False
     y, x0 = ctx.y(), ctx.x(0)
-    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + ({b.shape[1]},), dtype=np.int32)'}")
-    ctx.emit(f"_cv.matmul_integer(self, {x0}, {ctx.x(2) or 'None'}, {ctx.x(1)}, {ctx.x(3) or 'None'}, {y})")
+    alloc = ctx.buf() or f"np.empty({x0}.shape[:-1] + ({b.shape[1]},), dtype=np.int32)"
+    ctx.emit(f"{y} = {alloc}")
+    ctx.emit(
+        f"_cv.matmul_integer(self, {x0}, {ctx.x(2) or 'None'}, {ctx.x(1)}, {ctx.x(3) or 'None'}, {y})"
+    )
     use_conv_runtime(ctx.module, "qgemm")
     return True
 
@@ -107,7 +127,13 @@ def _per_tensor(ctx: NodeCtx) -> bool:
 def quantize_linear(ctx: NodeCtx) -> bool:
     """float32 → uint8/int8 per tensor: one parallel numba pass (rint half to even)."""
     x, t = ctx.in_tensor(0), ctx.out_type(0)
-    if x is None or x.dtype != DType.FLOAT or t is None or t.dtype not in _QTYPES or not _per_tensor(ctx):
+    if (
+        x is None
+        or x.dtype != DType.FLOAT
+        or t is None
+        or t.dtype not in _QTYPES
+        or not _per_tensor(ctx)
+    ):
         return False
     if t.shape == () or int(ctx.attrs.get("output_dtype", 0) or 0) not in (0, int(t.dtype)):
         return False
@@ -122,7 +148,13 @@ def quantize_linear(ctx: NodeCtx) -> bool:
 def dequantize_linear(ctx: NodeCtx) -> bool:
     """uint8/int8 → float32 per tensor: one parallel numba pass."""
     x, t = ctx.in_tensor(0), ctx.out_type(0)
-    if x is None or x.dtype not in _QTYPES or t is None or t.dtype != DType.FLOAT or not _per_tensor(ctx):
+    if (
+        x is None
+        or x.dtype not in _QTYPES
+        or t is None
+        or t.dtype != DType.FLOAT
+        or not _per_tensor(ctx)
+    ):
         return False
     if t.shape == ():
         return False
@@ -142,7 +174,9 @@ def q4_matmul(ctx: NodeCtx) -> bool:
     if s is None or s.dtype.kind != "f" or t is None or not t.shape:
         return False
     y, x0 = ctx.y(), ctx.x(0)
-    ctx.emit(f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + ({w.shape[1]},), dtype=np.float32)'}")
+    ctx.emit(
+        f"{y} = {ctx.buf() or f'np.empty({x0}.shape[:-1] + ({w.shape[1]},), dtype=np.float32)'}"
+    )
     bs = int(ctx.attrs.block_size)
     ctx.emit(f"_cv.q4_matmul(self, {x0}, {ctx.x(1)}, {ctx.x(2)}, {ctx.x(3) or 'None'}, {bs}, {y})")
     use_conv_runtime(ctx.module, "q4", "matmul")  # many rows: the float32 packed GEMM
