@@ -332,3 +332,22 @@ def test_calib_folder_of_npy_files(capsys, cnn_file, split, tmp_path):
     data = json.loads(stdout)["precision"]
     assert data["data"].endswith("(24 samples)") and data["within_budget"]
     assert Path(tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_hostile_names_stay_data_in_upcast_artifacts(precision, tmp_path, monkeypatch):
+    """Node and value names carrying code reach the upcasting kernels' identifiers only sanitized."""
+    from tests.backends.models import hostile_names
+
+    monkeypatch.chdir(tmp_path)
+    data = hostile_names().SerializeToString()
+    result = convert_precision(load_onnx(data), precision)
+    compile_model(to_onnx(result.graph), tmp_path / "art")
+    assert "_f32" in (tmp_path / "art" / "model.py").read_text()  # the upcast path was taken
+    x = {v.name: np.random.default_rng(0).standard_normal([d.dim_value for d in v.type.tensor_type.shape.dim]).astype(np.float32)
+         for v in hostile_names().graph.input}
+    ours = load_artifact(tmp_path / "art").run(**x)
+    ref, _ = run_feeds(load_onnx(data), [x])
+    errors = output_errors(ours, ref)
+    assert all(e["max_rel"] <= TARGET_REL[precision] for e in errors.values())
+    assert not list(tmp_path.rglob("PWNED"))

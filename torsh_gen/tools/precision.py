@@ -168,7 +168,8 @@ def calibration_feeds(
         t = v.type
         if isinstance(t, TensorType) and t.shape and isinstance(t.shape[0], str):
             binds.setdefault(t.shape[0], RANDOM_BATCH_SIZE)
-    feeds = [random_inputs(graph, binds, seed + i) for i in range(RANDOM_BATCHES)]
+    # np.asarray: a 0-d bool comes back from random_inputs as a numpy scalar, which onnxruntime refuses
+    feeds = [{k: np.asarray(v) for k, v in random_inputs(graph, binds, seed + i).items()} for i in range(RANDOM_BATCHES)]
     return feeds, f"random inputs from the declared shapes ({RANDOM_BATCHES} batches, seed {seed})"
 
 
