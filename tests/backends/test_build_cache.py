@@ -38,3 +38,37 @@ def test_conv_kernels_split_into_balanced_shards() -> None:
     assert sorted(n for g in two for n in g) == sorted(n for g in shards(source, 1) for n in g)
     assert {"gemm_conv", "gemm_conv_grid", "gemm_rows", "max_pool2d", "pack_weights"} <= {n for g in two for n in g}
     assert len(shards(source, 64)) == len(shards(source, 1)[0])  # never more shards than kernels
+
+
+_HIDDEN = '''
+import numba as nb
+
+@nb.njit(nb.int64(nb.int64), cache=True)
+def seen(a):
+    return a + 1
+
+
+def _make():
+    @nb.njit(
+        nb.int64(nb.int64),
+        cache=True,
+    )
+    def hidden(a):
+        return a * 2
+
+    return hidden
+
+
+hidden = _make()
+'''
+
+
+def test_sharded_build_caches_kernels_the_split_cannot_see(tmp_path: Path) -> None:
+    """A cached kernel whose decorator ``shards`` does not recognise (nested, split over
+    lines) is compiled by the first process, so the artifact never recompiles it."""
+    from torsh_gen.backends.python.conv_cache import _build, shards
+
+    assert shards(_HIDDEN, 2) == [["seen"]]
+    assert _build(tmp_path / "shared", _HIDDEN)
+    names = {f.name.split("-")[0] for f in (tmp_path / "shared" / "__pycache__").glob("*.nbi")}
+    assert names == {"_conv.seen", "_conv._make.locals.hidden"}

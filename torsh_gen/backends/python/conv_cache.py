@@ -32,17 +32,25 @@ FILE = "_conv.py"
 MAX_SHARDS = 4
 
 # Run in a subprocess: argv[1] the source, argv[2] the kernels (comma-separated) this
-# process compiles; other cached kernels with signatures are declared lazily instead.
+# process compiles, argv[3] every kernel assigned to some process, argv[4] "1" in the
+# first process, which also compiles any cached kernel the assignment missed (one that
+# ``shards`` cannot see, e.g. declared inside a function): a kernel left lazy everywhere
+# would have no cache and compile again on every import of the artifact.
 _COMPILE = """
 import importlib.util, sys
 import numba
 mine = set(sys.argv[2].split(","))
+others = set(sys.argv[3].split(",")) - mine
+first = sys.argv[4] == "1"
 eager = numba.njit
 def njit(*args, **options):
     if not args or hasattr(args[0], "__code__") or not options.get("cache"):
         return eager(*args, **options)
     def declare(fn):
-        return eager(*args, **options)(fn) if fn.__name__ in mine else eager(**options)(fn)
+        name = fn.__name__
+        if name in mine or (first and name not in others):
+            return eager(*args, **options)(fn)
+        return eager(**options)(fn)
     return declare
 numba.njit = njit
 spec = importlib.util.spec_from_file_location("_torsh_conv_build", sys.argv[1])
@@ -79,6 +87,7 @@ def shards(source: str, count: int) -> list[list[str]]:
 def _key(source: str) -> str:
     h = hashlib.sha256(source.encode())
     h.update(numba_tag().encode())
+    h.update(os.environ.get("TORSH_GEN_NO_VNNI", "").encode())  # compiled code differs with it
     return h.hexdigest()[:32]
 
 
@@ -107,9 +116,11 @@ def _build(shared: Path, source: str) -> bool:
         src.write_text(source, encoding="utf-8")
         os.utime(src, (FIXED_MTIME, FIXED_MTIME))
         env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-        groups = shards(source, min(MAX_SHARDS, os.cpu_count() or 1))
-        procs = [subprocess.Popen([sys.executable, "-c", _COMPILE, str(src), ",".join(g)], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for g in groups]
+        groups = shards(source, min(MAX_SHARDS, os.cpu_count() or 1)) or [[]]
+        assigned = ",".join(n for g in groups for n in g)
+        procs = [subprocess.Popen([sys.executable, "-c", _COMPILE, str(src), ",".join(g), assigned, str(int(i == 0))],
+                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                 for i, g in enumerate(groups)]
         codes = [p.wait(timeout=600) for p in procs]
         built = {f.name.split("-")[0].removeprefix("_conv.") for f in (tmp / "__pycache__").glob("_conv.*.nbi")}
         if any(codes) or not {n for g in groups for n in g} <= built:
