@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,8 @@ def measure(name: str, tmp: Path, repeat: int, blocks: int) -> list[dict[str, An
         evals, labels, variants, bindings = [{"input_ids": x}], None, BERT_VARIANTS, None
     ref, _ = run_feeds(load_onnx(data), evals)
     out_name = next(iter(ref))
-    rows = []
+    rows: list[dict[str, Any]] = []
+    arts: list[Any] = []
     for label, low, budget in variants:
         graph = load_onnx(data)
         optimize_graph(graph, "O2")  # as `optimize --precision` does: BatchNorm folded, LayerNorm/Softmax recognized
@@ -112,8 +114,27 @@ def measure(name: str, tmp: Path, repeat: int, blocks: int) -> list[dict[str, An
         row["ort_ms"] = bench["engines"]["onnxruntime"]["median_ms"] if "onnxruntime" in bench["engines"] else None
         row["load_average"] = bench["load_average"]
         rows.append(row)
+        arts.append(art)
         print(json.dumps(row, default=float), file=sys.stderr)
+    feed = {k: v[:1] for k, v in evals[0].items()}
+    for row, ms in zip(rows, interleaved(arts, feed, rounds=repeat * blocks)):
+        row["ours_interleaved_ms"] = ms
+        row["vs_fp32"] = ms / rows[0]["ours_interleaved_ms"] if rows[0].get("ours_interleaved_ms") else 1.0
     return rows
+
+
+def interleaved(arts: list[Any], feed: dict[str, np.ndarray], rounds: int) -> list[float]:
+    """Median ms of each artifact at batch 1, run in turn in one process (a fair A/B under load)."""
+    times: list[list[float]] = [[] for _ in arts]
+    for art in arts:
+        for _ in range(3):
+            art.run(**feed)
+    for _ in range(rounds):
+        for i, art in enumerate(arts):
+            t0 = time.perf_counter()
+            art.run(**feed)
+            times[i].append((time.perf_counter() - t0) * 1000)
+    return [float(np.median(t)) for t in times]
 
 
 def render(rows: list[dict[str, Any]], repeat: int, blocks: int) -> str:
@@ -126,11 +147,13 @@ def render(rows: list[dict[str, Any]], repeat: int, blocks: int) -> str:
         "Digits accuracy on the held-out test split (450 images); error against the float32 model on the",
         "same inputs (max rel = max|a-b| / max|b|). `onnx` = the converted ONNX file in onnxruntime",
         "(fp16) or the reference interpreter (bf16: onnxruntime's CPU provider has no bf16 kernels);",
-        "`ours` = the compiled CPU artifact. Size = ONNX file bytes.",
+        "`ours` = the compiled CPU artifact. Size = ONNX file bytes. `ours ms, A/B`: every variant's",
+        "artifact of one model loaded in one process and run in turn (median of the same number of runs),",
+        "the fair comparison between variants; `vs fp32` is its ratio to the float32 artifact.",
         "",
         "| model | variant | kept fp32 | size | acc onnx | acc ours | max rel onnx | max rel ours | cosine ours "
-        "| ours ms | ORT ms | ours/ORT |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| ours ms | ORT ms | ours/ORT | ours ms, A/B | vs fp32 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     base_size = {}
     for r in rows:
@@ -142,7 +165,8 @@ def render(rows: list[dict[str, Any]], repeat: int, blocks: int) -> str:
         lines.append(
             f"| {r['model']} | {r['variant']} | {r.get('kept_float32', '-')} | {size} | {acc[0]} | {acc[1]} "
             f"| {r['onnx_error']['max_rel']:.2e} | {r['artifact_error']['max_rel']:.2e} "
-            f"| {r['artifact_error']['cosine']:.7f} | {r['ours_ms']:.3f} | {ort} | {ratio} |"
+            f"| {r['artifact_error']['cosine']:.7f} | {r['ours_ms']:.3f} | {ort} | {ratio} "
+            f"| {r['ours_interleaved_ms']:.3f} | {r['vs_fp32']:.2f} |"
         )
     loads = [r["load_average"]["before"] for r in rows if r["load_average"]["before"] is not None]
     lines += [
@@ -158,10 +182,11 @@ def render(rows: list[dict[str, Any]], repeat: int, blocks: int) -> str:
         "  batches); the table evaluates on other data (the test split; another BERT input), where the",
         "  error can land slightly above the budget.",
         "- Batch-1 digits latencies are dominated by Python call overhead in our artifact (float32",
-        "  included); fp16 costs extra in our artifact because numpy's float16<->float32 `astype` is slow",
-        "  (bf16 conversions through ml_dtypes are cheaper). The machine was shared with other jobs"
+        "  included). A 16-bit model costs its float32 time plus one conversion per tensor crossing a node",
+        "  boundary (float16 through numba bit kernels, bf16 through ml_dtypes' `astype`). The machine",
+        "  was shared with other jobs"
         + (f" (load average {min(loads):.1f}-{max(loads):.1f} on 2 cores)" if loads else "") + ":",
-        "  compare ours and ORT within a row.",
+        "  compare ours and ORT within a row, and variants through the A/B columns.",
     ]
     return "\n".join(lines) + "\n"
 
