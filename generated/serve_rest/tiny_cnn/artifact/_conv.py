@@ -25,6 +25,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import functools  # noqa: E402
+import mmap  # noqa: E402
 import sys  # noqa: E402
 
 import numba as nb  # noqa: E402
@@ -35,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_fd827b427bb03a7d"
+_NAME = "_torsh_conv_923814f5711f38db"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -89,7 +90,29 @@ def packed(owner, w, group: int) -> np.ndarray:
         pack_weights(wp, w, group)
         if not w.flags.writeable:  # a run-time input may change between calls
             cache[key] = wp
+            release_pages(w)
     return wp
+
+
+def release_pages(w) -> None:
+    """Drop the resident pages of a constant read from the memory-mapped weights file once
+    its packed copy exists, so the model does not hold every weight twice. The file stays
+    mapped read-only: a later read of ``w`` faults its pages back in from the page cache."""
+    base = w
+    while base is not None and not isinstance(base, np.memmap):
+        base = base.base
+    mm = getattr(base, "_mmap", None)
+    if mm is None or base.offset != 0 or not w.flags.c_contiguous:
+        return
+    page = mmap.PAGESIZE
+    low = w.ctypes.data - base.ctypes.data
+    first = -(-low // page) * page
+    last = (low + w.nbytes) // page * page
+    if last > first:
+        try:
+            mm.madvise(mmap.MADV_DONTNEED, first, last - first)
+        except (AttributeError, OSError, ValueError):
+            pass  # no madvise here: keep the pages
 
 
 _NO_BIAS = np.zeros(0, np.float32)
@@ -127,7 +150,61 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
         koffs = _tap_offsets(owner, x.shape[1] // group, kh, kw, dh, dw, oh + (kh - 1) * dh, wpad)
         gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads)
         return
+    if sh == sw > 1 and dh == dw == 1 and (kh > 1 or kw > 1) and ow + (kw - 1) // sh >= 8:
+        xq, koffs, wq, gplane = _phased(owner, x, sh, kh, kw, ph, pw, oh, ow, group)
+        gemm_conv_grid(xq, koffs, wp, bias, res, y, wq, gplane, group, flags, lo, hi, threads)
+        return
+    if kh == kw == 1 and (sh > 1 or sw > 1) and not (ph or pw):
+        x = _subsampled(owner, x, sh, sw, oh, ow)
+        sh = sw = 1
     gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads)
+
+
+def _phased(owner, x, s, kh, kw, ph, pw, oh, ow, group):
+    """A stride-``s`` convolution turned into a stride-1 one for ``gemm_conv_grid``: the
+    zero-padded input is split into s x s phase planes (phase (a, b) holds the padded
+    positions (a + s r, b + s q)), so tap (i, j) reads phase (i % s, j % s) at offset
+    (i // s, j // s) and every tap is a contiguous run of the grid again, instead of a
+    strided gather. Returns the planes (kept on ``owner``, padding written once), the tap
+    offsets in packed-weight order, the grid's row pitch and the floats per group."""
+    n, c, h, w = x.shape
+    hq, wq = oh + (kh - 1) // s, ow + (kw - 1) // s
+    plane = hq * wq
+    size = n * c * s * s * plane
+    cache = owner.__dict__.setdefault("_torsh_phased", {})
+    key = (n, c, h, w, s, kh, kw, ph, pw, oh, ow, group)
+    hit = cache.get(key)
+    if hit is None:
+        cc, i, j = np.meshgrid(np.arange(c // group), np.arange(kh), np.arange(kw), indexing="ij")
+        koffs = cc * (s * s * plane) + ((i % s) * s + j % s) * plane + (i // s) * wq + j // s
+        hit = (np.zeros(size + NR + 16 + wq, np.float32), koffs.reshape(-1).astype(np.int64))
+        cache[key] = hit
+    buf, koffs = hit
+    phases = buf[:size].reshape(n, c, s * s, hq, wq)
+    for a in range(s):
+        r0 = max(0, -((a - ph) // s))  # first phase row whose source row is >= 0
+        r1 = min(hq, (h + ph - a + s - 1) // s)
+        for b in range(s):
+            q0 = max(0, -((b - pw) // s))
+            q1 = min(wq, (w + pw - b + s - 1) // s)
+            if r1 > r0 and q1 > q0:
+                ya, xb = a + s * r0 - ph, b + s * q0 - pw
+                phases[:, :, a * s + b, r0:r1, q0:q1] = x[
+                    :, :, ya : ya + s * (r1 - r0) : s, xb : xb + s * (q1 - q0) : s
+                ]
+    return buf, koffs, wq, c // group * s * s * plane
+
+
+def _subsampled(owner, x, sh, sw, oh, ow):
+    """The positions a 1x1 convolution with strides (sh, sw) reads, copied contiguous (kept
+    on ``owner`` per shape), so it runs as a stride-1 product with vector panel copies."""
+    cache = owner.__dict__.setdefault("_torsh_subsampled", {})
+    key = (x.shape, sh, sw, oh, ow)
+    buf = cache.get(key)
+    if buf is None:
+        buf = cache[key] = np.empty((x.shape[0], x.shape[1], oh, ow), np.float32)
+    buf[...] = x[:, :, : sh * oh : sh, : sw * ow : sw]
+    return buf
 
 
 def _padded(owner, x, hp, wpad, ph, pw, group):
@@ -911,6 +988,7 @@ def panels(owner, w) -> np.ndarray:
         pack_panels(wpn, np.ascontiguousarray(w, np.float32))
         if not w.flags.writeable:
             cache[key] = wpn
+            release_pages(w)
     return wpn
 
 
