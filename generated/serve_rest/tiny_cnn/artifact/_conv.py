@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_923814f5711f38db"
+_NAME = "_torsh_conv_cadb4e0cd4aef3a3"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -1025,14 +1025,24 @@ def _fmax(a, b):
 
 @nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
 def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
-    """y = max over each window of x (N, C, H, W); positions in the padding are -inf."""
+    """y = max over each window of x (N, C, H, W); positions in the padding are -inf.
+
+    The common 3-wide, stride-2 window reads the reduced row through its even and odd
+    halves, so the three taps of consecutive outputs are contiguous runs (vector loads)
+    instead of loads two apart; other windows and the border columns loop over taps."""
     n, c_n, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     low = np.float32(-np.inf)
+    fast = sw == 2 and kw == 3 and dw == 1
+    half = (w + 1) // 2
+    lo_x = min(ow, (pw + 1) // 2)  # output columns whose three taps lie inside the row
+    hi_x = max(lo_x, min(ow, (w - 3 + pw) // 2 + 1)) if fast else lo_x
     for r in nb.prange(n * c_n):
         b = r // c_n
         c = r - b * c_n
-        row = np.empty(w, np.float32)
+        row = np.empty(w + 1, np.float32)
+        ev = np.empty(half + 1, np.float32)
+        od = np.empty(half + 1, np.float32)
         for oy in range(oh):
             found = False
             for i in range(kh):
@@ -1046,13 +1056,31 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
                 else:
                     for ix in range(w):
                         row[ix] = _fmax(row[ix], x[b, c, iy, ix])
+            if not found:
+                for ox in range(ow):
+                    y[b, c, oy, ox] = low
+                continue
+            if hi_x > lo_x:
+                row[w] = low
+                for i in range(half):
+                    ev[i] = row[2 * i]
+                    od[i] = row[2 * i + 1]
+                if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
+                    for ox in range(lo_x, hi_x):
+                        j = ox - pw // 2
+                        y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
+                else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
+                    for ox in range(lo_x, hi_x):
+                        j = ox - (pw + 1) // 2
+                        y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
             for ox in range(ow):
+                if ox >= lo_x and ox < hi_x:
+                    continue
                 m = low
-                if found:
-                    for j in range(kw):
-                        ix = ox * sw - pw + j * dw
-                        if ix >= 0 and ix < w:
-                            m = _fmax(m, row[ix])
+                for j in range(kw):
+                    ix = ox * sw - pw + j * dw
+                    if ix >= 0 and ix < w:
+                        m = _fmax(m, row[ix])
                 y[b, c, oy, ox] = m
 
 
