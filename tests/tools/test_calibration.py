@@ -83,3 +83,18 @@ def test_bad_preprocessing_spec():
     with pytest.raises(InputError, match="bad preprocessing item 'size=big'"):
         ImagePreprocess.parse("size=big")
     assert ImagePreprocess.parse("size=4,5;layout=NHWC").layout == "nhwc"
+
+
+def test_random_inputs_are_arrays_for_every_rank_and_type():
+    """Scalar (0-d) inputs come back as arrays, which onnxruntime and our packages take."""
+    from torsh_gen.tools.run import random_inputs
+
+    specs = [("b", TensorProto.BOOL), ("f", TensorProto.FLOAT), ("i", TensorProto.INT64)]
+    ins = [helper.make_tensor_value_info(n, t, []) for n, t in specs]
+    nodes = [helper.make_node("Identity", [n], [n + "_out"]) for n, _ in specs]
+    outs = [helper.make_tensor_value_info(n + "_out", t, []) for n, t in specs]
+    g = helper.make_graph(nodes, "scalars", ins, outs)
+    graph = load_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    feeds = random_inputs(graph)
+    assert all(isinstance(a, np.ndarray) and a.shape == () for a in feeds.values())
+    assert feeds["b"].dtype == np.bool_ and feeds["f"].dtype == np.float32

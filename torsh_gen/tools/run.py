@@ -53,7 +53,7 @@ def random_inputs(graph: Graph, bindings: Mapping[str, Any] | None = None, seed:
 
 def _random_array(rng: np.random.Generator, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
     if dtype == DType.BOOL:
-        return rng.random(shape) < 0.5
+        return np.asarray(rng.random(shape) < 0.5)  # a 0-d comparison gives a scalar, not an array
     if dtype == DType.STRING:
         return np.array([f"s{i}" for i in range(int(np.prod(shape)))], dtype=object).reshape(shape)
     if dtype.is_integer:
