@@ -25,9 +25,8 @@ from torsh_gen.ir.rewrite import NameGen
 from torsh_gen.ir.types import DType, TensorType
 from torsh_gen.ops.fused import DOMAIN
 from torsh_gen.ops.inference import infer_types
-from torsh_gen.passes.fuse_epilogues import use_custom_domain
 from torsh_gen.passes.manager import note, register_pass
-from torsh_gen.passes.matching import View, op_is, splice
+from torsh_gen.passes.matching import View, op_is, splice, use_custom_domain
 
 #: Default-domain ops whose every output element depends only on the same (broadcast) element
 #: of each input.

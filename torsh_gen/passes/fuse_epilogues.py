@@ -30,18 +30,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from torsh_gen.ir.graph import Attribute, AttrKind, Graph, ModelInfo, Node, Value
+from torsh_gen.ir.graph import Attribute, AttrKind, Graph, Node, Value
 from torsh_gen.ir.rewrite import NameGen
 from torsh_gen.ops.fused import DOMAIN
 from torsh_gen.ops.inference import infer_types
-from torsh_gen.passes.manager import note, register_pass
+from torsh_gen.passes.manager import register_pass
 from torsh_gen.passes.matching import (
     View,
+    apply_fusions,
     is_float,
     op_is,
     other_input,
     same_shape,
-    splice,
     tensor_type,
 )
 from torsh_gen.passes.patterns import GeluMatch, find_gelus
@@ -284,13 +284,6 @@ def _fused_node(graph: Graph, names: NameGen, ep: Epilogue) -> Node:
     return Node(op_type, inputs, [ep.out], attrs, DOMAIN, names.fresh(f"{hint}_fused"))
 
 
-def use_custom_domain(graph: Graph) -> None:
-    """Declare the ``ai.torsh`` opset (version 1) in the model, for export and execution."""
-    if graph.info is None:
-        graph.info = ModelInfo(opset_imports={"ai.torsh": 1})
-    graph.info.opset_imports[DOMAIN] = 1
-
-
 @register_pass("fuse_epilogues", custom_ops=True)
 def fuse_epilogues(graph: Graph) -> bool:
     """Fuse bias, residual add and activation into Conv/MatMul/Gemm as ai.torsh ops."""
@@ -312,10 +305,4 @@ def fuse_epilogues(graph: Graph) -> bool:
         rewrites.append((ep.root, [fused], [ep.anchor, *ep.nodes]))
         key = f"{fused.op_type}({ep.activation or 'linear'}{'+residual' if ep.residual else ''})"
         counts[key] = counts.get(key, 0) + 1
-    if not rewrites:
-        return False
-    splice(graph, rewrites)
-    use_custom_domain(graph)
-    for key, count in sorted(counts.items()):
-        note(f"{count} × {key}")
-    return True
+    return apply_fusions(graph, rewrites, counts)

@@ -37,9 +37,8 @@ from torsh_gen.ir.graph import Attribute, AttrKind, Graph, Node, Value
 from torsh_gen.ir.rewrite import NameGen, add_constant
 from torsh_gen.ops.fused import DOMAIN
 from torsh_gen.ops.inference import infer_types
-from torsh_gen.passes.fuse_epilogues import use_custom_domain
-from torsh_gen.passes.manager import note, register_pass
-from torsh_gen.passes.matching import View, op_is, other_input, splice, tensor_type
+from torsh_gen.passes.manager import register_pass
+from torsh_gen.passes.matching import View, apply_fusions, op_is, other_input, tensor_type
 
 _QTYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 
@@ -446,10 +445,4 @@ def fuse_quant(graph: Graph) -> bool:
         out = "quantized" if plan.ys is not None else "float"
         key = f"{fused.op_type}({out} output{', Relu' if plan.relu else ''})"
         counts[key] = counts.get(key, 0) + 1
-    if not rewrites:
-        return False
-    splice(graph, rewrites)
-    use_custom_domain(graph)
-    for key, count in sorted(counts.items()):
-        note(f"{count} × {key}")
-    return True
+    return apply_fusions(graph, rewrites, counts)

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from torsh_gen.ir.graph import Attribute, Graph, Node, Value, outer_reads
+from torsh_gen.ir.graph import Attribute, Graph, ModelInfo, Node, Value, outer_reads
 from torsh_gen.ir.rewrite import NameGen
 from torsh_gen.ir.types import TensorType
+from torsh_gen.ops.fused import DOMAIN
+from torsh_gen.passes.manager import note
 
 
 class View:
@@ -151,6 +153,25 @@ def splice(graph: Graph, rewrites: list[tuple[Node, list[Node], list[Node]]]) ->
         elif id(n) not in gone:
             nodes.append(n)
     graph.nodes = nodes
+
+
+def use_custom_domain(graph: Graph) -> None:
+    """Declare the ``ai.torsh`` opset (version 1) in the model, for export and execution."""
+    if graph.info is None:
+        graph.info = ModelInfo(opset_imports={DOMAIN: 1})
+    graph.info.opset_imports[DOMAIN] = 1
+
+
+def apply_fusions(graph: Graph, rewrites: list[tuple[Node, list[Node], list[Node]]], counts: dict[str, int]) -> bool:
+    """The end of a fusion pass: splice the ``rewrites`` into ``graph``, declare the custom
+    opset, report how many of each fused kind were made; True when anything changed."""
+    if not rewrites:
+        return False
+    splice(graph, rewrites)
+    use_custom_domain(graph)
+    for key, count in sorted(counts.items()):
+        note(f"{count} × {key}")
+    return True
 
 
 def new_node(

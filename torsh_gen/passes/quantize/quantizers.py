@@ -225,6 +225,20 @@ def _remove(ctx: QuantContext, node: Node) -> None:
     ctx.drop(node)
 
 
+def _matmul_integer(node: Node, ctx: QuantContext, qw: QuantizedWeight) -> tuple[Value, Value]:
+    """The dynamic QOperator product of ``node``'s input 0 (quantized at run time) and the
+    int8 weight ``qw``: MatMulInteger's int32 output and the input's run-time scale."""
+    xq, xs, xz = ctx.dynamic(node.inputs[0])
+    wq = ctx.const(f"{node.inputs[1].name}_q", qw.data)
+    acc = ctx.node(
+        "MatMulInteger",
+        [xq, wq, xz],
+        types=[like(node.outputs[0], DType.INT32)],
+        hint=f"{node.outputs[0].name}_mmi",
+    ).outputs[0]
+    return acc, xs
+
+
 @quantizer
 class MatMulQuantizer(OpQuantizer):
     """MatMul with a constant 2-d weight as its second input (linear layers, projections)."""
@@ -255,15 +269,8 @@ class MatMulQuantizer(OpQuantizer):
         self._requantized_out(node, ctx, "QLinearMatMul", [ctx.quantized(x), xs, xz, wq, ws, wz])
 
     def rewrite_dynamic_qoperator(self, node: Node, ctx: QuantContext) -> None:
-        xq, xs, xz = ctx.dynamic(node.inputs[0])
         qw = self.int8_weight(node, ctx)
-        wq = ctx.const(f"{node.inputs[1].name}_q", qw.data)
-        acc = ctx.node(
-            "MatMulInteger",
-            [xq, wq, xz],
-            types=[like(node.outputs[0], DType.INT32)],
-            hint=f"{node.outputs[0].name}_mmi",
-        ).outputs[0]
+        acc, xs = _matmul_integer(node, ctx, qw)
         _remove(ctx, node)
         self._rescale(node, ctx, acc, xs, qw.scale, None, [-1])
 
@@ -300,14 +307,7 @@ class GemmQuantizer(OpQuantizer):
         if node.attr("transB", 0):
             w = w.T
         qw = self.int8_weight(node, ctx, np.ascontiguousarray(w), axis=1)
-        xq, xs, xz = ctx.dynamic(node.inputs[0])
-        wq = ctx.const(f"{node.inputs[1].name}_q", qw.data)
-        acc = ctx.node(
-            "MatMulInteger",
-            [xq, wq, xz],
-            types=[like(node.outputs[0], DType.INT32)],
-            hint=f"{node.outputs[0].name}_mmi",
-        ).outputs[0]
+        acc, xs = _matmul_integer(node, ctx, qw)
         c = node.inputs[2] if len(node.inputs) > 2 else None
         # C broadcasts against [M, N] whatever its shape (scalar, [N], [M, N]): add it as it is
         bias = (
