@@ -25,9 +25,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from torsh_gen.backends.python.kernel_cache import FIXED_MTIME, cache_root, numba_tag
+from torsh_gen.backends.python.kernel_cache import cache_root, numba_tag
 
 FILE = "_conv.py"
+#: 2000-01-01T00:00:00Z: older numba versions key their cache index on the source's
+#: (mtime, size), so ``_conv.py`` is written with this mtime.
+FIXED_MTIME = 946684800
 
 MAX_SHARDS = 4
 

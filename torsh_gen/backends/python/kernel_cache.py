@@ -33,11 +33,6 @@ def cache_root() -> Path:
     return Path(base) / "torsh-gen" / "numba"
 
 
-#: 2000-01-01T00:00:00Z: older numba versions key their cache index on the source's
-#: (mtime, size), so ``_conv.py`` is written with this mtime.
-FIXED_MTIME = 946684800
-
-
 def numba_tag() -> str:
     """numba's version and Python's, for cache keys (read without importing numba: 0.4 s)."""
     from importlib.metadata import version
