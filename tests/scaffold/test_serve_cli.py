@@ -16,9 +16,10 @@ from tests.conftest import EXAMPLE, make_model, tensor_info
 from tests.scaffold import serve_support as sup
 from torsh_gen.cli.main import main
 from torsh_gen.errors import InputError
-from torsh_gen.scaffold.common import BLACK_MODE
 from torsh_gen.scaffold.serve import PINS, batch_dim, generate_service, service_name
 from torsh_gen.scaffold.serve_proto import json_name, proto_fields
+
+BLACK_MODE = black.Mode(line_length=100, target_versions={black.TargetVersion.PY311})
 
 pytest.importorskip("grpc_tools")
 

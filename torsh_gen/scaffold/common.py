@@ -22,14 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import black
 import jinja2
 
+from torsh_gen.backends.python.formatting import format_code
 from torsh_gen.errors import InputError
 from torsh_gen.ir.graph import Graph
 from torsh_gen.ir.types import TensorType
-
-BLACK_MODE = black.Mode(line_length=100, target_versions={black.TargetVersion.PY311})
 
 
 @functools.cache
@@ -50,7 +48,7 @@ def render(generator: str, template: str, **values: Any) -> str:
     """Render one template; ``.py`` results are black-formatted."""
     text = environment(generator).get_template(template).render(**values)
     if template.removesuffix(".j2").endswith(".py"):
-        text = black.format_str(text, mode=BLACK_MODE)
+        text = format_code(text)
     return text
 
 

@@ -24,14 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import black
 import jinja2
 
 from torsh_gen import __version__
+from torsh_gen.backends.python.formatting import format_code
 from torsh_gen.errors import InputError
 from torsh_gen.ir.graph import Graph
 from torsh_gen.scaffold.common import (
-    BLACK_MODE,
     TensorSpec,
     atomic_folder,
     default_folder_mode,
@@ -247,7 +246,7 @@ def _environment(generator: str) -> jinja2.Environment:
 def _render(generator: str, template: str, ctx: dict[str, Any]) -> str:
     text = _environment(generator).get_template(template).render(**ctx)
     if template.removesuffix(".j2").endswith(".py"):
-        text = black.format_str(text, mode=BLACK_MODE)
+        text = format_code(text)
     return text
 
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import black
-
+from torsh_gen.backends.python.formatting import format_code
 from torsh_gen.errors import TorshGenError
-from torsh_gen.scaffold.common import BLACK_MODE, TensorSpec, identifier
+from torsh_gen.scaffold.common import TensorSpec, identifier
 
 #: grpc packages pinned by generated gRPC projects. The stubs need a runtime at least as new as
 #: the grpcio-tools that compiled them; tests/scaffold checks these match what is installed.
@@ -97,7 +96,7 @@ def compile_stubs(root: Path, package: str) -> list[str]:
     written = []
     for suffix in ("_pb2.py", "_pb2_grpc.py"):
         path = root / package / "proto" / f"{package}{suffix}"
-        text = black.format_str(path.read_text(encoding="utf-8"), mode=BLACK_MODE)
+        text = format_code(path.read_text(encoding="utf-8"))
         path.write_text(text, encoding="utf-8", newline="\n")
         written.append(str(path.relative_to(root)))
     (root / package / "proto" / "__init__.py").write_text(
