@@ -12,6 +12,15 @@ numpy, numba; it does not need torsh-gen.
 
 from __future__ import annotations
 
+import os
+
+# numba's OpenMP threads: let a worker spin ~3 ms (libgomp's documented default of
+# 300,000 spins) before it sleeps. Without the explicit setting, the workers sleep
+# between the kernels of a call after any idle pause, and a memory-bound model ran 2x
+# slower for the next 20 calls (benchmarks/NOTES.md). Read once, when libgomp loads;
+# a value the user set wins.
+os.environ.setdefault("GOMP_SPINCOUNT", "300000")
+
 from .model import INPUTS, OUTPUTS, Model
 
 __all__ = ["INPUTS", "OUTPUTS", "Model", "run"]

@@ -65,6 +65,8 @@ MATMUL_CASES = [
     (64, 256, 130, np.uint8, np.uint8, True, False),  # uint8 weights (-128 shift), tiles + tails
     (6, 4, 64, np.int8, np.int8, True, True),  # exactly one register tile
     (200, 160, 96, np.uint8, np.int8, True, True),  # above the serial limit: the thread pool
+    (11, 50, 66, np.uint8, np.int8, True, True),  # five rows past the last full tile
+    (203, 160, 96, np.int8, np.int8, True, False),  # thread pool, five-row remainder tile
 ]
 
 

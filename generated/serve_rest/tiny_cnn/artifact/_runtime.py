@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 from typing import Any
 
@@ -279,9 +280,7 @@ def reshape(x: np.ndarray, shape: Any, allowzero: int) -> np.ndarray:
 def flatten(x: np.ndarray, axis: int) -> np.ndarray:
     """ONNX Flatten: dims before ``axis`` become rows, the rest columns."""
     axis = axis + x.ndim if axis < 0 else axis
-    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
-    cols = int(np.prod(x.shape[axis:], dtype=np.int64))
-    return x.reshape(rows, cols)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 def truth(x: Any) -> bool:
