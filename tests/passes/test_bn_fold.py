@@ -254,3 +254,43 @@ def test_mul_by_more_than_a_channel_vector_stays(shape):
     )
     after = check_pass(g, FOLD, feeds(g))
     assert ops(after) == ["Conv", "Mul"]
+
+
+AFFINE = ["fold_batchnorm", "batchnorm_to_affine", "eliminate_dead_code"]
+
+
+@pytest.mark.parametrize("dtype", ["float", "float16"])
+def test_unfoldable_bn_becomes_mul_add(dtype):
+    # DenseNet's pre-activation BatchNorm: after a Concat, before a Relu
+    np_dt = np.float16 if dtype == "float16" else np.float32
+    g = build(
+        [node("Concat", "a b", "h", axis=1), BN, node("Relu", "y", "z")],
+        [f"a: {dtype}[batch,2,3,3]", f"b: {dtype}[batch,3,3,3]"],
+        [f"z: {dtype}[batch,5,3,3]"],
+        bn_params(5, dtype=np_dt),
+    )
+    tol = 2e-3 if dtype == "float16" else 1e-5
+    after = check_pass(g, AFFINE, [feeds(g, 0, batch=1), feeds(g, 1, batch=2)], rtol=tol, atol=tol)
+    assert ops(after) == ["Concat", "Mul", "Add", "Relu"]
+    s, t = (after.nodes[i].inputs[1].const for i in (1, 2))
+    assert s.shape == t.shape == (5, 1, 1) and s.dtype == t.dtype == np_dt
+    x = feeds(g, 2, batch=2)
+    np.testing.assert_allclose(run_ort(after, x)[0], run_ort(g, x)[0], rtol=tol, atol=tol)
+
+
+def test_bn_as_graph_output_keeps_its_name_as_add():
+    g = build([BN], ["h: float[2,4]"], ["y: float[2,4]"], bn_params(4))
+    after = check_pass(g, AFFINE, feeds(g, 0), rtol=1e-5, atol=1e-6)
+    assert ops(after) == ["Mul", "Add"] and after.nodes[1].outputs[0].name == "y"
+
+
+def test_bn_with_runtime_statistics_is_not_rewritten():
+    m = model(
+        [BN],
+        ["h: float[1,4,3,3]", "mean: float[4]"],
+        ["y: float[1,4,3,3]"],
+        {k: v for k, v in bn_params(4).items() if k != "mean"},
+    )
+    g = load_onnx(m)
+    run_passes(g, AFFINE, check=True)
+    assert ops(g) == ["BatchNormalization"]

@@ -31,7 +31,7 @@ from torsh_gen.ir.graph import Attribute, AttrKind, Graph, Node, Value
 from torsh_gen.ir.rewrite import NameGen, add_constant, bypass, is_graph_output, use_counts
 from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes.manager import note, register_pass
-from torsh_gen.passes.rewriter import Rewriter, overridable_inputs, shape_of
+from torsh_gen.passes.rewriter import Rewriter, overridable_inputs, shape_of, tensor_type
 
 _FOLDABLE = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 
@@ -242,3 +242,52 @@ def _matmul_add(rw: Rewriter, add: Node, bn: Node, s: np.ndarray, t: np.ndarray)
         add.inputs = [y, _new_weight(rw, c_v.name, bias, c.dtype)]
         return bypass(rw.graph, bn, add.outputs[0])
     return False
+
+
+@register_pass("batchnorm_to_affine")
+def batchnorm_to_affine(graph: Graph) -> bool:
+    """Rewrite every inference BatchNorm left after folding as ``x·s + t`` (Mul, Add).
+
+    What is left reads no Conv/Gemm output (DenseNet's pre-activation BatchNorms follow a
+    Concat). Its emitter passes over the tensor three times and recomputes ``s`` on every
+    call; as two standard ops with constant per-channel ``s`` and ``t`` (computed in
+    float64, as folding does), elementwise fusion merges them with the Relu that follows
+    into one pass. Needs opset 7 (multidirectional broadcasting).
+    """
+    infer_types(graph)
+    opsets = graph.info.opset_imports if graph.info else {"": 0}
+    if opsets.get("", opsets.get("ai.onnx", 0)) < 7:
+        return False
+    names = NameGen(graph)
+    count = _to_affine(graph, names, opsets, overridable_inputs(graph))
+    if count:
+        note(f"rewrote {count} BatchNormalization nodes as Mul + Add")
+    return bool(count)
+
+
+def _to_affine(graph: Graph, names: NameGen, opsets: dict[str, int], not_const: set[int]) -> int:
+    rw = Rewriter(graph, names, opsets, not_const)
+    uses = use_counts(graph)
+    count, nodes = 0, []
+    for node in graph.nodes:
+        for sg in node.subgraphs():
+            count += _to_affine(sg, names, opsets, not_const)
+        params = None
+        if node.domain in ("", "ai.onnx") and node.op_type == "BatchNormalization":
+            params = _bn_params(rw, node, uses)
+        t = tensor_type(node.inputs[0]) if params is not None else None
+        if t is None or len(t.shape) < 2 or t.dtype.numpy.kind != "f":
+            nodes.append(node)
+            continue
+        s, b = params
+        dt = t.dtype.numpy
+        shape = (s.size,) + (1,) * (len(t.shape) - 2)
+        hint = node.name or "batchnorm"
+        scale = add_constant(graph, names, f"{hint}_s", s.reshape(shape).astype(dt))
+        shift = add_constant(graph, names, f"{hint}_t", b.reshape(shape).astype(dt))
+        mid = Value(names.fresh(f"{hint}_scaled"), t)
+        nodes.append(Node("Mul", [node.inputs[0], scale], [mid], name=names.fresh(f"{hint}_mul")))
+        nodes.append(Node("Add", [mid, shift], [node.outputs[0]], name=names.fresh(f"{hint}_add")))
+        count += 1
+    graph.nodes = nodes
+    return count

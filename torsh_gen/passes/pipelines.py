@@ -2,9 +2,9 @@
 
 - O0: nothing (the graph as imported).
 - O1: cleanup: constant folding and dead-code elimination.
-- O2: standard-op optimizations: also simplification, CSE, BatchNorm folding and
-  recognition of decomposed Softmax/LayerNorm/GELU as their ONNX ops. The output is
-  plain ONNX that any runtime executes.
+- O2: standard-op optimizations: also simplification, CSE, BatchNorm folding (the
+  BatchNorms left become Mul + Add) and recognition of decomposed Softmax/LayerNorm/GELU
+  as their ONNX ops. The output is plain ONNX that any runtime executes.
 - O3: O2 plus fusion into ``ai.torsh`` kernels (conv/GEMM epilogues, elementwise chains);
   what ``compile`` uses. ``optimize`` keeps those only when asked for custom ops.
 """
@@ -23,6 +23,7 @@ PIPELINES: dict[str, list[str]] = {
         "simplify",
         "eliminate_common_subexpressions",
         "fold_batchnorm",
+        "batchnorm_to_affine",
         "recognize_patterns",
         "fold_constants",
         "simplify",
