@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         rows.append({**result, "model": m.name})
         print("  " + ", ".join(f"{e} {s['median_ms']:.3f} ms" for e, s in result["engines"].items()), file=sys.stderr)
-    args.out.write_text(results_markdown(rows, args, can_compile))
+    args.out.write_text(results_markdown(rows, args, can_compile) + _kept_tail(args.out))
     print(f"wrote {args.out}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str))
@@ -69,6 +69,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write the raw results as JSON")
     p.add_argument("--no-ours", action="store_true", help="only the other engines (e.g. to record a baseline)")
     return p.parse_args(argv)
+
+
+#: RESULTS.md from this line on is written by hand (other benchmarks' summaries) and kept.
+KEEP_MARKER = "<!-- kept by benchmarks/run.py: the sections below are maintained by hand -->"
+
+
+def _kept_tail(out: Path) -> str:
+    """The hand-written part of an existing RESULTS.md (from KEEP_MARKER on), or ''."""
+    old = out.read_text() if out.exists() else ""
+    i = old.find(KEEP_MARKER)
+    return "" if i < 0 else "\n" + old[i:]
 
 
 def geometric_mean(values: list[float]) -> float | None:

@@ -147,3 +147,15 @@ def test_bench_compiles_when_no_artifact_is_given():
     result = bench_model(EXAMPLE, **FAST)
     _check_engine_stats(result["engines"]["torsh-gen"])
     assert result["ratio"] > 0 and Path(result["artifact"]).is_dir()
+
+
+def test_results_rewrite_keeps_the_hand_written_tail(tmp_path: Path):
+    spec = importlib.util.spec_from_file_location("bench_run_for_test", REPO / "benchmarks" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)
+    out = tmp_path / "RESULTS.md"
+    assert run._kept_tail(out) == ""  # no file yet
+    out.write_text("# old table\n\n| a |\n")
+    assert run._kept_tail(out) == ""  # no marker: the whole file is the generated table
+    out.write_text(f"# old table\n\n{run.KEEP_MARKER}\n## Compression\n| x |\n")
+    assert run._kept_tail(out) == f"\n{run.KEEP_MARKER}\n## Compression\n| x |\n"
