@@ -141,17 +141,22 @@ def test_packed_gemm_tiles_blocks_and_tails(tmp_path: Path) -> None:
 
 def test_max_pool_kernel(tmp_path: Path) -> None:
     """float32 2-d MaxPool through the numba kernel: strides, pads (as -inf), ceil mode,
-    dilations, asymmetric pads and SAME padding against onnxruntime."""
+    dilations, asymmetric pads, SAME padding and stride-1 windows against onnxruntime."""
     b = _Builder((2, 3, 13, 11))
     b.out(b.node("MaxPool", ["x"], "k3s2", kernel_shape=[3, 3], strides=[2, 2]))
     b.out(b.node("MaxPool", ["x"], "k3s1p1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
     b.out(b.node("MaxPool", ["x"], "ceil", kernel_shape=[3, 2], strides=[2, 2], ceil_mode=1))
     b.out(b.node("MaxPool", ["x"], "dil", kernel_shape=[2, 2], dilations=[2, 3], pads=[0, 1, 1, 0]))
     b.out(b.node("MaxPool", ["x"], "same", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"))
+    # stride 1 (the -inf padded row, one contiguous run per tap): wider, asymmetric, a
+    # window as wide as the padded row
+    b.out(b.node("MaxPool", ["x"], "k5s1p2", kernel_shape=[5, 5], pads=[2, 2, 2, 2]))
+    b.out(b.node("MaxPool", ["x"], "asym", kernel_shape=[2, 3], pads=[0, 2, 1, 0]))
+    b.out(b.node("MaxPool", ["x"], "wide", kernel_shape=[1, 13], pads=[0, 1, 0, 1]))
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
     src = (tmp_path / "pkg" / "model.py").read_text()
-    assert src.count("_cv.max_pool(") == 5
+    assert src.count("_cv.max_pool(") == 8
     x = _RNG.standard_normal(b.shape).astype(np.float32) - 3.0  # mostly negative: pads must not win
     m = module.Model()
     for (key, got), want in zip(m.run(x=x).items(), ort_outputs(model, {"x": x})):

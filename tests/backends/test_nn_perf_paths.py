@@ -158,6 +158,55 @@ def test_flat_fused_elementwise_kernel(tmp_path: Path) -> None:
     assert_matches_ort(module, model, feeds, rtol=1e-5, atol=1e-6)
 
 
+def test_row_fused_elementwise_kernels(tmp_path: Path) -> None:
+    # chains whose constants vary per channel and/or per column run as row kernels (the
+    # per-row values hoisted, contiguous inner loop); the large one splits rows across
+    # threads; a constant varying along two separate axes keeps the strided 3-d kernel
+    r = np.random.default_rng(3)
+    inits = {
+        "s1": r.standard_normal((8, 1, 1)).astype(np.float32),
+        "t1": r.standard_normal((1, 8, 1, 1)).astype(np.float32),
+        "b2": r.standard_normal(16).astype(np.float32),
+        "s3": r.standard_normal((4, 1)).astype(np.float32),
+        "b3": r.standard_normal(10).astype(np.float32),
+        "s4": r.standard_normal((64, 1, 1)).astype(np.float32),
+        "t4": r.standard_normal((64, 1, 1)).astype(np.float32),
+        "c5": r.standard_normal((2, 1, 4)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Mul", ["x1", "s1"], ["m1"]),
+        helper.make_node("Add", ["m1", "t1"], ["a1"]),
+        helper.make_node("Relu", ["a1"], ["y1"]),
+        helper.make_node("Add", ["x2", "b2"], ["a2"]),
+        helper.make_node("Tanh", ["a2"], ["y2"]),
+        helper.make_node("Mul", ["x3", "s3"], ["m3"]),
+        helper.make_node("Add", ["m3", "b3"], ["a3"]),
+        helper.make_node("Sigmoid", ["a3"], ["y3"]),
+        helper.make_node("Mul", ["x4", "s4"], ["m4"]),
+        helper.make_node("Add", ["m4", "t4"], ["a4"]),
+        helper.make_node("Relu", ["a4"], ["y4"]),
+        helper.make_node("Add", ["x5", "c5"], ["a5"]),
+        helper.make_node("Relu", ["a5"], ["y5"]),
+    ]
+    inputs = [
+        ("x1", [2, 8, 5, 6]),
+        ("x2", [2, 7, 16]),
+        ("x3", [3, 4, 10]),
+        ("x4", [1, 64, 32, 32]),
+        ("x5", [2, 3, 4]),
+    ]
+    model = _model(nodes, inputs, ["y1", "y2", "y3", "y4", "y5"], inits, opset=17)
+    module = compile_and_load(model, tmp_path / "rows")
+    kernels = (tmp_path / "rows" / "kernels.py").read_text()
+    code = (tmp_path / "rows" / "model.py").read_text()
+    assert kernels.count("for r in nb.prange(n_outer * n_mid)") == 4  # x1 and x4: serial, parallel
+    assert kernels.count("parallel=True") == 1  # only the 65,536-element chain
+    assert code.count("_rt.ew(") == 1  # c5 varies along axes 0 and 2: the 3-d kernel
+    for n_outer_mid_inner in ("2,\n            8,\n            30,", "14,\n            1,\n            16,"):
+        assert n_outer_mid_inner in code
+    assert_matches_ort(module, model, _feeds(model, 5), rtol=1e-5, atol=1e-6)
+
+
 def test_exact_input_fast_path_keeps_the_errors(tmp_path: Path) -> None:
     model = _dense((1, 8), 4, "Relu", residual=True)
     module = compile_and_load(model, tmp_path / "chk")

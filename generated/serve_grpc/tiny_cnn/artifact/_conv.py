@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_cadb4e0cd4aef3a3"
+_NAME = "_torsh_conv_c19f8977ff60c886"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -1029,7 +1029,8 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
 
     The common 3-wide, stride-2 window reads the reduced row through its even and odd
     halves, so the three taps of consecutive outputs are contiguous runs (vector loads)
-    instead of loads two apart; other windows and the border columns loop over taps."""
+    instead of loads two apart; stride-1 windows read the reduced row padded with -inf,
+    one contiguous run per tap; other windows and the border columns loop over taps."""
     n, c_n, h, w = x.shape
     oh, ow = y.shape[2], y.shape[3]
     low = np.float32(-np.inf)
@@ -1037,12 +1038,15 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
     half = (w + 1) // 2
     lo_x = min(ow, (pw + 1) // 2)  # output columns whose three taps lie inside the row
     hi_x = max(lo_x, min(ow, (w - 3 + pw) // 2 + 1)) if fast else lo_x
+    span = (ow - 1) * sw + (kw - 1) * dw + 1  # padded row positions the windows read
+    unit = sw == 1 and not fast
     for r in nb.prange(n * c_n):
         b = r // c_n
         c = r - b * c_n
         row = np.empty(w + 1, np.float32)
         ev = np.empty(half + 1, np.float32)
         od = np.empty(half + 1, np.float32)
+        rp = np.empty(max(span, pw + w) + 1, np.float32)
         for oy in range(oh):
             found = False
             for i in range(kh):
@@ -1073,6 +1077,19 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
                     for ox in range(lo_x, hi_x):
                         j = ox - (pw + 1) // 2
                         y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
+            if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
+                for q in range(span):
+                    rp[q] = low
+                for ix in range(max(0, -pw), min(w, span - pw)):
+                    rp[_U(ix + pw)] = row[ix]
+                out = y[b, c, oy]
+                for ox in range(ow):
+                    out[ox] = rp[ox]
+                for j in range(1, kw):
+                    off = j * dw
+                    for ox in range(ow):
+                        out[ox] = _fmax(out[ox], rp[_U(ox + off)])
+                continue
             for ox in range(ow):
                 if ox >= lo_x and ox < hi_x:
                     continue

@@ -7,8 +7,13 @@ bodies share one kernel. Other bodies are emitted inline, node by node, with the
 emitters. ``emit_activation`` applies a FusedConv/FusedMatMul activation in place.
 
 When every operand has the output's shape or one element (known at compile time), the
-kernel is a flat 1-D loop over contiguous memory that LLVM vectorizes; other layouts go
-through ``_rt.ew``'s 3-d kernel with broadcasting. ``nn_kernel`` adds a block of
+kernel is a flat 1-D loop over contiguous memory that LLVM vectorizes. When the others
+vary along one run of axes (a per-channel scale: ``(C, 1, 1)`` against ``(N, C, H, W)``)
+and/or along the trailing axes (a bias row), the kernel loops over rows: their values are
+loaded once per row and the inner loop runs over contiguous memory, vectorized, the rows
+split across threads for large tensors (DenseNet's BatchNorm + Scale + Relu chains ran
+3.3 ns per element through the strided path, 0.2 here). Other layouts go through
+``_rt.ew``'s 3-d kernel with broadcasting. ``nn_kernel`` adds a block of
 ``templates/python/_nn.py.j2`` (GEMM epilogues, softmax, LayerNorm) with the shared
 helpers it calls.
 """
@@ -37,23 +42,40 @@ def _dtype(t: object) -> DType | None:
     return t.dtype if isinstance(t, TensorType) and t.dtype in NB_TYPES else None
 
 
+#: Operand kinds of a row kernel: the output's size, one value per row (the middle run of
+#: axes), one value per position in the row (the trailing axes), one element.
+FULL, MID, INNER, ONE = "full", "mid", "inner", "one"
+#: Row kernels over at least this many elements split their rows across threads.
+PARALLEL_ELEMENTS = 1 << 16
+
+
 def kernel_source(
-    body: Graph, opsets: dict[str, int], flat: list[bool] | None = None
+    body: Graph,
+    opsets: dict[str, int],
+    flat: list[bool] | None = None,
+    rows: list[str] | None = None,
+    parallel: bool = False,
 ) -> str | None:
     """numba source (with a ``{name}`` placeholder) computing ``body`` per element, or None.
 
     With ``flat`` (one flag per input: True for a one-element operand) the kernel is a 1-D
-    loop over C-contiguous operands of the output's size; else a 3-d loop over any strides.
+    loop over C-contiguous operands of the output's size. With ``rows`` (one kind per
+    input, see FULL..ONE) it loops over ``n_outer * n_mid`` rows of ``n_inner`` contiguous
+    elements (``parallel``: rows across threads). Else a 3-d loop over any strides.
     """
     names: dict[int, str] = {}
-    params, loads = [], []
+    params, loads, hoisted = [], [], []
     sig = []
     for k, v in enumerate(body.inputs):
         dt = _dtype(v.type)
         if dt is None:
             return None
         params.append(f"x{k}")
-        if flat is None:
+        if rows is not None:
+            sig.append(f'nb.types.Array({NB_TYPES[dt]}, 1, "C", readonly=True)')
+            where = {FULL: "j", MID: "m", INNER: "_U(i)", ONE: "0"}[rows[k]]
+            (hoisted if rows[k] in (MID, ONE) else loads).append(f"a{k} = x{k}[{where}]")
+        elif flat is None:
             sig.append(f"_in({NB_TYPES[dt]})")
             loads.append(f"a{k} = x{k}[i0, i1, i2]")
         else:
@@ -79,14 +101,31 @@ def kernel_source(
         if dt is None or id(v) not in names:
             return None
         params.append(f"y{k}")
-        if flat is None:
+        if rows is not None:
+            sig.append(f'nb.types.Array({NB_TYPES[dt]}, 1, "C")')
+            stores.append(f"y{k}[j] = {names[id(v)]}")
+        elif flat is None:
             sig.append(f"_out({NB_TYPES[dt]})")
             stores.append(f"y{k}[i0, i1, i2] = {names[id(v)]}")
         else:
             sig.append(f'nb.types.Array({NB_TYPES[dt]}, 1, "C")')
             stores.append(f"y{k}[i0] = {names[id(v)]}")
-    head = f'@nb.njit([nb.void({", ".join(sig)})], cache=True, error_model="numpy")\n'
+    if rows is not None:
+        sig += ["nb.int64"] * 3
+        params += ["n_outer", "n_mid", "n_inner"]
+    extra = ", parallel=True" if parallel else ""
+    head = f'@nb.njit([nb.void({", ".join(sig)})], cache=True, error_model="numpy"{extra})\n'
     head += f"def {{name}}({', '.join(params)}):\n"
+    if rows is not None:
+        # unsigned indices: no negative-index wraparound, so the inner loop vectorizes
+        top = "\n".join(" " * 8 + line for line in ["m = _U(r % n_mid)", "base = r * n_inner", *hoisted])
+        inner = "\n".join(" " * 12 + line for line in ["j = _U(base + i)", *loads, *steps, *stores])
+        return head + (
+            "    for r in nb.prange(n_outer * n_mid):\n"
+            f"{top}\n"
+            "        for i in range(n_inner):\n"
+            f"{inner}\n"
+        )
     if flat is not None:
         inner = "\n".join(" " * 8 + s for s in loads + steps + stores)
         return head + "    for i0 in range(y0.shape[0]):\n" + f"{inner}\n"
@@ -156,6 +195,19 @@ def fused_elementwise(ctx: NodeCtx) -> bool:
         args += [f"{y}.reshape(-1)" for y in ctx.outs]
         ctx.emit(f"{kernel}({', '.join(args)})")
         return True
+    rows = None if flat is not None else _row_operands(ctx)
+    rows_src = None
+    if rows is not None:
+        kinds, sizes = rows
+        big = sizes[0] * sizes[1] * sizes[2] >= PARALLEL_ELEMENTS
+        rows_src = kernel_source(body, ctx.module.opsets, rows=kinds, parallel=big)
+    if rows_src is not None:
+        kernel = nn_kernel(ctx, rows_src, "fused")
+        args = [f"np.ascontiguousarray({x}).reshape(-1)" for x in xs]
+        args += [f"{y}.reshape(-1)" for y in ctx.outs]
+        args += [str(n) for n in sizes]
+        ctx.emit(f"{kernel}({', '.join(args)})")
+        return True
     kernel = nn_kernel(ctx, src, "fused")
     outs = ", ".join(ctx.outs)
     ctx.emit(f"_rt.ew({kernel}, ({', '.join(xs)},), ({outs},))")
@@ -183,6 +235,60 @@ def _flat_operands(ctx: NodeCtx) -> list[bool] | None:
         else:
             return None
     return flags
+
+
+def _row_operands(ctx: NodeCtx) -> tuple[list[str], tuple[int, int, int]] | None:
+    """Operand kinds (FULL, MID, INNER, ONE) and (n_outer, n_mid, n_inner) for a row
+    kernel, or None. Static shapes only. Over the output's axes longer than 1, an operand
+    is FULL (all of them), ONE (none), or varies along one contiguous run of them: MID when
+    the run ends before the last axis (the axes after it are the row), INNER when it is
+    the trailing run that the MID operands' rows span (or, with no MID operand, any
+    trailing run)."""
+    shapes = [ctx.out_type(k).shape for k in range(len(ctx.outs))]
+    shape = shapes[0]
+    if shape is None or any(s != shape for s in shapes) or not all(isinstance(d, int) and d > 0 for d in shape):
+        return None
+    axes = [a for a, d in enumerate(shape) if d > 1]
+    runs: list[tuple[int, int] | None] = []
+    for i in range(len(ctx.ins)):
+        t = ctx.in_tensor(i)
+        if t is None or t.shape is None or len(t.shape) > len(shape) or not all(isinstance(d, int) for d in t.shape):
+            return None
+        padded = (1,) * (len(shape) - len(t.shape)) + tuple(t.shape)
+        if any(d != 1 and d != shape[a] for a, d in enumerate(padded)):
+            return None
+        pos = [p for p, a in enumerate(axes) if padded[a] != 1]
+        if pos and pos != list(range(pos[0], pos[-1] + 1)):
+            return None  # not one contiguous run of axes
+        runs.append((pos[0], pos[-1] + 1) if pos else None)
+    last = len(axes)
+    partial = {r for r in runs if r is not None and r != (0, last)}
+    mids = sorted(r for r in partial if r[1] < last)
+    inners = sorted(r for r in partial if r[1] == last)
+    if len(mids) > 1 or len(inners) > 1 or not partial:
+        return None
+    if mids:
+        mid = mids[0]
+        if inners and inners[0][0] != mid[1]:
+            return None  # the per-column operand must span exactly the row
+    else:
+        mid = (inners[0][0], inners[0][0])  # no MID operand: the rows are the INNER run
+    kinds = []
+    for r in runs:
+        if r is None:
+            kinds.append(ONE)
+        elif r == (0, last):
+            kinds.append(FULL)
+        else:
+            kinds.append(MID if r == mid and mid[1] < last and mid[0] < mid[1] else INNER)
+
+    def size(lo: int, hi: int) -> int:
+        n = 1
+        for a in axes[lo:hi]:
+            n *= shape[a]
+        return n
+
+    return kinds, (size(0, mid[0]), size(mid[0], mid[1]), size(mid[1], last))
 
 
 def nn_kernel(ctx: NodeCtx, src: str, hint: str) -> str:
