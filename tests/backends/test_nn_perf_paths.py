@@ -103,6 +103,14 @@ def test_gemm_epilogue_in_one_pass(tmp_path: Path, act: str, residual: bool) -> 
         assert_matches_ort(module, model, feeds, rtol=1e-5, atol=1e-6)
 
 
+def test_large_gelu_epilogue_splits_rows_across_threads(tmp_path: Path) -> None:
+    model = _dense((2, 128, 32), 300, "Gelu", True)  # 76,800 outputs: the parallel epilogue
+    module = compile_and_load(model, tmp_path / "epi")
+    kernels = (tmp_path / "epi" / "kernels.py").read_text()
+    assert "parallel=True" in kernels and "for i in nb.prange(m)" in kernels
+    assert_matches_ort(module, model, _feeds(model, 4, scale=3.0), rtol=1e-5, atol=1e-6)
+
+
 def _softmax_model(op: str, shape: list, axis: int, opset: int) -> onnx.ModelProto:
     return _model([helper.make_node(op, ["x"], ["y"], axis=axis)], [("x", shape)], ["y"], {}, opset)
 
