@@ -128,6 +128,15 @@ def test_row_softmax(tmp_path: Path, op: str, axis: int, opset: int) -> None:
     assert_matches_ort(module, model, {"x": np.ascontiguousarray(x[:, ::-1])}, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_large_row_softmax_splits_rows_across_threads(tmp_path: Path, op: str) -> None:
+    model = _softmax_model(op, [2, 4, 96, 96], -1, 13)  # 73,728 elements
+    module = compile_and_load(model, tmp_path / "sm")
+    assert "for i in nb.prange(m)" in (tmp_path / "sm" / "kernels.py").read_text()
+    x = _feeds(model, 6, scale=5.0)["x"]
+    x[1, 2, 7, :9] = -np.inf
+    assert_matches_ort(module, model, {"x": x}, rtol=1e-5, atol=1e-6)
+
 @pytest.mark.parametrize(
     ("axis", "scale_shape", "bias"), [(-1, [24], True), (-2, [5, 24], True), (-1, [1, 24], False)]
 )

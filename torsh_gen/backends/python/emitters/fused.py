@@ -45,8 +45,19 @@ def _dtype(t: object) -> DType | None:
 #: Operand kinds of a row kernel: the output's size, one value per row (the middle run of
 #: axes), one value per position in the row (the trailing axes), one element.
 FULL, MID, INNER, ONE = "full", "mid", "inner", "one"
-#: Row kernels over at least this many elements split their rows across threads.
+#: Row kernels over at least this many elements split their rows across threads (also
+#: activation epilogues and softmax: BERT's GELU over 128 x 1536 took 0.72 ms serial,
+#: its 6 x 128 x 128 attention softmax 0.28 ms).
 PARALLEL_ELEMENTS = 1 << 16
+
+
+def parallel_worthwhile(t: object) -> bool:
+    """True when a tensor of type ``t`` holds at least PARALLEL_ELEMENTS elements, counting
+    its static dims (symbolic ones as 1): a row kernel over it runs its rows across threads."""
+    n = 1
+    for d in getattr(t, "shape", None) or ():
+        n *= d if isinstance(d, int) else 1
+    return n >= PARALLEL_ELEMENTS
 
 
 def kernel_source(
@@ -199,8 +210,7 @@ def fused_elementwise(ctx: NodeCtx) -> bool:
     rows_src = None
     if rows is not None:
         kinds, sizes = rows
-        big = sizes[0] * sizes[1] * sizes[2] >= PARALLEL_ELEMENTS
-        rows_src = kernel_source(body, ctx.module.opsets, rows=kinds, parallel=big)
+        rows_src = kernel_source(body, ctx.module.opsets, rows=kinds, parallel=parallel_worthwhile(ctx.out_type(0)))
     if rows_src is not None:
         kernel = nn_kernel(ctx, rows_src, "fused")
         args = [f"np.ascontiguousarray({x}).reshape(-1)" for x in xs]

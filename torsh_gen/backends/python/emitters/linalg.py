@@ -17,9 +17,9 @@ from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
 from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, act_args, use_conv_runtime
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
-from torsh_gen.backends.python.emitters.fused import emit_activation, nn_block
+from torsh_gen.backends.python.emitters.fused import emit_activation, nn_block, parallel_worthwhile
 from torsh_gen.backends.python.scalar import activation_expr
-from torsh_gen.ir.types import DType, TensorType
+from torsh_gen.ir.types import DType
 
 _INTS = (DType.INT32, DType.INT64, DType.UINT32, DType.UINT64)
 
@@ -108,7 +108,7 @@ def fused_matmul(ctx: NodeCtx) -> bool:
         if epi is not None and (epi[0] or epi[1] or act):
             _product(ctx)
             n = t.shape[-1]
-            kernel = nn_block(ctx, "epilogue", "epilogue", bool(epi[0]), bool(epi[1]), expr, _big(t))
+            kernel = nn_block(ctx, "epilogue", "epilogue", bool(epi[0]), bool(epi[1]), expr, parallel_worthwhile(t))
             args = [f"{y}.reshape(-1, {n})", epi[0], epi[1] and f"{epi[1]}.reshape(-1, {n})"]
             args = [a for a in args if a]
             ctx.emit(f"{kernel}({', '.join(args)})")
@@ -188,23 +188,10 @@ def _packed(ctx: NodeCtx, epi: tuple[str, str], act: str, params: list[float], e
     ctx.emit(f"_cv.matmul(self, {x0}, {ctx.x(1)}, {bias or 'None'}, {res or 'None'}, {y}, "
              f"{code}, {ctx.lit(float(lo))}, {ctx.lit(float(hi))})")
     if act not in ACT_CODES:
-        kernel = nn_block(ctx, "epilogue", "epilogue", False, False, expr, _big(t))
+        kernel = nn_block(ctx, "epilogue", "epilogue", False, False, expr, parallel_worthwhile(t))
         ctx.emit(f"{kernel}({y}.reshape(-1, {w.shape[1]}))")
     use_conv_runtime(ctx.module, "matmul")
     return True
-
-
-#: An activation epilogue over at least this many elements (counting the static dims;
-#: symbolic ones as 1) splits its rows across threads: BERT's GELU over 128 x 1536 took
-#: 0.72 ms serial.
-PARALLEL_EPILOGUE = 1 << 16
-
-
-def _big(t: TensorType) -> bool:
-    n = 1
-    for d in t.shape:
-        n *= d if isinstance(d, int) else 1
-    return n >= PARALLEL_EPILOGUE
 
 
 def _batched(ctx: NodeCtx) -> bool:

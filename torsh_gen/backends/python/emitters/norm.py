@@ -14,7 +14,7 @@ from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
 from torsh_gen.backends.python.emitters.conv_numba import use_conv_runtime
 from torsh_gen.backends.python.emitters.elementwise import FLOATS, dtypes
-from torsh_gen.backends.python.emitters.fused import nn_block
+from torsh_gen.backends.python.emitters.fused import nn_block, parallel_worthwhile
 from torsh_gen.ir.types import DType
 
 
@@ -39,7 +39,7 @@ def softmax(ctx: NodeCtx) -> bool:
     coerce = ctx.opset < 13
     if ds[0] == DType.FLOAT and (coerce or axis % rank == rank - 1):
         log = ctx.node.op_type == "LogSoftmax"
-        kernel = nn_block(ctx, "softmax", ctx.node.op_type.lower(), log)
+        kernel = nn_block(ctx, "softmax", ctx.node.op_type.lower(), log, parallel_worthwhile(ctx.in_tensor(0)))
         _rows_call(ctx, kernel, axis % rank, [])
         return True
     src, ax = x, axis % rank
