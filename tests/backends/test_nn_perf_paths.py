@@ -137,6 +137,7 @@ def test_large_row_softmax_splits_rows_across_threads(tmp_path: Path, op: str) -
     x[1, 2, 7, :9] = -np.inf
     assert_matches_ort(module, model, {"x": x}, rtol=1e-5, atol=1e-6)
 
+
 @pytest.mark.parametrize(
     ("axis", "scale_shape", "bias"), [(-1, [24], True), (-2, [5, 24], True), (-1, [1, 24], False)]
 )
