@@ -164,6 +164,31 @@ def test_max_pool_kernel(tmp_path: Path) -> None:
         np.testing.assert_array_equal(got, want, err_msg=key)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 12, 14), (1, 4, 13, 11)])
+def test_max_pool_three_wide_stride_two_kernel(tmp_path: Path, shape: tuple) -> None:
+    """3-wide, stride-2 windows without left padding take the even/odd kernel: plain, ceil
+    mode, right padding, top padding, taller windows, on even and odd widths."""
+    b = _Builder(shape)
+    b.out(b.node("MaxPool", ["x"], "plain", kernel_shape=[3, 3], strides=[2, 2]))
+    b.out(b.node("MaxPool", ["x"], "ceil", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+    b.out(b.node("MaxPool", ["x"], "rpad", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1]))
+    b.out(b.node("MaxPool", ["x"], "tall", kernel_shape=[5, 3], strides=[1, 2], pads=[2, 0, 2, 0]))
+    model = b.model()
+    module = compile_and_load(model, tmp_path / "pkg")
+    import importlib
+
+    conv = importlib.import_module(module.__name__ + "._conv")
+
+    def general(*args):
+        raise AssertionError("the general MaxPool kernel ran")
+
+    conv.max_pool2d = general  # every case here must take the even/odd kernel
+    x = _RNG.standard_normal(shape).astype(np.float32) - 3.0
+    for (key, got), want in zip(module.Model().run(x=x).items(), ort_outputs(model, {"x": x})):
+        assert got.shape == want.shape, key
+        np.testing.assert_array_equal(got, want, err_msg=key)
+
+
 def test_strided_convolutions_on_phase_planes(tmp_path: Path) -> None:
     """Equal strides > 1 run on the padded-grid kernel over s x s phase planes (every tap
     a contiguous run again); strided 1x1 convolutions run on a contiguous subsample.
