@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_72cada14a18a6bd9"
+_NAME = "_torsh_conv_b9a7fba350ef9649"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -234,6 +234,12 @@ def _tap_offsets(owner, cg, kh, kw, dh, dw, hp, wpad):
         offs = (c * hp * wpad + i * dh * wpad + j * dw).reshape(-1).astype(np.int64)
         cache[key] = offs
     return offs
+
+
+@nb.njit(_F4(_F4, _F4), inline="always")
+def _fmax(a, b):
+    """max(a, b) with NaN propagated (as np.maximum)."""
+    return a if (a >= b or a != a) else b
 
 
 # ---------------------------------------------------------------------------------------
@@ -1017,12 +1023,6 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
 # ---------------------------------------------------------------------------------------
 
 
-@nb.njit(_F4(_F4, _F4), inline="always")
-def _fmax(a, b):
-    """max(a, b) with NaN propagated (as np.maximum)."""
-    return a if (a >= b or a != a) else b
-
-
 @nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
 def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
     """y = max over each window of x (N, C, H, W); positions in the padding are -inf.
@@ -1101,69 +1101,9 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
                 y[b, c, oy, ox] = m
 
 
-@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8), **_OPTS)
-def max_pool2d_w3s2(x, y, kh, sh, ph):
-    """``max_pool2d`` for 3-wide, stride-2 windows without horizontal padding: the kernel
-    rows are reduced straight into the row's even and odd halves (deinterleaved as they are
-    loaded), -inf past the row's end, and output ox is max(even[ox], odd[ox], even[ox + 1])
-    for every column, ceil mode included: one vectorized loop per step. The general
-    kernel's per-column split and borders kept LLVM from vectorizing the same steps
-    (squeezenet's pools: 1,115 -> 332 us)."""
-    n, c_n, h, w = x.shape
-    oh, ow = y.shape[2], y.shape[3]
-    low = np.float32(-np.inf)
-    pairs = w // 2
-    half = (w + 1) // 2
-    for r in nb.prange(n * c_n):
-        b = r // c_n
-        c = r - b * c_n
-        ev = np.empty(half + 1, np.float32)
-        od = np.empty(half + 1, np.float32)
-        for oy in range(oh):
-            found = False
-            for i in range(kh):
-                iy = oy * sh - ph + i
-                if iy < 0 or iy >= h:
-                    continue
-                src = x[b, c, iy]
-                if not found:
-                    for q in range(pairs):
-                        ev[q] = src[2 * q]
-                        od[q] = src[2 * q + 1]
-                    if w % 2:
-                        ev[pairs] = src[w - 1]
-                    found = True
-                else:
-                    for q in range(pairs):
-                        ev[q] = _fmax(ev[q], src[2 * q])
-                        od[q] = _fmax(od[q], src[2 * q + 1])
-                    if w % 2:
-                        ev[pairs] = _fmax(ev[pairs], src[w - 1])
-            out = y[b, c, oy]
-            if not found:
-                for ox in range(ow):
-                    out[ox] = low
-                continue
-            od[pairs] = low
-            ev[half] = low
-            for ox in range(ow):
-                out[ox] = _fmax(_fmax(ev[ox], od[ox]), ev[ox + 1])
-
-
 @_contiguous_output(1)
 def max_pool(x, y, geo):
     """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
     sw, dh, dw, ph, pw)."""
     x = np.ascontiguousarray(x, np.float32)
-    kh, kw, sh, sw, dh, dw, ph, pw = geo
-    if (
-        kw == 3
-        and sw == 2
-        and dw == 1
-        and dh == 1
-        and pw == 0
-        and y.shape[3] <= (x.shape[3] + 1) // 2
-    ):
-        max_pool2d_w3s2(x, y, kh, sh, ph)
-    else:
-        max_pool2d(x, y, *geo)
+    max_pool2d(x, y, *geo)
