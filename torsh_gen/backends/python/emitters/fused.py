@@ -194,7 +194,9 @@ def fused_elementwise(ctx: NodeCtx) -> bool:
         return True
     if any(ctx.out_type(k) is None for k in range(len(ctx.outs))):
         return False
-    flat = _flat_operands(ctx)
+    layout = _operand_kinds(ctx)
+    kinds, sizes = layout if layout is not None else (None, None)
+    flat = [k == ONE for k in kinds] if kinds is not None and set(kinds) <= {FULL, ONE} else None
     flat_src = None if flat is None else kernel_source(body, ctx.module.opsets, flat)
     shape = _shape_expr(ctx, xs)
     for k in range(len(ctx.outs)):
@@ -206,10 +208,8 @@ def fused_elementwise(ctx: NodeCtx) -> bool:
         args += [f"{y}.reshape(-1)" for y in ctx.outs]
         ctx.emit(f"{kernel}({', '.join(args)})")
         return True
-    rows = None if flat is not None else _row_operands(ctx)
     rows_src = None
-    if rows is not None:
-        kinds, sizes = rows
+    if kinds is not None:
         rows_src = kernel_source(body, ctx.module.opsets, rows=kinds, parallel=parallel_worthwhile(ctx.out_type(0)))
     if rows_src is not None:
         kernel = nn_kernel(ctx, rows_src, "fused")
@@ -224,36 +224,14 @@ def fused_elementwise(ctx: NodeCtx) -> bool:
     return True
 
 
-def _flat_operands(ctx: NodeCtx) -> list[bool] | None:
-    """Per input, True when it has one element, False when it has the outputs' shape; None
-    when some operand is broadcast otherwise or a shape is not static (no 1-D kernel)."""
-    shapes = [ctx.out_type(k).shape for k in range(len(ctx.outs))]
-    shape = shapes[0]
-    if shape is None or any(s != shape for s in shapes):
-        return None
-    if not all(isinstance(d, int) for d in shape):
-        return None  # static shapes only: the kernel trusts the sizes it is given
-    flags = []
-    for i in range(len(ctx.ins)):
-        t = ctx.in_tensor(i)
-        if t is None or t.shape is None:
-            return None
-        if tuple(t.shape) == tuple(shape):
-            flags.append(False)
-        elif all(d == 1 for d in t.shape) and len(t.shape) <= len(shape):
-            flags.append(True)
-        else:
-            return None
-    return flags
-
-
-def _row_operands(ctx: NodeCtx) -> tuple[list[str], tuple[int, int, int]] | None:
-    """Operand kinds (FULL, MID, INNER, ONE) and (n_outer, n_mid, n_inner) for a row
-    kernel, or None. Static shapes only. Over the output's axes longer than 1, an operand
-    is FULL (all of them), ONE (none), or varies along one contiguous run of them: MID when
-    the run ends before the last axis (the axes after it are the row), INNER when it is
-    the trailing run that the MID operands' rows span (or, with no MID operand, any
-    trailing run)."""
+def _operand_kinds(ctx: NodeCtx) -> tuple[list[str], tuple[int, int, int]] | None:
+    """Operand kinds (FULL, MID, INNER, ONE) and (n_outer, n_mid, n_inner), or None for the
+    strided 3-d kernel. Static, nonempty shapes only (the kernels trust the sizes they are
+    given). Over the output's axes longer than 1, an operand is FULL (all of them), ONE
+    (none), or varies along one contiguous run of them: MID when the run ends before the
+    last axis (the axes after it are the row), INNER when it is the trailing run that the
+    MID operands' rows span (or, with no MID operand, any trailing run). Only FULL and ONE
+    operands: the flat 1-D kernel; else the row kernel."""
     shapes = [ctx.out_type(k).shape for k in range(len(ctx.outs))]
     shape = shapes[0]
     if shape is None or any(s != shape for s in shapes) or not all(isinstance(d, int) and d > 0 for d in shape):
@@ -275,7 +253,9 @@ def _row_operands(ctx: NodeCtx) -> tuple[list[str], tuple[int, int, int]] | None
     partial = {r for r in runs if r is not None and r != (0, last)}
     mids = sorted(r for r in partial if r[1] < last)
     inners = sorted(r for r in partial if r[1] == last)
-    if len(mids) > 1 or len(inners) > 1 or not partial:
+    if not partial:
+        return [FULL if r is not None else ONE for r in runs], (1, 1, 1)  # the flat kernel
+    if len(mids) > 1 or len(inners) > 1:
         return None
     if mids:
         mid = mids[0]
