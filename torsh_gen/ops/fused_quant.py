@@ -151,6 +151,15 @@ def _conv_view(node: Node) -> Node:
     )
 
 
+def _conv_context(ctx: InferContext) -> tuple[OpSpec, InferContext]:
+    """ConvInteger's spec and an inference context for the look-alike node: QConv's shape
+    and cost are ConvInteger's over (X, W)."""
+    conv = lookup("ConvInteger", "", 10)
+    node = _conv_view(ctx.node)
+    types_ = [ctx.input_type(0), ctx.input_type(3)]
+    return conv, InferContext(node, conv.resolve_attrs(node), types_, [None, ctx.input_value(3)], 10)
+
+
 @op("QConv", since=1, domain=DOMAIN)
 class QConv(OpSpec):
     """Integer convolution of quantized X and W, requantized or dequantized per channel."""
@@ -182,19 +191,13 @@ class QConv(OpSpec):
         return finish(acc, 1, xs, ws, bias, ys, yz, ctx.attrs.activation == "Relu")
 
     def infer(self, ctx: InferContext) -> list[Type | None]:
-        conv = lookup("ConvInteger", "", 10)
-        node = _conv_view(ctx.node)
-        types_ = [ctx.input_type(0), ctx.input_type(3)]
-        sub = InferContext(node, conv.resolve_attrs(node), types_, [None, ctx.input_value(3)], 10)
+        conv, sub = _conv_context(ctx)
         out = conv.infer(sub)
         t = out[0] if out else None
         return _out_type(ctx, t.shape if isinstance(t, TensorType) else None)
 
     def cost(self, ctx: InferContext, output_types: list[Type | None]) -> Cost:
-        conv = lookup("ConvInteger", "", 10)
-        node = _conv_view(ctx.node)
-        types_ = [ctx.input_type(0), ctx.input_type(3)]
-        sub = InferContext(node, conv.resolve_attrs(node), types_, [None, ctx.input_value(3)], 10)
+        conv, sub = _conv_context(ctx)
         return conv.cost(sub, output_types)
 
 

@@ -104,15 +104,19 @@ class QuantContext:
         """``v`` through QuantizeLinear with its calibrated parameters (made once)."""
         q = self._q.get(id(v)) or self._through_data_movement(v)
         if q is None:
-            s, z = self.act_constants(v)
-            q = self.node(
-                "QuantizeLinear",
-                [v, s, z],
-                types=[like(v, DType.from_numpy(z.const.dtype))],
-                hint=f"{v.name}_q",
-            ).outputs[0]
+            q = self._quantize_linear(v, v)
             self._q[id(v)] = q
         return q
+
+    def _quantize_linear(self, x: Value, v: Value) -> Value:
+        """QuantizeLinear of ``x`` with the calibrated parameters of ``v`` (often ``x``)."""
+        s, z = self.act_constants(v)
+        return self.node(
+            "QuantizeLinear",
+            [x, s, z],
+            types=[like(v, DType.from_numpy(z.const.dtype))],
+            hint=f"{v.name}_q",
+        ).outputs[0]
 
     def fake_quantized(self, v: Value) -> Value:
         """``v`` through a QuantizeLinear/DequantizeLinear pair (made once)."""
@@ -293,13 +297,8 @@ class QuantContext:
         raw = Value(self.names.fresh(f"{target.name}_f"), target.type)
         node.outputs[0] = raw
         raw.producer = node
+        q = self._quantize_linear(raw, target)
         s, z = self.act_constants(target)
-        q = self.node(
-            "QuantizeLinear",
-            [raw, s, z],
-            types=[like(target, DType.from_numpy(z.const.dtype))],
-            hint=f"{target.name}_q",
-        ).outputs[0]
         self.node("DequantizeLinear", [q, s, z], outputs=[target], hint=f"{target.name}_dq")
         self.mark_quantized(target, q)
         return True
