@@ -1,0 +1,195 @@
+"""A numpy interpreter of the kernel IR: the test oracle of lowerings and schedules.
+
+It runs a ``Kernel`` element by element on numpy arrays, with the semantics every emitter
+must match: integer ``div``/``rem`` truncate toward zero (C), ``min``/``max`` are
+``a < b ? a : b`` / ``a > b ? a : b`` (a NaN in ``a`` yields ``b``), float → int casts
+truncate, ``shr`` is arithmetic on signed types. Loop kinds do not change the result, so
+the interpreter runs every loop serially. Slow by design: tests use small shapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from torsh_gen.backends.kernel.ir import (
+    Assign,
+    Bin,
+    Bitcast,
+    Call,
+    Cast,
+    Const,
+    Expr,
+    If,
+    Kernel,
+    Let,
+    Load,
+    Local,
+    Loop,
+    Select,
+    Stmt,
+    Store,
+    Un,
+    Var,
+    is_float,
+)
+
+NP = {
+    "f32": np.float32, "f64": np.float64, "i8": np.int8, "u8": np.uint8, "i16": np.int16,
+    "u16": np.uint16, "i32": np.int32, "u32": np.uint32, "i64": np.int64, "u64": np.uint64,
+    "bool": np.bool_,
+}
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    """The numpy dtype of a kernel-IR element type (``bool`` as numpy's bool, one byte)."""
+    return np.dtype(NP[dtype])
+
+
+def run_kernel(kernel: Kernel, buffers: dict[str, np.ndarray], dims: dict[str, int] | None = None) -> None:
+    """Run ``kernel``: ``buffers`` maps each buffer name to a flat array, written in place."""
+    env: dict[str, Any] = {d: np.int64(v) for d, v in (dims or {}).items()}
+    for b in kernel.buffers:
+        arr = buffers[b.name]
+        if arr.dtype != numpy_dtype(b.dtype) or arr.ndim != 1:
+            raise ValueError(f"buffer {b.name}: expected flat {b.dtype}, got {arr.dtype} {arr.shape}")
+        size = int(_eval(b.size, env, buffers))
+        if arr.size < size:
+            raise ValueError(f"buffer {b.name}: {arr.size} elements, kernel needs {size}")
+    with np.errstate(all="ignore"):
+        _run_block(kernel.body, dict(env), buffers)
+
+
+def _run_block(stmts: list[Stmt], env: dict[str, Any], bufs: dict[str, np.ndarray]) -> None:
+    for s in stmts:
+        if isinstance(s, (Let, Local)):
+            v = s.value if isinstance(s, Let) else s.init
+            env[s.name] = _cast(_eval(v, env, bufs), s.dtype if isinstance(s, Local) else v.dtype)
+        elif isinstance(s, Assign):
+            env[s.name] = _cast(_eval(s.value, env, bufs), np.asarray(env[s.name]).dtype)
+        elif isinstance(s, Store):
+            i = int(_eval(s.index, env, bufs))
+            buf = bufs[s.buf]
+            if not 0 <= i < buf.size:
+                raise IndexError(f"store to {s.buf}[{i}] out of bounds ({buf.size})")
+            buf[i] = _eval(s.value, env, bufs)
+        elif isinstance(s, Loop):
+            start, stop = int(_eval(s.start, env, bufs)), int(_eval(s.stop, env, bufs))
+            for i in range(start, stop):
+                inner = dict(env)
+                inner[s.var] = np.int64(i)
+                _run_block(s.body, inner, bufs)
+                for k in env:  # locals assigned inside the body persist
+                    env[k] = inner[k]
+        elif isinstance(s, If):
+            branch = s.then if bool(_eval(s.cond, env, bufs)) else s.orelse
+            inner = dict(env)
+            _run_block(branch, inner, bufs)
+            for k in env:
+                env[k] = inner[k]
+        else:
+            raise TypeError(f"unknown statement {type(s).__name__}")
+
+
+def _cast(value: Any, dtype: Any) -> Any:
+    target = numpy_dtype(dtype) if isinstance(dtype, str) else np.dtype(dtype)
+    if target == np.bool_:
+        return np.bool_(value != 0)
+    v = np.asarray(value)
+    if v.dtype.kind == "f" and target.kind in "iu":
+        f = float(v)
+        if not math.isfinite(f):
+            return target.type(0)
+        return np.array(math.trunc(f)).astype(target)[()]
+    return v.astype(target)[()]
+
+
+def _eval(e: Expr, env: dict[str, Any], bufs: dict[str, np.ndarray]) -> Any:
+    if isinstance(e, Const):
+        return _cast(e.value, e.dtype)
+    if isinstance(e, Var):
+        return env[e.name]
+    if isinstance(e, Load):
+        i = int(_eval(e.index, env, bufs))
+        buf = bufs[e.buf]
+        if not 0 <= i < buf.size:
+            raise IndexError(f"load from {e.buf}[{i}] out of bounds ({buf.size})")
+        return buf[i]
+    if isinstance(e, Bin):
+        return _binary(e.op, _eval(e.a, env, bufs), _eval(e.b, env, bufs), e.a.dtype)
+    if isinstance(e, Un):
+        x = _eval(e.x, env, bufs)
+        if e.op == "neg":
+            return -x
+        return np.bool_(not x) if e.x.dtype == "bool" else ~x
+    if isinstance(e, Cast):
+        return _cast(_eval(e.x, env, bufs), e.dtype)
+    if isinstance(e, Bitcast):
+        x = np.asarray(_eval(e.x, env, bufs))
+        return x.reshape(1).view(numpy_dtype(e.dtype))[0]
+    if isinstance(e, Select):
+        return _eval(e.a, env, bufs) if bool(_eval(e.cond, env, bufs)) else _eval(e.b, env, bufs)
+    if isinstance(e, Call):
+        args = [_eval(a, env, bufs) for a in e.args]
+        return _intrinsic(e.fn, args, e.dtype)
+    raise TypeError(f"unknown expression {type(e).__name__}")
+
+
+def _binary(op: str, a: Any, b: Any, dtype: str) -> Any:
+    t = NP[dtype]
+    if op == "add":
+        return t(a + b)
+    if op == "sub":
+        return t(a - b)
+    if op == "mul":
+        return t(a * b)
+    if op == "div":
+        if is_float(dtype):
+            return t(a / b)
+        if b == 0:
+            return t(0)
+        q = abs(int(a)) // abs(int(b))
+        return t(q if (a >= 0) == (b >= 0) else -q)
+    if op == "rem":
+        if is_float(dtype):
+            return t(math.fmod(a, b)) if b != 0 else t(math.nan)
+        if b == 0:
+            return t(0)
+        r = abs(int(a)) % abs(int(b))
+        return t(r if a >= 0 else -r)
+    if op == "min":
+        return a if a < b else b
+    if op == "max":
+        return a if a > b else b
+    if op in ("and", "or", "xor"):
+        if dtype == "bool":
+            return np.bool_({"and": a and b, "or": a or b, "xor": a != b}[op])
+        return t({"and": a & b, "or": a | b, "xor": a ^ b}[op])
+    if op == "shl":
+        return t(a << b)
+    if op == "shr":
+        return t(a >> b)
+    cmp = {"lt": a < b, "le": a <= b, "gt": a > b, "ge": a >= b, "eq": a == b, "ne": a != b}
+    return np.bool_(cmp[op])
+
+
+def _intrinsic(fn: str, args: list[Any], dtype: str) -> Any:
+    t = NP[dtype]
+    x = args[0]
+    if fn == "sqrt":
+        return t(np.sqrt(x))
+    if fn == "fabs":
+        return t(np.abs(x))
+    if fn == "floor":
+        return t(np.floor(x))
+    if fn == "ceil":
+        return t(np.ceil(x))
+    if fn == "trunc":
+        return t(np.trunc(x))
+    if fn == "roundeven":
+        return t(np.rint(x))
+    if fn == "fma":
+        return t(np.float64(x) * np.float64(args[1]) + np.float64(args[2]))
+    raise ValueError(f"unknown intrinsic {fn}")

@@ -1,0 +1,182 @@
+"""Lowering of graph ops to kernel IR: one module per op family, registered by op type.
+
+A lowering is a function ``(ctx: LowerCtx) -> None`` registered with ``@lowers("Relu",
+...)``. It writes one kernel (the fused group's single pass over memory) through
+``ctx.kb``, a ``KernelBuilder`` whose buffers ``ctx.x(i)`` (input i) and ``ctx.y(j)``
+(output j) are already declared, and may ask for more:
+
+- ``ctx.const(i)``: the value of input i when it is a weight (to specialize on it);
+- ``ctx.weight(array)``: a new weight derived at compile time (packed, transposed), read
+  as a buffer;
+- ``ctx.scratch(dtype, n)``: workspace only this kernel uses.
+
+Shapes are static tuples (``ctx.in_shape(i)``, ``ctx.out_shape(j)``). ``ctx.sched``
+carries the target's schedule parameters (vector lanes, whether threads exist) so the
+loop kinds chosen here follow the target's data (DESIGN rule 4). The lowering modules
+register themselves on import; ``lowering_for`` imports them all once.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from torsh_gen.backends.kernel.builder import BufferRef, KernelBuilder
+from torsh_gen.ir.graph import Node
+from torsh_gen.ir.types import DType
+from torsh_gen.ops.registry import Attrs
+
+#: graph element type → kernel-IR element type.
+KERNEL_DTYPES: dict[DType, str] = {
+    DType.FLOAT: "f32", DType.DOUBLE: "f64", DType.INT8: "i8", DType.UINT8: "u8",
+    DType.INT16: "i16", DType.UINT16: "u16", DType.INT32: "i32", DType.UINT32: "u32",
+    DType.INT64: "i64", DType.UINT64: "u64", DType.BOOL: "bool",
+}
+
+_FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing")
+_LOWERINGS: dict[str, Callable[[LowerCtx], None]] = {}
+_LOADED = False
+
+
+class LoweringDeclined(Exception):
+    """The lowering does not cover this instance (an attribute, a dtype); says why."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Target data the lowerings schedule with."""
+
+    lanes: int = 8
+    threads: bool = True
+    parallel_min: int = 32768
+
+
+@dataclass
+class LowerCtx:
+    """What a lowering sees: the node, its attributes, shapes, dtypes and the builder."""
+
+    node: Node
+    attrs: Attrs
+    opset: int
+    in_shapes: list[tuple[int, ...] | None]
+    in_dtypes: list[str | None]
+    out_shapes: list[tuple[int, ...]]
+    out_dtypes: list[str]
+    consts: list[np.ndarray | None]
+    sched: Schedule
+    kb: KernelBuilder
+    inputs: list[BufferRef | None] = field(default_factory=list)
+    outputs: list[BufferRef] = field(default_factory=list)
+    new_weights: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    scratches: list[tuple[str, str, int]] = field(default_factory=list)
+
+    def x(self, i: int) -> BufferRef:
+        """Input ``i`` (KeyError-like error when the optional input is absent)."""
+        ref = self.inputs[i] if i < len(self.inputs) else None
+        if ref is None:
+            raise LoweringDeclined(f"input {i} is absent")
+        return ref
+
+    def has(self, i: int) -> bool:
+        """Whether optional input ``i`` is given."""
+        return i < len(self.inputs) and self.inputs[i] is not None
+
+    def y(self, j: int = 0) -> BufferRef:
+        """Output ``j``."""
+        return self.outputs[j]
+
+    def in_shape(self, i: int) -> tuple[int, ...]:
+        """The static shape of input ``i``."""
+        s = self.in_shapes[i]
+        if s is None:
+            raise LoweringDeclined(f"input {i} has no static shape")
+        return s
+
+    def out_shape(self, j: int = 0) -> tuple[int, ...]:
+        """The static shape of output ``j``."""
+        return self.out_shapes[j]
+
+    def const(self, i: int) -> np.ndarray | None:
+        """The compile-time value of input ``i``, or None."""
+        return self.consts[i] if i < len(self.consts) else None
+
+    def weight(self, array: np.ndarray, dtype: str) -> BufferRef:
+        """A derived weight (stored in the weights file), read as a kernel buffer."""
+        name = self.kb.fresh("w")
+        self.new_weights.append((name, np.ascontiguousarray(array)))
+        return self.kb.buffer(name, dtype, int(np.asarray(array).size))
+
+    def scratch(self, dtype: str, n: int) -> BufferRef:
+        """Workspace of ``n`` elements private to this kernel."""
+        name = self.kb.fresh("s")
+        self.scratches.append((name, dtype, int(n)))
+        return self.kb.buffer(name, dtype, int(n), writable=True)
+
+    def vector_width(self, n: int) -> int:
+        """Lanes for a vector loop of trip count ``n`` (1 when too short to pay)."""
+        return self.sched.lanes if n >= self.sched.lanes else 1
+
+    def outer_kind(self, work: int) -> str:
+        """``parallel`` when the target has threads and ``work`` elements make it worth it."""
+        return "parallel" if self.sched.threads and work >= self.sched.parallel_min else "serial"
+
+
+def lowers(*op_types: str) -> Callable:
+    """Register a lowering for the given op types."""
+
+    def deco(fn: Callable[[LowerCtx], None]) -> Callable[[LowerCtx], None]:
+        for t in op_types:
+            _LOWERINGS[t] = fn
+        return fn
+
+    return deco
+
+
+def _load() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        for fam in _FAMILIES:
+            try:
+                importlib.import_module(f"torsh_gen.backends.kernel.lower.{fam}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"torsh_gen.backends.kernel.lower.{fam}":
+                    raise
+
+
+def lowering_for(op_type: str) -> Callable[[LowerCtx], None] | None:
+    """The lowering of ``op_type``, or None."""
+    _load()
+    return _LOWERINGS.get(op_type)
+
+
+def supported_ops() -> list[str]:
+    """Op types with a lowering."""
+    _load()
+    return sorted(_LOWERINGS)
+
+
+def row_major_strides(shape: tuple[int, ...]) -> list[int]:
+    """Element strides of a contiguous row-major array."""
+    out = [1] * len(shape)
+    for d in range(len(shape) - 2, -1, -1):
+        out[d] = out[d + 1] * shape[d + 1]
+    return out
+
+
+def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
+    """Strides to read an input of ``shape`` broadcast (numpy rules) to ``out_shape``."""
+    pad = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    st = row_major_strides(pad)
+    return [0 if pad[d] == 1 and out_shape[d] != 1 else st[d] for d in range(len(out_shape))]
+
+
+def prod(shape: tuple[int, ...] | list[int]) -> int:
+    """Product of the dims (1 for a scalar)."""
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n

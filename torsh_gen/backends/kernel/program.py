@@ -1,0 +1,291 @@
+"""Graph → ``Program``: every node lowered to a kernel call over planned memory.
+
+Memory comes in four kinds, all addressed by byte offsets so a program is position
+independent: the caller's inputs and outputs (pointer arrays), one weights blob (graph
+initializers and weights derived by lowerings, 64-byte aligned) and one workspace. The
+workspace reuses the CPU compiler's memory plan (``plan_memory``): arena k of the plan
+sits at a fixed offset, and values the plan leaves out (view-like ops that the kernels
+materialize) get regions of their own. Reshape-like ops are pure aliases: no kernel.
+
+Kernels with identical text are emitted once (same shapes, same op), which keeps code
+size down on models that repeat blocks. All shapes must be static here: the native
+targets bind symbolic dimensions at compile time (``--input-shape``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from torsh_gen.backends.kernel.builder import KernelBuilder
+from torsh_gen.backends.kernel.ir import Kernel
+from torsh_gen.backends.kernel.lower import (
+    KERNEL_DTYPES,
+    LowerCtx,
+    LoweringDeclined,
+    Schedule,
+    lowering_for,
+    prod,
+)
+from torsh_gen.backends.kernel.printer import format_kernel
+from torsh_gen.errors import InputError, UnsupportedOpError
+from torsh_gen.ir.graph import Graph, Node, Value
+from torsh_gen.ir.types import TensorType
+from torsh_gen.ops.registry import lookup
+
+ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+ALIGN = 64
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """Where a tensor lives: ``kind`` input/output (``index``) or weights/workspace (``offset`` bytes)."""
+
+    kind: str
+    index: int
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the tensor."""
+        from torsh_gen.backends.kernel.ir import itemsize
+
+        return prod(self.shape) * itemsize(self.dtype)
+
+
+@dataclass(frozen=True)
+class IOSpec:
+    """One model input or output: name as in the model, kernel dtype, numpy dtype, shape."""
+
+    name: str
+    dtype: str
+    numpy_dtype: str
+    shape: tuple[int, ...]
+
+
+@dataclass
+class KernelCall:
+    """One kernel invocation: a ``TensorRef`` per kernel buffer, in parameter order."""
+
+    kernel: str
+    args: list[TensorRef]
+    node: str
+    op_type: str
+
+
+@dataclass
+class Program:
+    """A lowered model: kernels, the calls in order, and the memory layout."""
+
+    inputs: list[IOSpec]
+    outputs: list[IOSpec]
+    kernels: dict[str, Kernel] = field(default_factory=dict)
+    calls: list[KernelCall] = field(default_factory=list)
+    weights: bytearray = field(default_factory=bytearray)
+    workspace_bytes: int = 0
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+def _tensor_info(v: Value) -> tuple[str, tuple[int, ...]]:
+    t = v.type
+    if not isinstance(t, TensorType) or t.shape is None:
+        raise InputError(f"tensor '{v.name}' has no known type and shape; native targets need static shapes (use --input-shape)")
+    dtype = KERNEL_DTYPES.get(t.dtype)
+    if dtype is None:
+        raise UnsupportedOpError(f"tensor '{v.name}' has element type {t.dtype.name}, which native targets do not support")
+    if not t.is_static:
+        raise InputError(
+            f"tensor '{v.name}' has symbolic shape {t}; native targets need static shapes: bind the "
+            f"symbolic dimensions with --input-shape NAME=D1xD2..."
+        )
+    return dtype, tuple(int(d) for d in t.shape)
+
+
+def _kernel_name(op_type: str, n: int) -> str:
+    return f"k{n}_{re.sub(r'[^A-Za-z0-9]', '', op_type)[:24].lower()}"
+
+
+def check_lowerable(graph: Graph) -> None:
+    """Raise one UnsupportedOpError listing every node no lowering covers."""
+    missing = []
+    for node in graph.nodes:
+        if node.op_type in ALIAS_OPS or node.op_type == "Constant":
+            continue
+        if lowering_for(node.op_type) is None:
+            missing.append(node)
+    if missing:
+        listed = "; ".join(f"{n.op_type} (node {n.name or '?'!r})" for n in missing[:40])
+        more = f" and {len(missing) - 40} more" if len(missing) > 40 else ""
+        raise UnsupportedOpError(f"{len(missing)} node(s) have no native lowering: {listed}{more}")
+
+
+class _Builder:
+    def __init__(self, graph: Graph, sched: Schedule) -> None:
+        self.graph = graph
+        self.sched = sched
+        self.opset = graph.opset if isinstance(graph.opset, int) else 0
+        self.refs: dict[int, TensorRef] = {}
+        self.texts: dict[str, str] = {}
+        self.workspace = 0
+        self.program = Program(
+            [self._io(v) for v in graph.inputs if v.const is None],
+            [self._io(v) for v in graph.outputs],
+        )
+        plan = graph.meta.get("memory_plan")
+        self.arena_offsets: list[int] = []
+        if plan is not None:
+            for size in plan.slots:
+                self.arena_offsets.append(self.workspace)
+                self.workspace += _align(size)
+        self.plan = plan
+
+    def _io(self, v: Value) -> IOSpec:
+        dtype, shape = _tensor_info(v)
+        return IOSpec(v.name, dtype, np.dtype(v.type.dtype.numpy).name, shape)
+
+    def weight(self, array: np.ndarray, dtype: str) -> TensorRef:
+        from torsh_gen.backends.kernel.interp import numpy_dtype
+
+        data = np.ascontiguousarray(np.asarray(array).astype(numpy_dtype(dtype), copy=False))
+        blob = self.program.weights
+        offset = _align(len(blob))
+        blob.extend(b"\0" * (offset - len(blob)))
+        blob.extend(data.tobytes())
+        return TensorRef("weights", 0, offset, dtype, tuple(data.shape))
+
+    def region(self, dtype: str, shape: tuple[int, ...]) -> TensorRef:
+        from torsh_gen.backends.kernel.ir import itemsize
+
+        offset = self.workspace
+        self.workspace += _align(max(prod(shape) * itemsize(dtype), 1))
+        return TensorRef("workspace", 0, offset, dtype, shape)
+
+    def build(self) -> Program:
+        g = self.graph
+        for j, v in enumerate(v for v in g.inputs if v.const is None):
+            dtype, shape = _tensor_info(v)
+            self.refs[id(v)] = TensorRef("input", j, 0, dtype, shape)
+        self.out_index = {id(v): j for j, v in enumerate(g.outputs)}
+        failures: list[str] = []
+        for node in g.nodes:
+            try:
+                self.node(node)
+            except LoweringDeclined as exc:
+                failures.append(f"{node.op_type} (node {node.name or '?'!r}: {exc})")
+        if failures:
+            raise UnsupportedOpError(f"{len(failures)} node(s) cannot be lowered for native targets: " + "; ".join(failures[:40]))
+        self.finish_outputs()
+        self.program.workspace_bytes = self.workspace
+        return self.program
+
+    def ref(self, v: Value | None) -> TensorRef | None:
+        if v is None:
+            return None
+        got = self.refs.get(id(v))
+        if got is not None:
+            return got
+        if v.const is not None:
+            dtype, shape = _tensor_info(v)
+            got = self.weight(v.const, dtype)
+            self.refs[id(v)] = got
+            return got
+        raise InputError(f"tensor '{v.name}' is read before it is computed")
+
+    def out_ref(self, v: Value) -> TensorRef:
+        dtype, shape = _tensor_info(v)
+        j = self.out_index.get(id(v))
+        if j is not None:
+            return TensorRef("output", j, 0, dtype, shape)
+        if self.plan is not None:
+            slot = self.plan.slot_of(v.name)
+            if slot is not None:
+                return TensorRef("workspace", 0, self.arena_offsets[slot], dtype, shape)
+        return self.region(dtype, shape)
+
+    def node(self, node: Node) -> None:
+        if node.op_type == "Constant":
+            raise LoweringDeclined("Constant nodes must be folded first (run fold_constants)")
+        if node.op_type in ALIAS_OPS:
+            src = self.ref(node.inputs[0])
+            for k, out in enumerate(node.outputs):
+                dtype, shape = _tensor_info(out)
+                if k == 0:
+                    alias = TensorRef(src.kind, src.index, src.offset, dtype, shape)
+                    if id(out) in self.out_index:
+                        self.refs[id(out)] = alias
+                        continue
+                    self.refs[id(out)] = alias
+                else:  # Dropout's mask: all true at inference
+                    raise LoweringDeclined("Dropout mask output")
+            return
+        fn = lowering_for(node.op_type)
+        if fn is None:
+            raise LoweringDeclined("no lowering")
+        spec = lookup(node.op_type, node.domain, self.opset)
+        ins = [self.ref(v) for v in node.inputs]
+        outs = [self.out_ref(v) for v in node.outputs]
+        kb = KernelBuilder("kernel")
+        ctx = LowerCtx(
+            node=node, attrs=spec.resolve_attrs(node), opset=self.opset,
+            in_shapes=[r.shape if r else None for r in ins], in_dtypes=[r.dtype if r else None for r in ins],
+            out_shapes=[r.shape for r in outs], out_dtypes=[r.dtype for r in outs],
+            consts=[v.const if v is not None else None for v in node.inputs], sched=self.sched, kb=kb,
+        )
+        ctx.inputs = [kb.buffer(f"x{i}", r.dtype, prod(r.shape)) if r else None for i, r in enumerate(ins)]
+        ctx.outputs = [kb.buffer(f"y{j}", r.dtype, prod(r.shape), writable=True) for j, r in enumerate(outs)]
+        fn(ctx)
+        kernel = kb.build()
+        bind: dict[str, TensorRef] = {}
+        for i, r in enumerate(ins):
+            if r is not None:
+                bind[f"x{i}"] = r
+        for j, r in enumerate(outs):
+            bind[f"y{j}"] = r
+        for name, arr in ctx.new_weights:
+            bind[name] = self.weight(arr, kernel.buffer(name).dtype)
+        for name, dtype, n in ctx.scratches:
+            bind[name] = self.region(dtype, (n,))
+        kernel.buffers = [b for b in kernel.buffers if b.name in bind]
+        name = self.add_kernel(kernel, node.op_type)
+        self.program.calls.append(KernelCall(name, [bind[b.name] for b in kernel.buffers], node.name, node.op_type))
+        for v, r in zip(node.outputs, outs):
+            self.refs[id(v)] = r
+
+    def add_kernel(self, kernel: Kernel, op_type: str) -> str:
+        text = format_kernel(kernel, "_")
+        name = self.texts.get(text)
+        if name is None:
+            name = _kernel_name(op_type, len(self.program.kernels))
+            kernel.name = name
+            self.texts[text] = name
+            self.program.kernels[name] = kernel
+        return name
+
+    def finish_outputs(self) -> None:
+        """Copy outputs that live elsewhere (an alias of an input, a weight, a view)."""
+        for j, v in enumerate(self.graph.outputs):
+            r = self.ref(v)
+            if r.kind == "output" and r.index == j:
+                continue
+            dtype, shape = _tensor_info(v)
+            kb = KernelBuilder("copy")
+            n = prod(shape)
+            src = kb.buffer("x0", dtype, n)
+            dst = kb.buffer("y0", dtype, n, writable=True)
+            with kb.loop(n, kind="vector", width=self.sched.lanes if n >= self.sched.lanes else 1) as i:
+                dst[i] = src[i]
+            name = self.add_kernel(kb.build(), "copy")
+            self.program.calls.append(KernelCall(name, [r, TensorRef("output", j, 0, dtype, shape)], v.name, "copy"))
+
+
+def build_program(graph: Graph, sched: Schedule) -> Program:
+    """Lower every node of the optimized ``graph`` (memory plan in ``graph.meta``)."""
+    check_lowerable(graph)
+    return _Builder(graph, sched).build()

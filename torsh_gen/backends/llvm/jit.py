@@ -1,0 +1,97 @@
+"""Run kernels in this process through LLVM's JIT: how tests check the emitter on the host.
+
+``JitKernels(kernels)`` compiles the kernels for the host CPU (or a given spec of this
+machine's architecture) with a serial ``tg_parallel_for`` and calls them on numpy arrays.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+from llvmlite import ir
+
+from torsh_gen.backends.kernel.ir import Kernel
+from torsh_gen.backends.llvm.emit import emit_kernel
+from torsh_gen.backends.llvm.machine import optimize
+from torsh_gen.backends.llvm.runtime_ir import define_serial_parallel_for
+from torsh_gen.backends.llvm.targets import TargetSpec, host_target
+
+
+class JitKernels:
+    """Kernels compiled in memory; ``run(name, buffers, dims)`` calls one."""
+
+    def __init__(self, kernels: list[Kernel], spec: TargetSpec | None = None) -> None:
+        import llvmlite.binding as llvm
+
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        self.spec = spec or host_target()
+        module = ir.Module(name="jit")
+        define_serial_parallel_for(module)
+        self.kernels = {k.name: k for k in kernels}
+        for k in kernels:
+            emit_kernel(module, k).linkage = "external"
+        self.llvm_ir = str(module)
+        parsed, tm = optimize(module, self.spec)
+        self._engine = llvm.create_mcjit_compiler(parsed, tm)
+        self._engine.finalize_object()
+        self._engine.run_static_constructors()
+        self._fns = {}
+        for k in kernels:
+            addr = self._engine.get_function_address(k.name)
+            argtypes = [ctypes.c_void_p] * (1 + len(k.buffers)) + [ctypes.c_int64] * len(k.dims)
+            self._fns[k.name] = ctypes.CFUNCTYPE(None, *argtypes)(addr)
+
+    def run(self, name: str, buffers: dict[str, np.ndarray], dims: dict[str, int] | None = None) -> None:
+        """Call kernel ``name`` on flat contiguous arrays (written in place)."""
+        k = self.kernels[name]
+        args: list = [None]
+        for b in k.buffers:
+            arr = buffers[b.name]
+            if not arr.flags.c_contiguous:
+                raise ValueError(f"buffer {b.name} must be contiguous")
+            args.append(arr.ctypes.data)
+        args += [int((dims or {})[d]) for d in k.dims]
+        self._fns[name](*args)
+
+
+class JitProgram:
+    """A whole ``Program`` compiled in memory (serial): ``run(inputs) -> outputs``."""
+
+    def __init__(self, program, spec: TargetSpec | None = None) -> None:
+        import llvmlite.binding as llvm
+
+        from torsh_gen.backends.llvm.program import emit_program, graph_run_name
+
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        self.program = program
+        self.spec = spec or host_target()
+        module = ir.Module(name="jitprog")
+        define_serial_parallel_for(module)
+        emit_program(program, "m", module)
+        parsed, tm = optimize(module, self.spec)
+        self._engine = llvm.create_mcjit_compiler(parsed, tm)
+        self._engine.finalize_object()
+        addr = self._engine.get_function_address(graph_run_name("m"))
+        self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)(addr)
+        self._weights = np.frombuffer(bytes(program.weights) or b"\0", dtype=np.uint8).copy()
+        self._ws = np.zeros(max(program.workspace_bytes, 1) + 64, dtype=np.uint8)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Outputs by name for inputs by name (checked against the program's signature)."""
+        from torsh_gen.backends.kernel.interp import numpy_dtype
+
+        ins = []
+        for spec in self.program.inputs:
+            arr = np.ascontiguousarray(inputs[spec.name], dtype=numpy_dtype(spec.dtype))
+            if arr.shape != spec.shape:
+                raise ValueError(f"input {spec.name}: shape {arr.shape}, expected {spec.shape}")
+            ins.append(arr)
+        outs = [np.zeros(s.shape, dtype=numpy_dtype(s.dtype)) for s in self.program.outputs]
+        in_ptrs = (ctypes.c_void_p * max(len(ins), 1))(*[a.ctypes.data for a in ins])
+        out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
+        ws = self._ws.ctypes.data + (-self._ws.ctypes.data) % 64
+        self._fn(None, ws, self._weights.ctypes.data, in_ptrs, out_ptrs)
+        return {s.name: a for s, a in zip(self.program.outputs, outs)}

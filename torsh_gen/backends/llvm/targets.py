@@ -1,0 +1,128 @@
+"""Targets as data: ``targets/<name>.toml`` read into ``TargetSpec``, plus ``host``.
+
+A target row says the LLVM triple, CPU and features, the vector width the schedules use,
+the thread count, the packaging (``sharedlib``, ``android``, ``wasm``) and the toolchain
+it needs. ``host`` is detected: LLVM's own view of this machine's CPU and features.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from torsh_gen.errors import InputError
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """One hardware target of the llvm backend."""
+
+    name: str
+    description: str
+    triple: str
+    cpu: str
+    features: str
+    vector_bits: int
+    threads: int
+    dtypes: tuple[str, ...]
+    packaging: str
+    runs_here: bool
+    cc: str = ""
+    linker: str = ""
+    needs: tuple[str, ...] = ()
+    apt: tuple[str, ...] = ()
+    emulator: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def vector_lanes(self) -> int:
+        """float32 lanes of one vector register."""
+        return max(self.vector_bits // 32, 1)
+
+    def missing_tools(self) -> list[str]:
+        """Commands this target needs that are not on PATH."""
+        return [t for t in self.needs if shutil.which(t) is None]
+
+    def require_toolchain(self) -> None:
+        """Raise a one-line error naming the packages and ``make toolchains`` when tools are missing."""
+        missing = self.missing_tools()
+        if missing:
+            raise InputError(
+                f"target {self.name} needs {', '.join(missing)} (Debian packages: {' '.join(self.apt)}); "
+                f"run `make toolchains` to install them"
+            )
+
+
+def target_names() -> list[str]:
+    """Names of the described targets plus ``host``."""
+    files = resources.files("torsh_gen.targets")
+    names = sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
+    return names + ["host"]
+
+
+def load_target(name: str) -> TargetSpec:
+    """The target called ``name``; InputError listing the known ones."""
+    if name == "host":
+        return host_target()
+    path = resources.files("torsh_gen.targets").joinpath(f"{name}.toml")
+    if not name.replace("-", "").replace("_", "").isalnum() or not path.is_file():
+        raise InputError(f"unknown target '{name}'; known targets: cpu, {', '.join(target_names())}")
+    data = tomllib.loads(path.read_text())
+    tool = data.get("toolchain", {})
+    return TargetSpec(
+        name=data["name"], description=data["description"], triple=data["triple"], cpu=data["cpu"],
+        features=data.get("features", ""), vector_bits=int(data["vector_bits"]), threads=int(data.get("threads", 0)),
+        dtypes=tuple(data.get("dtypes", ["f32"])), packaging=data["packaging"], runs_here=bool(data.get("runs_here", False)),
+        cc=tool.get("cc", ""), linker=tool.get("linker", ""), needs=tuple(tool.get("needs", [])),
+        apt=tuple(tool.get("apt", [])), emulator=tuple(data.get("emulator", [])),
+    )
+
+
+def host_target() -> TargetSpec:
+    """This machine, as LLVM sees it (CPU name and feature string); x86_64 or aarch64 Linux."""
+    import llvmlite.binding as llvm
+
+    init_llvm()
+    triple = llvm.get_process_triple()
+    cpu = llvm.get_host_cpu_name()
+    feats = llvm.get_host_cpu_features()
+    features = feats.flatten() if hasattr(feats, "flatten") else str(feats)
+    arch = triple.split("-")[0]
+    if arch not in ("x86_64", "aarch64"):
+        raise InputError(f"--target host supports x86_64 and aarch64 Linux; this machine is {triple}")
+    bits = 128
+    if arch == "x86_64":
+        enabled = set(f[1:] for f in features.split(",") if f.startswith("+"))
+        bits = 512 if "avx512f" in enabled else 256 if "avx2" in enabled else 128
+    base = load_target("x86_64-linux" if arch == "x86_64" else "aarch64-linux")
+    return TargetSpec(
+        name="host", description=f"this machine ({cpu}, {triple})", triple=triple, cpu=cpu, features=features,
+        vector_bits=bits, threads=0, dtypes=base.dtypes, packaging="sharedlib", runs_here=True, cc="gcc",
+        needs=("gcc",), apt=("gcc",),
+    )
+
+
+_INITIALIZED = False
+
+
+def init_llvm() -> None:
+    """Initialize LLVM's targets and printers once (``llvm.initialize()`` is deprecated)."""
+    global _INITIALIZED
+    if _INITIALIZED:
+        return
+    import llvmlite.binding as llvm
+
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    _INITIALIZED = True
+
+
+def cpu_count() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
