@@ -1,8 +1,8 @@
 """Backends: optimized Graph → artifact, one folder per backend.
 
 ``backend_for(target)`` names the backend that builds a target; a backend module exposes
-``write_package(graph, folder, info)``. Only the Python (numpy/numba) backend exists so
-far; it builds the ``cpu`` target.
+``write_package(graph, folder, info)``. The Python (numpy/numba) backend builds ``cpu``;
+the llvm backend builds every target described in ``targets/*.toml`` and ``host``.
 """
 
 from __future__ import annotations
@@ -20,5 +20,11 @@ def backend_for(target: str) -> ModuleType:
     """The backend module building ``target``; InputError listing the known targets."""
     module = TARGETS.get(target)
     if module is None:
-        raise InputError(f"unknown target '{target}'; known targets: {', '.join(sorted(TARGETS))}")
+        from torsh_gen.backends.llvm.targets import target_names
+
+        native = target_names()
+        if target not in native:
+            known = ", ".join(sorted(TARGETS) + native)
+            raise InputError(f"unknown target '{target}'; known targets: {known}")
+        module = "torsh_gen.backends.llvm"
     return importlib.import_module(module)

@@ -382,3 +382,25 @@ def _cast(kb, a, attrs):
     if to is None:
         raise LoweringDeclined(f"Cast to {DType(int(attrs.to)).name}")
     return Cast(a[0], to)
+
+
+def activation(kb: KernelBuilder, x: Expr, name: str, params: list[float]) -> Expr:
+    """The epilogue of FusedConv/FusedMatMul (``activation`` attribute) applied to ``x``."""
+    if not name:
+        return x
+    if name == "Clip":
+        return _clip(kb, [x, Const(params[0], x.dtype), Const(params[1], x.dtype)], Attrs({}))
+    if name == "GeluTanh":
+        return _gelu(kb, [x], Attrs({"approximate": "tanh"}))
+    if name == "Silu":
+        v = kb.let(x)
+        return v * _through_f32(kb, v, km.sigmoid)
+    fn = SCALAR_OPS.get(name)
+    if fn is None:
+        raise LoweringDeclined(f"activation {name}")
+    values: dict = {}
+    if name in ("LeakyRelu", "Elu"):
+        values["alpha"] = params[0]
+    elif name == "HardSigmoid":
+        values["alpha"], values["beta"] = params[0], params[1]
+    return fn(kb, [x], Attrs(values))

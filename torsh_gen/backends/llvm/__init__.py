@@ -1,0 +1,48 @@
+"""The llvm backend: kernel IR → LLVM IR → objects, packaged per target.
+
+It builds every target described in ``targets/*.toml`` (x86_64-linux, aarch64-linux,
+android-arm64, wasm32) and ``host``: the same lowering, the target's schedule data
+(vector lanes, threads), LLVM for the target's triple, then the packaging named by the
+target (``package_sharedlib``, ``package_android``, ``package_wasm``). ``write_package``
+is the entry point ``compile_model`` calls.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from torsh_gen.backends.kernel.lower import Schedule
+from torsh_gen.backends.kernel.program import Program, build_program
+from torsh_gen.backends.llvm.artifact import ArtifactInfo, PackageResult
+from torsh_gen.backends.llvm.targets import TargetSpec, load_target
+from torsh_gen.ir.graph import Graph
+
+__all__ = ["ArtifactInfo", "PackageResult", "lower_graph", "precompile", "schedule_for", "write_package"]
+
+
+def schedule_for(spec: TargetSpec) -> Schedule:
+    """Schedule parameters from the target's data."""
+    return Schedule(lanes=spec.vector_lanes, threads=spec.threads != 1)
+
+
+def lower_graph(graph: Graph, spec: TargetSpec) -> Program:
+    """Type-check and lower the optimized ``graph`` (memory plan attached) for ``spec``."""
+    from torsh_gen.ops.inference import infer_types
+
+    infer_types(graph)
+    return build_program(graph, schedule_for(spec))
+
+
+def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResult:
+    """Build the artifact of ``graph`` for ``info.target`` into the empty ``folder``."""
+    spec = load_target(info.target)
+    spec.require_toolchain()
+    program = lower_graph(graph, spec)
+    packaging = importlib.import_module(f"torsh_gen.backends.llvm.package_{spec.packaging}")
+    return packaging.write(program, spec, Path(folder), info)
+
+
+def precompile(folder: Path) -> float:
+    """Nothing left to compile: objects are built and linked by ``write_package``."""
+    return 0.0
