@@ -85,7 +85,7 @@ class JitProgram:
 
         ins = []
         for spec in self.program.inputs:
-            arr = np.ascontiguousarray(inputs[spec.name], dtype=numpy_dtype(spec.dtype))
+            arr = np.asarray(inputs[spec.name], dtype=numpy_dtype(spec.dtype), order="C")
             if arr.shape != spec.shape:
                 raise ValueError(f"input {spec.name}: shape {arr.shape}, expected {spec.shape}")
             ins.append(arr)

@@ -1,0 +1,98 @@
+"""Shared helpers of the native-backend tests: lower a model, run it in-process through
+LLVM's JIT (and optionally the kernel-IR interpreter), compare with onnxruntime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from torsh_gen.backends.kernel.interp import numpy_dtype, run_kernel
+from torsh_gen.backends.kernel.lower import Schedule
+from torsh_gen.backends.kernel.program import Program, build_program
+from torsh_gen.frontends.onnx import load_onnx
+from torsh_gen.ops.inference import infer_types
+from torsh_gen.passes import pipeline, run_passes
+
+import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
+
+
+def lower_model(model: onnx.ModelProto, level: str = "O3", lanes: int = 8, threads: bool = True) -> Program:
+    """The program of ``model`` after the level's passes and the memory plan."""
+    graph = load_onnx(model.SerializeToString())
+    run_passes(graph, pipeline(level) + ["plan_memory"])
+    infer_types(graph)
+    return build_program(graph, Schedule(lanes=lanes, threads=threads, parallel_min=1024))
+
+
+def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """onnxruntime's outputs, one thread."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def interpret_program(program: Program, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the program with the kernel-IR interpreter (slow: small shapes only)."""
+    mem = {
+        "weights": np.frombuffer(bytes(program.weights) or b"\0", dtype=np.uint8).copy(),
+        "workspace": np.zeros(max(program.workspace_bytes, 1), dtype=np.uint8),
+    }
+    ins = [np.asarray(feeds[s.name], dtype=numpy_dtype(s.dtype), order="C") for s in program.inputs]
+    outs = [np.zeros(s.shape, dtype=numpy_dtype(s.dtype)) for s in program.outputs]
+
+    def view(ref) -> np.ndarray:
+        dt = numpy_dtype(ref.dtype)
+        n = int(np.prod(ref.shape, dtype=np.int64))
+        if ref.kind == "input":
+            return ins[ref.index].reshape(-1).view(dt)
+        if ref.kind == "output":
+            return outs[ref.index].reshape(-1).view(dt)
+        raw = mem[ref.kind][ref.offset : ref.offset + n * dt.itemsize]
+        return raw.view(dt)
+
+    for call in program.calls:
+        kernel = program.kernels[call.kernel]
+        run_kernel(kernel, {b.name: view(r) for b, r in zip(kernel.buffers, call.args)})
+    return outs
+
+
+def check_native(
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    *,
+    rtol: float = 1e-4,
+    atol: float = 1e-4,
+    lanes: int = 8,
+    interpret: bool = False,
+    level: str = "O3",
+) -> Program:
+    """Lower, JIT-run (and interpret when asked) and compare every output with onnxruntime."""
+    from torsh_gen.backends.llvm.jit import JitProgram
+
+    onnx.checker.check_model(model)
+    program = lower_model(model, level=level, lanes=lanes)
+    expected = ort_run(model, feeds)
+    got = JitProgram(program).run(feeds)
+    for spec, exp in zip(program.outputs, expected):
+        np.testing.assert_allclose(got[spec.name], exp, rtol=rtol, atol=atol, err_msg=f"JIT output {spec.name}")
+    if interpret:
+        for spec, out, exp in zip(program.outputs, interpret_program(program, feeds), expected):
+            np.testing.assert_allclose(out, exp, rtol=rtol, atol=atol, err_msg=f"interpreted output {spec.name}")
+    return program
+
+
+def make_model(nodes: list, inputs: list, outputs: list, inits: list | None = None, opset: int = 17) -> onnx.ModelProto:
+    """A one-graph model with the given opset."""
+    from onnx import helper
+
+    g = helper.make_graph(nodes, "g", inputs, outputs, inits or [])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def rand(*shape: int, dtype: Any = np.float32, seed: int = 0) -> np.ndarray:
+    """Seeded standard-normal data."""
+    return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
