@@ -30,7 +30,11 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow
 
 conformance: setup
+ifdef TARGET
+	$(PY) -m torsh_gen.tools.conformance --target $(TARGET) --failures conformance-$(TARGET)-failures.txt --json conformance-$(TARGET).json
+else
 	$(PY) -m torsh_gen.tools.conformance --failures conformance-failures.txt --json conformance-latest.json
+endif
 
 conformance-compiled: setup
 	$(PY) -m torsh_gen.tools.conformance --mode compiled --failures conformance-compiled-failures.txt

@@ -89,7 +89,7 @@ def _release(tmp: Path, module_name: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _compile_rep(model: Any, level: str) -> CompiledRep:
+def _compile_rep(model: Any, level: str, target: str = "cpu") -> CompiledRep:
     from torsh_gen.tools.artifact import load_artifact
     from torsh_gen.tools.compile import compile_model
 
@@ -99,7 +99,7 @@ def _compile_rep(model: Any, level: str) -> CompiledRep:
     try:
         if isinstance(model, (str, Path)) and not Path(model).exists():
             raise InputError(f"{model}: no such model file")
-        compile_model(model, folder, target="cpu", level=level)
+        compile_model(model, folder, target=target, level=level)
         return CompiledRep(folder, load_artifact(folder))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -120,13 +120,15 @@ class TorshGenBackend(Backend):
     def prepare(cls, model: Any, device: str = "CPU", mode: str = "reference", **kwargs: Any) -> BackendRep:
         """Import ``model`` (ModelProto, bytes or path) and return a runnable rep.
 
-        ``mode="compiled"`` compiles it (optimization ``level``, default O3) and runs the
-        generated package; ``mode="reference"`` runs the reference interpreter.
+        ``mode="compiled"`` compiles it (optimization ``level``, default O3; ``target``,
+        default ``cpu``, or a native target such as ``x86_64-linux`` whose artifact has the
+        same Python interface) and runs the generated package; ``mode="reference"`` runs
+        the reference interpreter.
         """
         if not cls.supports_device(device):
             raise InputError(f"device '{device}' is not supported; torsh-gen's backends run on CPU")
         if mode == "compiled":
-            return _compile_rep(model, str(kwargs.get("level", "O3")))
+            return _compile_rep(model, str(kwargs.get("level", "O3")), str(kwargs.get("target", "cpu")))
         if mode != "reference":
             raise InputError(f"unknown backend mode '{mode}'; use 'reference' or 'compiled'")
         graph = load_onnx(model)
@@ -146,7 +148,7 @@ class TorshGenBackend(Backend):
         g = onnx.helper.make_graph([node], "node", vis, outs)
         opset = kwargs.get("opset_version", onnx.defs.onnx_opset_version())
         model = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid(node.domain, opset)])
-        return cls.run_model(model, arrays, device, **{k: v for k, v in kwargs.items() if k in ("mode", "level")})
+        return cls.run_model(model, arrays, device, **{k: v for k, v in kwargs.items() if k in ("mode", "level", "target")})
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

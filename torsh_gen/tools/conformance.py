@@ -3,7 +3,8 @@
 ``python -m torsh_gen.tools.conformance [--filter REGEX] [--failures FILE] [--mode M]`` runs
 the cases of ``onnx.backend.test.case.node.collect_testcases`` through ``torsh_gen.backend``
 (``--mode reference``, the default: the interpreter; ``--mode compiled``: each case is
-compiled into a package and run),
+compiled into a package and run; ``--target T``: compiled for a native target such as
+``x86_64-linux``, whose artifacts have the same Python interface),
 compares outputs as onnx's own runner does (shape, dtype, allclose with the case's
 rtol/atol; strings equal; sequences element-wise) and prints the pass count.
 """
@@ -100,8 +101,9 @@ def _alarm(signum: int, frame: Any) -> None:  # noqa: ARG001
     raise _Timeout()
 
 
-def run_case(case: Any, mode: str = "reference") -> CaseResult:
-    """Run one case through torsh_gen.backend (``mode``: reference or compiled) and compare."""
+def run_case(case: Any, mode: str = "reference", target: str = "cpu") -> CaseResult:
+    """Run one case through torsh_gen.backend (``mode``: reference or compiled, for
+    ``target``) and compare."""
     from torsh_gen.backend import prepare
 
     start = time.perf_counter()
@@ -110,7 +112,7 @@ def run_case(case: Any, mode: str = "reference") -> CaseResult:
     try:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore")
-            rep = prepare(case.model, mode=mode)
+            rep = prepare(case.model, mode=mode, target=target) if mode == "compiled" else prepare(case.model, mode=mode)
             for inputs, ref_outputs in case.data_sets:
                 outs = rep.run(list(inputs))
                 if len(outs) != len(ref_outputs):
@@ -131,10 +133,10 @@ def run_case(case: Any, mode: str = "reference") -> CaseResult:
         signal.signal(signal.SIGALRM, old)
 
 
-def run_all(pattern: str | None = None, mode: str = "reference") -> Iterator[CaseResult]:
+def run_all(pattern: str | None = None, mode: str = "reference", target: str = "cpu") -> Iterator[CaseResult]:
     """Run every (filtered) case, yielding results as they finish."""
     for case in collect_cases(pattern):
-        yield run_case(case, mode)
+        yield run_case(case, mode, target)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-pass", type=int, default=0, help="exit 1 if fewer cases pass")
     p.add_argument("-v", "--verbose", action="store_true", help="print every failure")
     p.add_argument("--mode", choices=("reference", "compiled"), default="reference", help="run the reference interpreter or compiled artifacts")
+    p.add_argument("--target", default="cpu", help="target of compiled mode: cpu or a native target (x86_64-linux, host)")
     args = p.parse_args(argv)
-    results = list(run_all(args.filter, args.mode))
+    if args.target != "cpu":
+        args.mode = "compiled"
+    results = list(run_all(args.filter, args.mode, args.target))
     passed = [r for r in results if r.passed]
     failed = [r for r in results if not r.passed]
     if args.verbose:
@@ -158,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     total = len(results)
     pct = 100.0 * len(passed) / total if total else 0.0
     if args.json:
-        Path(args.json).write_text(json.dumps({"mode": args.mode, "passed": len(passed), "total": total, "percent": round(pct, 2), "onnx": onnx.__version__}, indent=2) + "\n")
-    print(f"conformance ({args.mode}): {len(passed)} passed, {len(failed)} failed of {total} ({pct:.1f}%)")
+        Path(args.json).write_text(json.dumps({"mode": args.mode, "target": args.target, "passed": len(passed), "total": total, "percent": round(pct, 2), "onnx": onnx.__version__}, indent=2) + "\n")
+    label = args.mode if args.target == "cpu" else f"{args.mode}, {args.target}"
+    print(f"conformance ({label}): {len(passed)} passed, {len(failed)} failed of {total} ({pct:.1f}%)")
     return 1 if len(passed) < args.min_pass else 0
 
 
