@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 TORSH := $(VENV)/bin/torsh-gen
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test test-slow conformance conformance-compiled bench generated lint clean
+.PHONY: setup toolchains demo test test-slow conformance conformance-compiled bench generated lint clean
 
 setup: $(STAMP)
 
@@ -23,7 +23,37 @@ demo: setup
 	$(TORSH) compile examples/tiny_cnn.onnx --target cpu -o $(VENV)/demo/tiny_cnn
 	$(TORSH) validate examples/tiny_cnn.onnx --artifact $(VENV)/demo/tiny_cnn --input-shape batch=2
 
-test: setup
+# Native targets' toolchains (see docs/targets.md): commands → the Debian packages that give them.
+TOOL_COMMANDS := wasm-ld qemu-aarch64 aarch64-linux-gnu-gcc chromium
+TOOL_APT := lld qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross chromium
+# Python packages the native tests run artifacts with (not dependencies of torsh-gen itself).
+TOOL_PIP := wasmtime>=25,<51
+missing_commands = $(foreach t,$(1),$(if $(shell command -v $(t) 2>/dev/null),,$(t)))
+MISSING_TOOLS := $(call missing_commands,$(TOOL_COMMANDS) node gcc)
+MISSING_PIP := $(if $(wildcard $(PY)),$(shell $(PY) -c "import importlib.util as u; print('' if u.find_spec('wasmtime') else 'wasmtime')" 2>/dev/null),wasmtime)
+
+# Installs what is missing; where apt-get (or root/sudo) is not available it says what is
+# missing and goes on: the tests that need a tool skip with the reason.
+toolchains: setup
+	@SUDO=""; if [ "$$(id -u)" != 0 ]; then command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"; fi; \
+	missing="$(strip $(call missing_commands,$(TOOL_COMMANDS)))"; pkgs=""; \
+	if [ -n "$$missing" ]; then pkgs="$(TOOL_APT)"; fi; \
+	if ! command -v node >/dev/null 2>&1; then pkgs="$$pkgs nodejs"; missing="$$missing node"; fi; \
+	if ! command -v gcc >/dev/null 2>&1; then pkgs="$$pkgs gcc libc6-dev"; missing="$$missing gcc"; fi; \
+	if [ -z "$$pkgs" ]; then echo "toolchains: all installed"; \
+	elif ! command -v apt-get >/dev/null 2>&1 || { [ "$$(id -u)" != 0 ] && [ -z "$$SUDO" ]; }; then \
+	  echo "toolchains: cannot install (needs apt-get as root or sudo); missing: $$(echo $$missing);" \
+	       "install: $$(echo $$pkgs) (their tests skip)"; \
+	else \
+	  echo "toolchains: installing $$(echo $$pkgs) for $$(echo $$missing)"; \
+	  { $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$pkgs >/dev/null; } \
+	    || echo "toolchains: apt-get failed; missing: $$(echo $$missing) (their tests skip)"; \
+	fi
+	@$(PY) -c "import wasmtime" 2>/dev/null || $(PY) -m pip install --quiet "$(TOOL_PIP)" \
+	  || echo "toolchains: pip could not install $(TOOL_PIP) (the tests that need it skip)"
+
+# `make test` installs the toolchains first only when some are missing (CI starts with none).
+test: setup $(if $(strip $(MISSING_TOOLS) $(MISSING_PIP)),toolchains)
 	$(PY) -m pytest -q -m "not slow"
 
 test-slow: setup

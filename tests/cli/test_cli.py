@@ -37,7 +37,8 @@ def test_help_lists_only_working_commands(capsys):
     code, out, _ = cli(capsys, "--help")
     assert code == 0
     commands = set(re.findall(r"^\W+ ([a-z][\w-]*)  ", out, re.M))
-    assert commands == {"inspect", "run", "convert", "ops", "optimize", "validate", "bench", "compile", "prune", "quantize", "scaffold"}
+    assert commands == {"inspect", "run", "convert", "ops", "optimize", "validate", "bench", "compile", "prune", "quantize", "scaffold",
+                        "system", "targets"}
 
 
 def test_version(capsys):

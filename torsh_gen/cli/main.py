@@ -26,6 +26,8 @@ from torsh_gen import __version__
 from torsh_gen.cli import bench, compile, convert, inspect, ops, optimize, run, scaffold, validate
 from torsh_gen.cli import prune as prune_cli
 from torsh_gen.cli import quantize as quantize_cli
+from torsh_gen.cli import system as system_cli
+from torsh_gen.cli import targets as targets_cli
 from torsh_gen.cli.common import STATE
 
 app = typer.Typer(
@@ -45,6 +47,8 @@ app.add_typer(bench.app)
 app.add_typer(compile.app)
 app.add_typer(prune_cli.app)
 app.add_typer(quantize_cli.app)
+app.add_typer(system_cli.app)
+app.add_typer(targets_cli.app)
 if scaffold.GENERATORS:  # the group appears once one generator is built
     app.add_typer(scaffold.app)
 
