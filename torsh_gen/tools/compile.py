@@ -82,13 +82,15 @@ def compile_model(
     check: bool = False,
     precompile: bool = True,
     input_shapes: Sequence[str] | None = None,
+    embed_weights: bool = False,
 ) -> CompileReport:
     """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
 
     A Graph is optimized in place. ``passes`` replaces the level's pipeline; ``check``
     runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
     rather than at the artifact's first import. ``input_shapes`` (``--input-shape`` specs)
-    reach the loader of a path whose format records no input shapes (TorchScript).
+    reach the loader of a path whose format records no input shapes (TorchScript) and then
+    bind the graph's symbolic dims (any format), as native targets need static shapes.
     """
     from torsh_gen.backends import backend_for
 
@@ -99,10 +101,15 @@ def compile_model(
     _check_destination(out)
     names = _pipeline(level, passes)
     graph, source_name, sha = _load(model, input_shapes)
+    bind_input_shapes(graph, input_shapes)
     check_supported(graph)
     nodes_before = _count(graph)
     reports = run_passes(graph, names, check=check)
     info = backend.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
+    if embed_weights:
+        if not hasattr(info, "embed_weights"):
+            raise InputError(f"--embed-weights applies to native targets, not to target {target}")
+        info.embed_weights = True
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
     try:
@@ -174,6 +181,34 @@ def _load(model: Any, input_shapes: Sequence[str] | None = None) -> tuple[Graph,
     data = model if isinstance(model, (bytes, bytearray)) else model.SerializeToString()
     graph = load_onnx(bytes(data))  # as the reference backend: the ONNX checker's rules, not ours
     return graph, graph.name or "<model>", hashlib.sha256(data).hexdigest()
+
+
+def bind_input_shapes(graph: Graph, input_shapes: Sequence[str] | None) -> None:
+    """Fix the dims ``--input-shape`` specs name and infer types so every value turns static.
+
+    ``batch=2`` binds a symbolic dim wherever it appears, ``x=1x3x8x8`` an input's whole
+    shape (as ``run`` and ``inspect`` read them). Native targets need static shapes; the cpu
+    target keeps its dims dynamic unless specs are given. Names that are neither an input
+    nor a symbol of the model are ignored, as in the other commands.
+    """
+    if not input_shapes:
+        return
+    from torsh_gen.ir.types import TensorType
+    from torsh_gen.ops.inference import infer_types
+    from torsh_gen.tools.inspect import parse_input_shapes
+
+    bindings = parse_input_shapes(list(input_shapes))
+    for v in graph.inputs:  # a static dim is the weights' contract: rebinding it cannot work
+        shape, t = bindings.get(v.name), v.type
+        if not (isinstance(shape, tuple) and isinstance(t, TensorType) and t.shape):
+            continue
+        for axis, (have, want) in enumerate(zip(t.shape, shape)):
+            if isinstance(have, int) and have != want and len(t.shape) == len(shape):
+                raise InputError(
+                    f"--input-shape {v.name}={'x'.join(map(str, shape))}: axis {axis} "
+                    f"of input '{v.name}' is fixed at {have} by the model"
+                )
+    infer_types(graph, bindings)
 
 
 def _file_sha256(path: Path) -> str:

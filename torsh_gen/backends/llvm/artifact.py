@@ -32,6 +32,8 @@ class ArtifactInfo:
     target: str = ""
     level: str = ""
     passes: list[str] = field(default_factory=list)
+    #: Weights inside the library (``--embed-weights``) instead of the file weights.bin.
+    embed_weights: bool = False
 
 
 @dataclass
