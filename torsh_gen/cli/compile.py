@@ -27,19 +27,20 @@ app = typer.Typer()
 def compile_command(
     model: ModelArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Package folder to write; its name is the package name.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target to compile for.")] = "cpu",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target: cpu (Python package) or a native one (see `torsh-gen targets`).")] = "cpu",
     level: Annotated[str, typer.Option("--level", "-O", help="Pipeline: O0, O1, O2 or O3.")] = "O3",
     passes: Annotated[str | None, typer.Option("--passes", help="Run exactly these passes, comma-separated (overrides --level).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Run the IR verifier after every pass.")] = False,
     input_shape: InputShapeOpt = None,
+    embed_weights: Annotated[bool, typer.Option("--embed-weights", help="Native targets: put the weights inside the library instead of weights.bin.")] = False,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
-    """Compile MODEL into a Python package: run(**inputs), a Model class, weights, manifest."""
+    """Compile MODEL for a target: a Python package (cpu) or a native artifact (see `targets`)."""
     from torsh_gen.tools.compile import compile_model
     from torsh_gen.tools.optimize import parse_pass_list
 
     with status(f"Compiling {model}"):
-        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape)
+        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights)
     data = report.to_dict()
     if not emit_data(data, fmt):
         render_compile(console, data)
@@ -55,10 +56,13 @@ def render_compile(con: Console, data: dict[str, Any]) -> None:
         t.add_row(escape(r["pass"]), f"{a} → {b}", f"{r['seconds'] * 1000:.1f}", escape("; ".join(r["notes"])))
     con.print(t)
     mem = data["memory_plan"]
-    con.print(
-        f"nodes {n0} → {n1}: {data['fast_nodes']} by fast emitters, {data['reference_nodes']} by reference kernels; "
-        f"{data['kernels']} numba kernels ({data['kernel_seconds']:.2f} s); weights {data['weight_bytes']:,} B"
-    )
+    if data["target"] == "cpu":
+        con.print(
+            f"nodes {n0} → {n1}: {data['fast_nodes']} by fast emitters, {data['reference_nodes']} by reference kernels; "
+            f"{data['kernels']} numba kernels ({data['kernel_seconds']:.2f} s); weights {data['weight_bytes']:,} B"
+        )
+    else:
+        con.print(f"nodes {n0} → {n1}: {data['kernels']} LLVM kernels for {data['fast_nodes']} nodes; weights {data['weight_bytes']:,} B")
     if mem:
         con.print(f"memory plan: {mem['planned_values']} values in {mem['slots']} buffers, {mem['planned_bytes']:,} B (naive {mem['naive_bytes']:,} B)")
     con.print(f"files: {escape(', '.join(data['files']))}")
