@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from torsh_gen.backends.kernel.analysis import used_names
 from torsh_gen.backends.kernel.builder import KernelBuilder
 from torsh_gen.backends.kernel.ir import Kernel
 from torsh_gen.backends.kernel.lower import (
@@ -153,7 +154,7 @@ class _Builder:
     def weight(self, array: np.ndarray, dtype: str) -> TensorRef:
         from torsh_gen.backends.kernel.interp import numpy_dtype
 
-        data = np.ascontiguousarray(np.asarray(array).astype(numpy_dtype(dtype), copy=False))
+        data = np.array(array, dtype=numpy_dtype(dtype), order="C")  # keeps 0-d shapes
         blob = self.program.weights
         offset = _align(len(blob))
         blob.extend(b"\0" * (offset - len(blob)))
@@ -198,6 +199,13 @@ class _Builder:
             return got
         raise InputError(f"tensor '{v.name}' is read before it is computed")
 
+    def pending(self, v: Value | None) -> TensorRef | None:
+        """The input's ref; a weight not stored yet stays pending until a kernel reads it."""
+        if v is None or id(v) in self.refs or v.const is None:
+            return self.ref(v)
+        dtype, shape = _tensor_info(v)
+        return TensorRef("pending", 0, 0, dtype, shape)
+
     def out_ref(self, v: Value) -> TensorRef:
         dtype, shape = _tensor_info(v)
         j = self.out_index.get(id(v))
@@ -229,7 +237,7 @@ class _Builder:
         if fn is None:
             raise LoweringDeclined("no lowering")
         spec = lookup(node.op_type, node.domain, self.opset)
-        ins = [self.ref(v) for v in node.inputs]
+        ins = [self.pending(v) for v in node.inputs]
         outs = [self.out_ref(v) for v in node.outputs]
         kb = KernelBuilder("kernel")
         ctx = LowerCtx(
@@ -242,16 +250,19 @@ class _Builder:
         ctx.outputs = [kb.buffer(f"y{j}", r.dtype, prod(r.shape), writable=True) for j, r in enumerate(outs)]
         fn(ctx)
         kernel = kb.build()
+        _, touched = used_names(kernel.body)
         bind: dict[str, TensorRef] = {}
         for i, r in enumerate(ins):
-            if r is not None:
-                bind[f"x{i}"] = r
+            if r is not None and f"x{i}" in touched:
+                bind[f"x{i}"] = self.ref(node.inputs[i]) if r.kind == "pending" else r
         for j, r in enumerate(outs):
             bind[f"y{j}"] = r
         for name, arr in ctx.new_weights:
-            bind[name] = self.weight(arr, kernel.buffer(name).dtype)
+            if name in touched:
+                bind[name] = self.weight(arr, kernel.buffer(name).dtype)
         for name, dtype, n in ctx.scratches:
             bind[name] = self.region(dtype, (n,))
+        # buffers the kernel never touches (a Pad's pads, a Resize's scales) are not passed
         kernel.buffers = [b for b in kernel.buffers if b.name in bind]
         name = self.add_kernel(kernel, node.op_type)
         self.program.calls.append(KernelCall(name, [bind[b.name] for b in kernel.buffers], node.name, node.op_type))
