@@ -1,0 +1,316 @@
+"""What the native packagings share: templates, safe literals, sources, and the C build.
+
+``package_sharedlib`` and ``package_android`` both wrap the compiled graph in the same C
+runtime (``templates/native/runtime.c.j2``: weights, workspace, thread pool, checked
+calls) and differ in how they link it. Here live the pieces both use:
+
+- the jinja environment of ``templates/native`` (StrictUndefined, keep_trailing_newline);
+- the only ways a model-derived string reaches generated code: ``c_string`` (a C string
+  literal, every byte outside a plain set as a 3-digit octal escape), ``comment_label``
+  (a safe subset for comments), ``ascii(name)`` for Python;
+- ``write_sources``: model.o, the runtime C, the header and weights.S;
+- ``Build``: the compile and link commands, run with the source folder as the working
+  directory and relative paths (nothing absolute reaches the outputs, so two builds
+  give byte-identical files), and written to ``src/build.sh`` for users to rebuild.
+"""
+
+from __future__ import annotations
+
+import functools
+import keyword
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+
+from torsh_gen.backends.kernel.ir import itemsize
+from torsh_gen.backends.kernel.lower import prod
+from torsh_gen.backends.kernel.program import IOSpec, Program
+from torsh_gen.backends.llvm.artifact import ArtifactInfo, npy_file_names
+from torsh_gen.backends.llvm.targets import TargetSpec
+from torsh_gen.errors import TorshGenError
+
+#: kernel dtype → (enum suffix, code) of ``<name>_tensor.dtype``.
+DTYPE_CODES: dict[str, tuple[str, int]] = {
+    "f32": ("F32", 1),
+    "f64": ("F64", 2),
+    "i32": ("I32", 3),
+    "i64": ("I64", 4),
+    "i8": ("I8", 5),
+    "u8": ("U8", 6),
+    "i16": ("I16", 7),
+    "u16": ("U16", 8),
+    "u32": ("U32", 9),
+    "u64": ("U64", 10),
+    "bool": ("BOOL", 11),
+}
+#: C flags of every translation unit: no -g (debug info would carry the build folder).
+CFLAGS = ("-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-function")
+#: Linker flags of the library and the drivers (no executable stack: model.o has no note).
+LDFLAGS = ("-Wl,-z,noexecstack", "-Wl,-z,relro", "-Wl,-z,now", "-Wl,--build-id=sha1", "-s")
+_PLAIN = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _.,:;+-=()[]<>#@!%^&|~"
+)
+_COMMENT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,:+-=()[]")
+
+
+class NativeBuildError(TorshGenError):
+    """A native compile or link step failed (the message has the command and its output)."""
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The jinja environment of ``templates/native``."""
+    try:
+        loader: jinja2.BaseLoader = jinja2.PackageLoader("torsh_gen.templates", "native")
+    except (ModuleNotFoundError, ValueError):
+        loader = jinja2.FileSystemLoader(
+            Path(__file__).resolve().parents[3] / "templates" / "native"
+        )
+    return jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def render(name: str, **values: Any) -> str:
+    """Render template ``name`` of ``templates/native``."""
+    return environment().get_template(name).render(**values)
+
+
+def c_string(text: str) -> str:
+    """``text`` (UTF-8) as a C string literal that cannot end early or splice lines.
+
+    Bytes outside a plain set (quotes, backslash, ``?`` of trigraphs, ``*``/``/`` of
+    comments, controls, non-ASCII) become 3-digit octal escapes, which unlike hex escapes
+    never swallow the next character.
+    """
+    out = []
+    for byte in text.encode("utf-8", "surrogatepass"):
+        ch = chr(byte)
+        out.append(ch if byte < 128 and ch in _PLAIN else f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def comment_label(text: str, limit: int = 48) -> str:
+    """``text`` reduced to characters safe in any comment (others become ``_``)."""
+    safe = "".join(ch if ch in _COMMENT else "_" for ch in text)
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
+def display_label(text: str) -> str:
+    """``text`` as printable ASCII on one line (Python's escapes), for error messages."""
+    return ascii(text)[1:-1]
+
+
+def kotlin_string(text: str) -> str:
+    """``text`` as a Kotlin string literal: anything but letters, digits and ``_ .-`` as
+    ``\\uXXXX`` (UTF-16 units), so neither ``"`` nor ``$`` templates nor ``\\`` survive."""
+    plain = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ .-")
+    units = text.encode("utf-16-be", "surrogatepass")
+    out = []
+    for k in range(0, len(units), 2):
+        code = int.from_bytes(units[k : k + 2], "big")
+        out.append(chr(code) if chr(code) in plain else f"\\u{code:04x}")
+    return '"' + "".join(out) + '"'
+
+
+def dtype_rows() -> list[dict[str, Any]]:
+    """The element types the header declares (all of them, in code order)."""
+    rows = []
+    for kdt, (name, code) in sorted(DTYPE_CODES.items(), key=lambda kv: kv[1][1]):
+        numpy = np.dtype(
+            "bool" if kdt == "bool" else {"f": "float", "i": "int", "u": "uint"}[kdt[0]] + kdt[1:]
+        )
+        rows.append({"code_name": name, "code": code, "numpy": numpy.name, "descr": numpy.str})
+    return rows
+
+
+def tensor_rows(specs: list[IOSpec], prefix: str) -> list[dict[str, Any]]:
+    """Template rows of the model's inputs or outputs: every name in each escaped form."""
+    files = npy_file_names([s.name for s in specs], prefix)
+    rows = []
+    for k, (s, file) in enumerate(zip(specs, files)):
+        if s.dtype not in DTYPE_CODES:
+            raise NativeBuildError(
+                f"tensor {display_label(s.name)!r} has element type {s.dtype}, "
+                "which the C API lacks"
+            )
+        shape = tuple(int(d) for d in s.shape)
+        rows.append(
+            {
+                "index": k,
+                "c_name": c_string(s.name),
+                "py_name": ascii(s.name),
+                "kt_name": kotlin_string(s.name),
+                "label": comment_label(s.name),
+                "c_label": c_string(display_label(s.name)),
+                "numpy": s.numpy_dtype,
+                "kdtype": s.dtype,
+                "code_name": DTYPE_CODES[s.dtype][0],
+                "shape": list(shape),
+                "py_shape": repr(shape),
+                "numel": prod(shape),
+                "nbytes": prod(shape) * itemsize(s.dtype),
+                "file": file,
+                "c_file": c_string(file),
+            }
+        )
+    return rows
+
+
+def python_example(names: list[str]) -> str:
+    """The arguments of ``run(...)`` in the package docstring (names only if identifiers)."""
+    if all(n.isidentifier() and n.isascii() and not keyword.iskeyword(n) for n in names):
+        return ", ".join(f"{n}=..." for n in names)
+    return "**inputs"
+
+
+@dataclass
+class Build:
+    """The compile and link commands of one package, run in ``src`` (relative paths)."""
+
+    src: Path
+    steps: list[list[str]] = field(default_factory=list)
+
+    def add(self, *argv: str) -> None:
+        """Queue one command."""
+        self.steps.append([str(a) for a in argv])
+
+    def run(self) -> None:
+        """Run the queued commands in order; NativeBuildError with the output on failure."""
+        for argv in self.steps:
+            try:
+                proc = subprocess.run(
+                    argv, cwd=self.src, capture_output=True, text=True, timeout=600
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise NativeBuildError(f"`{shlex.join(argv)}` could not run: {exc}") from None
+            if proc.returncode != 0:
+                out = " | ".join((proc.stderr + proc.stdout).strip().splitlines()[-12:])
+                raise NativeBuildError(
+                    f"`{shlex.join(argv)}` failed (exit {proc.returncode}): {out}"
+                )
+
+    def write_script(self, name: str = "build.sh") -> None:
+        """The same commands as a shell script, to rebuild after editing the sources."""
+        lines = [
+            "#!/bin/sh",
+            "# Rebuild this package's binaries (run from this folder).",
+            "set -eu",
+            'cd "$(dirname "$0")"',
+        ]
+        lines += [shlex.join(argv) for argv in self.steps]
+        path = self.src / name
+        path.write_text("\n".join(lines) + "\n")
+        path.chmod(0o755)
+
+
+@dataclass
+class Sources:
+    """The generated sources of one package and the values their templates saw."""
+
+    prefix: str
+    values: dict[str, Any]
+    objects: list[str]
+
+
+def template_values(
+    program: Program, spec: TargetSpec, info: ArtifactInfo, embedded: bool
+) -> dict[str, Any]:
+    """What every native template sees."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", info.package):
+        raise NativeBuildError(
+            f"package name {info.package!r} must be an ASCII identifier (it prefixes C symbols)"
+        )
+    if re.fullmatch(r"pthread\w*|sem|timer|mq", info.package):
+        raise NativeBuildError(
+            f"package name {info.package!r} would define C functions libc already has "
+            f"({info.package}_create, ...); choose another output folder name"
+        )
+    inputs = tensor_rows(program.inputs, "input")
+    return {
+        "P": info.package,
+        "U": info.package.upper(),
+        "G": f"{info.package}_tg_graph_run",
+        "version": info.version,
+        "target": spec.name,
+        "triple": spec.triple,
+        "embedded": embedded,
+        "weights_bytes": len(program.weights),
+        "workspace_bytes": program.workspace_bytes,
+        "inputs": inputs,
+        "outputs": tensor_rows(program.outputs, "output"),
+        "dtypes": dtype_rows(),
+        "example": python_example([s.name for s in program.inputs]),
+    }
+
+
+def write_sources(
+    program: Program,
+    spec: TargetSpec,
+    info: ArtifactInfo,
+    header_dir: Path,
+    src: Path,
+    embedded: bool,
+) -> Sources:
+    """model.o, the runtime C, weights.S (when embedded) in ``src``; the header in ``header_dir``."""
+    from torsh_gen.backends.llvm.machine import object_code
+    from torsh_gen.backends.llvm.program import emit_program
+
+    values = template_values(program, spec, info, embedded)
+    prefix = values["P"]
+    src.mkdir(parents=True, exist_ok=True)
+    module = emit_program(program, f"{prefix}_tg")
+    (src / "model.o").write_bytes(object_code(module, spec))
+    (header_dir / f"{prefix}.h").write_text(render("model.h.j2", **values))
+    (src / f"{prefix}_runtime.c").write_text(render("runtime.c.j2", **values))
+    objects = ["model.o", f"{prefix}_runtime.o"]
+    if embedded and program.weights:
+        (src / "weights.bin").write_bytes(bytes(program.weights))
+        (src / "weights.S").write_text(render("weights.S.j2", **values))
+        objects.append("weights.o")
+    return Sources(prefix, values, objects)
+
+
+def compile_objects(
+    build: Build, cc: str, sources: Sources, include: str, extra: tuple[str, ...] = ()
+) -> None:
+    """Queue the compiles of the runtime (and weights.S) into objects (header in ``include``)."""
+    p = sources.prefix
+    build.add(cc, *CFLAGS, *extra, f"-I{include}", "-c", f"{p}_runtime.c", "-o", f"{p}_runtime.o")
+    if "weights.o" in sources.objects:
+        build.add(cc, "-c", "weights.S", "-o", "weights.o")
+
+
+def export_map(src: Path, symbols: list[str]) -> str:
+    """A linker version script exporting only ``symbols`` (no symbol versions)."""
+    body = "".join(f"    {s};\n" for s in symbols)
+    (src / "exports.map").write_text("{\n  global:\n" + body + "  local:\n    *;\n};\n")
+    return "exports.map"
+
+
+def api_symbols(prefix: str) -> list[str]:
+    """The functions of the C API (what the library exports)."""
+    names = [
+        "create",
+        "create_with_workspace",
+        "workspace_size",
+        "run",
+        "run_checked",
+        "last_error",
+        "num_threads",
+        "input_info",
+        "output_info",
+        "destroy",
+    ]
+    return [f"{prefix}_{n}" for n in names]
