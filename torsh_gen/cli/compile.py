@@ -63,6 +63,8 @@ def render_compile(con: Console, data: dict[str, Any]) -> None:
         )
     else:
         con.print(f"nodes {n0} → {n1}: {data['kernels']} LLVM kernels for {data['fast_nodes']} nodes; weights {data['weight_bytes']:,} B")
-    if mem:
+        if mem.get("workspace_bytes") is not None:
+            con.print(f"workspace {mem['workspace_bytes']:,} B")
+    if mem and "planned_values" in mem:
         con.print(f"memory plan: {mem['planned_values']} values in {mem['slots']} buffers, {mem['planned_bytes']:,} B (naive {mem['naive_bytes']:,} B)")
     con.print(f"files: {escape(', '.join(data['files']))}")
