@@ -5,7 +5,9 @@ independent: the caller's inputs and outputs (pointer arrays), one weights blob 
 initializers and weights derived by lowerings, 64-byte aligned) and one workspace. The
 workspace reuses the CPU compiler's memory plan (``plan_memory``): arena k of the plan
 sits at a fixed offset, and values the plan leaves out (view-like ops that the kernels
-materialize) get regions of their own. Reshape-like ops are pure aliases: no kernel.
+materialize) get regions of their own; scratch that a lowering asks for (a packed
+operand) lives in one area after them, shared by all kernels since they run one at a
+time. Reshape-like ops are pure aliases: no kernel.
 
 Kernels with identical text are emitted once (same shapes, same op), which keeps code
 size down on models that repeat blocks. All shapes must be static here: the native
@@ -21,7 +23,7 @@ import numpy as np
 
 from torsh_gen.backends.kernel.analysis import used_names
 from torsh_gen.backends.kernel.builder import KernelBuilder
-from torsh_gen.backends.kernel.ir import Kernel
+from torsh_gen.backends.kernel.ir import Kernel, itemsize
 from torsh_gen.backends.kernel.lower import (
     KERNEL_DTYPES,
     LowerCtx,
@@ -146,6 +148,7 @@ class _Builder:
                 self.arena_offsets.append(self.workspace)
                 self.workspace += _align(size)
         self.plan = plan
+        self.scratch_bytes = 0
 
     def _io(self, v: Value) -> IOSpec:
         dtype, shape = _tensor_info(v)
@@ -183,7 +186,11 @@ class _Builder:
         if failures:
             raise UnsupportedOpError(f"{len(failures)} node(s) cannot be lowered for native targets: " + "; ".join(failures[:40]))
         self.finish_outputs()
-        self.program.workspace_bytes = self.workspace
+        # kernels run one at a time, so one scratch area after the tensors serves them all
+        base = self.workspace
+        for call in self.program.calls:
+            call.args = [TensorRef("workspace", 0, base + r.offset, r.dtype, r.shape) if r.kind == "scratch" else r for r in call.args]
+        self.program.workspace_bytes = self.workspace + self.scratch_bytes
         return self.program
 
     def ref(self, v: Value | None) -> TensorRef | None:
@@ -260,8 +267,11 @@ class _Builder:
         for name, arr in ctx.new_weights:
             if name in touched:
                 bind[name] = self.weight(arr, kernel.buffer(name).dtype)
-        for name, dtype, n in ctx.scratches:
-            bind[name] = self.region(dtype, (n,))
+        at = 0
+        for name, dtype, n in ctx.scratches:  # offsets into the shared scratch area
+            bind[name] = TensorRef("scratch", 0, at, dtype, (n,))
+            at += _align(max(n * itemsize(dtype), 1))
+        self.scratch_bytes = max(self.scratch_bytes, at)
         # buffers the kernel never touches (a Pad's pads, a Resize's scales) are not passed
         kernel.buffers = [b for b in kernel.buffers if b.name in bind]
         name = self.add_kernel(kernel, node.op_type)
