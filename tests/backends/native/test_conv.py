@@ -1,0 +1,385 @@
+"""Conv and FusedConv through the kernel IR, the JIT and the interpreter, against onnxruntime:
+pointwise, direct (pads, strides, dilations, groups, auto_pad), depthwise, fused epilogues."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper, numpy_helper
+
+from tests.backends.native.helpers import check_native, lower_model, make_model, rand
+from torsh_gen.errors import UnsupportedOpError
+
+
+def conv_model(
+    xs: tuple[int, ...],
+    ws: tuple[int, ...],
+    bias: bool = True,
+    dtype: int = TP.FLOAT,
+    tail: list | None = None,
+    residual: tuple[int, ...] | None = None,
+    extra: list | None = None,
+    **attrs,
+) -> onnx.ModelProto:
+    """A model of one Conv (constant weights and bias), optionally followed by ``tail`` nodes
+    (reading the input ``r`` of shape ``residual`` and the ``extra`` initializers)."""
+    npdt = helper.tensor_dtype_to_np_dtype(dtype)
+    inits = [numpy_helper.from_array((rand(*ws, seed=1) * 0.3).astype(npdt), "w")]
+    ins = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rand(ws[0], seed=2).astype(npdt), "b"))
+        ins.append("b")
+    nodes = [helper.make_node("Conv", ins, ["c" if tail else "y"], **attrs)] + (tail or [])
+    inputs = [helper.make_tensor_value_info("x", dtype, xs)]
+    if residual:
+        inputs.append(helper.make_tensor_value_info("r", dtype, residual))
+    model = make_model(
+        nodes, inputs, [helper.make_tensor_value_info("y", dtype, None)], inits + (extra or [])
+    )
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def op_types(program) -> list[str]:
+    """The op types of the program's kernel calls."""
+    return [c.op_type for c in program.calls]
+
+
+GEOMETRIES = [
+    # (input shape, weight shape, attributes)
+    ((1, 3, 13, 11), (4, 3, 1, 1), {}),
+    ((1, 17, 13, 11), (5, 17, 1, 1), {}),
+    ((1, 3, 13, 11), (4, 3, 1, 1), dict(strides=[2, 2])),
+    ((1, 3, 13, 11), (4, 3, 1, 1), dict(pads=[1, 0, 0, 1])),
+    ((1, 3, 13, 11), (17, 3, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 3, 13, 11), (4, 3, 3, 3), {}),
+    ((1, 3, 13, 11), (4, 3, 3, 3), dict(strides=[2, 2], pads=[1, 1, 1, 1])),
+    ((1, 3, 13, 11), (4, 3, 3, 3), dict(strides=[1, 2], pads=[0, 1, 2, 1])),
+    ((1, 3, 13, 11), (4, 3, 3, 3), dict(dilations=[2, 2], pads=[2, 2, 2, 2])),
+    ((1, 3, 13, 11), (4, 3, 3, 2), dict(dilations=[1, 3], strides=[2, 1])),
+    ((1, 3, 13, 11), (4, 3, 5, 5), dict(pads=[2, 2, 2, 2])),
+    ((1, 3, 13, 11), (4, 3, 5, 5), dict(strides=[2, 2], pads=[2, 1, 1, 2])),
+    ((1, 3, 17, 19), (8, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])),
+    ((1, 3, 13, 11), (4, 3, 3, 3), dict(auto_pad="SAME_UPPER")),
+    ((1, 3, 13, 11), (4, 3, 4, 4), dict(auto_pad="SAME_LOWER", strides=[2, 2])),
+    ((1, 3, 13, 11), (4, 3, 4, 2), dict(auto_pad="SAME_UPPER", strides=[3, 2])),
+    ((1, 3, 13, 11), (4, 3, 3, 3), dict(auto_pad="VALID", strides=[2, 2])),
+    ((1, 6, 13, 11), (9, 2, 3, 3), dict(group=3, pads=[1, 1, 1, 1])),
+    ((1, 4, 13, 11), (6, 2, 3, 3), dict(group=2, strides=[2, 2], pads=[1, 0, 1, 2])),
+    ((1, 4, 13, 11), (8, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
+    ((2, 17, 13, 11), (17, 1, 3, 3), dict(group=17, pads=[1, 1, 1, 1])),
+    ((1, 17, 13, 11), (17, 1, 5, 5), dict(group=17, strides=[2, 2], pads=[2, 2, 2, 2])),
+    ((1, 16, 40, 37), (16, 1, 7, 7), dict(group=16, pads=[3, 3, 3, 3])),
+    ((1, 16, 9, 9), (16, 1, 3, 3), dict(group=16, dilations=[2, 2], auto_pad="VALID")),
+    ((1, 5, 13, 11), (5, 1, 1, 1), dict(group=5)),
+    ((1, 3, 20), (5, 3, 5), dict(strides=[2], auto_pad="SAME_UPPER")),
+    ((1, 3, 20), (5, 3, 3), dict(dilations=[2], pads=[3, 1])),
+    ((1, 2, 5, 6, 7), (3, 2, 2, 3, 3), dict(pads=[1, 1, 0, 0, 1, 1], strides=[1, 2, 1])),
+    ((1, 17, 40, 37), (19, 17, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 64, 41, 41), (8, 64, 1, 1), {}),
+    ((1, 64, 41, 41), (8, 64, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 256, 30, 20), (4, 256, 3, 3), dict(pads=[1, 1, 1, 1])),
+    ((1, 32, 14, 14), (40, 32, 3, 3), dict(pads=[1, 1, 1, 1])),
+]
+
+
+@pytest.mark.parametrize("xs,ws,attrs", GEOMETRIES, ids=[f"{i}" for i in range(len(GEOMETRIES))])
+def test_conv_geometry(xs, ws, attrs) -> None:
+    check_native(conv_model(xs, ws, **attrs), {"x": rand(*xs, seed=3)}, lanes=16)
+
+
+@pytest.mark.parametrize("k", [0, 5, 6, 18, 20])
+def test_conv_without_bias(k: int) -> None:
+    xs, ws, attrs = GEOMETRIES[k]
+    check_native(conv_model(xs, ws, bias=False, **attrs), {"x": rand(*xs, seed=3)}, lanes=16)
+
+
+@pytest.mark.parametrize("lanes", [4, 8])
+def test_conv_narrow_vectors(lanes: int) -> None:
+    """Targets with 128- and 256-bit registers get other tile widths and channel blocks."""
+    xs = (1, 5, 13, 30)
+    check_native(
+        conv_model(xs, (7, 5, 3, 3), pads=[1, 1, 1, 1]), {"x": rand(*xs, seed=3)}, lanes=lanes
+    )
+    check_native(
+        conv_model(xs, (5, 1, 3, 3), group=5, pads=[1, 1, 1, 1]),
+        {"x": rand(*xs, seed=3)},
+        lanes=lanes,
+    )
+
+
+@pytest.mark.parametrize(
+    "xs,ws,attrs",
+    [
+        ((1, 3, 7, 6), (4, 3, 3, 3), dict(pads=[1, 1, 1, 1], strides=[2, 2])),
+        ((1, 2, 6, 5), (2, 2, 1, 1), {}),
+        ((1, 4, 6, 9), (4, 1, 3, 3), dict(group=4, pads=[1, 1, 1, 1])),
+        ((1, 4, 6, 5), (3, 4, 3, 3), dict(pads=[1, 1, 1, 1])),  # wide rows at 8 lanes
+    ],
+)
+def test_interpreter_agrees(xs, ws, attrs) -> None:
+    check_native(conv_model(xs, ws, **attrs), {"x": rand(*xs, seed=3)}, interpret=True)
+
+
+@pytest.mark.parametrize(
+    "ws,attrs", [((5, 3, 3, 3), dict(pads=[1, 1, 1, 1])), ((3, 1, 3, 3), dict(group=3))]
+)
+def test_float64(ws, attrs) -> None:
+    """onnxruntime has no float64 Conv: onnx's reference evaluator is the oracle here."""
+    from onnx.reference import ReferenceEvaluator
+
+    from torsh_gen.backends.llvm.jit import JitProgram
+
+    xs = (1, 3, 13, 11)
+    x = rand(*xs, seed=3, dtype=np.float64)
+    model = conv_model(xs, ws, dtype=TP.DOUBLE, **attrs)
+    expected = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    got = JitProgram(lower_model(model, lanes=16)).run({"x": x})["y"]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_weights_as_input() -> None:
+    """Weights that are not constants are read in their own layout (no packing)."""
+    xs, ws = (1, 4, 10, 12), (6, 2, 3, 3)
+    node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=2, pads=[1, 1, 1, 1])
+    inputs = [
+        helper.make_tensor_value_info(n, TP.FLOAT, s)
+        for n, s in (("x", xs), ("w", ws), ("b", (6,)))
+    ]
+    model = make_model(
+        [node], inputs, [helper.make_tensor_value_info("y", TP.FLOAT, (1, 6, 10, 12))]
+    )
+    check_native(
+        model, {"x": rand(*xs, seed=3), "w": rand(*ws, seed=4), "b": rand(6, seed=5)}, lanes=16
+    )
+
+
+def test_fused_residual_relu() -> None:
+    """Conv + Add(residual) + Relu becomes one FusedConv whose epilogue adds Z and clamps."""
+    xs = (1, 8, 13, 11)
+    tail = [helper.make_node("Add", ["c", "r"], ["s"]), helper.make_node("Relu", ["s"], ["y"])]
+    model = conv_model(xs, (8, 8, 3, 3), tail=tail, residual=xs, pads=[1, 1, 1, 1])
+    feeds = {"x": rand(*xs, seed=3), "r": rand(1, 8, 13, 11, seed=4)}
+    program = check_native(model, feeds, lanes=16)
+    assert op_types(program) == ["FusedConv"]
+    assert len(program.calls[0].args) >= 5  # x, w, b, z, y (and the packed weights)
+    small = conv_model(
+        (1, 2, 5, 4), (2, 2, 3, 3), tail=tail, residual=(1, 2, 5, 4), pads=[1, 1, 1, 1]
+    )
+    check_native(
+        small, {"x": rand(1, 2, 5, 4, seed=3), "r": rand(1, 2, 5, 4, seed=4)}, interpret=True
+    )
+
+
+@pytest.mark.parametrize(
+    "act,extra",
+    [
+        ("LeakyRelu", dict(alpha=0.2)),
+        ("Sigmoid", {}),
+        ("Tanh", {}),
+        ("HardSwish", {}),
+        ("HardSigmoid", dict(alpha=0.3, beta=0.4)),
+        ("Elu", dict(alpha=0.7)),
+    ],
+)
+def test_fused_activations(act: str, extra: dict) -> None:
+    xs = (1, 3, 9, 20)
+    model = conv_model(
+        xs, (2, 3, 3, 3), tail=[helper.make_node(act, ["c"], ["y"], **extra)], pads=[1, 1, 1, 1]
+    )
+    program = check_native(model, {"x": rand(*xs, seed=3)}, lanes=16)
+    assert op_types(program) == ["FusedConv"]
+
+
+def test_fused_clip_depthwise_and_pointwise() -> None:
+    """A MobileNet-style pair: depthwise + ReLU6, then pointwise + ReLU6."""
+    xs = (1, 8, 14, 14)
+    mn = helper.make_tensor("mn", TP.FLOAT, [], [0.0])
+    mx = helper.make_tensor("mx", TP.FLOAT, [], [6.0])
+    w2 = numpy_helper.from_array(rand(12, 8, 1, 1, seed=7), "w2")
+    tail = [
+        helper.make_node("Clip", ["c", "mn", "mx"], ["d"]),
+        helper.make_node("Conv", ["d", "w2"], ["e"]),
+        helper.make_node("Clip", ["e", "mn", "mx"], ["y"]),
+    ]
+    model = conv_model(xs, (8, 1, 3, 3), tail=tail, extra=[mn, mx, w2], group=8, pads=[1, 1, 1, 1])
+    program = check_native(model, {"x": rand(*xs, seed=3) * 4}, lanes=16)
+    assert op_types(program) == ["FusedConv", "FusedConv"]
+
+
+def test_unlowerable_conv_is_a_clear_error() -> None:
+    xs = (1, 2, 3, 3, 3, 3)
+    node = helper.make_node("Conv", ["x", "w"], ["y"])
+    w = numpy_helper.from_array(rand(2, 2, 1, 1, 1, 1), "w")
+    model = make_model(
+        [node],
+        [helper.make_tensor_value_info("x", TP.FLOAT, xs)],
+        [helper.make_tensor_value_info("y", TP.FLOAT, xs)],
+        [w],
+    )
+    with pytest.raises(UnsupportedOpError, match="4-d convolution"):
+        lower_model(model)
+
+
+def _layout(k: int, lanes: int = 16):
+    from torsh_gen.backends.kernel.lower.conv import conv_geometry, schedule
+    from torsh_gen.ops.registry import Attrs
+
+    xs, ws, attrs = GEOMETRIES[k]
+    return schedule(conv_geometry(xs, ws, Attrs(dict(attrs))), lanes, 4)
+
+
+def test_geometries_cover_every_schedule() -> None:
+    """The cases above reach each path of the schedule, so the numerical tests cover them."""
+    pointwise = _layout(GEOMETRIES.index(((1, 64, 41, 41), (8, 64, 1, 1), {})))
+    assert (
+        pointwise.geo.out == (1, 1, 41 * 41) and not pointwise.padded and pointwise.chunks.count > 1
+    )
+    assert pointwise.chunks.last != pointwise.chunks.span and pointwise.width == 64
+    rows = _layout(GEOMETRIES.index(((1, 64, 41, 41), (8, 64, 3, 3), dict(pads=[1, 1, 1, 1]))))
+    assert rows.pair == 2 and rows.chunks.count > 1 and rows.padded and not rows.wide
+    wide = _layout(GEOMETRIES.index(((1, 32, 14, 14), (40, 32, 3, 3), dict(pads=[1, 1, 1, 1]))))
+    assert wide.wide == 16 and wide.chunks.count == 1 and wide.rows < 40
+    wide_chunked = _layout(
+        GEOMETRIES.index(((1, 256, 30, 20), (4, 256, 3, 3), dict(pads=[1, 1, 1, 1])))
+    )
+    assert wide_chunked.wide == 22 and wide_chunked.chunks.count > 1
+    strided = _layout(
+        GEOMETRIES.index(((1, 3, 17, 19), (8, 3, 7, 7), dict(strides=[2, 2], pads=[3, 3, 3, 3])))
+    )
+    assert strided.padded and strided.pair == 2 and not strided.wide
+    depth3 = _layout(
+        GEOMETRIES.index(
+            ((1, 2, 5, 6, 7), (3, 2, 2, 3, 3), dict(pads=[1, 1, 0, 0, 1, 1], strides=[1, 2, 1]))
+        )
+    )
+    assert depth3.geo.out[0] > 1 and depth3.pair == 2
+    assert _layout(0).geo.out == (1, 1, 13 * 11) and _layout(2).padded  # 1x1 stride 2: padded copy
+
+
+def _small_cnn() -> onnx.ModelProto:
+    """Stem conv (stride 2) → ReLU → max pool → depthwise + ReLU6 → pointwise + residual →
+    average pool → global average pool: every conv/pool kernel shape in one model."""
+
+    def w(name: str, *shape: int) -> onnx.TensorProto:
+        return numpy_helper.from_array(rand(*shape, seed=len(name) + shape[0]) * 0.3, name)
+
+    inits = [
+        w("w1", 16, 3, 3, 3),
+        w("b1", 16),
+        w("w2", 16, 1, 3, 3),
+        w("w3", 16, 16, 1, 1),
+        helper.make_tensor("lo", TP.FLOAT, [], [0.0]),
+        helper.make_tensor("hi", TP.FLOAT, [], [6.0]),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node(
+            "MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]
+        ),
+        helper.make_node("Conv", ["p1", "w2"], ["c2"], group=16, pads=[1, 1, 1, 1]),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+        helper.make_node("Add", ["c3", "p1"], ["s3"]),
+        helper.make_node("AveragePool", ["s3"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("GlobalAveragePool", ["p2"], ["y"]),
+    ]
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TP.FLOAT, (2, 3, 64, 60))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, (2, 16, 1, 1))],
+        inits,
+    )
+
+
+def _import_package(folder):
+    """Import the generated package in ``folder`` under its own name."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(
+        folder.name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[folder.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed (apt install gcc)")
+def test_threaded_cnn_package(tmp_path) -> None:
+    """The parallel loops of the conv and pool kernels under the package's real thread pool,
+    wide rows split into chunks among them (x86_64-linux: 8 lanes)."""
+    from tests.backends.native.helpers import ort_run
+    from torsh_gen.backends.kernel.lower.conv import conv_geometry, schedule
+    from torsh_gen.ops.registry import Attrs
+    from torsh_gen.tools.compile import compile_model
+
+    wide = ((1, 256, 30, 10), (8, 256, 3, 3), dict(pads=[1, 1, 1, 1]))
+    lay = schedule(conv_geometry(wide[0], wide[1], Attrs(wide[2])), 8, 4)
+    assert lay.wide and lay.chunks.count > 1
+    cases = [
+        (_small_cnn(), rand(2, 3, 64, 60, seed=3)),
+        (conv_model(*wide[:2], **wide[2]), rand(*wide[0])),
+    ]
+    for k, (model, x) in enumerate(cases):
+        pkg = tmp_path / f"cnn{k}"
+        compile_model(model, pkg, target="x86_64-linux")
+        mod = _import_package(pkg)
+        expected = ort_run(model, {"x": x})[0]
+        for threads in (1, 2, 3):
+            with mod.Model(threads=threads) as m:
+                np.testing.assert_allclose(m.run(x=x)["y"], expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("target", ["aarch64-linux", "wasm32"])
+def test_small_cnn_on_other_targets(target: str, tmp_path) -> None:
+    """The CNN's kernels with 128-bit vectors: aarch64 under qemu, wasm32 under node."""
+    import json
+    import subprocess
+
+    from tests.backends.native.helpers import ort_run
+    from torsh_gen.backends.llvm.targets import load_target
+    from torsh_gen.tools.compile import compile_model
+
+    spec = load_target(target)
+    if spec.missing_tools():
+        pytest.skip(f"target {target} needs {', '.join(spec.missing_tools())} (make toolchains)")
+    model, x = _small_cnn(), rand(2, 3, 64, 60, seed=3)
+    pkg = tmp_path / "cnn"
+    compile_model(model, pkg, target=target)
+    manifest = json.loads((pkg / "manifest.json").read_text())
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    np.save(tmp_path / "in" / manifest["inputs"][0]["file"], x)
+    runner = (
+        ["node", str(pkg / "run.mjs")]
+        if target == "wasm32"
+        else [*spec.emulator, str(pkg / "run_model")]
+    )
+    proc = subprocess.run(
+        [*runner, str(tmp_path / "in"), str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = np.load(tmp_path / "out" / manifest["outputs"][0]["file"])
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_lowering_is_deterministic() -> None:
+    """The same model lowers to the same kernels and weight bytes every time."""
+    from torsh_gen.backends.kernel.printer import format_kernel
+
+    def lowered():
+        program = lower_model(_small_cnn(), lanes=16)
+        texts = [format_kernel(k) for k in program.kernels.values()]
+        return texts, bytes(program.weights), program.workspace_bytes
+
+    assert lowered() == lowered()
