@@ -8,7 +8,8 @@ a parallel loop was decided in the kernel IR:
 - ``vector`` loops with ``width`` W run W iterations at a time as ``<W x T>`` values, then
   a scalar remainder loop. Expressions that do not depend on the loop variable stay
   scalar; loads and stores whose index moves by one per iteration are vector accesses,
-  others go lane by lane. Locals declared inside become vectors; assigning a local
+  loads moving by 2-4 elements are one wide load plus a shuffle, others go lane by
+  lane. Locals declared inside become vectors; assigning a local
   declared outside, or branching on a lane-varying condition, is refused.
 - ``parallel`` loops are outlined into ``name.par<k>(i8* ctx, i64 begin, i64 end)``; the
   values the body reads travel in a stack struct.
@@ -47,6 +48,8 @@ from torsh_gen.backends.kernel.ir import (
 from torsh_gen.backends.llvm.types import I1, I8, I8P, I32, I64, VOID, memory_type, value_type
 
 PARALLEL_FOR = "tg_parallel_for"
+#: Loads moving by up to this many elements per lane are one wide load plus a shuffle.
+MAX_SHUFFLE_STRIDE = 4
 _BODY_TYPE = ir.FunctionType(VOID, [I8P, I64, I64])
 PARALLEL_FOR_TYPE = ir.FunctionType(VOID, [I8P, _BODY_TYPE.as_pointer(), I8P, I64, I64])
 
@@ -349,10 +352,21 @@ class _FunctionEmitter:
         if not index.lanes:
             return self._from_memory(self.b.load(self.b.gep(ptr, [index.v])), dtype, 0)
         var, width = self.vec  # type: ignore[misc]
-        if stride(e.index, var, scope.strides) == 1:
+        st = stride(e.index, var, scope.strides)
+        if st == 1:
             base = self.b.extract_element(index.v, ir.Constant(I32, 0))
             vp = self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), width).as_pointer())
             return self._from_memory(self.b.load(vp, align=_align(dtype)), dtype, width)
+        if st is not None and 2 <= st <= MAX_SHUFFLE_STRIDE:
+            # one contiguous load of exactly the span the lanes cover (never past the last
+            # element read), then a shuffle picking every st-th element
+            base = self.b.extract_element(index.v, ir.Constant(I32, 0))
+            span = st * (width - 1) + 1
+            vp = self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), span).as_pointer())
+            wide = self.b.load(vp, align=_align(dtype))
+            picks = ir.Constant(ir.VectorType(I32, width), [st * k for k in range(width)])
+            lanes = self.b.shuffle_vector(wide, ir.Constant(wide.type, ir.Undefined), picks)
+            return self._from_memory(lanes, dtype, width)
         vt = ir.VectorType(memory_type(dtype), width)
         acc = ir.Constant(vt, ir.Undefined)
         for lane in range(width):
