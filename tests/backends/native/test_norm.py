@@ -127,3 +127,17 @@ def test_lp_norm(p: int, axis: int) -> None:
     node = helper.make_node("LpNormalization", ["x"], ["y"], axis=axis, p=p)
     model = make_model([node], [_vi("x", shape)], [_vi("y", shape)])
     check_native(model, {"x": x}, interpret=axis == 1)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])  # onnxruntime accepts odd sizes only
+def test_lrn(size: int) -> None:
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    shape = (2, 7, 5, 6)
+    model = make_model(
+        [oh.make_node("LRN", ["x"], ["y"], size=size, alpha=2e-3, beta=0.75, bias=1.5)],
+        [oh.make_tensor_value_info("x", TP.FLOAT, shape)], [oh.make_tensor_value_info("y", TP.FLOAT, shape)],
+    )
+    program = check_native(model, {"x": rand(*shape) * 3}, interpret=size == 3)
+    assert [c.op_type for c in program.calls] == ["LRN"]

@@ -2,7 +2,7 @@
 
 One small model per family (elementwise, linalg, conv + pool, reduce + softmax, norm,
 shape, indexing) is compiled for each target and run the way users run it: x86_64-linux
-through its ctypes wrapper and its ``run_model`` driver, aarch64-linux and android-arm64's
+and x86_64-avx512-linux (where the CPU has AVX-512) through the ctypes wrapper and its ``run_model`` driver, aarch64-linux and android-arm64's
 code through ``run_model`` under qemu-aarch64, wasm32 through ``node run.mjs``. A target
 whose toolchain is missing is skipped with the reason (``make toolchains`` installs it).
 """
@@ -86,7 +86,14 @@ def family_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
 
 
 MODELS = family_models()
-TARGETS = ["x86_64-linux", "aarch64-linux", "wasm32"]
+TARGETS = ["x86_64-linux", "x86_64-avx512-linux", "aarch64-linux", "wasm32"]
+
+
+def _host_has(flag: str) -> bool:
+    try:
+        return f" {flag}" in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def _runner(target: str) -> list[str]:
@@ -94,6 +101,8 @@ def _runner(target: str) -> list[str]:
     missing = spec.missing_tools()
     if missing:
         pytest.skip(f"target {target} needs {', '.join(missing)} (make toolchains)")
+    if target == "x86_64-avx512-linux" and not _host_has("avx512f"):
+        pytest.skip("this CPU has no AVX-512; the x86_64-avx512-linux library cannot run here")
     if target == "wasm32":
         return ["node"]
     return list(spec.emulator)
@@ -126,7 +135,7 @@ def test_family_on_target(family: str, target: str, tmp_path: Path) -> None:
     for entry, exp in zip(manifest["outputs"], expected):
         got = np.load(out / entry["file"])
         np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-4, err_msg=f"{family} on {target}: {entry['name']}")
-    if target == "x86_64-linux":
+    if target.startswith("x86_64"):
         art = load_artifact(pkg)
         res = art.run(**feeds)
         for got, exp in zip(res.values(), expected):

@@ -229,3 +229,35 @@ def lower_lp_norm(ctx: LowerCtx) -> None:
         seg.foreach(put)
 
     segments(ctx, *split_at(shape, axis), body)
+
+
+@lowers("LRN")
+def lower_lrn(ctx: LowerCtx) -> None:
+    """Local response normalization across channels: for each (n, c) the squares of
+    channels c - floor((size-1)/2) .. c + ceil((size-1)/2) are summed per position (a
+    vector loop over the contiguous spatial axis), then ``x / (bias + alpha/size * sum)**beta``
+    through the polynomial exp/log (``beta`` is never an integer power in practice)."""
+    from torsh_gen.backends.kernel import math as km
+    from torsh_gen.backends.kernel.ir import maximum, minimum
+
+    shape = ctx.in_shape(0)
+    if len(shape) < 2 or ctx.in_dtypes[0] != "f32":
+        raise LoweringDeclined("LRN needs float32 input of rank >= 2")
+    kb, x, y = ctx.kb, ctx.x(0), ctx.y(0)
+    size = int(ctx.attrs.size)
+    before, after = (size - 1) // 2, size // 2
+    n, c, hw = shape[0], shape[1], prod(shape[2:])
+    scale, bias, beta = float(ctx.attrs.alpha) / size, float(ctx.attrs.bias), float(ctx.attrs.beta)
+    with kb.loop(n * c, kind=ctx.outer_kind(n * c * hw * size), hint="nc") as nc:
+        ch = kb.let(nc % c, "ch")
+        img = kb.let(nc - ch, "img")
+        lo = kb.let(maximum(ch - before, 0), "lo")
+        hi = kb.let(minimum(ch + after + 1, c), "hi")
+        with kb.loop(hw, kind="vector", width=ctx.vector_width(hw), hint="p") as p:
+            acc = kb.local("f32", 0.0, "sq")
+            with kb.loop(hi, start=lo, hint="k") as k:
+                v = kb.let(x[(img + k) * hw + p], "v")
+                kb.assign(acc, call("fma", v, v, acc))
+            base = kb.let(call("fma", acc, Const(scale, "f32"), Const(bias, "f32")), "b")
+            denom = km.exp(kb, km.log(kb, base) * beta)
+            y[nc * hw + p] = x[nc * hw + p] / denom
