@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", type=Path)
     p.add_argument("--target", default="host")
+    p.add_argument("--schedule-of", help="lower with this target's schedule data (e.g. wasm32: 4 lanes, one thread) but run on the host")
     p.add_argument("--repeat", type=int, default=20)
     p.add_argument("--top", type=int, default=25)
     args = p.parse_args(argv)
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     graph = load_model(args.model)
     run_passes(graph, pipeline("O3") + ["plan_memory"])
     t0 = time.perf_counter()
-    program = lower_graph(graph, spec)
+    program = lower_graph(graph, load_target(args.schedule_of) if args.schedule_of else spec)
     jit = JitKernels(list(program.kernels.values()))
     print(f"lowered and JIT-compiled {len(program.kernels)} kernels in {time.perf_counter() - t0:.1f} s")
     mem = {
