@@ -74,3 +74,38 @@ def test_integer_ops() -> None:
     a = rng.integers(-50, 50, shape)
     b = rng.integers(1, 9, shape) * rng.choice([-1, 1], shape)
     check_native(model, {"a": a, "b": b}, interpret=True)
+
+
+@pytest.mark.parametrize("dtype,np_dtype", [(TP.UINT8, np.uint8), (TP.INT8, np.int8), (TP.UINT32, np.uint32), (TP.INT64, np.int64)])
+@pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
+def test_bitshift_including_out_of_range_amounts(dtype, np_dtype, direction) -> None:
+    shape = (2, 9)
+    bits = np.dtype(np_dtype).itemsize * 8
+    rng = np.random.default_rng(5)
+    lo = np.iinfo(np_dtype).min // 4 if np.issubdtype(np_dtype, np.signedinteger) else 0
+    x = rng.integers(lo, np.iinfo(np_dtype).max // 4, shape).astype(np_dtype)
+    amounts = [0, 1, 3, bits - 1, bits, bits + 2] + ([-1, -3] if np.issubdtype(np_dtype, np.signedinteger) else [2, 5])
+    y = np.resize(np.array(amounts), shape).astype(np_dtype)
+    model = make_model([helper.make_node("BitShift", ["x", "y"], ["z"], direction=direction)],
+                       [helper.make_tensor_value_info("x", dtype, shape), helper.make_tensor_value_info("y", dtype, shape)],
+                       [helper.make_tensor_value_info("z", dtype, shape)], opset=11)
+    from tests.backends.native.helpers import interpret_program, lower_model
+    from torsh_gen.backends.llvm.jit import JitProgram
+
+    program = lower_model(model)
+    with np.errstate(all="ignore"):
+        fn = np.left_shift if direction == "LEFT" else np.right_shift
+        inside = (y >= 0) & (y < bits)
+        fill = np.where(x < 0, -1, 0).astype(np_dtype) if direction == "RIGHT" else np.zeros_like(x)
+        want = np.where(inside, fn(x, np.where(inside, y, 0).astype(np_dtype)), fill).astype(np_dtype)
+    got = JitProgram(program).run({"x": x, "y": y})["z"]
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(interpret_program(program, {"x": x, "y": y})[0], want)
+
+
+def test_castlike_takes_the_dtype_of_its_second_input() -> None:
+    shape = (3, 11)
+    model = make_model([helper.make_node("CastLike", ["x", "like"], ["y"])],
+                       [helper.make_tensor_value_info("x", TP.FLOAT, shape), helper.make_tensor_value_info("like", TP.INT32, (1,))],
+                       [helper.make_tensor_value_info("y", TP.INT32, shape)], opset=15)
+    check_native(model, {"x": rand(*shape) * 50, "like": np.array([7], np.int32)})

@@ -216,3 +216,35 @@ def test_float64_softmax_and_reductions() -> None:
     ):
         model = _model(node, x.shape, TP.DOUBLE, opset=13 if "Softmax" in node.op_type else 11)
         check_native(model, {"x": x}, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMean"])
+def test_axes_given_at_run_time_follow_the_static_shapes(op: str, keepdims: int) -> None:
+    """A run-time axes input: the reduced axes are read off the declared output shape."""
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    shape = (3, 4, 5)
+    out = (3, 1, 5) if keepdims else (3, 5)
+    model = make_model(
+        [oh.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims)],
+        [oh.make_tensor_value_info("x", TP.FLOAT, shape), oh.make_tensor_value_info("axes", TP.INT64, (1,))],
+        [oh.make_tensor_value_info("y", TP.FLOAT, out)], opset=18,
+    )
+    check_native(model, {"x": rand(*shape), "axes": np.array([1], np.int64)})
+
+
+def test_run_time_axes_with_ambiguous_shapes_are_declined() -> None:
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+
+    from torsh_gen.errors import UnsupportedOpError
+
+    model = make_model(
+        [oh.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
+        [oh.make_tensor_value_info("x", TP.FLOAT, (3, 3)), oh.make_tensor_value_info("axes", TP.INT64, (1,))],
+        [oh.make_tensor_value_info("y", TP.FLOAT, (3,))], opset=18,
+    )
+    with pytest.raises(UnsupportedOpError, match="several choices"):
+        lower_model(model)

@@ -97,8 +97,8 @@ def lower_elementwise(ctx: LowerCtx) -> None:
     op = ctx.node.op_type
     out_shape = ctx.out_shape(0)
     present = [i for i in range(len(ctx.inputs)) if ctx.has(i)]
-    if op == "Clip" and ctx.opset < 11:
-        present = [0]
+    if (op == "Clip" and ctx.opset < 11) or op == "CastLike":
+        present = [0]  # CastLike's second input only names the dtype
     strides = [row_major_strides(out_shape)] + [_operand(ctx, i, out_shape) for i in present]
     fn = SCALAR_OPS[op]
 

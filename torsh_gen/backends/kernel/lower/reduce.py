@@ -238,7 +238,7 @@ def _reduced_axes(ctx: LowerCtx, rank: int) -> list[int]:
         if ctx.has(1):
             axes = ctx.const(1)
             if axes is None:
-                raise LoweringDeclined("axes computed at run time")
+                return _axes_from_shapes(ctx, rank)
             listed = [int(a) for a in np.asarray(axes).reshape(-1)]
         else:
             listed = []
@@ -249,6 +249,30 @@ def _reduced_axes(ctx: LowerCtx, rank: int) -> list[int]:
         if not listed:
             return list(range(rank))
     return sorted({norm_axis(a, rank) for a in listed})
+
+
+def _axes_from_shapes(ctx: LowerCtx, rank: int) -> list[int]:
+    """Axes given at run time, read off the static input and output shapes.
+
+    Shapes are fixed when a native artifact is compiled, so the reduced axes are the ones
+    whose size the output drops (reducing a size-1 axis changes nothing). The run-time
+    value itself is not read; shapes that fit more than one choice are declined.
+    """
+    from itertools import combinations
+
+    shape, out = ctx.in_shape(0), ctx.out_shape(0)
+    if len(out) == rank:  # keepdims
+        if any(o not in (1, i) for i, o in zip(shape, out)):
+            raise LoweringDeclined("axes computed at run time do not match the shapes")
+        return [d for d in range(rank) if out[d] == 1 and shape[d] != 1]
+    choices = set()
+    for removed in combinations(range(rank), rank - len(out)):
+        kept = [shape[d] for d in range(rank) if d not in removed]
+        if kept == list(out):
+            choices.add(tuple(d for d in removed if shape[d] != 1))
+    if len(choices) != 1:
+        raise LoweringDeclined("axes computed at run time, and the shapes fit several choices")
+    return sorted(choices.pop())
 
 
 def _runs(shape: tuple[int, ...], reduced: list[int]) -> list[tuple[int, bool]]:

@@ -376,6 +376,27 @@ def _isinf(kb, a, attrs):
     return pos if dp else neg if dn else as_expr(False)
 
 
+@_reg("CastLike")
+def _cast_like(kb, a, attrs):
+    """The value itself: the lowering casts every result to the output's dtype."""
+    return a[0]
+
+
+@_reg("BitShift")
+def _bitshift(kb, a, attrs):
+    """Integer shifts with numpy's results for amounts outside [0, width): 0, or for a right
+    shift of a negative signed value -1 (the sign fill)."""
+    x, y = kb.let(a[0], "bx"), kb.let(a[1], "by")
+    if is_float(x.dtype) or x.dtype == "bool":
+        raise LoweringDeclined("BitShift needs integers")
+    bits = int(x.dtype[1:])
+    inside = Bin("and", Bin("ge", y, Const(0, y.dtype)), Bin("lt", y, Const(bits, y.dtype)))
+    if str(attrs.get("direction", "LEFT")).upper() == "LEFT":
+        return Select(inside, Bin("shl", x, y), Const(0, x.dtype))
+    fill = Select(x < Const(0, x.dtype), Const(-1, x.dtype), Const(0, x.dtype)) if x.dtype[0] == "i" else Const(0, x.dtype)
+    return Select(inside, Bin("shr", x, y), fill)
+
+
 @_reg("Cast")
 def _cast(kb, a, attrs):
     to = KERNEL_DTYPES.get(DType(int(attrs.to)))
