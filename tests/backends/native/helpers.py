@@ -9,14 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
 from torsh_gen.backends.kernel.interp import numpy_dtype, run_kernel
 from torsh_gen.backends.kernel.lower import Schedule
 from torsh_gen.backends.kernel.program import Program, build_program
 from torsh_gen.frontends.onnx import load_onnx
 from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes import pipeline, run_passes
-
-import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
 
 
 def lower_model(model: onnx.ModelProto, level: str = "O3", lanes: int = 8, threads: bool = True) -> Program:

@@ -23,7 +23,6 @@ read like the loops they describe.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 #: Element types of the kernel IR. ``bool`` is one byte in memory (0 or 1).
 DTYPES = ("f32", "f64", "i8", "u8", "i16", "u16", "i32", "u32", "i64", "u64", "bool")
@@ -113,7 +112,7 @@ class Expr:
         return self._bin("ge", o)
 
 
-ExprLike = Union[Expr, int, float, bool]
+ExprLike = Expr | int | float | bool
 
 
 @dataclass(frozen=True, eq=False)

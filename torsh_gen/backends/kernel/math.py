@@ -15,7 +15,17 @@ from __future__ import annotations
 import math
 
 from torsh_gen.backends.kernel.builder import KernelBuilder
-from torsh_gen.backends.kernel.ir import Bitcast, Bin, Cast, Const, Expr, Select, call, maximum, minimum
+from torsh_gen.backends.kernel.ir import (
+    Bin,
+    Bitcast,
+    Cast,
+    Const,
+    Expr,
+    Select,
+    call,
+    maximum,
+    minimum,
+)
 
 F = "f32"
 LN2_HI = 0.693359375
