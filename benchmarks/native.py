@@ -33,8 +33,9 @@ from run import KEEP_MARKER  # noqa: E402
 from torsh_gen.tools.bench import bench_model, cpu_model  # noqa: E402
 from torsh_gen.tools.compile import compile_model  # noqa: E402
 
-START = "<!-- native targets: written by benchmarks/native.py -->"
-END = "<!-- end of native targets -->"
+def markers(target: str) -> tuple[str, str]:
+    """The comment lines around one target's section of RESULTS.md."""
+    return f"<!-- native target {target}: written by benchmarks/native.py -->", f"<!-- end of native target {target} -->"
 
 
 def c_latency(folder: Path, iterations: int, threads: int) -> dict[str, float]:
@@ -74,8 +75,9 @@ def geomean(xs: list[float]) -> float:
 
 def table(rows: list[dict[str, Any]], target: str, args: argparse.Namespace) -> str:
     """The markdown section."""
+    start, end = markers(target)
     lines = [
-        START,
+        start,
         f"## Native target {target} against onnxruntime",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; CPU: {cpu_model()}",
@@ -98,15 +100,16 @@ def table(rows: list[dict[str, Any]], target: str, args: argparse.Namespace) -> 
     if ok:
         lines += ["", f"Geometric mean ours / onnxruntime: {geomean([r['ratio_c'] for r in ok]):.2f} from C, "
                   f"{geomean([r['ratio_python'] for r in ok]):.2f} from Python, over {len(ok)} models."]
-    lines += [END, ""]
+    lines += [end, ""]
     return "\n".join(lines)
 
 
-def update_results(section: str, results: Path) -> None:
+def update_results(section: str, results: Path, target: str) -> None:
     """Put ``section`` into RESULTS.md's hand-kept tail, replacing an earlier one."""
+    start, end = markers(target)
     text = results.read_text() if results.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        a, b = text.index(START), text.index(END) + len(END) + 1
+    if start in text and end in text:
+        a, b = text.index(start), text.index(end) + len(end) + 1
         text = text[:a] + section + text[b:]
     else:
         if KEEP_MARKER not in text:
@@ -139,10 +142,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"model": m.name, "error": f"{type(exc).__name__}: {exc}"[:200]})
         print(json.dumps(rows[-1]), flush=True)
     section = table(rows, args.target, args)
-    (HERE / f"native-{args.target}.md").write_text(section.replace(START + "\n", "").replace(END + "\n", ""))
+    start, end = markers(args.target)
+    (HERE / f"native-{args.target}.md").write_text(section.replace(start + "\n", "").replace(end + "\n", ""))
     (HERE / f"native-{args.target}.json").write_text(json.dumps(rows, indent=2) + "\n")
     if not args.no_results:
-        update_results(section, HERE / "RESULTS.md")
+        update_results(section, HERE / "RESULTS.md", args.target)
     print(section)
     return 0
 

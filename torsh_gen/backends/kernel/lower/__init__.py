@@ -174,6 +174,13 @@ def broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> lis
     return [0 if pad[d] == 1 and out_shape[d] != 1 else st[d] for d in range(len(out_shape))]
 
 
+def norm_axis(axis: int, rank: int) -> int:
+    """``axis`` in ``[0, rank)`` (negative counts from the end); declines when out of range."""
+    if not -rank <= axis < max(rank, 1):
+        raise LoweringDeclined(f"axis {axis} out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
 def prod(shape: tuple[int, ...] | list[int]) -> int:
     """Product of the dims (1 for a scalar)."""
     n = 1

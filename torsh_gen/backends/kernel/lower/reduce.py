@@ -42,7 +42,7 @@ from torsh_gen.backends.kernel.ir import (
     is_float,
     minimum,
 )
-from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, lowers, prod
+from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, lowers, norm_axis, prod
 from torsh_gen.ops.registry import lookup
 
 #: Inner extents above this are split into blocks so the outer loop has parallel work.
@@ -186,13 +186,6 @@ def split_at(shape: tuple[int, ...], axis: int, coerce_2d: bool = False) -> tupl
     if coerce_2d:
         return prod(shape[:axis]), prod(shape[axis:]), 1
     return prod(shape[:axis]), shape[axis], prod(shape[axis + 1 :])
-
-
-def norm_axis(axis: int, rank: int) -> int:
-    """``axis`` in ``[0, rank)``; LoweringDeclined when out of range."""
-    if not -rank <= axis < max(rank, 1):
-        raise LoweringDeclined(f"axis {axis} out of range for rank {rank}")
-    return axis % max(rank, 1)
 
 
 def float_dtype(ctx: LowerCtx, what: str) -> str:

@@ -32,6 +32,7 @@ from torsh_gen.backends.kernel.lower import (
     LoweringDeclined,
     broadcast_strides,
     lowers,
+    norm_axis,
     prod,
     row_major_strides,
 )
@@ -130,13 +131,6 @@ def const_ints(ctx: LowerCtx, i: int, what: str) -> list[int] | None:
     if v is None:
         raise LoweringDeclined(f"{what} must be a compile-time constant")
     return [int(a) for a in np.asarray(v).reshape(-1)]
-
-
-def norm_axis(axis: int, rank: int) -> int:
-    """``axis`` in [0, rank); declines when out of range."""
-    if not -rank <= axis < max(rank, 1):
-        raise LoweringDeclined(f"axis {axis} out of range for rank {rank}")
-    return axis + rank if axis < 0 else axis
 
 
 def scalar_value(ctx: LowerCtx, i: int, dtype: str) -> Expr:
