@@ -172,14 +172,15 @@ def test_cumsum(axis: int, exclusive: int, reverse: int) -> None:
     )
 
 
-def test_runtime_axes_declined_with_a_clear_error() -> None:
-    """Axes that are a model input cannot be specialized on: one UnsupportedOpError names why."""
+def test_runtime_axes_that_the_shapes_contradict_are_declined() -> None:
+    """Axes that are a model input are read off the shapes; shapes no reduction gives
+    (an output dim that is neither 1 nor the input's) get one UnsupportedOpError."""
     node = helper.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=1)
     axes = helper.make_tensor_value_info("axes", TP.INT64, (1,))
     model = make_model(
         [node],
         [helper.make_tensor_value_info("x", TP.FLOAT, (3, 4)), axes],
-        [helper.make_tensor_value_info("y", TP.FLOAT, (3, 1))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, (3, 2))],
         opset=13,
     )
     with pytest.raises(UnsupportedOpError, match="axes computed at run time"):
