@@ -37,6 +37,7 @@ def validate_command(
     atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = DEFAULT_ATOL,
     input_shape: InputShapeOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for random inputs.")] = 0,
+    target: Annotated[str, typer.Option("--target", "-t", help="Without --artifact: the target to compile for (cpu or a native one runnable here).")] = "cpu",
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Run the artifact of MODEL and onnxruntime on the same inputs; exit 1 outside tolerance."""
@@ -44,7 +45,7 @@ def validate_command(
     from torsh_gen.tools.validate import validate_model
 
     with status("Validating" if artifact else f"Compiling and validating {model}"):
-        report = validate_model(model, artifact, inputs=inputs, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape, rtol=rtol, atol=atol, seed=seed)
+        report = validate_model(model, artifact, inputs=inputs, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape, rtol=rtol, atol=atol, seed=seed, target=target)
     if not emit_data(report, fmt):
         render_validate(console, report)
     if not report["match"]:

@@ -88,8 +88,11 @@ def package_name(stem: str) -> str:
     return name if name and not name[0].isdigit() else f"model_{name}"
 
 
-def compile_to_temp(model: str | os.PathLike, *, level: str = "O3", input_shapes: Sequence[str] | None = None) -> Path:
-    """Compile ``model`` for the CPU into a temporary folder removed when the process exits."""
+def compile_to_temp(
+    model: str | os.PathLike, *, level: str = "O3", input_shapes: Sequence[str] | None = None, target: str = "cpu"
+) -> Path:
+    """Compile ``model`` for ``target`` (cpu, or a native target whose artifact has the same
+    Python interface) into a temporary folder removed when the process exits."""
     try:
         from torsh_gen.tools.compile import compile_model
     except ModuleNotFoundError as e:
@@ -99,7 +102,7 @@ def compile_to_temp(model: str | os.PathLike, *, level: str = "O3", input_shapes
     tmp = Path(tempfile.mkdtemp(prefix="torsh-gen-artifact-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     out = tmp / package_name(Path(model).stem)
-    compile_model(model, out, target="cpu", level=level, input_shapes=input_shapes)
+    compile_model(model, out, target=target, level=level, input_shapes=input_shapes)
     return out
 
 
@@ -109,7 +112,13 @@ def ensure_artifact(
     *,
     level: str = "O3",
     input_shapes: Sequence[str] | None = None,
+    target: str = "cpu",
 ) -> tuple[ModuleType, Path]:
-    """The artifact of ``model``: loaded from ``artifact_dir``, or compiled into a temp folder."""
-    folder = Path(artifact_dir) if artifact_dir is not None else compile_to_temp(model, level=level, input_shapes=input_shapes)
+    """The artifact of ``model``: loaded from ``artifact_dir``, or compiled for ``target``
+    into a temp folder."""
+    folder = (
+        Path(artifact_dir)
+        if artifact_dir is not None
+        else compile_to_temp(model, level=level, input_shapes=input_shapes, target=target)
+    )
     return load_artifact(folder), folder

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.errors import ExecutionError
+from torsh_gen.errors import ExecutionError, InputError
 from torsh_gen.ir.graph import Graph
 from torsh_gen.tools.artifact import ensure_artifact
 from torsh_gen.tools.compare import compare_outputs, run_onnxruntime
@@ -111,15 +111,33 @@ def validate_model(
     rtol: float = DEFAULT_RTOL,
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
+    target: str = "cpu",
 ) -> dict[str, Any]:
-    """Validate the artifact of ``model`` (compiled into a temp folder when none is given).
+    """Validate the artifact of ``model`` (compiled for ``target`` into a temp folder when
+    none is given; native targets need static shapes, bound by ``input_shapes``).
 
     Inputs come from an .npz (``inputs``) or are random from the declared shapes, with
     symbolic dims bound by ``bindings``; ``input_shapes`` go to the loader of a format
     that records no input shapes (TorchScript).
     """
+    if artifact_dir is None and target != "cpu":
+        _check_runs_here(target)
     graph = load_model(model, input_shapes)
     feeds = load_inputs(inputs) if inputs else random_inputs(graph, bindings, seed)
-    module, folder = ensure_artifact(model, artifact_dir, input_shapes=input_shapes)
+    module, folder = ensure_artifact(model, artifact_dir, input_shapes=input_shapes, target=target)
     report = validate_artifact(graph, module, feeds, rtol=rtol, atol=atol)
     return {"model": str(model), "artifact": str(Path(folder)), "compiled": artifact_dir is None, **report}
+
+
+def _check_runs_here(target: str) -> None:
+    """Refuse, before compiling, a native target whose artifact Python cannot run here."""
+    from torsh_gen.backends.llvm.targets import host_target, load_target
+
+    spec = load_target(target)
+    if spec.packaging != "sharedlib" or not spec.runs_here:
+        raise InputError(
+            f"validate runs artifacts through Python: target {target} has none that runs on this machine; "
+            f"use cpu, host or x86_64-linux (or run {target}'s own driver, see docs/targets.md)"
+        )
+    if spec.vector_bits > host_target().vector_bits:
+        raise InputError(f"target {target} needs {spec.vector_bits}-bit vectors, which this CPU lacks; use --target host")

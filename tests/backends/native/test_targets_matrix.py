@@ -155,3 +155,19 @@ def test_unsupported_ops_listed_before_any_work(tmp_path: Path) -> None:
         compile_model(model, tmp_path / "nz", target="aarch64-linux")
     assert "first_nonzero" in str(err.value) and "second_nonzero" in str(err.value)
     assert not (tmp_path / "nz").exists()
+
+
+def test_validate_compiles_for_a_native_target_and_refuses_others(tmp_path: Path) -> None:
+    """``validate --target``: a library runnable here is compiled and checked against
+    onnxruntime; a target without a Python interface here is refused before any work."""
+    from torsh_gen.errors import InputError
+    from torsh_gen.tools.validate import validate_model
+
+    model, _ = MODELS["linalg"]
+    path = tmp_path / "m.onnx"
+    onnx.save(model, path)
+    if not load_target("x86_64-linux").missing_tools():
+        report = validate_model(path, target="x86_64-linux")
+        assert report["match"] and report["compiled"]
+    with pytest.raises(InputError, match="wasm32"):
+        validate_model(path, target="wasm32")
