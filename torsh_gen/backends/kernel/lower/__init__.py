@@ -36,7 +36,7 @@ KERNEL_DTYPES: dict[DType, str] = {
     DType.INT64: "i64", DType.UINT64: "u64", DType.BOOL: "bool",
 }
 
-_FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose")
+_FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum")
 _LOWERINGS: dict[str, Callable[[LowerCtx], None]] = {}
 _LOADED = False
 
