@@ -383,3 +383,36 @@ def test_lowering_is_deterministic() -> None:
         return texts, bytes(program.weights), program.workspace_bytes
 
     assert lowered() == lowered()
+
+
+def test_target_accumulator_budget_sets_channels_per_tile() -> None:
+    """wasm32's target data asks for 8 accumulator registers; the tile holds fewer output
+    channels than the default 12 gives, and the result still matches onnxruntime."""
+    from torsh_gen.backends.kernel.lower.conv import conv_geometry, schedule
+    from torsh_gen.backends.llvm import schedule_for
+    from torsh_gen.backends.llvm.targets import load_target
+    from torsh_gen.ops.registry import Attrs
+
+    assert schedule_for(load_target("wasm32")).accumulators == 8
+    geo = conv_geometry((1, 16, 12, 12), (32, 16, 3, 3), Attrs({"pads": [1, 1, 1, 1]}))
+    default, narrow = schedule(geo, 4, 4), schedule(geo, 4, 4, accumulators=8)
+    assert narrow.rows < default.rows
+    x = rand(1, 16, 12, 12)
+    w = numpy_helper.from_array(rand(32, 16, 3, 3, seed=2) * 0.1, "w")
+    model = make_model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                       [helper.make_tensor_value_info("x", TP.FLOAT, (1, 16, 12, 12))],
+                       [helper.make_tensor_value_info("y", TP.FLOAT, (1, 32, 12, 12))], [w])
+    from tests.backends.native.helpers import ort_run
+    from torsh_gen.backends.kernel.lower import Schedule
+    from torsh_gen.backends.kernel.program import build_program
+    from torsh_gen.backends.llvm.jit import JitProgram
+    from torsh_gen.frontends.onnx import load_onnx
+    from torsh_gen.ops.inference import infer_types
+    from torsh_gen.passes import pipeline, run_passes
+
+    graph = load_onnx(model.SerializeToString())
+    run_passes(graph, pipeline("O3") + ["plan_memory"])
+    infer_types(graph)
+    program = build_program(graph, Schedule(lanes=4, threads=False, accumulators=8))
+    got = JitProgram(program).run({"x": x})["y"]
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)

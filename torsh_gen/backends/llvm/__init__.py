@@ -23,7 +23,7 @@ __all__ = ["ArtifactInfo", "PackageResult", "lower_graph", "precompile", "schedu
 
 def schedule_for(spec: TargetSpec) -> Schedule:
     """Schedule parameters from the target's data."""
-    return Schedule(lanes=spec.vector_lanes, threads=spec.threads != 1)
+    return Schedule(lanes=spec.vector_lanes, threads=spec.threads != 1, accumulators=spec.accumulators)
 
 
 def lower_graph(graph: Graph, spec: TargetSpec) -> Program:

@@ -35,6 +35,8 @@ class TargetSpec:
     needs: tuple[str, ...] = ()
     apt: tuple[str, ...] = ()
     emulator: tuple[str, ...] = ()
+    #: Vector registers a convolution tile may keep as accumulators (0: by vector width).
+    accumulators: int = 0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -78,6 +80,7 @@ def load_target(name: str) -> TargetSpec:
         dtypes=tuple(data.get("dtypes", ["f32"])), packaging=data["packaging"], runs_here=bool(data.get("runs_here", False)),
         cc=tool.get("cc", ""), linker=tool.get("linker", ""), needs=tuple(tool.get("needs", [])),
         apt=tuple(tool.get("apt", [])), emulator=tuple(data.get("emulator", [])),
+        accumulators=int(data.get("accumulator_registers", 0)),
     )
 
 

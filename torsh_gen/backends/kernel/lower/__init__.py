@@ -52,6 +52,8 @@ class Schedule:
     lanes: int = 8
     threads: bool = True
     parallel_min: int = 32768
+    #: Vector registers a tile may hold as accumulators (0: the lowering's default by width).
+    accumulators: int = 0
 
 
 @dataclass

@@ -309,10 +309,13 @@ def depthwise(ctx: LowerCtx, geo: Geometry, src: Source, ep: Epilogue, width: in
             row_blocks(kb, ow, width, lambda ox: body(oz, oy, ox))
 
 
-def rows_per_tile(geo: Geometry, width: int, lanes: int, pair: int, itemsize: int) -> int:
-    """Output channels per tile: as many as the accumulator registers allow."""
+def rows_per_tile(
+    geo: Geometry, width: int, lanes: int, pair: int, itemsize: int, accumulators: int = 0
+) -> int:
+    """Output channels per tile: as many as the accumulator registers allow (``accumulators``
+    from the target's data, else by vector width)."""
     regs = max(1, -(-width // lanes)) * pair
-    budget = ACC_REGISTERS_WIDE if lanes * itemsize >= 64 else ACC_REGISTERS
+    budget = accumulators or (ACC_REGISTERS_WIDE if lanes * itemsize >= 64 else ACC_REGISTERS)
     return max(1, min(geo.cout_g, budget // regs))
 
 
@@ -354,8 +357,9 @@ def source_row(geo: Geometry, padded: bool) -> int:
     return -(-wp // geo.strides[2]) * geo.strides[2]
 
 
-def schedule(geo: Geometry, lanes: int, itemsize: int) -> Layout:
-    """The layout of a convolution for vectors of ``lanes`` elements of ``itemsize`` bytes."""
+def schedule(geo: Geometry, lanes: int, itemsize: int, accumulators: int = 0) -> Layout:
+    """The layout of a convolution for vectors of ``lanes`` elements of ``itemsize`` bytes
+    (``accumulators``: the target's tile register budget, 0 for the default)."""
     if geo.pointwise:
         geo = flattened(geo)
     padded = not reads_in_place(geo)
@@ -390,7 +394,8 @@ def schedule(geo: Geometry, lanes: int, itemsize: int) -> Layout:
             pair = 1
             parts = chunks(geo, source_row(geo, padded), width, itemsize, pair)
     return Layout(
-        geo, padded, width, rows_per_tile(geo, width, lanes, pair, itemsize), pair, parts, row
+        geo, padded, width, rows_per_tile(geo, width, lanes, pair, itemsize, accumulators), pair, parts,
+        row,
     )
 
 
@@ -404,7 +409,7 @@ def lower_conv(ctx: LowerCtx) -> None:
     if prod(ctx.out_shape(0)) == 0:
         return
     lanes = ctx.sched.lanes if dtype == "f32" else max(1, ctx.sched.lanes // 2)
-    lay = schedule(geo, lanes, 4 if dtype == "f32" else 8)
+    lay = schedule(geo, lanes, 4 if dtype == "f32" else 8, ctx.sched.accumulators)
     base = flattened(geo) if geo.pointwise else geo
     src = padded_source(ctx, base) if lay.padded else raw_source(ctx, base)
     ep = Epilogue(ctx, base, lay.wide)
