@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torsh_gen.backends.kernel.interp import numpy_dtype
+from torsh_gen.backends.kernel.interp import call_buffers, numpy_dtype
 from torsh_gen.backends.llvm import lower_graph
 from torsh_gen.backends.llvm.jit import JitKernels
 from torsh_gen.backends.llvm.targets import load_target
@@ -52,16 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ins = [rng.standard_normal(s.shape).astype(numpy_dtype(s.dtype)) for s in program.inputs]
     outs = [np.zeros(s.shape, numpy_dtype(s.dtype)) for s in program.outputs]
 
-    def view(ref) -> np.ndarray:
-        dt = numpy_dtype(ref.dtype)
-        n = int(np.prod(ref.shape, dtype=np.int64))
-        if ref.kind == "input":
-            return ins[ref.index].reshape(-1).view(dt)
-        if ref.kind == "output":
-            return outs[ref.index].reshape(-1).view(dt)
-        return mem[ref.kind][ref.offset : ref.offset + n * dt.itemsize].view(dt)
-
-    calls = [(c, {b.name: view(r) for b, r in zip(program.kernels[c.kernel].buffers, c.args)}) for c in program.calls]
+    calls = [(c, call_buffers(program.kernels[c.kernel], c.args, ins, outs, mem)) for c in program.calls]
     times = defaultdict(list)
     for _ in range(args.repeat):
         for k, (call, bufs) in enumerate(calls):

@@ -10,7 +10,7 @@ import onnx
 import onnxruntime as ort
 
 import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
-from torsh_gen.backends.kernel.interp import numpy_dtype, run_kernel
+from torsh_gen.backends.kernel.interp import call_buffers, numpy_dtype, run_kernel
 from torsh_gen.backends.kernel.lower import Schedule
 from torsh_gen.backends.kernel.program import Program, build_program
 from torsh_gen.frontends.onnx import load_onnx
@@ -43,19 +43,9 @@ def interpret_program(program: Program, feeds: dict[str, np.ndarray]) -> list[np
     ins = [np.asarray(feeds[s.name], dtype=numpy_dtype(s.dtype), order="C") for s in program.inputs]
     outs = [np.zeros(s.shape, dtype=numpy_dtype(s.dtype)) for s in program.outputs]
 
-    def view(ref) -> np.ndarray:
-        dt = numpy_dtype(ref.dtype)
-        n = int(np.prod(ref.shape, dtype=np.int64))
-        if ref.kind == "input":
-            return ins[ref.index].reshape(-1).view(dt)
-        if ref.kind == "output":
-            return outs[ref.index].reshape(-1).view(dt)
-        raw = mem[ref.kind][ref.offset : ref.offset + n * dt.itemsize]
-        return raw.view(dt)
-
     for call in program.calls:
         kernel = program.kernels[call.kernel]
-        run_kernel(kernel, {b.name: view(r) for b, r in zip(kernel.buffers, call.args)})
+        run_kernel(kernel, call_buffers(kernel, call.args, ins, outs, mem))
     return outs
 
 

@@ -193,3 +193,19 @@ def _intrinsic(fn: str, args: list[Any], dtype: str) -> Any:
     if fn == "fma":
         return t(np.float64(x) * np.float64(args[1]) + np.float64(args[2]))
     raise ValueError(f"unknown intrinsic {fn}")
+
+
+def call_buffers(
+    kernel: Kernel, args: list[Any], inputs: list[np.ndarray], outputs: list[np.ndarray], memory: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Flat views, by buffer name, of one kernel call's arguments (``TensorRef``s of a
+    program): inputs and outputs by index, ``weights``/``workspace`` from ``memory`` bytes."""
+    views = {}
+    for buf, ref in zip(kernel.buffers, args):
+        dt = numpy_dtype(ref.dtype)
+        if ref.kind in ("input", "output"):
+            views[buf.name] = (inputs if ref.kind == "input" else outputs)[ref.index].reshape(-1).view(dt)
+        else:
+            n = int(np.prod(ref.shape, dtype=np.int64))
+            views[buf.name] = memory[ref.kind][ref.offset : ref.offset + n * dt.itemsize].view(dt)
+    return views

@@ -229,16 +229,11 @@ class _Builder:
             raise LoweringDeclined("Constant nodes must be folded first (run fold_constants)")
         if node.op_type in ALIAS_OPS:
             src = self.ref(node.inputs[0])
-            for k, out in enumerate(node.outputs):
-                dtype, shape = _tensor_info(out)
-                if k == 0:
-                    alias = TensorRef(src.kind, src.index, src.offset, dtype, shape)
-                    if id(out) in self.out_index:
-                        self.refs[id(out)] = alias
-                        continue
-                    self.refs[id(out)] = alias
-                else:  # Dropout's mask: all true at inference
-                    raise LoweringDeclined("Dropout mask output")
+            if len(node.outputs) > 1:  # Dropout's mask
+                raise LoweringDeclined("Dropout mask output")
+            dtype, shape = _tensor_info(node.outputs[0])
+            # an aliased graph output is copied into place by finish_outputs
+            self.refs[id(node.outputs[0])] = TensorRef(src.kind, src.index, src.offset, dtype, shape)
             return
         fn = lowering_for(node.op_type)
         if fn is None:

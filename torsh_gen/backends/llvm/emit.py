@@ -183,8 +183,7 @@ class _FunctionEmitter:
         st = stride(s.index, var, scope.strides)
         index = self.expr(s.index, scope)
         if st == 1:
-            base = self.b.extract_element(index.v, ir.Constant(I32, 0))
-            vp = self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), width).as_pointer())
+            vp = self._vector_ptr(ptr, index, dtype, width)
             self.b.store(self._to_memory(self._widen(val, width)).v, vp, align=_align(dtype))
             return
         if st == 0 and not val.lanes:
@@ -354,15 +353,12 @@ class _FunctionEmitter:
         var, width = self.vec  # type: ignore[misc]
         st = stride(e.index, var, scope.strides)
         if st == 1:
-            base = self.b.extract_element(index.v, ir.Constant(I32, 0))
-            vp = self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), width).as_pointer())
+            vp = self._vector_ptr(ptr, index, dtype, width)
             return self._from_memory(self.b.load(vp, align=_align(dtype)), dtype, width)
         if st is not None and 2 <= st <= MAX_SHUFFLE_STRIDE:
             # one contiguous load of exactly the span the lanes cover (never past the last
             # element read), then a shuffle picking every st-th element
-            base = self.b.extract_element(index.v, ir.Constant(I32, 0))
-            span = st * (width - 1) + 1
-            vp = self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), span).as_pointer())
+            vp = self._vector_ptr(ptr, index, dtype, st * (width - 1) + 1)
             wide = self.b.load(vp, align=_align(dtype))
             picks = ir.Constant(ir.VectorType(I32, width), [st * k for k in range(width)])
             lanes = self.b.shuffle_vector(wide, ir.Constant(wide.type, ir.Undefined), picks)
@@ -374,6 +370,11 @@ class _FunctionEmitter:
             one = self.b.load(self.b.gep(ptr, [self.b.extract_element(index.v, k)]))
             acc = self.b.insert_element(acc, one, k)
         return self._from_memory(acc, dtype, width)
+
+    def _vector_ptr(self, ptr: ir.Value, index: _Val, dtype: str, count: int) -> ir.Value:
+        """A ``<count x T>*`` at the element lane 0 of the vector ``index`` addresses."""
+        base = self.b.extract_element(index.v, ir.Constant(I32, 0))
+        return self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), count).as_pointer())
 
     def _from_memory(self, v: ir.Value, dtype: str, lanes: int) -> _Val:
         if dtype == "bool":

@@ -18,14 +18,23 @@ from torsh_gen.backends.llvm.runtime_ir import define_serial_parallel_for
 from torsh_gen.backends.llvm.targets import TargetSpec, host_target
 
 
+def _compile(module: ir.Module, spec: TargetSpec):
+    """An MCJIT engine holding ``module`` optimized for ``spec`` (this machine's CPU)."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    parsed, tm = optimize(module, spec)
+    engine = llvm.create_mcjit_compiler(parsed, tm)
+    engine.finalize_object()
+    engine.run_static_constructors()
+    return engine
+
+
 class JitKernels:
     """Kernels compiled in memory; ``run(name, buffers, dims)`` calls one."""
 
     def __init__(self, kernels: list[Kernel], spec: TargetSpec | None = None) -> None:
-        import llvmlite.binding as llvm
-
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
         self.spec = spec or host_target()
         module = ir.Module(name="jit")
         define_serial_parallel_for(module)
@@ -33,10 +42,7 @@ class JitKernels:
         for k in kernels:
             emit_kernel(module, k).linkage = "external"
         self.llvm_ir = str(module)
-        parsed, tm = optimize(module, self.spec)
-        self._engine = llvm.create_mcjit_compiler(parsed, tm)
-        self._engine.finalize_object()
-        self._engine.run_static_constructors()
+        self._engine = _compile(module, self.spec)
         self._fns = {}
         for k in kernels:
             addr = self._engine.get_function_address(k.name)
@@ -60,20 +66,14 @@ class JitProgram:
     """A whole ``Program`` compiled in memory (serial): ``run(inputs) -> outputs``."""
 
     def __init__(self, program, spec: TargetSpec | None = None) -> None:
-        import llvmlite.binding as llvm
-
         from torsh_gen.backends.llvm.program import emit_program, graph_run_name
 
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
         self.program = program
         self.spec = spec or host_target()
         module = ir.Module(name="jitprog")
         define_serial_parallel_for(module)
         emit_program(program, "m", module)
-        parsed, tm = optimize(module, self.spec)
-        self._engine = llvm.create_mcjit_compiler(parsed, tm)
-        self._engine.finalize_object()
+        self._engine = _compile(module, self.spec)
         addr = self._engine.get_function_address(graph_run_name("m"))
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5)(addr)
         self._weights = np.frombuffer(bytes(program.weights) or b"\0", dtype=np.uint8).copy()

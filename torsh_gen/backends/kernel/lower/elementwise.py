@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from torsh_gen.backends.kernel.builder import KernelBuilder
-from torsh_gen.backends.kernel.ir import Cast, Expr, Var, idx, minimum
+from torsh_gen.backends.kernel.ir import Cast, Const, Expr, Var, idx, minimum
 from torsh_gen.backends.kernel.lower import (
     KERNEL_DTYPES,
     LowerCtx,
@@ -164,14 +163,8 @@ def lower_fused(ctx: LowerCtx) -> None:
 
 
 def _scalar_const(v) -> Expr:
-    from torsh_gen.backends.kernel.ir import Const
-
-    arr = v.const.reshape(-1)
-    dtype = KERNEL_DTYPES.get(TensorType(v.type.dtype, ()).dtype) if isinstance(v.type, TensorType) else None
+    """A one-element constant of a fused body as a literal."""
+    dtype = KERNEL_DTYPES.get(v.type.dtype) if isinstance(v.type, TensorType) else None
     if dtype is None:
         raise LoweringDeclined("constant of an unsupported type")
-    val = arr[0].item()
-    return Const(val, dtype)
-
-
-__all__ = ["coalesce", "elementwise_nest", "KernelBuilder"]
+    return Const(v.const.reshape(-1)[0].item(), dtype)
