@@ -438,6 +438,7 @@ def test_library_imports_only_libc(built) -> None:
             "run",
             "run_checked",
             "last_error",
+            "cpu_variant",
             "num_threads",
             "input_info",
             "output_info",

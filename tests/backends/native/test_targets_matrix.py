@@ -2,7 +2,8 @@
 
 One small model per family (elementwise, linalg, conv + pool, reduce + softmax, norm,
 shape, indexing) is compiled for each target and run the way users run it: x86_64-linux
-and x86_64-avx512-linux (where the CPU has AVX-512) through the ctypes wrapper and its ``run_model`` driver, aarch64-linux and android-arm64's
+(each of its CPU variants this CPU can run) and x86_64-avx512-linux (where the CPU has
+AVX-512) through the ctypes wrapper and its ``run_model`` driver, aarch64-linux and android-arm64's
 code through ``run_model`` under qemu-aarch64, wasm32 through ``node run.mjs``. A target
 whose toolchain is missing is skipped with the reason (``make toolchains`` installs it).
 """
@@ -10,6 +11,7 @@ whose toolchain is missing is skipped with the reason (``make toolchains`` insta
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -135,6 +137,18 @@ def test_family_on_target(family: str, target: str, tmp_path: Path) -> None:
     for entry, exp in zip(manifest["outputs"], expected):
         got = np.load(out / entry["file"])
         np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-4, err_msg=f"{family} on {target}: {entry['name']}")
+    for variant in manifest["cpu_variants"] if target == "x86_64-linux" else []:
+        # the library runs the newest variant the CPU has; each runs when named
+        vout = tmp_path / f"out_{variant['name']}"
+        vout.mkdir()
+        env = {**os.environ, "TORSH_GEN_CPU_VARIANT": variant["name"]}
+        proc = subprocess.run(cmd[:-1] + [str(vout)], capture_output=True, text=True, timeout=120, env=env)
+        if proc.returncode != 0 and "which this CPU cannot run" in proc.stderr and not _host_has("avx512f"):
+            continue  # only the AVX-512 variant may be out of this CPU's reach
+        assert proc.returncode == 0, proc.stderr
+        for entry, exp in zip(manifest["outputs"], expected):
+            np.testing.assert_allclose(np.load(vout / entry["file"]), exp, rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{family} on {target} ({variant['name']}): {entry['name']}")
     if target.startswith("x86_64"):
         art = load_artifact(pkg)
         res = art.run(**feeds)

@@ -9,6 +9,12 @@ materialize) get regions of their own; scratch that a lowering asks for (a packe
 operand) lives in one area after them, shared by all kernels since they run one at a
 time. Reshape-like ops are pure aliases: no kernel.
 
+Weights go through a ``WeightStore`` that keeps each distinct tensor once (same bytes,
+same type and shape, one offset). Several programs of one graph (a library's CPU
+variants, lowered with different vector widths) can share one store: what their
+lowerings store alike (biases, unpacked initializers) is written once, and the packed
+operands that differ are appended, so one weights file serves every variant.
+
 Kernels with identical text are emitted once (same shapes, same op), which keeps code
 size down on models that repeat blocks. All shapes must be static here: the native
 targets bind symbolic dimensions at compile time (``--input-shape``).
@@ -16,6 +22,7 @@ targets bind symbolic dimensions at compile time (``--input-shape``).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 
@@ -92,6 +99,26 @@ class Program:
     workspace_bytes: int = 0
 
 
+class WeightStore:
+    """One weights blob (64-byte aligned tensors) that stores each distinct tensor once."""
+
+    def __init__(self) -> None:
+        self.blob = bytearray()
+        self._index: dict[tuple[str, tuple[int, ...], str], int] = {}
+
+    def add(self, data: np.ndarray, dtype: str) -> int:
+        """The byte offset of ``data`` (C order, already of ``dtype``), stored if new."""
+        raw = data.tobytes()
+        key = (dtype, tuple(data.shape), hashlib.sha256(raw).hexdigest())
+        offset = self._index.get(key)
+        if offset is None:
+            offset = _align(len(self.blob))
+            self.blob.extend(b"\0" * (offset - len(self.blob)))
+            self.blob.extend(raw)
+            self._index[key] = offset
+        return offset
+
+
 def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
@@ -130,8 +157,9 @@ def check_lowerable(graph: Graph) -> None:
 
 
 class _Builder:
-    def __init__(self, graph: Graph, sched: Schedule) -> None:
+    def __init__(self, graph: Graph, sched: Schedule, store: WeightStore | None = None) -> None:
         self.graph = graph
+        self.store = store or WeightStore()
         self.sched = sched
         self.opset = graph.opset if isinstance(graph.opset, int) else 0
         self.refs: dict[int, TensorRef] = {}
@@ -140,6 +168,7 @@ class _Builder:
         self.program = Program(
             [self._io(v) for v in graph.inputs if v.const is None],
             [self._io(v) for v in graph.outputs],
+            weights=self.store.blob,
         )
         plan = graph.meta.get("memory_plan")
         self.arena_offsets: list[int] = []
@@ -158,10 +187,7 @@ class _Builder:
         from torsh_gen.backends.kernel.interp import numpy_dtype
 
         data = np.array(array, dtype=numpy_dtype(dtype), order="C")  # keeps 0-d shapes
-        blob = self.program.weights
-        offset = _align(len(blob))
-        blob.extend(b"\0" * (offset - len(blob)))
-        blob.extend(data.tobytes())
+        offset = self.store.add(data, dtype)
         return TensorRef("weights", 0, offset, dtype, tuple(data.shape))
 
     def region(self, dtype: str, shape: tuple[int, ...]) -> TensorRef:
@@ -301,7 +327,10 @@ class _Builder:
             self.program.calls.append(KernelCall(name, [r, TensorRef("output", j, 0, dtype, shape)], v.name, "copy"))
 
 
-def build_program(graph: Graph, sched: Schedule) -> Program:
-    """Lower every node of the optimized ``graph`` (memory plan in ``graph.meta``)."""
+def build_program(graph: Graph, sched: Schedule, store: WeightStore | None = None) -> Program:
+    """Lower every node of the optimized ``graph`` (memory plan in ``graph.meta``).
+
+    ``store``: a weights store shared with other programs of the same graph (its blob
+    becomes this program's ``weights`` and grows with what this lowering adds)."""
     check_lowerable(graph)
-    return _Builder(graph, sched).build()
+    return _Builder(graph, sched, store).build()

@@ -10,15 +10,34 @@ is the entry point ``compile_model`` calls.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from torsh_gen.backends.kernel.lower import Schedule
-from torsh_gen.backends.kernel.program import Program, build_program
+from torsh_gen.backends.kernel.program import Program, WeightStore, build_program
 from torsh_gen.backends.llvm.artifact import ArtifactInfo, PackageResult
 from torsh_gen.backends.llvm.targets import TargetSpec, load_target
 from torsh_gen.ir.graph import Graph
 
-__all__ = ["ArtifactInfo", "PackageResult", "lower_graph", "precompile", "schedule_for", "write_package"]
+
+@dataclass(frozen=True)
+class VariantProgram:
+    """One CPU variant of a library: its name, its target data and its program."""
+
+    name: str
+    spec: TargetSpec
+    program: Program
+
+__all__ = [
+    "ArtifactInfo",
+    "PackageResult",
+    "VariantProgram",
+    "lower_graph",
+    "lower_variants",
+    "precompile",
+    "schedule_for",
+    "write_package",
+]
 
 
 def schedule_for(spec: TargetSpec) -> Schedule:
@@ -26,21 +45,34 @@ def schedule_for(spec: TargetSpec) -> Schedule:
     return Schedule(lanes=spec.vector_lanes, threads=spec.threads != 1, accumulators=spec.accumulators)
 
 
-def lower_graph(graph: Graph, spec: TargetSpec) -> Program:
-    """Type-check and lower the optimized ``graph`` (memory plan attached) for ``spec``."""
+def lower_graph(graph: Graph, spec: TargetSpec, store: WeightStore | None = None) -> Program:
+    """Type-check and lower the optimized ``graph`` (memory plan attached) for ``spec``
+    (``store``: a weights store shared with the other variants' programs)."""
     from torsh_gen.ops.inference import infer_types
 
     infer_types(graph)
-    return build_program(graph, schedule_for(spec))
+    return build_program(graph, schedule_for(spec), store)
+
+
+def lower_variants(graph: Graph, spec: TargetSpec) -> list[VariantProgram]:
+    """The baseline program of ``spec`` and one per CPU variant, sharing one weights blob."""
+    store = WeightStore()
+    built = [VariantProgram(spec.variant_name, spec, lower_graph(graph, spec, store))]
+    for variant in spec.variants:
+        vspec = spec.for_variant(variant)
+        built.append(VariantProgram(variant.name, vspec, lower_graph(graph, vspec, store)))
+    return built
 
 
 def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResult:
     """Build the artifact of ``graph`` for ``info.target`` into the empty ``folder``."""
     spec = load_target(info.target)
     spec.require_toolchain()
-    program = lower_graph(graph, spec)
     packaging = importlib.import_module(f"torsh_gen.backends.llvm.package_{spec.packaging}")
-    return packaging.write(program, spec, Path(folder), info)
+    if spec.variants:
+        built = lower_variants(graph, spec)
+        return packaging.write(built[0].program, spec, Path(folder), info, variants=built[1:])
+    return packaging.write(lower_graph(graph, spec), spec, Path(folder), info)
 
 
 def precompile(folder: Path) -> float:

@@ -21,6 +21,7 @@ import keyword
 import re
 import shlex
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,9 +226,14 @@ class Sources:
 
 
 def template_values(
-    program: Program, spec: TargetSpec, info: ArtifactInfo, embedded: bool
+    program: Program,
+    spec: TargetSpec,
+    info: ArtifactInfo,
+    embedded: bool,
+    variants: Sequence[Any] = (),
 ) -> dict[str, Any]:
-    """What every native template sees."""
+    """What every native template sees (``variants``: the further CPU builds, each with
+    ``name``, ``spec`` and ``program``; they share ``program``'s weights blob)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", info.package):
         raise NativeBuildError(
             f"package name {info.package!r} must be an ASCII identifier (it prefixes C symbols)"
@@ -237,22 +243,46 @@ def template_values(
             f"package name {info.package!r} would define C functions libc already has "
             f"({info.package}_create, ...); choose another output folder name"
         )
+    from torsh_gen.backends.llvm.program import graph_run_name
+
     inputs = tensor_rows(program.inputs, "input")
+    p = info.package
+    builds = [(spec.variant_name, spec, program, f"{p}_tg")]
+    builds += [(v.name, v.spec, v.program, f"{p}_tg_{_symbol(v.name)}") for v in variants]
+    rows = [
+        {
+            "name": name,
+            "c_name": c_string(name),
+            "G": graph_run_name(prefix),
+            "prefix": prefix,
+            "object": "model.o" if k == 0 else f"model_{_symbol(name)}.o",
+            "requires": list(vspec.requires),
+            "vector_bits": vspec.vector_bits,
+            "workspace_bytes": vprogram.workspace_bytes,
+        }
+        for k, (name, vspec, vprogram, prefix) in enumerate(builds)
+    ]
     return {
-        "P": info.package,
-        "U": info.package.upper(),
-        "G": f"{info.package}_tg_graph_run",
+        "P": p,
+        "U": p.upper(),
+        "G": rows[0]["G"],
+        "variants": rows,
         "version": info.version,
         "target": spec.name,
         "triple": spec.triple,
         "embedded": embedded,
         "weights_bytes": len(program.weights),
-        "workspace_bytes": program.workspace_bytes,
+        "workspace_bytes": max(r["workspace_bytes"] for r in rows),
         "inputs": inputs,
         "outputs": tensor_rows(program.outputs, "output"),
         "dtypes": dtype_rows(),
         "example": python_example([s.name for s in program.inputs]),
     }
+
+
+def _symbol(name: str) -> str:
+    """A variant name as a C identifier part (``x86-64-v4`` → ``x86_64_v4``)."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name)
 
 
 def write_sources(
@@ -262,19 +292,23 @@ def write_sources(
     header_dir: Path,
     src: Path,
     embedded: bool,
+    variants: Sequence[Any] = (),
 ) -> Sources:
-    """model.o, the runtime C, weights.S (when embedded) in ``src``; the header in ``header_dir``."""
+    """model.o (one object per CPU variant), the runtime C, weights.S (when embedded) in
+    ``src``; the header in ``header_dir``."""
     from torsh_gen.backends.llvm.machine import object_code
     from torsh_gen.backends.llvm.program import emit_program
 
-    values = template_values(program, spec, info, embedded)
+    values = template_values(program, spec, info, embedded, variants)
     prefix = values["P"]
     src.mkdir(parents=True, exist_ok=True)
-    module = emit_program(program, f"{prefix}_tg")
-    (src / "model.o").write_bytes(object_code(module, spec))
+    programs = [(spec, program)] + [(v.spec, v.program) for v in variants]
+    for row, (vspec, vprogram) in zip(values["variants"], programs):
+        module = emit_program(vprogram, row["prefix"])
+        (src / row["object"]).write_bytes(object_code(module, vspec))
     (header_dir / f"{prefix}.h").write_text(render("model.h.j2", **values))
     (src / f"{prefix}_runtime.c").write_text(render("runtime.c.j2", **values))
-    objects = ["model.o", f"{prefix}_runtime.o"]
+    objects = [row["object"] for row in values["variants"]] + [f"{prefix}_runtime.o"]
     if embedded and program.weights:
         (src / "weights.bin").write_bytes(bytes(program.weights))
         (src / "weights.S").write_text(render("weights.S.j2", **values))
@@ -308,6 +342,7 @@ def api_symbols(prefix: str) -> list[str]:
         "run",
         "run_checked",
         "last_error",
+        "cpu_variant",
         "num_threads",
         "input_info",
         "output_info",

@@ -153,8 +153,8 @@ def write(program: Program, spec: TargetSpec, folder: Path, info: ArtifactInfo) 
     }
     if not embedded:
         files["weights"] = f"src/main/assets/{p}/weights.bin"
-    write_manifest(folder, info, spec, program, files, embedded)
-    return result(folder, program)
+    write_manifest(folder, info, spec, program, files, embedded, sources.values["variants"])
+    return result(folder, program, program.workspace_bytes)
 
 
 def link_android(build: Build, cc: str, sources: Sources, jni_include: Path) -> None:

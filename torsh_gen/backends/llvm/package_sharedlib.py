@@ -17,7 +17,9 @@ themselves, so the folder can move as a whole.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torsh_gen.backends.kernel.program import Program
 from torsh_gen.backends.llvm.artifact import (
@@ -44,13 +46,20 @@ DRIVERS = ("run_model", "bench_model")
 MANIFEST_FILE = "manifest.json"
 
 
-def write(program: Program, spec: TargetSpec, folder: Path, info: ArtifactInfo) -> PackageResult:
-    """Generate, compile and link the package of ``program`` for ``spec`` into ``folder``."""
+def write(
+    program: Program,
+    spec: TargetSpec,
+    folder: Path,
+    info: ArtifactInfo,
+    variants: Sequence[Any] = (),
+) -> PackageResult:
+    """Generate, compile and link the package of ``program`` for ``spec`` into ``folder``
+    (``variants``: further CPU builds of the same graph, picked at create)."""
     from torsh_gen.backends.python.formatting import format_code
 
     embedded = bool(getattr(info, "embed_weights", False))
     src = folder / "src"
-    sources = write_sources(program, spec, info, folder, src, embedded)
+    sources = write_sources(program, spec, info, folder, src, embedded, variants)
     p = sources.prefix
     for driver in DRIVERS:
         (src / f"{driver}.c").write_text(render(f"{driver}.c.j2", **sources.values))
@@ -86,8 +95,8 @@ def write(program: Program, spec: TargetSpec, folder: Path, info: ArtifactInfo) 
     }
     if not embedded:
         files["weights"] = WEIGHTS_FILE
-    write_manifest(folder, info, spec, program, files, embedded)
-    return result(folder, program)
+    write_manifest(folder, info, spec, program, files, embedded, sources.values["variants"])
+    return result(folder, program, sources.values["workspace_bytes"])
 
 
 def link_library(build: Build, cc: str, sources: Sources) -> None:
@@ -109,9 +118,9 @@ def link_library(build: Build, cc: str, sources: Sources) -> None:
 
 
 def tidy(src: Path, sources: Sources) -> None:
-    """Drop the objects build.sh recreates (model.o stays: it is a source)."""
+    """Drop the objects build.sh recreates (the model objects stay: they are sources)."""
     for obj in sources.objects:
-        if obj != "model.o":
+        if not obj.startswith("model"):
             (src / obj).unlink(missing_ok=True)
 
 
@@ -122,9 +131,14 @@ def write_manifest(
     program: Program,
     files: dict[str, str],
     embedded: bool,
+    variants: list[dict[str, Any]],
 ) -> None:
-    """manifest.json: artifact.manifest plus where the weights live."""
+    """manifest.json: artifact.manifest plus where the weights live and the CPU variants."""
     data = manifest(info, spec, program, files)
+    data["cpu_variants"] = [
+        {"name": v["name"], "requires": v["requires"], "vector_bits": v["vector_bits"]}
+        for v in variants
+    ]
     data["weights"] = {
         "file": None if embedded else WEIGHTS_FILE,
         "bytes": len(program.weights),
@@ -133,9 +147,9 @@ def write_manifest(
     write_json(folder / MANIFEST_FILE, data)
 
 
-def result(folder: Path, program: Program) -> PackageResult:
+def result(folder: Path, program: Program, workspace_bytes: int) -> PackageResult:
     """The PackageResult of a finished package folder."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     nodes = len({c.node for c in program.calls if c.op_type != "copy"})
-    memory = {"workspace_bytes": program.workspace_bytes, "weights_bytes": len(program.weights)}
+    memory = {"workspace_bytes": workspace_bytes, "weights_bytes": len(program.weights)}
     return PackageResult(files, nodes, 0, len(program.kernels), len(program.weights), memory)

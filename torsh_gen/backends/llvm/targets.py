@@ -3,17 +3,47 @@
 A target row says the LLVM triple, CPU and features, the vector width the schedules use,
 the thread count, the packaging (``sharedlib``, ``android``, ``wasm``) and the toolchain
 it needs. ``host`` is detected: LLVM's own view of this machine's CPU and features.
+
+A ``sharedlib`` target may also list ``[[variants]]``: further builds of the same graph
+for newer CPUs of the same architecture (x86_64-linux: an AVX-512 build beside its AVX2
+baseline). The library holds them all and picks, when a model is created, the first
+variant whose ``requires`` (GCC ``__builtin_cpu_supports`` names) this CPU has, else the
+baseline. That is how one portable x86_64 library runs at AVX-512 speed where it can.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 
 from torsh_gen.errors import InputError
+
+_CPU_FEATURE = re.compile(r"[a-z0-9][a-z0-9.\-]*")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A further build of a sharedlib target for CPUs with ``requires`` (checked at create)."""
+
+    name: str
+    cpu: str
+    features: str
+    vector_bits: int
+    accumulators: int
+    requires: tuple[str, ...]
+
+
+def _requires(values: list, where: str) -> tuple[str, ...]:
+    """CPU feature names checked with ``__builtin_cpu_supports`` (validated: they reach C)."""
+    out = tuple(str(v) for v in values)
+    bad = [v for v in out if not _CPU_FEATURE.fullmatch(v)]
+    if bad:
+        raise InputError(f"{where}: CPU feature names must be lowercase GCC names, got {bad}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -37,7 +67,28 @@ class TargetSpec:
     emulator: tuple[str, ...] = ()
     #: Vector registers a convolution tile may keep as accumulators (0: by vector width).
     accumulators: int = 0
+    #: CPU features the baseline build needs (checked at create; empty: not checked).
+    requires: tuple[str, ...] = ()
+    #: Further builds for newer CPUs, picked at create (sharedlib packaging only).
+    variants: tuple[Variant, ...] = ()
     extra: dict = field(default_factory=dict)
+
+    @property
+    def variant_name(self) -> str:
+        """The baseline build's name in a library with variants (its CPU name)."""
+        return self.cpu
+
+    def for_variant(self, variant: Variant) -> TargetSpec:
+        """This target with the variant's CPU, features, vector width and tile budget."""
+        return replace(
+            self,
+            cpu=variant.cpu,
+            features=variant.features,
+            vector_bits=variant.vector_bits,
+            accumulators=variant.accumulators,
+            requires=variant.requires,
+            variants=(),
+        )
 
     @property
     def vector_lanes(self) -> int:
@@ -81,6 +132,15 @@ def load_target(name: str) -> TargetSpec:
         cc=tool.get("cc", ""), linker=tool.get("linker", ""), needs=tuple(tool.get("needs", [])),
         apt=tuple(tool.get("apt", [])), emulator=tuple(data.get("emulator", [])),
         accumulators=int(data.get("accumulator_registers", 0)),
+        requires=_requires(data.get("requires", []), f"target {name}"),
+        variants=tuple(
+            Variant(
+                name=_requires([v["cpu"]], f"target {name}, variant cpu")[0], cpu=str(v["cpu"]), features=str(v.get("features", "")),
+                vector_bits=int(v["vector_bits"]), accumulators=int(v.get("accumulator_registers", 0)),
+                requires=_requires(v["requires"], f"target {name}, variant {v['cpu']}"),
+            )
+            for v in data.get("variants", [])
+        ),
     )
 
 
