@@ -71,6 +71,29 @@ class _Val:
     lanes: int = 0
 
 
+def split_offset(index: Expr) -> tuple[Expr, int]:
+    """``index`` as ``rest + offset`` with a positive constant ``offset``: the constant
+    terms of its top-level sum taken out (``add(add(a, 2), b)`` → ``(add(a, b), 2)``), so
+    the emitter can address them as a separate constant step; ``(index, 0)`` otherwise."""
+    rest, offset = _split(index)
+    return (rest, offset) if offset > 0 else (index, 0)
+
+
+def _split(index: Expr) -> tuple[Expr, int]:
+    if isinstance(index, Bin) and index.op in ("add", "sub"):
+        a, ca = _split(index.a)
+        if isinstance(index.b, Const) and not isinstance(index.b.value, bool):
+            c = int(index.b.value)
+            return a, ca + (c if index.op == "add" else -c)
+        if index.op == "add":
+            b, cb = _split(index.b)
+            if isinstance(a, Const):
+                return b, int(a.value) + ca + cb
+            return (Bin("add", a, b) if (ca or cb) else index), ca + cb
+        return (Bin("sub", a, index.b) if ca else index), ca
+    return index, 0
+
+
 @dataclass
 class _Scope:
     names: dict[str, _Val | ir.AllocaInstr] = field(default_factory=dict)
@@ -176,24 +199,25 @@ class _FunctionEmitter:
     def store(self, s: Store, scope: _Scope) -> None:
         ptr, dtype = self.bufs[s.buf]
         val = self.expr(s.value, scope)
+        rest, offset = split_offset(s.index)
         if not self.vec:
-            self.b.store(self._to_memory(val).v, self.b.gep(ptr, [self.expr(s.index, scope).v]))
+            self.b.store(self._to_memory(val).v, self._element_ptr(ptr, self.expr(rest, scope).v, offset))
             return
         var, width = self.vec
         st = stride(s.index, var, scope.strides)
-        index = self.expr(s.index, scope)
+        index = self.expr(rest, scope)
         if st == 1:
-            vp = self._vector_ptr(ptr, index, dtype, width)
+            vp = self._vector_ptr(ptr, index, dtype, width, offset)
             self.b.store(self._to_memory(self._widen(val, width)).v, vp, align=_align(dtype))
             return
         if st == 0 and not val.lanes:
-            self.b.store(self._to_memory(val).v, self.b.gep(ptr, [index.v]))
+            self.b.store(self._to_memory(val).v, self._element_ptr(ptr, index.v, offset))
             return
         index, val = self._widen(index, width), self._widen(val, width)
         for lane in range(width):
             k = ir.Constant(I32, lane)
             one = _Val(self.b.extract_element(val.v, k), val.dtype)
-            self.b.store(self._to_memory(one).v, self.b.gep(ptr, [self.b.extract_element(index.v, k)]))
+            self.b.store(self._to_memory(one).v, self._element_ptr(ptr, self.b.extract_element(index.v, k), offset))
 
     def loop(self, s: Loop, scope: _Scope) -> None:
         start, stop = self.expr(s.start, scope), self.expr(s.stop, scope)
@@ -347,18 +371,19 @@ class _FunctionEmitter:
 
     def load(self, e: Load, scope: _Scope) -> _Val:
         ptr, dtype = self.bufs[e.buf]
-        index = self.expr(e.index, scope)
+        rest, offset = split_offset(e.index)
+        index = self.expr(rest, scope)
         if not index.lanes:
-            return self._from_memory(self.b.load(self.b.gep(ptr, [index.v])), dtype, 0)
+            return self._from_memory(self.b.load(self._element_ptr(ptr, index.v, offset)), dtype, 0)
         var, width = self.vec  # type: ignore[misc]
         st = stride(e.index, var, scope.strides)
         if st == 1:
-            vp = self._vector_ptr(ptr, index, dtype, width)
+            vp = self._vector_ptr(ptr, index, dtype, width, offset)
             return self._from_memory(self.b.load(vp, align=_align(dtype)), dtype, width)
         if st is not None and 2 <= st <= MAX_SHUFFLE_STRIDE:
             # one contiguous load of exactly the span the lanes cover (never past the last
             # element read), then a shuffle picking every st-th element
-            vp = self._vector_ptr(ptr, index, dtype, st * (width - 1) + 1)
+            vp = self._vector_ptr(ptr, index, dtype, st * (width - 1) + 1, offset)
             wide = self.b.load(vp, align=_align(dtype))
             picks = ir.Constant(ir.VectorType(I32, width), [st * k for k in range(width)])
             lanes = self.b.shuffle_vector(wide, ir.Constant(wide.type, ir.Undefined), picks)
@@ -367,14 +392,22 @@ class _FunctionEmitter:
         acc = ir.Constant(vt, ir.Undefined)
         for lane in range(width):
             k = ir.Constant(I32, lane)
-            one = self.b.load(self.b.gep(ptr, [self.b.extract_element(index.v, k)]))
+            one = self.b.load(self._element_ptr(ptr, self.b.extract_element(index.v, k), offset))
             acc = self.b.insert_element(acc, one, k)
         return self._from_memory(acc, dtype, width)
 
-    def _vector_ptr(self, ptr: ir.Value, index: _Val, dtype: str, count: int) -> ir.Value:
-        """A ``<count x T>*`` at the element lane 0 of the vector ``index`` addresses."""
+    def _element_ptr(self, ptr: ir.Value, index: ir.Value, offset: int = 0) -> ir.Value:
+        """``&ptr[index + offset]`` as in-bounds GEPs, the constant ``offset`` apart: every
+        access of a kernel is in its buffer, and a separate non-negative constant step lets
+        the backend fold it into the access (wasm32's load/store offset immediate)."""
+        p = self.b.gep(ptr, [index], inbounds=True)
+        return self.b.gep(p, [ir.Constant(I64, offset)], inbounds=True) if offset else p
+
+    def _vector_ptr(self, ptr: ir.Value, index: _Val, dtype: str, count: int, offset: int = 0) -> ir.Value:
+        """A ``<count x T>*`` at element ``offset`` past lane 0 of the vector ``index``."""
         base = self.b.extract_element(index.v, ir.Constant(I32, 0))
-        return self.b.bitcast(self.b.gep(ptr, [base]), ir.VectorType(memory_type(dtype), count).as_pointer())
+        vt = ir.VectorType(memory_type(dtype), count).as_pointer()
+        return self.b.bitcast(self._element_ptr(ptr, base, offset), vt)
 
     def _from_memory(self, v: ir.Value, dtype: str, lanes: int) -> _Val:
         if dtype == "bool":

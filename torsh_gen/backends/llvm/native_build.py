@@ -304,7 +304,7 @@ def write_sources(
     src.mkdir(parents=True, exist_ok=True)
     programs = [(spec, program)] + [(v.spec, v.program) for v in variants]
     for row, (vspec, vprogram) in zip(values["variants"], programs):
-        module = emit_program(vprogram, row["prefix"])
+        module = emit_program(vprogram, row["prefix"], inline_kernels=vspec.inline_kernels)
         (src / row["object"]).write_bytes(object_code(module, vspec))
     (header_dir / f"{prefix}.h").write_text(render("model.h.j2", **values))
     (src / f"{prefix}_runtime.c").write_text(render("runtime.c.j2", **values))

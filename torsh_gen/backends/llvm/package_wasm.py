@@ -74,7 +74,7 @@ def write(program: Program, spec: TargetSpec, folder: Path, info: ArtifactInfo) 
     embedded in model.wasm when ``info.embed_weights``)."""
     folder = Path(folder)
     embedded = bool(getattr(info, "embed_weights", False))
-    wasm = link_wasm(object_code(build_module(program, embedded), spec), embedded)
+    wasm = link_wasm(object_code(build_module(program, embedded, spec.inline_kernels), spec), embedded)
     (folder / "model.wasm").write_bytes(wasm)
     files = {"module": "model.wasm", "js": "model.js", "driver": "run.mjs", "demo": "index.html"}
     if not embedded:
@@ -106,12 +106,12 @@ def write(program: Program, spec: TargetSpec, folder: Path, info: ArtifactInfo) 
     return PackageResult(written, nodes, 0, len(program.kernels), len(program.weights), memory)
 
 
-def build_module(program: Program, embedded: bool) -> ir.Module:
+def build_module(program: Program, embedded: bool, inline_kernels: bool = False) -> ir.Module:
     """The LLVM module: kernels, ``model_graph_run``, a serial ``tg_parallel_for`` and,
     when ``embedded``, the weights as an exported, 64-byte aligned constant."""
     module = ir.Module(name=PREFIX)
     define_serial_parallel_for(module)
-    emit_program(program, PREFIX, module)
+    emit_program(program, PREFIX, module, inline_kernels=inline_kernels)
     if embedded:
         blob = bytes(program.weights) or b"\0"
         array = ir.ArrayType(I8, len(blob))

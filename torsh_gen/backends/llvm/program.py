@@ -19,11 +19,20 @@ def graph_run_name(prefix: str) -> str:
     return f"{prefix}_graph_run"
 
 
-def emit_program(program: Program, prefix: str, module: ir.Module | None = None) -> ir.Module:
-    """Define every kernel and the graph entry point in ``module`` (a new one by default)."""
+def emit_program(
+    program: Program, prefix: str, module: ir.Module | None = None, inline_kernels: bool = True
+) -> ir.Module:
+    """Define every kernel and the graph entry point in ``module`` (a new one by default).
+
+    ``inline_kernels=False`` keeps each kernel a function of its own (``noinline``): LLVM
+    would otherwise inline every kernel called once into the entry point, and a JIT that
+    compiles the result again (V8 for wasm32) gives one huge function a cheaper, worse
+    register allocator."""
     module = module or ir.Module(name=prefix)
     for kernel in program.kernels.values():
-        emit_kernel(module, kernel)
+        fn = emit_kernel(module, kernel)
+        if not inline_kernels:
+            fn.attributes.add("noinline")
     fnty = ir.FunctionType(VOID, [I8P, I8P, I8P, I8P.as_pointer(), I8P.as_pointer()])
     fn = ir.Function(module, fnty, graph_run_name(prefix))
     fn.attributes.add("nounwind")

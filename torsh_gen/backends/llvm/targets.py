@@ -67,6 +67,9 @@ class TargetSpec:
     emulator: tuple[str, ...] = ()
     #: Vector registers a convolution tile may keep as accumulators (0: by vector width).
     accumulators: int = 0
+    #: Whether LLVM may inline the kernels into the graph's entry point (wasm32: no, V8
+    #: compiles huge functions with a worse register allocator).
+    inline_kernels: bool = True
     #: CPU features the baseline build needs (checked at create; empty: not checked).
     requires: tuple[str, ...] = ()
     #: Further builds for newer CPUs, picked at create (sharedlib packaging only).
@@ -132,6 +135,7 @@ def load_target(name: str) -> TargetSpec:
         cc=tool.get("cc", ""), linker=tool.get("linker", ""), needs=tuple(tool.get("needs", [])),
         apt=tuple(tool.get("apt", [])), emulator=tuple(data.get("emulator", [])),
         accumulators=int(data.get("accumulator_registers", 0)),
+        inline_kernels=bool(data.get("inline_kernels", True)),
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(
             Variant(
