@@ -416,3 +416,45 @@ def test_target_accumulator_budget_sets_channels_per_tile() -> None:
     program = build_program(graph, Schedule(lanes=4, threads=False, accumulators=8))
     got = JitProgram(program).run({"x": x})["y"]
     np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+def test_pointwise_budget_applies_to_1x1_convolutions_only() -> None:
+    """``pointwise_accumulator_registers`` (wasm32: 8) narrows 1x1 tiles and leaves 3x3
+    tiles at ``accumulators``; the kernel texts show the channels per tile."""
+    from torsh_gen.backends.kernel.lower import Schedule
+    from torsh_gen.backends.llvm import schedule_for
+    from torsh_gen.backends.llvm.targets import load_target
+
+    assert schedule_for(load_target("wasm32")).pointwise_accumulators == 8
+    assert schedule_for(load_target("x86_64-linux")).pointwise_accumulators == 0
+    x = rand(1, 16, 10, 10)
+    pw = numpy_helper.from_array(rand(24, 16, 1, 1, seed=3) * 0.2, "pw")
+    sp = numpy_helper.from_array(rand(24, 24, 3, 3, seed=4) * 0.1, "sp")
+    model = make_model(
+        [helper.make_node("Conv", ["x", "pw"], ["a"]),
+         helper.make_node("Conv", ["a", "sp"], ["y"], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TP.FLOAT, (1, 16, 10, 10))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, (1, 24, 10, 10))], [pw, sp])
+
+    def lowered(sched: Schedule):
+        from torsh_gen.backends.kernel.printer import format_kernel
+        from torsh_gen.backends.kernel.program import build_program
+        from torsh_gen.frontends.onnx import load_onnx
+        from torsh_gen.ops.inference import infer_types
+        from torsh_gen.passes import pipeline, run_passes
+
+        graph = load_onnx(model.SerializeToString())
+        run_passes(graph, pipeline("O3") + ["plan_memory"])
+        infer_types(graph)
+        program = build_program(graph, sched)
+        accs = [format_kernel(program.kernels[c.kernel]).count("var acc") for c in program.calls]
+        return accs, program
+
+    from tests.backends.native.helpers import ort_run
+    from torsh_gen.backends.llvm.jit import JitProgram
+
+    same, _ = lowered(Schedule(lanes=4, threads=False, accumulators=12))
+    split, program = lowered(Schedule(lanes=4, threads=False, accumulators=12, pointwise_accumulators=8))
+    assert split[0] < same[0] and split[1] == same[1]
+    got = JitProgram(program).run({"x": x})["y"]
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)

@@ -564,3 +564,27 @@ def test_network(name: str, tmp_path: Path) -> None:
     assert_outputs(folder, run_with_node(folder, feeds, tmp_path), expected, "node")
     assert_outputs(folder, run_with_wasmtime(folder, feeds), expected, "wasmtime")
     assert manifest_of(folder)["wasm"]["code_bytes"] <= 300_000
+
+
+def test_wasm_kernels_stay_separate_functions() -> None:
+    """wasm32 keeps every kernel its own function (V8 compiles one huge inlined function
+    with a worse register allocator); the native targets let LLVM inline them."""
+    from tests.backends.native.helpers import lower_model
+    from torsh_gen.backends.llvm.machine import assembly
+    from torsh_gen.backends.llvm.program import emit_program
+    from torsh_gen.backends.llvm.targets import load_target
+
+    spec = load_target("wasm32")
+    assert spec.inline_kernels is False and load_target("x86_64-linux").inline_kernels is True
+    model = make_model(
+        [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])],
+        [helper.make_tensor_value_info("x", TP.FLOAT, (4, 64))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, (4, 64))],
+    )
+    program = lower_model(model, lanes=4, threads=False)
+    asm = assembly(emit_program(program, "m", inline_kernels=False), spec)
+    called = {line.split()[1] for line in asm.splitlines() if line.strip().startswith("call\t")}
+    assert {k for k in program.kernels} <= called
+    inlined = assembly(emit_program(program, "m"), spec)
+    assert not any(line.strip().startswith("call\t") and line.split()[1] in program.kernels
+                   for line in inlined.splitlines())

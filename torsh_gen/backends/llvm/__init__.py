@@ -42,7 +42,12 @@ __all__ = [
 
 def schedule_for(spec: TargetSpec) -> Schedule:
     """Schedule parameters from the target's data."""
-    return Schedule(lanes=spec.vector_lanes, threads=spec.threads != 1, accumulators=spec.accumulators)
+    return Schedule(
+        lanes=spec.vector_lanes,
+        threads=spec.threads != 1,
+        accumulators=spec.accumulators,
+        pointwise_accumulators=spec.pointwise_accumulators,
+    )
 
 
 def lower_graph(graph: Graph, spec: TargetSpec, store: WeightStore | None = None) -> Program:

@@ -67,6 +67,8 @@ class TargetSpec:
     emulator: tuple[str, ...] = ()
     #: Vector registers a convolution tile may keep as accumulators (0: by vector width).
     accumulators: int = 0
+    #: The same for pointwise (1x1) convolutions (0: as ``accumulators``).
+    pointwise_accumulators: int = 0
     #: Whether LLVM may inline the kernels into the graph's entry point (wasm32: no, V8
     #: compiles huge functions with a worse register allocator).
     inline_kernels: bool = True
@@ -89,6 +91,7 @@ class TargetSpec:
             features=variant.features,
             vector_bits=variant.vector_bits,
             accumulators=variant.accumulators,
+            pointwise_accumulators=0,
             requires=variant.requires,
             variants=(),
         )
@@ -135,6 +138,7 @@ def load_target(name: str) -> TargetSpec:
         cc=tool.get("cc", ""), linker=tool.get("linker", ""), needs=tuple(tool.get("needs", [])),
         apt=tuple(tool.get("apt", [])), emulator=tuple(data.get("emulator", [])),
         accumulators=int(data.get("accumulator_registers", 0)),
+        pointwise_accumulators=int(data.get("pointwise_accumulator_registers", 0)),
         inline_kernels=bool(data.get("inline_kernels", True)),
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(

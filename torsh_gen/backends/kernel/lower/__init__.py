@@ -54,6 +54,9 @@ class Schedule:
     parallel_min: int = 32768
     #: Vector registers a tile may hold as accumulators (0: the lowering's default by width).
     accumulators: int = 0
+    #: The same for pointwise (1x1) convolutions, whose tiles also hold a long input row
+    #: (0: as ``accumulators``).
+    pointwise_accumulators: int = 0
 
 
 @dataclass

@@ -409,7 +409,8 @@ def lower_conv(ctx: LowerCtx) -> None:
     if prod(ctx.out_shape(0)) == 0:
         return
     lanes = ctx.sched.lanes if dtype == "f32" else max(1, ctx.sched.lanes // 2)
-    lay = schedule(geo, lanes, 4 if dtype == "f32" else 8, ctx.sched.accumulators)
+    budget = (geo.pointwise and ctx.sched.pointwise_accumulators) or ctx.sched.accumulators
+    lay = schedule(geo, lanes, 4 if dtype == "f32" else 8, budget)
     base = flattened(geo) if geo.pointwise else geo
     src = padded_source(ctx, base) if lay.padded else raw_source(ctx, base)
     ep = Epilogue(ctx, base, lay.wide)
