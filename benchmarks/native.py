@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import time
@@ -38,11 +39,15 @@ def markers(target: str) -> tuple[str, str]:
     return f"<!-- native target {target}: written by benchmarks/native.py -->", f"<!-- end of native target {target} -->"
 
 
-def c_latency(folder: Path, iterations: int, threads: int) -> dict[str, float]:
-    """The C driver's figures (``median_us`` etc.) for the artifact in ``folder``."""
-    out = subprocess.run([str(folder / "bench_model"), str(iterations), str(threads)], capture_output=True, text=True, check=True, timeout=600)
+def c_latency(folder: Path, iterations: int, threads: int, variant: str | None = None) -> dict[str, Any]:
+    """The C driver's figures (``median_us`` etc. and the CPU ``variant`` it ran) for the
+    artifact in ``folder``; ``variant`` names the library's build to run (default: its pick)."""
+    env = {**os.environ, "TORSH_GEN_CPU_VARIANT": variant} if variant else None
+    out = subprocess.run([str(folder / "bench_model"), str(iterations), str(threads)], capture_output=True, text=True, check=True, timeout=600, env=env)
     fields = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
-    return {k: float(v) for k, v in fields.items() if k.endswith("_us")}
+    got: dict[str, Any] = {k: float(v) for k, v in fields.items() if k.endswith("_us")}
+    got["variant"] = fields.get("variant", "")
+    return got
 
 
 def measure(name: str, path: Path, target: str, build: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -55,9 +60,17 @@ def measure(name: str, path: Path, target: str, build: Path, args: argparse.Name
     eng = res["engines"]
     iters = max(int(args.c_seconds * 1000 / max(eng["torsh-gen"]["median_ms"], 1e-3)), 20)
     c = c_latency(folder, iters, args.threads)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    others = {
+        v["name"]: c_latency(folder, iters, args.threads, v["name"])["median_us"] / 1000.0
+        for v in manifest.get("cpu_variants", [])
+        if len(manifest["cpu_variants"]) > 1 and v["name"] != c["variant"]
+    }
     lib = next(folder.glob("lib*.so"))
     return {
         "model": name,
+        "variant": c["variant"],
+        "other_variants_c_ms": others,
         "compile_s": compile_s,
         "python_ms": eng["torsh-gen"]["median_ms"],
         "c_ms": c["median_us"] / 1000.0,
@@ -85,21 +98,30 @@ def table(rows: list[dict[str, Any]], target: str, args: argparse.Namespace) -> 
         f"blocks beside onnxruntime (torsh_gen.tools.bench); C: the artifact's bench_model driver, median",
         "- reproduce: `.venv/bin/python benchmarks/native.py --target " + target + "`",
         "",
-        "| model | ours from C ms | ours from Python ms | onnxruntime ms | ratio C | ratio Python | library KB | compile s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "- build: the CPU variant the library picked here; other builds: the C driver's median with "
+        "`TORSH_GEN_CPU_VARIANT` naming each of the library's other builds, and its ratio",
+        "",
+        "| model | build | ours from C ms | ours from Python ms | onnxruntime ms | ratio C | ratio Python | other builds from C | library KB | compile s |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | failed: {r['error']} | | | | | | |")
+            lines.append(f"| {r['model']} | failed: {r['error']} | | | | | | | | |")
             continue
+        others = ", ".join(
+            f"{name} {ms:.3f} ms ({ms / r['ort_ms']:.2f})" for name, ms in r["other_variants_c_ms"].items()
+        ) or "-"
         lines.append(
-            f"| {r['model']} | {r['c_ms']:.3f} | {r['python_ms']:.3f} | {r['ort_ms']:.3f} | {r['ratio_c']:.2f} | "
-            f"{r['ratio_python']:.2f} | {r['code_bytes'] / 1024:.0f} | {r['compile_s']:.1f} |"
+            f"| {r['model']} | {r['variant']} | {r['c_ms']:.3f} | {r['python_ms']:.3f} | {r['ort_ms']:.3f} | {r['ratio_c']:.2f} | "
+            f"{r['ratio_python']:.2f} | {others} | {r['code_bytes'] / 1024:.0f} | {r['compile_s']:.1f} |"
         )
     ok = [r for r in rows if "error" not in r]
     if ok:
         lines += ["", f"Geometric mean ours / onnxruntime: {geomean([r['ratio_c'] for r in ok]):.2f} from C, "
                   f"{geomean([r['ratio_python'] for r in ok]):.2f} from Python, over {len(ok)} models."]
+        for name in sorted({n for r in ok for n in r["other_variants_c_ms"]}):
+            ratios = [r["other_variants_c_ms"][name] / r["ort_ms"] for r in ok if name in r["other_variants_c_ms"]]
+            lines.append(f"The {name} build from C: geometric mean {geomean(ratios):.2f} over {len(ratios)} models.")
     lines += [end, ""]
     return "\n".join(lines)
 
