@@ -458,3 +458,61 @@ def test_pointwise_budget_applies_to_1x1_convolutions_only() -> None:
     assert split[0] < same[0] and split[1] == same[1]
     got = JitProgram(program).run({"x": x})["y"]
     np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+CHANNEL_CASES = [
+    # (input shape, out channels, kernel, pads, strides, dilations)
+    ((1, 32, 12, 12), 32, 3, [1, 1, 1, 1], [1, 1], [1, 1]),  # two 16-lane vectors per tile
+    ((1, 32, 13, 11), 48, 3, [1, 1, 1, 1], [2, 2], [1, 1]),  # one vector, stride 2, odd sizes
+    ((2, 32, 9, 9), 32, 3, [0, 0, 0, 0], [1, 1], [1, 1]),  # read in place, batch 2
+    ((1, 32, 9, 9), 32, 3, [2, 2, 2, 2], [1, 1], [2, 2]),  # dilation
+    ((1, 16, 7, 7), 64, 5, [2, 1, 2, 1], [1, 1], [1, 1]),  # 49 positions: tiles 10+10+10+10+9
+]
+
+
+@pytest.mark.parametrize("xs, oc, k, pads, strides, dilations", CHANNEL_CASES)
+def test_channel_vector_tiles_match_onnxruntime(xs, oc, k, pads, strides, dilations) -> None:
+    """16-lane targets run spatial convolutions with the vector across output channels
+    (conv_channels): bias, residual and ReLU fused, against onnxruntime."""
+    from onnx import shape_inference
+
+    cin = xs[1]
+    w = numpy_helper.from_array(rand(oc, cin, k, k, seed=2) * 0.1, "w")
+    b = numpy_helper.from_array(rand(oc, seed=4), "b")
+    conv = helper.make_node(
+        "Conv", ["x", "w", "b"], ["c"], pads=pads, strides=strides, dilations=dilations
+    )
+    probe = shape_inference.infer_shapes(
+        make_model([conv], [helper.make_tensor_value_info("x", TP.FLOAT, xs)],
+                   [helper.make_tensor_value_info("c", TP.FLOAT, None)], [w, b])
+    )
+    ys = tuple(d.dim_value for d in probe.graph.output[0].type.tensor_type.shape.dim)
+    model = make_model(
+        [conv, helper.make_node("Add", ["c", "z"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
+        [helper.make_tensor_value_info("x", TP.FLOAT, xs), helper.make_tensor_value_info("z", TP.FLOAT, ys)],
+        [helper.make_tensor_value_info("y", TP.FLOAT, ys)], [w, b],
+    )
+    program = check_native(model, {"x": rand(*xs, seed=3), "z": rand(*ys, seed=5)}, lanes=16)
+    (kernel,) = program.kernels.values()
+    from torsh_gen.backends.kernel.printer import format_kernel
+
+    width = 32 if oc % 32 == 0 else 16
+    assert f"vector{width} " in format_kernel(kernel)  # the vector runs across channels
+
+
+def test_channel_vector_tiles_only_where_they_pay() -> None:
+    """AVX2's 8 lanes, a 3-channel stem (27 multiply-adds per output), groups and channel
+    counts that are not a multiple of the lanes keep the row tile."""
+    from torsh_gen.backends.kernel.lower.conv import conv_geometry
+    from torsh_gen.backends.kernel.lower.conv_channels import applies
+    from torsh_gen.ops.registry import Attrs
+
+    pads = Attrs({"pads": [1, 1, 1, 1]})
+    geo = conv_geometry((1, 64, 28, 28), (64, 64, 3, 3), pads)
+    assert applies(geo, 16, "f32", True)
+    assert not applies(geo, 8, "f32", True)
+    assert not applies(geo, 16, "f64", True) and not applies(geo, 16, "f32", False)
+    assert not applies(conv_geometry((1, 3, 224, 224), (64, 3, 3, 3), pads), 16, "f32", True)
+    assert not applies(conv_geometry((1, 64, 28, 28), (40, 64, 3, 3), pads), 16, "f32", True)
+    grouped = Attrs({"pads": [1, 1, 1, 1], "group": 2})
+    assert not applies(conv_geometry((1, 64, 28, 28), (64, 32, 3, 3), grouped), 16, "f32", True)

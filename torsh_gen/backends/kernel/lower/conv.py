@@ -21,6 +21,10 @@ The schedule (``schedule``) depends only on the static shapes and the target's l
   tile run over whole source rows as one long row (``wide_row``).
 - **depthwise** (one input and one output channel per group): one channel per job, its
   taps' weights held in registers for the whole plane.
+- **channel tiles** (16-lane targets, ungrouped 2-D convolutions with enough multiply-adds
+  per output and a channel count that is a multiple of the lanes): the vector runs across
+  output channels instead of along the row (``conv_channels``), so rows of 56, 28, 14 or 7
+  waste no lanes.
 
 Rows are covered by blocks of exactly ``width`` lanes and one narrower block moved back to
 end at the row's end (it recomputes a few outputs instead of running a scalar remainder);
@@ -48,7 +52,7 @@ from torsh_gen.backends.kernel.ir import (
     idx,
     minimum,
 )
-from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, lowers, prod
+from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, conv_channels, lowers, prod
 from torsh_gen.backends.kernel.lower.conv_operands import (
     Epilogue,
     Geometry,
@@ -410,6 +414,11 @@ def lower_conv(ctx: LowerCtx) -> None:
         return
     lanes = ctx.sched.lanes if dtype == "f32" else max(1, ctx.sched.lanes // 2)
     budget = (geo.pointwise and ctx.sched.pointwise_accumulators) or ctx.sched.accumulators
+    if conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None):
+        src = raw_source(ctx, geo) if reads_in_place(geo) else padded_source(ctx, geo)
+        regs = budget or (ACC_REGISTERS_WIDE if lanes * 4 >= 64 else ACC_REGISTERS)
+        conv_channels.channel_tiles(ctx, geo, src, lanes, regs)
+        return
     lay = schedule(geo, lanes, 4 if dtype == "f32" else 8, budget)
     base = flattened(geo) if geo.pointwise else geo
     src = padded_source(ctx, base) if lay.padded else raw_source(ctx, base)
