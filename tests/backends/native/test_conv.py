@@ -467,6 +467,7 @@ CHANNEL_CASES = [
     ((2, 32, 9, 9), 32, 3, [0, 0, 0, 0], [1, 1], [1, 1]),  # read in place, batch 2
     ((1, 32, 9, 9), 32, 3, [2, 2, 2, 2], [1, 1], [2, 2]),  # dilation
     ((1, 16, 7, 7), 64, 5, [2, 1, 2, 1], [1, 1], [1, 1]),  # 49 positions: tiles 10+10+10+10+9
+    ((1, 256, 14, 14), 32, 1, [0, 0, 0, 0], [2, 2], [1, 1]),  # ResNet's strided 1x1 shortcut
 ]
 
 
@@ -514,5 +515,8 @@ def test_channel_vector_tiles_only_where_they_pay() -> None:
     assert not applies(geo, 16, "f64", True) and not applies(geo, 16, "f32", False)
     assert not applies(conv_geometry((1, 3, 224, 224), (64, 3, 3, 3), pads), 16, "f32", True)
     assert not applies(conv_geometry((1, 64, 28, 28), (40, 64, 3, 3), pads), 16, "f32", True)
+    # stride-1 1x1 convolutions stay GEMMs; strided ones take channel tiles
+    assert not applies(conv_geometry((1, 256, 14, 14), (64, 256, 1, 1), Attrs({})), 16, "f32", True)
+    assert applies(conv_geometry((1, 256, 14, 14), (64, 256, 1, 1), Attrs({"strides": [2, 2]})), 16, "f32", True)
     grouped = Attrs({"pads": [1, 1, 1, 1], "group": 2})
     assert not applies(conv_geometry((1, 64, 28, 28), (64, 32, 3, 3), grouped), 16, "f32", True)
