@@ -294,9 +294,9 @@ def _target_advice(report: dict[str, Any]) -> list[str]:
     if arch in ("x86_64", "amd64"):
         if simd.get("AVX-512F"):
             return [
-                "target: --target x86_64-linux runs its AVX-512 (x86-64-v4) build here and "
-                "its AVX2 build on other x86_64 machines; --target host compiles for "
-                f"{name} alone (needs a CPU with the same features)"
+                "target: --target x86_64-linux runs its AVX-512 build (x86-64-v4, 512-bit "
+                "vectors) here and its AVX2 build on other x86_64 machines; --target host "
+                f"compiles for {name} alone (needs a CPU with the same features)"
             ]
         if simd.get("AVX2") and simd.get("FMA"):
             return [
