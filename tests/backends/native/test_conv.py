@@ -498,7 +498,8 @@ def test_channel_vector_tiles_match_onnxruntime(xs, oc, k, pads, strides, dilati
     from torsh_gen.backends.kernel.printer import format_kernel
 
     width = 32 if oc % 32 == 0 else 16
-    assert f"vector{width} " in format_kernel(kernel)  # the vector runs across channels
+    # the vector loop runs across output channels
+    assert f"in 0:i64..{width}:i64 vector{width} " in format_kernel(kernel)
 
 
 def test_channel_vector_tiles_only_where_they_pay() -> None:

@@ -588,3 +588,52 @@ def test_wasm_kernels_stay_separate_functions() -> None:
     inlined = assembly(emit_program(program, "m"), spec)
     assert not any(line.strip().startswith("call\t") and line.split()[1] in program.kernels
                    for line in inlined.splitlines())
+
+
+@needs_node
+def test_channel_tile_convolutions_in_node(tmp_path: Path) -> None:
+    """wasm32 turns on channel tiles (``conv_channel_tiles``): the 3x3 convolution (288
+    multiply-adds per output) takes them, the strided 1x1 one (40) keeps the row tile; both
+    match onnxruntime in Node."""
+    from onnx import numpy_helper
+
+    from torsh_gen.backends.llvm import schedule_for
+    from torsh_gen.backends.llvm.targets import load_target
+
+    assert schedule_for(load_target("wasm32")).channel_tiles is True
+    assert schedule_for(load_target("aarch64-linux")).channel_tiles is None
+    rng = np.random.default_rng(11)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((40, 32, 3, 3)) * 0.1).astype(np.float32), "w"),
+        numpy_helper.from_array(rng.standard_normal(40).astype(np.float32), "b"),
+        numpy_helper.from_array((rng.standard_normal((16, 40, 1, 1)) * 0.2).astype(np.float32), "s"),
+    ]
+    model = make_model(
+        [
+            helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["c"], ["r"]),
+            helper.make_node("Conv", ["r", "s"], ["y"], strides=[2, 2]),
+        ],
+        [_vi("x", TP.FLOAT, (1, 32, 11, 9))],
+        [_vi("y", TP.FLOAT, (1, 16, 6, 5))],
+        inits,
+    )
+    import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
+    from torsh_gen.backends.kernel.printer import format_kernel
+    from torsh_gen.backends.kernel.program import build_program
+    from torsh_gen.frontends.onnx import load_onnx
+    from torsh_gen.ops.inference import infer_types
+    from torsh_gen.passes import pipeline, run_passes
+
+    graph = load_onnx(model.SerializeToString())
+    run_passes(graph, pipeline("O3") + ["plan_memory"])
+    infer_types(graph)
+    program = build_program(graph, schedule_for(load_target("wasm32")))
+    texts = [format_kernel(program.kernels[c.kernel]) for c in program.calls]
+    import re
+
+    across = [bool(re.search(r"for r\d+ in 0:i64\.\.8:i64 vector8 ", t)) for t in texts]
+    assert across == [True, False]  # the 3x3 vectorizes across 8 output channels
+    feeds = {"x": rand(1, 32, 11, 9, seed=6)}
+    folder = compile_wasm(model, tmp_path / "cc")
+    assert_outputs(folder, run_with_node(folder, feeds, tmp_path), ort_run(model, feeds), "node")

@@ -47,6 +47,7 @@ def schedule_for(spec: TargetSpec) -> Schedule:
         threads=spec.threads != 1,
         accumulators=spec.accumulators,
         pointwise_accumulators=spec.pointwise_accumulators,
+        channel_tiles=spec.channel_tiles,
     )
 
 

@@ -69,6 +69,8 @@ class TargetSpec:
     accumulators: int = 0
     #: The same for pointwise (1x1) convolutions (0: as ``accumulators``).
     pointwise_accumulators: int = 0
+    #: Whether convolutions may vectorize across output channels (None: by vector width).
+    channel_tiles: bool | None = None
     #: Whether LLVM may inline the kernels into the graph's entry point (wasm32: no, V8
     #: compiles huge functions with a worse register allocator).
     inline_kernels: bool = True
@@ -92,6 +94,7 @@ class TargetSpec:
             vector_bits=variant.vector_bits,
             accumulators=variant.accumulators,
             pointwise_accumulators=0,
+            channel_tiles=None,
             requires=variant.requires,
             variants=(),
         )
@@ -139,6 +142,7 @@ def load_target(name: str) -> TargetSpec:
         apt=tuple(tool.get("apt", [])), emulator=tuple(data.get("emulator", [])),
         accumulators=int(data.get("accumulator_registers", 0)),
         pointwise_accumulators=int(data.get("pointwise_accumulator_registers", 0)),
+        channel_tiles=None if "conv_channel_tiles" not in data else bool(data["conv_channel_tiles"]),
         inline_kernels=bool(data.get("inline_kernels", True)),
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(

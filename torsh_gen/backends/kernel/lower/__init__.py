@@ -57,6 +57,9 @@ class Schedule:
     #: The same for pointwise (1x1) convolutions, whose tiles also hold a long input row
     #: (0: as ``accumulators``).
     pointwise_accumulators: int = 0
+    #: Whether convolutions may run with the vector across output channels
+    #: (``conv_channels``); None: where vectors have 16 lanes or more.
+    channel_tiles: bool | None = None
 
 
 @dataclass

@@ -414,7 +414,7 @@ def lower_conv(ctx: LowerCtx) -> None:
         return
     lanes = ctx.sched.lanes if dtype == "f32" else max(1, ctx.sched.lanes // 2)
     budget = (geo.pointwise and ctx.sched.pointwise_accumulators) or ctx.sched.accumulators
-    if conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None):
+    if conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None, ctx.sched.channel_tiles):
         src = raw_source(ctx, geo) if reads_in_place(geo) else padded_source(ctx, geo)
         regs = budget or (ACC_REGISTERS_WIDE if lanes * 4 >= 64 else ACC_REGISTERS)
         conv_channels.channel_tiles(ctx, geo, src, lanes, regs)

@@ -1,4 +1,4 @@
-"""Convolutions with the vector across output channels (16-lane targets).
+"""Convolutions with the vector across output channels (16-lane targets, wasm32).
 
 The row-vectorized tile of ``conv.py`` runs its vectors along the output row, so a row
 that is not a multiple of the vector wastes lanes: 56, 28, 14 and 7 wide rows fill 7/8 of
@@ -38,19 +38,24 @@ from torsh_gen.backends.kernel.lower.tiling import axis, fold, split_index
 
 #: Input bytes one chunk of positions reads (kept in a core's L2 with the block's weights).
 CHUNK_INPUT_BYTES = 256 * 1024
-#: Narrowest vectors that take this path: AVX-512's 16 float lanes. With AVX2's 8 the row
-#: tile wastes fewer lanes and stays ahead (resnet18 single-thread: 63.8 ms row tiles,
-#: 66.2 ms channel tiles).
+#: Narrowest vectors that take this path unless the target says otherwise: AVX-512's 16
+#: float lanes. With AVX2's 8 the row tile wastes fewer lanes and stays ahead (resnet18
+#: single-thread: 63.8 ms row tiles, 66.2 ms channel tiles); wasm32 (4 lanes) turns it on
+#: in its target data (V8: inception_v1 206.7 -> 191.3 ms, resnet50 541 -> 522 ms).
 MIN_LANES = 16
 #: Fewest multiply-adds per output (in channels x taps) that pay for the per-lane stores;
 #: below it (a 3-channel stem) the row tile's vector stores win.
 MIN_REDUCTION = 256
 
 
-def applies(geo: Geometry, lanes: int, dtype: str, constant_weights: bool) -> bool:
-    """Whether ``geo`` takes the channel-vector tile on a target of ``lanes`` lanes."""
+def applies(
+    geo: Geometry, lanes: int, dtype: str, constant_weights: bool, enabled: bool | None = None
+) -> bool:
+    """Whether ``geo`` takes the channel-vector tile on a target of ``lanes`` lanes
+    (``enabled``: the target's choice, ``Schedule.channel_tiles``; None: by the lanes)."""
     return (
-        lanes >= MIN_LANES
+        (lanes >= MIN_LANES if enabled is None else enabled)
+        and lanes >= 4
         and dtype == "f32"
         and constant_weights
         and geo.group == 1
