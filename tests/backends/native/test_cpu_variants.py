@@ -158,3 +158,22 @@ def test_unknown_or_unrunnable_variant_is_a_clear_error(pkg: Path, monkeypatch) 
         monkeypatch.setenv("TORSH_GEN_CPU_VARIANT", "x86-64-v4")
         with pytest.raises(RuntimeError, match="which this CPU cannot run"):
             mod.Model()
+
+
+@needs_gcc
+def test_worker_processes_build_the_same_objects(tmp_path: Path, monkeypatch) -> None:
+    """Large multi-build libraries compile their objects in worker processes; the bytes
+    are those of the in-process build, and a worker's failure is one clear error."""
+    from torsh_gen.backends.llvm import machine
+    from torsh_gen.backends.llvm.native_build import NativeBuildError
+
+    monkeypatch.setattr(machine, "PARALLEL_IR_BYTES", 1 << 40)
+    compile_model(_conv_model(), tmp_path / "a" / "net", target="x86_64-linux")
+    monkeypatch.setattr(machine, "PARALLEL_IR_BYTES", 0)
+    monkeypatch.setattr("torsh_gen.backends.llvm.targets.cpu_count", lambda: 2)
+    compile_model(_conv_model(), tmp_path / "b" / "net", target="x86_64-linux")
+    for name in ("src/model.o", "src/model_x86_64_v4.o", "libnet.so"):
+        assert (tmp_path / "a" / "net" / name).read_bytes() == (tmp_path / "b" / "net" / name).read_bytes()
+    spec = load_target("x86_64-linux")
+    with pytest.raises(NativeBuildError, match="LLVM worker failed"):
+        machine.object_codes([("define void @f() { ret void }", spec), ("not LLVM IR", spec)])

@@ -296,16 +296,19 @@ def write_sources(
 ) -> Sources:
     """model.o (one object per CPU variant), the runtime C, weights.S (when embedded) in
     ``src``; the header in ``header_dir``."""
-    from torsh_gen.backends.llvm.machine import object_code
+    from torsh_gen.backends.llvm.machine import object_codes
     from torsh_gen.backends.llvm.program import emit_program
 
     values = template_values(program, spec, info, embedded, variants)
     prefix = values["P"]
     src.mkdir(parents=True, exist_ok=True)
     programs = [(spec, program)] + [(v.spec, v.program) for v in variants]
-    for row, (vspec, vprogram) in zip(values["variants"], programs):
-        module = emit_program(vprogram, row["prefix"], inline_kernels=vspec.inline_kernels)
-        (src / row["object"]).write_bytes(object_code(module, vspec))
+    texts = [
+        (str(emit_program(vprogram, row["prefix"], inline_kernels=vspec.inline_kernels)), vspec)
+        for row, (vspec, vprogram) in zip(values["variants"], programs)
+    ]
+    for row, code in zip(values["variants"], object_codes(texts)):
+        (src / row["object"]).write_bytes(code)
     (header_dir / f"{prefix}.h").write_text(render("model.h.j2", **values))
     (src / f"{prefix}_runtime.c").write_text(render("runtime.c.j2", **values))
     objects = [row["object"] for row in values["variants"]] + [f"{prefix}_runtime.o"]
