@@ -5,12 +5,10 @@ this CPU has AVX-512."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from tests.backends.native.helpers import make_model, ort_run, rand
 from torsh_gen.backends.kernel.program import WeightStore
 from torsh_gen.backends.llvm.targets import load_target
 from torsh_gen.errors import InputError
+from torsh_gen.tools.artifact import load_artifact
 from torsh_gen.tools.compile import compile_model
 
 AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd")
@@ -64,15 +63,6 @@ def _conv_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("y", TP.FLOAT, (1, 10))],
         inits,
     )
-
-
-def _import(pkg: Path):
-    name = f"variants_{pkg.name}"
-    spec = importlib.util.spec_from_file_location(name, pkg / "__init__.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +120,7 @@ def test_library_holds_both_builds(pkg: Path) -> None:
 def test_each_variant_matches_onnxruntime(pkg: Path, monkeypatch) -> None:
     model, feeds = _conv_model(), {"x": rand(1, 3, 12, 12, seed=2)}
     expected = ort_run(model, feeds)[0]
-    mod = _import(pkg)
+    mod = load_artifact(pkg)
     with mod.Model(threads=2) as m:
         assert m.cpu_variant == ("x86-64-v4" if HAS_AVX512 else "x86-64-v3")
         np.testing.assert_allclose(m.run(**feeds)["y"], expected, rtol=1e-4, atol=1e-4)
@@ -147,7 +137,7 @@ def test_each_variant_matches_onnxruntime(pkg: Path, monkeypatch) -> None:
 
 @needs_gcc
 def test_unknown_or_unrunnable_variant_is_a_clear_error(pkg: Path, monkeypatch) -> None:
-    mod = _import(pkg)
+    mod = load_artifact(pkg)
     monkeypatch.setenv("TORSH_GEN_CPU_VARIANT", "x86-64-v9")
     with pytest.raises(RuntimeError, match="TORSH_GEN_CPU_VARIANT is x86-64-v9; this library has x86-64-v3, x86-64-v4"):
         mod.Model()
@@ -177,3 +167,12 @@ def test_worker_processes_build_the_same_objects(tmp_path: Path, monkeypatch) ->
     spec = load_target("x86_64-linux")
     with pytest.raises(NativeBuildError, match="LLVM worker failed"):
         machine.object_codes([("define void @f() { ret void }", spec), ("not LLVM IR", spec)])
+
+
+@needs_gcc
+def test_src_keeps_only_the_model_objects(tmp_path: Path) -> None:
+    """src/ keeps the model objects (sources of build.sh), never the runtime's object,
+    even for a package whose name starts with "model"."""
+    compile_model(_conv_model(), tmp_path / "model_net", target="x86_64-linux")
+    objects = sorted(p.name for p in (tmp_path / "model_net" / "src").glob("*.o"))
+    assert objects == ["model.o", "model_x86_64_v4.o"]

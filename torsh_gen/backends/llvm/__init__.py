@@ -22,11 +22,12 @@ from torsh_gen.ir.graph import Graph
 
 @dataclass(frozen=True)
 class VariantProgram:
-    """One CPU variant of a library: its name, its target data and its program."""
+    """One CPU variant of a library: its target data (named by ``spec.variant_name``) and
+    its program."""
 
-    name: str
     spec: TargetSpec
     program: Program
+
 
 __all__ = [
     "ArtifactInfo",
@@ -63,11 +64,8 @@ def lower_graph(graph: Graph, spec: TargetSpec, store: WeightStore | None = None
 def lower_variants(graph: Graph, spec: TargetSpec) -> list[VariantProgram]:
     """The baseline program of ``spec`` and one per CPU variant, sharing one weights blob."""
     store = WeightStore()
-    built = [VariantProgram(spec.variant_name, spec, lower_graph(graph, spec, store))]
-    for variant in spec.variants:
-        vspec = spec.for_variant(variant)
-        built.append(VariantProgram(variant.name, vspec, lower_graph(graph, vspec, store)))
-    return built
+    specs = [spec] + [spec.for_variant(variant) for variant in spec.variants]
+    return [VariantProgram(s, lower_graph(graph, s, store)) for s in specs]
 
 
 def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResult:

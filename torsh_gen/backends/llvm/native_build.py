@@ -233,7 +233,7 @@ def template_values(
     variants: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """What every native template sees (``variants``: the further CPU builds, each with
-    ``name``, ``spec`` and ``program``; they share ``program``'s weights blob)."""
+    ``spec`` and ``program``; they share ``program``'s weights blob)."""
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", info.package):
         raise NativeBuildError(
             f"package name {info.package!r} must be an ASCII identifier (it prefixes C symbols)"
@@ -247,21 +247,22 @@ def template_values(
 
     inputs = tensor_rows(program.inputs, "input")
     p = info.package
-    builds = [(spec.variant_name, spec, program, f"{p}_tg")]
-    builds += [(v.name, v.spec, v.program, f"{p}_tg_{_symbol(v.name)}") for v in variants]
-    rows = [
-        {
-            "name": name,
-            "c_name": c_string(name),
-            "G": graph_run_name(prefix),
-            "prefix": prefix,
-            "object": "model.o" if k == 0 else f"model_{_symbol(name)}.o",
-            "requires": list(vspec.requires),
-            "vector_bits": vspec.vector_bits,
-            "workspace_bytes": vprogram.workspace_bytes,
-        }
-        for k, (name, vspec, vprogram, prefix) in enumerate(builds)
-    ]
+    rows = []
+    for k, (vspec, vprogram) in enumerate(_builds(program, spec, variants)):
+        name = vspec.variant_name
+        prefix = f"{p}_tg" if k == 0 else f"{p}_tg_{_symbol(name)}"
+        rows.append(
+            {
+                "name": name,
+                "c_name": c_string(name),
+                "G": graph_run_name(prefix),
+                "prefix": prefix,
+                "object": "model.o" if k == 0 else f"model_{_symbol(name)}.o",
+                "requires": list(vspec.requires),
+                "vector_bits": vspec.vector_bits,
+                "workspace_bytes": vprogram.workspace_bytes,
+            }
+        )
     return {
         "P": p,
         "U": p.upper(),
@@ -278,6 +279,13 @@ def template_values(
         "dtypes": dtype_rows(),
         "example": python_example([s.name for s in program.inputs]),
     }
+
+
+def _builds(
+    program: Program, spec: TargetSpec, variants: Sequence[Any]
+) -> list[tuple[TargetSpec, Program]]:
+    """The baseline build and the variants' builds, in the library's order."""
+    return [(spec, program)] + [(v.spec, v.program) for v in variants]
 
 
 def _symbol(name: str) -> str:
@@ -302,10 +310,9 @@ def write_sources(
     values = template_values(program, spec, info, embedded, variants)
     prefix = values["P"]
     src.mkdir(parents=True, exist_ok=True)
-    programs = [(spec, program)] + [(v.spec, v.program) for v in variants]
     texts = [
         (str(emit_program(vprogram, row["prefix"], inline_kernels=vspec.inline_kernels)), vspec)
-        for row, (vspec, vprogram) in zip(values["variants"], programs)
+        for row, (vspec, vprogram) in zip(values["variants"], _builds(program, spec, variants))
     ]
     for row, code in zip(values["variants"], object_codes(texts)):
         (src / row["object"]).write_bytes(code)

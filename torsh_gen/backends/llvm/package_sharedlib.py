@@ -119,8 +119,9 @@ def link_library(build: Build, cc: str, sources: Sources) -> None:
 
 def tidy(src: Path, sources: Sources) -> None:
     """Drop the objects build.sh recreates (the model objects stay: they are sources)."""
+    kept = {row["object"] for row in sources.values["variants"]}
     for obj in sources.objects:
-        if not obj.startswith("model"):
+        if obj not in kept:
             (src / obj).unlink(missing_ok=True)
 
 

@@ -29,12 +29,16 @@ _CPU_FEATURE = re.compile(r"[a-z0-9][a-z0-9.\-]*")
 class Variant:
     """A further build of a sharedlib target for CPUs with ``requires`` (checked at create)."""
 
-    name: str
     cpu: str
     features: str
     vector_bits: int
     accumulators: int
     requires: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        """The build's name in the library (its CPU name, e.g. ``x86-64-v4``)."""
+        return self.cpu
 
 
 def _requires(values: list, where: str) -> tuple[str, ...]:
@@ -147,7 +151,7 @@ def load_target(name: str) -> TargetSpec:
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(
             Variant(
-                name=_requires([v["cpu"]], f"target {name}, variant cpu")[0], cpu=str(v["cpu"]), features=str(v.get("features", "")),
+                cpu=_requires([v["cpu"]], f"target {name}, variant cpu")[0], features=str(v.get("features", "")),
                 vector_bits=int(v["vector_bits"]), accumulators=int(v.get("accumulator_registers", 0)),
                 requires=_requires(v["requires"], f"target {name}, variant {v['cpu']}"),
             )

@@ -313,13 +313,19 @@ def depthwise(ctx: LowerCtx, geo: Geometry, src: Source, ep: Epilogue, width: in
             row_blocks(kb, ow, width, lambda ox: body(oz, oy, ox))
 
 
+def default_accumulators(lanes: int, itemsize: int) -> int:
+    """Accumulator registers a tile may hold when the target does not say: 24 with 512-bit
+    registers (32 of them), else 12."""
+    return ACC_REGISTERS_WIDE if lanes * itemsize >= 64 else ACC_REGISTERS
+
+
 def rows_per_tile(
     geo: Geometry, width: int, lanes: int, pair: int, itemsize: int, accumulators: int = 0
 ) -> int:
     """Output channels per tile: as many as the accumulator registers allow (``accumulators``
     from the target's data, else by vector width)."""
     regs = max(1, -(-width // lanes)) * pair
-    budget = accumulators or (ACC_REGISTERS_WIDE if lanes * itemsize >= 64 else ACC_REGISTERS)
+    budget = accumulators or default_accumulators(lanes, itemsize)
     return max(1, min(geo.cout_g, budget // regs))
 
 
@@ -416,8 +422,7 @@ def lower_conv(ctx: LowerCtx) -> None:
     budget = (geo.pointwise and ctx.sched.pointwise_accumulators) or ctx.sched.accumulators
     if conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None, ctx.sched.channel_tiles):
         src = raw_source(ctx, geo) if reads_in_place(geo) else padded_source(ctx, geo)
-        regs = budget or (ACC_REGISTERS_WIDE if lanes * 4 >= 64 else ACC_REGISTERS)
-        conv_channels.channel_tiles(ctx, geo, src, lanes, regs)
+        conv_channels.channel_tiles(ctx, geo, src, lanes, budget or default_accumulators(lanes, 4))
         return
     lay = schedule(geo, lanes, 4 if dtype == "f32" else 8, budget)
     base = flattened(geo) if geo.pointwise else geo
