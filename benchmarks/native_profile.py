@@ -3,7 +3,8 @@
 The model is lowered for a target's schedule (host by default), its kernels are JIT
 compiled in this process, and the calls of ``<prefix>_graph_run`` are replayed one by one
 from Python with the same pointers, each timed over repeated runs (medians). Only the
-relative figures matter; the Python call overhead (~1 us) is included in each.
+relative figures matter; the Python call overhead (~1 us) is included in each. Weights,
+workspace, inputs and outputs are 64-byte aligned, as in the library.
 
     .venv/bin/python benchmarks/native_profile.py MODEL.onnx [--target host] [--repeat 20] [--top 25]
 """
@@ -20,7 +21,7 @@ import numpy as np
 
 from torsh_gen.backends.kernel.interp import call_buffers, numpy_dtype
 from torsh_gen.backends.llvm import lower_graph
-from torsh_gen.backends.llvm.jit import JitKernels
+from torsh_gen.backends.llvm.jit import JitKernels, aligned_copy
 from torsh_gen.backends.llvm.targets import load_target
 from torsh_gen.passes import pipeline, run_passes
 from torsh_gen.tools.loading import load_model
@@ -45,12 +46,12 @@ def main(argv: list[str] | None = None) -> int:
     jit = JitKernels(list(program.kernels.values()))
     print(f"lowered and JIT-compiled {len(program.kernels)} kernels in {time.perf_counter() - t0:.1f} s")
     mem = {
-        "weights": np.frombuffer(bytes(program.weights) or b"\0", dtype=np.uint8).copy(),
-        "workspace": np.zeros(program.workspace_bytes + 64, dtype=np.uint8),
+        "weights": aligned_copy(bytes(program.weights) or b"\0"),
+        "workspace": aligned_copy(np.zeros(program.workspace_bytes + 64, dtype=np.uint8)),
     }
     rng = np.random.default_rng(0)
-    ins = [rng.standard_normal(s.shape).astype(numpy_dtype(s.dtype)) for s in program.inputs]
-    outs = [np.zeros(s.shape, numpy_dtype(s.dtype)) for s in program.outputs]
+    ins = [aligned_copy(rng.standard_normal(s.shape).astype(numpy_dtype(s.dtype))) for s in program.inputs]
+    outs = [aligned_copy(np.zeros(s.shape, numpy_dtype(s.dtype))) for s in program.outputs]
 
     calls = [(c, call_buffers(program.kernels[c.kernel], c.args, ins, outs, mem)) for c in program.calls]
     times = defaultdict(list)

@@ -122,3 +122,71 @@ def test_planned_artifact_is_correct_and_outputs_survive_the_next_run(tmp_path: 
     for k, v in first.items():
         np.testing.assert_array_equal(v, kept[k])  # outputs never live in reused buffers
     assert_matches_ort(m, model, {"x": x1})
+
+
+# --------------------------------------------------------------------------- concat blocks
+def test_concat_inputs_become_blocks_of_its_arena() -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Tanh", ["x"], ["t"]),  # computed while a's block is live
+        helper.make_node("Sigmoid", ["t"], ["b"]),
+        helper.make_node("Concat", ["a", "b"], ["c"], axis=1),
+        helper.make_node("Softmax", ["c"], ["d"]),
+        helper.make_node("Exp", ["d"], ["y"]),
+    ]
+    _, graph = _graph(nodes, ["y"])
+    plain = build_plan(graph)
+    assert not plain.offsets and not plain.concats  # off unless asked for
+    plan = build_plan(graph, concat_blocks=True)
+    assert plan.concats == {"c"}
+    assert plan.assignment["a"] == plan.assignment["b"] == plan.assignment["c"]
+    assert plan.offsets == {"b": 4 * 128}  # a at byte 0, b right after it
+    assert plan.slots[plan.assignment["c"]] >= 2 * 4 * 128
+    # t is computed after a's block is written: it must not share the Concat's arena
+    assert plan.assignment["t"] != plan.assignment["c"]
+    assert "b" not in plan.inplace  # a block is never written into its input's arena
+
+
+def test_nested_concats_share_one_arena() -> None:
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Sigmoid", ["x"], ["b"]),
+        helper.make_node("Concat", ["a", "b"], ["c1"], axis=1),
+        helper.make_node("Tanh", ["c1"], ["d"]),
+        helper.make_node("Concat", ["c1", "d"], ["c2"], axis=1),
+        helper.make_node("Softmax", ["c2"], ["y"]),
+    ]
+    _, graph = _graph(nodes, ["y"])
+    plan = build_plan(graph, concat_blocks=True)
+    assert plan.concats == {"c1", "c2"}
+    slots = {plan.assignment[n] for n in ("a", "b", "c1", "d", "c2")}
+    assert len(slots) == 1
+    assert plan.offsets == {"b": 512, "d": 1024}  # c1 (a, b) first, then d
+
+
+def test_concats_that_cannot_be_blocks_keep_their_copy() -> None:
+    cases = {
+        "a batch of two": ([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["x"], ["b"]),
+                            helper.make_node("Concat", ["a", "b"], ["c"], axis=1)], [2, 8, 4, 4]),
+        "a graph input": ([helper.make_node("Relu", ["x"], ["a"]),
+                           helper.make_node("Concat", ["a", "x"], ["c"], axis=1)], [1, 8, 4, 4]),
+        "one value twice": ([helper.make_node("Relu", ["x"], ["a"]),
+                             helper.make_node("Concat", ["a", "a"], ["c"], axis=1)], [1, 8, 4, 4]),
+        "along rows": ([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["x"], ["b"]),
+                        helper.make_node("Concat", ["a", "b"], ["c"], axis=2)], [1, 8, 4, 4]),
+        "a view": ([helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Identity", ["a"], ["v"]),
+                    helper.make_node("Sigmoid", ["x"], ["b"]),
+                    helper.make_node("Concat", ["v", "b"], ["c"], axis=1)], [1, 8, 4, 4]),
+    }
+    for why, (nodes, shape) in cases.items():
+        nodes = nodes + [helper.make_node("Softmax", ["c"], ["y"])]
+        _, graph = _graph(nodes, ["y"], shape=shape)
+        plan = build_plan(graph, concat_blocks=True)
+        assert not plan.concats and not plan.offsets, why
+    pinned = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Sigmoid", ["x"], ["b"]),
+              helper.make_node("Concat", ["a", "b"], ["c"], axis=1)]
+    softmax = [helper.make_node("Softmax", ["c"], ["y"])]
+    for nodes, outputs in ((pinned, ["c"]), (pinned + softmax, ["a", "y"])):  # output or block leaves
+        _, graph = _graph(nodes, outputs)
+        plan = build_plan(graph, concat_blocks=True)
+        assert not plan.concats and not plan.offsets, outputs

@@ -16,6 +16,14 @@ the last read of any value viewing it. A slot is reused by a later value once ev
 in it is dead. An elementwise op (``INPLACE_OPS``) writes into its first same-shaped input
 when that input's storage dies at this node and is a planned buffer (never a graph input
 or a weight).
+
+Concatenation blocks (``build_plan(graph, concat_blocks=True)``, for code generators that
+can skip a Concat): when each input of a Concat is a contiguous block of its output (all
+axes before ``axis`` have size 1) and is itself a planned value, the inputs are placed at
+their byte offsets inside the Concat's arena (``offsets``) and the Concat has nothing left
+to do (``concats``). The arena is taken when the first block is computed and released when
+the last reader of any block, or of the output, is done. Blocks nest: a Concat feeding
+another one is a block of it (DenseNet's dense blocks become one arena each).
 """
 
 from __future__ import annotations
@@ -59,6 +67,10 @@ class MemoryPlan:
     slots: list[int] = field(default_factory=list)
     assignment: dict[str, int] = field(default_factory=dict)
     inplace: dict[str, str] = field(default_factory=dict)
+    #: values that start at a byte offset inside their arena (blocks of a Concat)
+    offsets: dict[str, int] = field(default_factory=dict)
+    #: outputs of the Concats whose inputs are all placed as their blocks
+    concats: set[str] = field(default_factory=set)
     nbytes: dict[str, int] = field(default_factory=dict)
     naive_bytes: int = 0
 
@@ -79,6 +91,7 @@ class MemoryPlan:
             "naive_bytes": self.naive_bytes,
             "planned_values": len(self.assignment),
             "inplace_values": len(self.inplace),
+            "concats_in_place": len(self.concats),
         }
 
 
@@ -141,41 +154,117 @@ class _Liveness:
         return self.last.get(id(root), -1)
 
 
-def build_plan(graph: Graph) -> MemoryPlan:
-    """Assign arenas to the planned values of ``graph`` (best fit, reuse after last read)."""
+def build_plan(graph: Graph, concat_blocks: bool = False) -> MemoryPlan:
+    """Assign arenas to the planned values of ``graph`` (best fit, reuse after last read;
+    ``concat_blocks``: Concat inputs as blocks of the Concat's arena, see the module doc)."""
     live = _Liveness(graph)
     plan = MemoryPlan()
+    blocks = _concat_blocks(graph, live, plan) if concat_blocks else _Blocks()
     free: list[int] = []  # arena indices free for reuse
     ending: dict[int, list[int]] = {}  # node index → arenas released after it
     for i, node in enumerate(graph.nodes):
         if node.op_type in FRESH_OPS and node.domain in ("", "ai.torsh"):
             for out in node.outputs:
-                _place(plan, live, node, out, i, free, ending)
+                _place(plan, live, node, out, i, free, ending, blocks)
         free.extend(sorted(ending.pop(i, [])))
     return plan
 
 
-def _place(plan: MemoryPlan, live: _Liveness, node: Node, out: Value, i: int, free: list[int], ending: dict[int, list[int]]) -> None:
+@dataclass
+class _Blocks:
+    """Concat blocks: value id → (id of the outermost Concat output holding it, byte
+    offset), and per outermost output its size, value and the last reader of any block."""
+
+    at: dict[int, tuple[int, int]] = field(default_factory=dict)
+    root: dict[int, Value] = field(default_factory=dict)
+    death: dict[int, int] = field(default_factory=dict)
+    slot: dict[int, int] = field(default_factory=dict)
+
+
+def _concat_blocks(graph: Graph, live: _Liveness, plan: MemoryPlan) -> _Blocks:
+    """Find the Concats whose inputs can be their blocks (latest first, so nested ones
+    land inside the block their output already has)."""
+    blocks = _Blocks()
+    index = {id(o): i for i, n in enumerate(graph.nodes) for o in n.outputs}
+    fresh = {
+        id(o)
+        for n in graph.nodes
+        if n.op_type in FRESH_OPS and n.domain in ("", "ai.torsh")
+        for o in n.outputs
+    }
+
+    def planned(v: Value | None) -> bool:
+        return (
+            v is not None and id(v) in fresh and id(v) not in live.pinned
+            and live.roots.get(id(v)) == {id(v)} and bool(v.name) and bool(static_nbytes(v))
+        )
+
+    for node in reversed(graph.nodes):
+        if node.op_type != "Concat" or node.domain != "" or len(node.outputs) != 1:
+            continue
+        out, ins = node.outputs[0], list(node.inputs)
+        if not ins or not planned(out) or not all(planned(v) for v in ins):
+            continue
+        if len({id(v) for v in ins}) != len(ins) or any(id(v) in blocks.at for v in ins):
+            continue
+        shape = out.type.shape
+        axis = int(node.attr("axis", 0))
+        axis += len(shape) if axis < 0 else 0
+        if not 0 <= axis < len(shape) or any(int(d) != 1 for d in shape[:axis]):
+            continue
+        if any(v.type.dtype != out.type.dtype for v in ins):
+            continue
+        root, base = blocks.at.get(id(out), (id(out), 0))
+        if root == id(out):
+            blocks.root[root] = out
+            blocks.death[root] = max(live.dies_at(out), index[id(out)])
+        at = base
+        for v in ins:
+            blocks.at[id(v)] = (root, at)
+            blocks.death[root] = max(blocks.death[root], live.dies_at(v), index[id(v)])
+            at += static_nbytes(v) or 0
+        blocks.at.setdefault(id(out), (root, 0))
+        plan.concats.add(out.name)
+    return blocks
+
+
+def _place(
+    plan: MemoryPlan, live: _Liveness, node: Node, out: Value, i: int, free: list[int],
+    ending: dict[int, list[int]], blocks: _Blocks,
+) -> None:
     nbytes = static_nbytes(out) if out.name else None
     if not nbytes or id(out) in live.pinned:
         return
     plan.naive_bytes += nbytes
+    plan.nbytes[out.name] = nbytes
+    if id(out) in blocks.at:  # a block of a Concat's arena, taken by its first block
+        root, offset = blocks.at[id(out)]
+        slot = blocks.slot.get(root)
+        if slot is None:
+            slot = blocks.slot[root] = _best_fit(plan, free, static_nbytes(blocks.root[root]) or 0)
+            ending.setdefault(blocks.death[root], []).append(slot)
+        plan.assignment[out.name] = slot
+        if offset:
+            plan.offsets[out.name] = offset
+        return
     death = live.dies_at(out)
     if death <= i:  # never read: still needs memory while it is written
         death = i
-    slot = _inplace_slot(plan, live, node, out, i, ending)
+    slot = _inplace_slot(plan, live, node, out, i, ending, blocks)
     if slot is None:
         slot = _best_fit(plan, free, nbytes)
     plan.assignment[out.name] = slot
-    plan.nbytes[out.name] = nbytes
     ending.setdefault(death, []).append(slot)
 
 
-def _inplace_slot(plan: MemoryPlan, live: _Liveness, node: Node, out: Value, i: int, ending: dict[int, list[int]]) -> int | None:
+def _inplace_slot(
+    plan: MemoryPlan, live: _Liveness, node: Node, out: Value, i: int, ending: dict[int, list[int]],
+    blocks: _Blocks,
+) -> int | None:
     if node.op_type not in INPLACE_OPS or len(node.outputs) != 1:
         return None
     for v in node.inputs:
-        if v is None or v.name not in plan.assignment or v.type != out.type:
+        if v is None or v.name not in plan.assignment or v.type != out.type or id(v) in blocks.at:
             continue
         if live.roots.get(id(v)) != {id(v)} or live.dies_at(v) != i:
             continue

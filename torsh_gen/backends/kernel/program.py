@@ -7,7 +7,10 @@ workspace reuses the CPU compiler's memory plan (``plan_memory``): arena k of th
 sits at a fixed offset, and values the plan leaves out (view-like ops that the kernels
 materialize) get regions of their own; scratch that a lowering asks for (a packed
 operand) lives in one area after them, shared by all kernels since they run one at a
-time. Reshape-like ops are pure aliases: no kernel.
+time. Reshape-like ops are pure aliases: no kernel. The plan is made with concatenation
+blocks (``build_plan(..., concat_blocks=True)``): a Concat of channel blocks is no kernel
+either, because the ops computing its inputs write them straight into their blocks of its
+arena.
 
 Weights go through a ``WeightStore`` that keeps each distinct tensor once (same bytes,
 same type and shape, one offset). Several programs of one graph (a library's CPU
@@ -44,6 +47,7 @@ from torsh_gen.errors import InputError, UnsupportedOpError
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.types import TensorType
 from torsh_gen.ops.registry import lookup
+from torsh_gen.passes.memplan import build_plan
 
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 ALIGN = 64
@@ -171,6 +175,8 @@ class _Builder:
             weights=self.store.blob,
         )
         plan = graph.meta.get("memory_plan")
+        if plan is not None:  # the same plan, with Concat inputs placed in their blocks
+            plan = build_plan(graph, concat_blocks=True)
         self.arena_offsets: list[int] = []
         if plan is not None:
             for size in plan.slots:
@@ -247,7 +253,8 @@ class _Builder:
         if self.plan is not None:
             slot = self.plan.slot_of(v.name)
             if slot is not None:
-                return TensorRef("workspace", 0, self.arena_offsets[slot], dtype, shape)
+                at = self.arena_offsets[slot] + self.plan.offsets.get(v.name, 0)
+                return TensorRef("workspace", 0, at, dtype, shape)
         return self.region(dtype, shape)
 
     def node(self, node: Node) -> None:
@@ -260,6 +267,9 @@ class _Builder:
             dtype, shape = _tensor_info(node.outputs[0])
             # an aliased graph output is copied into place by finish_outputs
             self.refs[id(node.outputs[0])] = TensorRef(src.kind, src.index, src.offset, dtype, shape)
+            return
+        if self.plan is not None and node.op_type == "Concat" and node.outputs[0].name in self.plan.concats:
+            self.refs[id(node.outputs[0])] = self.out_ref(node.outputs[0])  # its blocks are written
             return
         fn = lowering_for(node.op_type)
         if fn is None:
