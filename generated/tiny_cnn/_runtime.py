@@ -81,11 +81,11 @@ def arena(nbytes: int) -> np.ndarray:
     return raw[start : start + nbytes]
 
 
-def view(buffer: np.ndarray, dtype_name: str, shape: tuple) -> np.ndarray:
-    """A typed view of the start of ``buffer``."""
+def view(buffer: np.ndarray, dtype_name: str, shape: tuple, offset: int = 0) -> np.ndarray:
+    """A typed view of ``buffer`` from byte ``offset``."""
     dt = dtype(dtype_name)
     count = int(np.prod(shape, dtype=np.int64))
-    return buffer[: count * dt.itemsize].view(dt).reshape(shape)
+    return buffer[offset : offset + count * dt.itemsize].view(dt).reshape(shape)
 
 
 def _fmt(shape: Any) -> str:

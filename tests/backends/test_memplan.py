@@ -190,3 +190,26 @@ def test_concats_that_cannot_be_blocks_keep_their_copy() -> None:
         _, graph = _graph(nodes, outputs)
         plan = build_plan(graph, concat_blocks=True)
         assert not plan.concats and not plan.offsets, outputs
+
+
+def test_cpu_artifact_writes_concat_blocks_in_place(tmp_path: Path) -> None:
+    """The cpu package computes Concat inputs into their blocks (no np.concatenate); an
+    input that a kernel returned as a new array (Hardmax runs its reference kernel) is
+    copied into its block. Two runs with different inputs both match onnxruntime."""
+    w = numpy_helper.from_array(np.random.default_rng(1).standard_normal((4, 8, 3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["conv"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["conv"], ["a"]),
+        helper.make_node("Hardmax", ["x"], ["h"], axis=1),
+        helper.make_node("Sigmoid", ["x"], ["s"]),
+        helper.make_node("Concat", ["a", "h", "s"], ["c"], axis=1),
+        helper.make_node("Softmax", ["c"], ["y"], axis=1),
+    ]
+    model, _ = _graph(nodes, ["y"], inits=[w])
+    module = compile_and_load(model, tmp_path / "blocks")
+    code = (tmp_path / "blocks" / "model.py").read_text()
+    assert "np.concatenate" not in code
+    assert "np.copyto(self.b_h, h)" in code  # the reference kernel's result is copied in
+    rng = np.random.default_rng(2)
+    for _ in range(2):
+        assert_matches_ort(module, model, {"x": rng.standard_normal((1, 8, 4, 4)).astype(np.float32)})

@@ -98,11 +98,12 @@ class MemoryPlan:
 @register_pass("plan_memory", ensures=("memory_plan",))
 def plan_memory(graph: Graph) -> bool:
     """Plan buffer reuse for the top-level graph (graph.meta['memory_plan'])."""
-    plan = build_plan(graph)
+    plan = build_plan(graph, concat_blocks=True)
     graph.meta["memory_plan"] = plan
     note(
         f"{len(plan.assignment)} values in {len(plan.slots)} buffers: {plan.planned_bytes} bytes "
         f"planned vs {plan.naive_bytes} naive, {len(plan.inplace)} in place"
+        + (f", {len(plan.concats)} Concat(s) as blocks" if plan.concats else "")
     )
     return False  # an annotation: the graph's nodes are unchanged
 

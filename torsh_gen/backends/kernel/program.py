@@ -7,10 +7,9 @@ workspace reuses the CPU compiler's memory plan (``plan_memory``): arena k of th
 sits at a fixed offset, and values the plan leaves out (view-like ops that the kernels
 materialize) get regions of their own; scratch that a lowering asks for (a packed
 operand) lives in one area after them, shared by all kernels since they run one at a
-time. Reshape-like ops are pure aliases: no kernel. The plan is made with concatenation
-blocks (``build_plan(..., concat_blocks=True)``): a Concat of channel blocks is no kernel
-either, because the ops computing its inputs write them straight into their blocks of its
-arena.
+time. Reshape-like ops are pure aliases: no kernel. A Concat of channel blocks is no kernel
+either: the plan places its inputs as blocks of its arena (``MemoryPlan.concats``), so the
+ops computing them write straight into place.
 
 Weights go through a ``WeightStore`` that keeps each distinct tensor once (same bytes,
 same type and shape, one offset). Several programs of one graph (a library's CPU
@@ -47,7 +46,6 @@ from torsh_gen.errors import InputError, UnsupportedOpError
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.types import TensorType
 from torsh_gen.ops.registry import lookup
-from torsh_gen.passes.memplan import build_plan
 
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
 ALIGN = 64
@@ -175,8 +173,6 @@ class _Builder:
             weights=self.store.blob,
         )
         plan = graph.meta.get("memory_plan")
-        if plan is not None:  # the same plan, with Concat inputs placed in their blocks
-            plan = build_plan(graph, concat_blocks=True)
         self.arena_offsets: list[int] = []
         if plan is not None:
             for size in plan.slots:

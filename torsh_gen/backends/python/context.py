@@ -53,12 +53,14 @@ def np_dtype(dtype: DType) -> str:
 
 @dataclass
 class Buffer:
-    """A planned output buffer: a view of arena ``slot`` with a static dtype and shape."""
+    """A planned output buffer: a view of arena ``slot`` (from byte ``offset``: a block of a
+    Concat's arena) with a static dtype and shape."""
 
     attr: str
     slot: int
     dtype: str
     shape: tuple[int, ...]
+    offset: int = 0
 
 
 @dataclass
@@ -86,6 +88,8 @@ class Module:
     weights: WeightStore | None = None
     expr: dict[int, str] = field(default_factory=dict)
     buffers: list[Buffer] = field(default_factory=list)
+    #: value id -> attribute of its planned buffer (Concat finds its blocks' buffers here)
+    buffer_of: dict[int, str] = field(default_factory=dict)
     kernels: dict[str, str] = field(default_factory=dict)  # source body → kernel name
     kernel_sources: list[str] = field(default_factory=list)
     ref_kernels: list[RefKernel] = field(default_factory=list)

@@ -174,5 +174,6 @@ def _buffer(module: Module, v: Value) -> str | None:
     shape = tuple(int(d) for d in t.shape)  # type: ignore[union-attr]
     if np_dtype(t.dtype).startswith("_rt"):
         module.uses_ml_dtypes = True
-    module.buffers.append(Buffer(attr, plan.assignment[v.name], t.dtype.numpy.name, shape))
+    module.buffers.append(Buffer(attr, plan.assignment[v.name], t.dtype.numpy.name, shape, plan.offsets.get(v.name, 0)))
+    module.buffer_of[id(v)] = f"self.{attr}"
     return f"self.{attr}"

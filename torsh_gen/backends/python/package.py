@@ -106,7 +106,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         inputs=literal(tuple(inputs_sig)),
         outputs=literal(tuple(outputs_sig)),
         slots=literal(list(module.plan.slots) if module.plan else []),
-        buffers=literal([(b.attr, b.slot, b.dtype, b.shape) for b in module.buffers]),
+        buffers=literal([(b.attr, b.slot, b.offset, b.dtype, b.shape) for b in module.buffers]),
         ref_kernels=[_ref_view(k) for k in module.ref_kernels],
         plugin_imports=[(*path.split(":"), alias) for path, alias in sorted(module.plugin_kernels.items())],
         forward="\n".join(forward.lines),
@@ -158,7 +158,7 @@ def _plan(graph: Graph) -> MemoryPlan | None:
         values = {v.name: v for n in graph.nodes for v in n.outputs if v.name}
         if all(name in values and static_nbytes(values[name]) == nb for name, nb in plan.nbytes.items()):
             return plan
-    return build_plan(graph)
+    return build_plan(graph, concat_blocks=True)
 
 
 def _constants(graph: Graph, known: dict[int, Any]) -> dict[int, Any]:

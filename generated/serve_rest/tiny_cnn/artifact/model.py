@@ -44,8 +44,8 @@ class Model:
             setattr(self, name, array)
         self._rng = np.random.default_rng(0)
         arenas = [_rt.arena(n) for n in SLOTS]
-        for attr, slot, dtype, shape in BUFFERS:
-            setattr(self, attr, _rt.view(arenas[slot], dtype, shape))
+        for attr, slot, offset, dtype, shape in BUFFERS:
+            setattr(self, attr, _rt.view(arenas[slot], dtype, shape, offset))
 
     def run(self, /, **inputs: np.ndarray) -> dict:
         """Run the model on named inputs; returns the outputs by name, in graph order.

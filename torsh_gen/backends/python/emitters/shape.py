@@ -99,6 +99,17 @@ def concat(ctx: NodeCtx) -> bool:
     xs = [x for x in ctx.ins if x is not None]
     if not xs:
         return False
+    plan, out = ctx.module.plan, ctx.node.outputs[0]
+    if plan is not None and out.name in plan.concats and ctx.buf(0):
+        # the plan made every input a block of this buffer: an input computed into its
+        # block needs nothing; one that came out elsewhere is copied into its block
+        blocks = [ctx.module.buffer_of.get(id(v)) for v in ctx.node.inputs]
+        if all(blocks):
+            for x, block in zip(xs, blocks):
+                ctx.emit(f"if {x} is not {block}:")
+                ctx.emit(f"    np.copyto({block}, {x})")
+            ctx.emit(f"{ctx.y()} = {ctx.buf(0)}")
+            return True
     ctx.emit(f"{ctx.y()} = np.concatenate(({', '.join(xs)},), axis={int(ctx.attrs.axis)}{ctx.out_kw()})")
     return True
 
