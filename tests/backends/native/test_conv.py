@@ -521,3 +521,31 @@ def test_channel_vector_tiles_only_where_they_pay() -> None:
     assert applies(conv_geometry((1, 256, 14, 14), (64, 256, 1, 1), Attrs({"strides": [2, 2]})), 16, "f32", True)
     grouped = Attrs({"pads": [1, 1, 1, 1], "group": 2})
     assert not applies(conv_geometry((1, 64, 28, 28), (64, 32, 3, 3), grouped), 16, "f32", True)
+
+
+SUBSAMPLED_CASES = [
+    # (input shape, out channels, strides, lanes): ResNet's shortcuts and odd sizes
+    ((1, 64, 14, 14), 32, [2, 2], 16),  # fewer than 256 in channels: no channel tiles
+    ((1, 48, 13, 11), 24, [2, 2], 8),  # odd sizes, AVX2's lanes
+    ((2, 16, 9, 10), 8, [3, 2], 4),  # unequal strides, batch 2, wasm's lanes
+    ((1, 1024, 14, 14), 32, [2, 2], 16),  # channel tiles would apply; 1024 channels go GEMM
+]
+
+
+@pytest.mark.parametrize("xs, oc, strides, lanes", SUBSAMPLED_CASES)
+def test_strided_pointwise_runs_as_a_gemm_on_a_dense_copy(xs, oc, strides, lanes) -> None:
+    """A strided 1x1 convolution copies the positions its stride visits side by side (one
+    scratch buffer) and runs the pointwise GEMM over them, with bias, residual and ReLU."""
+    w = numpy_helper.from_array(rand(oc, xs[1], 1, 1, seed=2) * 0.1, "w")
+    b = numpy_helper.from_array(rand(oc, seed=4), "b")
+    ys = (xs[0], oc, -(-xs[2] // strides[0]), -(-xs[3] // strides[1]))
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], strides=strides),
+         helper.make_node("Add", ["c", "z"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
+        [helper.make_tensor_value_info("x", TP.FLOAT, xs), helper.make_tensor_value_info("z", TP.FLOAT, ys)],
+        [helper.make_tensor_value_info("y", TP.FLOAT, ys)], [w, b],
+    )
+    program = check_native(model, {"x": rand(*xs, seed=3), "z": rand(*ys, seed=5)}, lanes=lanes, interpret=lanes == 4)
+    (kernel,) = program.kernels.values()
+    scratch = [buf for buf in kernel.buffers if buf.name.startswith("s")]
+    assert [buf.size.value for buf in scratch] == [xs[0] * xs[1] * ys[2] * ys[3]]  # the dense copy

@@ -23,9 +23,9 @@ packed at compile time as (block, in channel, tap, width). The input is read in 
 from the padded, phase-split copy of ``conv_operands.padded_source``, so strides and pads
 need no checks. Only 2-D, ungrouped convolutions with constant float32 weights, a channel
 count that is a multiple of the lanes and at least ``MIN_REDUCTION`` multiply-adds per
-output take this path, 1x1 ones only when strided (ResNet's downsampling shortcuts: the
-1024 -> 2048 one ran at 21 GFLOP/s in row tiles over its 7-wide rows, 52 here); stride-1
-1x1 convolutions stay GEMMs, the rest keep the row tile.
+output take this path; 1x1 convolutions are GEMMs (strided ones over a dense copy of the
+positions they visit, see ``conv.subsampled``) except small strided ones, and the rest keep
+the row tile.
 """
 
 from __future__ import annotations
