@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/wasm_layers.py [--layers stem7x7s2,c3x3_96_128_27] [--runs 15]
 
-Each layer (the Conv + Relu shapes of light_inception_v1, an LRN and a MaxPool) becomes a
+Each layer (the Conv + Relu shapes of light_inception_v1 and light_resnet50, an LRN and a
+MaxPool) becomes a
 one-node model with seeded weights, compiled for wasm32 and timed by
 ``benchmarks/wasm/bench.mjs`` beside onnxruntime-web in one Node process. GFLOP/s are
 2 * MACs / latency. Prints one line per layer; for whole models use wasm_bench.py.
@@ -40,6 +41,16 @@ LAYERS: dict[str, tuple] = {
     "c5x5_16_48_13": ("conv", 16, 13, 48, 5, 1, 2),
     "c3x3_160_320_6": ("conv", 160, 6, 320, 3, 1, 1),
     "c1x1_832_384_6": ("conv", 832, 6, 384, 1, 1, 0),
+    "r50_1x1_64_256_56": ("conv", 64, 56, 256, 1, 1, 0),
+    "r50_1x1_256_64_56": ("conv", 256, 56, 64, 1, 1, 0),
+    "r50_3x3_64_56": ("conv", 64, 56, 64, 3, 1, 1),
+    "r50_1x1s2_256_512_56": ("conv", 256, 56, 512, 1, 2, 0),
+    "r50_3x3s2_128_56": ("conv", 128, 56, 128, 3, 2, 1),
+    "r50_3x3_128_28": ("conv", 128, 28, 128, 3, 1, 1),
+    "r50_1x1_1024_256_14": ("conv", 1024, 14, 256, 1, 1, 0),
+    "r50_3x3_256_14": ("conv", 256, 14, 256, 3, 1, 1),
+    "r50_1x1_512_2048_7": ("conv", 512, 7, 2048, 1, 1, 0),
+    "r50_3x3_512_7": ("conv", 512, 7, 512, 3, 1, 1),
     "lrn_192_55": ("lrn", 192, 55),
     "maxpool_480_13": ("pool", 480, 13),
 }

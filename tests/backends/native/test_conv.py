@@ -549,3 +549,42 @@ def test_strided_pointwise_runs_as_a_gemm_on_a_dense_copy(xs, oc, strides, lanes
     (kernel,) = program.kernels.values()
     scratch = [buf for buf in kernel.buffers if buf.name.startswith("s")]
     assert [buf.size.value for buf in scratch] == [xs[0] * xs[1] * ys[2] * ys[3]]  # the dense copy
+
+
+@pytest.mark.parametrize("size, across", [(16, False), (14, True), (9, True)])
+def test_target_channel_tiles_only_where_row_tiles_waste_lanes(size: int, across: bool) -> None:
+    """A target that turns channel tiles on (wasm32's 4 lanes) keeps the row tile where its
+    rows fill whole vectors (16 = two 8-lane blocks) and takes channel tiles where a row
+    leaves lanes idle (14 in two 8-lane blocks: 1/8; 9: more); both match onnxruntime."""
+    import re
+
+    import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
+    from tests.backends.native.helpers import ort_run
+    from torsh_gen.backends.kernel.lower import Schedule
+    from torsh_gen.backends.kernel.lower.conv import conv_geometry, row_waste, schedule
+    from torsh_gen.backends.kernel.printer import format_kernel
+    from torsh_gen.backends.kernel.program import build_program
+    from torsh_gen.backends.llvm.jit import JitProgram
+    from torsh_gen.frontends.onnx import load_onnx
+    from torsh_gen.ops.inference import infer_types
+    from torsh_gen.ops.registry import Attrs
+    from torsh_gen.passes import pipeline, run_passes
+
+    geo = conv_geometry((1, 32, size, size), (40, 32, 3, 3), Attrs({"pads": [1, 1, 1, 1]}))
+    assert (row_waste(geo, schedule(geo, 4, 4, 12), 4) >= 0.1) is across
+    w = numpy_helper.from_array(rand(40, 32, 3, 3, seed=2) * 0.1, "w")
+    b = numpy_helper.from_array(rand(40, seed=4), "b")
+    model = make_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+        [helper.make_tensor_value_info("x", TP.FLOAT, (1, 32, size, size))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, (1, 40, size, size))], [w, b],
+    )
+    graph = load_onnx(model.SerializeToString())
+    run_passes(graph, pipeline("O3") + ["plan_memory"])
+    infer_types(graph)
+    program = build_program(graph, Schedule(lanes=4, threads=False, accumulators=12, channel_tiles=True))
+    (kernel,) = program.kernels.values()
+    assert bool(re.search(r"for r\d+ in 0:i64\.\.8:i64 vector8 ", format_kernel(kernel))) is across
+    x = rand(1, 32, size, size, seed=3)
+    got = JitProgram(program).run({"x": x})["y"]
+    np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)

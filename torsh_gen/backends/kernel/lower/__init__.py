@@ -58,7 +58,8 @@ class Schedule:
     #: (0: as ``accumulators``).
     pointwise_accumulators: int = 0
     #: Whether convolutions may run with the vector across output channels
-    #: (``conv_channels``); None: where vectors have 16 lanes or more.
+    #: (``conv_channels``); None: where vectors have 16 lanes or more; True (a target's
+    #: data): where the row tile would leave lanes idle (``conv.CHANNEL_TILES_MIN_WASTE``).
     channel_tiles: bool | None = None
 
 
