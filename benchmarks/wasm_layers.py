@@ -3,8 +3,7 @@
     .venv/bin/python benchmarks/wasm_layers.py [--layers stem7x7s2,c3x3_96_128_27] [--runs 15]
 
 Each layer (the Conv + Relu shapes of light_inception_v1 and light_resnet50, an LRN and a
-MaxPool) becomes a
-one-node model with seeded weights, compiled for wasm32 and timed by
+MaxPool) becomes a one-node model with seeded weights, compiled for wasm32 and timed by
 ``benchmarks/wasm/bench.mjs`` beside onnxruntime-web in one Node process. GFLOP/s are
 2 * MACs / latency. Prints one line per layer; for whole models use wasm_bench.py.
 """

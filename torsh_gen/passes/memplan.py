@@ -54,6 +54,12 @@ FRESH_OPS: frozenset[str] = INPLACE_OPS | frozenset(
 )
 
 
+def makes_new_memory(node: Node) -> bool:
+    """Whether ``node``'s outputs are always new memory (an op of ``FRESH_OPS`` in the
+    default or torsh domain), never a view of an input."""
+    return node.op_type in FRESH_OPS and node.domain in ("", "ai.torsh")
+
+
 @dataclass
 class MemoryPlan:
     """Where each planned value of the top-level graph lives.
@@ -136,7 +142,7 @@ class _Liveness:
         for v in graph.values():
             self.roots[id(v)] = {id(v)}
         for i, node in enumerate(graph.nodes):
-            if node.op_type not in FRESH_OPS or node.domain not in ("", "ai.torsh"):
+            if not makes_new_memory(node):
                 joined = set().union(*(self.roots.get(id(v), {id(v)}) for v in node.inputs if v is not None))
                 for out in node.outputs:
                     self.roots[id(out)] = {id(out)} | joined
@@ -164,7 +170,7 @@ def build_plan(graph: Graph, concat_blocks: bool = False) -> MemoryPlan:
     free: list[int] = []  # arena indices free for reuse
     ending: dict[int, list[int]] = {}  # node index → arenas released after it
     for i, node in enumerate(graph.nodes):
-        if node.op_type in FRESH_OPS and node.domain in ("", "ai.torsh"):
+        if makes_new_memory(node):
             for out in node.outputs:
                 _place(plan, live, node, out, i, free, ending, blocks)
         free.extend(sorted(ending.pop(i, [])))
@@ -174,10 +180,11 @@ def build_plan(graph: Graph, concat_blocks: bool = False) -> MemoryPlan:
 @dataclass
 class _Blocks:
     """Concat blocks: value id → (id of the outermost Concat output holding it, byte
-    offset), and per outermost output its size, value and the last reader of any block."""
+    offset), and per outermost output its bytes, the last reader of any block and, once
+    taken, its arena."""
 
     at: dict[int, tuple[int, int]] = field(default_factory=dict)
-    root: dict[int, Value] = field(default_factory=dict)
+    size: dict[int, int] = field(default_factory=dict)
     death: dict[int, int] = field(default_factory=dict)
     slot: dict[int, int] = field(default_factory=dict)
 
@@ -187,12 +194,7 @@ def _concat_blocks(graph: Graph, live: _Liveness, plan: MemoryPlan) -> _Blocks:
     land inside the block their output already has)."""
     blocks = _Blocks()
     index = {id(o): i for i, n in enumerate(graph.nodes) for o in n.outputs}
-    fresh = {
-        id(o)
-        for n in graph.nodes
-        if n.op_type in FRESH_OPS and n.domain in ("", "ai.torsh")
-        for o in n.outputs
-    }
+    fresh = {id(o) for n in graph.nodes if makes_new_memory(n) for o in n.outputs}
 
     def planned(v: Value | None) -> bool:
         return (
@@ -217,7 +219,7 @@ def _concat_blocks(graph: Graph, live: _Liveness, plan: MemoryPlan) -> _Blocks:
             continue
         root, base = blocks.at.get(id(out), (id(out), 0))
         if root == id(out):
-            blocks.root[root] = out
+            blocks.size[root] = static_nbytes(out) or 0
             blocks.death[root] = max(live.dies_at(out), index[id(out)])
         at = base
         for v in ins:
@@ -242,7 +244,7 @@ def _place(
         root, offset = blocks.at[id(out)]
         slot = blocks.slot.get(root)
         if slot is None:
-            slot = blocks.slot[root] = _best_fit(plan, free, static_nbytes(blocks.root[root]) or 0)
+            slot = blocks.slot[root] = _best_fit(plan, free, blocks.size[root])
             ending.setdefault(blocks.death[root], []).append(slot)
         plan.assignment[out.name] = slot
         if offset:

@@ -75,7 +75,7 @@ def _owned(module: Module, graph: Graph, v: Value, expr: str) -> str:
 
 def _fresh_root(graph: Graph, v: Value) -> bool:
     """True when ``v`` cannot view a graph input or weight (through view-making ops)."""
-    from torsh_gen.passes.memplan import FRESH_OPS
+    from torsh_gen.passes.memplan import makes_new_memory
 
     seen: set[int] = set()
     stack = [v]
@@ -87,7 +87,7 @@ def _fresh_root(graph: Graph, v: Value) -> bool:
         p = w.producer
         if p is None or w.const is not None:
             return False
-        if p.op_type in FRESH_OPS and p.domain in ("", "ai.torsh"):
+        if makes_new_memory(p):
             continue
         stack.extend(x for x in p.inputs if x is not None)
         for sg in p.subgraphs():

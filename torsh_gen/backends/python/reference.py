@@ -17,7 +17,7 @@ from torsh_gen.backends.python.literals import literal
 from torsh_gen.errors import UnsupportedOpError
 from torsh_gen.ir.graph import Attribute, AttrKind, Graph
 from torsh_gen.ir.types import MapType, OptionalType, SequenceType, TensorType, Type
-from torsh_gen.passes.memplan import FRESH_OPS
+from torsh_gen.passes.memplan import makes_new_memory
 
 
 def type_src(t: Type | None) -> str:
@@ -123,7 +123,7 @@ def emit_reference(ctx: NodeCtx) -> None:
     attr = module.names.name(node.op_type, prefix="op")
     items = ", ".join(f"{literal(n)}: {_attr_src(ctx, n, a)}" for n, a in sorted(node.attrs.items()))
     graphs = [n for n, a in sorted(node.attrs.items()) if a.kind in (AttrKind.GRAPH, AttrKind.GRAPHS)]
-    fresh = node.op_type in FRESH_OPS and node.domain in ("", "ai.torsh")
+    fresh = makes_new_memory(node)
     module.ref_kernels.append(
         RefKernel(attr, node.op_type, node.domain, module.opsets.get(node.domain, module.opsets.get("", 0)),
                   ctx.opset, "{" + items + "}", len(node.outputs), graphs)

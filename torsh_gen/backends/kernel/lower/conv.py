@@ -470,23 +470,22 @@ def lower_conv(ctx: LowerCtx) -> None:
     if prod(ctx.out_shape(0)) == 0:
         return
     lanes = ctx.sched.lanes if dtype == "f32" else max(1, ctx.sched.lanes // 2)
-    budget = (geo.pointwise and ctx.sched.pointwise_accumulators) or ctx.sched.accumulators
+    itemsize = 4 if dtype == "f32" else 8
+    pointwise_budget = ctx.sched.pointwise_accumulators or ctx.sched.accumulators
+    budget = pointwise_budget if geo.pointwise else ctx.sched.accumulators
+    lay = schedule(geo, lanes, itemsize, budget)  # the row tiles' layout
     channels = conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None, ctx.sched.channel_tiles)
     if channels and ctx.sched.channel_tiles:  # a target's choice: where row tiles waste lanes
-        lay = schedule(geo, lanes, 4, budget)
         channels = row_waste(geo, lay, lanes) >= CHANNEL_TILES_MIN_WASTE
     if subsampled(geo) and not (channels and prod(geo.out) < 4 * lanes and geo.cin < SUBSAMPLE_MIN_CIN):
-        flat = Geometry(geo.batch, geo.cin, geo.cout, 1, geo.out, *[(1, 1, 1)] * 3, (0, 0, 0), geo.out)
         src = subsampled_source(ctx, geo)
-        budget = ctx.sched.pointwise_accumulators or ctx.sched.accumulators
-        lay = schedule(flat, lanes, 4 if dtype == "f32" else 8, budget)
+        lay = schedule(flattened(geo), lanes, itemsize, pointwise_budget)
         tiled(ctx, Plan(lay, src, weights(ctx, lay.geo, lay.rows), Epilogue(ctx, lay.geo)))
         return
     if channels:
         src = raw_source(ctx, geo) if reads_in_place(geo) else padded_source(ctx, geo)
         conv_channels.channel_tiles(ctx, geo, src, lanes, budget or default_accumulators(lanes, 4))
         return
-    lay = schedule(geo, lanes, 4 if dtype == "f32" else 8, budget)
     base = flattened(geo) if geo.pointwise else geo
     src = padded_source(ctx, base) if lay.padded else raw_source(ctx, base)
     ep = Epilogue(ctx, base, lay.wide)
