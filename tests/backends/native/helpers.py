@@ -18,12 +18,15 @@ from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes import pipeline, run_passes
 
 
-def lower_model(model: onnx.ModelProto, level: str = "O3", lanes: int = 8, threads: bool = True) -> Program:
-    """The program of ``model`` after the level's passes and the memory plan."""
+def lower_model(
+    model: onnx.ModelProto, level: str = "O3", lanes: int = 8, threads: bool = True, sched: Schedule | None = None
+) -> Program:
+    """The program of ``model`` after the level's passes and the memory plan (``sched``:
+    a whole schedule instead of ``lanes`` and ``threads``)."""
     graph = load_onnx(model.SerializeToString())
     run_passes(graph, pipeline(level) + ["plan_memory"])
     infer_types(graph)
-    return build_program(graph, Schedule(lanes=lanes, threads=threads, parallel_min=1024))
+    return build_program(graph, sched or Schedule(lanes=lanes, threads=threads, parallel_min=1024))
 
 
 def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -58,12 +61,13 @@ def check_native(
     lanes: int = 8,
     interpret: bool = False,
     level: str = "O3",
+    sched: Schedule | None = None,
 ) -> Program:
     """Lower, JIT-run (and interpret when asked) and compare every output with onnxruntime."""
     from torsh_gen.backends.llvm.jit import JitProgram
 
     onnx.checker.check_model(model)
-    program = lower_model(model, level=level, lanes=lanes)
+    program = lower_model(model, level=level, lanes=lanes, sched=sched)
     expected = ort_run(model, feeds)
     got = JitProgram(program).run(feeds)
     for spec, exp in zip(program.outputs, expected):

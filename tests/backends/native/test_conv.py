@@ -588,3 +588,45 @@ def test_target_channel_tiles_only_where_row_tiles_waste_lanes(size: int, across
     x = rand(1, 32, size, size, seed=3)
     got = JitProgram(program).run({"x": x})["y"]
     np.testing.assert_allclose(got, ort_run(model, {"x": x})[0], rtol=1e-4, atol=1e-4)
+
+
+#: (index into GEOMETRIES, or an extra geometry; whether the taps roll): 3x3 padded, in
+#: place, grouped, dilated (reads 2 apart), 1-d and 3-d; 5x5; 7x7 stride 2 (runs of 4 and 3);
+#: dilation 2 with stride 2 (every tap in one phase); and the ones that stay unrolled: 3x3
+#: stride 2 (runs of 2 and 1), stride 2 along x only, 5x5 stride 2, a 2-wide kernel.
+ROLLED_CASES = [
+    (4, True), (5, True), (17, True), (8, True), (26, True), (27, True), (10, True), (12, True),
+    (((1, 3, 17, 19), (4, 3, 3, 3), dict(strides=[2, 2], dilations=[2, 2], pads=[2, 2, 2, 2])), True),
+    (6, False), (7, False), (11, False), (9, False),
+]
+
+
+@pytest.mark.parametrize("case, rolled", ROLLED_CASES, ids=[str(i) for i in range(len(ROLLED_CASES))])
+def test_rolled_tap_loops_match_onnxruntime(case, rolled: bool) -> None:
+    """With a target's ``rolled_tap_accumulators`` (wasm32: 8), a kernel row's taps run as a
+    rolled loop per phase of the source where every phase has 3 or more of them; JIT and
+    interpreter match onnxruntime either way."""
+    from torsh_gen.backends.kernel.lower import Schedule
+    from torsh_gen.backends.kernel.printer import format_kernel
+
+    xs, ws, attrs = GEOMETRIES[case] if isinstance(case, int) else case
+    sched = Schedule(lanes=4, threads=False, rolled_tap_accumulators=8)
+    program = check_native(conv_model(xs, ws, **attrs), {"x": rand(*xs, seed=3)}, sched=sched, interpret=True)
+    (text,) = [format_kernel(program.kernels[c.kernel]) for c in program.calls if "Conv" in c.op_type]
+    assert (" rolled {" in text) is rolled
+
+
+def test_wasm32_rolls_taps_with_eight_accumulators() -> None:
+    """wasm32's data turns rolled taps on; the x86 and aarch64 targets keep them unrolled."""
+    from torsh_gen.backends.kernel.lower.conv import conv_geometry, schedule
+    from torsh_gen.backends.llvm import schedule_for
+    from torsh_gen.backends.llvm.targets import load_target
+    from torsh_gen.ops.registry import Attrs
+
+    assert schedule_for(load_target("wasm32")).rolled_tap_accumulators == 8
+    for name in ("x86_64-linux", "aarch64-linux"):
+        assert schedule_for(load_target(name)).rolled_tap_accumulators == 0
+    geo = conv_geometry((1, 64, 55, 55), (192, 64, 3, 3), Attrs({"pads": [1, 1, 1, 1]}))
+    lay = schedule(geo, 4, 4, 0, 8)
+    assert lay.rolled and lay.rows * lay.pair * (lay.width // 4) == 8
+    assert not schedule(geo, 4, 4).rolled

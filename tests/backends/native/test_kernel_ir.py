@@ -204,3 +204,39 @@ def test_printer_is_stable() -> None:
         "  }\n"
         "}\n"
     )
+
+
+def test_rolled_loop_stays_a_loop_and_computes_the_same() -> None:
+    """A ``rolled`` loop carries ``llvm.loop.unroll.disable``: after O3 its three-trip body
+    is still one copy with a back-edge, where the same ``serial`` loop is unrolled (with
+    the vector loop around it); the JIT agrees with the interpreter."""
+    from llvmlite import ir
+
+    from torsh_gen.backends.llvm.emit import emit_kernel
+    from torsh_gen.backends.llvm.machine import optimize
+    from torsh_gen.backends.llvm.targets import load_target
+
+    def kernel(kind: str):
+        kb = KernelBuilder(f"k_{kind}")
+        x = kb.buffer("x", "f32", 64 + 2)
+        y = kb.buffer("y", "f32", 64, writable=True)
+        with kb.loop(64, kind="vector", width=4) as i:
+            acc = kb.local("f32", 0.0)
+            with kb.loop(3, kind=kind) as t:
+                kb.assign(acc, call("fma", Cast(t, "f32") + 1.0, x[i + t], acc))
+            y[i] = acc
+        return kb.build()
+
+    def fmuls(kern) -> tuple[int, bool]:
+        module = ir.Module(name="m")
+        emit_kernel(module, kern).linkage = ""  # external: O3 keeps it
+        text = str(optimize(module, load_target("wasm32"))[0])
+        return text.count("call <4 x float> @llvm.fmuladd.v4f32("), "llvm.loop.unroll.disable" in text
+
+    assert fmuls(kernel("rolled")) == (1, True)
+    unrolled, hinted = fmuls(kernel("serial"))
+    assert unrolled >= 3 and not hinted
+    data = np.random.default_rng(2).standard_normal(66).astype(np.float32)
+    a, b = _both(kernel("rolled"), lambda: {"x": data.copy(), "y": np.zeros(64, np.float32)})
+    np.testing.assert_allclose(a["y"], b["y"], rtol=1e-6)
+    np.testing.assert_allclose(a["y"], data[:64] + 2 * data[1:65] + 3 * data[2:66], rtol=1e-5)

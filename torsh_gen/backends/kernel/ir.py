@@ -6,7 +6,8 @@ body is a list of statements:
 
 - ``Loop(var, start, stop, body, kind)`` with kind ``serial``, ``parallel`` (split across
   the target's threads), ``vector`` (``width`` lanes: expressions varying with ``var``
-  become vectors; a scalar remainder loop covers the tail) or ``unroll``;
+  become vectors; a scalar remainder loop covers the tail), ``unroll`` or ``rolled`` (a
+  serial loop the emitter must not unroll);
 - ``Let`` (an immutable name), ``Local`` / ``Assign`` (a mutable scalar, an accumulator),
   ``Store``, ``If``.
 
@@ -37,7 +38,7 @@ UN_OPS = ("neg", "not")
 #: Intrinsic calls: name → number of arguments.
 INTRINSICS = {"sqrt": 1, "fabs": 1, "floor": 1, "ceil": 1, "trunc": 1, "roundeven": 1, "fma": 3}
 #: Loop kinds.
-LOOP_KINDS = ("serial", "parallel", "vector", "unroll")
+LOOP_KINDS = ("serial", "parallel", "vector", "unroll", "rolled")
 
 
 def is_float(dtype: str) -> bool:

@@ -49,6 +49,7 @@ def schedule_for(spec: TargetSpec) -> Schedule:
         accumulators=spec.accumulators,
         pointwise_accumulators=spec.pointwise_accumulators,
         channel_tiles=spec.channel_tiles,
+        rolled_tap_accumulators=spec.rolled_tap_accumulators,
     )
 
 

@@ -14,6 +14,8 @@ a parallel loop was decided in the kernel IR:
 - ``parallel`` loops are outlined into ``name.par<k>(i8* ctx, i64 begin, i64 end)``; the
   values the body reads travel in a stack struct.
 - ``unroll`` loops are serial loops (LLVM unrolls short constant trip counts itself).
+- ``rolled`` loops are serial loops that LLVM is told not to unroll (``llvm.loop`` with
+  ``llvm.loop.unroll.disable``), for bodies whose registers one iteration already fills.
 """
 
 from __future__ import annotations
@@ -235,9 +237,11 @@ class _FunctionEmitter:
             self.vec = None
             self._serial(s, scope, main_stop, stop.v)
         else:
-            self._serial(s, scope, start.v, stop.v)
+            self._serial(s, scope, start.v, stop.v, rolled=s.kind == "rolled")
 
-    def _serial(self, s: Loop, scope: _Scope, start: ir.Value, stop: ir.Value, step: int = 1) -> None:
+    def _serial(
+        self, s: Loop, scope: _Scope, start: ir.Value, stop: ir.Value, step: int = 1, rolled: bool = False
+    ) -> None:
         pre = self.b.block
         header = self.fn.append_basic_block("loop")
         body = self.fn.append_basic_block("body")
@@ -258,9 +262,19 @@ class _FunctionEmitter:
             inner.strides[s.var] = 0
         self.block(s.body, inner)
         nxt = self.b.add(i, ir.Constant(I64, step))
-        self.b.branch(header)
+        back = self.b.branch(header)
+        if rolled:
+            back.set_metadata("llvm.loop", self._unroll_disabled())
         i.add_incoming(nxt, self.b.block)
         self.b.position_at_end(exit_)
+
+    def _unroll_disabled(self) -> ir.values.MDValue:
+        """A fresh loop ID (LLVM wants one per loop, its first operand itself) asking
+        LLVM's unroller to leave the loop as it is."""
+        hint = self.module.add_metadata([ir.MetaDataString(self.module, "llvm.loop.unroll.disable")])
+        loop_id = ir.values.MDValue(self.module, [hint], name=str(len(self.module.metadata)))
+        loop_id.operands = (loop_id, hint)
+        return loop_id
 
     def _iota(self, base: ir.Value, width: int) -> ir.Value:
         vt = ir.VectorType(I64, width)

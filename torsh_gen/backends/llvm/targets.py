@@ -75,6 +75,9 @@ class TargetSpec:
     pointwise_accumulators: int = 0
     #: Whether convolutions may vectorize across output channels (None: by vector width).
     channel_tiles: bool | None = None
+    #: Accumulators of a direct convolution's row tile when its taps along a kernel row run
+    #: as a loop LLVM keeps rolled (0: taps unrolled; ``Schedule.rolled_tap_accumulators``).
+    rolled_tap_accumulators: int = 0
     #: Whether LLVM may inline the kernels into the graph's entry point (wasm32: no, V8
     #: compiles huge functions with a worse register allocator).
     inline_kernels: bool = True
@@ -99,6 +102,7 @@ class TargetSpec:
             accumulators=variant.accumulators,
             pointwise_accumulators=0,
             channel_tiles=None,
+            rolled_tap_accumulators=0,
             requires=variant.requires,
             variants=(),
         )
@@ -147,6 +151,7 @@ def load_target(name: str) -> TargetSpec:
         accumulators=int(data.get("accumulator_registers", 0)),
         pointwise_accumulators=int(data.get("pointwise_accumulator_registers", 0)),
         channel_tiles=None if "conv_channel_tiles" not in data else bool(data["conv_channel_tiles"]),
+        rolled_tap_accumulators=int(data.get("conv_rolled_tap_accumulators", 0)),
         inline_kernels=bool(data.get("inline_kernels", True)),
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(

@@ -41,8 +41,10 @@ by side.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from torsh_gen.backends.kernel.builder import KernelBuilder
@@ -99,6 +101,9 @@ SUBSAMPLE_MIN_CIN = 1024
 #: 3x3 layers, row / channel tiles: rows of 56 0.99 / 1.12, 28 1.03 / 1.15, 27 1.05 / 1.12,
 #: 55 1.14 / 1.17 (no lane idle in rows: row tiles win); 14 1.16 / 1.07 (1/8 idle).
 CHANNEL_TILES_MIN_WASTE = 0.1
+#: Fewest taps per phase of a kernel row that a rolled tap loop needs (``rolls``). Node 20,
+#: 3x3 stride 2 (runs of 2 and 1) from 56: 1.15x onnxruntime-web unrolled, 1.49x rolled.
+ROLLED_MIN_TAPS = 3
 #: Most taps whose depthwise weights are kept in registers for a whole plane.
 DEPTHWISE_HELD_TAPS = 32
 
@@ -151,7 +156,8 @@ def wide_chunks(geo: Geometry, row: int, itemsize: int) -> Chunks:
 class Layout:
     """A convolution's schedule, decided from its geometry and the target's lanes alone:
     the geometry the tiles run over (pointwise: flattened; wide rows: one long row), the
-    tile (``width`` lanes x ``rows`` channels x ``pair`` output rows) and the chunks."""
+    tile (``width`` lanes x ``rows`` channels x ``pair`` output rows), the chunks, and
+    whether the taps along a kernel row run as a loop LLVM keeps rolled (``rolled``)."""
 
     geo: Geometry
     padded: bool
@@ -160,6 +166,7 @@ class Layout:
     pair: int = 1
     chunks: Chunks = Chunks(1)
     wide: int = 0
+    rolled: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,20 +270,21 @@ def tile(ctx: LowerCtx, plan: Plan, job: tuple[Expr, Expr, Expr, Expr], count: i
         accs = [[kb.local(ctx.out_dtypes[0], ep.init(oc0 + r)) for _ in oys] for r in range(count)]
         with axis(kb, geo.cin_g, "ic") as ic, axis(kb, kd, "kz") as kz, axis(kb, kh, "ky") as ky:
             z = oz * sz + kz * dz
-            for kx in range(kw):
-                vs = [
-                    kb.let(src.load(n, fold(c0 + ic), z, oy * sy + ky * dy, kx * dx, ox), "v")
-                    for oy in oys
-                ]
-                tap = _tap(geo, kz, ky, kx)
-                for r in range(count):
-                    w = (
-                        kb.let(wts.at(gi, ob, ic, tap, r), "w")
-                        if len(oys) > 1
-                        else wts.at(gi, ob, ic, tap, r)
-                    )
-                    for acc, v in zip(accs[r], vs):
-                        kb.assign(acc, call("fma", w, v, acc))
+            for run in tap_runs(kw, dx, src, plan.lay.rolled):
+                with rolled_axis(kb, run.count, "kx") as j:
+                    vs = [
+                        kb.let(src.load_at(n, fold(c0 + ic), z, oy * sy + ky * dy, run.offset(j), ox), "v")
+                        for oy in oys
+                    ]
+                    tap = _tap(geo, kz, ky, run.kx(j))
+                    for r in range(count):
+                        w = (
+                            kb.let(wts.at(gi, ob, ic, tap, r), "w")
+                            if len(oys) > 1
+                            else wts.at(gi, ob, ic, tap, r)
+                        )
+                        for acc, v in zip(accs[r], vs):
+                            kb.assign(acc, call("fma", w, v, acc))
         for i, oy in enumerate(oys):
             pos = kb.let(fold((oz * oh + oy) * ow + ox), "p")
             for r in range(count):
@@ -285,10 +293,66 @@ def tile(ctx: LowerCtx, plan: Plan, job: tuple[Expr, Expr, Expr, Expr], count: i
     chunk_positions(kb, plan, rc, body)
 
 
-def _tap(geo: Geometry, kz: Expr, ky: Expr, kx: int) -> ExprLike:
-    """The flat tap index (a Python int when the row taps are constants)."""
+@dataclass(frozen=True)
+class TapRun:
+    """Taps ``first, first + every, ...`` (``count`` of them) of one kernel row, whose
+    columns all land in one phase of the source, ``advance`` elements apart."""
+
+    first: int
+    every: int
+    count: int
+    start: int
+    advance: int
+
+    def kx(self, j: Expr) -> ExprLike:
+        """The ``j``-th tap's kernel column."""
+        return fold(self.first + j * self.every) if self.count > 1 else self.first
+
+    def offset(self, j: Expr) -> ExprLike:
+        """Where the ``j``-th tap reads in a source row (``Source.offset``)."""
+        return fold(self.start + j * self.advance) if self.count > 1 else self.start
+
+
+def tap_runs(kw: int, dx: int, src: Source, rolled: bool) -> list[TapRun]:
+    """A kernel row's taps: one run per tap (unrolled), or with ``rolled`` one run per
+    phase of the source, whose taps the tile loops over.
+
+    With horizontal stride ``s`` the source row is split into phases, and tap ``kx`` reads
+    column ``kx * dx`` in phase ``kx * dx % s``. Taps ``every = s / gcd(dx, s)`` apart share
+    a phase, and there their reads move by ``dx * every / s`` elements per tap, so a loop
+    over them has affine addresses (a loop over every ``kx`` would need a division)."""
+    if not rolled:
+        return [TapRun(kx, 1, 1, src.offset(kx * dx), 0) for kx in range(kw)]
+    every = src.step // math.gcd(dx, src.step)
+    return [
+        TapRun(k0, every, -(-(kw - k0) // every), src.offset(k0 * dx), dx * every // src.step)
+        for k0 in range(min(every, kw))
+    ]
+
+
+@contextlib.contextmanager
+def rolled_axis(kb: KernelBuilder, n: int, hint: str) -> Iterator[Expr]:
+    """A loop over ``n`` that LLVM must not unroll, or the constant 0 when ``n`` is 1."""
+    if n == 1:
+        yield idx(0)
+        return
+    with kb.loop(n, kind="rolled", hint=hint) as v:
+        yield v
+
+
+def rolls(geo: Geometry, padded: bool) -> bool:
+    """Whether the taps of a kernel row are worth a rolled loop: every phase's run has at
+    least ``ROLLED_MIN_TAPS`` of them (3x3 stride 1, 5x5, 7x7 stride 2; a 3x3 stride-2
+    kernel's runs of 2 and 1 stay unrolled)."""
+    step = geo.strides[2] if padded else 1
+    every = step // math.gcd(geo.dilations[2], step)
+    return geo.kernel[2] // every >= ROLLED_MIN_TAPS
+
+
+def _tap(geo: Geometry, kz: Expr, ky: Expr, kx: ExprLike) -> ExprLike:
+    """The flat tap index (a Python int when the taps are constants)."""
     _, kh, kw = geo.kernel
-    if isinstance(kz, Const) and isinstance(ky, Const):
+    if isinstance(kz, Const) and isinstance(ky, Const) and isinstance(kx, int):
         return (int(kz.value) * kh + int(ky.value)) * kw + kx
     return (kz * kh + ky) * kw + kx
 
@@ -388,9 +452,13 @@ def source_row(geo: Geometry, padded: bool) -> int:
     return -(-wp // geo.strides[2]) * geo.strides[2]
 
 
-def schedule(geo: Geometry, lanes: int, itemsize: int, accumulators: int = 0) -> Layout:
+def schedule(
+    geo: Geometry, lanes: int, itemsize: int, accumulators: int = 0, rolled_accumulators: int = 0
+) -> Layout:
     """The layout of a convolution for vectors of ``lanes`` elements of ``itemsize`` bytes
-    (``accumulators``: the target's tile register budget, 0 for the default)."""
+    (``accumulators``: the target's tile register budget, 0 for the default). With
+    ``rolled_accumulators`` (a target's data), kernels wider than one tap loop over the taps
+    of a kernel row (``tap_runs``) with that many accumulators."""
     if geo.pointwise:
         geo = flattened(geo)
     padded = not reads_in_place(geo)
@@ -424,9 +492,11 @@ def schedule(geo: Geometry, lanes: int, itemsize: int, accumulators: int = 0) ->
         if parts.count > 1 and geo.out[0] > 1:  # pairs of rows never straddle a depth slice
             pair = 1
             parts = chunks(geo, source_row(geo, padded), width, itemsize, pair)
+    rolled = bool(rolled_accumulators) and rolls(geo, padded)
+    budget = rolled_accumulators if rolled else accumulators
     return Layout(
-        geo, padded, width, rows_per_tile(geo, width, lanes, pair, itemsize, accumulators), pair, parts,
-        row,
+        geo, padded, width, rows_per_tile(geo, width, lanes, pair, itemsize, budget), pair, parts,
+        row, rolled,
     )
 
 
@@ -473,7 +543,7 @@ def lower_conv(ctx: LowerCtx) -> None:
     itemsize = 4 if dtype == "f32" else 8
     pointwise_budget = ctx.sched.pointwise_accumulators or ctx.sched.accumulators
     budget = pointwise_budget if geo.pointwise else ctx.sched.accumulators
-    lay = schedule(geo, lanes, itemsize, budget)  # the row tiles' layout
+    lay = schedule(geo, lanes, itemsize, budget, ctx.sched.rolled_tap_accumulators)  # the row tiles' layout
     channels = conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None, ctx.sched.channel_tiles)
     if channels and ctx.sched.channel_tiles:  # a target's choice: where row tiles waste lanes
         channels = row_waste(geo, lay, lanes) >= CHANNEL_TILES_MIN_WASTE

@@ -155,11 +155,22 @@ class Source:
     phase: int
     step: int
 
+    def offset(self, col: int) -> int:
+        """Where column offset ``col`` lands in a row of this source: its phase's start
+        plus its slot."""
+        return (col % self.step) * self.phase + col // self.step
+
     def load(self, n: Expr, c: Expr, z: Expr, y: Expr, col: int, ox: Expr) -> Expr:
         """The input under output position ``ox`` for this tap."""
-        off = (col % self.step) * self.phase + col // self.step
+        return self.load_at(n, c, z, y, self.offset(col), ox)
+
+    def load_at(self, n: Expr, c: Expr, z: Expr, y: Expr, off: ExprLike, ox: Expr) -> Expr:
+        """The input ``off`` elements into the row past output position ``ox`` (``off``
+        from ``offset``, or moving with a loop over taps of one phase)."""
         base = fold(n * self.image + c * self.cs + z * self.zs + y * self.ys)
-        return self.buf[base + (ox + off if off else ox)]
+        if isinstance(off, int):
+            return self.buf[base + (ox + off if off else ox)]
+        return self.buf[base + fold(ox + off)]
 
 
 def raw_source(ctx: LowerCtx, geo: Geometry) -> Source:
