@@ -3,6 +3,7 @@ pointwise, direct (pads, strides, dilations, groups, auto_pad), depthwise, fused
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import numpy as np
@@ -630,3 +631,20 @@ def test_wasm32_rolls_taps_with_eight_accumulators() -> None:
     lay = schedule(geo, 4, 4, 0, 8)
     assert lay.rolled and lay.rows * lay.pair * (lay.width // 4) == 8
     assert not schedule(geo, 4, 4).rolled
+
+
+@pytest.mark.parametrize("xs, oc, k, pads, strides, dilations", CHANNEL_CASES[1:5])
+def test_channel_tiles_with_rolled_taps_match_onnxruntime(xs, oc, k, pads, strides, dilations) -> None:
+    """Channel tiles (4 lanes, a target that turns them on) loop over a kernel row's taps
+    where the row tiles would (3 or more per phase) and keep them unrolled elsewhere (the
+    stride-2 3x3 case); all match onnxruntime."""
+    from torsh_gen.backends.kernel.lower import Schedule
+    from torsh_gen.backends.kernel.printer import format_kernel
+
+    attrs = dict(pads=pads, strides=strides, dilations=dilations)
+    x = rand(*xs, seed=3)
+    sched = Schedule(lanes=4, threads=False, channel_tiles=True, rolled_tap_accumulators=8)
+    program = check_native(conv_model(xs, (oc, xs[1], k, k), **attrs), {"x": x}, sched=sched)
+    (text,) = [format_kernel(program.kernels[c.kernel]) for c in program.calls if "Conv" in c.op_type]
+    assert re.search(r"for r\d+ in 0:i64\.\.(4|8):i64 vector(4|8) ", text)  # across channels
+    assert (" rolled {" in text) is (strides[1] == 1)

@@ -62,7 +62,7 @@ class Schedule:
     #: data): where the row tile would leave lanes idle (``conv.CHANNEL_TILES_MIN_WASTE``).
     channel_tiles: bool | None = None
     #: Accumulator registers of a direct convolution's row tile whose kernel-row taps run
-    #: as a rolled loop (``conv.tap_runs``); 0: taps unrolled, the budget as above.
+    #: as a rolled loop (``conv_operands.tap_runs``); 0: taps unrolled, the budget as above.
     rolled_tap_accumulators: int = 0
 
 

@@ -41,10 +41,8 @@ by side.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torsh_gen.backends.kernel.builder import KernelBuilder
@@ -69,6 +67,9 @@ from torsh_gen.backends.kernel.lower.conv_operands import (
     padded_source,
     raw_source,
     reads_in_place,
+    rolled_axis,
+    rolls,
+    tap_runs,
     weights,
 )
 from torsh_gen.backends.kernel.lower.tiling import (
@@ -101,9 +102,6 @@ SUBSAMPLE_MIN_CIN = 1024
 #: 3x3 layers, row / channel tiles: rows of 56 0.99 / 1.12, 28 1.03 / 1.15, 27 1.05 / 1.12,
 #: 55 1.14 / 1.17 (no lane idle in rows: row tiles win); 14 1.16 / 1.07 (1/8 idle).
 CHANNEL_TILES_MIN_WASTE = 0.1
-#: Fewest taps per phase of a kernel row that a rolled tap loop needs (``rolls``). Node 20,
-#: 3x3 stride 2 (runs of 2 and 1) from 56: 1.15x onnxruntime-web unrolled, 1.49x rolled.
-ROLLED_MIN_TAPS = 3
 #: Most taps whose depthwise weights are kept in registers for a whole plane.
 DEPTHWISE_HELD_TAPS = 32
 
@@ -291,62 +289,6 @@ def tile(ctx: LowerCtx, plan: Plan, job: tuple[Expr, Expr, Expr, Expr], count: i
                 ep.store(accs[r][i], n, oc0 + r, pos)
 
     chunk_positions(kb, plan, rc, body)
-
-
-@dataclass(frozen=True)
-class TapRun:
-    """Taps ``first, first + every, ...`` (``count`` of them) of one kernel row, whose
-    columns all land in one phase of the source, ``advance`` elements apart."""
-
-    first: int
-    every: int
-    count: int
-    start: int
-    advance: int
-
-    def kx(self, j: Expr) -> ExprLike:
-        """The ``j``-th tap's kernel column."""
-        return fold(self.first + j * self.every) if self.count > 1 else self.first
-
-    def offset(self, j: Expr) -> ExprLike:
-        """Where the ``j``-th tap reads in a source row (``Source.offset``)."""
-        return fold(self.start + j * self.advance) if self.count > 1 else self.start
-
-
-def tap_runs(kw: int, dx: int, src: Source, rolled: bool) -> list[TapRun]:
-    """A kernel row's taps: one run per tap (unrolled), or with ``rolled`` one run per
-    phase of the source, whose taps the tile loops over.
-
-    With horizontal stride ``s`` the source row is split into phases, and tap ``kx`` reads
-    column ``kx * dx`` in phase ``kx * dx % s``. Taps ``every = s / gcd(dx, s)`` apart share
-    a phase, and there their reads move by ``dx * every / s`` elements per tap, so a loop
-    over them has affine addresses (a loop over every ``kx`` would need a division)."""
-    if not rolled:
-        return [TapRun(kx, 1, 1, src.offset(kx * dx), 0) for kx in range(kw)]
-    every = src.step // math.gcd(dx, src.step)
-    return [
-        TapRun(k0, every, -(-(kw - k0) // every), src.offset(k0 * dx), dx * every // src.step)
-        for k0 in range(min(every, kw))
-    ]
-
-
-@contextlib.contextmanager
-def rolled_axis(kb: KernelBuilder, n: int, hint: str) -> Iterator[Expr]:
-    """A loop over ``n`` that LLVM must not unroll, or the constant 0 when ``n`` is 1."""
-    if n == 1:
-        yield idx(0)
-        return
-    with kb.loop(n, kind="rolled", hint=hint) as v:
-        yield v
-
-
-def rolls(geo: Geometry, padded: bool) -> bool:
-    """Whether the taps of a kernel row are worth a rolled loop: every phase's run has at
-    least ``ROLLED_MIN_TAPS`` of them (3x3 stride 1, 5x5, 7x7 stride 2; a 3x3 stride-2
-    kernel's runs of 2 and 1 stay unrolled)."""
-    step = geo.strides[2] if padded else 1
-    every = step // math.gcd(geo.dilations[2], step)
-    return geo.kernel[2] // every >= ROLLED_MIN_TAPS
 
 
 def _tap(geo: Geometry, kz: Expr, ky: Expr, kx: ExprLike) -> ExprLike:
@@ -553,8 +495,11 @@ def lower_conv(ctx: LowerCtx) -> None:
         tiled(ctx, Plan(lay, src, weights(ctx, lay.geo, lay.rows), Epilogue(ctx, lay.geo)))
         return
     if channels:
-        src = raw_source(ctx, geo) if reads_in_place(geo) else padded_source(ctx, geo)
-        conv_channels.channel_tiles(ctx, geo, src, lanes, budget or default_accumulators(lanes, 4))
+        padded = not reads_in_place(geo)
+        src = padded_source(ctx, geo) if padded else raw_source(ctx, geo)
+        rolled = ctx.sched.rolled_tap_accumulators if rolls(geo, padded) else 0
+        budget = rolled or budget or default_accumulators(lanes, 4)
+        conv_channels.channel_tiles(ctx, geo, src, lanes, budget, bool(rolled))
         return
     base = flattened(geo) if geo.pointwise else geo
     src = padded_source(ctx, base) if lay.padded else raw_source(ctx, base)

@@ -33,7 +33,14 @@ from __future__ import annotations
 from torsh_gen.backends.kernel.builder import BufferRef
 from torsh_gen.backends.kernel.ir import Expr, call, eq, idx, minimum
 from torsh_gen.backends.kernel.lower import LowerCtx, prod
-from torsh_gen.backends.kernel.lower.conv_operands import Epilogue, Geometry, Source, weights
+from torsh_gen.backends.kernel.lower.conv_operands import (
+    Epilogue,
+    Geometry,
+    Source,
+    rolled_axis,
+    tap_runs,
+    weights,
+)
 from torsh_gen.backends.kernel.lower.tiling import axis, fold, split_index
 
 #: Input bytes one chunk of positions reads (kept in a core's L2 with the block's weights).
@@ -67,9 +74,12 @@ def applies(
     )
 
 
-def channel_tiles(ctx: LowerCtx, geo: Geometry, src: Source, lanes: int, budget: int) -> None:
+def channel_tiles(
+    ctx: LowerCtx, geo: Geometry, src: Source, lanes: int, budget: int, rolled: bool = False
+) -> None:
     """The convolution of ``geo`` (``applies`` holds) reading ``src``: ``budget`` vector
-    registers of accumulators per tile."""
+    registers of accumulators per tile; with ``rolled`` the taps along a kernel row run as
+    rolled loops (``conv_operands.tap_runs``)."""
     kb = ctx.kb
     width = 2 * lanes if geo.cout % (2 * lanes) == 0 else lanes
     most = max(1, budget // (width // lanes))
@@ -91,10 +101,11 @@ def channel_tiles(ctx: LowerCtx, geo: Geometry, src: Source, lanes: int, budget:
         if full:
             t0 = kb.let(qc * per_chunk, "t0")
             with kb.loop(minimum(t0 + per_chunk, idx(full)), start=t0, hint="t") as t:
-                _tile(ctx, geo, src, wts.buf, ep, (n, ob, kb.let(t * positions, "q0")), width, positions)
+                at = (n, ob, kb.let(t * positions, "q0"))
+                _tile(ctx, geo, src, wts.buf, ep, at, width, positions, rolled)
         if tail:
             with kb.if_(eq(qc, chunks - 1)):
-                _tile(ctx, geo, src, wts.buf, ep, (n, ob, idx(full * positions)), width, tail)
+                _tile(ctx, geo, src, wts.buf, ep, (n, ob, idx(full * positions)), width, tail, rolled)
 
 
 def _tile(
@@ -106,6 +117,7 @@ def _tile(
     at: tuple[Expr, Expr, Expr],
     width: int,
     count: int,
+    rolled: bool,
 ) -> None:
     """``count`` positions from ``q0`` x ``width`` output channels of block ``ob``."""
     kb = ctx.kb
@@ -124,13 +136,14 @@ def _tile(
         accs = [kb.local(ctx.out_dtypes[0], ep.init(oc)) for _ in range(count)]
         with axis(kb, geo.cin, "ic") as ic, axis(kb, kh, "ky") as ky:
             row = kb.let(fold(ic * src.cs + ky * (dy * src.ys)), "row")
-            for kx in range(kw):
-                col = kx * dx
-                off = (col % src.step) * src.phase + col // src.step
-                tap = ky * kw + kx
-                w = kb.let(wbuf[fold(((ob * geo.cin + ic) * geo.taps + tap) * width) + r], "w")
-                for acc, base in zip(accs, bases):
-                    x = src.buf[base + row + off] if off else src.buf[base + row]
-                    kb.assign(acc, call("fma", x, w, acc))
+            for run in tap_runs(kw, dx, src, rolled):
+                with rolled_axis(kb, run.count, "kx") as j:
+                    off, tap = run.offset(j), ky * kw + run.kx(j)
+                    w = kb.let(wbuf[fold(((ob * geo.cin + ic) * geo.taps + tap) * width) + r], "w")
+                    for acc, base in zip(accs, bases):
+                        x = src.buf[fold(base + row + off)] if rolled else (
+                            src.buf[base + row + off] if off else src.buf[base + row]
+                        )
+                        kb.assign(acc, call("fma", x, w, acc))
         for j, acc in enumerate(accs):
             ep.store(acc, n, oc, fold(q0 + j))
