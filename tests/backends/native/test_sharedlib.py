@@ -190,6 +190,36 @@ def test_one_model_shared_by_python_threads(built) -> None:
         assert m.threads == len(os.sched_getaffinity(0))  # threads=0: one per core
 
 
+def test_parts_of_late_workers_are_taken_over(built) -> None:
+    """With more threads than cores, workers often wake late; a part nobody has started is
+    then run by whichever thread is free (once). 300 calls, some right after pauses long
+    enough for the workers to fall asleep, all equal the one-thread result bit for bit,
+    and none hangs."""
+    import threading
+    import time
+
+    mod, model = _import(built["ew"]), _elementwise()
+    feeds = {"x": rand(64, 1024, seed=5), "y": rand(64, 1024, seed=6)}
+    with mod.Model(threads=1) as m:
+        want = m.run(**feeds)
+    _compare(want, model, feeds)
+    failures: list[str] = []
+
+    def calls() -> None:
+        with mod.Model(threads=6) as m:
+            for i in range(300):
+                if i % 50 == 0:
+                    time.sleep(0.02)
+                got = m.run(**feeds)
+                failures.extend(f"call {i}: {k}" for k in want if not np.array_equal(got[k], want[k]))
+
+    worker = threading.Thread(target=calls, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), "the pool hung"
+    assert not failures, failures[:5]
+
+
 def test_mixed_element_types(tmp_path: Path) -> None:
     if not HAS_GCC:
         pytest.skip("gcc is not installed (apt install gcc)")
