@@ -14,7 +14,7 @@ from tests.cli.test_cli import cli
 from tests.conftest import EXAMPLE
 from tests.tools.test_validate import needs_compile, write_numpy_artifact
 from torsh_gen.errors import InputError, TorshGenError
-from torsh_gen.tools.bench import TorchFactory, bench_model, cpu_model, latency_stats
+from torsh_gen.tools.bench import TorchFactory, _rewarm, bench_model, cpu_model, latency_stats
 
 REPO = Path(__file__).resolve().parents[2]
 has_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
@@ -47,6 +47,7 @@ def test_bench_artifact_beside_onnxruntime(mlp_files):
     assert result["ratio"] == pytest.approx(ours["median_ms"] / ort["median_ms"])
     assert ort["ratio_vs_onnxruntime"] == 1.0
     assert result["inputs"] == {"x": {"shape": [2, 16], "dtype": "float32"}}
+    assert (result["settle_s"], result["rewarm_s"]) == (0.1, 0.005)
     assert result["machine"]["cpu"] == cpu_model() and result["machine"]["cores"] >= 1
     assert {"numpy", "onnxruntime", "torsh-gen"} <= set(result["machine"]["versions"])
     # progress: loading messages, then blocks alternate engines (A B A B) up to the total
@@ -159,3 +160,17 @@ def test_results_rewrite_keeps_the_hand_written_tail(tmp_path: Path):
     assert run._kept_tail(out) == ""  # no marker: the whole file is the generated table
     out.write_text(f"# old table\n\n{run.KEEP_MARKER}\n## Compression\n| x |\n")
     assert run._kept_tail(out) == f"\n{run.KEEP_MARKER}\n## Compression\n| x |\n"
+
+
+def test_rewarm_calls_at_least_once_and_for_the_whole_window():
+    """After each settle pause a block calls untimed for ``rewarm_s`` (at least once), so a
+    fast model's timed calls find its threads awake."""
+    import time
+
+    calls: list[float] = []
+    _rewarm(lambda: calls.append(time.perf_counter()), 0.0)
+    assert len(calls) == 1
+    calls.clear()
+    t0 = time.perf_counter()
+    _rewarm(lambda: calls.append(time.perf_counter()), 0.02)
+    assert len(calls) > 1 and time.perf_counter() - t0 >= 0.02

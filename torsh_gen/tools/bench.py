@@ -12,9 +12,11 @@ Method (also in docs/commands.md and benchmarks/NOTES.md):
   ``first_run_ms``: it includes lazy compilation), then the coordinator asks the workers in
   turn for blocks of timed calls, A B A B ..., so slow drift of the machine (frequency,
   other load) hits every engine alike. Before each block the coordinator pauses
-  (``settle_s``) so the previous engine's idle threads stop spin-waiting, and the first
-  call of each block is discarded (its caches were just used by the other engine). The
-  garbage collector is off while timing.
+  (``settle_s``) so the previous engine's idle threads stop spin-waiting. Each block then
+  makes untimed calls for ``rewarm_s`` (at least one): the pause let the engine's own
+  threads fall asleep and the other engine used the caches, and on a virtual machine a
+  sleeping thread can take a millisecond to run again, so without them a block of a fast
+  model times the wake-up, not the engine. The garbage collector is off while timing.
 - Peak memory is the worker's resident-set high-water mark, ``VmHWM`` in
   ``/proc/self/status`` (``peak_rss_mb``, the whole process), and ``model_rss_mb``, its
   growth from the resident set just before the model was loaded (after the engine's
@@ -151,12 +153,14 @@ def bench_model(
     seed: int = 0,
     torch_factory: TorchFactory | None = None,
     settle_s: float = 0.1,
+    rewarm_s: float = 0.005,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``model`` on each engine in ``engines`` (see the module docstring).
 
     Without ``artifact_dir`` the model is compiled into a temporary folder first
-    (``compile_s`` in the result). ``settle_s`` is the pause before each block.
+    (``compile_s`` in the result). ``settle_s`` is the pause before each block, ``rewarm_s``
+    how long each block calls untimed after it.
     """
     from torsh_gen.tools.loading import load_model
     from torsh_gen.tools.run import check_inputs, load_inputs, model_inputs, random_inputs
@@ -174,7 +178,7 @@ def bench_model(
     with tempfile.TemporaryDirectory(prefix="torsh-gen-bench-") as tmp:
         feeds_path = Path(tmp) / "inputs.npz"
         np.savez(feeds_path, **{f"i{k}": feeds[name] for k, name in enumerate(order)})
-        base = {"model": str(Path(model).resolve()), "inputs": str(feeds_path), "names": order, "threads": threads, "warmup": warmup, "input_shapes": list(input_shapes or [])}
+        base = {"model": str(Path(model).resolve()), "inputs": str(feeds_path), "names": order, "threads": threads, "warmup": warmup, "rewarm_s": rewarm_s, "input_shapes": list(input_shapes or [])}
         specs = {e: {**base, "engine": e, "artifact": str(folder) if folder else None, "torch": _factory_dict(torch_factory)} for e in engines}
         results = _measure(specs, repeat, blocks, settle_s, progress)
     for stats in results.values():
@@ -189,6 +193,8 @@ def bench_model(
         "warmup": warmup,
         "repeat": repeat,
         "blocks": blocks,
+        "settle_s": settle_s,
+        "rewarm_s": rewarm_s,
         "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()},
         "engines": results,
         "ratio": ratio,
@@ -398,6 +404,14 @@ def _memory_kb(field: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+def _rewarm(call: Callable[[], Any], seconds: float) -> None:
+    """Untimed calls for at least ``seconds``, and at least one."""
+    end = time.perf_counter() + seconds
+    call()
+    while time.perf_counter() < end:
+        call()
+
+
 def _timed(call: Callable[[], Any], n: int) -> list[int]:
     out = []
     for _ in range(n):
@@ -408,7 +422,8 @@ def _timed(call: Callable[[], Any], n: int) -> list[int]:
 
 
 def worker_main() -> None:
-    """Serve one engine: load it, answer ``{"run": k}`` with k+1 timed calls (first dropped)."""
+    """Serve one engine: load it, answer ``{"run": k}`` with k timed calls after ``rewarm_s``
+    of untimed ones."""
     proto = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)  # whatever the engines print goes to stderr, never into the protocol
     spec = json.loads(sys.stdin.readline())
@@ -433,7 +448,8 @@ def worker_main() -> None:
             _send(proto, {"peak_rss_kb": _memory_kb("VmHWM")})
             return
         try:
-            _send(proto, {"times_ns": _timed(call, int(request["run"]) + 1)[1:]})
+            _rewarm(call, float(spec.get("rewarm_s", 0.0)))
+            _send(proto, {"times_ns": _timed(call, int(request["run"]))})
         except Exception as e:
             _send(proto, {"error": f"{type(e).__name__}: {e}"})
             return
