@@ -144,14 +144,14 @@ def _kernel_name(op_type: str, n: int) -> str:
     return f"k{n}_{re.sub(r'[^A-Za-z0-9]', '', op_type)[:24].lower()}"
 
 
+def lowerable(node: Node) -> bool:
+    """Whether some lowering covers ``node``'s op (aliases and constants need none)."""
+    return node.op_type in ALIAS_OPS or node.op_type == "Constant" or lowering_for(node.op_type) is not None
+
+
 def check_lowerable(graph: Graph) -> None:
     """Raise one UnsupportedOpError listing every node no lowering covers."""
-    missing = []
-    for node in graph.nodes:
-        if node.op_type in ALIAS_OPS or node.op_type == "Constant":
-            continue
-        if lowering_for(node.op_type) is None:
-            missing.append(node)
+    missing = [node for node in graph.nodes if not lowerable(node)]
     if missing:
         listed = "; ".join(f"{n.op_type} (node {n.name or '?'!r})" for n in missing[:40])
         more = f" and {len(missing) - 40} more" if len(missing) > 40 else ""

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torsh_gen.backends.kernel.lower import Schedule
-from torsh_gen.backends.kernel.program import Program, WeightStore, build_program
+from torsh_gen.backends.kernel.program import Program, WeightStore, build_program, lowerable
 from torsh_gen.backends.llvm.artifact import ArtifactInfo, PackageResult
 from torsh_gen.backends.llvm.targets import TargetSpec, load_target
-from torsh_gen.ir.graph import Graph
+from torsh_gen.ir.graph import Graph, Node
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ __all__ = [
     "VariantProgram",
     "lower_graph",
     "lower_variants",
+    "lowers",
     "precompile",
     "schedule_for",
     "write_package",
@@ -78,6 +79,12 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         built = lower_variants(graph, spec)
         return packaging.write(built[0].program, spec, Path(folder), info, variants=built[1:])
     return packaging.write(lower_graph(graph, spec), spec, Path(folder), info)
+
+
+def lowers(node: Node) -> bool:
+    """Whether the native targets have a lowering for ``node`` (the compile step expands
+    ONNX function ops they lack into their bodies first)."""
+    return lowerable(node)
 
 
 def precompile(folder: Path) -> float:

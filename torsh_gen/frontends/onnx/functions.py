@@ -1,0 +1,217 @@
+"""Expand ONNX ops into the function bodies their schemas define.
+
+Many ONNX ops are specified as functions of simpler ones: SoftmaxCrossEntropyLoss is a
+LogSoftmax and a NegativeLogLikelihoodLoss, NegativeLogLikelihoodLoss a Gather, a Where
+and a reduction, Attention MatMuls, a Softmax and reshapes. A backend that has no kernel
+for such an op can still run it through its body. The body comes from onnx itself (the
+schema's function body, or its context-dependent function, built for the node's
+attributes and input types), so it is exactly the op's specification.
+
+``expand_functions`` replaces, in place, each node of the default domain that the caller
+wants expanded by its body: formal inputs and outputs become the node's own values, the
+body's intermediate values get fresh names, attributes that refer to the caller's
+(``ref_attr_name``) take its values. Nodes the bodies introduce are expanded in turn.
+A body written for an older opset than the model's is brought to the model's opset by
+onnx's version converter; where it cannot be (or a body has subgraphs), the node stays and
+the backend's own "cannot lower" error names it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import onnx
+import onnx.defs
+
+from torsh_gen.errors import TorshGenError
+from torsh_gen.ir.graph import Graph, Node, Value
+from torsh_gen.ir.proto import attribute_from_proto, attribute_to_proto, type_to_proto
+from torsh_gen.ops.inference import infer_types
+
+#: Rounds of expansion (a body's ops expanded in turn: SoftmaxCrossEntropyLoss →
+#: NegativeLogLikelihoodLoss → its body is two).
+MAX_DEPTH = 4
+
+
+def expand_functions(graph: Graph, wanted: Callable[[Node], bool]) -> list[str]:
+    """Replace the nodes of ``graph`` for which ``wanted`` holds and whose schema (at the
+    graph's opset) defines a usable body; returns the op types expanded, once each, in the
+    order met. Subgraphs are left alone."""
+    opset = graph.opset
+    expanded: list[str] = []
+    if not opset:
+        return expanded
+    taken: set[str] = {v.name for v in graph.values() if v.name}
+    for _ in range(MAX_DEPTH):
+        try:  # context-dependent bodies depend on the input types
+            infer_types(graph)
+        except TorshGenError:
+            pass  # the backend's own checks will name what is wrong
+        changed = False
+        nodes: list[Node] = []
+        for node in graph.nodes:
+            fn = _body(node, opset) if node.domain == "" and wanted(node) else None
+            body = _instantiate(node, fn, taken) if fn is not None else None
+            if body is None:
+                nodes.append(node)
+                continue
+            nodes.extend(body)
+            if node.op_type not in expanded:
+                expanded.append(node.op_type)
+            changed = True
+        graph.nodes = nodes
+        if not changed:
+            break
+    return expanded
+
+
+@dataclass
+class _Body:
+    """A function body ready to splice in: formal inputs and outputs, and nodes whose
+    attribute references are resolved and whose ops are at the model's opset."""
+
+    inputs: list[str]
+    outputs: list[str]
+    nodes: list[onnx.NodeProto]
+
+
+def _body(node: Node, opset: int) -> _Body | None:
+    """The node's function body at ``opset``, or None (no schema, no body, a body with
+    subgraphs or other domains, or one onnx's version converter cannot bring to ``opset``)."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return None
+    fn = None
+    versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
+    if schema.has_context_dependent_function and versions:
+        proto = _node_proto(node)
+        types = [type_to_proto(v.type if v is not None else None).SerializeToString() for v in node.inputs]
+        try:
+            data = schema.get_context_dependent_function_with_opset_version(max(versions), proto.SerializeToString(), types)
+        except Exception:  # onnx declines (e.g. an input type it needs is unknown)
+            return None
+        if data:
+            fn = onnx.FunctionProto()
+            fn.ParseFromString(data)
+    else:
+        versions = [v for v in schema.function_opset_versions if v <= opset]
+        if schema.has_function and versions:
+            data = schema.get_function_with_opset_version(max(versions))  # serialized
+            fn = onnx.FunctionProto()
+            fn.ParseFromString(data)
+    if fn is None or not fn.node:
+        return None
+    defaults = _defaults(schema, fn)
+    nodes = []
+    for n in fn.node:
+        if n.domain not in ("", "ai.onnx") or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+            return None
+        resolved = onnx.NodeProto()
+        resolved.CopyFrom(n)
+        del resolved.attribute[:]
+        for a in n.attribute:
+            if not a.ref_attr_name:
+                resolved.attribute.append(a)
+                continue
+            if a.ref_attr_name in node.attrs:
+                value = attribute_to_proto(a.name, node.attrs[a.ref_attr_name])
+            elif a.ref_attr_name in defaults:
+                value = onnx.AttributeProto()
+                value.CopyFrom(defaults[a.ref_attr_name])
+                value.name = a.name
+            else:  # no value anywhere: the body's op takes its own default
+                continue
+            resolved.attribute.append(value)
+        nodes.append(resolved)
+    fn_opset = {o.domain: o.version for o in fn.opset_import}.get("", opset)
+    if fn_opset != opset:
+        nodes = _converted(nodes, list(fn.input), list(fn.output), fn_opset, opset)
+        if nodes is None:
+            return None
+    return _Body(list(fn.input), list(fn.output), nodes)
+
+
+def _defaults(schema: onnx.defs.OpSchema, fn: onnx.FunctionProto) -> dict[str, onnx.AttributeProto]:
+    """The values an attribute reference takes when the node leaves the attribute out: the
+    function's own defaults, else the op's (MeanVarianceNormalization's ``axes`` is
+    [0, 2, 3], not "every axis")."""
+    out = {
+        name: attr.default_value
+        for name, attr in schema.attributes.items()
+        if attr.default_value.type != onnx.AttributeProto.UNDEFINED
+    }
+    out.update({a.name: a for a in fn.attribute_proto})
+    return out
+
+
+def _converted(
+    nodes: list[onnx.NodeProto], inputs: list[str], outputs: list[str], source: int, target: int
+) -> list[onnx.NodeProto] | None:
+    """``nodes`` (ops at opset ``source``) rewritten for opset ``target`` by onnx's version
+    converter, or None where it cannot."""
+    import onnx.version_converter
+
+    untyped = onnx.TypeProto()
+    graph = onnx.helper.make_graph(
+        nodes, "body",
+        [onnx.helper.make_value_info(name, untyped) for name in inputs if name],
+        [onnx.helper.make_value_info(name, untyped) for name in outputs if name],
+    )
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", source)])
+    try:
+        return list(onnx.version_converter.convert_version(model, target).graph.node)
+    except Exception:  # the converter has no adapter for some op of the body
+        return None
+
+
+def _node_proto(node: Node) -> onnx.NodeProto:
+    """The node as ONNX sees it (placeholder value names: only attributes and arity matter)."""
+    proto = onnx.NodeProto(op_type=node.op_type, domain=node.domain)
+    proto.input.extend(f"i{k}" if v is not None else "" for k, v in enumerate(node.inputs))
+    proto.output.extend(f"o{k}" if v.name else "" for k, v in enumerate(node.outputs))
+    proto.attribute.extend(attribute_to_proto(name, a) for name, a in sorted(node.attrs.items()))
+    return proto
+
+
+def _instantiate(node: Node, fn: _Body, taken: set[str]) -> list[Node] | None:
+    """The body's nodes reading and writing the node's values; None when the body reads a
+    name before defining it or leaves one of the node's outputs unwritten."""
+    defined = {"", *fn.inputs}
+    for n in fn.nodes:
+        if any(name not in defined for name in n.input):
+            return None
+        defined.update(n.output)
+    wanted = [fn.outputs[k] for k, v in enumerate(node.outputs) if v.name and k < len(fn.outputs)]
+    if len(fn.outputs) < sum(1 for v in node.outputs if v.name) or any(name not in defined for name in wanted):
+        return None
+    scope: dict[str, Value | None] = {"": None}
+    for k, name in enumerate(fn.inputs):
+        scope[name] = node.inputs[k] if k < len(node.inputs) else None
+    outputs = {name: node.outputs[k] for k, name in enumerate(fn.outputs) if k < len(node.outputs) and node.outputs[k].name}
+    prefix = f"{node.name or node.op_type}/"
+    body: list[Node] = []
+    for n in fn.nodes:
+        attrs = {a.name: attribute_from_proto(a) for a in n.attribute}
+        ins = [scope[name] for name in n.input]
+        outs = []
+        for name in n.output:
+            v = outputs.get(name) or Value(_fresh(prefix + name, taken))
+            scope[name] = v
+            outs.append(v)
+        body.append(Node(n.op_type, ins, outs, attrs, "", _fresh(prefix + (n.name or n.op_type), taken)))
+    return body
+
+
+def _fresh(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``... whichever is not taken yet (then taken)."""
+    out, k = name, 1
+    while out in taken:
+        k += 1
+        out = f"{name}_{k}"
+    taken.add(out)
+    return out
+
+
+__all__ = ["expand_functions"]
