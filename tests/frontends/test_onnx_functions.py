@@ -168,3 +168,23 @@ def test_a_left_out_attribute_takes_the_ops_default(axes) -> None:
     feeds = {"x": rand(2, 3, 4, 5, seed=4) * 3 + 1}
     got = _run_native(model, feeds)["y"]
     np.testing.assert_allclose(got, ort_run(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_nodes_with_subgraphs_stay_and_are_named(tmp_path) -> None:
+    """SequenceMap has a context-dependent body, built around its own subgraph: it is not
+    expanded, and the compile stops with the one-line error naming it (no crash)."""
+    from torsh_gen.tools.compile import compile_model
+
+    body = helper.make_graph(
+        [helper.make_node("Add", ["a", "a"], ["b"])], "body",
+        [helper.make_tensor_value_info("a", TP.FLOAT, (2,))], [helper.make_tensor_value_info("b", TP.FLOAT, (2,))],
+    )
+    seq = helper.make_tensor_sequence_value_info
+    model = make_model(
+        [helper.make_node("SequenceConstruct", ["x", "x"], ["s"]), helper.make_node("SequenceMap", ["s"], ["t"], body=body, name="map")],
+        [helper.make_tensor_value_info("x", TP.FLOAT, (2,))], [seq("t", TP.FLOAT, (2,))], opset=17,
+    )
+    graph = load_onnx(model.SerializeToString())
+    assert expand_functions(graph, lambda n: True) == []
+    with pytest.raises(UnsupportedOpError, match="SequenceMap \\(node 'map'\\)"):
+        compile_model(model, tmp_path / "seqmap", target="x86_64-linux")

@@ -77,8 +77,11 @@ class _Body:
 
 
 def _body(node: Node, opset: int) -> _Body | None:
-    """The node's function body at ``opset``, or None (no schema, no body, a body with
-    subgraphs or other domains, or one onnx's version converter cannot bring to ``opset``)."""
+    """The node's function body at ``opset``, or None (a node with subgraphs, no schema, no
+    body, a body with subgraphs or other domains, or one onnx's version converter cannot
+    bring to ``opset``)."""
+    if any(True for _ in node.subgraphs()):  # SequenceMap, If, Loop: bodies over subgraphs
+        return None
     try:
         schema = onnx.defs.get_schema(node.op_type, opset, "")
     except onnx.defs.SchemaError:
