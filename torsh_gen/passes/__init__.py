@@ -13,7 +13,13 @@ from torsh_gen.passes import (  # noqa: F401  (imported for their registrations)
     precision,
     simplify,
 )
-from torsh_gen.passes.manager import PassReport, register_pass, registered_passes, run_passes
+from torsh_gen.passes.manager import (
+    PassReport,
+    register_pass,
+    registered_passes,
+    run_measured,
+    run_passes,
+)
 from torsh_gen.passes.pipelines import PIPELINES, pipeline
 
-__all__ = ["PIPELINES", "PassReport", "pipeline", "register_pass", "registered_passes", "run_passes"]
+__all__ = ["PIPELINES", "PassReport", "pipeline", "register_pass", "registered_passes", "run_measured", "run_passes"]

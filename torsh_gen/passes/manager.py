@@ -121,17 +121,25 @@ def run_passes(graph: Graph, names: Sequence[str], *, check: bool = False, allow
         info = get_pass(name)
         if info.custom_ops and not allow_custom_ops:
             continue
-        n0, ops0, w0 = _stats(graph)
-        notes: list[str] = []
-        token = _NOTES.set(notes)
-        start = time.perf_counter()
-        try:
-            changed = bool(info.fn(graph))
-        finally:
-            _NOTES.reset(token)
-        seconds = time.perf_counter() - start
-        if check:
-            verify(graph)
-        n1, ops1, w1 = _stats(graph)
-        reports.append(PassReport(name, changed, seconds, n0, n1, dict(ops0), dict(ops1), w0, w1, notes))
+        reports.append(run_measured(name, graph, info.fn, check=check))
     return reports
+
+
+def run_measured(name: str, graph: Graph, fn: PassFn, *, check: bool = False) -> PassReport:
+    """Run ``fn`` over ``graph`` as the pass ``name`` (registered or not) and report it:
+    nodes, ops and weight bytes before and after, time, whether it changed anything (its
+    return value) and the notes it left with ``note``; with ``check`` the verifier runs
+    after it."""
+    n0, ops0, w0 = _stats(graph)
+    notes: list[str] = []
+    token = _NOTES.set(notes)
+    start = time.perf_counter()
+    try:
+        changed = bool(fn(graph))
+    finally:
+        _NOTES.reset(token)
+    seconds = time.perf_counter() - start
+    if check:
+        verify(graph)
+    n1, ops1, w1 = _stats(graph)
+    return PassReport(name, changed, seconds, n0, n1, dict(ops0), dict(ops1), w0, w1, notes)

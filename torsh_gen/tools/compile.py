@@ -24,8 +24,8 @@ from typing import Any
 from torsh_gen import __version__
 from torsh_gen.errors import InputError, TorshGenError, UnsupportedOpError
 from torsh_gen.ir.graph import Graph
-from torsh_gen.passes import PassReport, pipeline, run_passes
-from torsh_gen.passes.manager import get_pass
+from torsh_gen.passes import PassReport, pipeline, run_measured, run_passes
+from torsh_gen.passes.manager import get_pass, note
 
 MANIFEST = "manifest.json"
 PLAN_PASS = "plan_memory"
@@ -104,7 +104,7 @@ def compile_model(
     bind_input_shapes(graph, input_shapes)
     check_supported(graph)
     nodes_before = _count(graph)
-    reports = _expand_functions(graph, backend) + run_passes(graph, names, check=check)
+    reports = _expand_functions(graph, backend, check) + run_passes(graph, names, check=check)
     info = backend.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
     if embed_weights:
         if not hasattr(info, "embed_weights"):
@@ -126,34 +126,23 @@ def compile_model(
     )
 
 
-def _expand_functions(graph: Graph, backend: Any) -> list[PassReport]:
+def _expand_functions(graph: Graph, backend: Any, check: bool) -> list[PassReport]:
     """For a backend that lacks some ops (the native targets), replace those that ONNX
     defines as functions (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss, Attention...)
     by their bodies; reported like a pass when anything was expanded."""
     lowers = getattr(backend, "lowers", None)
-    if lowers is None or all(lowers(n) for n in graph.nodes):
+    if lowers is None:
         return []
     from torsh_gen.frontends.onnx.functions import expand_functions
 
-    start, before = time.perf_counter(), _count(graph)
-    ops_before = _op_counts(graph)
-    expanded = expand_functions(graph, lambda n: not lowers(n))
-    if not expanded:
-        return []
-    weights = sum(v.const.nbytes for v in graph.initializers if v.const is not None)
-    return [
-        PassReport(
-            "expand_functions", True, time.perf_counter() - start, before, _count(graph), ops_before,
-            _op_counts(graph), weights, weights, [f"expanded into their ONNX function bodies: {', '.join(expanded)}"],
-        )
-    ]
+    def expand(g: Graph) -> bool:
+        expanded = expand_functions(g, lambda n: not lowers(n))
+        if expanded:
+            note(f"expanded into their ONNX function bodies: {', '.join(expanded)}")
+        return bool(expanded)
 
-
-def _op_counts(graph: Graph) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in graph.nodes:
-        counts[n.qualified_op] = counts.get(n.qualified_op, 0) + 1
-    return counts
+    report = run_measured("expand_functions", graph, expand, check=check)
+    return [report] if report.changed else []
 
 
 def _package_name(out: Path) -> str:

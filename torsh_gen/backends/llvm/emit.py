@@ -237,11 +237,9 @@ class _FunctionEmitter:
             self.vec = None
             self._serial(s, scope, main_stop, stop.v)
         else:
-            self._serial(s, scope, start.v, stop.v, rolled=s.kind == "rolled")
+            self._serial(s, scope, start.v, stop.v)
 
-    def _serial(
-        self, s: Loop, scope: _Scope, start: ir.Value, stop: ir.Value, step: int = 1, rolled: bool = False
-    ) -> None:
+    def _serial(self, s: Loop, scope: _Scope, start: ir.Value, stop: ir.Value, step: int = 1) -> None:
         pre = self.b.block
         header = self.fn.append_basic_block("loop")
         body = self.fn.append_basic_block("body")
@@ -263,7 +261,7 @@ class _FunctionEmitter:
         self.block(s.body, inner)
         nxt = self.b.add(i, ir.Constant(I64, step))
         back = self.b.branch(header)
-        if rolled:
+        if s.kind == "rolled":
             back.set_metadata("llvm.loop", self._unroll_disabled())
         i.add_incoming(nxt, self.b.block)
         self.b.position_at_end(exit_)

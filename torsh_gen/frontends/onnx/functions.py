@@ -25,8 +25,10 @@ import onnx
 import onnx.defs
 
 from torsh_gen.errors import TorshGenError
+from torsh_gen.frontends.onnx.exporter import _node_to_proto
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.proto import attribute_from_proto, attribute_to_proto, type_to_proto
+from torsh_gen.ir.rewrite import NameGen
 from torsh_gen.ops.inference import infer_types
 
 #: Rounds of expansion (a body's ops expanded in turn: SoftmaxCrossEntropyLoss →
@@ -42,8 +44,10 @@ def expand_functions(graph: Graph, wanted: Callable[[Node], bool]) -> list[str]:
     expanded: list[str] = []
     if not opset:
         return expanded
-    taken: set[str] = {v.name for v in graph.values() if v.name}
+    names = NameGen(graph)
     for _ in range(MAX_DEPTH):
+        if not any(node.domain == "" and wanted(node) for node in graph.nodes):
+            break
         try:  # context-dependent bodies depend on the input types
             infer_types(graph)
         except TorshGenError:
@@ -52,7 +56,7 @@ def expand_functions(graph: Graph, wanted: Callable[[Node], bool]) -> list[str]:
         nodes: list[Node] = []
         for node in graph.nodes:
             fn = _body(node, opset) if node.domain == "" and wanted(node) else None
-            body = _instantiate(node, fn, taken) if fn is not None else None
+            body = _instantiate(node, fn, names) if fn is not None else None
             if body is None:
                 nodes.append(node)
                 continue
@@ -89,7 +93,7 @@ def _body(node: Node, opset: int) -> _Body | None:
     fn = None
     versions = [v for v in schema.context_dependent_function_opset_versions if v <= opset]
     if schema.has_context_dependent_function and versions:
-        proto = _node_proto(node)
+        proto = _node_to_proto(node, value_info=False)
         types = [type_to_proto(v.type if v is not None else None).SerializeToString() for v in node.inputs]
         try:
             data = schema.get_context_dependent_function_with_opset_version(max(versions), proto.SerializeToString(), types)
@@ -169,16 +173,7 @@ def _converted(
         return None
 
 
-def _node_proto(node: Node) -> onnx.NodeProto:
-    """The node as ONNX sees it (placeholder value names: only attributes and arity matter)."""
-    proto = onnx.NodeProto(op_type=node.op_type, domain=node.domain)
-    proto.input.extend(f"i{k}" if v is not None else "" for k, v in enumerate(node.inputs))
-    proto.output.extend(f"o{k}" if v.name else "" for k, v in enumerate(node.outputs))
-    proto.attribute.extend(attribute_to_proto(name, a) for name, a in sorted(node.attrs.items()))
-    return proto
-
-
-def _instantiate(node: Node, fn: _Body, taken: set[str]) -> list[Node] | None:
+def _instantiate(node: Node, fn: _Body, names: NameGen) -> list[Node] | None:
     """The body's nodes reading and writing the node's values; None when the body reads a
     name before defining it or leaves one of the node's outputs unwritten."""
     defined = {"", *fn.inputs}
@@ -186,13 +181,13 @@ def _instantiate(node: Node, fn: _Body, taken: set[str]) -> list[Node] | None:
         if any(name not in defined for name in n.input):
             return None
         defined.update(n.output)
-    wanted = [fn.outputs[k] for k, v in enumerate(node.outputs) if v.name and k < len(fn.outputs)]
-    if len(fn.outputs) < sum(1 for v in node.outputs if v.name) or any(name not in defined for name in wanted):
+    used = [k for k, v in enumerate(node.outputs) if v.name]
+    if any(k >= len(fn.outputs) or fn.outputs[k] not in defined for k in used):
         return None
     scope: dict[str, Value | None] = {"": None}
     for k, name in enumerate(fn.inputs):
         scope[name] = node.inputs[k] if k < len(node.inputs) else None
-    outputs = {name: node.outputs[k] for k, name in enumerate(fn.outputs) if k < len(node.outputs) and node.outputs[k].name}
+    outputs = {fn.outputs[k]: node.outputs[k] for k in used}
     prefix = f"{node.name or node.op_type}/"
     body: list[Node] = []
     for n in fn.nodes:
@@ -200,21 +195,11 @@ def _instantiate(node: Node, fn: _Body, taken: set[str]) -> list[Node] | None:
         ins = [scope[name] for name in n.input]
         outs = []
         for name in n.output:
-            v = outputs.get(name) or Value(_fresh(prefix + name, taken))
+            v = outputs.get(name) or Value(names.fresh(prefix + name))
             scope[name] = v
             outs.append(v)
-        body.append(Node(n.op_type, ins, outs, attrs, "", _fresh(prefix + (n.name or n.op_type), taken)))
+        body.append(Node(n.op_type, ins, outs, attrs, "", names.fresh(prefix + (n.name or n.op_type))))
     return body
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    """``name``, or ``name_2``, ``name_3``... whichever is not taken yet (then taken)."""
-    out, k = name, 1
-    while out in taken:
-        k += 1
-        out = f"{name}_{k}"
-    taken.add(out)
-    return out
 
 
 __all__ = ["expand_functions"]

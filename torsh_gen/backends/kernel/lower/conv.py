@@ -494,12 +494,10 @@ def lower_conv(ctx: LowerCtx) -> None:
         lay = schedule(flattened(geo), lanes, itemsize, pointwise_budget)
         tiled(ctx, Plan(lay, src, weights(ctx, lay.geo, lay.rows), Epilogue(ctx, lay.geo)))
         return
-    if channels:
-        padded = not reads_in_place(geo)
-        src = padded_source(ctx, geo) if padded else raw_source(ctx, geo)
-        rolled = ctx.sched.rolled_tap_accumulators if rolls(geo, padded) else 0
-        budget = rolled or budget or default_accumulators(lanes, 4)
-        conv_channels.channel_tiles(ctx, geo, src, lanes, budget, bool(rolled))
+    if channels:  # the row tiles' layout decided padding and rolled taps for ``geo`` too
+        src = padded_source(ctx, geo) if lay.padded else raw_source(ctx, geo)
+        acc = ctx.sched.rolled_tap_accumulators if lay.rolled else budget or default_accumulators(lanes, 4)
+        conv_channels.channel_tiles(ctx, geo, src, lanes, acc, lay.rolled)
         return
     base = flattened(geo) if geo.pointwise else geo
     src = padded_source(ctx, base) if lay.padded else raw_source(ctx, base)

@@ -38,6 +38,7 @@ from torsh_gen.backends.kernel.lower.conv_operands import (
     Geometry,
     Source,
     rolled_axis,
+    shifted,
     tap_runs,
     weights,
 )
@@ -141,9 +142,6 @@ def _tile(
                     off, tap = run.offset(j), ky * kw + run.kx(j)
                     w = kb.let(wbuf[fold(((ob * geo.cin + ic) * geo.taps + tap) * width) + r], "w")
                     for acc, base in zip(accs, bases):
-                        x = src.buf[fold(base + row + off)] if rolled else (
-                            src.buf[base + row + off] if off else src.buf[base + row]
-                        )
-                        kb.assign(acc, call("fma", x, w, acc))
+                        kb.assign(acc, call("fma", src.buf[shifted(base + row, off)], w, acc))
         for j, acc in enumerate(accs):
             ep.store(acc, n, oc, fold(q0 + j))

@@ -175,9 +175,15 @@ class Source:
         """The input ``off`` elements into the row past output position ``ox`` (``off``
         from ``offset``, or moving with a loop over taps of one phase)."""
         base = fold(n * self.image + c * self.cs + z * self.zs + y * self.ys)
-        if isinstance(off, int):
-            return self.buf[base + (ox + off if off else ox)]
-        return self.buf[base + fold(ox + off)]
+        return self.buf[base + shifted(ox, off)]
+
+
+def shifted(index: Expr, off: ExprLike) -> Expr:
+    """``index + off``: a constant ``off`` stays a separate term (0: none), one that moves
+    with a loop over taps is folded in."""
+    if isinstance(off, int):
+        return index + off if off else index
+    return fold(index + off)
 
 
 def raw_source(ctx: LowerCtx, geo: Geometry) -> Source:
