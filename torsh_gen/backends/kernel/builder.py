@@ -34,22 +34,36 @@ from torsh_gen.backends.kernel.ir import (
     as_expr,
     idx,
 )
+from torsh_gen.backends.kernel.storage import (
+    STORAGE_DTYPES,
+    compute_dtype,
+    from_f32,
+    is_storage,
+    to_f32,
+)
 
 
 class BufferRef:
-    """A buffer inside a builder: ``buf[i]`` loads, ``buf[i] = v`` stores."""
+    """A buffer inside a builder: ``buf[i]`` loads, ``buf[i] = v`` stores.
 
-    def __init__(self, builder: KernelBuilder, buffer: Buffer) -> None:
+    A buffer of a storage-only type (``f16``, ``bf16``: see ``kernel/storage.py``) is
+    declared with its raw bits' type; its ``dtype`` here is the float32 that loads give
+    and stores take, and ``storage`` names what memory holds."""
+
+    def __init__(self, builder: KernelBuilder, buffer: Buffer, storage: str | None = None) -> None:
         self._kb = builder
         self.buffer = buffer
         self.name = buffer.name
-        self.dtype = buffer.dtype
+        self.storage = storage
+        self.dtype = compute_dtype(storage) if storage else buffer.dtype
 
     def __getitem__(self, index: ExprLike) -> Expr:
-        return Load(self.name, idx(index), self.dtype)
+        load = Load(self.name, idx(index), self.buffer.dtype)
+        return to_f32(load, self.storage) if self.storage else load
 
     def __setitem__(self, index: ExprLike, value: ExprLike) -> None:
-        self._kb.emit(Store(self.name, idx(index), as_expr(value, self.dtype)))
+        v = as_expr(value, self.dtype)
+        self._kb.emit(Store(self.name, idx(index), from_f32(v, self.storage) if self.storage else v))
 
 
 class KernelBuilder:
@@ -68,10 +82,12 @@ class KernelBuilder:
         return f"{hint}{self._count}"
 
     def buffer(self, name: str, dtype: str, size: ExprLike, writable: bool = False) -> BufferRef:
-        """Declare a buffer parameter (``name`` must be a generated identifier)."""
-        buf = Buffer(name, dtype, idx(size), writable)
+        """Declare a buffer parameter (``name`` must be a generated identifier; ``dtype`` may
+        be a storage-only type, computed as float32)."""
+        storage = dtype if is_storage(dtype) else None
+        buf = Buffer(name, STORAGE_DTYPES[dtype] if storage else dtype, idx(size), writable)
         self.buffers.append(buf)
-        return BufferRef(self, buf)
+        return BufferRef(self, buf, storage)
 
     def dim(self, name: str) -> Var:
         """Declare an integer dimension parameter."""

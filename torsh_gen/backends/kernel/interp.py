@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from torsh_gen.backends.kernel.ir import (
@@ -39,7 +40,7 @@ from torsh_gen.backends.kernel.ir import (
 NP = {
     "f32": np.float32, "f64": np.float64, "i8": np.int8, "u8": np.uint8, "i16": np.int16,
     "u16": np.uint16, "i32": np.int32, "u32": np.uint32, "i64": np.int64, "u64": np.uint64,
-    "bool": np.bool_,
+    "bool": np.bool_, "f16": np.float16, "bf16": ml_dtypes.bfloat16,
 }
 
 
@@ -202,7 +203,7 @@ def call_buffers(
     program): inputs and outputs by index, ``weights``/``workspace`` from ``memory`` bytes."""
     views = {}
     for buf, ref in zip(kernel.buffers, args):
-        dt = numpy_dtype(ref.dtype)
+        dt = numpy_dtype(buf.dtype)  # a half tensor's raw bits (kernel/storage.py)
         if ref.kind in ("input", "output"):
             views[buf.name] = (inputs if ref.kind == "input" else outputs)[ref.index].reshape(-1).view(dt)
         else:

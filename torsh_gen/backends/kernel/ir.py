@@ -55,6 +55,8 @@ def itemsize(dtype: str) -> int:
     """Bytes per element in memory."""
     if dtype == "bool":
         return 1
+    if dtype == "bf16":  # a storage-only type (kernel/storage.py)
+        return 2
     return int(dtype[1:]) // 8
 
 

@@ -42,6 +42,7 @@ from torsh_gen.backends.kernel.lower import (
     prod,
 )
 from torsh_gen.backends.kernel.printer import format_kernel
+from torsh_gen.backends.kernel.storage import compute_dtype
 from torsh_gen.errors import InputError, UnsupportedOpError
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.types import TensorType
@@ -276,8 +277,8 @@ class _Builder:
         kb = KernelBuilder("kernel")
         ctx = LowerCtx(
             node=node, attrs=spec.resolve_attrs(node), opset=self.opset,
-            in_shapes=[r.shape if r else None for r in ins], in_dtypes=[r.dtype if r else None for r in ins],
-            out_shapes=[r.shape for r in outs], out_dtypes=[r.dtype for r in outs],
+            in_shapes=[r.shape if r else None for r in ins], in_dtypes=[compute_dtype(r.dtype) if r else None for r in ins],
+            out_shapes=[r.shape for r in outs], out_dtypes=[compute_dtype(r.dtype) for r in outs],
             consts=[v.const if v is not None else None for v in node.inputs], sched=self.sched, kb=kb,
         )
         ctx.inputs = [kb.buffer(f"x{i}", r.dtype, prod(r.shape)) if r else None for i, r in enumerate(ins)]

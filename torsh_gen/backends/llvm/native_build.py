@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import numpy as np
 
+from torsh_gen.backends.kernel.interp import numpy_dtype
 from torsh_gen.backends.kernel.ir import itemsize
 from torsh_gen.backends.kernel.lower import prod
 from torsh_gen.backends.kernel.program import IOSpec, Program
@@ -49,6 +49,8 @@ DTYPE_CODES: dict[str, tuple[str, int]] = {
     "u32": ("U32", 9),
     "u64": ("U64", 10),
     "bool": ("BOOL", 11),
+    "f16": ("F16", 12),  # IEEE half, as uint16_t bits
+    "bf16": ("BF16", 13),  # bfloat16, as uint16_t bits
 }
 #: C flags of every translation unit: no -g (debug info would carry the build folder).
 CFLAGS = ("-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-function")
@@ -129,9 +131,7 @@ def dtype_rows() -> list[dict[str, Any]]:
     """The element types the header declares (all of them, in code order)."""
     rows = []
     for kdt, (name, code) in sorted(DTYPE_CODES.items(), key=lambda kv: kv[1][1]):
-        numpy = np.dtype(
-            "bool" if kdt == "bool" else {"f": "float", "i": "int", "u": "uint"}[kdt[0]] + kdt[1:]
-        )
+        numpy = numpy_dtype(kdt)
         rows.append({"code_name": name, "code": code, "numpy": numpy.name, "descr": numpy.str})
     return rows
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from torsh_gen.backends.kernel.builder import BufferRef, KernelBuilder
+from torsh_gen.backends.kernel.storage import compute_dtype
 from torsh_gen.ir.graph import Node
 from torsh_gen.ir.types import DType
 from torsh_gen.ops.registry import Attrs
@@ -34,9 +35,11 @@ KERNEL_DTYPES: dict[DType, str] = {
     DType.FLOAT: "f32", DType.DOUBLE: "f64", DType.INT8: "i8", DType.UINT8: "u8",
     DType.INT16: "i16", DType.UINT16: "u16", DType.INT32: "i32", DType.UINT32: "u32",
     DType.INT64: "i64", DType.UINT64: "u64", DType.BOOL: "bool",
+    DType.FLOAT16: "f16", DType.BFLOAT16: "bf16",  # storage only: computed as f32 (kernel/storage.py)
 }
 
-_FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum")
+_FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum",
+             "recurrent", "sampling", "spectral", "training", "matrix")
 _LOWERINGS: dict[str, Callable[[LowerCtx], None]] = {}
 _LOADED = False
 
@@ -119,11 +122,12 @@ class LowerCtx:
         """A derived weight (stored in the weights file), read as a kernel buffer."""
         name = self.kb.fresh("w")
         self.new_weights.append((name, np.ascontiguousarray(array)))
-        return self.kb.buffer(name, dtype, int(np.asarray(array).size))
+        return self.kb.buffer(name, compute_dtype(dtype), int(np.asarray(array).size))
 
     def scratch(self, dtype: str, n: int) -> BufferRef:
         """Workspace of ``n`` elements private to this kernel."""
         name = self.kb.fresh("s")
+        dtype = compute_dtype(dtype)
         self.scratches.append((name, dtype, int(n)))
         return self.kb.buffer(name, dtype, int(n), writable=True)
 

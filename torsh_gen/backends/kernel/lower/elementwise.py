@@ -18,6 +18,7 @@ from torsh_gen.backends.kernel.lower import (
     row_major_strides,
 )
 from torsh_gen.backends.kernel.lower.scalar_ops import SCALAR_OPS
+from torsh_gen.backends.kernel.storage import compute_dtype, is_storage
 from torsh_gen.ir.types import TensorType
 
 BLOCK = 4096
@@ -154,7 +155,7 @@ def lower_fused(ctx: LowerCtx) -> None:
             r = fn(kb, vals, attrs)
             out_t = node.outputs[0].type
             if isinstance(out_t, TensorType) and out_t.dtype in KERNEL_DTYPES:
-                r = _as_out(r, KERNEL_DTYPES[out_t.dtype])
+                r = _as_out(r, compute_dtype(KERNEL_DTYPES[out_t.dtype]))
             env[id(node.outputs[0])] = kb.let(r, "f")
         for j, v in enumerate(graph.outputs):
             ctx.y(j)[index[0]] = _as_out(env[id(v)], ctx.y(j).dtype)
@@ -167,4 +168,4 @@ def _scalar_const(v) -> Expr:
     dtype = KERNEL_DTYPES.get(v.type.dtype) if isinstance(v.type, TensorType) else None
     if dtype is None:
         raise LoweringDeclined("constant of an unsupported type")
-    return Const(v.const.reshape(-1)[0].item(), dtype)
+    return Const(float(v.const.reshape(-1)[0]) if is_storage(dtype) else v.const.reshape(-1)[0].item(), compute_dtype(dtype))

@@ -26,6 +26,7 @@ from torsh_gen.backends.kernel.ir import (
     maximum,
     minimum,
 )
+from torsh_gen.backends.kernel.storage import from_f32, is_storage, to_f32
 from torsh_gen.backends.kernel.lower import KERNEL_DTYPES, LoweringDeclined
 from torsh_gen.ir.types import DType
 from torsh_gen.ops.registry import Attrs
@@ -402,6 +403,8 @@ def _cast(kb, a, attrs):
     to = KERNEL_DTYPES.get(DType(int(attrs.to)))
     if to is None:
         raise LoweringDeclined(f"Cast to {DType(int(attrs.to)).name}")
+    if is_storage(to):  # computed in float32, rounded to the half's precision here
+        return to_f32(from_f32(Cast(a[0], "f32"), to), to)
     return Cast(a[0], to)
 
 
