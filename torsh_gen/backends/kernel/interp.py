@@ -40,7 +40,8 @@ from torsh_gen.backends.kernel.ir import (
 NP = {
     "f32": np.float32, "f64": np.float64, "i8": np.int8, "u8": np.uint8, "i16": np.int16,
     "u16": np.uint16, "i32": np.int32, "u32": np.uint32, "i64": np.int64, "u64": np.uint64,
-    "bool": np.bool_, "f16": np.float16, "bf16": ml_dtypes.bfloat16,
+    "bool": np.bool_, "f16": np.float16, "bf16": ml_dtypes.bfloat16, "f8e4m3fn": ml_dtypes.float8_e4m3fn,
+    "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "f8e5m2": ml_dtypes.float8_e5m2, "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
 }
 
 
@@ -155,7 +156,7 @@ def _binary(op: str, a: Any, b: Any, dtype: str) -> Any:
         return t(q if (a >= 0) == (b >= 0) else -q)
     if op == "rem":
         if is_float(dtype):
-            return t(math.fmod(a, b)) if b != 0 else t(math.nan)
+            raise ValueError("float rem is not a kernel-IR operation: use kernel.math.fmod")
         if b == 0:
             return t(0)
         r = abs(int(a)) % abs(int(b))

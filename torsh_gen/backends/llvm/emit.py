@@ -447,7 +447,9 @@ class _FunctionEmitter:
                 return b.select(b.fcmp_ordered("<", x, y), x, y)
             if op == "max":
                 return b.select(b.fcmp_ordered(">", x, y), x, y)
-            return {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "div": b.fdiv, "rem": b.frem}[op](x, y)
+            if op == "rem":  # LLVM's frem calls libm's fmod, which artifacts do not link
+                raise EmitError("float rem is not a kernel-IR operation: use kernel.math.fmod")
+            return {"add": b.fadd, "sub": b.fsub, "mul": b.fmul, "div": b.fdiv}[op](x, y)
         signed = is_signed(dtype) and dtype != "bool"
         if op in _FCMP:
             return (b.icmp_signed if signed else b.icmp_unsigned)(_FCMP[op], x, y)

@@ -26,8 +26,8 @@ from torsh_gen.backends.kernel.ir import (
     maximum,
     minimum,
 )
-from torsh_gen.backends.kernel.storage import from_f32, is_storage, to_f32
 from torsh_gen.backends.kernel.lower import KERNEL_DTYPES, LoweringDeclined
+from torsh_gen.backends.kernel.storage import FLOAT8, from_f32, is_storage, max_finite, to_f32
 from torsh_gen.ir.types import DType
 from torsh_gen.ops.registry import Attrs
 
@@ -75,9 +75,23 @@ SCALAR_OPS["Sum"] = _fold("add")
 @_reg("Div")
 def _div(kb: KernelBuilder, a: list[Expr], attrs: Attrs) -> Expr:
     if not is_float(a[0].dtype):
-        # ONNX integer Div truncates toward zero, like the IR's div.
-        return Bin("div", a[0], a[1])
+        # ONNX integer Div truncates toward zero, like the IR's div; a zero divisor gives 0
+        # and MIN / -1 wraps (numpy's results), instead of the CPU's division trap.
+        x, y = kb.let(a[0], "dx"), kb.let(a[1], "dy")
+        q = Bin("div", x, _safe_divisor(kb, y))
+        if y.dtype[0] == "i":
+            q = Select(Bin("eq", y, _k(-1, y)), Un("neg", x), q)
+        return Select(Bin("eq", y, _k(0, y)), _k(0, x), q)
     return a[0] / a[1]
+
+
+def _safe_divisor(kb: KernelBuilder, y: Expr) -> Expr:
+    """``y`` with 0 (and -1 for signed types, whose MIN / -1 traps) replaced by 1: integer
+    division by it never traps; callers fix those lanes' results."""
+    bad = Bin("eq", y, _k(0, y))
+    if y.dtype[0] == "i":
+        bad = Bin("or", bad, Bin("eq", y, _k(-1, y)))
+    return kb.let(Select(bad, _k(1, y), y), "dv")
 
 
 @_reg("Max")
@@ -227,6 +241,35 @@ def _cos(kb, a, attrs):
     return _through_f32(kb, a[0], lambda k, x: km.sin_cos(k, x, "cos"))
 
 
+def _math(fn: Callable[[KernelBuilder, Expr], Expr], domain: Callable[[Expr], Expr] | None = None) -> ScalarFn:
+    """A float32 polynomial of ``km`` as a scalar op; float64 inputs outside ``domain``
+    give NaN (checked before the float32 rounding could move them inside)."""
+
+    def f(kb: KernelBuilder, a: list[Expr], attrs: Attrs) -> Expr:
+        x = kb.let(a[0])
+        r = _through_f32(kb, x, fn)
+        if domain is None or x.dtype == "f32":
+            return r
+        return Select(domain(x), r, _k(math.nan, x))
+
+    return f
+
+
+def _within_one(x: Expr) -> Expr:
+    return call("fabs", x) <= _k(1.0, x)
+
+
+SCALAR_OPS["Tan"] = _math(km.tan)
+SCALAR_OPS["Asin"] = _math(km.asin, _within_one)
+SCALAR_OPS["Acos"] = _math(km.acos, _within_one)
+SCALAR_OPS["Atan"] = _math(km.atan)
+SCALAR_OPS["Sinh"] = _math(km.sinh)
+SCALAR_OPS["Cosh"] = _math(km.cosh)
+SCALAR_OPS["Asinh"] = _math(km.asinh)
+SCALAR_OPS["Acosh"] = _math(km.acosh, lambda x: x >= _k(1.0, x))
+SCALAR_OPS["Atanh"] = _math(km.atanh, _within_one)
+
+
 @_reg("Softplus")
 def _softplus(kb, a, attrs):
     x = kb.let(a[0])
@@ -289,9 +332,17 @@ def _sign(kb, a, attrs):
 
 @_reg("Pow")
 def _pow(kb, a, attrs):
+    """Float powers through exp and log, integer exponents by squaring (exact for integer
+    bases, see ``km.int_pow``); the result has the base's type."""
     x, y = a
+    if "bool" in (x.dtype, y.dtype):
+        raise LoweringDeclined("Pow of booleans")
     if not is_float(x.dtype):
-        raise LoweringDeclined("integer Pow")
+        if x.dtype not in ("i32", "i64"):
+            raise LoweringDeclined(f"Pow of a {x.dtype} base (ONNX allows int32 and int64)")
+        return km.int_pow_float(kb, x, y) if is_float(y.dtype) else km.int_pow(kb, x, y)
+    if not is_float(y.dtype):
+        return km.pow_int(kb, x, y)
     if isinstance(y, Const) or (isinstance(y, Cast) and isinstance(y.x, Const)):
         c = float(y.value if isinstance(y, Const) else y.x.value)
         if c == 2.0:
@@ -301,6 +352,8 @@ def _pow(kb, a, attrs):
             return x
         if c == 0.5:
             return call("sqrt", x)
+        if c == int(c) and abs(c) < 2**31:
+            return km.pow_int(kb, x, int(c))
     if y.dtype != x.dtype:
         y = Cast(y, x.dtype)
     return Cast(km.pow_(kb, x, y), x.dtype) if x.dtype != "f32" else km.pow_(kb, x, y)
@@ -327,14 +380,41 @@ def _clip(kb, a, attrs):
 
 @_reg("Mod")
 def _mod(kb, a, attrs):
+    """fmod=1: C's fmod (sign of x); fmod=0: numpy's mod (sign of y). Floats are exact
+    (``km.fmod``, no libm); an integer zero divisor gives 0 (numpy) rather than a trap."""
     x, y = kb.let(a[0]), kb.let(a[1])
-    if attrs.get("fmod", 0) or is_float(x.dtype):
-        if not attrs.get("fmod", 0):
-            raise LoweringDeclined("float Mod needs fmod=1")
-        return Bin("rem", x, y)
-    r = kb.let(Bin("rem", x, y))
+    fmod = attrs.get("fmod", 0)
+    if is_float(x.dtype):
+        return km.fmod(kb, x, y) if fmod else km.mod_floor(kb, x, y)
+    r = kb.let(Bin("rem", x, _safe_divisor(kb, y)))
+    if fmod:
+        return r
     fix = Bin("and", Bin("ne", r, _k(0, r)), Bin("ne", r < _k(0, r), y < _k(0, y)))
     return Select(fix, r + y, r)
+
+
+@_reg("Shrink")
+def _shrink(kb, a, attrs):
+    """x + bias below -lambd, x - bias above lambd, else 0. Integers compare and shift in
+    float32 and truncate back, as onnxruntime's ``static_cast<T>(x + bias)`` does."""
+    x = kb.let(a[0], "kx")
+    lambd, bias = float(attrs.get("lambd", 0.5)), float(attrs.get("bias", 0.0))
+    v = x if is_float(x.dtype) else kb.let(Cast(x, "f32"), "kf")
+    r = Select(v < _k(-lambd, v), v + _k(bias, v), Select(v > _k(lambd, v), v - _k(bias, v), _k(0.0, v)))
+    return r if is_float(x.dtype) else _float_to_int(kb, r, x.dtype)
+
+
+def _float_to_int(kb: KernelBuilder, v: Expr, dtype: str) -> Expr:
+    """float → any integer type as C++ on x86 converts: through int32 (int64 for uint32
+    and int64), out-of-range values giving that type's minimum, then truncated to
+    ``dtype``'s width; uint64 takes 2**63 off large values first."""
+    if dtype == "u64":  # values from 2**63 up convert in two steps, like C's sequence
+        big = kb.let(v >= _k(2.0**63, v), "kb")
+        low = km.to_int_like_x86(kb, Select(big, v - _k(2.0**63, v), v), "i64")
+        return Cast(low, "u64") + Select(big, Const(1 << 63, "u64"), Const(0, "u64"))
+    via = "i64" if dtype in ("u32", "i64") else "i32"
+    r = km.to_int_like_x86(kb, v, via)
+    return r if dtype == via else Cast(r, dtype)
 
 
 def _cmp(op: str) -> ScalarFn:
@@ -403,8 +483,13 @@ def _cast(kb, a, attrs):
     to = KERNEL_DTYPES.get(DType(int(attrs.to)))
     if to is None:
         raise LoweringDeclined(f"Cast to {DType(int(attrs.to)).name}")
-    if is_storage(to):  # computed in float32, rounded to the half's precision here
-        return to_f32(from_f32(Cast(a[0], "f32"), to), to)
+    if is_storage(to):  # computed in float32, rounded to the narrow type's precision here
+        x = a[0] if a[0].dtype == "f32" else Cast(a[0], "f32")
+        if to in FLOAT8 and int(attrs.get("saturate", 1)) and a[0].dtype != "bool":
+            top = max_finite(to)
+            x = kb.let(x, "cx")
+            x = Select(Bin("ne", x, x), x, minimum(maximum(x, -top), top))  # NaN stays NaN
+        return to_f32(from_f32(x, to), to)
     return Cast(a[0], to)
 
 
