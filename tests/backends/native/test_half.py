@@ -26,6 +26,9 @@ from torsh_gen.tools.artifact import load_artifact
 from torsh_gen.tools.compile import compile_model
 
 HALVES = {"f16": np.float16, "bf16": ml_dtypes.bfloat16}
+FLOAT8 = {"f8e4m3fn": ml_dtypes.float8_e4m3fn, "f8e4m3fnuz": ml_dtypes.float8_e4m3fnuz,
+          "f8e5m2": ml_dtypes.float8_e5m2, "f8e5m2fnuz": ml_dtypes.float8_e5m2fnuz}
+NARROW = {**HALVES, **FLOAT8}
 
 
 def _convert_kernel(src: str, dst: str, n: int):
@@ -38,7 +41,9 @@ def _convert_kernel(src: str, dst: str, n: int):
 
 
 def _raw(a: np.ndarray) -> np.ndarray:
-    return a.view(np.uint16) if a.dtype.itemsize == 2 else a
+    if a.dtype.kind in "iub" or a.dtype in (np.float32, np.float64):
+        return a
+    return a.view(np.uint16 if a.dtype.itemsize == 2 else np.uint8)
 
 
 def _convert(src: str, dst: str, x: np.ndarray, out_dtype, interpret_every: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -56,9 +61,10 @@ def _convert(src: str, dst: str, x: np.ndarray, out_dtype, interpret_every: int)
     return out
 
 
-@pytest.mark.parametrize("half", sorted(HALVES))
+@pytest.mark.parametrize("half", sorted(NARROW))
 def test_every_half_pattern_widens_exactly(half: str) -> None:
-    x = np.arange(1 << 16, dtype=np.uint16).view(HALVES[half])
+    bits = 8 * np.dtype(NARROW[half]).itemsize
+    x = np.arange(1 << bits, dtype=np.uint16 if bits == 16 else np.uint8).view(NARROW[half])
     for data, got in _convert(half, "f32", x, np.float32, interpret_every=7):
         expected = data.astype(np.float32)
         nan = np.isnan(expected)
@@ -71,24 +77,44 @@ def _float32_probes(half: str) -> np.ndarray:
     patterns, and edges (overflow threshold, subnormals, infinities, NaN)."""
     rng = np.random.default_rng(7)
     random_bits = rng.integers(0, 1 << 32, 100_000, dtype=np.uint64).astype(np.uint32)
-    values = np.arange(1 << 16, dtype=np.uint16).view(HALVES[half]).astype(np.float32)
+    bits = 8 * np.dtype(NARROW[half]).itemsize
+    values = np.arange(1 << bits, dtype=np.uint16 if bits == 16 else np.uint8).view(NARROW[half]).astype(np.float32)
     v = np.unique(values[np.isfinite(values)])
     tie = ((v[:-1].astype(np.float64) + v[1:]) / 2).astype(np.float32)
     up, down = np.nextafter(tie, np.float32(np.inf)), np.nextafter(tie, np.float32(-np.inf))
     edges = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504, 65519.996, 65520, 1e-8, 6e-8, 3e38,
-                      np.finfo(np.float32).tiny / 2], np.float32)
+                      np.finfo(np.float32).tiny / 2, 448, 464, 465, 240, 248, 57344, 61440, 61441, -1e-9], np.float32)
     return np.concatenate([edges, random_bits.view(np.float32), tie, up, down]).astype(np.float32)
 
 
-@pytest.mark.parametrize("half", sorted(HALVES))
+@pytest.mark.parametrize("half", sorted(NARROW))
 def test_float32_rounds_to_nearest_even_half(half: str) -> None:
-    for data, got in _convert("f32", half, _float32_probes(half), HALVES[half], interpret_every=41):
+    """Non-saturating conversion, as ml_dtypes rounds (overflow: inf, or NaN without one)."""
+    for data, got in _convert("f32", half, _float32_probes(half), NARROW[half], interpret_every=41):
         with np.errstate(over="ignore", invalid="ignore"):
-            expected = data.astype(HALVES[half])
+            expected = data.astype(NARROW[half])
         nan = np.isnan(expected.astype(np.float32))
         assert np.array_equal(np.isnan(got.astype(np.float32)), nan)
         bad = np.flatnonzero(_raw(got[~nan]) != _raw(expected[~nan]))
         assert bad.size == 0, f"{bad.size} mismatches, first {data[~nan][bad[:5]]}"
+
+
+@pytest.mark.parametrize("to", [TP.FLOAT8E4M3FN, TP.FLOAT8E4M3FNUZ, TP.FLOAT8E5M2, TP.FLOAT8E5M2FNUZ])
+@pytest.mark.parametrize("saturate", [0, 1])
+def test_float8_cast_round_trip_matches_the_onnx_reference(to: int, saturate: int) -> None:
+    """float32 → float8 (saturating or not) → float32, against onnx's reference Cast."""
+    x = np.concatenate([_float32_probes("f8e4m3fn")[:40], np.linspace(-70000, 70000, 300, dtype=np.float32)])
+    x = x.astype(np.float32).reshape(1, -1)
+    model = make_model(
+        [helper.make_node("Cast", ["x"], ["q"], to=to, saturate=saturate), helper.make_node("Cast", ["q"], ["y"], to=TP.FLOAT)],
+        [helper.make_tensor_value_info("x", TP.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("q", to, x.shape), helper.make_tensor_value_info("y", TP.FLOAT, x.shape)], opset=21)
+    program = lower_model(model, level="O0")
+    expected = _ref_run(model, {"x": x})
+    for got in (JitProgram(program).run({"x": x}).values(), interpret_program(program, {"x": x})):
+        for g, e in zip(got, expected):
+            assert g.dtype == e.dtype
+            np.testing.assert_array_equal(g.astype(np.float32), e.astype(np.float32))
 
 
 def _ref_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -205,3 +231,26 @@ def test_bfloat16_on_wasm32_through_run_mjs(tmp_path: Path) -> None:
     y = np.load(tmp_path / "out" / manifest["outputs"][0]["file"])
     _close(y.view(ml_dtypes.bfloat16), expected[0], 1e-2)
     _close(np.load(tmp_path / "out" / manifest["outputs"][1]["file"]), expected[1], 1e-2)
+
+
+@pytest.mark.parametrize("to", [TP.FLOAT8E4M3FN, TP.FLOAT8E5M2FNUZ])
+@pytest.mark.parametrize("saturate", [0, 1])
+def test_float8_quantize_dequantize_matches_the_onnx_reference(to: int, saturate: int) -> None:
+    """QuantizeLinear to float8 (per-axis scale, NaN and out-of-range values) and back."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((2, 3, 8)) * 300).astype(np.float32)
+    x[0, 0, :3] = [np.nan, 1e9, -1e9]
+    scale = np.array([0.5, 2.0, 1.25], np.float32)
+    zp = onnx.helper.make_tensor("zp", to, [3], [0.0, 0.0, 0.0])  # float8 zero points must be 0
+    model = make_model(
+        [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], axis=1, saturate=saturate),
+         helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], axis=1)],
+        [helper.make_tensor_value_info("x", TP.FLOAT, x.shape)],
+        [helper.make_tensor_value_info("q", to, x.shape), helper.make_tensor_value_info("y", TP.FLOAT, x.shape)],
+        [numpy_helper.from_array(scale, "s"), zp], opset=21)
+    program = lower_model(model, level="O0")
+    expected = _ref_run(model, {"x": x})
+    for got in (JitProgram(program).run({"x": x}).values(), interpret_program(program, {"x": x})):
+        for g, e in zip(got, expected):
+            assert g.dtype == e.dtype
+            np.testing.assert_array_equal(g.astype(np.float32), e.astype(np.float32))

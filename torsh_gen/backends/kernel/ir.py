@@ -55,8 +55,10 @@ def itemsize(dtype: str) -> int:
     """Bytes per element in memory."""
     if dtype == "bool":
         return 1
-    if dtype == "bf16":  # a storage-only type (kernel/storage.py)
+    if dtype == "bf16":  # storage-only types (kernel/storage.py)
         return 2
+    if dtype.startswith("f8"):
+        return 1
     return int(dtype[1:]) // 8
 
 

@@ -1,14 +1,16 @@
-"""Storage-only element types: float16 and bfloat16 tensors held as 16-bit patterns.
+"""Storage-only element types: float16, bfloat16 and the float8 types held as raw bits.
 
-Kernels compute in float32 and keep half-precision tensors in half the memory: a buffer
-whose tensor is ``f16`` or ``bf16`` is declared in the kernel as ``u16`` (its raw bits),
-and the builder's ``BufferRef`` turns every load into a float32 value and every store of
-a float32 value into the nearest half (round to nearest, ties to even; NaN stays NaN,
-overflow gives infinity). The conversions are integer and bit operations of the kernel IR,
-not LLVM's ``half`` type: on targets without F16C or FP16 instructions LLVM would call
-compiler-rt's ``__extendhfsf2``/``__truncsfhf2``, which neither libc nor a wasm link
-provides. So every target, the interpreter included, converts the same way, and the
-lowerings never see a half type (``LowerCtx`` reports such tensors as ``f32``).
+Kernels compute in float32 and keep narrow-float tensors in their own size: a buffer whose
+tensor is ``f16``, ``bf16`` or a float8 type is declared in the kernel as ``u16`` or ``u8``
+(its raw bits), and the builder's ``BufferRef`` turns every load into a float32 value and
+every store of a float32 value into the nearest narrow value (round to nearest, ties to
+even; NaN stays NaN; overflow gives infinity, or NaN in formats without one, as ONNX's
+Cast with ``saturate=0`` and ml_dtypes do: Cast clamps first when it saturates). The
+conversions are integer and bit operations of the kernel IR, not LLVM's ``half`` type: on
+targets without F16C or FP16 instructions LLVM would call compiler-rt's
+``__extendhfsf2``/``__truncsfhf2``, which neither libc nor a wasm link provides. So every
+target, the interpreter included, converts the same way, and the lowerings never see a
+narrow type (``LowerCtx`` reports such tensors as ``f32``).
 
 Rounding happens where the graph stores a tensor, so a chain of float16 ops rounds at
 every op boundary, as onnxruntime does for ops it runs in float16.
@@ -16,10 +18,31 @@ every op boundary, as onnxruntime does for ops it runs in float16.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torsh_gen.backends.kernel.ir import Bin, Bitcast, Cast, Const, Expr, Select
 
+
+@dataclass(frozen=True)
+class Float8:
+    """A float8 layout: exponent and mantissa bits, bias, and its special codes."""
+
+    mantissa: int
+    bias: int
+    max_bits: int  #: the largest finite magnitude's bits
+    nan: int  #: NaN's magnitude bits (the sign is kept unless ``unsigned_zero``)
+    overflow: int  #: what a magnitude beyond max_bits becomes: inf or NaN
+    unsigned_zero: bool = False  #: "fnuz": no negative zero, 0x80 is the only NaN
+
+
+FLOAT8: dict[str, Float8] = {
+    "f8e4m3fn": Float8(3, 7, 0x7E, 0x7F, 0x7F),
+    "f8e4m3fnuz": Float8(3, 8, 0x7F, 0x80, 0x80, True),
+    "f8e5m2": Float8(2, 15, 0x7B, 0x7E, 0x7C),
+    "f8e5m2fnuz": Float8(2, 16, 0x7F, 0x80, 0x80, True),
+}
 #: storage dtype → the kernel-IR dtype its buffers are declared with.
-STORAGE_DTYPES: dict[str, str] = {"f16": "u16", "bf16": "u16"}
+STORAGE_DTYPES: dict[str, str] = {"f16": "u16", "bf16": "u16", **{k: "u8" for k in FLOAT8}}
 #: storage dtype → the dtype kernels compute it in.
 COMPUTE_DTYPE = "f32"
 
@@ -53,6 +76,8 @@ def _shr(a: Expr, n: int) -> Expr:
 def to_f32(bits: Expr, dtype: str) -> Expr:
     """The float32 value of 16 stored bits (``bits``: a ``u16`` load)."""
     b = Cast(bits, "i32")  # zero-extends
+    if dtype in FLOAT8:
+        return _f8_to_f32(b, FLOAT8[dtype])
     if dtype == "bf16":
         return Bitcast(_shl(b, 16), "f32")
     mag = _and(b, 0x7FFF)
@@ -67,6 +92,8 @@ def to_f32(bits: Expr, dtype: str) -> Expr:
 def from_f32(value: Expr, dtype: str) -> Expr:
     """The 16 bits (``u16``) of the half nearest to float32 ``value`` (ties to even)."""
     x = value if value.dtype == "f32" else Cast(value, "f32")
+    if dtype in FLOAT8:
+        return _f32_to_f8(x, FLOAT8[dtype])
     b = Bitcast(x, "i32")
     mag = _and(b, 0x7FFFFFFF)
     is_nan = Bin("gt", mag, _i(0x7F800000))
@@ -82,3 +109,48 @@ def from_f32(value: Expr, dtype: str) -> Expr:
     inf_or_nan = Select(is_nan, _i(0x7E00), _i(0x7C00))
     half = Select(Bin("ge", mag, _i(0x477FF000)), inf_or_nan, Select(Bin("lt", mag, _i(0x38800000)), sub, normal))
     return Cast(Bin("or", half, sign), "u16")
+
+
+def max_finite(dtype: str) -> float:
+    """The largest finite value of a float8 type (what a saturating Cast clamps to)."""
+    f = FLOAT8[dtype]
+    exp, man = f.max_bits >> f.mantissa, f.max_bits & ((1 << f.mantissa) - 1)
+    return (1 + man / (1 << f.mantissa)) * 2.0 ** (exp - f.bias)
+
+
+def _f8_to_f32(b: Expr, f: Float8) -> Expr:
+    mag = _and(b, 0x7F)
+    shift = 23 - f.mantissa
+    normal = Bitcast(Bin("add", _shl(mag, shift), _i((127 - f.bias) << 23)), "f32")
+    subnormal = Bin("mul", Cast(mag, "f32"), Const(2.0 ** (1 - f.bias - f.mantissa), "f32"))
+    value = Select(Bin("lt", mag, _i(1 << f.mantissa)), subnormal, normal)
+    value = Select(Bin("gt", mag, _i(f.max_bits)), Const(float("nan"), "f32"), value)  # fn, e5m2
+    if f.overflow != f.nan:  # infinity exists (e5m2)
+        value = Select(Bin("eq", mag, _i(f.overflow)), Const(float("inf"), "f32"), value)
+    signed = Bitcast(Bin("or", Bitcast(value, "i32"), _shl(_and(b, 0x80), 24)), "f32")
+    if f.unsigned_zero:
+        return Select(Bin("eq", b, _i(0x80)), Const(float("nan"), "f32"), signed)
+    return signed
+
+
+def _f32_to_f8(x: Expr, f: Float8) -> Expr:
+    b = Bitcast(x, "i32")
+    mag = _and(b, 0x7FFFFFFF)
+    shift = 23 - f.mantissa
+    lsb = _and(_shr(mag, shift), 1)
+    normal = _shr(Bin("add", mag, Bin("add", _i(((f.bias - 127) << 23) + (1 << (shift - 1)) - 1), lsb)), shift)
+    # below the smallest normal: adding C, whose last bit is the float8's subnormal step,
+    # lets the FPU round (ties to even) at that step
+    c = 2.0 ** (1 - f.bias - f.mantissa + 23)
+    sub = Bin("sub", Bitcast(Bin("add", Bitcast(mag, "f32"), Const(c, "f32")), "i32"), Bitcast(Const(c, "f32"), "i32"))
+    small = Bin("lt", mag, _i((128 - f.bias) << 23))
+    r = Select(small, sub, Select(Bin("gt", mag, _i(0x7F000000)), _i(f.overflow), normal))
+    r = Select(Bin("gt", r, _i(f.max_bits)), _i(f.overflow), r)
+    is_nan = Bin("gt", mag, _i(0x7F800000))
+    sign = _and(_shr(b, 24), 0x80)
+    if f.unsigned_zero:  # one NaN code, and zero has no sign
+        out = Select(Bin("or", is_nan, Bin("eq", r, _i(0x80))), _i(0x80),
+                     Select(Bin("eq", r, _i(0)), _i(0), Bin("or", r, sign)))
+    else:
+        out = Bin("or", Select(is_nan, _i(f.nan), r), sign)
+    return Cast(out, "u8")

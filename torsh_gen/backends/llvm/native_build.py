@@ -51,6 +51,10 @@ DTYPE_CODES: dict[str, tuple[str, int]] = {
     "bool": ("BOOL", 11),
     "f16": ("F16", 12),  # IEEE half, as uint16_t bits
     "bf16": ("BF16", 13),  # bfloat16, as uint16_t bits
+    "f8e4m3fn": ("F8E4M3FN", 14),  # the float8 types, as uint8_t bits
+    "f8e4m3fnuz": ("F8E4M3FNUZ", 15),
+    "f8e5m2": ("F8E5M2", 16),
+    "f8e5m2fnuz": ("F8E5M2FNUZ", 17),
 }
 #: C flags of every translation unit: no -g (debug info would carry the build folder).
 CFLAGS = ("-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-function")

@@ -35,7 +35,9 @@ KERNEL_DTYPES: dict[DType, str] = {
     DType.FLOAT: "f32", DType.DOUBLE: "f64", DType.INT8: "i8", DType.UINT8: "u8",
     DType.INT16: "i16", DType.UINT16: "u16", DType.INT32: "i32", DType.UINT32: "u32",
     DType.INT64: "i64", DType.UINT64: "u64", DType.BOOL: "bool",
-    DType.FLOAT16: "f16", DType.BFLOAT16: "bf16",  # storage only: computed as f32 (kernel/storage.py)
+    # storage only: computed as f32 (kernel/storage.py)
+    DType.FLOAT16: "f16", DType.BFLOAT16: "bf16", DType.FLOAT8E4M3FN: "f8e4m3fn",
+    DType.FLOAT8E4M3FNUZ: "f8e4m3fnuz", DType.FLOAT8E5M2: "f8e5m2", DType.FLOAT8E5M2FNUZ: "f8e5m2fnuz",
 }
 
 _FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum",

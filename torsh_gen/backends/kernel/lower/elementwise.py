@@ -20,6 +20,7 @@ from torsh_gen.backends.kernel.lower import (
 from torsh_gen.backends.kernel.lower.scalar_ops import SCALAR_OPS
 from torsh_gen.backends.kernel.storage import compute_dtype, is_storage
 from torsh_gen.ir.types import TensorType
+from torsh_gen.ops.registry import Attrs
 
 BLOCK = 4096
 
@@ -101,6 +102,9 @@ def lower_elementwise(ctx: LowerCtx) -> None:
         present = [0]  # CastLike's second input only names the dtype
     strides = [row_major_strides(out_shape)] + [_operand(ctx, i, out_shape) for i in present]
     fn = SCALAR_OPS[op]
+    attrs = ctx.attrs
+    if op == "CastLike":  # a Cast to the output's type (saturating, rounding narrow floats)
+        fn, attrs = _cast_like(ctx.node.outputs[0].type, attrs)
 
     def body(index: list[Expr]) -> None:
         args: list = [None] * len(ctx.inputs)
@@ -110,9 +114,16 @@ def lower_elementwise(ctx: LowerCtx) -> None:
             vals = args + [None] * (3 - len(args))
         else:
             vals = [a for a in args if a is not None]
-        ctx.y(0)[index[0]] = _as_out(fn(ctx.kb, vals, ctx.attrs), ctx.y(0).dtype)
+        ctx.y(0)[index[0]] = _as_out(fn(ctx.kb, vals, attrs), ctx.y(0).dtype)
 
     elementwise_nest(ctx, out_shape, strides, body)
+
+
+def _cast_like(out_type, attrs: Attrs) -> tuple[Callable, Attrs]:
+    """CastLike as the Cast to its output's element type."""
+    if not isinstance(out_type, TensorType):
+        raise LoweringDeclined("CastLike output of unknown type")
+    return SCALAR_OPS["Cast"], Attrs({**attrs.as_dict(), "to": int(out_type.dtype)})
 
 
 def _as_out(e: Expr, dtype: str) -> Expr:
@@ -151,6 +162,8 @@ def lower_fused(ctx: LowerCtx) -> None:
                     raise LoweringDeclined("fused body reads a non-scalar constant")
             spec = lookup(node.op_type, node.domain, ctx.opset)
             attrs = spec.resolve_attrs(node)
+            if node.op_type == "CastLike":
+                fn, attrs = _cast_like(node.outputs[0].type, attrs)
             vals = args if node.op_type == "Clip" else [a for a in args if a is not None]
             r = fn(kb, vals, attrs)
             out_t = node.outputs[0].type
