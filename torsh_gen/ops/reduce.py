@@ -7,15 +7,20 @@ says how to reduce over a tuple of axes. In early opsets ``axes`` is an attribut
 ``noop_with_empty_axes`` decides what empty axes mean. ``_axes_as_input`` registers that
 later form as a subclass of the op's first class. Reductions over an empty set give the
 reduction's identity (0 for sums, 1 for products, -inf for max and log-sums, +inf for min).
+
+Axes computed at run time still leave the output shape static where every choice of
+that many axes gives the same one (all of them, none, or dims of equal size):
+``axes_choices`` lists the choices, and the type rule uses them where ONNX's cannot tell.
 """
 
 from __future__ import annotations
 
+from itertools import combinations
 from typing import Any, ClassVar
 
 import numpy as np
 
-from torsh_gen.ir.types import Type
+from torsh_gen.ir.types import Dim, TensorType, Type
 from torsh_gen.ops.registry import INT, INTS, Cost, InferContext, OpSpec, RunContext, op
 
 
@@ -53,6 +58,41 @@ def _highest(dtype: np.dtype) -> Any:
     return np.inf
 
 
+#: More dims than this and run-time axes are not enumerated (2**rank subsets).
+MAX_ENUMERATED_RANK = 12
+
+
+def axes_choices(
+    shape: tuple[int, ...], count: int, keepdims: bool, noop: bool = False
+) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+    """``(axes, output shape)`` for every set of ``count`` distinct axes of ``shape``: what an
+    axes input of ``count`` values known only at run time may reduce (empty when ``shape``
+    has too many dims to enumerate or fewer than ``count``)."""
+    rank = len(shape)
+    if count == 0:
+        axes = () if noop else tuple(range(rank))
+        return [(axes, _reduced_shape(shape, axes, keepdims))]
+    if rank > MAX_ENUMERATED_RANK:
+        return []
+    sets = combinations(range(rank), count)
+    return [(axes, _reduced_shape(shape, axes, keepdims)) for axes in sets]
+
+
+def _reduced_shape(
+    shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool
+) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if d in axes else s for d, s in enumerate(shape))
+    return tuple(s for d, s in enumerate(shape) if d not in axes)
+
+
+def _common_shape(shapes: list[tuple[int, ...]]) -> tuple[Dim, ...] | None:
+    """The dims all ``shapes`` agree on (None elsewhere); None when their ranks differ."""
+    if not shapes or len({len(s) for s in shapes}) != 1:
+        return None
+    return tuple(s[0] if len(set(s)) == 1 else None for s in zip(*shapes))
+
+
 class _Reduce(OpSpec):
     """Base of the Reduce* ops, axes as an attribute (opsets before 13/18)."""
 
@@ -79,6 +119,29 @@ class _Reduce(OpSpec):
             resolved = () if noop else tuple(range(x.ndim))
         y = self.reduce(x, resolved, bool(ctx.attrs.keepdims))
         return np.asarray(y).astype(x.dtype, copy=False)
+
+    def infer(self, ctx: InferContext) -> list[Type | None]:
+        """ONNX's rule; where axes come at run time, the dims every possible choice gives."""
+        types = super().infer(ctx)
+        x, axes = ctx.input_type(0), ctx.input_type(1)
+        if not self.axes_input or ctx.input_value(1) is not None:
+            return types
+        if not isinstance(x, TensorType) or not x.is_static:
+            return types
+        given = len(ctx.node.inputs) > 1 and ctx.node.inputs[1] is not None
+        if not given:
+            count = 0
+        elif isinstance(axes, TensorType) and axes.is_static and len(axes.shape) == 1:
+            count = int(axes.shape[0])
+        else:
+            return types
+        keepdims, noop = bool(ctx.attrs.keepdims), bool(ctx.attrs.noop_with_empty_axes)
+        choices = axes_choices(tuple(x.shape), count, keepdims, noop)
+        shape = _common_shape([out for _, out in choices])
+        if shape is None:
+            return types
+        t = types[0] if types and isinstance(types[0], TensorType) else None
+        return [TensorType(t.dtype if t is not None else x.dtype, shape)]
 
     def cost(self, ctx: InferContext, output_types: list[Type | None]) -> Cost:
         """About ``flops_per_element`` FLOPs per input element."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from onnx import TensorProto as TP
 from onnx import helper
@@ -29,3 +30,25 @@ def test_einsum(eq: str, shapes: list, out: tuple) -> None:
                        [helper.make_tensor_value_info("y", TP.FLOAT, out)], opset=12)
     program = check_native(model, {n: rand(*s, seed=k) for k, (n, s) in enumerate(zip(names, shapes))}, interpret=eq == "ij,jk->ik")
     assert [c.op_type for c in program.calls] == ["Einsum"]
+
+
+@pytest.mark.parametrize("eq,shapes,out", [("->", [()], ()), (",i->i", [(), (4,)], (4,)), ("i,->", [(3,), ()], ())])
+def test_einsum_with_scalar_operands(eq: str, shapes: list, out: tuple) -> None:
+    """A rank-0 operand has the empty term."""
+    names = [f"x{k}" for k in range(len(shapes))]
+    model = make_model([helper.make_node("Einsum", names, ["y"], equation=eq)],
+                       [helper.make_tensor_value_info(n, TP.DOUBLE, s) for n, s in zip(names, shapes)],
+                       [helper.make_tensor_value_info("y", TP.DOUBLE, out)], opset=12)
+    feeds = {n: rand(*s, seed=k, dtype=np.float64) for k, (n, s) in enumerate(zip(names, shapes))}
+    check_native(model, feeds, interpret=True)
+
+
+def test_einsum_term_that_does_not_match_the_rank_is_declined() -> None:
+    from tests.backends.native.helpers import lower_model
+    from torsh_gen.errors import UnsupportedOpError
+
+    model = make_model([helper.make_node("Einsum", ["x"], ["y"], equation="ij->i")],
+                       [helper.make_tensor_value_info("x", TP.FLOAT, (2, 3, 4))],
+                       [helper.make_tensor_value_info("y", TP.FLOAT, (2,))], opset=12)
+    with pytest.raises(UnsupportedOpError, match="does not match rank 3"):
+        lower_model(model)

@@ -238,3 +238,40 @@ def test_qlinear_matmul(per_column: bool, const_b: bool) -> None:
     feeds = {"a": _int8((m, k), 1, np.uint8)} | ({} if const_b else {"b": b})
     program = check_native(model, feeds, level="O1", rtol=0, atol=1)
     assert [c.op_type for c in program.calls] == ["QLinearMatMul"]
+
+
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("a_dt", [np.uint8, np.int8])
+def test_qlinear_matmul_scales_and_zero_points_at_run_time(per_column: bool, a_dt) -> None:
+    """Every scale and zero point is a model input: the multiplier is computed in the
+    kernel (per column into scratch), y's zero point read at run time. Batched A."""
+    m, k, n = 5, 19, 11
+    tp = {np.uint8: TP.UINT8, np.int8: TP.INT8}
+    feeds = {
+        "a": _int8((2, m, k), 1, a_dt),
+        "sa": np.array([0.02], np.float32),
+        "za": _int8((1,), 3, a_dt),
+        "b": _int8((k, n), 2, np.int8),
+        "sb": (np.abs(rand(n, seed=5)) * 0.01 + 0.005) if per_column else np.array([0.013], np.float32),
+        "zb": np.zeros(n, np.int8) if per_column else np.array([3], np.int8),
+        "sy": np.array([0.05], np.float32),
+        "zy": _int8((1,), 4, a_dt),
+    }
+    ins = [helper.make_tensor_value_info(name, tp.get(v.dtype.type, TP.FLOAT), v.shape) for name, v in feeds.items()]
+    node = helper.make_node("QLinearMatMul", list(feeds), ["y"])
+    model = make_model([node], ins, [helper.make_tensor_value_info("y", tp[a_dt], (2, m, n))])
+    program = check_native(model, feeds, rtol=0, atol=1, interpret=per_column)
+    assert [c.op_type for c in program.calls] == ["QLinearMatMul"]
+
+
+def test_qlinear_matmul_per_row_scale_is_declined() -> None:
+    from tests.backends.native.helpers import lower_model
+    from torsh_gen.errors import UnsupportedOpError
+
+    shapes = {"a": (3, 4), "sa": (3,), "za": (), "b": (4, 2), "sb": (), "zb": (), "sy": (), "zy": ()}
+    types = {"a": TP.UINT8, "za": TP.UINT8, "b": TP.UINT8, "zb": TP.UINT8, "zy": TP.UINT8}
+    ins = [helper.make_tensor_value_info(k, types.get(k, TP.FLOAT), s) for k, s in shapes.items()]
+    node = helper.make_node("QLinearMatMul", list(shapes), ["y"])
+    model = make_model([node], ins, [helper.make_tensor_value_info("y", TP.UINT8, (3, 2))])
+    with pytest.raises(UnsupportedOpError, match="scales must be per tensor"):
+        lower_model(model)

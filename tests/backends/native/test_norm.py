@@ -141,3 +141,45 @@ def test_lrn(size: int) -> None:
     )
     program = check_native(model, {"x": rand(*shape) * 3}, interpret=size == 3)
     assert [c.op_type for c in program.calls] == ["LRN"]
+
+
+def _batch_norm_training_model(shape, momentum: float, opset: int = 15):
+    c = shape[1]
+    node = helper.make_node(
+        "BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm", "rv"],
+        epsilon=1e-3, momentum=momentum, training_mode=1,
+    )  # fmt: skip
+    ins = [_vi("x", shape)] + [_vi(k, (c,)) for k in ("s", "b", "m", "v")]
+    return make_model([node], ins, [_vi("y", shape), _vi("rm", (c,)), _vi("rv", (c,))], opset=opset)
+
+
+@pytest.mark.parametrize("shape,momentum", [((2, 3, 4, 5), 0.9), ((6, 4), 0.5), ((2, 5, 1, 33), 0.0)])
+def test_batch_norm_training(shape, momentum: float) -> None:
+    """Training mode: batch statistics normalize Y and update the running mean and
+    variance (onnxruntime has no training kernel here: onnx's reference evaluator)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from tests.backends.native.helpers import interpret_program
+
+    c = shape[1]
+    model = _batch_norm_training_model(shape, momentum)
+    feeds = {"x": rand(*shape, seed=1) * 2 + 1, "s": rand(c, seed=2), "b": rand(c, seed=3),
+             "m": rand(c, seed=4), "v": np.abs(rand(c, seed=5)) + 0.5}  # fmt: skip
+    want = ReferenceEvaluator(model).run(None, feeds)
+    program = lower_model(model)
+    got = JitProgram(program).run(feeds)
+    for name, w in zip(("y", "rm", "rv"), want):
+        np.testing.assert_allclose(got[name], w, rtol=1e-4, atol=1e-4, err_msg=name)
+    if shape == (2, 3, 4, 5):
+        for out, w in zip(interpret_program(program, feeds), want):
+            np.testing.assert_allclose(out, w, rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_statistics_outputs_before_opset_14_are_declined() -> None:
+    from torsh_gen.errors import UnsupportedOpError
+
+    node = helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y", "rm"], epsilon=1e-3)
+    ins = [_vi("x", (2, 3))] + [_vi(k, (3,)) for k in ("s", "b", "m", "v")]
+    model = make_model([node], ins, [_vi("y", (2, 3)), _vi("rm", (3,))], opset=9)
+    with pytest.raises(UnsupportedOpError, match="statistics outputs before opset 14"):
+        lower_model(model)

@@ -236,16 +236,167 @@ def test_axes_given_at_run_time_follow_the_static_shapes(op: str, keepdims: int)
     check_native(model, {"x": rand(*shape), "axes": np.array([1], np.int64)})
 
 
-def test_run_time_axes_with_ambiguous_shapes_are_declined() -> None:
-    from onnx import TensorProto as TP
-    from onnx import helper as oh
-
-    from torsh_gen.errors import UnsupportedOpError
-
-    model = make_model(
-        [oh.make_node("ReduceSum", ["x", "axes"], ["y"], keepdims=0)],
-        [oh.make_tensor_value_info("x", TP.FLOAT, (3, 3)), oh.make_tensor_value_info("axes", TP.INT64, (1,))],
-        [oh.make_tensor_value_info("y", TP.FLOAT, (3,))], opset=18,
+def _run_time_axes_model(op: str, shape, out, count: int, keepdims: int, dtype=TP.FLOAT, noop=0):
+    """``op`` with an axes input of ``count`` values fed at run time and a declared output."""
+    node = helper.make_node(op, ["x", "axes"], ["y"], keepdims=keepdims, noop_with_empty_axes=noop)
+    return make_model(
+        [node],
+        [helper.make_tensor_value_info("x", dtype, shape), helper.make_tensor_value_info("axes", TP.INT64, (count,))],
+        [helper.make_tensor_value_info("y", dtype, out)],
+        opset=20,
     )
-    with pytest.raises(UnsupportedOpError, match="several choices"):
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMax", "ReduceMean", "ReduceL2", "ReduceLogSumExp"])
+def test_run_time_axes_that_the_shapes_leave_open_are_read_at_run_time(op: str) -> None:
+    """(3, 3, 3) -> (3, 3) fits every axis: one body per axis, picked by the axes' value
+    (negative ones counted from the end); the same program serves every value."""
+    model = _run_time_axes_model(op, (3, 3, 3), (3, 3), 1, 0)
+    x = _reduce_input(op, (3, 3, 3))
+    for axis in (0, 1, 2, -1, -3):
+        check_native(model, {"x": x, "axes": np.array([axis], np.int64)}, interpret=axis in (1, -3))
+
+
+def test_two_run_time_axes_of_three() -> None:
+    """Two of three equal dims reduced, keepdims=0: three bodies (two make a nest)."""
+    model = _run_time_axes_model("ReduceSum", (4, 4, 4), (4,), 2, 0)
+    x = rand(4, 4, 4, seed=2)
+    for axes in ([0, 2], [2, 1], [-1, -3], [0, 1]):
+        check_native(model, {"x": x, "axes": np.array(axes, np.int64)}, interpret=True)
+
+
+def test_run_time_axes_that_differ_in_size_one_dims_only() -> None:
+    """(1, 1, 5) -> (1, 5) drops dim 0 or dim 1: both size 1, so the values are the same
+    and the kernel has one body, no branch on the axes."""
+    from torsh_gen.backends.kernel.ir import If
+
+    model = _run_time_axes_model("ReduceMax", (1, 1, 5), (1, 5), 1, 0)
+    program = lower_model(model)
+    (kernel,) = program.kernels.values()
+    assert not any(isinstance(s, If) for s in kernel.body)
+    x = rand(1, 1, 5, seed=1)
+    for axes in ([0], [1], [-2]):
+        check_native(model, {"x": x, "axes": np.array(axes, np.int64)}, interpret=True)
+
+
+def test_empty_run_time_axes() -> None:
+    """An axes input of length 0: every axis (noop_with_empty_axes=0) or none (1)."""
+    x = rand(3, 4, seed=8)
+    empty = np.zeros((0,), np.int64)
+    check_native(_run_time_axes_model("ReduceSum", (3, 4), (1, 1), 0, 1), {"x": x, "axes": empty}, interpret=True)
+    check_native(_run_time_axes_model("ReduceMin", (3, 4), (3, 4), 0, 1, noop=1), {"x": x, "axes": empty}, interpret=True)
+
+
+def test_too_many_run_time_axis_choices_are_declined() -> None:
+    """Three axes of six equal dims, dropped: 20 possible sets, more than the kernel holds."""
+    model = _run_time_axes_model("ReduceSum", (2,) * 6, (2,) * 3, 3, 0)
+    with pytest.raises(UnsupportedOpError, match="fit 20 choices"):
         lower_model(model)
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+def test_bool_max_and_min_are_any_and_all(op: str) -> None:
+    x = np.random.default_rng(1).random((4, 3, 19)) < 0.3
+    for axes, keepdims in (([2], 1), ([1], 0), ([0, 2], 0), ([0], 1)):
+        node, inits = _reduce_node(op, axes, keepdims, 20)
+        check_native(_model(node, x.shape, TP.BOOL, inits, opset=20), {"x": x}, interpret=axes == [1])
+    node, inits = _reduce_node(op, [1], 1, 20)  # empty set: False for max, True for min
+    model = _model(node, (2, 0, 3), TP.BOOL, inits, opset=20)  # onnxruntime refuses it
+    _check_with_reference(model, {"x": np.zeros((2, 0, 3), bool)})
+
+
+def test_bool_sum_is_declined() -> None:
+    node, inits = _reduce_node("ReduceSum", [1], 1, 13)
+    model = make_model(
+        [node], [helper.make_tensor_value_info("x", TP.BOOL, (2, 3))],
+        [helper.make_tensor_value_info("y", TP.BOOL, (2, 1))], inits, opset=13,
+    )
+    with pytest.raises(UnsupportedOpError, match="ReduceSum of bool"):
+        lower_model(model)
+
+
+def _cumulative_model(op: str, shape, axis_dtype=TP.INT64, axis=None, dtype=TP.FLOAT, **attrs):
+    """CumSum/CumProd whose axis is a constant (``axis``) or fed at run time (None)."""
+    inits = [] if axis is None else [numpy_helper.from_array(np.array(axis, helper.tensor_dtype_to_np_dtype(axis_dtype)), "axis")]
+    ins = [helper.make_tensor_value_info("x", dtype, shape)]
+    if axis is None:
+        ins.append(helper.make_tensor_value_info("axis", axis_dtype, ()))
+    node = helper.make_node(op, ["x", "axis"], ["y"], **attrs)
+    return make_model([node], ins, [helper.make_tensor_value_info("y", dtype, shape)], inits, opset=26 if op == "CumProd" else 14)
+
+
+def _check_with_reference(model: onnx.ModelProto, feeds: dict, interpret: bool = True) -> None:
+    """JIT (and interpreter) against onnx's reference evaluator (for ops onnxruntime lacks)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from tests.backends.native.helpers import interpret_program
+
+    program = lower_model(model)
+    want = ReferenceEvaluator(model).run(None, feeds)[0]
+    got = JitProgram(program).run(feeds)["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if interpret:
+        np.testing.assert_allclose(interpret_program(program, feeds)[0], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumsum_axis_at_run_time(exclusive: int, reverse: int) -> None:
+    """One body per axis, picked by the axis' value (int32 or int64, negative too)."""
+    shape = (3, 4, 5)
+    x = rand(*shape, seed=6)
+    for axis_dtype, np_dtype in ((TP.INT64, np.int64), (TP.INT32, np.int32)):
+        model = _cumulative_model("CumSum", shape, axis_dtype, exclusive=exclusive, reverse=reverse)
+        for axis in (0, 1, 2, -1, -3):
+            feeds = {"x": x, "axis": np.array(axis, np_dtype)}
+            check_native(model, feeds, interpret=axis == -1 and np_dtype == np.int32)
+
+
+@pytest.mark.parametrize("exclusive,reverse", [(0, 0), (1, 0), (0, 1), (1, 1)])
+def test_cumprod(exclusive: int, reverse: int) -> None:
+    """CumProd (opset 26; onnxruntime has no kernel): constant and run-time axes, floats
+    and int32."""
+    shape = (3, 4, 5)
+    x = (np.abs(rand(*shape, seed=4)) * 0.5 + 0.7).astype(np.float32)
+    xi = np.random.default_rng(3).integers(-3, 4, shape).astype(np.int32)
+    for axis in (0, 1, -1):
+        model = _cumulative_model("CumProd", shape, axis=axis, exclusive=exclusive, reverse=reverse)
+        _check_with_reference(model, {"x": x}, interpret=axis == 1)
+    model = _cumulative_model("CumProd", shape, exclusive=exclusive, reverse=reverse)
+    for axis in (0, 2, -2):
+        _check_with_reference(model, {"x": x, "axis": np.array(axis, np.int64)})
+    model = _cumulative_model("CumProd", shape, dtype=TP.INT32, exclusive=exclusive, reverse=reverse)
+    _check_with_reference(model, {"x": xi, "axis": np.array(1, np.int64)})
+
+
+def test_cumsum_of_a_scalar_is_declined() -> None:
+    node = helper.make_node("CumSum", ["x", "axis"], ["y"])
+    model = make_model(
+        [node],
+        [helper.make_tensor_value_info("x", TP.FLOAT, ()), helper.make_tensor_value_info("axis", TP.INT64, ())],
+        [helper.make_tensor_value_info("y", TP.FLOAT, ())], opset=14,
+    )
+    with pytest.raises(UnsupportedOpError, match="CumSum of a scalar"):
+        lower_model(model)
+
+
+@pytest.mark.parametrize("shape,count,keepdims,out", [((3, 4), 0, 1, (1, 1)), ((3, 3, 3), 1, 0, (3, 3)), ((2, 1, 2), 2, 1, None)])
+def test_run_time_axes_give_a_static_shape_where_every_choice_agrees(shape, count, keepdims, out) -> None:
+    """The type rule: no axes, or axes over equal dims, give one output shape whatever
+    their values, so the intermediate a later op reads has a static shape. (2, 1, 2)
+    with two axes kept gives (1, 1, 2), (1, 1, 1) or (2, 1, 1): no static shape, and the
+    dims the choices agree on are kept."""
+    from torsh_gen.errors import InputError
+
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["r"], keepdims=keepdims),
+             helper.make_node("Neg", ["r"], ["y"])]
+    model = make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TP.FLOAT, shape), helper.make_tensor_value_info("axes", TP.INT64, (count,))],
+        [helper.make_tensor_value_info("y", TP.FLOAT, out)], opset=18,
+    )
+    axes = np.arange(count, dtype=np.int64)
+    if out is None:
+        with pytest.raises(InputError, match=r"symbolic shape float\[\?,1,\?\]"):
+            lower_model(model)
+        return
+    check_native(model, {"x": rand(*shape), "axes": axes}, interpret=True)

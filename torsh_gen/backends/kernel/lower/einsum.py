@@ -34,7 +34,7 @@ def parse(equation: str, ranks: list[int]) -> tuple[list[str], str]:
         if "..." in t:
             k = r - len(t.replace("...", ""))
             t = t.replace("...", spare[ell - k:])
-        if len(t) != r or not t.isalpha():
+        if len(t) != r or (t and not t.isalpha()):  # '' is a scalar's term
             raise LoweringDeclined(f"Einsum term {t!r} does not match rank {r}")
         out_terms.append(t)
     if arrow:

@@ -205,12 +205,16 @@ def _integer(ctx: LowerCtx, ia: int, ib: int, iza: int, izb: int) -> Product:
 def _requantize(ctx: LowerCtx, mm: Product) -> None:
     """QLinearMatMul's epilogue: ``saturate(rint(float32(acc) * m) + y_zp)`` with the
     float32 multiplier ``m = a_scale * b_scale / y_scale`` (per column with b's scale)."""
-    consts = [ctx.const(i) for i in (1, 4, 6)]
-    if any(c is None for c in consts) or not ctx.has(7) or ctx.const(7) is None:
-        raise LoweringDeclined("QLinearMatMul with scales or y_zero_point computed at run time")
-    sa, sb, sy = (np.asarray(c, np.float32).reshape(-1) for c in consts)
-    if sa.size != 1 or sy.size != 1 or sb.size not in (1, mm.n):
+    if not ctx.has(7):
+        raise LoweringDeclined("QLinearMatMul without y_zero_point")
+    sizes = [prod(ctx.in_shape(i)) for i in (1, 4, 6, 7)]
+    if sizes[0] != 1 or sizes[2] != 1 or sizes[3] != 1 or sizes[1] not in (1, mm.n):
         raise LoweringDeclined("QLinearMatMul scales must be per tensor (B's: or per column)")
+    consts = [ctx.const(i) for i in (1, 4, 6)]
+    if any(c is None for c in consts) or ctx.const(7) is None:
+        _requantize_at_run_time(ctx, mm)
+        return
+    sa, sb, sy = (np.asarray(c, np.float32).reshape(-1) for c in consts)
     mult = (sa * sb / sy).astype(np.float32)
     yzp = float(np.asarray(ctx.const(7)).reshape(-1)[0])
     ydt = ctx.y(0).dtype
@@ -220,6 +224,43 @@ def _requantize(ctx: LowerCtx, mm: Product) -> None:
     def finish(kb: KernelBuilder, acc: Expr, m: Expr, n: Expr) -> Expr:
         s = scale[n] if scale is not None else Const(float(mult[0]), "f32")
         q = call("roundeven", Cast(acc, "f32") * s) + Const(yzp, "f32")
+        return Cast(minimum(maximum(q, Const(lo, "f32")), Const(hi, "f32")), ydt)
+
+    mm.finish = finish
+
+
+def _scalar_f32(ctx: LowerCtx, i: int) -> Expr:
+    """Element 0 of input ``i`` (a constant when it is one) as float32."""
+    c = ctx.const(i)
+    if c is not None:
+        return Const(float(np.asarray(c, np.float32).reshape(-1)[0]), "f32")
+    v = ctx.x(i)[0]
+    return ctx.kb.let(v if v.dtype == "f32" else Cast(v, "f32"), "sc")
+
+
+def _requantize_at_run_time(ctx: LowerCtx, mm: Product) -> None:
+    """The same epilogue with scales or y's zero point read at run time: the multiplier
+    is computed once before the product (per column into scratch for B's per-column
+    scales), in the order ``(a_scale * b_scale) / y_scale`` of the constant path."""
+    kb = ctx.kb
+    sa, sy, yzp = _scalar_f32(ctx, 1), _scalar_f32(ctx, 6), _scalar_f32(ctx, 7)
+    ydt = ctx.y(0).dtype
+    lo, hi = (0.0, 255.0) if ydt == "u8" else (-128.0, 127.0)
+    per_column = prod(ctx.in_shape(4)) > 1
+    scale: BufferRef | None = None
+    mult: Expr | None = None
+    if per_column:
+        sb = ctx.x(4)
+        scale = ctx.scratch("f32", mm.n)
+        with kb.loop(mm.n, hint="j") as j:
+            v = sb[j] if sb.dtype == "f32" else Cast(sb[j], "f32")
+            scale[j] = (sa * v) / sy
+    else:
+        mult = kb.let((sa * _scalar_f32(ctx, 4)) / sy, "mult")
+
+    def finish(kb: KernelBuilder, acc: Expr, m: Expr, n: Expr) -> Expr:
+        s = scale[n] if scale is not None else mult
+        q = call("roundeven", Cast(acc, "f32") * s) + yzp
         return Cast(minimum(maximum(q, Const(lo, "f32")), Const(hi, "f32")), ydt)
 
     mm.finish = finish

@@ -1,5 +1,5 @@
 """Normalizations: LayerNormalization, RMSNormalization, InstanceNormalization,
-GroupNormalization, BatchNormalization (inference) and LpNormalization.
+GroupNormalization, BatchNormalization (inference and training) and LpNormalization.
 
 The statistics ops are segment reductions (``reduce.segments``): every normalized group
 of elements is one segment, its mean and variance two reductions over it (two passes, as
@@ -162,9 +162,11 @@ def lower_group_norm(ctx: LowerCtx) -> None:
 
 @lowers("BatchNormalization")
 def lower_batch_norm(ctx: LowerCtx) -> None:
-    """Inference form: ``(x - mean) / sqrt(var + eps) * scale + bias`` per channel."""
-    if ctx.attrs.get("training_mode", 0) or len(ctx.outputs) > 1:
-        raise LoweringDeclined("BatchNormalization in training mode")
+    """Inference form: ``(x - mean) / sqrt(var + eps) * scale + bias`` per channel; in
+    training mode (opset 14 on, with the running statistics asked for) the batch's own."""
+    training = bool(ctx.attrs.get("training_mode", 0)) and len(ctx.outputs) > 1
+    if len(ctx.outputs) > 1 and (not training or ctx.opset < 14):
+        raise LoweringDeclined("BatchNormalization with statistics outputs before opset 14")
     if not ctx.attrs.get("spatial", 1):
         raise LoweringDeclined("BatchNormalization with spatial=0")
     dtype = float_dtype(ctx, "BatchNormalization")
@@ -172,6 +174,9 @@ def lower_batch_norm(ctx: LowerCtx) -> None:
     if len(shape) < 2:
         raise LoweringDeclined("BatchNormalization needs (N, C, ...)")
     n, c, spatial = shape[0], shape[1], prod(shape[2:])
+    if training:
+        _batch_norm_training(ctx, dtype, n, c, spatial)
+        return
     scale, bias, mean, var = _channel_params(ctx, (1, 2, 3, 4), c, dtype)
     eps = Const(float(ctx.attrs.get("epsilon", 1e-5)), dtype)
     x, y, kb = ctx.x(0), ctx.y(0), ctx.kb
@@ -196,6 +201,45 @@ def lower_batch_norm(ctx: LowerCtx) -> None:
             with kb.loop(spatial, hint="s") as s:
                 at = kb.let((bn * c + ch) * spatial + s if spatial > 1 else bn * c + ch, "at")
                 y[at] = call("fma", x[at], a, b)
+
+
+def _batch_norm_training(ctx: LowerCtx, dtype: str, n: int, c: int, spatial: int) -> None:
+    """Per channel: the batch mean and (population) variance over N and the spatial dims,
+    two passes as the reference computes them; Y normalized with them; the running
+    statistics ``stat * momentum + batch_stat * (1 - momentum)``."""
+    scale, bias, mean, var = _channel_params(ctx, (1, 2, 3, 4), c, dtype)
+    eps = Const(float(ctx.attrs.get("epsilon", 1e-5)), dtype)
+    m = float(ctx.attrs.get("momentum", 0.9))
+    x, y, kb = ctx.x(0), ctx.y(0), ctx.kb
+    count = n * spatial
+    if count == 0:
+        raise LoweringDeclined("BatchNormalization training over an empty batch")
+    inv_count = Const(1.0 / count, dtype)
+
+    def channel_sum(ch: Expr, value) -> Expr:  # noqa: ANN001 (a callable of the index)
+        total = kb.local(dtype, Const(0.0, dtype), "cs")
+        with kb.loop(n, hint="b") as b:
+            seg = Segment(ctx, kb.let((b * c + ch) * spatial, "row"), spatial, 1, True)
+            kb.assign(total, total + seg.reduce(value, "add", dtype))
+        return kb.let(total, "sum")
+
+    with kb.loop(c, kind=ctx.outer_kind(n * c * spatial), hint="c") as ch:
+        bm = kb.let(channel_sum(ch, lambda i: x[i]) * inv_count, "bm")
+
+        def square(i: Expr) -> Expr:
+            d = kb.let(x[i] - bm, "d")
+            return d * d
+
+        bv = kb.let(channel_sum(ch, square) * inv_count, "bv")
+        a = kb.let(scale[ch] / call("sqrt", bv + eps), "a")
+        shift = kb.let(bias[ch] - bm * a, "b")
+        with kb.loop(n, hint="b") as b:
+            row = kb.let((b * c + ch) * spatial, "row")
+            with kb.loop(spatial, kind="vector", width=ctx.vector_width(spatial), hint="s") as s:
+                y[row + s] = call("fma", x[row + s], a, shift)
+        for j, stat, batch in ((1, mean, bm), (2, var, bv)):
+            if j < len(ctx.outputs):
+                ctx.y(j)[ch] = stat[ch] * Const(m, dtype) + batch * Const(1.0 - m, dtype)
 
 
 @lowers("LpNormalization")

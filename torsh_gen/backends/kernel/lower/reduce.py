@@ -1,4 +1,4 @@
-"""Reductions (Reduce*), ArgMax/ArgMin, Softmax/LogSoftmax, Hardmax and CumSum.
+"""Reductions (Reduce*), ArgMax/ArgMin, Softmax/LogSoftmax, Hardmax, CumSum and CumProd.
 
 Most of these ops work along one run of dimensions: viewed as ``(outer, n, inner)``, each
 of the ``outer * inner`` segments holds ``n`` elements ``inner`` apart. ``segments`` opens
@@ -18,6 +18,11 @@ Softmax subtracts the row maximum before ``exp`` (numerically stable) and makes 
 over the output (max, exp, sum, scale) so every ``exp`` is computed in a vector loop.
 Reductions over several separate runs of axes (``axes=(0, 2)`` of a 3-D tensor) take a
 plain nest: one accumulator per output element.
+
+Axes known only at run time (an axes input, CumSum's axis) are narrowed by the static
+shapes to the sets that fit; when several do, the kernel holds one body per set and picks
+one by the axes' values (``axes_mask``, ``select_at_run_time``). Boolean ReduceMax and
+ReduceMin are any and all.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -40,18 +46,23 @@ from torsh_gen.backends.kernel.ir import (
     eq,
     idx,
     is_float,
+    logical_and,
     minimum,
 )
 from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, lowers, norm_axis, prod
+from torsh_gen.ops.reduce import MAX_ENUMERATED_RANK, axes_choices
 from torsh_gen.ops.registry import lookup
 
+T = TypeVar("T")
 #: Inner extents above this are split into blocks so the outer loop has parallel work.
 INNER_BLOCK = 1024
 
 
 # --------------------------------------------------------------------------- segments
 def identity(op: str, dtype: str) -> Const:
-    """The neutral element of ``op`` (add, mul, max, min) in ``dtype``."""
+    """The neutral element of ``op`` (add, mul, max, min; or, and of booleans) in ``dtype``."""
+    if op in ("or", "and"):
+        return Const(op == "and", "bool")
     if op == "add":
         return Const(0.0 if is_float(dtype) else 0, dtype)
     if op == "mul":
@@ -222,10 +233,15 @@ _REDUCE = {
     "ReduceSumSquare": ("add", "square", None),
     "ReduceLogSumExp": ("add", "exp", "log"),
 }
+#: Booleans: max is any, min is all.
+_BOOL_COMBINE = {"max": "or", "min": "and"}
+#: Run-time axes: at most this many sets of axes fit the shapes (one kernel body each).
+MAX_AXES_VARIANTS = 16
 
 
-def _reduced_axes(ctx: LowerCtx, rank: int) -> list[int]:
-    """The reduced axes, from the attribute or the constant second input, per opset."""
+def _reduced_axes(ctx: LowerCtx, rank: int) -> list[list[int]]:
+    """The reduced axes, from the attribute or the second input, per opset: one list when
+    they are known at compile time, else every list the static shapes allow."""
     spec = lookup(ctx.node.op_type, ctx.node.domain, ctx.opset)
     if getattr(spec, "axes_input", False):
         if ctx.has(1):
@@ -236,36 +252,64 @@ def _reduced_axes(ctx: LowerCtx, rank: int) -> list[int]:
         else:
             listed = []
         if not listed:
-            return [] if ctx.attrs.get("noop_with_empty_axes", 0) else list(range(rank))
+            return [[] if ctx.attrs.get("noop_with_empty_axes", 0) else list(range(rank))]
     else:
         listed = list(ctx.attrs.get("axes", []) or [])
         if not listed:
-            return list(range(rank))
-    return sorted({norm_axis(a, rank) for a in listed})
+            return [list(range(rank))]
+    return [sorted({norm_axis(a, rank) for a in listed})]
 
 
-def _axes_from_shapes(ctx: LowerCtx, rank: int) -> list[int]:
-    """Axes given at run time, read off the static input and output shapes.
-
-    Shapes are fixed when a native artifact is compiled, so the reduced axes are the ones
-    whose size the output drops (reducing a size-1 axis changes nothing). The run-time
-    value itself is not read; shapes that fit more than one choice are declined.
-    """
-    from itertools import combinations
-
+def _axes_from_shapes(ctx: LowerCtx, rank: int) -> list[list[int]]:
+    """Axes given at run time: every set of as many axes as the input holds that turns the
+    static input shape into the output's, size-1 dims left out (reducing them changes no
+    value). More than one set: the kernel picks its body by the axes' values."""
     shape, out = ctx.in_shape(0), ctx.out_shape(0)
-    if len(out) == rank:  # keepdims
-        if any(o not in (1, i) for i, o in zip(shape, out)):
-            raise LoweringDeclined("axes computed at run time do not match the shapes")
-        return [d for d in range(rank) if out[d] == 1 and shape[d] != 1]
-    choices = set()
-    for removed in combinations(range(rank), rank - len(out)):
-        kept = [shape[d] for d in range(rank) if d not in removed]
-        if kept == list(out):
-            choices.add(tuple(d for d in removed if shape[d] != 1))
-    if len(choices) != 1:
-        raise LoweringDeclined("axes computed at run time, and the shapes fit several choices")
-    return sorted(choices.pop())
+    if rank > MAX_ENUMERATED_RANK:
+        raise LoweringDeclined(f"axes computed at run time over {rank} dims")
+    keep = bool(ctx.attrs.get("keepdims", 1))
+    noop = bool(ctx.attrs.get("noop_with_empty_axes", 0))
+    found: list[list[int]] = []
+    for axes, reduced_shape in axes_choices(shape, prod(ctx.in_shape(1)), keep, noop):
+        live = [d for d in axes if shape[d] != 1]
+        if reduced_shape == out and live not in found:
+            found.append(live)
+    if not found:
+        raise LoweringDeclined("axes computed at run time do not match the shapes")
+    if len(found) > MAX_AXES_VARIANTS:
+        raise LoweringDeclined(f"axes computed at run time fit {len(found)} choices of the shapes")
+    return found
+
+
+def axes_mask(ctx: LowerCtx, i: int, rank: int, relevant: list[int]) -> Expr:
+    """Bit ``d`` set for every axis ``d`` in ``relevant`` that input ``i`` (axes read at run
+    time, negative ones counted from the end) names; axes out of range set no bit."""
+    kb, axes = ctx.kb, ctx.x(i)
+    mask: Expr = Const(0, "i64")
+    for k in range(prod(ctx.in_shape(i))):
+        a = kb.let(Cast(axes[k], "i64") if axes.dtype != "i64" else axes[k], "ax")
+        a = kb.let(Select(a < 0, a + rank, a), "ax")
+        inside = logical_and(a >= 0, a < rank)
+        bit = Bin("shl", Const(1, "i64"), Select(inside, a, Const(0, "i64")))
+        mask = Bin("or", mask, Select(inside, bit, Const(0, "i64")))
+    keep = sum(1 << d for d in relevant)
+    return kb.let(Bin("and", mask, Const(keep, "i64")), "mask")
+
+
+def select_at_run_time(
+    ctx: LowerCtx, key: Expr, choices: list[tuple[int, T]], emit: Callable[[T], None]
+) -> None:
+    """``emit(choice)`` under the first ``(value, choice)`` whose value equals ``key``; the
+    last choice also takes any other key (bad axes compute wrong values, never read
+    outside a buffer)."""
+    value, choice = choices[0]
+    if len(choices) == 1:
+        emit(choice)
+        return
+    with ctx.kb.if_(eq(key, Const(value, key.dtype))):
+        emit(choice)
+    with ctx.kb.else_():
+        select_at_run_time(ctx, key, choices[1:], emit)
 
 
 def _runs(shape: tuple[int, ...], reduced: list[int]) -> list[tuple[int, bool]]:
@@ -282,9 +326,16 @@ def _runs(shape: tuple[int, ...], reduced: list[int]) -> list[tuple[int, bool]]:
     return runs
 
 
+def _combine(ctx: LowerCtx, dtype: str) -> str:
+    """How elements combine: the op's, or any/all for boolean Max/Min."""
+    combine = _REDUCE[ctx.node.op_type][0]
+    return _BOOL_COMBINE[combine] if dtype == "bool" else combine
+
+
 def _reduce_value(ctx: LowerCtx, space, x, dtype: str, count: int) -> Expr:
     """The reduction of one output element over ``space`` (a Segment or a ``_Nest``)."""
-    combine, fmap, fin = _REDUCE[ctx.node.op_type]
+    _, fmap, fin = _REDUCE[ctx.node.op_type]
+    combine = _combine(ctx, dtype)
     kb = ctx.kb
     if fmap == "exp":
         top = space.reduce(lambda i: x[i], "max", dtype)
@@ -338,36 +389,53 @@ class _Nest:
 
 @lowers(*_REDUCE)
 def lower_reduce(ctx: LowerCtx) -> None:
-    """Reduce* over any axes, keepdims and empty-axes rules per opset."""
+    """Reduce* over any axes (known at compile time, or read at run time among those the
+    shapes allow), keepdims and empty-axes rules per opset."""
     shape = ctx.in_shape(0)
     dtype = ctx.in_dtypes[0]
-    fmap, fin = _REDUCE[ctx.node.op_type][1:]
-    if dtype == "bool" or (not is_float(dtype) and (fmap == "exp" or fin in ("sqrt", "log"))):
+    combine, fmap, fin = _REDUCE[ctx.node.op_type]
+    if dtype == "bool" and combine not in _BOOL_COMBINE:
+        raise LoweringDeclined(f"{ctx.node.op_type} of bool")
+    if not is_float(dtype) and (fmap == "exp" or fin in ("sqrt", "log")):
         raise LoweringDeclined(f"{ctx.node.op_type} of {dtype}")
-    reduced = _reduced_axes(ctx, len(shape))
+    variants = _reduced_axes(ctx, len(shape))
+    if prod(ctx.out_shape(0)) == 0:
+        return
+    if len(variants) == 1:
+        _reduce_over(ctx, variants[0], dtype)
+        return
+    relevant = sorted({d for v in variants for d in v})
+    mask = axes_mask(ctx, 1, len(shape), relevant)
+    choices = [(sum(1 << d for d in v), v) for v in variants]
+    select_at_run_time(ctx, mask, choices, lambda v: _reduce_over(ctx, v, dtype))
+
+
+def _reduce_over(ctx: LowerCtx, reduced: list[int], dtype: str) -> None:
+    """The reduction over the axes ``reduced``: segments when they form one run, else a
+    nest per output element."""
+    shape = ctx.in_shape(0)
     count = prod([shape[d] for d in reduced])
     x, y = ctx.x(0), ctx.y(0)
     total = prod(ctx.out_shape(0))
-    if total == 0:
-        return
     if count == 0:
         _fill_empty(ctx, dtype, total)
         return
     runs = _runs(shape, reduced)
     red = [r for r in runs if r[1]]
-    if len(red) <= 1:
-        k = next((i for i, r in enumerate(runs) if r[1]), len(runs))
-        outer, n = prod([s for s, _ in runs[:k]]), (runs[k][0] if red else 1)
-        inner = prod([s for s, _ in runs[k + 1 :]]) if red else 1
-        if not red:
-            outer, inner = 1, outer
-
-        def body(seg: Segment, o: Expr, j: Expr) -> None:
-            y[j] = _reduce_value(ctx, seg, x, dtype, count)
-
-        segments(ctx, outer, n, inner, body, vectors=1 if fmap == "exp" else 4)
+    if len(red) > 1:
+        _general_reduce(ctx, runs, dtype, count, total)
         return
-    _general_reduce(ctx, runs, dtype, count, total)
+    k = next((i for i, r in enumerate(runs) if r[1]), len(runs))
+    outer, n = prod([s for s, _ in runs[:k]]), (runs[k][0] if red else 1)
+    inner = prod([s for s, _ in runs[k + 1 :]]) if red else 1
+    if not red:
+        outer, inner = 1, outer
+
+    def body(seg: Segment, o: Expr, j: Expr) -> None:
+        y[j] = _reduce_value(ctx, seg, x, dtype, count)
+
+    fmap = _REDUCE[ctx.node.op_type][1]
+    segments(ctx, outer, n, inner, body, vectors=1 if fmap == "exp" else 4)
 
 
 def _general_reduce(
@@ -390,7 +458,7 @@ def _general_reduce(
 
 def _fill_empty(ctx: LowerCtx, dtype: str, total: int) -> None:
     """Reductions over an empty set: the identity, finalized (Mean gives NaN)."""
-    combine, fmap, fin = _REDUCE[ctx.node.op_type]
+    _, fmap, fin = _REDUCE[ctx.node.op_type]
     if fmap == "exp" or fin == "log":
         value: Expr = Const(-math.inf, dtype)
     elif fin == "mean":
@@ -398,7 +466,7 @@ def _fill_empty(ctx: LowerCtx, dtype: str, total: int) -> None:
             raise LoweringDeclined("integer mean over an empty set")
         value = Const(math.nan, dtype)
     else:
-        value = identity(combine, dtype)
+        value = identity(_combine(ctx, dtype), dtype)
     with ctx.kb.loop(total, kind="vector", width=ctx.vector_width(total)) as i:
         ctx.y(0)[i] = value
 
@@ -498,29 +566,45 @@ def lower_hardmax(ctx: LowerCtx) -> None:
     segments(ctx, outer, n, inner, body)
 
 
-@lowers("CumSum")
-def lower_cumsum(ctx: LowerCtx) -> None:
-    """Running sum along a constant axis; ``exclusive`` and ``reverse``."""
+@lowers("CumSum", "CumProd")
+def lower_cumulative(ctx: LowerCtx) -> None:
+    """Running sum or product along an axis; ``exclusive`` and ``reverse``. An axis
+    computed at run time picks one body per axis of the input by its value."""
     shape = ctx.in_shape(0)
-    axis_value = ctx.const(1)
-    if axis_value is None:
-        raise LoweringDeclined("CumSum axis computed at run time")
     if not shape:
-        raise LoweringDeclined("CumSum of a scalar")
-    axis = norm_axis(int(np.asarray(axis_value).reshape(-1)[0]), len(shape))
+        raise LoweringDeclined(f"{ctx.node.op_type} of a scalar")
+    axis_value = ctx.const(1)
+    if axis_value is not None:
+        axis = norm_axis(int(np.asarray(axis_value).reshape(-1)[0]), len(shape))
+        _cumulate(ctx, axis)
+        return
+    if len(shape) == 1:
+        _cumulate(ctx, 0)
+        return
+    raw = ctx.x(1)[0]
+    a = ctx.kb.let(Cast(raw, "i64") if raw.dtype != "i64" else raw, "ax")
+    a = ctx.kb.let(Select(a < 0, a + len(shape), a), "ax")
+    axes = [(d, d) for d in range(len(shape))]
+    select_at_run_time(ctx, a, axes, lambda d: _cumulate(ctx, d))
+
+
+def _cumulate(ctx: LowerCtx, axis: int) -> None:
+    """The running sum or product along ``axis``, one segment at a time."""
+    shape = ctx.in_shape(0)
+    op = "add" if ctx.node.op_type == "CumSum" else "mul"
     dtype = ctx.in_dtypes[0]
     exclusive, reverse = bool(ctx.attrs.get("exclusive", 0)), bool(ctx.attrs.get("reverse", 0))
     x, y = ctx.x(0), ctx.y(0)
     kb = ctx.kb
 
     def body(seg: Segment, o: Expr, j: Expr) -> None:
-        acc = kb.local(dtype, identity("add", dtype), "sum")
+        acc = kb.local(dtype, identity(op, dtype), "acc")
         with kb.loop(seg.n, hint="k") as k:
             i = kb.let(seg.at(idx(seg.n - 1) - k if reverse else k), "at")
             v = kb.let(x[i], "v")
             if exclusive:
                 y[i] = acc
-            kb.assign(acc, acc + v)
+            kb.assign(acc, Bin(op, acc, v))
             if not exclusive:
                 y[i] = acc
 
