@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from tests.backends.native.helpers import check_native, interpret_program, lower_model, rand
-from tests.backends.native.test_shape import ints, run, single
+from tests.backends.native.test_shape import in_bounds, ints, run, run_runtime, single, with_output
 from torsh_gen.errors import InputError
 
 
@@ -293,17 +293,17 @@ def test_resize_nearest_int_tensor_3d() -> None:
     )
 
 
-def test_resize_cubic_declined() -> None:
+def test_resize_cubic_of_integers_declined() -> None:
     from torsh_gen.errors import UnsupportedOpError
 
     model = single(
         "Resize",
-        {"x": rand(1, 1, 4, 4)},
+        {"x": ints(1, 1, 4, 4, dtype=np.int32)},
         {"s": np.array([1, 1, 2, 2], np.float32)},
         inputs=["x", "", "s"],
         mode="cubic",
     )
-    with pytest.raises(UnsupportedOpError, match="cubic"):
+    with pytest.raises(UnsupportedOpError, match="cubic Resize of i32 data"):
         lower_model(model)
 
 
@@ -331,3 +331,146 @@ def test_topk_full_sort_ints_and_opset1() -> None:
     check_native(
         single("TopK", {"x": big}, {"k": idx([5])}, n_out=2, opset=11), {"x": big}, rtol=0, atol=0
     )
+
+
+# --------------------------------------------------------------------------- Resize, run-time values
+RUNTIME_CTMS = CTMS + ["half_pixel_symmetric", "tf_half_pixel_for_nn"]
+NEAREST_MODES = ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]
+
+
+@pytest.mark.parametrize("ctm", RUNTIME_CTMS)
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_resize_runtime_scales(ctm: str, mode: str) -> None:
+    """Scales fed at run time: the kernel computes the tap tables from them. (align_corners
+    needs whole output lengths here: onnxruntime and the reference part ways otherwise.)"""
+    x = rand(1, 2, 3, 5)
+    s = np.array([1, 1, 2.0, 0.8], np.float32)
+    run_runtime(
+        "Resize", {"x": x, "s": s}, (1, 2, 6, 4), None, ["x", "", "s"], 19,
+        interpret=ctm == "half_pixel", tol=1e-5, mode=mode, coordinate_transformation_mode=ctm,
+    )
+
+
+@pytest.mark.parametrize("policy", ["stretch", "not_larger", "not_smaller"])
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+def test_resize_runtime_sizes_keep_aspect_ratio(policy: str, mode: str) -> None:
+    x = rand(2, 3, 6, 9)
+    out = {"stretch": (2, 3, 4, 13), "not_larger": (2, 3, 4, 6), "not_smaller": (2, 3, 9, 13)}
+    z = np.array([13, 4], np.int64)  # axes listed last axis first
+    run_runtime(
+        "Resize", {"x": x, "z": z}, out[policy], None, ["x", "", "", "z"], 18,
+        interpret=policy == "not_larger", tol=1e-5, mode=mode, axes=[3, 2],
+        keep_aspect_ratio_policy=policy,
+    )
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("at_run_time", [True, False])
+def test_resize_antialias(mode: str, at_run_time: bool) -> None:
+    """Downscaling widens the filter by 1/scale (cubic by 0.3: 14 taps, a rolled loop)."""
+    x = rand(1, 2, 10, 9)
+    s = np.array([1, 1, 0.3, 0.5], np.float32)
+    feeds, consts = {"x": x}, {}
+    (feeds if at_run_time else consts)["s"] = s
+    run_runtime(
+        "Resize", feeds, (1, 2, 3, 4), consts, ["x", "", "s"], 18,
+        interpret=at_run_time, tol=1e-5, mode=mode, antialias=1,
+    )
+    z = np.array([4, 3], np.int64)
+    feeds, consts = {"x": x}, {}
+    (feeds if at_run_time else consts)["z"] = z
+    run_runtime(
+        "Resize", feeds, (1, 2, 4, 3), consts, ["x", "", "", "z"], 18, tol=1e-5,
+        mode=mode, antialias=1, axes=[2, 3],
+    )
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("roi_at_run_time", [True, False])
+def test_resize_tf_crop_and_resize(mode: str, roi_at_run_time: bool) -> None:
+    """A roi partly outside the input: those positions take extrapolation_value."""
+    x = rand(1, 2, 6, 7)
+    roi = np.array([0.1, -0.2, 0.8, 1.3], np.float32)
+    feeds, consts = {"x": x, "z": np.array([5, 8], np.int64)}, {}
+    (feeds if roi_at_run_time else consts)["r"] = roi
+    run_runtime(
+        "Resize", feeds, (1, 2, 5, 8), consts, ["x", "r", "", "z"], 18,
+        interpret=roi_at_run_time and mode == "linear", tol=1e-5, mode=mode, axes=[2, 3],
+        coordinate_transformation_mode="tf_crop_and_resize", extrapolation_value=10.0,
+    )
+
+
+@pytest.mark.parametrize("scale", [2.0, 0.75])
+def test_resize_cubic_exclude_outside_and_coefficient(scale: float) -> None:
+    x = rand(1, 3, 4, 8)
+    s = np.array([1, 1, scale, scale], np.float32)
+    out = (1, 3, int(4 * scale), int(8 * scale))
+    for consts, feeds in (({}, {"x": x, "s": s}), ({"s": s}, {"x": x})):
+        run_runtime(
+            "Resize", feeds, out, consts, ["x", "", "s"], 18, interpret=scale < 1 and not consts,
+            tol=1e-5, mode="cubic", cubic_coeff_a=-0.5, exclude_outside=1,
+        )
+
+
+def test_upsample_and_opset10_resize_runtime_scales() -> None:
+    x = rand(1, 2, 3, 4)
+    s = np.array([1, 1, 2, 3], np.float32)
+    for op, opset in (("Upsample", 9), ("Resize", 10)):
+        run_runtime("Upsample" if op == "Upsample" else "Resize", {"x": x, "s": s}, (1, 2, 6, 12),
+                    opset=opset, interpret=op == "Upsample")
+        run_runtime(op, {"x": x, "s": s}, (1, 2, 6, 12), opset=opset, tol=1e-5, mode="linear")
+
+
+@pytest.mark.parametrize("nearest_mode", NEAREST_MODES)
+def test_resize_runtime_sizes_nearest_ints(nearest_mode: str) -> None:
+    x = ints(2, 3, 6, dtype=np.int32)
+    z = np.array([3, 7, 4], np.int64)
+    run_runtime(
+        "Resize", {"x": x, "z": z}, (3, 7, 4), None, ["x", "", "", "z"], 13,
+        interpret=nearest_mode == "ceil", nearest_mode=nearest_mode,
+    )
+
+
+def test_resize_runtime_unscaled_axis_is_left_as_is() -> None:
+    """An axis whose length stays may still be rescaled at run time; at scale 1 the
+    reference leaves it untouched (so do we), else it is resampled. An infinity shows
+    it: a zero-weight tap on it would give NaN (onnxruntime does give some, so the oracle
+    here is the cpu target's reference)."""
+    from torsh_gen.backend import prepare
+
+    x = rand(1, 4, 3, 5)
+    x[0, 1, 2, 3] = np.inf
+    for scale in (1.0, 1.2):
+        s = np.array([1, scale, 2, 1], np.float32)
+        model = with_output("Resize", {"x": x, "s": s}, (1, 4, 6, 5), None, ["x", "", "s"],
+                            mode="linear")
+        want = prepare(model).run([x, s])[0]
+        np.testing.assert_allclose(in_bounds(model, {"x": x, "s": s})[0], want, rtol=1e-6)
+        assert not np.isnan(want).any()
+
+
+def test_resize_runtime_wild_values_stay_in_bounds() -> None:
+    x = rand(1, 2, 3, 4)
+    for mode, ctm in [("nearest", "half_pixel"), ("linear", "align_corners"),
+                      ("cubic", "tf_crop_and_resize"), ("linear", "half_pixel_symmetric")]:
+        feeds = {"x": x, "r": np.zeros(8, np.float32), "s": np.ones(4, np.float32)}
+        model = with_output("Resize", feeds, (1, 2, 6, 2), None, ["x", "r", "s"], mode=mode,
+                            coordinate_transformation_mode=ctm, antialias=int(mode != "nearest"))
+        for v in (np.nan, np.inf, -np.inf, 0.0, -3.0, 1e-30, 1e30):
+            s = np.array([1, v, v, 0.5], np.float32)
+            r = np.array([v, 0, 0, 0, 1, 1, 1, v], np.float32)
+            in_bounds(model, {"x": x, "r": r, "s": s})
+    feeds = {"x": x, "z": np.zeros(4, np.int64)}
+    model = with_output("Resize", feeds, (1, 2, 5, 3), None, ["x", "", "", "z"], mode="cubic")
+    for z in ([1, 2, 0, -5], [1, 2, 2**62, 1], [-1, -1, -1, -1]):
+        in_bounds(model, {"x": x, "z": np.array(z, np.int64)})
+
+
+def test_resize_antialias_too_many_taps_declined() -> None:
+    from torsh_gen.errors import UnsupportedOpError
+
+    feeds = {"x": rand(1, 1, 2, 300), "s": np.array([1, 1, 1, 0.01], np.float32)}
+    model = with_output("Resize", feeds, (1, 1, 2, 3), None, ["x", "", "s"], mode="linear",
+                        antialias=1)
+    with pytest.raises(UnsupportedOpError, match="takes over 64 taps"):
+        lower_model(model)

@@ -6,6 +6,8 @@ in place, and checks that the lowered program really calls the op's kernel.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import onnx
 import pytest
@@ -303,3 +305,175 @@ def test_shape_size_constant_of_shape_range(level: str) -> None:
     calls = {c.op_type for c in program.calls}
     if level == "O0":
         assert {"Shape", "Size", "ConstantOfShape", "Range"} <= calls
+
+
+# --------------------------------------------------------------------------- run-time parameters
+I64_MAX = np.iinfo(np.int64).max
+
+
+def with_output(
+    op: str,
+    feeds: dict[str, np.ndarray],
+    out_shape: list[int] | tuple[int, ...],
+    consts: dict[str, np.ndarray] | None = None,
+    inputs: list[str] | None = None,
+    opset: int = 18,
+    **attrs,
+) -> onnx.ModelProto:
+    """A one-node model whose output shape is declared: ONNX's shape inference cannot
+    derive it when bounds, pads or scales are graph inputs, but native targets need it."""
+    consts = consts or {}
+    names = inputs if inputs is not None else list(feeds) + list(consts)
+    vi = [
+        helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+        for k, v in feeds.items()
+    ]
+    dtype = helper.np_dtype_to_tensor_dtype(next(iter(feeds.values())).dtype)
+    return make_model(
+        [helper.make_node(op, names, ["y"], **attrs)],
+        vi,
+        [helper.make_tensor_value_info("y", dtype, [int(d) for d in out_shape])],
+        [numpy_helper.from_array(np.asarray(v), k) for k, v in consts.items()],
+        opset=opset,
+    )
+
+
+def run_runtime(
+    op: str,
+    feeds: dict[str, np.ndarray],
+    out_shape,
+    consts=None,
+    inputs=None,
+    opset: int = 18,
+    interpret: bool = False,
+    tol: float = 0.0,
+    **attrs,
+) -> None:
+    """Compare with onnxruntime, parameters fed at run time, and check the op's kernel ran."""
+    model = with_output(op, feeds, out_shape, consts, inputs, opset, **attrs)
+    program = check_native(model, feeds, rtol=tol, atol=tol, interpret=interpret)
+    assert op in [c.op_type for c in program.calls]
+
+
+def in_bounds(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the interpreter, which raises on any read or write outside a buffer (whatever
+    the run-time values, a kernel must stay inside), and the JIT, which must agree with it;
+    the outputs."""
+    from tests.backends.native.helpers import interpret_program, lower_model
+    from torsh_gen.backends.llvm.jit import JitProgram
+
+    program = lower_model(model)
+    outs = interpret_program(program, feeds)
+    jit = JitProgram(program).run(feeds)
+    for spec, out in zip(program.outputs, outs):
+        np.testing.assert_allclose(jit[spec.name], out, rtol=1e-6, atol=1e-6)
+    return outs
+
+
+RUNTIME_SLICES = [  # starts, ends, axes (None: absent), steps (None: absent), fed at run time
+    ([1, -4], [3, I64_MAX], [0, 2], None),
+    ([-1], [-I64_MAX], [1], [-1]),
+    ([5, 9, 100], [0, 1, -100], [0, 1, 2], [-2, -3, -4]),
+    ([0, 0, 3], [4, 6, 4], None, None),
+    ([1, 2], [1000, -1], [-2, -1], [2, 3]),
+    ([-100, 0], [100, 2], [1, 0], [1, 1]),
+]
+
+
+@pytest.mark.parametrize("starts,ends,axes,steps", RUNTIME_SLICES)
+@pytest.mark.parametrize("axes_at_run_time", [True, False])
+def test_slice_runtime_bounds(starts, ends, axes, steps, axes_at_run_time: bool) -> None:
+    x = rand(4, 6, 13)
+    feeds = {"x": x, "s": np.array(starts, np.int64), "e": np.array(ends, np.int64)}
+    consts, inputs = {}, ["x", "s", "e"]
+    if axes is not None:
+        (feeds if axes_at_run_time else consts)["a"] = np.array(axes, np.int64)
+        inputs.append("a")
+    if steps is not None:
+        feeds["k"] = np.array(steps, np.int64)
+        inputs += [""] * (axes is None) + ["k"]
+    index = [slice(None)] * 3
+    for s, e, a, k in zip(starts, ends, axes or range(len(starts)), steps or [1] * len(starts)):
+        index[a] = slice(s, e, k)
+    out = x[tuple(index)].shape
+    run_runtime("Slice", feeds, out, consts, inputs, interpret=starts == [5, 9, 100])
+
+
+def test_slice_runtime_int32_bounds_and_constant_steps() -> None:
+    x = ints(5, 7, dtype=np.int32)
+    feeds = {"x": x, "s": np.array([-2, 1], np.int32), "e": np.array([-6, 7], np.int32)}
+    consts = {"a": np.array([0, 1], np.int32), "k": np.array([-1, 3], np.int32)}
+    run_runtime("Slice", feeds, (4, 2), consts, ["x", "s", "e", "a", "k"], interpret=True)
+
+
+def test_slice_runtime_inconsistent_values_stay_in_bounds() -> None:
+    x = rand(4, 6, 13)
+    model = with_output("Slice", {"x": x, "s": np.array([0]), "e": np.array([0])}, (4, 2, 13),
+                        {"a": np.array([1])}, ["x", "s", "e", "a"])
+    feeds = {"x": x, "s": np.array([100]), "e": np.array([200])}  # an empty slice, not 2 rows
+    np.testing.assert_array_equal(in_bounds(model, feeds)[0], x[:, :2])  # the first rows
+    big = np.iinfo(np.int64)
+    model = with_output("Slice", {"x": x, "s": np.array([0, 0]), "e": np.array([0, 0]),
+                                  "a": np.array([0, 0]), "k": np.array([0, 0])}, (3, 5, 13))
+    for values in ([big.min, big.max], [0, 0], [-1, big.min], [7, -9]):
+        v = np.array(values, np.int64)
+        in_bounds(model, {"x": x, "s": v, "e": v[::-1].copy(), "a": v % 5 - 2, "k": v})
+
+
+def test_slice_runtime_axes_declined() -> None:
+    from tests.backends.native.helpers import lower_model
+    from torsh_gen.errors import UnsupportedOpError
+
+    feeds = {"x": rand(4, 6, 13), "s": np.array([1]), "e": np.array([3]), "a": np.array([0])}
+    model = with_output("Slice", feeds, (2, 2, 13))
+    with pytest.raises(UnsupportedOpError, match="1 run-time Slice axes cannot change 2 axes"):
+        lower_model(model)
+
+
+RUNTIME_PADS = [[0, 1, 2, 3, 0, 2, 1, 1], [0, 0, -1, 3, 0, 1, 2, -3], [1, 0, 0, 2, 1, 0, 3, 0]]
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+@pytest.mark.parametrize("pads", RUNTIME_PADS)
+def test_pad_runtime_pads(mode: str, pads: list[int]) -> None:
+    x = rand(2, 3, 5, 7)
+    feeds = {"x": x, "p": np.array(pads, np.int64)}
+    inputs = ["x", "p"]
+    if mode == "constant":
+        feeds["v"] = np.array(-1.5, np.float32)
+        inputs.append("v")
+    before, after = np.array(pads[:4]), np.array(pads[4:])
+    out = tuple(np.array(x.shape) + before + after)
+    run_runtime("Pad", feeds, out, None, inputs, 19, interpret=pads == RUNTIME_PADS[1], mode=mode)
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+def test_pad_runtime_axes(mode: str) -> None:
+    x = ints(3, 4, 6, dtype=np.int32)
+    feeds = {"x": x, "p": np.array([2, 1, 1, 1], np.int64), "a": np.array([-1, 0], np.int64)}
+    run_runtime("Pad", feeds, (5, 4, 9), None, ["x", "p", "", "a"], 19, interpret=True, mode=mode)
+    feeds["a"] = np.array([2, 1], np.int64)  # one length changes, the other axis only shifts
+    feeds["p"] = np.array([1, -1, 2, 1], np.int64)
+    run_runtime("Pad", feeds, (3, 4, 9), None, ["x", "p", "", "a"], 19, mode=mode)
+
+
+def test_pad_runtime_inconsistent_values_stay_in_bounds() -> None:
+    x = rand(3, 4, 5)
+    big = np.iinfo(np.int64)
+    modes = ["constant", "reflect", "edge", "wrap"]
+    for mode, out in itertools.product(modes, [(6, 4, 9), (3, 4, 9)]):
+        feeds = {"x": x, "p": np.zeros(4, np.int64), "a": np.zeros(2, np.int64)}
+        model = with_output("Pad", feeds, out, None, ["x", "p", "", "a"], 19, mode=mode)
+        for values in ([big.min, big.max, -9, 50], [0, 0, 0, 0], [-4, -4, -5, -5], [9, 9, 9, 9]):
+            p = np.array(values, np.int64)
+            in_bounds(model, {"x": x, "p": p, "a": np.array([values[0] % 7 - 3, 1], np.int64)})
+
+
+def test_pad_runtime_axes_declined() -> None:
+    from tests.backends.native.helpers import lower_model
+    from torsh_gen.errors import UnsupportedOpError
+
+    feeds = {"x": rand(3, 4), "p": np.array([1, 1], np.int64), "a": np.array([0], np.int64)}
+    model = with_output("Pad", feeds, (5, 6), None, ["x", "p", "", "a"])
+    with pytest.raises(UnsupportedOpError, match="1 run-time Pad axes cannot change 2 dims"):
+        lower_model(model)

@@ -23,9 +23,12 @@ from torsh_gen.backends.kernel.ir import (
     Expr,
     Select,
     as_expr,
+    eq,
     idx,
+    logical_and,
     maximum,
     minimum,
+    ne,
 )
 from torsh_gen.backends.kernel.lower import (
     LowerCtx,
@@ -50,14 +53,15 @@ def affine_copy(
     dst_strides: list[int],
     src: BufferRef,
     src_strides: list[int],
-    dst_base: int = 0,
-    src_base: int = 0,
+    dst_base: Expr | int = 0,
+    src_base: Expr | int = 0,
 ) -> None:
-    """``dst[dst_base + o·dst_strides] = src[src_base + o·src_strides]`` for every ``o < shape``."""
+    """``dst[dst_base + o·dst_strides] = src[src_base + o·src_strides]`` for every ``o < shape``
+    (the bases may be run-time values)."""
 
     def body(ix: list[Expr]) -> None:
-        d = ix[0] + dst_base if dst_base else ix[0]
-        s = ix[1] + src_base if src_base else ix[1]
+        d = ix[0] if isinstance(dst_base, int) and not dst_base else ix[0] + dst_base
+        s = ix[1] if isinstance(src_base, int) and not src_base else ix[1] + src_base
         dst[d] = _as(src[s], dst.dtype)
 
     elementwise_nest(ctx, tuple(shape), [list(dst_strides), list(src_strides)], body)
@@ -259,12 +263,16 @@ def lower_split(ctx: LowerCtx) -> None:
 # --------------------------------------------------------------------------- slice
 @lowers("Slice")
 def lower_slice(ctx: LowerCtx) -> None:
-    """Constant starts/ends/axes/steps: an affine copy (negative steps walk backwards)."""
+    """Constant starts/ends/axes/steps: an affine copy (negative steps walk backwards); any
+    of them read at run time: the same copy from bounds the kernel clamps (``_runtime_slice``)."""
     shape = ctx.in_shape(0)
     if ctx.opset < 10:
         a = ctx.attrs
         starts, ends = list(a.starts or []), list(a.ends or [])
         axes, steps = (list(a.axes) if a.axes else None), None
+    elif any(ctx.has(i) and ctx.const(i) is None for i in range(1, 5)):
+        _runtime_slice(ctx)
+        return
     else:
         starts = const_ints(ctx, 1, "Slice starts") or []
         ends = const_ints(ctx, 2, "Slice ends") or []
@@ -307,6 +315,157 @@ def slice_bounds(start: int, end: int, step: int, dim: int) -> tuple[int, int, i
     return (start if count else 0), step, count
 
 
+def _runtime_slice(ctx: LowerCtx) -> None:
+    """Slice whose bounds are read at run time, into the static output shape.
+
+    Each sliced axis gets its first index and step in the kernel, clamped as the reference
+    (numpy) clamps them; where the values do not give the static length (inconsistent
+    data), the axis reads its first elements instead, so no value moves a read outside
+    the input. Run-time steps make the copy strided, with a contiguous version for the
+    usual steps of 1 chosen at run time."""
+    shape, out = ctx.in_shape(0), ctx.out_shape(0)
+    if len(out) != len(shape) or any(o > n for o, n in zip(out, shape)):
+        raise LoweringDeclined(f"Slice output {out} does not fit in the input {shape}")
+    if prod(out) == 0:
+        return
+    kb = ctx.kb
+    st = row_major_strides(shape)
+    base: Expr = idx(0)
+    src_st: list[Expr | int] = list(st)
+    for d, (s, e, k) in _slice_params(ctx).items():
+        first, step = _slice_axis(ctx, s, e, k, shape[d], out[d])
+        base = base + first * st[d]
+        if isinstance(step, int) or out[d] == 1:  # one element: the step never moves
+            src_st[d] = step * st[d] if isinstance(step, int) else 0
+        else:
+            src_st[d] = kb.let(step * st[d], "ss")
+    base = kb.let(base, "sb")
+    dst_st = row_major_strides(out)
+    dynamic = [d for d, s in enumerate(src_st) if not isinstance(s, int)]
+    if not dynamic:
+        affine_copy(ctx, out, ctx.y(0), dst_st, ctx.x(0), [int(s) for s in src_st], src_base=base)
+        return
+    unit = eq(src_st[dynamic[0]], st[dynamic[0]])
+    for d in dynamic[1:]:
+        unit = logical_and(unit, eq(src_st[d], st[d]))
+    with kb.if_(unit):  # every run-time step is 1: a contiguous copy
+        affine_copy(ctx, out, ctx.y(0), dst_st, ctx.x(0), st, src_base=base)
+    with kb.else_():
+        strided_copy(ctx, out, src_st, base)
+
+
+def _slice_params(ctx: LowerCtx) -> dict[int, tuple[Expr, Expr, Expr]]:
+    """(start, end, step) expressions per sliced axis.
+
+    Axes read at run time are matched in the kernel: each candidate axis takes the
+    values of the last entry naming it (as the reference's loop does), or the whole axis
+    when none does. The candidates are the axes whose length changes when they are as many
+    as the entries, every axis otherwise."""
+    shape, out = ctx.in_shape(0), ctx.out_shape(0)
+    rank, k = len(shape), prod(ctx.in_shape(1))
+    if any(ctx.has(i) and prod(ctx.in_shape(i)) != k for i in range(2, 5)):
+        raise LoweringDeclined("Slice starts, ends, axes and steps differ in length")
+    starts, ends = input_values(ctx, 1, k), input_values(ctx, 2, k)
+    steps = input_values(ctx, 4, k) if ctx.has(4) else [idx(1)] * k
+    changed = [d for d in range(rank) if out[d] != shape[d]]
+    axes = const_ints(ctx, 3, "Slice axes") if ctx.has(3) and ctx.const(3) is not None else None
+    if axes is not None or not ctx.has(3):
+        axes = [norm_axis(a, rank) for a in axes] if axes is not None else list(range(k))
+        params = {a: (s, e, t) for a, s, e, t in zip(axes, starts, ends, steps)}
+        if any(d not in params for d in changed):
+            raise LoweringDeclined(f"Slice of axes {axes} cannot give the output {out}")
+        return params
+    if len(changed) > k:
+        raise LoweringDeclined(f"{k} run-time Slice axes cannot change {len(changed)} axes")
+    found = input_values(ctx, 3, k)
+    params = {}
+    for d in changed if len(changed) == k else range(rank):
+        s, e, t = idx(0), idx(shape[d]), idx(1)
+        for a, s_i, e_i, t_i in zip(found, starts, ends, steps):
+            hit = ctx.kb.let(eq(Select(a < 0, a + rank, a), d), "hit")
+            s, e, t = Select(hit, s_i, s), Select(hit, e_i, e), Select(hit, t_i, t)
+        unit = all(isinstance(t_i, Const) and t_i.value == 1 for t_i in steps)
+        params[d] = (s, e, idx(1) if unit else t)
+    return params
+
+
+def _slice_axis(
+    ctx: LowerCtx, start: Expr, end: Expr, step: Expr, dim: int, out: int
+) -> tuple[Expr, Expr | int]:
+    """(first index, step) of one axis sliced at run time, safe for ``out`` reads.
+
+    The step is clamped to ±(dim + 1) first (a longer one reads one element all the same),
+    so that no arithmetic overflows whatever the values."""
+    kb = ctx.kb
+    s, e = kb.let(_wrap(start, dim), "s0"), kb.let(_wrap(end, dim), "e0")
+    fixed = int(step.value) if isinstance(step, Const) else None
+    if fixed == 0:
+        raise LoweringDeclined("Slice step 0")
+    if fixed:
+        k = idx(max(-dim - 1, min(fixed, dim + 1)))
+    else:
+        k = kb.let(_clamp(step, -dim - 1, dim + 1), "k")
+    up = k > 0 if fixed is None else Const(fixed > 0, "bool")
+    first = kb.let(Select(up, _clamp(s, 0, dim), _clamp(s, -1, dim - 1)), "s1")
+    last = Select(up, _clamp(e, 0, dim), _clamp(e, -1, dim - 1))
+    span = kb.let(Select(up, last - first, first - last), "sp")
+    mag = maximum(Select(up, k, -k), 1)
+    count = Select(span > 0, (span - 1) // mag + 1, idx(0))
+    ok = kb.let(logical_and(ne(k, 0), count >= out), "ok")
+    if fixed is None:
+        return kb.let(Select(ok, first, idx(0)), "s2"), kb.let(Select(ok, k, idx(1)), "k1")
+    if (out - 1) * abs(fixed) > dim - 1:
+        raise LoweringDeclined(f"Slice step {fixed} cannot give {out} elements of {dim}")
+    return kb.let(Select(ok, first, idx(0 if fixed > 0 else dim - 1)), "s2"), fixed
+
+
+def _wrap(v: Expr, dim: int) -> Expr:
+    """A possibly negative index as i64, counted from the end when negative."""
+    v = _as(v, "i64")
+    return Select(v < 0, v + dim, v)
+
+
+def _clamp(v: Expr, lo: int, hi: int) -> Expr:
+    return minimum(maximum(_as(v, "i64"), lo), hi)
+
+
+def strided_copy(
+    ctx: LowerCtx, sizes: tuple[int, ...], src_strides: list[Expr | int], src_base: Expr
+) -> None:
+    """``y[o] = x[base + o·src_strides]`` over ``sizes`` (row-major output) when some
+    strides are run-time values: one loop per dim, the innermost a vector loop whose loads
+    go lane by lane."""
+    kb, x, y = ctx.kb, ctx.x(0), ctx.y(0)
+    dims = [d for d, n in enumerate(sizes) if n > 1]
+    ost = row_major_strides(sizes)
+    if not dims:
+        y[0] = _as(x[src_base], y.dtype)
+        return
+    src, dst = src_base, idx(0)
+    with ExitStack() as nest:
+        for pos, d in enumerate(dims):
+            last = pos == len(dims) - 1
+            kind = "vector" if last else (ctx.outer_kind(prod(sizes)) if pos == 0 else "serial")
+            width = ctx.vector_width(sizes[d]) if last else 1
+            v = nest.enter_context(kb.loop(sizes[d], kind=kind, width=width))
+            s, t = src + v * src_strides[d], dst + v * ost[d]
+            if last:
+                y[t] = _as(x[s], y.dtype)
+            else:
+                src, dst = kb.let(s, "o"), kb.let(t, "o")
+
+
+def input_values(ctx: LowerCtx, i: int, n: int, dtype: str = "i64") -> list[Expr]:
+    """The ``n`` elements of input ``i`` as ``dtype``: literals when it is a compile-time
+    constant, else loads (declines when the input holds fewer)."""
+    if prod(ctx.in_shape(i)) < n:
+        raise LoweringDeclined(f"input {i} holds fewer than {n} values")
+    v = ctx.const(i)
+    if v is not None:
+        return [literal(a, dtype) for a in np.asarray(v).reshape(-1)[:n]]
+    return [_as(ctx.x(i)[j], dtype) for j in range(n)]
+
+
 # --------------------------------------------------------------------------- broadcast copies
 @lowers("Expand")
 def lower_expand(ctx: LowerCtx) -> None:
@@ -343,20 +502,37 @@ def lower_tile(ctx: LowerCtx) -> None:
 
 
 # --------------------------------------------------------------------------- pad
+Width = Expr | int
+
+
 class _PadDim:
     """One output dim of Pad: ``out`` = ``before`` + ``size`` + after; the input rows it
-    reads start at ``lo`` (a crop by negative pads) and are ``stride`` elements apart."""
+    reads start at ``lo`` (a crop by negative pads) and are ``stride`` elements apart.
 
-    def __init__(self, out: int, before: int, size: int, lo: int, stride: int) -> None:
+    With pads read at run time, ``before``, ``size`` and ``lo`` are expressions clamped so
+    that every read stays in the input and every write in the output (the copied middle
+    ends at ``mid`` <= ``out``); compile-time pads keep them ints."""
+
+    def __init__(
+        self, out: int, before: Width, size: Width, lo: Width, stride: int, mid: Width | None = None
+    ) -> None:
         self.out, self.before, self.size, self.lo, self.stride = out, before, size, lo, stride
+        self.mid = before + size if mid is None else mid
+
+    @property
+    def static(self) -> bool:
+        """Whether the widths are compile-time ints."""
+        return isinstance(self.before, int)
 
     @property
     def padded(self) -> bool:
         """Whether the dim pads or crops at all (else it is a plain copy)."""
-        return self.out != self.size or self.lo != 0
+        return not self.static or self.out != self.size or self.lo != 0
 
 
-def _pad_widths(ctx: LowerCtx, rank: int) -> tuple[list[int], list[int]]:
+def _pad_widths(ctx: LowerCtx, rank: int) -> tuple[list[Width], list[Width]]:
+    if ctx.opset >= 11 and any(ctx.has(i) and ctx.const(i) is None for i in (1, 3)):
+        return _runtime_pad_widths(ctx, rank)
     if ctx.opset >= 11:
         pads = const_ints(ctx, 1, "Pad pads")
         axes = const_ints(ctx, 3, "Pad axes")
@@ -366,31 +542,98 @@ def _pad_widths(ctx: LowerCtx, rank: int) -> tuple[list[int], list[int]]:
     axes = list(range(rank)) if axes is None else [norm_axis(a, rank) for a in axes]
     if pads is None or len(pads) != 2 * len(axes):
         raise LoweringDeclined(f"Pad needs 2 pads per axis ({len(axes)} axes)")
-    before, after = [0] * rank, [0] * rank
+    before: list[Width] = [0] * rank
+    after: list[Width] = [0] * rank
     for k, a in enumerate(axes):
         before[a], after[a] = pads[k], pads[k + len(axes)]
     return before, after
 
 
+def _runtime_pad_widths(ctx: LowerCtx, rank: int) -> tuple[list[Width], list[Width]]:
+    """Pads (or axes) read at run time, as expressions per dim.
+
+    Run-time axes are matched in the kernel: a candidate dim takes the pads of the last
+    entry naming it (as the reference's loop does), none when no entry does. The
+    candidates are the dims whose length changes when they are as many as the entries,
+    every dim otherwise (a pair of pads can shift a dim without changing its length)."""
+    shape, out = ctx.in_shape(0), ctx.out_shape(0)
+    n = prod(ctx.in_shape(1))
+    pads = input_values(ctx, 1, n)
+    before: list[Width] = [0] * rank
+    after: list[Width] = [0] * rank
+    if ctx.has(3) and ctx.const(3) is None:
+        k = prod(ctx.in_shape(3))
+        if n != 2 * k:
+            raise LoweringDeclined(f"Pad needs 2 pads per axis ({k} axes)")
+        found = input_values(ctx, 3, k)
+        changed = [d for d in range(rank) if out[d] != shape[d]]
+        if len(changed) > k:
+            raise LoweringDeclined(f"{k} run-time Pad axes cannot change {len(changed)} dims")
+        for d in changed if len(changed) == k else range(rank):
+            b: Expr = idx(0)
+            e: Expr = idx(0)
+            for i, a in enumerate(found):
+                hit = ctx.kb.let(eq(Select(a < 0, a + rank, a), d), "hit")
+                b, e = Select(hit, pads[i], b), Select(hit, pads[i + k], e)
+            before[d], after[d] = b, e
+        return before, after
+    axes = const_ints(ctx, 3, "Pad axes") if ctx.has(3) else None
+    axes = list(range(rank)) if axes is None else [norm_axis(a, rank) for a in axes]
+    if n != 2 * len(axes):
+        raise LoweringDeclined(f"Pad needs 2 pads per axis ({len(axes)} axes)")
+    for i, a in enumerate(axes):
+        before[a], after[a] = pads[i], pads[i + len(axes)]
+    return before, after
+
+
+def _runtime_pad_dim(
+    ctx: LowerCtx, mode: str, n: int, out: int, pads: tuple[Width, Width], stride: int
+) -> _PadDim:
+    """A dim padded by run-time amounts, clamped so that no value leaves the buffers:
+    the kept input run [lo, lo + size) lies in the input (non-empty outside constant mode,
+    whose edges read it) and the output writes the middle up to ``out`` only."""
+    if n == 0 and out and mode != "constant":
+        raise LoweringDeclined(f"Pad {mode} of an empty axis")
+    kb = ctx.kb
+    b, e = (kb.let(_as(as_expr(p), "i64"), "pw") for p in pads)
+    before = kb.let(_clamp(b, 0, out), "pb")
+    lo = kb.let(minimum(maximum(-b, 0), n if mode == "constant" else n - 1), "pl")
+    size = n - lo - maximum(-e, 0)
+    size = kb.let(minimum(maximum(size, 0 if mode == "constant" else 1), n - lo), "pn")
+    return _PadDim(out, before, size, lo, stride, kb.let(minimum(before + size, out), "pm"))
+
+
 def _pad_dims(ctx: LowerCtx, mode: str) -> list[_PadDim]:
     """The dims of the Pad, trailing unpadded dims merged into whole rows."""
-    shape = ctx.in_shape(0)
+    shape, out = ctx.in_shape(0), ctx.out_shape(0)
     before, after = _pad_widths(ctx, len(shape))
+    if len(out) != len(shape):
+        raise LoweringDeclined(f"Pad output {out} and input {shape} differ in rank")
     st = row_major_strides(shape)
     dims = []
-    for n, b, e, s in zip(shape, before, after, st):
+    for n, b, e, s, o in zip(shape, before, after, st, out):
+        if not (isinstance(b, int) and isinstance(e, int)):
+            dims.append(_runtime_pad_dim(ctx, mode, n, o, (b, e), s))
+            continue
         lo = max(-b, 0)
         size = n - lo - max(-e, 0)
         if size < 0 or (size == 0 and mode != "constant" and max(b, 0) + max(e, 0)):
             raise LoweringDeclined(f"Pad {mode} of an empty (cropped) axis")
         dims.append(_PadDim(max(b, 0) + size + max(e, 0), max(b, 0), size, lo, s))
-    if tuple(d.out for d in dims) != tuple(ctx.out_shape(0)):
-        raise LoweringDeclined(f"pads give {[d.out for d in dims]}, output is {ctx.out_shape(0)}")
+    if tuple(d.out for d in dims) != tuple(out):
+        raise LoweringDeclined(f"pads give {[d.out for d in dims]}, output is {out}")
     while len(dims) > 1 and not dims[-1].padded and (mode == "constant" or not dims[-2].padded):
         inner, outer = dims.pop(), dims.pop()
         r = inner.out
         dims.append(
-            _PadDim(outer.out * r, outer.before * r, outer.size * r, outer.lo * r, inner.stride)
+            _PadDim(
+                outer.out * r,
+                outer.before * r,
+                outer.size * r,
+                outer.lo * r,
+                inner.stride,
+                outer.mid * r,
+            )
         )
         if outer.padded:
             break
@@ -409,18 +652,19 @@ def _source_coord(mode: str, o: Expr, d: _PadDim) -> Expr:
         c = minimum(maximum(t, 0), d.size - 1)
     elif mode == "wrap":
         c = (t + (d.before // d.size + 1) * d.size) % d.size
-    elif d.size == 1:  # reflect of a single element repeats it
+    elif d.static and d.size == 1:  # reflect of a single element repeats it
         c = idx(0)
-    else:
-        p = 2 * (d.size - 1)
+    else:  # a run-time single element has period 1: every r is 0
+        p = 2 * (d.size - 1) if d.static else maximum(2 * (d.size - 1), 1)
         r = (t + (d.before // p + 1) * p) % p
         c = Select(r < d.size, r, p - r)
-    return c + d.lo if d.lo else c
+    return c if d.static and not d.lo else c + d.lo
 
 
 @lowers("Pad")
 def lower_pad(ctx: LowerCtx) -> None:
-    """Constant, reflect, edge and wrap padding; negative pads crop."""
+    """Constant, reflect, edge and wrap padding; negative pads crop; pads, axes and the
+    value may be read at run time (the output shape is static)."""
     mode = ctx.attrs.get("mode", "constant")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise LoweringDeclined(f"Pad mode {mode!r}")
@@ -433,6 +677,8 @@ def lower_pad(ctx: LowerCtx) -> None:
     out_st = row_major_strides(tuple(d.out for d in dims))
     kb = ctx.kb
     work = prod([d.out for d in dims])
+    if work == 0:
+        return
 
     def level(k: int, dst: Expr, src: Expr) -> None:
         d = dims[k]
@@ -467,31 +713,36 @@ def _pad_constant_level(
     (``inner``) over the middle, fill the tail."""
     kb = ctx.kb
     dst, src = at
-    if d.before:
-        fill(ctx, ctx.y(0), dst, dst + d.before * ost, value, d.before * ost)
-    mid = d.before + d.size
+    if not d.static or d.before:
+        fill(ctx, ctx.y(0), dst, dst + d.before * ost, value, _most(d.before, d.out) * ost)
     if inner is None:
-        if d.size:
+        if not d.static or d.size:
             base = d.lo - d.before
-            with kb.loop(
-                dst + mid, start=dst + d.before, kind="vector", width=ctx.vector_width(d.size)
-            ) as i:
+            width = ctx.vector_width(_most(d.size, d.out))
+            with kb.loop(dst + d.mid, start=dst + d.before, kind="vector", width=width) as i:
                 ctx.y(0)[i] = _as(ctx.x(0)[i - dst + src + base], ctx.y(0).dtype)
-    elif d.size:
-        with kb.loop(mid, start=d.before, kind=kind) as o:
+    elif not d.static or d.size:
+        with kb.loop(d.mid, start=d.before, kind=kind) as o:
             inner(kb.let(dst + o * ost, "pd"), kb.let(src + (o - d.before + d.lo) * d.stride, "ps"))
-    if d.out > mid:
-        fill(ctx, ctx.y(0), dst + mid * ost, dst + d.out * ost, value, (d.out - mid) * ost)
+    if not d.static or d.out > d.mid:
+        tail = d.out - d.mid if d.static else d.out
+        fill(ctx, ctx.y(0), dst + d.mid * ost, dst + d.out * ost, value, tail * ost)
+
+
+def _most(v: Width, bound: int) -> int:
+    """``v`` when it is known, else its upper ``bound`` (to pick a vector width)."""
+    return v if isinstance(v, int) else bound
 
 
 def _pad_row(ctx: LowerCtx, mode: str, d: _PadDim, dst: Expr, src: Expr) -> None:
     """Reflect/edge/wrap along the innermost dim: mapped edges, a contiguous middle."""
     kb, y, x = ctx.kb, ctx.y(0), ctx.x(0)
-    segments = [(0, d.before), (d.before, d.before + d.size), (d.before + d.size, d.out)]
+    segments = [(0, d.before), (d.before, d.mid), (d.mid, d.out)]
     for k, (a, b) in enumerate(segments):
-        if b <= a:
+        if d.static and b <= a:
             continue
-        with kb.loop(b, start=a, kind="vector", width=ctx.vector_width(b - a)) as o:
+        n = b - a if d.static else d.out
+        with kb.loop(b, start=a, kind="vector", width=ctx.vector_width(n)) as o:
             c = (o - d.before + d.lo) if k == 1 else _source_coord(mode, o, d)
             y[dst + o] = _as(x[src + c], y.dtype)
 
@@ -579,6 +830,8 @@ __all__ = [
     "literal",
     "norm_axis",
     "permute_copy",
+    "input_values",
     "scalar_value",
     "slice_bounds",
+    "strided_copy",
 ]
