@@ -142,12 +142,12 @@ def test_an_op_without_a_body_is_still_named(tmp_path) -> None:
     from torsh_gen.tools.compile import compile_model
 
     model = make_model(
-        [helper.make_node("GridSample", ["x", "g"], ["y"], name="warp")],
-        [helper.make_tensor_value_info("x", TP.FLOAT, (1, 1, 4, 4)), helper.make_tensor_value_info("g", TP.FLOAT, (1, 2, 2, 2))],
-        [helper.make_tensor_value_info("y", TP.FLOAT, (1, 1, 2, 2))],
+        [helper.make_node("NonMaxSuppression", ["b", "s"], ["y"], name="nms")],
+        [helper.make_tensor_value_info("b", TP.FLOAT, (1, 4, 4)), helper.make_tensor_value_info("s", TP.FLOAT, (1, 1, 4))],
+        [helper.make_tensor_value_info("y", TP.INT64, (3, 3))],
         opset=17,
     )
-    with pytest.raises(UnsupportedOpError, match="GridSample \\(node 'warp'\\)"):
+    with pytest.raises(UnsupportedOpError, match="NonMaxSuppression \\(node 'nms'\\)"):
         compile_model(model, tmp_path / "grid", target="x86_64-linux")
 
 

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,20 +129,61 @@ def compile_model(
 def _expand_functions(graph: Graph, backend: Any, check: bool) -> list[PassReport]:
     """For a backend that lacks some ops (the native targets), replace those that ONNX
     defines as functions (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss, Attention...)
-    by their bodies; reported like a pass when anything was expanded."""
+    by their bodies and unroll the control flow (Scan, Loop, If) it cannot run, alternately
+    until neither changes anything: a function body may hold a Scan (LinearAttention), an
+    unrolled body may hold function ops. Each step that changed something, or left control
+    flow with a reason, is reported like a pass."""
     lowers = getattr(backend, "lowers", None)
     if lowers is None:
         return []
     from torsh_gen.frontends.onnx.functions import expand_functions
 
+    def wanted(node: Any) -> bool:
+        return not lowers(node)
+
     def expand(g: Graph) -> bool:
-        expanded = expand_functions(g, lambda n: not lowers(n))
+        expanded = expand_functions(g, wanted)
         if expanded:
             note(f"expanded into their ONNX function bodies: {', '.join(expanded)}")
         return bool(expanded)
 
-    report = run_measured("expand_functions", graph, expand, check=check)
-    return [report] if report.changed else []
+    unroll = _unroll_control_flow(wanted)
+    reports: list[PassReport] = []
+    for _ in range(_EXPANSION_ROUNDS):
+        fresh = [
+            run_measured("expand_functions", graph, expand, check=check),
+            run_measured("unroll_control_flow", graph, unroll, check=check),
+        ]
+        reports += [r for r in fresh if r.changed]
+        if not any(r.changed for r in fresh):
+            break
+    if not fresh[-1].changed and fresh[-1].notes:  # control flow left: say why
+        reports.append(fresh[-1])
+    return reports
+
+
+#: Rounds of function expansion and unrolling, each exposing work for the other.
+_EXPANSION_ROUNDS = 8
+
+
+def _unroll_control_flow(wanted: Callable[[Any], bool]) -> Callable[[Graph], bool]:
+    """The unroll pass for ``wanted`` nodes: one node budget over all rounds of a compile;
+    notes say what was unrolled and why a node was left (the backend's own error then names
+    it; the reasons also stay in ``graph.meta['not_lowered']`` by node)."""
+    from torsh_gen.passes.control_flow import UnrollBudget, unroll_control_flow
+
+    budget = UnrollBudget()
+
+    def unroll(g: Graph) -> bool:
+        result = unroll_control_flow(g, wanted, budget)
+        for what in result.unrolled:
+            note(f"unrolled {what}")
+        for node, reason in result.declined.items():
+            note(f"left {node.op_type} '{node.name or '?'}': {reason}")
+        g.meta["not_lowered"] = {id(n): r for n, r in result.declined.items()}
+        return bool(result.unrolled)
+
+    return unroll
 
 
 def _package_name(out: Path) -> str:

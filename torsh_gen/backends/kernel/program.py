@@ -154,7 +154,12 @@ def check_lowerable(graph: Graph) -> None:
     """Raise one UnsupportedOpError listing every node no lowering covers."""
     missing = [node for node in graph.nodes if not lowerable(node)]
     if missing:
-        listed = "; ".join(f"{n.op_type} (node {n.name or '?'!r})" for n in missing[:40])
+        reasons = graph.meta.get("not_lowered", {})  # why a pass left a node (control flow)
+
+        def why(n: Node) -> str:
+            return f": {reasons[id(n)]}" if id(n) in reasons else ""
+
+        listed = "; ".join(f"{n.op_type} (node {n.name or '?'!r}{why(n)})" for n in missing[:40])
         more = f" and {len(missing) - 40} more" if len(missing) > 40 else ""
         raise UnsupportedOpError(f"{len(missing)} node(s) have no native lowering: {listed}{more}")
 

@@ -12,8 +12,10 @@ wants expanded by its body: formal inputs and outputs become the node's own valu
 body's intermediate values get fresh names, attributes that refer to the caller's
 (``ref_attr_name``) take its values. Nodes the bodies introduce are expanded in turn.
 A body written for an older opset than the model's is brought to the model's opset by
-onnx's version converter; where it cannot be (or a body has subgraphs), the node stays and
-the backend's own "cannot lower" error names it.
+onnx's version converter; where it cannot be, the node stays and the backend's own "cannot
+lower" error names it. Body nodes may hold subgraphs (LinearAttention's body is a Scan):
+they are built by the importer's scoped builder, so their reads of the body's values
+resolve, and every value they define is renamed fresh like the body's own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import onnx.defs
 
 from torsh_gen.errors import TorshGenError
 from torsh_gen.frontends.onnx.exporter import _node_to_proto
+from torsh_gen.frontends.onnx.importer import _GraphBuilder
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.proto import attribute_from_proto, attribute_to_proto, type_to_proto
 from torsh_gen.ir.rewrite import NameGen
@@ -82,8 +85,8 @@ class _Body:
 
 def _body(node: Node, opset: int) -> _Body | None:
     """The node's function body at ``opset``, or None (a node with subgraphs, no schema, no
-    body, a body with subgraphs or other domains, or one onnx's version converter cannot
-    bring to ``opset``)."""
+    body, a body with nodes of other domains, or one onnx's version converter cannot bring
+    to ``opset``)."""
     if any(True for _ in node.subgraphs()):  # SequenceMap, If, Loop: bodies over subgraphs
         return None
     try:
@@ -113,31 +116,49 @@ def _body(node: Node, opset: int) -> _Body | None:
     defaults = _defaults(schema, fn)
     nodes = []
     for n in fn.node:
-        if n.domain not in ("", "ai.onnx") or any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+        if n.domain not in ("", "ai.onnx") or not _default_domain_only(n):
             return None
-        resolved = onnx.NodeProto()
-        resolved.CopyFrom(n)
-        del resolved.attribute[:]
-        for a in n.attribute:
-            if not a.ref_attr_name:
-                resolved.attribute.append(a)
-                continue
-            if a.ref_attr_name in node.attrs:
-                value = attribute_to_proto(a.name, node.attrs[a.ref_attr_name])
-            elif a.ref_attr_name in defaults:
-                value = onnx.AttributeProto()
-                value.CopyFrom(defaults[a.ref_attr_name])
-                value.name = a.name
-            else:  # no value anywhere: the body's op takes its own default
-                continue
-            resolved.attribute.append(value)
-        nodes.append(resolved)
+        nodes.append(_resolved(n, node, defaults))
     fn_opset = {o.domain: o.version for o in fn.opset_import}.get("", opset)
     if fn_opset != opset:
         nodes = _converted(nodes, list(fn.input), list(fn.output), fn_opset, opset)
         if nodes is None:
             return None
     return _Body(list(fn.input), list(fn.output), nodes)
+
+
+def _default_domain_only(n: onnx.NodeProto) -> bool:
+    """True when ``n`` and every node of its subgraphs are of the default domain."""
+    for a in n.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        if any(m.domain not in ("", "ai.onnx") or not _default_domain_only(m) for g in graphs for m in g.node):
+            return False
+    return True
+
+
+def _resolved(n: onnx.NodeProto, node: Node, defaults: dict[str, onnx.AttributeProto]) -> onnx.NodeProto:
+    """A copy of body node ``n`` whose attribute references (in its subgraphs too) hold the
+    calling node's values, else the defaults; a reference with no value anywhere is dropped
+    (the body's op takes its own default)."""
+    resolved = onnx.NodeProto()
+    resolved.CopyFrom(n)
+    del resolved.attribute[:]
+    for a in n.attribute:
+        if a.ref_attr_name:
+            if a.ref_attr_name in node.attrs:
+                resolved.attribute.append(attribute_to_proto(a.name, node.attrs[a.ref_attr_name]))
+            elif a.ref_attr_name in defaults:
+                value = resolved.attribute.add()
+                value.CopyFrom(defaults[a.ref_attr_name])
+                value.name = a.name
+            continue
+        value = resolved.attribute.add()
+        value.CopyFrom(a)
+        for g in [value.g] if a.type == onnx.AttributeProto.GRAPH else value.graphs:
+            inner = [_resolved(m, node, defaults) for m in g.node]
+            del g.node[:]
+            g.node.extend(inner)
+    return resolved
 
 
 def _defaults(schema: onnx.defs.OpSchema, fn: onnx.FunctionProto) -> dict[str, onnx.AttributeProto]:
@@ -191,7 +212,12 @@ def _instantiate(node: Node, fn: _Body, names: NameGen) -> list[Node] | None:
     prefix = f"{node.name or node.op_type}/"
     body: list[Node] = []
     for n in fn.nodes:
-        attrs = {a.name: attribute_from_proto(a) for a in n.attribute}
+        nested = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute)
+        load = _subgraph_loader(scope, names, prefix) if nested else None
+        try:
+            attrs = {a.name: attribute_from_proto(a, graph_loader=load) for a in n.attribute}
+        except TorshGenError:  # a subgraph reads a name nothing defines
+            return None
         ins = [scope[name] for name in n.input]
         outs = []
         for name in n.output:
@@ -200,6 +226,32 @@ def _instantiate(node: Node, fn: _Body, names: NameGen) -> list[Node] | None:
             outs.append(v)
         body.append(Node(n.op_type, ins, outs, attrs, "", names.fresh(prefix + (n.name or n.op_type))))
     return body
+
+
+def _subgraph_loader(scope: dict[str, Value | None], names: NameGen, prefix: str) -> Callable[[onnx.GraphProto], Graph]:
+    """Builds a body node's subgraph as the importer does (its reads resolve first inside it,
+    then in ``scope``, the body's values so far) and renames everything it defines fresh:
+    the body's names mean nothing in the model, and a nested graph may not shadow them."""
+    root = _GraphBuilder(None, "function body")
+    root.scope = {name: v for name, v in scope.items() if name and v is not None}
+
+    def load(gp: onnx.GraphProto) -> Graph:
+        graph = _GraphBuilder(root, "function body").build(gp)
+        _rename_defined(graph, names, prefix)
+        return graph
+
+    return load
+
+
+def _rename_defined(graph: Graph, names: NameGen, prefix: str) -> None:
+    """Give every value and node that ``graph`` (or a graph nested in it) defines a fresh name."""
+    for v in graph.values():
+        if v.name:
+            v.name = names.fresh(prefix + v.name)
+    for n in graph.nodes:
+        n.name = names.fresh(prefix + (n.name or n.op_type))
+        for sg in n.subgraphs():
+            _rename_defined(sg, names, prefix)
 
 
 __all__ = ["expand_functions"]
