@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from torsh_gen.ir.graph import Graph, Node, Value
-from torsh_gen.ir.types import tensor_type_of
+from torsh_gen.ir.types import TensorType, Type, tensor_type_of
 
 
 class NameGen:
@@ -68,11 +68,28 @@ def bypass(graph: Graph, node: Node, keep: Value) -> bool:
         if keep.const is not None or any(keep is v for v in graph.inputs) or is_graph_output(graph, keep):
             return False
         keep.name = out.name
-        if keep.type is None:
-            keep.type = out.type
+        keep.type = _with_known_dims(keep.type, out.type)
     replace_uses(graph, out, keep)
     graph.nodes = [n for n in graph.nodes if n is not node]
     return True
+
+
+def _with_known_dims(kept: Type | None, declared: Type | None) -> Type | None:
+    """``kept`` with the dims it lacks taken from ``declared`` (a graph output's declared
+    type, e.g. of an identity Cast being removed, must not be lost: the native targets
+    need static shapes)."""
+    if kept is None:
+        return declared
+    if not (isinstance(kept, TensorType) and isinstance(declared, TensorType)) or declared.shape is None:
+        return kept
+    if kept.dtype != declared.dtype:
+        return kept
+    if kept.shape is None:
+        return TensorType(kept.dtype, declared.shape)
+    if len(kept.shape) != len(declared.shape):
+        return kept
+    dims = tuple(d if isinstance(d, int) and not isinstance(k, int) else k for k, d in zip(kept.shape, declared.shape))
+    return TensorType(kept.dtype, dims)
 
 
 def add_constant(graph: Graph, names: NameGen, hint: str, array: np.ndarray) -> Value:

@@ -62,6 +62,7 @@ class TypeInference:
             self.node(node)
             for sg in node.subgraphs():
                 self.run(sg)
+        _shapes_backward(graph)
 
     def node(self, node: Node) -> None:
         try:
@@ -130,6 +131,30 @@ def static_shape_value(node: Node, attrs: Any) -> np.ndarray | None:
         return np.array(int(np.prod(t.shape, dtype=np.int64)), dtype=np.int64)
     start, end = attrs.get("start", 0), attrs.get("end")
     return np.array(t.shape[start:end] if end is not None else t.shape[start:], dtype=np.int64)
+
+
+#: Ops whose output has exactly the shape of their (first) input.
+_SAME_SHAPE = frozenset({
+    "Cast", "CastLike", "Identity", "Sqrt", "Log", "Exp", "Neg", "Abs", "Relu", "Sigmoid", "Tanh",
+    "Reciprocal", "Floor", "Ceil", "Round", "Sign", "Erf", "Softplus", "Softsign", "Not", "IsNaN", "IsInf",
+})
+
+
+def _shapes_backward(graph: Graph) -> None:
+    """Give the input of a shape-preserving unary op the dims its output is known to have.
+
+    A graph output's declared shape (or one an op fixed later) then reaches values that
+    forward inference left symbolic, e.g. a ReduceSum whose axes arrive at run time
+    followed by a Sqrt (the body of ReduceL2): the native targets need those static."""
+    for node in reversed(graph.nodes):
+        if node.op_type not in _SAME_SHAPE or node.domain not in ("", "ai.onnx") or not node.inputs:
+            continue
+        src, out = node.inputs[0], node.outputs[0]
+        if src is None or src.const is not None or any(src is v for v in graph.inputs):
+            continue
+        if isinstance(src.type, TensorType) and isinstance(out.type, TensorType) and out.type.shape is not None:
+            if src.type.shape is None or len(src.type.shape) == len(out.type.shape):
+                src.type = merge_types(src.type, TensorType(src.type.dtype, out.type.shape))
 
 
 def merge_types(declared: Type | None, inferred: Type | None) -> Type | None:
