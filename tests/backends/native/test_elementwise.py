@@ -320,3 +320,30 @@ def test_integer_mod_and_div_never_trap(fmod: int, tdt, np_dtype) -> None:
     for r, qq in (JitProgram(program).run({"x": x, "y": y}).values(), interpret_program(program, {"x": x, "y": y})):
         np.testing.assert_array_equal(r, want_r)
         np.testing.assert_array_equal(qq, want_q)
+
+
+@pytest.mark.parametrize("training", [None, False])
+def test_dropout_mask_output_at_inference(training) -> None:
+    """The mask of an inference Dropout is all true; the data passes through."""
+    inits = []
+    ins = ["x", "r"]
+    if training is not None:
+        inits.append(helper.make_tensor("t", TP.BOOL, [], [training]))
+        ins.append("t")
+    inits.append(helper.make_tensor("r", TP.FLOAT, [], [0.3]))
+    model = make_model([helper.make_node("Dropout", ins, ["y", "m"])],
+                       [helper.make_tensor_value_info("x", TP.FLOAT, (3, 11))],
+                       [helper.make_tensor_value_info("y", TP.FLOAT, (3, 11)), helper.make_tensor_value_info("m", TP.BOOL, (3, 11))],
+                       inits, opset=13)
+    check_native(model, {"x": rand(3, 11)}, interpret=True, level="O0")
+
+
+def test_dropout_in_training_mode_is_declined() -> None:
+    from torsh_gen.errors import UnsupportedOpError
+
+    model = make_model([helper.make_node("Dropout", ["x", "r", "t"], ["y"])],
+                       [helper.make_tensor_value_info("x", TP.FLOAT, (3, 11)), helper.make_tensor_value_info("t", TP.BOOL, ())],
+                       [helper.make_tensor_value_info("y", TP.FLOAT, (3, 11))],
+                       [helper.make_tensor("r", TP.FLOAT, [], [0.3])], opset=13)
+    with pytest.raises(UnsupportedOpError, match="Dropout in training mode"):
+        check_native(model, {"x": rand(3, 11), "t": np.array(True)}, level="O0")

@@ -145,6 +145,16 @@ def _kernel_name(op_type: str, n: int) -> str:
     return f"k{n}_{re.sub(r'[^A-Za-z0-9]', '', op_type)[:24].lower()}"
 
 
+def _dropout_needs_kernel(node: Node) -> bool:
+    """A Dropout is an alias of its input only at inference without a mask output; else
+    its lowering writes the mask (or declines training mode, which draws random numbers)."""
+    if node.op_type != "Dropout":
+        return False
+    mask = len(node.outputs) > 1 and node.outputs[1] is not None
+    training = node.inputs[2] if len(node.inputs) > 2 else None
+    return mask or (training is not None and (training.const is None or bool(np.asarray(training.const).any())))
+
+
 def lowerable(node: Node) -> bool:
     """Whether some lowering covers ``node``'s op (aliases and constants need none)."""
     return node.op_type in ALIAS_OPS or node.op_type == "Constant" or lowering_for(node.op_type) is not None
@@ -262,10 +272,8 @@ class _Builder:
     def node(self, node: Node) -> None:
         if node.op_type == "Constant":
             raise LoweringDeclined("Constant nodes must be folded first (run fold_constants)")
-        if node.op_type in ALIAS_OPS:
+        if node.op_type in ALIAS_OPS and not _dropout_needs_kernel(node):
             src = self.ref(node.inputs[0])
-            if len(node.outputs) > 1:  # Dropout's mask
-                raise LoweringDeclined("Dropout mask output")
             dtype, shape = _tensor_info(node.outputs[0])
             # an aliased graph output is copied into place by finish_outputs
             self.refs[id(node.outputs[0])] = TensorRef(src.kind, src.index, src.offset, dtype, shape)
