@@ -77,8 +77,9 @@ def _float32_probes(half: str) -> np.ndarray:
     patterns, and edges (overflow threshold, subnormals, infinities, NaN)."""
     rng = np.random.default_rng(7)
     random_bits = rng.integers(0, 1 << 32, 100_000, dtype=np.uint64).astype(np.uint32)
-    bits = 8 * np.dtype(NARROW[half]).itemsize
-    values = np.arange(1 << bits, dtype=np.uint16 if bits == 16 else np.uint8).view(NARROW[half]).astype(np.float32)
+    dtype = {**NARROW, "f4e2m1": ml_dtypes.float4_e2m1fn}[half]
+    bits = 4 if half == "f4e2m1" else 8 * np.dtype(dtype).itemsize
+    values = np.arange(1 << bits, dtype=np.uint16 if bits == 16 else np.uint8).view(dtype).astype(np.float32)
     v = np.unique(values[np.isfinite(values)])
     tie = ((v[:-1].astype(np.float64) + v[1:]) / 2).astype(np.float32)
     up, down = np.nextafter(tie, np.float32(np.inf)), np.nextafter(tie, np.float32(-np.inf))
@@ -254,3 +255,76 @@ def test_float8_quantize_dequantize_matches_the_onnx_reference(to: int, saturate
         for g, e in zip(got, expected):
             assert g.dtype == e.dtype
             np.testing.assert_array_equal(g.astype(np.float32), e.astype(np.float32))
+
+
+SMALL = {"i4": ml_dtypes.int4, "u4": ml_dtypes.uint4, "i2": ml_dtypes.int2, "u2": ml_dtypes.uint2}
+
+
+@pytest.mark.parametrize("small", sorted(SMALL))
+def test_sub_byte_integers_load_and_wrap_like_ml_dtypes(small: str) -> None:
+    """One element per byte in the low bits: loads sign-extend, stores keep the low bits."""
+    bits = {"i4": 4, "u4": 4, "i2": 2, "u2": 2}[small]
+    x = np.arange(1 << bits, dtype=np.uint8).view(SMALL[small])
+    for data, got in _convert(small, "i32", x, np.int32, interpret_every=1):
+        np.testing.assert_array_equal(got, data.astype(np.int32))
+    wide = np.arange(-300, 300, dtype=np.int32)
+    for data, got in _convert("i32", small, wide, SMALL[small], interpret_every=3):
+        np.testing.assert_array_equal(_raw(got), _raw(data.astype(SMALL[small])))
+
+
+def test_float4_patterns_and_rounding_match_ml_dtypes() -> None:
+    x = np.arange(16, dtype=np.uint8).view(ml_dtypes.float4_e2m1fn)
+    for data, got in _convert("f4e2m1", "f32", x, np.float32, interpret_every=1):
+        np.testing.assert_array_equal(got.view(np.uint32), data.astype(np.float32).view(np.uint32))
+    probes = _float32_probes("f4e2m1")
+    for data, got in _convert("f32", "f4e2m1", probes, ml_dtypes.float4_e2m1fn, interpret_every=41):
+        with np.errstate(over="ignore", invalid="ignore"):
+            np.testing.assert_array_equal(_raw(got), _raw(data.astype(ml_dtypes.float4_e2m1fn)))
+
+
+@pytest.mark.parametrize("to", [TP.INT4, TP.UINT4, TP.INT2, TP.UINT2, TP.FLOAT4E2M1])
+def test_narrow_cast_and_quantize_match_the_onnx_reference(to: int) -> None:
+    """Cast to the type and back, and QuantizeLinear to it (saturating) and back."""
+    x = np.linspace(-20, 20, 57, dtype=np.float32).reshape(1, -1)
+    quantize = to != TP.FLOAT4E2M1
+    nodes = [helper.make_node("Cast", ["x"], ["c"], to=to), helper.make_node("Cast", ["c"], ["y"], to=TP.FLOAT)]
+    outs = [helper.make_tensor_value_info("c", to, x.shape), helper.make_tensor_value_info("y", TP.FLOAT, x.shape)]
+    inits = []
+    if quantize:
+        nodes += [helper.make_node("QuantizeLinear", ["x", "s"], ["q"], output_dtype=to),
+                  helper.make_node("DequantizeLinear", ["q", "s"], ["d"])]
+        outs += [helper.make_tensor_value_info("q", to, x.shape), helper.make_tensor_value_info("d", TP.FLOAT, x.shape)]
+        inits.append(numpy_helper.from_array(np.array(1.7, np.float32), "s"))
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TP.FLOAT, x.shape)], outs, inits, opset=23)
+    program = lower_model(model, level="O0")
+    expected = _ref_run(model, {"x": x})
+    for got in (JitProgram(program).run({"x": x}).values(), interpret_program(program, {"x": x})):
+        for g, e in zip(got, expected):
+            assert g.dtype == e.dtype
+            np.testing.assert_array_equal(_raw(g), _raw(e))
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("wasm-ld") is None, reason="needs node and wasm-ld (make toolchains)")
+def test_int4_and_float8_files_through_run_mjs_and_run_model(tmp_path: Path) -> None:
+    """numpy saves ml_dtypes' one-byte types as '<V1': both drivers read and write them."""
+    model = make_model(
+        [helper.make_node("Cast", ["a"], ["af"], to=TP.FLOAT), helper.make_node("Cast", ["b"], ["bf"], to=TP.FLOAT),
+         helper.make_node("Add", ["af", "bf"], ["s"]), helper.make_node("Cast", ["s"], ["y"], to=TP.FLOAT8E4M3FN)],
+        [helper.make_tensor_value_info("a", TP.INT4, (2, 5)), helper.make_tensor_value_info("b", TP.FLOAT8E4M3FN, (2, 5))],
+        [helper.make_tensor_value_info("y", TP.FLOAT8E4M3FN, (2, 5))], opset=21)
+    feeds = {"a": np.arange(-5, 5).reshape(2, 5).astype(ml_dtypes.int4),
+             "b": np.linspace(-3, 3, 10, dtype=np.float32).reshape(2, 5).astype(ml_dtypes.float8_e4m3fn)}
+    expected = _ref_run(model, feeds)[0]
+    for target, cmd in (("wasm32", ["node", "run.mjs"]), ("x86_64-linux", ["./run_model"])):
+        pkg = tmp_path / f"m_{target.replace('-', '_')}"
+        compile_model(model, pkg, target=target)
+        manifest = json.loads((pkg / "manifest.json").read_text())
+        inp, out = tmp_path / f"in_{target}", tmp_path / f"out_{target}"
+        inp.mkdir()
+        out.mkdir()
+        for entry in manifest["inputs"]:
+            np.save(inp / entry["file"], feeds[entry["name"]])
+        proc = subprocess.run(cmd + [str(inp), str(out)], cwd=pkg, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        got = np.load(out / manifest["outputs"][0]["file"]).view(ml_dtypes.float8_e4m3fn)
+        np.testing.assert_array_equal(got.astype(np.float32), expected.astype(np.float32))

@@ -57,7 +57,7 @@ def itemsize(dtype: str) -> int:
         return 1
     if dtype == "bf16":  # storage-only types (kernel/storage.py)
         return 2
-    if dtype.startswith("f8"):
+    if dtype.startswith(("f8", "f4")) or dtype in ("i4", "u4", "i2", "u2"):
         return 1
     return int(dtype[1:]) // 8
 

@@ -25,14 +25,20 @@ from torsh_gen.backends.kernel.ir import Bin, Bitcast, Cast, Const, Expr, Select
 
 @dataclass(frozen=True)
 class Float8:
-    """A float8 layout: exponent and mantissa bits, bias, and its special codes."""
+    """A narrow float layout (8 bits, or 4 for float4e2m1): mantissa bits, bias, codes."""
 
     mantissa: int
     bias: int
     max_bits: int  #: the largest finite magnitude's bits
     nan: int  #: NaN's magnitude bits (the sign is kept unless ``unsigned_zero``)
-    overflow: int  #: what a magnitude beyond max_bits becomes: inf or NaN
+    overflow: int  #: what a magnitude beyond max_bits becomes: inf, NaN or (float4) max
     unsigned_zero: bool = False  #: "fnuz": no negative zero, 0x80 is the only NaN
+    bits: int = 8
+
+    @property
+    def sign(self) -> int:
+        """The sign bit."""
+        return 1 << (self.bits - 1)
 
 
 FLOAT8: dict[str, Float8] = {
@@ -40,21 +46,28 @@ FLOAT8: dict[str, Float8] = {
     "f8e4m3fnuz": Float8(3, 8, 0x7F, 0x80, 0x80, True),
     "f8e5m2": Float8(2, 15, 0x7B, 0x7E, 0x7C),
     "f8e5m2fnuz": Float8(2, 16, 0x7F, 0x80, 0x80, True),
+    # float4e2m1 has no inf or NaN: overflow saturates to 6, NaN becomes the -0 pattern
+    # (ml_dtypes' choice; ONNX leaves it open). One element per byte, in the low bits.
+    "f4e2m1": Float8(1, 1, 0x7, 0x8, 0x7, bits=4),
 }
+#: sub-byte integers: bits and signedness. One element per byte (numpy/ml_dtypes' layout),
+#: in the low bits; a store keeps the low bits (wraps), a load sign-extends.
+SMALL_INTS: dict[str, tuple[int, bool]] = {"i4": (4, True), "u4": (4, False), "i2": (2, True), "u2": (2, False)}
 #: storage dtype → the kernel-IR dtype its buffers are declared with.
-STORAGE_DTYPES: dict[str, str] = {"f16": "u16", "bf16": "u16", **{k: "u8" for k in FLOAT8}}
-#: storage dtype → the dtype kernels compute it in.
-COMPUTE_DTYPE = "f32"
+STORAGE_DTYPES: dict[str, str] = {"f16": "u16", "bf16": "u16", **{k: "u8" for k in (*FLOAT8, *SMALL_INTS)}}
 
 
 def is_storage(dtype: str) -> bool:
-    """Whether ``dtype`` is held as raw bits and computed in float32."""
+    """Whether ``dtype`` is held as raw bits and computed in a wider type."""
     return dtype in STORAGE_DTYPES
 
 
 def compute_dtype(dtype: str) -> str:
-    """The dtype a lowering sees for a tensor of ``dtype``."""
-    return COMPUTE_DTYPE if dtype in STORAGE_DTYPES else dtype
+    """The dtype a lowering sees for a tensor of ``dtype`` (float32, or int32 for the
+    sub-byte integers)."""
+    if dtype in SMALL_INTS:
+        return "i32"
+    return "f32" if dtype in STORAGE_DTYPES else dtype
 
 
 def _i(v: int) -> Const:
@@ -74,8 +87,12 @@ def _shr(a: Expr, n: int) -> Expr:
 
 
 def to_f32(bits: Expr, dtype: str) -> Expr:
-    """The float32 value of 16 stored bits (``bits``: a ``u16`` load)."""
+    """The value (float32; int32 for sub-byte integers) of stored bits (a ``u16``/``u8`` load)."""
     b = Cast(bits, "i32")  # zero-extends
+    if dtype in SMALL_INTS:
+        width, signed = SMALL_INTS[dtype]
+        low = _and(b, (1 << width) - 1)
+        return Bin("sub", Bin("xor", low, _i(1 << (width - 1))), _i(1 << (width - 1))) if signed else low
     if dtype in FLOAT8:
         return _f8_to_f32(b, FLOAT8[dtype])
     if dtype == "bf16":
@@ -90,7 +107,11 @@ def to_f32(bits: Expr, dtype: str) -> Expr:
 
 
 def from_f32(value: Expr, dtype: str) -> Expr:
-    """The 16 bits (``u16``) of the half nearest to float32 ``value`` (ties to even)."""
+    """The stored bits (``u16``/``u8``) of the narrow value nearest to ``value`` (ties to
+    even; sub-byte integers keep the low bits of the int32 value)."""
+    if dtype in SMALL_INTS:  # the low bits: values out of range wrap, as ml_dtypes does
+        v = value if value.dtype == "i32" else Cast(value, "i32")
+        return Cast(_and(v, (1 << SMALL_INTS[dtype][0]) - 1), "u8")
     x = value if value.dtype == "f32" else Cast(value, "f32")
     if dtype in FLOAT8:
         return _f32_to_f8(x, FLOAT8[dtype])
@@ -119,17 +140,17 @@ def max_finite(dtype: str) -> float:
 
 
 def _f8_to_f32(b: Expr, f: Float8) -> Expr:
-    mag = _and(b, 0x7F)
+    mag = _and(b, f.sign - 1)
     shift = 23 - f.mantissa
     normal = Bitcast(Bin("add", _shl(mag, shift), _i((127 - f.bias) << 23)), "f32")
     subnormal = Bin("mul", Cast(mag, "f32"), Const(2.0 ** (1 - f.bias - f.mantissa), "f32"))
     value = Select(Bin("lt", mag, _i(1 << f.mantissa)), subnormal, normal)
     value = Select(Bin("gt", mag, _i(f.max_bits)), Const(float("nan"), "f32"), value)  # fn, e5m2
-    if f.overflow != f.nan:  # infinity exists (e5m2)
+    if f.max_bits < f.overflow != f.nan:  # infinity exists (e5m2)
         value = Select(Bin("eq", mag, _i(f.overflow)), Const(float("inf"), "f32"), value)
-    signed = Bitcast(Bin("or", Bitcast(value, "i32"), _shl(_and(b, 0x80), 24)), "f32")
+    signed = Bitcast(Bin("or", Bitcast(value, "i32"), _shl(_and(b, f.sign), 32 - f.bits)), "f32")
     if f.unsigned_zero:
-        return Select(Bin("eq", b, _i(0x80)), Const(float("nan"), "f32"), signed)
+        return Select(Bin("eq", b, _i(f.sign)), Const(float("nan"), "f32"), signed)
     return signed
 
 
@@ -147,10 +168,12 @@ def _f32_to_f8(x: Expr, f: Float8) -> Expr:
     r = Select(small, sub, Select(Bin("gt", mag, _i(0x7F000000)), _i(f.overflow), normal))
     r = Select(Bin("gt", r, _i(f.max_bits)), _i(f.overflow), r)
     is_nan = Bin("gt", mag, _i(0x7F800000))
-    sign = _and(_shr(b, 24), 0x80)
+    sign = _and(_shr(b, 32 - f.bits), f.sign)
     if f.unsigned_zero:  # one NaN code, and zero has no sign
         out = Select(Bin("or", is_nan, Bin("eq", r, _i(0x80))), _i(0x80),
                      Select(Bin("eq", r, _i(0)), _i(0), Bin("or", r, sign)))
+    elif f.nan > f.max_bits:  # float4: NaN is a whole pattern (sign bit only), not a magnitude
+        out = Select(is_nan, Select(Bin("eq", sign, _i(0)), _i(f.nan), _i(0)), Bin("or", r, sign))
     else:
         out = Bin("or", Select(is_nan, _i(f.nan), r), sign)
     return Cast(out, "u8")

@@ -55,6 +55,11 @@ DTYPE_CODES: dict[str, tuple[str, int]] = {
     "f8e4m3fnuz": ("F8E4M3FNUZ", 15),
     "f8e5m2": ("F8E5M2", 16),
     "f8e5m2fnuz": ("F8E5M2FNUZ", 17),
+    "f4e2m1": ("F4E2M1", 18),  # float4 and the sub-byte integers: one per byte, low bits
+    "i4": ("I4", 19),
+    "u4": ("U4", 20),
+    "i2": ("I2", 21),
+    "u2": ("U2", 22),
 }
 #: C flags of every translation unit: no -g (debug info would carry the build folder).
 CFLAGS = ("-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-function")

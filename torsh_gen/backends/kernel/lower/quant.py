@@ -26,7 +26,7 @@ from torsh_gen.backends.kernel.lower import (
     row_major_strides,
 )
 from torsh_gen.backends.kernel.lower.elementwise import elementwise_nest
-from torsh_gen.backends.kernel.storage import FLOAT8, max_finite
+from torsh_gen.backends.kernel.storage import FLOAT8, SMALL_INTS, max_finite
 
 _LIMITS = {"i8": (-128, 127), "u8": (0, 255), "i16": (-32768, 32767), "u16": (0, 65535),
            "i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1)}
@@ -142,6 +142,9 @@ def lower_quantize(ctx: LowerCtx) -> None:
     if out not in _LIMITS or src not in ("f32", "f64", "i32"):
         raise LoweringDeclined(f"QuantizeLinear from {src} to {out}")
     lo, hi = _LIMITS[out]
+    if ctx.y(0).storage in SMALL_INTS:  # 4- and 2-bit integers held in int32 values
+        width, signed = SMALL_INTS[ctx.y(0).storage]
+        lo, hi = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
     prec = _precision(ctx)
     wide = "f64" if out in ("i32", "u32") or prec == "f64" else "f32"
     kb = ctx.kb

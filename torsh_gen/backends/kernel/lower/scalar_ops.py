@@ -27,7 +27,14 @@ from torsh_gen.backends.kernel.ir import (
     minimum,
 )
 from torsh_gen.backends.kernel.lower import KERNEL_DTYPES, LoweringDeclined
-from torsh_gen.backends.kernel.storage import FLOAT8, from_f32, is_storage, max_finite, to_f32
+from torsh_gen.backends.kernel.storage import (
+    FLOAT8,
+    SMALL_INTS,
+    from_f32,
+    is_storage,
+    max_finite,
+    to_f32,
+)
 from torsh_gen.ir.types import DType
 from torsh_gen.ops.registry import Attrs
 
@@ -483,6 +490,9 @@ def _cast(kb, a, attrs):
     to = KERNEL_DTYPES.get(DType(int(attrs.to)))
     if to is None:
         raise LoweringDeclined(f"Cast to {DType(int(attrs.to)).name}")
+    if to in SMALL_INTS:  # truncated through int64, then the low bits (ml_dtypes' wrap)
+        x = a[0] if not is_float(a[0].dtype) else Cast(a[0], "i64")
+        return to_f32(from_f32(Cast(x, "i32"), to), to)
     if is_storage(to):  # computed in float32, rounded to the narrow type's precision here
         x = a[0] if a[0].dtype == "f32" else Cast(a[0], "f32")
         if to in FLOAT8 and int(attrs.get("saturate", 1)) and a[0].dtype != "bool":
