@@ -38,9 +38,9 @@ def _vi(name: str, shape: tuple[int, ...], dtype: int = TP.FLOAT) -> onnx.ValueI
     return helper.make_tensor_value_info(name, dtype, shape)
 
 
-def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+def _model(nodes, inputs, outputs, inits, opset: int = 17) -> onnx.ModelProto:
     g = helper.make_graph(nodes, "family", inputs, outputs, inits)
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
 
 
 def family_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
@@ -91,6 +91,44 @@ def family_models() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
         [_vi("x", (3, 20), TP.FLOAT16)], [_vi("y", (3, 12), TP.FLOAT16), _vi("y32", (3, 12))],
         [numpy_helper.from_array(w16, "w")]),
         {"x": RNG.standard_normal((3, 20)).astype(np.float16)})
+    m.update(_newer_families())
+    return m
+
+
+def _newer_families() -> dict[str, tuple[onnx.ModelProto, dict[str, np.ndarray]]]:
+    """Recurrent, sampling, spectral, control flow, math and run-time-parameter ops."""
+    m = {}
+    h = 8
+    m["recurrent"] = (_model(
+        [helper.make_node("LSTM", ["x", "w", "r", "b"], ["y", "yh"], hidden_size=h, direction="bidirectional")],
+        [_vi("x", (5, 2, 6))], [_vi("y", (5, 2, 2, h)), _vi("yh", (2, 2, h))],
+        [_w("w", 2, 4 * h, 6), _w("r", 2, 4 * h, h), _w("b", 2, 8 * h)], 20),
+        {"x": RNG.standard_normal((5, 2, 6)).astype(np.float32)})
+    m["sampling"] = (_model(
+        [helper.make_node("GridSample", ["x", "g"], ["y"], mode="linear", padding_mode="reflection")],
+        [_vi("x", (1, 2, 7, 6)), _vi("g", (1, 5, 4, 2))], [_vi("y", (1, 2, 5, 4))], [], 20),
+        {"x": RNG.standard_normal((1, 2, 7, 6)).astype(np.float32),
+         "g": (RNG.standard_normal((1, 5, 4, 2)) * 1.3).astype(np.float32)})
+    m["spectral"] = (_model(
+        [helper.make_node("DFT", ["x"], ["y"], axis=1, onesided=1)],
+        [_vi("x", (2, 12, 1))], [_vi("y", (2, 7, 2))], [], 17),
+        {"x": RNG.standard_normal((2, 12, 1)).astype(np.float32)})
+    body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "x_t"], ["s_out"]), helper.make_node("Tanh", ["s_out"], ["y_t"])], "body",
+        [_vi("s_in", (3,)), _vi("x_t", (3,))], [_vi("s_out", (3,)), _vi("y_t", (3,))])
+    m["control_flow"] = (_model(
+        [helper.make_node("Scan", ["s0", "xs"], ["s", "ys"], body=body, num_scan_inputs=1)],
+        [_vi("s0", (3,)), _vi("xs", (4, 3))], [_vi("s", (3,)), _vi("ys", (4, 3))], [], 20),
+        {"s0": RNG.standard_normal(3).astype(np.float32), "xs": RNG.standard_normal((4, 3)).astype(np.float32)})
+    m["math"] = (_model(
+        [helper.make_node("Tan", ["x"], ["t"]), helper.make_node("Asinh", ["t"], ["a"]),
+         helper.make_node("Mod", ["a", "d"], ["y"], fmod=1)],
+        [_vi("x", (3, 9))], [_vi("y", (3, 9))], [numpy_helper.from_array(np.array(0.7, np.float32), "d")], 20),
+        {"x": RNG.uniform(-1.4, 1.4, (3, 9)).astype(np.float32)})
+    m["runtime_params"] = (_model(
+        [helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="linear")],
+        [_vi("x", (1, 2, 4, 5)), _vi("sc", (4,))], [_vi("y", (1, 2, 8, 10))], [], 20),
+        {"x": RNG.standard_normal((1, 2, 4, 5)).astype(np.float32), "sc": np.array([1, 1, 2, 2], np.float32)})
     return m
 
 
