@@ -97,18 +97,24 @@ def test_uniform_like_takes_shape_and_type():
     assert ((y >= 10.0) & (y < 11.0)).all()
 
 
-def test_unseeded_nodes_are_fixed_per_compile_and_differ_between_nodes():
-    """Without ``seed`` the numbers are fixed per compile (a kernel has no per-call
-    entropy), and two nodes of one model still draw different numbers."""
-    ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [64]) for n in ("a", "b")]
+def test_unseeded_nodes_draw_new_numbers_per_call_and_differ_between_nodes():
+    """Without ``seed`` a node's call counter (persistent workspace state) advances, so
+    each call draws new numbers; two nodes of one model draw different numbers; a seeded
+    node repeats itself."""
+    ys = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [64]) for n in ("a", "b", "c")]
     nodes = [helper.make_node("RandomUniform", [], [n], shape=[64]) for n in ("a", "b")]
+    nodes.append(helper.make_node("RandomUniform", [], ["c"], shape=[64], seed=3.0))
     m = helper.make_model(
         helper.make_graph(nodes, "g", [], ys), opset_imports=[helper.make_opsetid("", 22)]
     )
-    prog = JitProgram(lower_model(m))
+    program = lower_model(m)
+    prog = JitProgram(program)
     first, again = prog.run({}), prog.run({})
-    np.testing.assert_array_equal(first["a"], again["a"])
+    assert not np.array_equal(first["a"], again["a"])
     assert not np.array_equal(first["a"], first["b"])
+    np.testing.assert_array_equal(first["c"], again["c"])
+    # a fresh workspace (zeroed here) starts the counter over: the interpreter agrees
+    np.testing.assert_array_equal(interpret_program(program, {})[0], first["a"])
 
 
 # --------------------------------------------------------------------------- normal

@@ -313,6 +313,9 @@ class _Builder:
             bind[name] = TensorRef("scratch", 0, at, dtype, (n,))
             at += _align(max(n * itemsize(dtype), 1))
         self.scratch_bytes = max(self.scratch_bytes, at)
+        for name, dtype, n in ctx.states:  # a region of its own, which no other value reuses
+            if name in touched:
+                bind[name] = self.region(dtype, (n,))
         # buffers the kernel never touches (a Pad's pads, a Resize's scales) are not passed
         kernel.buffers = [b for b in kernel.buffers if b.name in bind]
         name = self.add_kernel(kernel, node.op_type)

@@ -8,7 +8,9 @@ A lowering is a function ``(ctx: LowerCtx) -> None`` registered with ``@lowers("
 - ``ctx.const(i)``: the value of input i when it is a weight (to specialize on it);
 - ``ctx.weight(array)``: a new weight derived at compile time (packed, transposed), read
   as a buffer;
-- ``ctx.scratch(dtype, n)``: workspace only this kernel uses.
+- ``ctx.scratch(dtype, n)``: workspace only this kernel uses;
+- ``ctx.state(dtype, n)``: memory of this node that keeps its contents from one call of
+  the model to the next (a random op's call counter; not initialized at the first call).
 
 Shapes are static tuples (``ctx.in_shape(i)``, ``ctx.out_shape(j)``). ``ctx.sched``
 carries the target's schedule parameters (vector lanes, whether threads exist) so the
@@ -90,6 +92,7 @@ class LowerCtx:
     outputs: list[BufferRef] = field(default_factory=list)
     new_weights: list[tuple[str, np.ndarray]] = field(default_factory=list)
     scratches: list[tuple[str, str, int]] = field(default_factory=list)
+    states: list[tuple[str, str, int]] = field(default_factory=list)
 
     def x(self, i: int) -> BufferRef:
         """Input ``i`` (KeyError-like error when the optional input is absent)."""
@@ -132,6 +135,13 @@ class LowerCtx:
         name = self.kb.fresh("s")
         dtype = compute_dtype(dtype)
         self.scratches.append((name, dtype, int(n)))
+        return self.kb.buffer(name, dtype, int(n), writable=True)
+
+    def state(self, dtype: str, n: int) -> BufferRef:
+        """Memory of ``n`` elements that only this node uses and that persists across calls
+        (its own region of the workspace; its first contents are whatever was there)."""
+        name = self.kb.fresh("st")
+        self.states.append((name, dtype, int(n)))
         return self.kb.buffer(name, dtype, int(n), writable=True)
 
     def vector_width(self, n: int) -> int:

@@ -8,12 +8,12 @@ loops and threads give the same numbers, and a seeded node gives the same number
 run and every target (the interpreter included).
 
 Seeds: with the ``seed`` attribute, ``key`` is the splitmix64 hash of the seed's float64
-bits. Without it, a pure kernel has no source of fresh entropy per call (the C runtime
-passes only tensors), so the key is fixed per compile: the hash of the node's first output
-name, which keeps two unseeded nodes of one model apart but gives the same numbers on
-every call. This differs from the cpu target, whose interpreter draws unseeded nodes from
-a session generator that advances per call; a per-call seed would need a counter the
-runtime passes to the kernel.
+bits, so the node draws the same numbers on every call. Without it, the key also mixes in
+a call counter the node keeps in its own persistent workspace state (``ctx.state``): it
+advances by one per call, so every call draws new numbers, as the cpu target's
+interpreter does; the counter starts from whatever the workspace held (zero in the JIT,
+the interpreter and wasm), and the hash of the node's first output name keeps two
+unseeded nodes of one model apart.
 
 Uniform floats take the top 24 (float32) or 53 (float64) bits of a draw; normals use
 Box-Muller with ``kernel.math``'s float32 log and sin/cos (float64 outputs are computed
@@ -60,27 +60,33 @@ def _mix_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def node_key(ctx: LowerCtx, stream: int = 0) -> int:
-    """The 64-bit key of the node's draws: from its seed, else fixed per compile (the
-    hash of the first output's name; see the module doc)."""
+def node_key(ctx: LowerCtx, stream: int = 0) -> Expr:
+    """The 64-bit key of the node's draws: from its seed; else from the hash of the first
+    output's name and the node's call counter, which this advances (see the module doc)."""
     seed = ctx.attrs.get("seed")
     if seed is not None:
         base = int(np.asarray(float(seed), np.float64).view(np.uint64))
-    else:
-        base = int.from_bytes(
-            hashlib.sha256(ctx.node.outputs[0].name.encode()).digest()[:8], "little"
-        )
-    return _mix_int(base + stream * GOLDEN)
+        return _u64(_mix_int(base + stream * GOLDEN))
+    base = int.from_bytes(hashlib.sha256(ctx.node.outputs[0].name.encode()).digest()[:8], "little")
+    counter = ctx.state("u64", 1)
+    calls = ctx.kb.let(counter[0], "calls")
+    counter[0] = calls + _u64(1)
+    mixed = Bin("mul", Bin("add", calls, _u64(1)), _u64(_CALL_STEP))
+    return ctx.kb.let(Bin("add", _u64(_mix_int(base + stream * GOLDEN)), mixed), "key")
+
+
+#: Odd multiplier that spreads successive calls' keys far apart.
+_CALL_STEP = 0xD1B54A32D192ED03
 
 
 def _u64(v: int) -> Const:
     return Const(v & _MASK, "u64")
 
 
-def draw_bits(kb: KernelBuilder, key: int, counter: Expr) -> Expr:
+def draw_bits(kb: KernelBuilder, key: Expr, counter: Expr) -> Expr:
     """64 random bits for ``counter`` (an i64 element number) under ``key``."""
     z = kb.let(
-        Bin("add", _u64(key), Bin("mul", Cast(counter, "u64") + _u64(1), _u64(GOLDEN))), "rz"
+        Bin("add", key, Bin("mul", Cast(counter, "u64") + _u64(1), _u64(GOLDEN))), "rz"
     )
     z = kb.let(Bin("mul", Bin("xor", z, Bin("shr", z, _u64(30))), _u64(_M1)), "rz")
     z = kb.let(Bin("mul", Bin("xor", z, Bin("shr", z, _u64(27))), _u64(_M2)), "rz")
