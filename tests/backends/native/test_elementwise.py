@@ -338,12 +338,36 @@ def test_dropout_mask_output_at_inference(training) -> None:
     check_native(model, {"x": rand(3, 11)}, interpret=True, level="O0")
 
 
-def test_dropout_in_training_mode_is_declined() -> None:
-    from torsh_gen.errors import UnsupportedOpError
+def test_dropout_in_training_mode_drops_and_scales() -> None:
+    """Training mode: each element is 0 or x / (1 - ratio), the mask says which, about
+    ``ratio`` of them dropped; ratio and training flag may come at run time."""
+    from tests.backends.native.helpers import interpret_program, lower_model
+    from torsh_gen.backends.llvm.jit import JitProgram
 
-    model = make_model([helper.make_node("Dropout", ["x", "r", "t"], ["y"])],
-                       [helper.make_tensor_value_info("x", TP.FLOAT, (3, 11)), helper.make_tensor_value_info("t", TP.BOOL, ())],
-                       [helper.make_tensor_value_info("y", TP.FLOAT, (3, 11))],
-                       [helper.make_tensor("r", TP.FLOAT, [], [0.3])], opset=13)
-    with pytest.raises(UnsupportedOpError, match="Dropout in training mode"):
-        check_native(model, {"x": rand(3, 11), "t": np.array(True)}, level="O0")
+    ratio = 0.3
+    model = make_model([helper.make_node("Dropout", ["x", "r", "t"], ["y", "m"], seed=7)],
+                       [helper.make_tensor_value_info("x", TP.FLOAT, (40, 50)), helper.make_tensor_value_info("t", TP.BOOL, ())],
+                       [helper.make_tensor_value_info("y", TP.FLOAT, (40, 50)), helper.make_tensor_value_info("m", TP.BOOL, (40, 50))],
+                       [helper.make_tensor("r", TP.FLOAT, [], [ratio])], opset=13)
+    x = rand(40, 50) + 5.0
+    feeds = {"x": x, "t": np.array(True)}
+    program = lower_model(model, level="O0")
+    y, m = (JitProgram(program).run(feeds)[k] for k in ("y", "m"))
+    np.testing.assert_allclose(y, np.where(m, x / (1 - ratio), 0.0), rtol=1e-6)
+    assert abs((~m).mean() - ratio) < 0.03
+    for got, want in zip(interpret_program(program, feeds), (y, m)):
+        np.testing.assert_array_equal(got, want)
+    runtime = make_model([helper.make_node("Dropout", ["x", "r", "t"], ["y", "m"])],
+                         [helper.make_tensor_value_info("x", TP.FLOAT, (3, 11)), helper.make_tensor_value_info("r", TP.FLOAT, ()),
+                          helper.make_tensor_value_info("t", TP.BOOL, ())],
+                         [helper.make_tensor_value_info("y", TP.FLOAT, (3, 11)), helper.make_tensor_value_info("m", TP.BOOL, (3, 11))],
+                         opset=13)
+    jit = JitProgram(lower_model(runtime, level="O0"))
+    x = rand(3, 11)
+    for r, t in ((0.0, True), (0.5, False)):  # nothing dropped: ratio 0, or not training
+        out = jit.run({"x": x, "r": np.array(r, np.float32), "t": np.array(t)})
+        np.testing.assert_array_equal(out["y"], x)
+        assert out["m"].all()
+    dropped = jit.run({"x": x, "r": np.array(0.5, np.float32), "t": np.array(True)})
+    np.testing.assert_allclose(dropped["y"], np.where(dropped["m"], 2 * x, 0.0), rtol=1e-6)
+    assert not dropped["m"].all()

@@ -150,7 +150,7 @@ def _dropout_needs_kernel(node: Node) -> bool:
     its lowering writes the mask (or declines training mode, which draws random numbers)."""
     if node.op_type != "Dropout":
         return False
-    mask = len(node.outputs) > 1 and node.outputs[1] is not None
+    mask = len(node.outputs) > 1 and node.outputs[1] is not None and bool(node.outputs[1].name)
     training = node.inputs[2] if len(node.inputs) > 2 else None
     return mask or (training is not None and (training.const is None or bool(np.asarray(training.const).any())))
 
@@ -286,16 +286,18 @@ class _Builder:
             raise LoweringDeclined("no lowering")
         spec = lookup(node.op_type, node.domain, self.opset)
         ins = [self.pending(v) for v in node.inputs]
-        outs = [self.out_ref(v) for v in node.outputs]
+        # an optional output left out has no name (the importer keeps a placeholder value)
+        outs = [self.out_ref(v) if v is not None and v.name else None for v in node.outputs]
         kb = KernelBuilder("kernel")
         ctx = LowerCtx(
             node=node, attrs=spec.resolve_attrs(node), opset=self.opset,
             in_shapes=[r.shape if r else None for r in ins], in_dtypes=[compute_dtype(r.dtype) if r else None for r in ins],
-            out_shapes=[r.shape for r in outs], out_dtypes=[compute_dtype(r.dtype) for r in outs],
+            out_shapes=[r.shape if r else None for r in outs],
+            out_dtypes=[compute_dtype(r.dtype) if r else None for r in outs],
             consts=[v.const if v is not None else None for v in node.inputs], sched=self.sched, kb=kb,
         )
         ctx.inputs = [kb.buffer(f"x{i}", r.dtype, prod(r.shape)) if r else None for i, r in enumerate(ins)]
-        ctx.outputs = [kb.buffer(f"y{j}", r.dtype, prod(r.shape), writable=True) for j, r in enumerate(outs)]
+        ctx.outputs = [kb.buffer(f"y{j}", r.dtype, prod(r.shape), writable=True) if r else None for j, r in enumerate(outs)]
         fn(ctx)
         kernel = kb.build()
         _, touched = used_names(kernel.body)
@@ -304,7 +306,8 @@ class _Builder:
             if r is not None and f"x{i}" in touched:
                 bind[f"x{i}"] = self.ref(node.inputs[i]) if r.kind == "pending" else r
         for j, r in enumerate(outs):
-            bind[f"y{j}"] = r
+            if r is not None:
+                bind[f"y{j}"] = r
         for name, arr in ctx.new_weights:
             if name in touched:
                 bind[name] = self.weight(arr, kernel.buffer(name).dtype)
@@ -321,7 +324,8 @@ class _Builder:
         name = self.add_kernel(kernel, node.op_type)
         self.program.calls.append(KernelCall(name, [bind[b.name] for b in kernel.buffers], node.name, node.op_type))
         for v, r in zip(node.outputs, outs):
-            self.refs[id(v)] = r
+            if r is not None:
+                self.refs[id(v)] = r
 
     def add_kernel(self, kernel: Kernel, op_type: str) -> str:
         text = format_kernel(kernel, "_")

@@ -83,13 +83,13 @@ class LowerCtx:
     opset: int
     in_shapes: list[tuple[int, ...] | None]
     in_dtypes: list[str | None]
-    out_shapes: list[tuple[int, ...]]
-    out_dtypes: list[str]
+    out_shapes: list[tuple[int, ...] | None]
+    out_dtypes: list[str | None]
     consts: list[np.ndarray | None]
     sched: Schedule
     kb: KernelBuilder
     inputs: list[BufferRef | None] = field(default_factory=list)
-    outputs: list[BufferRef] = field(default_factory=list)
+    outputs: list[BufferRef | None] = field(default_factory=list)
     new_weights: list[tuple[str, np.ndarray]] = field(default_factory=list)
     scratches: list[tuple[str, str, int]] = field(default_factory=list)
     states: list[tuple[str, str, int]] = field(default_factory=list)
@@ -106,8 +106,15 @@ class LowerCtx:
         return i < len(self.inputs) and self.inputs[i] is not None
 
     def y(self, j: int = 0) -> BufferRef:
-        """Output ``j``."""
-        return self.outputs[j]
+        """Output ``j`` (LoweringDeclined when the optional output is left out)."""
+        ref = self.outputs[j] if j < len(self.outputs) else None
+        if ref is None:
+            raise LoweringDeclined(f"output {j} is left out")
+        return ref
+
+    def wants(self, j: int) -> bool:
+        """Whether optional output ``j`` is asked for."""
+        return j < len(self.outputs) and self.outputs[j] is not None
 
     def in_shape(self, i: int) -> tuple[int, ...]:
         """The static shape of input ``i``."""
@@ -117,8 +124,11 @@ class LowerCtx:
         return s
 
     def out_shape(self, j: int = 0) -> tuple[int, ...]:
-        """The static shape of output ``j``."""
-        return self.out_shapes[j]
+        """The static shape of output ``j`` (LoweringDeclined when it is left out)."""
+        s = self.out_shapes[j] if j < len(self.out_shapes) else None
+        if s is None:
+            raise LoweringDeclined(f"output {j} is left out")
+        return s
 
     def const(self, i: int) -> np.ndarray | None:
         """The compile-time value of input ``i``, or None."""

@@ -183,23 +183,3 @@ def _scalar_const(v) -> Expr:
         raise LoweringDeclined("constant of an unsupported type")
     return Const(float(v.const.reshape(-1)[0]) if is_storage(dtype) else v.const.reshape(-1)[0].item(), compute_dtype(dtype))
 
-
-@lowers("Dropout")
-def lower_dropout(ctx: LowerCtx) -> None:
-    """Dropout at inference with its mask output: the data copied, the mask all true.
-    Training mode (a training_mode input that is not a constant false) draws random
-    numbers and is declined."""
-    if ctx.has(2):
-        mode = ctx.const(2)
-        if mode is None or bool(mode.any()):
-            raise LoweringDeclined("Dropout in training mode (random masks are not lowered natively)")
-    shape = ctx.out_shape(0)
-    n_out = len(ctx.outputs)
-    strides = [row_major_strides(shape)] * n_out + [row_major_strides(shape)]
-
-    def body(index: list[Expr]) -> None:
-        ctx.y(0)[index[0]] = ctx.x(0)[index[n_out]]
-        if n_out > 1:
-            ctx.y(1)[index[1]] = Const(True, "bool")
-
-    elementwise_nest(ctx, shape, strides, body)

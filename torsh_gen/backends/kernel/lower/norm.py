@@ -72,7 +72,7 @@ def lower_layer_norm(ctx: LowerCtx) -> None:
     bias = _row_param(ctx, 2, shape[axis:], dtype) if ctx.has(2) and not rms else None
     eps = float(ctx.attrs.get("epsilon", 1e-5))
     x, y = ctx.x(0), ctx.y(0)
-    extra = [(j, ctx.y(j)) for j in (1, 2) if j < len(ctx.outputs) and not rms]
+    extra = [(j, ctx.y(j)) for j in (1, 2) if ctx.wants(j) and not rms]
 
     def body(seg: Segment, o: Expr, j: Expr) -> None:
         mean, inv = _stats(ctx, seg, x, dtype, eps, centred=not rms)
@@ -164,8 +164,9 @@ def lower_group_norm(ctx: LowerCtx) -> None:
 def lower_batch_norm(ctx: LowerCtx) -> None:
     """Inference form: ``(x - mean) / sqrt(var + eps) * scale + bias`` per channel; in
     training mode (opset 14 on, with the running statistics asked for) the batch's own."""
-    training = bool(ctx.attrs.get("training_mode", 0)) and len(ctx.outputs) > 1
-    if len(ctx.outputs) > 1 and (not training or ctx.opset < 14):
+    stats = ctx.wants(1) or ctx.wants(2)
+    training = bool(ctx.attrs.get("training_mode", 0)) and stats
+    if stats and (not training or ctx.opset < 14):
         raise LoweringDeclined("BatchNormalization with statistics outputs before opset 14")
     if not ctx.attrs.get("spatial", 1):
         raise LoweringDeclined("BatchNormalization with spatial=0")
@@ -238,7 +239,7 @@ def _batch_norm_training(ctx: LowerCtx, dtype: str, n: int, c: int, spatial: int
             with kb.loop(spatial, kind="vector", width=ctx.vector_width(spatial), hint="s") as s:
                 y[row + s] = call("fma", x[row + s], a, shift)
         for j, stat, batch in ((1, mean, bm), (2, var, bv)):
-            if j < len(ctx.outputs):
+            if ctx.wants(j):
                 ctx.y(j)[ch] = stat[ch] * Const(m, dtype) + batch * Const(1.0 - m, dtype)
 
 

@@ -338,7 +338,7 @@ def lower_pool(ctx: LowerCtx) -> None:
         return
     kb = ctx.kb
     if op == "MaxPool":
-        win = Window(ctx, geo, max_reducer(dt), indices=len(ctx.outputs) > 1)
+        win = Window(ctx, geo, max_reducer(dt), indices=ctx.wants(1))
     elif op == "AveragePool":
         win = Window(ctx, geo, sum_reducer(dt), divisor=average_divisor(ctx, geo))
     else:

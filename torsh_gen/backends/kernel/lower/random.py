@@ -38,6 +38,7 @@ from torsh_gen.backends.kernel.ir import (
     Load,
     Select,
     Store,
+    Un,
     call,
     idx,
     minimum,
@@ -114,6 +115,53 @@ def _elements(ctx: LowerCtx, body) -> None:
     element ``i`` (draws depend only on ``i``, so any split gives the same numbers)."""
     n = prod(ctx.out_shape(0))
     elementwise_nest(ctx, (n,), [[1]], lambda index: body(ctx.kb, index[0]))
+
+
+# --------------------------------------------------------------------------- dropout
+@lowers("Dropout")
+def lower_dropout(ctx: LowerCtx) -> None:
+    """Dropout with its mask output, or in training mode (an alias of its input otherwise).
+
+    At inference (no training_mode input, or a constant false) the data is copied and the
+    mask is all true. In training mode (a constant true, or a flag read at run time)
+    element ``i`` is kept when its uniform draw is at least ``ratio`` (a constant or read at
+    run time) and then scaled by ``1 / (1 - ratio)``, as the spec says; draws come from the
+    node's generator (``seed`` attribute, else a per-call counter), so they are not numpy's."""
+    shape = ctx.out_shape(0)
+    mask = ctx.wants(1)
+    mode = ctx.const(2) if ctx.has(2) else np.array(False)
+    training = mode is None or bool(np.asarray(mode).any())
+    dtype = ctx.y(0).dtype
+    if training and dtype not in ("f32", "f64"):
+        raise LoweringDeclined(f"Dropout in training mode of {dtype}")
+    kb = ctx.kb
+    key = node_key(ctx) if training else None
+    if training:
+        given = ctx.const(1) if ctx.has(1) else np.array(0.5)
+        if given is not None:
+            ratio: Expr = Const(float(np.asarray(given).reshape(-1)[0]), "f32")
+        else:
+            r = ctx.x(1)[idx(0)]
+            ratio = kb.let(r if r.dtype == "f32" else Cast(r, "f32"), "ratio")
+        on: Expr = Const(True, "bool") if mode is not None else kb.let(Cast(ctx.x(2)[idx(0)], "bool"), "train")
+        scale = kb.let(Select(on, Const(1.0, "f32") / (Const(1.0, "f32") - ratio), Const(1.0, "f32")), "scale")
+    n = prod(shape)
+
+    def body(i: Expr) -> None:
+        x = ctx.x(0)[i]
+        if key is None:
+            ctx.y(0)[i] = x
+            if mask:
+                ctx.y(1)[i] = Const(True, "bool")
+            return
+        drawn = Bin("ge", uniform01(kb, draw_bits(kb, key, i), "f32"), ratio)
+        keep = kb.let(Bin("or", Un("not", on), drawn), "keep")
+        s = scale if dtype == "f32" else Cast(scale, dtype)
+        ctx.y(0)[i] = Select(keep, x * s, Const(0.0, dtype))
+        if mask:
+            ctx.y(1)[i] = keep
+
+    elementwise_nest(ctx, (n,), [[1]], lambda index: body(index[0]))
 
 
 # --------------------------------------------------------------------------- samplers
