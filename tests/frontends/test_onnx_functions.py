@@ -110,31 +110,23 @@ def test_body_names_never_collide_with_the_model_names() -> None:
 
 
 @needs_gcc
-def test_compile_expands_attention_for_x86_64(tmp_path) -> None:
-    """`compile --target x86_64-linux` expands Attention (opset 23) into MatMul, Softmax
-    and reshapes, reports it as the first pass, and the library matches onnxruntime's
-    reference implementation of the op (onnx.reference: onnxruntime 1.32 has no kernel)."""
+def test_compile_expands_a_function_op_for_x86_64(tmp_path) -> None:
+    """`compile --target x86_64-linux` expands SoftmaxCrossEntropyLoss (no native
+    lowering) into its body, reports it as the first pass, and the library matches onnx's
+    reference implementation of the op."""
     from onnx.reference import ReferenceEvaluator
 
     from tests.backends.native.test_sharedlib import _import
     from torsh_gen.tools.compile import compile_model
 
-    q, k, v = (helper.make_tensor_value_info(n, TP.FLOAT, (1, 2, 6, 8)) for n in "qkv")
-    model = helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
-            "attn", [q, k, v], [helper.make_tensor_value_info("y", TP.FLOAT, None)],
-        ),
-        opset_imports=[helper.make_opsetid("", 23)],
-    )
-    feeds = {n: rand(1, 2, 6, 8, seed=i) for i, n in enumerate("qkv")}
-    report = compile_model(model, tmp_path / "attn", target="x86_64-linux")
+    model, feeds = _sce_model(), _feeds()
+    report = compile_model(model, tmp_path / "sce", target="x86_64-linux")
     assert report.passes[0] == "expand_functions"
-    assert "Attention" in report.pass_reports[0].notes[0]
-    assert "expand_functions" in json.loads((tmp_path / "attn" / "manifest.json").read_text())["passes"]
-    got = _import(tmp_path / "attn").run(**feeds)["y"]
-    want = ReferenceEvaluator(model).run(None, feeds)[0]
-    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert "SoftmaxCrossEntropyLoss" in report.pass_reports[0].notes[0]
+    assert "expand_functions" in json.loads((tmp_path / "sce" / "manifest.json").read_text())["passes"]
+    got = _import(tmp_path / "sce").run(**feeds)
+    for name, want in zip(("loss", "logp"), ReferenceEvaluator(model).run(None, feeds)):
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
 
 
 def test_an_op_without_a_body_is_still_named(tmp_path) -> None:

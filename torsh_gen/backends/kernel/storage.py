@@ -172,7 +172,7 @@ def _f32_to_f8(x: Expr, f: Float8) -> Expr:
     if f.unsigned_zero:  # one NaN code, and zero has no sign
         out = Select(Bin("or", is_nan, Bin("eq", r, _i(0x80))), _i(0x80),
                      Select(Bin("eq", r, _i(0)), _i(0), Bin("or", r, sign)))
-    elif f.nan > f.max_bits:  # float4: NaN is a whole pattern (sign bit only), not a magnitude
+    elif f.bits == 4:  # float4: NaN is a whole pattern (sign bit only), not a magnitude
         out = Select(is_nan, Select(Bin("eq", sign, _i(0)), _i(f.nan), _i(0)), Bin("or", r, sign))
     else:
         out = Bin("or", Select(is_nan, _i(f.nan), r), sign)
