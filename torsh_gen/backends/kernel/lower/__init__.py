@@ -44,7 +44,7 @@ KERNEL_DTYPES: dict[DType, str] = {
 }
 
 _FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum",
-             "recurrent", "sampling", "spectral", "training", "matrix", "attention", "ml", "random")
+             "recurrent", "sampling", "spectral", "training", "matrix", "attention", "ml", "random", "conv_int")
 _LOWERINGS: dict[str, Callable[[LowerCtx], None]] = {}
 _LOADED = False
 
