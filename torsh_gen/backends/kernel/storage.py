@@ -139,6 +139,14 @@ def max_finite(dtype: str) -> float:
     return (1 + man / (1 << f.mantissa)) * 2.0 ** (exp - f.bias)
 
 
+def saturated(x: Expr, dtype: str) -> Expr:
+    """float32 ``x`` clamped to ±the float8 type's largest finite value, NaN kept (what a
+    saturating Cast or QuantizeLinear does before the store rounds). ``x`` is used more
+    than once: pass a bound name."""
+    top = max_finite(dtype)
+    return Select(Bin("ne", x, x), x, Bin("min", Bin("max", x, Const(-top, "f32")), Const(top, "f32")))
+
+
 def _f8_to_f32(b: Expr, f: Float8) -> Expr:
     mag = _and(b, f.sign - 1)
     shift = 23 - f.mantissa

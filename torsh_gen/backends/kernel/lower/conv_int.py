@@ -22,17 +22,9 @@ from torsh_gen.backends.kernel.ir import (
     minimum,
 )
 from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, lowers, prod
-from torsh_gen.backends.kernel.lower.conv_operands import Geometry, conv_geometry
+from torsh_gen.backends.kernel.lower.conv_operands import Geometry, geometry
 
 _LIMITS = {"i8": (-128, 127), "u8": (0, 255)}
-
-
-def _geometry(ctx: LowerCtx, w: int) -> Geometry:
-    geo = conv_geometry(ctx.in_shape(0), ctx.in_shape(w), ctx.attrs)
-    want = (geo.batch, geo.cout) + geo.out[3 - (len(ctx.out_shape(0)) - 2):]
-    if tuple(ctx.out_shape(0)) != want:
-        raise LoweringDeclined(f"output shape {ctx.out_shape(0)} does not match the convolution's {want}")
-    return geo
 
 
 def _param(ctx: LowerCtx, i: int, oc: Expr, what: str) -> Expr | None:
@@ -103,7 +95,7 @@ def _sums(ctx: LowerCtx, geo: Geometry, x: int, w: int, xzp: int, wzp: int, emit
 @lowers("ConvInteger")
 def lower_conv_integer(ctx: LowerCtx) -> None:
     """int32 sums of (x - x_zero_point) * (w - w_zero_point)."""
-    geo = _geometry(ctx, 1)
+    geo = geometry(ctx, 1)
 
     def emit(oc: Expr, at: Expr, acc: Expr) -> None:
         ctx.y(0)[at] = acc
@@ -137,7 +129,7 @@ def _requantized(ctx: LowerCtx, bias: int, ys: int, yz: int, relu: bool) -> None
     if out not in _LIMITS:
         raise LoweringDeclined(f"quantized convolution to {out}")
     lo, hi = _LIMITS[out]
-    geo = _geometry(ctx, 3)
+    geo = geometry(ctx, 3)
     kb = ctx.kb
 
     def emit(oc: Expr, at: Expr, acc: Expr) -> None:
@@ -160,7 +152,7 @@ def _dequantized(ctx: LowerCtx, relu: bool) -> None:
     """float32(acc) * (x_scale * w_scale) + bias (float), then Relu."""
     if ctx.y(0).dtype != "f32":
         raise LoweringDeclined(f"dequantizing convolution to {ctx.y(0).dtype}")
-    geo = _geometry(ctx, 3)
+    geo = geometry(ctx, 3)
 
     def emit(oc: Expr, at: Expr, acc: Expr) -> None:
         xs = Cast(ctx.x(1)[idx(0)], "f32")

@@ -116,9 +116,9 @@ def conv_geometry(xs: tuple[int, ...], ws: tuple[int, ...], attrs: Attrs) -> Geo
     )
 
 
-def geometry(ctx: LowerCtx) -> Geometry:
-    """The node's geometry, checked against its output shape."""
-    geo = conv_geometry(ctx.in_shape(0), ctx.in_shape(1), ctx.attrs)
+def geometry(ctx: LowerCtx, w: int = 1) -> Geometry:
+    """The node's geometry (weights at input ``w``), checked against its output shape."""
+    geo = conv_geometry(ctx.in_shape(0), ctx.in_shape(w), ctx.attrs)
     ys = ctx.out_shape(0)
     want = (geo.batch, geo.cout) + geo.out[3 - (len(ys) - 2) :]
     if tuple(ys) != want:

@@ -97,36 +97,21 @@ def _numeric(values: Any, what: str) -> np.ndarray | None:
     return arr.reshape(-1)
 
 
+def _first_numeric(what: str, *candidates: Any) -> np.ndarray | None:
+    """The first given attribute among ``candidates`` as a flat numeric array (every one
+    is checked, so a string attribute is declined even after a numeric one)."""
+    arrays = [_numeric(c, what) for c in candidates]
+    return next((arr for arr in arrays if arr is not None), None)
+
+
 def _label_table(a: Any) -> tuple[np.ndarray, np.ndarray, Any]:
     """Keys, values and the default of a LabelEncoder (numeric only)."""
     if a.keys_strings is not None or a.values_strings is not None:
         raise LoweringDeclined(
             "LabelEncoder with string keys or values: string tensors are not representable natively"
         )
-    keys = next(
-        (
-            k
-            for k in (
-                _numeric(a.keys_tensor, "keys"),
-                _numeric(a.keys_int64s, "keys"),
-                _numeric(a.keys_floats, "keys"),
-            )
-            if k is not None
-        ),
-        None,
-    )
-    values = next(
-        (
-            v
-            for v in (
-                _numeric(a.values_tensor, "values"),
-                _numeric(a.values_int64s, "values"),
-                _numeric(a.values_floats, "values"),
-            )
-            if v is not None
-        ),
-        None,
-    )
+    keys = _first_numeric("keys", a.keys_tensor, a.keys_int64s, a.keys_floats)
+    values = _first_numeric("values", a.values_tensor, a.values_int64s, a.values_floats)
     if keys is None or values is None or keys.size != values.size:
         raise LoweringDeclined("LabelEncoder without matching keys and values")
     if a.default_tensor is not None:

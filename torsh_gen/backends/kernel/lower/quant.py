@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from torsh_gen.backends.kernel.ir import Bin, Cast, Const, Expr, Select, call, maximum, minimum
+from torsh_gen.backends.kernel.ir import Cast, Const, Expr, call, maximum, minimum
 from torsh_gen.backends.kernel.lower import (
     LowerCtx,
     LoweringDeclined,
@@ -26,7 +26,7 @@ from torsh_gen.backends.kernel.lower import (
     row_major_strides,
 )
 from torsh_gen.backends.kernel.lower.elementwise import elementwise_nest
-from torsh_gen.backends.kernel.storage import FLOAT8, SMALL_INTS, max_finite
+from torsh_gen.backends.kernel.storage import FLOAT8, SMALL_INTS, saturated
 
 _LIMITS = {"i8": (-128, 127), "u8": (0, 255), "i16": (-32768, 32767), "u16": (0, 65535),
            "i32": (-(2**31), 2**31 - 1), "u32": (0, 2**32 - 1)}
@@ -170,7 +170,6 @@ def _quantize_float8(ctx: LowerCtx) -> None:
     ``saturate`` (the default) values beyond the type's range clamp to ±max, NaN stays."""
     if ctx.in_dtypes[0] not in ("f32", "f64"):
         raise LoweringDeclined(f"QuantizeLinear from {ctx.in_dtypes[0]} to float8")
-    top = max_finite(ctx.y(0).storage)
     saturate = int(ctx.attrs.get("saturate", 1))
     kb = ctx.kb
     has_zp = ctx.has(2)
@@ -183,7 +182,7 @@ def _quantize_float8(ctx: LowerCtx) -> None:
         if has_zp:
             q = kb.let(q + ctx.x(2)[ix[3]], "qz")
         if saturate:
-            q = Select(Bin("ne", q, q), q, minimum(maximum(q, -top), top))
+            q = saturated(q, ctx.y(0).storage)
         ctx.y(0)[ix[0]] = q
 
     _for_each(ctx, body)

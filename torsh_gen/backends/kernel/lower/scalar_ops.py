@@ -32,7 +32,7 @@ from torsh_gen.backends.kernel.storage import (
     SMALL_INTS,
     from_f32,
     is_storage,
-    max_finite,
+    saturated,
     to_f32,
 )
 from torsh_gen.ir.types import DType
@@ -496,9 +496,7 @@ def _cast(kb, a, attrs):
     if is_storage(to):  # computed in float32, rounded to the narrow type's precision here
         x = a[0] if a[0].dtype == "f32" else Cast(a[0], "f32")
         if to in FLOAT8 and int(attrs.get("saturate", 1)) and a[0].dtype != "bool":
-            top = max_finite(to)
-            x = kb.let(x, "cx")
-            x = Select(Bin("ne", x, x), x, minimum(maximum(x, -top), top))  # NaN stays NaN
+            x = saturated(kb.let(x, "cx"), to)
         return to_f32(from_f32(x, to), to)
     return Cast(a[0], to)
 
