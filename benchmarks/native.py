@@ -50,6 +50,17 @@ def c_latency(folder: Path, iterations: int, threads: int, variant: str | None =
     return got
 
 
+def other_variant_ms(folder: Path, iterations: int, threads: int, variant: str) -> float | None:
+    """The C median of another build of the library in ms, or None where this CPU cannot
+    run it (an AVX-512 build on an AVX2 machine: the library refuses it at create)."""
+    try:
+        return c_latency(folder, iterations, threads, variant)["median_us"] / 1000.0
+    except subprocess.CalledProcessError as exc:
+        if "cannot run" in (exc.stderr or ""):
+            return None
+        raise
+
+
 def measure(name: str, path: Path, target: str, build: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Compile and time one model."""
     folder = build / f"{name.replace('-', '_')}"
@@ -62,7 +73,7 @@ def measure(name: str, path: Path, target: str, build: Path, args: argparse.Name
     c = c_latency(folder, iters, args.threads)
     manifest = json.loads((folder / "manifest.json").read_text())
     others = {
-        v["name"]: c_latency(folder, iters, args.threads, v["name"])["median_us"] / 1000.0
+        v["name"]: other_variant_ms(folder, iters, args.threads, v["name"])
         for v in manifest.get("cpu_variants", [])
         if len(manifest["cpu_variants"]) > 1 and v["name"] != c["variant"]
     }
@@ -109,7 +120,8 @@ def table(rows: list[dict[str, Any]], target: str, args: argparse.Namespace) -> 
             lines.append(f"| {r['model']} | failed: {r['error']} | | | | | | | | |")
             continue
         others = ", ".join(
-            f"{name} {ms:.3f} ms ({ms / r['ort_ms']:.2f})" for name, ms in r["other_variants_c_ms"].items()
+            f"{name} {ms:.3f} ms ({ms / r['ort_ms']:.2f})" if ms is not None else f"{name} not runnable on this CPU"
+            for name, ms in r["other_variants_c_ms"].items()
         ) or "-"
         lines.append(
             f"| {r['model']} | {r['variant']} | {r['c_ms']:.3f} | {r['python_ms']:.3f} | {r['ort_ms']:.3f} | {r['ratio_c']:.2f} | "
@@ -119,8 +131,8 @@ def table(rows: list[dict[str, Any]], target: str, args: argparse.Namespace) -> 
     if ok:
         lines += ["", f"Geometric mean ours / onnxruntime: {geomean([r['ratio_c'] for r in ok]):.2f} from C, "
                   f"{geomean([r['ratio_python'] for r in ok]):.2f} from Python, over {len(ok)} models."]
-        for name in sorted({n for r in ok for n in r["other_variants_c_ms"]}):
-            ratios = [r["other_variants_c_ms"][name] / r["ort_ms"] for r in ok if name in r["other_variants_c_ms"]]
+        for name in sorted({n for r in ok for n, ms in r["other_variants_c_ms"].items() if ms is not None}):
+            ratios = [r["other_variants_c_ms"][name] / r["ort_ms"] for r in ok if r["other_variants_c_ms"].get(name) is not None]
             lines.append(f"The {name} build from C: geometric mean {geomean(ratios):.2f} over {len(ratios)} models.")
     lines += [end, ""]
     return "\n".join(lines)
