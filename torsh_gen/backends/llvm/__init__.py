@@ -51,6 +51,8 @@ def schedule_for(spec: TargetSpec) -> Schedule:
         pointwise_accumulators=spec.pointwise_accumulators,
         channel_tiles=spec.channel_tiles,
         rolled_tap_accumulators=spec.rolled_tap_accumulators,
+        row_vectors=spec.row_vectors,
+        long_row_registers=spec.long_row_registers,
     )
 
 

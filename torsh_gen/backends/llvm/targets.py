@@ -78,6 +78,12 @@ class TargetSpec:
     #: Accumulators of a direct convolution's row tile when its taps along a kernel row run
     #: as a loop LLVM keeps rolled (0: taps unrolled; ``Schedule.rolled_tap_accumulators``).
     rolled_tap_accumulators: int = 0
+    #: Vector registers a direct convolution's row tile spans along a row (0: two;
+    #: ``Schedule.row_vectors``).
+    row_vectors: int = 0
+    #: Vector registers a pointwise tile spans along its long row of positions (0: four;
+    #: ``Schedule.long_row_registers``).
+    long_row_registers: int = 0
     #: Whether LLVM may inline the kernels into the graph's entry point (wasm32: no, V8
     #: compiles huge functions with a worse register allocator).
     inline_kernels: bool = True
@@ -103,6 +109,8 @@ class TargetSpec:
             pointwise_accumulators=0,
             channel_tiles=None,
             rolled_tap_accumulators=0,
+            row_vectors=0,
+            long_row_registers=0,
             requires=variant.requires,
             variants=(),
         )
@@ -152,6 +160,8 @@ def load_target(name: str) -> TargetSpec:
         pointwise_accumulators=int(data.get("pointwise_accumulator_registers", 0)),
         channel_tiles=None if "conv_channel_tiles" not in data else bool(data["conv_channel_tiles"]),
         rolled_tap_accumulators=int(data.get("conv_rolled_tap_accumulators", 0)),
+        row_vectors=int(data.get("conv_row_vectors", 0)),
+        long_row_registers=int(data.get("pointwise_row_registers", 0)),
         inline_kernels=bool(data.get("inline_kernels", True)),
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(
@@ -182,11 +192,21 @@ def host_target() -> TargetSpec:
         enabled = set(f[1:] for f in features.split(",") if f.startswith("+"))
         bits = 512 if "avx512f" in enabled else 256 if "avx2" in enabled else 128
     base = load_target("x86_64-linux" if arch == "x86_64" else "aarch64-linux")
+    # A host with the baseline's vector width tiles as that build (an AVX2 host as
+    # x86_64-linux's AVX2 baseline); a wider one (AVX-512) with the defaults, as the variant.
+    tuning = _SCHEDULE_FIELDS if base.vector_bits == bits else ()
     return TargetSpec(
         name="host", description=f"this machine ({cpu}, {triple})", triple=triple, cpu=cpu, features=features,
         vector_bits=bits, threads=0, dtypes=base.dtypes, packaging="sharedlib", runs_here=True, cc="gcc",
-        needs=("gcc",), apt=("gcc",),
+        needs=("gcc",), apt=("gcc",), **{f: getattr(base, f) for f in tuning},
     )
+
+
+#: TargetSpec fields that carry schedule data (tile budgets and shapes).
+_SCHEDULE_FIELDS = (
+    "accumulators", "pointwise_accumulators", "channel_tiles", "rolled_tap_accumulators", "row_vectors",
+    "long_row_registers",
+)
 
 
 _INITIALIZED = False

@@ -72,6 +72,13 @@ class Schedule:
     #: Accumulator registers of a direct convolution's row tile whose kernel-row taps run
     #: as a rolled loop (``conv_operands.tap_runs``); 0: taps unrolled, the budget as above.
     rolled_tap_accumulators: int = 0
+    #: Vector registers a direct convolution's row tile spans along an output row (0: two).
+    #: 16-register files (AVX2) keep one, so six channels x two rows of accumulators leave
+    #: room for the inputs and the weight broadcast.
+    row_vectors: int = 0
+    #: Vector registers a tile spans along one long row of positions (pointwise GEMMs, 1-d;
+    #: 0: ``conv.LONG_ROW_REGISTERS``).
+    long_row_registers: int = 0
 
 
 @dataclass

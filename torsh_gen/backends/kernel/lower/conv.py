@@ -365,7 +365,7 @@ def row_waste(geo: Geometry, lay: Layout, lanes: int) -> float:
     return 1.0 - prod(geo.out) / max(computed, 1)
 
 
-def wide_row(geo: Geometry, row: int, width: int, lanes: int) -> int:
+def wide_row(geo: Geometry, row: int, width: int, lanes: int, regs: int = 2) -> int:
     """The source row length when a stride-1 convolution should run over whole source rows.
 
     Output rows narrower than the vector tile waste lanes (a 14-wide row fills 14 of 16).
@@ -382,7 +382,7 @@ def wide_row(geo: Geometry, row: int, width: int, lanes: int) -> int:
     if geo.cin_g * geo.taps < 4 * lanes:
         return 0
     n = (oh - 1) * row + ow
-    wide = row_cost(n, vector_width(n, lanes), lanes)
+    wide = row_cost(n, vector_width(n, lanes, regs), lanes)
     return row if wide * 10 < oh * row_cost(ow, width, lanes) * 9 else 0
 
 
@@ -395,19 +395,28 @@ def source_row(geo: Geometry, padded: bool) -> int:
 
 
 def schedule(
-    geo: Geometry, lanes: int, itemsize: int, accumulators: int = 0, rolled_accumulators: int = 0
+    geo: Geometry,
+    lanes: int,
+    itemsize: int,
+    accumulators: int = 0,
+    rolled_accumulators: int = 0,
+    row_vectors: int = 0,
+    long_row_registers: int = 0,
 ) -> Layout:
     """The layout of a convolution for vectors of ``lanes`` elements of ``itemsize`` bytes
     (``accumulators``: the target's tile register budget, 0 for the default). With
     ``rolled_accumulators`` (a target's data), kernels wider than one tap loop over the taps
-    of a kernel row (``tap_runs``) with that many accumulators."""
+    of a kernel row (``tap_runs``) with that many accumulators. ``row_vectors`` and
+    ``long_row_registers`` (target data, 0: the defaults) set the tile's span along a row
+    and along one long row of positions."""
     if geo.pointwise:
         geo = flattened(geo)
     padded = not reads_in_place(geo)
-    width = vector_width(geo.out[2], lanes)
+    regs = row_vectors or 2
+    width = vector_width(geo.out[2], lanes, regs)
     if geo.depthwise:
         return Layout(geo, padded, width)
-    row = wide_row(geo, source_row(geo, padded), width, lanes)
+    row = wide_row(geo, source_row(geo, padded), width, lanes, regs)
     parts = wide_chunks(geo, row, itemsize) if row else None
     if row:
         n = (geo.out[1] - 1) * row + geo.out[2]
@@ -423,11 +432,11 @@ def schedule(
             geo.begin,
             (1, 1, n),
         )
-    long_row = LONG_ROW_REGISTERS * lanes
+    long_row = (long_row_registers or LONG_ROW_REGISTERS) * lanes
     if geo.out[0] * geo.out[1] == 1 and not row:  # one long row: wider tiles, fewer channels
-        width = long_row if geo.out[2] >= long_row else vector_width(geo.out[2], lanes)
+        width = long_row if geo.out[2] >= long_row else vector_width(geo.out[2], lanes, regs)
     elif row:
-        width = vector_width(geo.out[2], lanes)
+        width = vector_width(geo.out[2], lanes, regs)
     pair = ROW_PAIR if geo.out[1] > 1 else 1
     if parts is None:
         parts = chunks(geo, source_row(geo, padded), width, itemsize, pair)
@@ -485,13 +494,14 @@ def lower_conv(ctx: LowerCtx) -> None:
     itemsize = 4 if dtype == "f32" else 8
     pointwise_budget = ctx.sched.pointwise_accumulators or ctx.sched.accumulators
     budget = pointwise_budget if geo.pointwise else ctx.sched.accumulators
-    lay = schedule(geo, lanes, itemsize, budget, ctx.sched.rolled_tap_accumulators)  # the row tiles' layout
+    spans = {"row_vectors": ctx.sched.row_vectors, "long_row_registers": ctx.sched.long_row_registers}
+    lay = schedule(geo, lanes, itemsize, budget, ctx.sched.rolled_tap_accumulators, **spans)  # the row tiles' layout
     channels = conv_channels.applies(geo, lanes, dtype, ctx.const(1) is not None, ctx.sched.channel_tiles)
     if channels and ctx.sched.channel_tiles:  # a target's choice: where row tiles waste lanes
         channels = row_waste(geo, lay, lanes) >= CHANNEL_TILES_MIN_WASTE
     if subsampled(geo) and not (channels and prod(geo.out) < 4 * lanes and geo.cin < SUBSAMPLE_MIN_CIN):
         src = subsampled_source(ctx, geo)
-        lay = schedule(flattened(geo), lanes, itemsize, pointwise_budget)
+        lay = schedule(flattened(geo), lanes, itemsize, pointwise_budget, **spans)
         tiled(ctx, Plan(lay, src, weights(ctx, lay.geo, lay.rows), Epilogue(ctx, lay.geo)))
         return
     if channels:  # the row tiles' layout decided padding and rolled taps for ``geo`` too

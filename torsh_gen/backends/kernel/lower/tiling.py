@@ -34,9 +34,10 @@ def axis(kb: KernelBuilder, n: int, hint: str) -> Iterator[Expr]:
         yield v
 
 
-def vector_width(n: int, lanes: int) -> int:
-    """Lanes of the tile along a row of ``n`` outputs: two registers when the row allows."""
-    for w in (2 * lanes, lanes, lanes // 2, lanes // 4):
+def vector_width(n: int, lanes: int, registers: int = 2) -> int:
+    """Lanes of the tile along a row of ``n`` outputs: ``registers`` vector registers (two
+    by default) when the row allows, else fewer lanes."""
+    for w in (registers * lanes, lanes, lanes // 2, lanes // 4):
         if w >= 4 and n >= w:
             return w
     return 1
