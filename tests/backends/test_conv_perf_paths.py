@@ -8,6 +8,10 @@ a channel multiplier, strided and padded 1x1 convolutions and residual/activatio
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +141,44 @@ def test_packed_gemm_tiles_blocks_and_tails(tmp_path: Path) -> None:
     x = _RNG.standard_normal(b.shape).astype(np.float32)
     _check(tmp_path, b.model(), x, 4)
     assert "_cv.conv2d(" in (tmp_path / "pkg" / "model.py").read_text()
+
+
+def _cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.split(":", 1)[-1].split())
+
+
+def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
+    """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
+    on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so
+    both tile shapes are checked against onnxruntime on AVX-512 machines."""
+    if platform.machine() != "x86_64" or "avx2" not in _cpu_flags():
+        pytest.skip("needs an x86_64 CPU with AVX2")
+    b = _Builder((2, 40, 13, 11))
+    b.out(b.node("Relu", [b.conv("deep", "x", 40, 40, (3, 3), pads=[1, 1, 1, 1])], "deep_relu"))
+    b.out(b.conv("tail", "x", 40, 30, (1, 1)))
+    model = b.model()
+    module = compile_and_load(model, tmp_path / "pkg")
+    assert module._conv.WIDE == ("avx512f" in _cpu_flags() and not os.environ.get("NUMBA_CPU_NAME"))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np\n"
+        "from torsh_gen.tools.artifact import load_artifact\n"
+        "m = load_artifact(sys.argv[1])\n"
+        "assert not m._conv.WIDE and m._conv.MR == 6 and m._conv.NR == 16\n"
+        "out = m.run(x=np.load(sys.argv[2]))\n"
+        "np.savez(sys.argv[3], *out.values())\n"
+    )
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pkg"), str(tmp_path / "x.npy"), str(tmp_path / "y.npz")],
+        env=env, check=True, timeout=600,
+    )
+    got = np.load(tmp_path / "y.npz")
+    for k, want in enumerate(ort_outputs(model, {"x": x})):
+        np.testing.assert_allclose(got[f"arr_{k}"], want, rtol=1e-4, atol=1e-4)
 
 
 def test_max_pool_kernel(tmp_path: Path) -> None:

@@ -31,6 +31,34 @@ def _ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
+def _host_has_vnni() -> bool:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.split(":", 1)[-1].split())
+    return bool(flags & {"avx512_vnni", "avx_vnni"}) or os.uname().machine != "x86_64"
+
+
+#: Without VNNI (x86 AVX2: AMD Zen 3, older Intel), onnxruntime's uint8 x int8 kernels add
+#: pairs of products in int16 with saturation (vpmaddubsw), so its results depart from the
+#: spec (QLinearConv off by up to 43, a digits logit by 6.1 on a Zen 3). There, onnx's
+#: reference evaluator is the exact oracle instead.
+_ORT_EXACT = _host_has_vnni()
+
+
+def _expected(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    """The spec's outputs: onnxruntime where its integer kernels are exact, else onnx's
+    reference evaluator."""
+    if _ORT_EXACT:
+        return _ort(model, feeds)
+    from onnx import version_converter
+    from onnx.reference import ReferenceEvaluator
+
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset < 21:  # the evaluator implements DequantizeLinear from opset 19 on
+        model = version_converter.convert_version(model, 21)
+    return list(ReferenceEvaluator(model).run(None, feeds))
+
+
 def _compile(model: onnx.ModelProto, folder: Path):
     compile_model(model, folder, level="O3")
     return load_artifact(folder)
@@ -50,7 +78,7 @@ def _check_combined(
     all_feeds = {f"m{i}_{k}": v for i, f in enumerate(feeds) for k, v in f.items()}
     got = _ours(mod, all_feeds)
     for i, case in enumerate(cases):
-        want = _ort(case, feeds[i])[0]
+        want = _expected(case, feeds[i])[0]
         assert got[i].dtype == want.dtype, i
         if exact:
             np.testing.assert_array_equal(got[i], want, err_msg=f"case {i}")
@@ -168,7 +196,13 @@ def test_digits_cnn_qdq_matches_onnxruntime_and_keeps_accuracy(digits_int8) -> N
     model, mod, split = digits_int8
     x = split.inputs("test")["image"]
     ours = _ours(mod, {"image": x})[0]
-    np.testing.assert_array_equal(ours, _ort(model, {"image": x})[0])
+    want = _expected(model, {"image": x})[0]
+    if _ORT_EXACT:  # onnxruntime runs each DQ -> Conv -> Q group as one integer kernel
+        np.testing.assert_array_equal(ours, want)
+    else:  # the reference convolves in float: a rounding tie may land one step apart
+        step = float(np.min(np.diff(np.unique(want))))
+        assert float(np.abs(ours - want).max()) <= step * 1.001
+        assert np.count_nonzero(ours != want) <= want.size // 1000
     float_acc = accuracy(_ort(digits_model("cnn"), {"image": x})[0], split.y_test)
     assert accuracy(ours, split.y_test) >= float_acc - 0.5  # issue 4: drop <= 0.5 points
 
