@@ -22,6 +22,7 @@ import onnxruntime as ort
 import pytest
 
 from tests.backends import quant_models as qm
+from tests.oracle import ORT_INTEGER_EXACT, reference_outputs
 from torsh_gen.tools.artifact import load_artifact
 from torsh_gen.tools.compile import compile_model
 
@@ -31,32 +32,10 @@ def _ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
     return sess.run(None, feeds)
 
 
-def _host_has_vnni() -> bool:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    flags = set(line.split(":", 1)[-1].split())
-    return bool(flags & {"avx512_vnni", "avx_vnni"}) or os.uname().machine != "x86_64"
-
-
-#: Without VNNI (x86 AVX2: AMD Zen 3, older Intel), onnxruntime's uint8 x int8 kernels add
-#: pairs of products in int16 with saturation (vpmaddubsw), so its results depart from the
-#: spec (QLinearConv off by up to 43, a digits logit by 6.1 on a Zen 3). There, onnx's
-#: reference evaluator is the exact oracle instead.
-_ORT_EXACT = _host_has_vnni()
-
-
 def _expected(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
-    """The spec's outputs: onnxruntime where its integer kernels are exact, else onnx's
-    reference evaluator."""
-    if _ORT_EXACT:
-        return _ort(model, feeds)
-    from onnx import version_converter
-    from onnx.reference import ReferenceEvaluator
-
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    if opset < 21:  # the evaluator implements DequantizeLinear from opset 19 on
-        model = version_converter.convert_version(model, 21)
-    return list(ReferenceEvaluator(model).run(None, feeds))
+    """The spec's outputs: onnxruntime where its integer kernels are exact on this CPU, else
+    onnx's reference evaluator (tests/oracle.py)."""
+    return _ort(model, feeds) if ORT_INTEGER_EXACT else reference_outputs(model, feeds)
 
 
 def _compile(model: onnx.ModelProto, folder: Path):
@@ -197,7 +176,7 @@ def test_digits_cnn_qdq_matches_onnxruntime_and_keeps_accuracy(digits_int8) -> N
     x = split.inputs("test")["image"]
     ours = _ours(mod, {"image": x})[0]
     want = _expected(model, {"image": x})[0]
-    if _ORT_EXACT:  # onnxruntime runs each DQ -> Conv -> Q group as one integer kernel
+    if ORT_INTEGER_EXACT:  # onnxruntime runs each DQ -> Conv -> Q group as one integer kernel
         np.testing.assert_array_equal(ours, want)
     else:  # the reference convolves in float: a rounding tie may land one step apart
         step = float(np.min(np.diff(np.unique(want))))

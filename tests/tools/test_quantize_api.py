@@ -12,7 +12,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tests.passes.test_quantize import _model, _ort, _quantized
+from tests.oracle import ORT_INTEGER_EXACT
+from tests.passes.test_quantize import _model, _ort, _quantized, _run_quantized
 from torsh_gen.cli.main import main
 from torsh_gen.errors import InputError
 from torsh_gen.frontends.onnx import load_onnx, to_onnx
@@ -222,10 +223,13 @@ def test_compiled_artifact_runs_a_qdq_model_like_onnxruntime():
     """In the default suite on purpose: 10 s with numba's cache warm, about a minute cold."""
     feeds = {"x": np.random.default_rng(0).standard_normal((8, 2, 4, 4)).astype(np.float32)}
     g, _ = _quantized(_model(), feeds, mode=QuantMode.STATIC, per_channel=True)
-    ref = _ort(to_onnx(g, value_info=False), feeds)
+    ref = _run_quantized(to_onnx(g, value_info=False), feeds)
     with tempfile.TemporaryDirectory() as tmp:
         _, ours = artifact_latency(g, feeds, Path(tmp), "qdq_model", repeat=1)
-    np.testing.assert_allclose(ours["y"], ref, rtol=1e-5, atol=1e-5)
+    # onnx's reference (the oracle where onnxruntime's u8 x s8 products saturate) convolves
+    # the dequantized values in float, so a rounding tie may requantize one step apart
+    atol = 1e-5 if ORT_INTEGER_EXACT else 0.02 * float(np.abs(ref).max())
+    np.testing.assert_allclose(ours["y"], ref, rtol=1e-5, atol=atol)
 
 
 @pytest.mark.slow
@@ -240,7 +244,9 @@ def test_compiled_artifact_runs_a_qdq_model_like_onnxruntime():
 def test_compiled_artifact_runs_every_form(kw):
     feeds = {"x": np.random.default_rng(0).standard_normal((8, 2, 4, 4)).astype(np.float32)}
     g, _ = _quantized(_model(), feeds, **kw)
-    ref = _ort(to_onnx(g, value_info=False), feeds, exact_int4=True)
+    proto = to_onnx(g, value_info=False)
+    int4 = kw["mode"] == QuantMode.WEIGHT_INT4  # float products: onnxruntime is exact
+    ref = _ort(proto, feeds, exact_int4=True) if int4 else _run_quantized(proto, feeds)
     with tempfile.TemporaryDirectory() as tmp:
         _, ours = artifact_latency(g, feeds, Path(tmp), "q_model", repeat=1)
     np.testing.assert_allclose(ours["y"], ref, rtol=1e-4, atol=1e-4)

@@ -82,11 +82,7 @@ def test_fused_qconv_of_a_qlinear_conv_model_at_o3(xdt) -> None:
     program = lower_model(model)
     assert any(c.op_type == "QConv" for c in program.calls)
     x = qm.int_input(np.random.default_rng(2), (1, 8, 9, 9), xdt)
-    # onnxruntime's uint8 x int8 kernels on CPUs without VNNI (AVX2: vpmaddubsw) saturate
-    # pairs of products to int16: on an AMD EPYC (Zen 3) its uint8 output was off by up to
-    # 28 from the spec. onnx's reference evaluator is the oracle for that case.
-    oracle = "onnx" if np.dtype(xdt) == np.uint8 else "onnxruntime"
-    check_native(model, {model.graph.input[0].name: x}, rtol=0, atol=1, oracle=oracle)
+    check_native(model, {model.graph.input[0].name: x}, rtol=0, atol=1)
 
 
 def test_fused_qconv_with_relu_and_float_output() -> None:
