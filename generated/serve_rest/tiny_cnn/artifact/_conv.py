@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_b92bc088eb247926"
+_NAME = "_torsh_conv_2bed561332f96ae8"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -318,13 +318,24 @@ def _masked_load(builder, ptr, mask):
 
 
 def _masked_store(builder, value, ptr, mask):
+    """Store the lanes of ``value`` that ``mask`` selects. Without AVX-512 a masked store
+    is ``vmaskmovps``, which AMD's Zen cores run as a slow microcoded sequence, so a full
+    mask (every store but a row's last) takes a plain store instead."""
     fn = _fn(
         builder,
         "llvm.masked.store.v16f32.p0v16f32",
         ir.VoidType(),
         [_V, _V.as_pointer(), _I32, _MASK],
     )
-    builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+    if WIDE:
+        builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+        return
+    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
+    with builder.if_else(builder.call(every, [mask])) as (full, partial):
+        with full:
+            builder.store(value, ptr, align=4)
+        with partial:
+            builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
 
 
 def _lane_masks(builder, nvalid):
