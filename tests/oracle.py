@@ -18,16 +18,24 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+#: Ops whose products onnxruntime computes in 8-bit integers. A DequantizeLinear may also
+#: start a QDQ group that onnxruntime fuses into one of them.
+INTEGER_PRODUCT_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"})
 
-def _cpu_flags() -> set[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as /proc/cpuinfo lists them (empty elsewhere)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
     line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
     return set(line.split(":", 1)[-1].split())
 
 
 #: Whether onnxruntime's integer products are exact here (VNNI, or not x86 at all).
 ORT_INTEGER_EXACT = platform.machine() not in ("x86_64", "AMD64") or bool(
-    _cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}
+    cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}
 )
 
 

@@ -20,6 +20,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from tests.backends.helpers import compile_and_load, ort_outputs
+from tests.oracle import cpu_flags
 
 _RNG = np.random.default_rng(7)
 
@@ -143,24 +144,18 @@ def test_packed_gemm_tiles_blocks_and_tails(tmp_path: Path) -> None:
     assert "_cv.conv2d(" in (tmp_path / "pkg" / "model.py").read_text()
 
 
-def _cpu_flags() -> set[str]:
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
     on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so
     both tile shapes are checked against onnxruntime on AVX-512 machines."""
-    if platform.machine() != "x86_64" or "avx2" not in _cpu_flags():
+    if platform.machine() != "x86_64" or "avx2" not in cpu_flags():
         pytest.skip("needs an x86_64 CPU with AVX2")
     b = _Builder((2, 40, 13, 11))
     b.out(b.node("Relu", [b.conv("deep", "x", 40, 40, (3, 3), pads=[1, 1, 1, 1])], "deep_relu"))
     b.out(b.conv("tail", "x", 40, 30, (1, 1)))
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
-    assert module._conv.WIDE == ("avx512f" in _cpu_flags() and not os.environ.get("NUMBA_CPU_NAME"))
+    assert module._conv.WIDE == ("avx512f" in cpu_flags() and not os.environ.get("NUMBA_CPU_NAME"))
     x = _RNG.standard_normal(b.shape).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     script = (

@@ -15,7 +15,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
-from tests.oracle import ORT_INTEGER_EXACT, reference_outputs
+from tests.oracle import INTEGER_PRODUCT_OPS, ORT_INTEGER_EXACT, reference_outputs
 from torsh_gen.backend import prepare
 
 Inputs = Sequence[np.ndarray | None] | Mapping[str, np.ndarray | None]
@@ -99,14 +99,10 @@ def run_onnxruntime(model: onnx.ModelProto, inputs: Inputs) -> list[Any]:
         feeds = fed_by_name(inputs)
     else:
         feeds = dict(zip((i.name for i in model.graph.input), present(inputs), strict=True))
-    if not ORT_INTEGER_EXACT and any(n.op_type in _INTEGER_PRODUCTS for n in model.graph.node):
+    if not ORT_INTEGER_EXACT and any(n.op_type in INTEGER_PRODUCT_OPS for n in model.graph.node):
         return reference_outputs(model, feeds)  # onnxruntime's u8 x s8 kernels saturate here
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return sess.run(None, feeds)
-
-
-#: Ops whose onnxruntime kernels are not exact on CPUs without VNNI (tests/oracle.py).
-_INTEGER_PRODUCTS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv"}
 
 
 def run_one_node(

@@ -10,17 +10,13 @@ import onnx
 import onnxruntime as ort
 
 import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
-from tests.oracle import integer_oracle
+from tests.oracle import INTEGER_PRODUCT_OPS, integer_oracle
 from torsh_gen.backends.kernel.interp import call_buffers, numpy_dtype, run_kernel
 from torsh_gen.backends.kernel.lower import Schedule
 from torsh_gen.backends.kernel.program import Program, build_program
 from torsh_gen.frontends.onnx import load_onnx
 from torsh_gen.ops.inference import infer_types
 from torsh_gen.passes import pipeline, run_passes
-
-#: Ops whose products onnxruntime computes in integers (a DequantizeLinear may start a
-#: QDQ group it fuses into one).
-INTEGER_PRODUCTS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DequantizeLinear"}
 
 
 def lower_model(
@@ -75,7 +71,7 @@ def check_native(
 
     onnx.checker.check_model(model)
     program = lower_model(model, level=level, lanes=lanes, sched=sched)
-    integer = any(n.op_type in INTEGER_PRODUCTS for n in model.graph.node)
+    integer = any(n.op_type in INTEGER_PRODUCT_OPS | {"DequantizeLinear"} for n in model.graph.node)
     expected = integer_oracle(model, feeds) if integer else ort_run(model, feeds)
     got = JitProgram(program).run(feeds)
     for spec, exp in zip(program.outputs, expected):

@@ -18,6 +18,7 @@ from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
 from tests.backends.native.helpers import make_model, ort_run, rand
+from tests.oracle import cpu_flags
 from torsh_gen.backends.kernel.program import WeightStore
 from torsh_gen.backends.llvm.targets import load_target
 from torsh_gen.errors import InputError
@@ -27,18 +28,7 @@ from torsh_gen.tools.compile import compile_model
 AVX512 = ("avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512cd")
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
-HAS_AVX512 = all(f in _cpu_flags() for f in AVX512)
+HAS_AVX512 = all(f in cpu_flags() for f in AVX512)
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed (apt install gcc)")
 
 
