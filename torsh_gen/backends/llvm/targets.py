@@ -17,7 +17,7 @@ import os
 import re
 import shutil
 import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 
 from torsh_gen.errors import InputError
@@ -99,18 +99,15 @@ class TargetSpec:
         return self.cpu
 
     def for_variant(self, variant: Variant) -> TargetSpec:
-        """This target with the variant's CPU, features, vector width and tile budget."""
+        """This target with the variant's CPU, features, vector width and tile budget; the
+        other schedule data back at its defaults (it was tuned for the baseline's width)."""
+        defaults = {f.name: f.default for f in fields(TargetSpec) if f.name in _SCHEDULE_FIELDS}
         return replace(
             self,
+            **{**defaults, "accumulators": variant.accumulators},
             cpu=variant.cpu,
             features=variant.features,
             vector_bits=variant.vector_bits,
-            accumulators=variant.accumulators,
-            pointwise_accumulators=0,
-            channel_tiles=None,
-            rolled_tap_accumulators=0,
-            row_vectors=0,
-            long_row_registers=0,
             requires=variant.requires,
             variants=(),
         )

@@ -49,9 +49,17 @@ def ort_session(model: Any, extra_outputs: Sequence[str] = (), threads: int = 1)
 def run_all(session: Any, feeds: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Every output of ``session`` over all ``feeds``, concatenated along the batch axis."""
     names = [o.name for o in session.get_outputs()]
+    return concat_batches(names, (session.run(names, dict(feed)) for feed in feeds))
+
+
+def concat_batches(
+    names: Sequence[str], batches: Iterable[Sequence[Any]]
+) -> dict[str, np.ndarray]:
+    """Outputs ``names`` of every batch run (one list of values per batch, in ``names``'
+    order), concatenated along the batch axis (a scalar output: the first batch's)."""
     parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feed in feeds:
-        for n, v in zip(names, session.run(names, dict(feed))):
+    for values in batches:
+        for n, v in zip(names, values):
             parts[n].append(np.asarray(v))
     return {
         n: np.concatenate(v) if v and v[0].ndim else (v[0] if v else np.zeros(0))

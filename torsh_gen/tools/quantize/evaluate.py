@@ -10,6 +10,7 @@ drop, since a changed prediction can at most turn a right answer wrong).
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 from torsh_gen.errors import InputError
 from torsh_gen.ir.graph import Graph
 from torsh_gen.tools.calibration import CalibrationData, load_calibration
-from torsh_gen.tools.quantize.collect import ort_session, run_all
+from torsh_gen.tools.quantize.collect import concat_batches, ort_session, run_all
 from torsh_gen.tools.validate import looks_like_class_scores, output_metrics, top1_agreement
 
 LABELS_KEY = "labels"
@@ -89,6 +90,7 @@ def load_eval(
 _INTEGER_PRODUCTS = {"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DequantizeLinear"}
 
 
+@functools.cache
 def ort_integer_products_exact() -> bool:
     """Whether onnxruntime's uint8 x int8 products are exact on this CPU.
 
@@ -134,11 +136,7 @@ def _reference_outputs(graph: Graph, feeds: Sequence[Mapping[str, np.ndarray]]) 
     from torsh_gen.ops.execute import run_graph
 
     names = [v.name for v in graph.outputs]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for feed in feeds:
-        for n, v in zip(names, run_graph(graph, dict(feed))):
-            parts[n].append(np.asarray(v))
-    return {n: np.concatenate(v) if v and v[0].ndim else (v[0] if v else np.zeros(0)) for n, v in parts.items()}
+    return concat_batches(names, (run_graph(graph, dict(feed)) for feed in feeds))
 
 
 def class_output(outputs: Mapping[str, np.ndarray]) -> str | None:

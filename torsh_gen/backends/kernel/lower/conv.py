@@ -87,6 +87,8 @@ ACC_REGISTERS = 12
 ACC_REGISTERS_WIDE = 24
 #: Vector registers a tile spans along one long row (pointwise GEMMs, wide rows, 1-d).
 LONG_ROW_REGISTERS = 4
+#: Vector registers a row tile spans along an output row (target data may say fewer).
+ROW_REGISTERS = 2
 #: Output rows per tile (each weight broadcast then feeds that many rows).
 ROW_PAIR = 2
 #: Bytes of input one chunk of output positions reads (kept in a core's L2 cache).
@@ -365,7 +367,7 @@ def row_waste(geo: Geometry, lay: Layout, lanes: int) -> float:
     return 1.0 - prod(geo.out) / max(computed, 1)
 
 
-def wide_row(geo: Geometry, row: int, width: int, lanes: int, regs: int = 2) -> int:
+def wide_row(geo: Geometry, row: int, width: int, lanes: int, regs: int = ROW_REGISTERS) -> int:
     """The source row length when a stride-1 convolution should run over whole source rows.
 
     Output rows narrower than the vector tile waste lanes (a 14-wide row fills 14 of 16).
@@ -412,7 +414,7 @@ def schedule(
     if geo.pointwise:
         geo = flattened(geo)
     padded = not reads_in_place(geo)
-    regs = row_vectors or 2
+    regs = row_vectors or ROW_REGISTERS
     width = vector_width(geo.out[2], lanes, regs)
     if geo.depthwise:
         return Layout(geo, padded, width)
