@@ -110,33 +110,45 @@ def _cast(value: Any, dtype: Any) -> Any:
     return v.astype(target)[()]
 
 
-def _eval(e: Expr, env: dict[str, Any], bufs: dict[str, np.ndarray]) -> Any:
-    if isinstance(e, Const):
-        return _cast(e.value, e.dtype)
-    if isinstance(e, Var):
-        return env[e.name]
+def _eval(e: Expr, env: dict[str, Any], bufs: dict[str, np.ndarray], memo: dict | None = None) -> Any:
+    """The value of ``e``; ``memo`` holds the values of the nodes met so far in this
+    evaluation, by identity (with the node, so its id stays taken): lowerings share
+    subexpressions, and a tree walk of a float8 conversion is exponential in its depth."""
+    if isinstance(e, (Const, Var)):
+        return _cast(e.value, e.dtype) if isinstance(e, Const) else env[e.name]
+    if memo is None:
+        memo = {}
+    hit = memo.get(id(e))
+    if hit is not None and hit[0] is e:
+        return hit[1]
+    value = _eval_node(e, env, bufs, memo)
+    memo[id(e)] = (e, value)
+    return value
+
+
+def _eval_node(e: Expr, env: dict[str, Any], bufs: dict[str, np.ndarray], memo: dict) -> Any:
     if isinstance(e, Load):
-        i = int(_eval(e.index, env, bufs))
+        i = int(_eval(e.index, env, bufs, memo))
         buf = bufs[e.buf]
         if not 0 <= i < buf.size:
             raise IndexError(f"load from {e.buf}[{i}] out of bounds ({buf.size})")
         return buf[i]
     if isinstance(e, Bin):
-        return _binary(e.op, _eval(e.a, env, bufs), _eval(e.b, env, bufs), e.a.dtype)
+        return _binary(e.op, _eval(e.a, env, bufs, memo), _eval(e.b, env, bufs, memo), e.a.dtype)
     if isinstance(e, Un):
-        x = _eval(e.x, env, bufs)
+        x = _eval(e.x, env, bufs, memo)
         if e.op == "neg":
             return -x
         return np.bool_(not x) if e.x.dtype == "bool" else ~x
     if isinstance(e, Cast):
-        return _cast(_eval(e.x, env, bufs), e.dtype)
+        return _cast(_eval(e.x, env, bufs, memo), e.dtype)
     if isinstance(e, Bitcast):
-        x = np.asarray(_eval(e.x, env, bufs))
+        x = np.asarray(_eval(e.x, env, bufs, memo))
         return x.reshape(1).view(numpy_dtype(e.dtype))[0]
     if isinstance(e, Select):
-        return _eval(e.a, env, bufs) if bool(_eval(e.cond, env, bufs)) else _eval(e.b, env, bufs)
+        return _eval(e.a, env, bufs, memo) if bool(_eval(e.cond, env, bufs, memo)) else _eval(e.b, env, bufs, memo)
     if isinstance(e, Call):
-        args = [_eval(a, env, bufs) for a in e.args]
+        args = [_eval(a, env, bufs, memo) for a in e.args]
         return _intrinsic(e.fn, args, e.dtype)
     raise TypeError(f"unknown expression {type(e).__name__}")
 

@@ -142,6 +142,11 @@ class _FunctionEmitter:
         self.bufs = bufs
         self.vec: tuple[str, int] | None = None  # (loop variable, width) of the open vector loop
         self._outlined = 0
+        # Values of the expressions of the statement being emitted, by node identity (the
+        # node is kept beside its value so its id cannot be reused). Lowerings share
+        # subexpressions (a float8 conversion uses its operand a dozen times, nested), so a
+        # tree walk would emit exponentially many instructions.
+        self._memo: dict[int, tuple[Expr, _Val]] = {}
 
     def run(self, stmts: list[Stmt], scope: _Scope) -> None:
         self.block(stmts, scope)
@@ -154,6 +159,13 @@ class _FunctionEmitter:
             self.stmt(s, scope)
 
     def stmt(self, s: Stmt, scope: _Scope) -> None:
+        outer, self._memo = self._memo, {}  # a value is reused only within its statement
+        try:
+            self._stmt(s, scope)
+        finally:
+            self._memo = outer
+
+    def _stmt(self, s: Stmt, scope: _Scope) -> None:
         if isinstance(s, Let):
             val = self.expr(s.value, scope)
             scope.names[s.name] = val
@@ -325,6 +337,16 @@ class _FunctionEmitter:
 
     # expressions ------------------------------------------------------------
     def expr(self, e: Expr, scope: _Scope) -> _Val:
+        if isinstance(e, (Const, Var)):
+            return self._expr(e, scope)
+        hit = self._memo.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        val = self._expr(e, scope)
+        self._memo[id(e)] = (e, val)
+        return val
+
+    def _expr(self, e: Expr, scope: _Scope) -> _Val:
         b = self.b
         if isinstance(e, Const):
             return _Val(_const(e.value, e.dtype), e.dtype)
