@@ -103,6 +103,21 @@ def test_depthwise(tmp_path: Path, kernel: tuple[int, int]) -> None:
     _check(tmp_path, b.model(), _RNG.standard_normal(b.shape).astype(np.float32), 4)
 
 
+def test_depthwise_rows_wider_than_a_vector(tmp_path: Path) -> None:
+    """Rows of 16-lane vectors whose middle vectors take the unmasked interior path (every
+    tap inside the row) and whose first and last take the masked one: stride 1 and 2, with
+    and without left padding, bias, residual and ReLU6 on both paths."""
+    b = _Builder((1, 3, 7, 53))
+    lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
+    dw = b.conv("dw", "x", 3, 3, (3, 3), group=3, pads=[1, 1, 1, 1])
+    b.out(b.node("Clip", [b.node("Add", [dw, "x"], "dw_res"), lo, hi], "dw_res_relu6"))
+    b.out(b.conv("nopad", "x", 3, 3, (3, 3), group=3))
+    b.out(b.conv("s2", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.conv("s2right", "x", 3, 6, (3, 3), group=3, strides=[2, 2], pads=[0, 0, 1, 1], bias=False))
+    x = _RNG.standard_normal(b.shape).astype(np.float32) * 4
+    _check(tmp_path, b.model(), x, 4)
+
+
 def test_residual_and_activation_epilogues(tmp_path: Path) -> None:
     b = _Builder((1, 8, 9, 10))
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
