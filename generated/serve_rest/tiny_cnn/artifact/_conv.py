@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_2bed561332f96ae8"
+_NAME = "_torsh_conv_a6c1a35c74ceae78"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -475,7 +475,6 @@ def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase
     builder.position_at_end(done)
     has_bias = builder.icmp_signed("!=", builder.and_(flags, _k(1)), _k(0))
     has_res = builder.icmp_signed("!=", builder.and_(flags, _k(2)), _k(0))
-    res_on = _splat(builder, has_res, _MASK)
     act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
     merge = builder.append_basic_block("tile.stored")
     cases = [builder.append_basic_block(f"tile.act{code}") for code in range(4)]
@@ -486,7 +485,19 @@ def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase
         builder.position_at_end(block)
         for r in range(MR):
             with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
-                res = [load_res(r, v, builder.and_(masks[v], res_on)) for v in range(NV)]
+                # the residual read only when there is one: a masked gather or load with
+                # every lane off still costs a test and branch per lane where LLVM
+                # emulates it (gathers on AMD cores)
+                before = builder.basic_block
+                with builder.if_then(has_res):
+                    loaded = [load_res(r, v, masks[v]) for v in range(NV)]
+                    loaded_at = builder.basic_block
+                res = []
+                for v in range(NV):
+                    phi = builder.phi(_V)
+                    phi.add_incoming(zero, before)
+                    phi.add_incoming(loaded[v], loaded_at)
+                    res.append(phi)
                 bias_ptr = builder.gep(bbase, [_k(r)])
                 out = _epilogue(
                     builder,
