@@ -208,7 +208,7 @@ def test_max_pool_kernel(tmp_path: Path) -> None:
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
     src = (tmp_path / "pkg" / "model.py").read_text()
-    assert src.count("_cv.max_pool(") == 7 and src.count("_cv.max_pool_w3s2(") == 1  # k3s2
+    assert src.count("_cv.max_pool(") == 6 and src.count("_cv.max_pool_w3s2(") == 2  # k3s2, same
     x = _RNG.standard_normal(b.shape).astype(np.float32) - 3.0  # mostly negative: pads must not win
     m = module.Model()
     for (key, got), want in zip(m.run(x=x).items(), ort_outputs(model, {"x": x})):
@@ -218,19 +218,22 @@ def test_max_pool_kernel(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("shape", [(2, 3, 12, 14), (1, 4, 13, 11)])
 def test_max_pool_three_wide_stride_two_kernel(tmp_path: Path, shape: tuple) -> None:
-    """3-wide, stride-2 windows without left padding take the even/odd kernel: plain, ceil
-    mode, right padding, top padding, taller windows, on even and odd widths."""
+    """3-wide, stride-2 windows with a left padding of 0 or 1 take the even/odd kernel:
+    plain, ceil mode, right padding, top padding, taller windows, the ResNet stem's pool
+    (padding 1 all round) with and without ceil mode, on even and odd widths."""
     b = _Builder(shape)
     b.out(b.node("MaxPool", ["x"], "plain", kernel_shape=[3, 3], strides=[2, 2]))
     b.out(b.node("MaxPool", ["x"], "ceil", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
     b.out(b.node("MaxPool", ["x"], "rpad", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 0, 1]))
     b.out(b.node("MaxPool", ["x"], "tall", kernel_shape=[5, 3], strides=[1, 2], pads=[2, 0, 2, 0]))
+    b.out(b.node("MaxPool", ["x"], "lpad", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.node("MaxPool", ["x"], "lpad_ceil", kernel_shape=[3, 3], strides=[2, 2], pads=[0, 1, 1, 1], ceil_mode=1))
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
     src = (tmp_path / "pkg" / "model.py").read_text()
     conv = (tmp_path / "pkg" / "_conv.py").read_text()
     # every case takes the even/odd kernel, and the general one is not even compiled
-    assert src.count("_cv.max_pool_w3s2(") == 4 and "_cv.max_pool(" not in src
+    assert src.count("_cv.max_pool_w3s2(") == 6 and "_cv.max_pool(" not in src
     assert "def max_pool2d_w3s2(" in conv and "def max_pool2d(" not in conv
     x = _RNG.standard_normal(shape).astype(np.float32) - 3.0
     for (key, got), want in zip(module.Model().run(x=x).items(), ort_outputs(model, {"x": x})):

@@ -291,9 +291,9 @@ def _numba_max_pool(ctx: NodeCtx) -> bool:
     alloc = ctx.buf() or f"np.empty(({x}.shape[0], {x}.shape[1], {out[0]}, {out[1]}), dtype=np.float32)"
     ctx.emit(f"{y} = {alloc}")
     width = ctx.in_tensor(0).shape[3]
-    if (kernel[1], strides[1], begin[1], *dilations) == (3, 2, 0, 1, 1) and isinstance(width, int) and isinstance(out[1], int) and out[1] <= (width + 1) // 2:
-        # 3-wide, stride-2 windows without left padding: the even/odd kernel (its own part)
-        geo = (int(kernel[0]), int(strides[0]), int(begin[0]))
+    if (kernel[1], strides[1], *dilations) == (3, 2, 1, 1) and begin[1] in (0, 1) and isinstance(width, int) and isinstance(out[1], int) and out[1] <= (width + begin[1] + 1) // 2:
+        # 3-wide, stride-2 windows with a left padding of 0 or 1: the even/odd kernel (its own part)
+        geo = (int(kernel[0]), int(strides[0]), int(begin[0]), int(begin[1]))
         ctx.emit(f"_cv.max_pool_w3s2({x}, {y}, {ctx.lit(geo)})")
         use_conv_runtime(ctx.module, "pool_w3s2")
         return True
