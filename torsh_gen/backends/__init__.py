@@ -2,7 +2,8 @@
 
 ``backend_for(target)`` names the backend that builds a target; a backend module exposes
 ``write_package(graph, folder, info)``. The Python (numpy/numba) backend builds ``cpu``;
-the llvm backend builds every target described in ``targets/*.toml`` and ``host``.
+the llvm backend builds every target described in ``targets/*.toml`` and ``host``, except
+those whose file names another backend (``backend = "cuda"``: the CUDA targets).
 """
 
 from __future__ import annotations
@@ -26,5 +27,7 @@ def backend_for(target: str) -> ModuleType:
         if target not in native:
             known = ", ".join(sorted(TARGETS) + native)
             raise InputError(f"unknown target '{target}'; known targets: {known}")
-        module = "torsh_gen.backends.llvm"
+        from torsh_gen.backends.llvm.targets import load_target
+
+        module = f"torsh_gen.backends.{load_target(target).backend}"
     return importlib.import_module(module)

@@ -1,7 +1,8 @@
 """The targets ``torsh-gen compile --target`` accepts, as rows of plain data.
 
 ``cpu`` is the Python (numpy/numba) backend and needs only Python packages; every other
-target is a ``targets/<name>.toml`` row of the llvm backend, plus ``host`` (this machine's
+target is a ``targets/<name>.toml`` row of the llvm backend (the CUDA ones: of the cuda
+backend), plus ``host`` (this machine's
 own CPU, detected through LLVM). Each row says what the target produces, the commands it
 needs, the Debian packages that provide them and whether they are installed here, so
 users see before compiling what ``make toolchains`` would add.
@@ -33,11 +34,12 @@ CPU_ROW: dict[str, Any] = {
 
 def target_rows() -> list[dict[str, Any]]:
     """One row per target: cpu, every ``targets/*.toml`` and host, with what is missing here."""
-    from torsh_gen.backends.llvm.targets import target_names
+    from torsh_gen.backends.llvm.targets import ALIASES, target_names
 
     rows = [_cpu_row()]
     for name in target_names():
-        rows.append(target_row(name))
+        if name not in ALIASES:  # `cuda` is cuda-sm80's short name, not a target of its own
+            rows.append(target_row(name))
     return rows
 
 
@@ -67,7 +69,7 @@ def target_row(name: str) -> dict[str, Any]:
     missing = spec.missing_tools() + _missing_python(["llvmlite"])
     return {
         "name": spec.name,
-        "backend": "llvm",
+        "backend": spec.backend,
         "description": spec.description,
         "triple": spec.triple,
         "cpu": spec.cpu,

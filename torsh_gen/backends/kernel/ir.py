@@ -7,7 +7,9 @@ body is a list of statements:
 - ``Loop(var, start, stop, body, kind)`` with kind ``serial``, ``parallel`` (split across
   the target's threads), ``vector`` (``width`` lanes: expressions varying with ``var``
   become vectors; a scalar remainder loop covers the tail), ``unroll`` or ``rolled`` (a
-  serial loop the emitter must not unroll);
+  serial loop the emitter must not unroll) or ``gpu`` (one iteration per GPU thread,
+  a grid-stride loop on the CUDA target; an ordinary loop everywhere else, so the host
+  runs a GPU schedule as it is);
 - ``Let`` (an immutable name), ``Local`` / ``Assign`` (a mutable scalar, an accumulator),
   ``Store``, ``If``.
 
@@ -38,7 +40,7 @@ UN_OPS = ("neg", "not")
 #: Intrinsic calls: name → number of arguments.
 INTRINSICS = {"sqrt": 1, "fabs": 1, "floor": 1, "ceil": 1, "trunc": 1, "roundeven": 1, "fma": 3}
 #: Loop kinds.
-LOOP_KINDS = ("serial", "parallel", "vector", "unroll", "rolled")
+LOOP_KINDS = ("serial", "parallel", "vector", "unroll", "rolled", "gpu")
 
 
 def is_float(dtype: str) -> bool:

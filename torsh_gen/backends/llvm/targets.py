@@ -91,6 +91,8 @@ class TargetSpec:
     requires: tuple[str, ...] = ()
     #: Further builds for newer CPUs, picked at create (sharedlib packaging only).
     variants: tuple[Variant, ...] = ()
+    #: The backend module that builds it (``torsh_gen.backends.<backend>``).
+    backend: str = "llvm"
     extra: dict = field(default_factory=dict)
 
     @property
@@ -135,13 +137,18 @@ def target_names() -> list[str]:
     """Names of the described targets plus ``host``."""
     files = resources.files("torsh_gen.targets")
     names = sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
-    return names + ["host"]
+    return names + ["host"] + sorted(ALIASES)
+
+
+#: Short names of targets: ``--target cuda`` is the sm_80 build.
+ALIASES = {"cuda": "cuda-sm80"}
 
 
 def load_target(name: str) -> TargetSpec:
     """The target called ``name``; InputError listing the known ones."""
     if name == "host":
         return host_target()
+    name = ALIASES.get(name, name)
     path = resources.files("torsh_gen.targets").joinpath(f"{name}.toml")
     if not name.replace("-", "").replace("_", "").isalnum() or not path.is_file():
         raise InputError(f"unknown target '{name}'; known targets: cpu, {', '.join(target_names())}")
@@ -160,6 +167,7 @@ def load_target(name: str) -> TargetSpec:
         row_vectors=int(data.get("conv_row_vectors", 0)),
         long_row_registers=int(data.get("pointwise_row_registers", 0)),
         inline_kernels=bool(data.get("inline_kernels", True)),
+        backend=str(data.get("backend", "llvm")),
         requires=_requires(data.get("requires", []), f"target {name}"),
         variants=tuple(
             Variant(

@@ -79,6 +79,10 @@ class Schedule:
     #: Vector registers a tile spans along one long row of positions (pointwise GEMMs, 1-d;
     #: 0: ``conv.LONG_ROW_REGISTERS``).
     long_row_registers: int = 0
+    #: A GPU schedule (the CUDA target): lowerings give every independent output its own
+    #: iteration of nested ``parallel`` loops (no blocks of work per thread, no vectors),
+    #: which ``backends/cuda/schedule.py`` collapses into one grid of threads.
+    gpu: bool = False
 
 
 @dataclass

@@ -60,14 +60,15 @@ def elementwise_nest(
     kind = ctx.outer_kind(total)
     if len(cshape) == 1:
         n = cshape[0]
-        if kind == "parallel" and n > BLOCK:
+        if kind == "parallel" and n > BLOCK and not ctx.sched.gpu:
             with kb.loop((n + BLOCK - 1) // BLOCK, kind="parallel", hint="blk") as blk:
                 lo = kb.let(blk * BLOCK, "lo")
                 hi = kb.let(minimum(lo + BLOCK, n), "hi")
                 with kb.loop(hi, start=lo, kind="vector", width=ctx.sched.lanes) as i:
                     body([i * st[0] if st[0] != 1 else i for st in cstrides])
             return
-        with kb.loop(n, kind="vector", width=ctx.vector_width(n)) as i:
+        k1, w1 = (kind, 1) if ctx.sched.gpu else ("vector", ctx.vector_width(n))
+        with kb.loop(n, kind=k1, width=w1) as i:
             body([i * st[0] if st[0] != 1 else i for st in cstrides])
         return
     loops: list[Var] = []
@@ -75,7 +76,10 @@ def elementwise_nest(
     def nest(level: int, offsets: list[Expr]) -> None:
         n = cshape[level]
         last = level == len(cshape) - 1
-        k = "vector" if last else (kind if level == 0 else "serial")
+        if ctx.sched.gpu:  # every level parallel: one GPU thread per element
+            k = kind
+        else:
+            k = "vector" if last else (kind if level == 0 else "serial")
         with kb.loop(n, kind=k, width=ctx.vector_width(n) if last else 1) as v:
             loops.append(v)
             new = [off + v * st[level] if st[level] not in (0, 1) else (off + v if st[level] == 1 else off) for off, st in zip(offsets, cstrides)]

@@ -1,0 +1,279 @@
+"""Graph → CUDA program: kernel calls (GPU-scheduled kernel IR) and cuBLAS GEMM calls.
+
+Every node is lowered as for the native targets (``kernel/program.py``: the same memory
+plan, weights store and lowerings) but with the GPU schedule (``Schedule(gpu=True)``),
+except the matrix products, which go to cuBLAS:
+
+- ``Conv``/``FusedConv`` with one group: an im2col kernel of ours writes the column
+  matrix (pointwise convolutions need none: the input already is one), one strided-batched
+  GEMM per image (the weights' stride 0), then one epilogue kernel for the bias, the
+  residual and the activation;
+- ``MatMul``/``FusedMatMul`` with a 2-d right operand or equal batch dims, and ``Gemm``:
+  one GEMM (batched where there are batch dims) plus the epilogue.
+
+Where cuBLAS would write over an operand the epilogue still reads (the memory plan may
+give a residual and the output one slot), the GEMM writes to scratch first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torsh_gen.backends.kernel.builder import KernelBuilder
+from torsh_gen.backends.kernel.ir import Expr, Select, as_expr, idx, logical_and
+from torsh_gen.backends.kernel.lower import LoweringDeclined, Schedule, broadcast_strides, prod
+from torsh_gen.backends.kernel.lower.conv_operands import conv_geometry
+from torsh_gen.backends.kernel.lower.scalar_ops import activation
+from torsh_gen.backends.kernel.program import (
+    ALIGN,
+    Program,
+    TensorRef,
+    WeightStore,
+    _Builder,
+    _tensor_info,
+    check_lowerable,
+)
+from torsh_gen.ir.graph import Graph, Node
+from torsh_gen.ops.registry import lookup
+
+#: The schedule every GPU lowering sees: no vectors, every independent loop parallel.
+GPU_SCHEDULE = Schedule(lanes=1, threads=True, parallel_min=1, gpu=True)
+#: Storage types cuBLAS multiplies (float32 accumulation).
+GEMM_DTYPES = ("f32", "f16", "bf16")
+
+
+@dataclass
+class GemmCall:
+    """Row-major ``C[b] = alpha * op(A[b]) @ op(B[b]) + beta * C[b]``; ``args`` = [A, B, C]."""
+
+    args: list[TensorRef]
+    m: int
+    n: int
+    k: int
+    batch: int = 1
+    trans_a: bool = False
+    trans_b: bool = False
+    lda: int = 0
+    ldb: int = 0
+    ldc: int = 0
+    stride_a: int = 0
+    stride_b: int = 0
+    stride_c: int = 0
+    alpha: float = 1.0
+    beta: float = 0.0
+    node: str = ""
+    op_type: str = ""
+    kernel: str = field(default="", repr=False)  # no kernel: a library call
+
+    @property
+    def dtype(self) -> str:
+        """The storage type of the three matrices."""
+        return self.args[2].dtype
+
+
+def _overlaps(a: TensorRef, b: TensorRef) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind in ("input", "output"):
+        return a.index == b.index
+    return a.offset < b.offset + b.nbytes and b.offset < a.offset + a.nbytes
+
+
+class _GpuBuilder(_Builder):
+    """The native program builder with matrix products routed to cuBLAS."""
+
+    def __init__(self, graph: Graph, store: WeightStore | None = None) -> None:
+        super().__init__(graph, GPU_SCHEDULE, store)
+        self._scratch_at = 0  # scratch used by the node being built
+
+    def node(self, node: Node) -> None:
+        self._scratch_at = 0
+        try:
+            if node.op_type in ("Conv", "FusedConv") and self._conv(node):
+                return
+            if node.op_type in ("MatMul", "FusedMatMul", "Gemm") and self._matmul(node):
+                return
+        except LoweringDeclined:
+            pass
+        super().node(node)
+
+    # memory ------------------------------------------------------------------
+    def scratch(self, dtype: str, n: int) -> TensorRef:
+        """Scratch of this node (offsets past what the node already took)."""
+        from torsh_gen.backends.kernel.ir import itemsize
+
+        ref = TensorRef("scratch", 0, self._scratch_at, dtype, (n,))
+        self._scratch_at += -(-max(n * itemsize(dtype), 1) // ALIGN) * ALIGN
+        self.scratch_bytes = max(self.scratch_bytes, self._scratch_at)
+        return ref
+
+    def kernel_call(self, kb: KernelBuilder, refs: dict[str, TensorRef], node: Node, op: str) -> None:
+        from torsh_gen.backends.kernel.program import KernelCall
+
+        kernel = kb.build()
+        name = self.add_kernel(kernel, op)
+        self.program.calls.append(KernelCall(name, [refs[b.name] for b in kernel.buffers], node.name, node.op_type))
+
+    # convolutions ------------------------------------------------------------
+    def _conv(self, node: Node) -> bool:
+        x, w = node.inputs[0], node.inputs[1]
+        xd, xs = _tensor_info(x)
+        _, ws = _tensor_info(w)
+        yd, ys = _tensor_info(node.outputs[0])
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        geo = conv_geometry(xs, ws, attrs)
+        if geo.group != 1 or xd not in GEMM_DTYPES or yd != xd or _tensor_info(w)[0] != xd:
+            return False
+        xr, wr, yr = self.ref(x), self.ref(w), self.out_ref(node.outputs[0])
+        bias = self.ref(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
+        resid = self.ref(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
+        positions = prod(geo.out)
+        depth = geo.cin * geo.taps
+        if geo.pointwise:
+            col, col_stride = xr, geo.cin * positions
+        else:
+            col = self.scratch(xd, geo.batch * depth * positions)
+            col_stride = depth * positions
+            self._im2col(node, geo, xr, col)
+        act = attrs.activation if node.op_type == "FusedConv" else ""
+        params = list(attrs.activation_params or []) if node.op_type == "FusedConv" else []
+        needs_epilogue = bias is not None or resid is not None or bool(act)
+        reads = [r for r in (xr, wr, col, resid) if r is not None]
+        c = self.scratch(yd, prod(ys)) if any(_overlaps(r, yr) for r in reads) else yr
+        self.program.calls.append(GemmCall(
+            [wr, col, c], geo.cout, positions, depth, geo.batch, lda=depth, ldb=positions, ldc=positions,
+            stride_a=0, stride_b=col_stride, stride_c=geo.cout * positions, node=node.name, op_type=node.op_type,
+        ))
+        extras = []
+        if bias is not None:
+            extras.append((bias, [0, 1] + [0] * (len(ys) - 2), 1.0))
+        if resid is not None:
+            extras.append((resid, broadcast_strides(resid.shape, ys), 1.0))
+        if needs_epilogue or c is not yr:
+            self._epilogue(node, ys, c, yr, extras, act, params)
+        self.refs[id(node.outputs[0])] = yr
+        return True
+
+    def _im2col(self, node: Node, geo, xr: TensorRef, col: TensorRef) -> None:
+        """``col[n][(c, taps)][positions]``: the input under each kernel tap, zero outside."""
+        kb = KernelBuilder("im2col")
+        src = kb.buffer("x0", xr.dtype, prod(xr.shape))
+        dst = kb.buffer("y0", col.dtype, col.shape[0], writable=True)
+        (d_, h_, w_), (_kd, kh, kw) = geo.size, geo.kernel
+        (_od, oh, ow), (sd, sh, sw) = geo.out, geo.strides
+        (dd, dh, dw), (bd, bh, bw) = geo.dilations, geo.begin
+        with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cin, kind="parallel", hint="c") as c:
+            with kb.loop(geo.taps, kind="parallel", hint="t") as t:
+                with kb.loop(prod(geo.out), kind="parallel", hint="p") as p:
+                    tz, ty, tx = t // (kh * kw), (t // kw) % kh, t % kw
+                    pz, py, px = p // (oh * ow), (p // ow) % oh, p % ow
+                    iz = kb.let(pz * sd - bd + tz * dd, "iz")
+                    iy = kb.let(py * sh - bh + ty * dh, "iy")
+                    ix = kb.let(px * sw - bw + tx * dw, "ix")
+                    inside = logical_and(logical_and(_in_range(iz, d_), _in_range(iy, h_)), _in_range(ix, w_))
+                    at = ((n * geo.cin + c) * d_ + iz) * (h_ * w_) + iy * w_ + ix
+                    safe = Select(inside, at, idx(0))
+                    value = Select(inside, src[safe], as_expr(0.0, dst.dtype))
+                    dst[((n * geo.cin + c) * geo.taps + t) * prod(geo.out) + p] = value
+        self.kernel_call(kb, {"x0": xr, "y0": col}, node, "im2col")
+
+    # matrix products ---------------------------------------------------------
+    def _matmul(self, node: Node) -> bool:
+        a, b = node.inputs[0], node.inputs[1]
+        ad, as_ = _tensor_info(a)
+        bd, bs = _tensor_info(b)
+        yd, ys = _tensor_info(node.outputs[0])
+        if not (ad == bd == yd) or ad not in GEMM_DTYPES or len(as_) < 2 or len(bs) < 2:
+            return False
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        ta = tb = False
+        alpha = 1.0
+        if node.op_type == "Gemm":
+            ta, tb, alpha = bool(attrs.transA), bool(attrs.transB), float(attrs.alpha)
+        m, k = (as_[-1], as_[-2]) if ta else (as_[-2], as_[-1])
+        n = bs[-2] if tb else bs[-1]
+        a_batch, b_batch = as_[:-2], bs[:-2]
+        if not b_batch:  # a 2-d right operand: fold A's batch into its rows
+            batch, m_all = 1, prod(a_batch) * m
+            geom = dict(m=m_all, batch=1, stride_a=0, stride_b=0, stride_c=0)
+        elif a_batch == b_batch:
+            batch = prod(a_batch)
+            geom = dict(m=m, batch=batch, stride_a=m * k, stride_b=k * n, stride_c=m * n)
+        elif not a_batch:
+            batch = prod(b_batch)
+            geom = dict(m=m, batch=batch, stride_a=0, stride_b=k * n, stride_c=m * n)
+        else:
+            return False
+        if prod(ys) != geom["m"] * n * geom["batch"]:
+            return False
+        ar, br, yr = self.ref(a), self.ref(b), self.out_ref(node.outputs[0])
+        extras = []
+        act, params = "", []
+        if node.op_type == "FusedMatMul":
+            act, params = attrs.activation, list(attrs.activation_params or [])
+            for i in (2, 3):
+                if len(node.inputs) > i and node.inputs[i] is not None:
+                    r = self.ref(node.inputs[i])
+                    extras.append((r, broadcast_strides(r.shape, ys), 1.0))
+        elif node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None and float(attrs.beta) != 0.0:
+            r = self.ref(node.inputs[2])
+            extras.append((r, broadcast_strides(r.shape, ys), float(attrs.beta)))
+        reads = [ar, br] + [e[0] for e in extras]
+        c = self.scratch(yd, prod(ys)) if any(_overlaps(r, yr) for r in reads) else yr
+        self.program.calls.append(GemmCall(
+            [ar, br, c], n=n, k=k, trans_a=ta, trans_b=tb, lda=as_[-1], ldb=bs[-1], ldc=n, alpha=alpha,
+            node=node.name, op_type=node.op_type, **geom,
+        ))
+        if extras or act or c is not yr:
+            self._epilogue(node, ys, c, yr, [(r, st, s) for r, st, s in extras], act, params)
+        self.refs[id(node.outputs[0])] = yr
+        return True
+
+    # epilogue ------------------------------------------------------------------
+    def _epilogue(self, node: Node, shape, src: TensorRef, dst: TensorRef, extras, act: str, params: list[float]) -> None:
+        """``dst = act(src + sum(scale * extra))`` over ``shape`` (extras broadcast by their strides)."""
+        kb = KernelBuilder("epilogue")
+        total = prod(shape)
+        x0 = kb.buffer("x0", src.dtype, total)
+        y0 = kb.buffer("y0", dst.dtype, total, writable=True)
+        refs = {"x0": src, "y0": dst}
+        bufs = []
+        for j, (r, _, _) in enumerate(extras):
+            bufs.append(kb.buffer(f"x{j + 1}", r.dtype, prod(r.shape)))
+            refs[f"x{j + 1}"] = r
+        with kb.loop(total, kind="parallel", hint="e") as i:
+            v: Expr = x0[i]
+            for (r, strides, scale), buf in zip(extras, bufs):
+                term = buf[_broadcast_index(i, shape, strides)]
+                v = v + (term * scale if scale != 1.0 else term)
+            y0[i] = activation(kb, kb.let(v, "v"), act, params)
+        self.kernel_call(kb, refs, node, "epilogue")
+
+
+def _in_range(v: Expr, n: int) -> Expr:
+    return logical_and(v >= 0, v < n)
+
+
+def _broadcast_index(i: Expr, shape, strides: list[int]) -> Expr:
+    """The element of an operand with ``strides`` (0 where broadcast) at flat output ``i``."""
+    shape = list(shape)
+    out: Expr | None = None
+    inner = 1
+    for d in range(len(shape) - 1, -1, -1):
+        if strides[d] and shape[d] != 1:
+            q = i if inner == 1 else i // idx(inner)
+            if d:
+                q = q % idx(shape[d])
+            term = q * idx(strides[d]) if strides[d] != 1 else q
+            out = term if out is None else out + term
+        inner *= shape[d]
+    return out if out is not None else idx(0)
+
+
+def build_cuda_program(graph: Graph) -> Program:
+    """Lower the optimized ``graph`` (memory plan attached) for the GPU."""
+    from torsh_gen.ops.inference import infer_types
+
+    infer_types(graph)
+    check_lowerable(graph)
+    return _GpuBuilder(graph).build()

@@ -1,0 +1,110 @@
+"""Kernel IR → LLVM IR for ``nvptx64-nvidia-cuda`` → PTX text (the CUDA target).
+
+A GPU piece (``backends/cuda/schedule.py``) becomes ``void name(T addrspace(1)* buf...)``
+with the ``ptx_kernel`` calling convention: one ``.entry`` in PTX, buffers as pointers to
+global memory. The statements are translated by the CPU emitter's ``_FunctionEmitter``;
+only loops differ:
+
+- a ``gpu`` loop is a grid-stride loop: thread ``blockIdx.x * blockDim.x + threadIdx.x``
+  runs iterations ``i, i + gridDim.x * blockDim.x, ...`` (ids from the
+  ``llvm.nvvm.read.ptx.sreg.*`` intrinsics);
+- every other loop (``parallel`` loops left inside a thread, ``vector`` loops of a CPU
+  schedule) runs serially in its thread.
+
+Transcendentals are kernel-IR polynomials and the intrinsics (sqrt, fabs, floor, fma...)
+are PTX instructions, so the PTX needs no libdevice. LLVM's NVPTX back end (shipped in
+llvmlite) writes the PTX; ``ptxas`` is needed only to check it, and the driver
+JIT-compiles it for the GPU it runs on (sm_80 PTX runs on Ampere, Ada and Hopper).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+
+from torsh_gen.backends.kernel.ir import Kernel, Loop
+from torsh_gen.backends.llvm.emit import _FunctionEmitter, _Scope, _Val
+from torsh_gen.backends.llvm.types import I32, I64, VOID, memory_type
+
+TRIPLE = "nvptx64-nvidia-cuda"
+#: PTX ISA version LLVM writes (7.8: CUDA 11.8 and newer drivers; sm_80 and sm_90).
+PTX_FEATURES = "+ptx78"
+GLOBAL = 1  # address space of global memory
+
+
+def global_pointer(dtype: str) -> ir.PointerType:
+    """``T addrspace(1)*`` of a buffer's element type."""
+    return ir.PointerType(memory_type(dtype), GLOBAL)
+
+
+def emit_gpu_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
+    """Define ``kernel`` (pointer parameters only) as a PTX entry in ``module``."""
+    if kernel.dims:
+        raise ValueError(f"GPU kernel {kernel.name} has dimension parameters; the CUDA target needs static shapes")
+    fn = ir.Function(module, ir.FunctionType(VOID, [global_pointer(b.dtype) for b in kernel.buffers]), kernel.name)
+    fn.calling_convention = "ptx_kernel"
+    fn.attributes.add("nounwind")
+    block = fn.append_basic_block("entry")
+    bufs = {b.name: (fn.args[i], b.dtype) for i, b in enumerate(kernel.buffers)}
+    _GpuEmitter(module, fn, ir.IRBuilder(block), ir.Constant(ir.IntType(8).as_pointer(), None), bufs).run(kernel.body, _Scope())
+    return fn
+
+
+class _GpuEmitter(_FunctionEmitter):
+    """The CPU emitter with GPU loops: ``gpu`` loops over the grid, the others serial."""
+
+    def loop(self, s: Loop, scope: _Scope) -> None:
+        start, stop = self.expr(s.start, scope), self.expr(s.stop, scope)
+        if s.kind != "gpu":
+            self._serial(s, scope, start.v, stop.v)
+            return
+        b = self.b
+        tid = b.zext(b.call(self._sreg("tid.x"), []), I64)
+        ctaid = b.zext(b.call(self._sreg("ctaid.x"), []), I64)
+        ntid = b.zext(b.call(self._sreg("ntid.x"), []), I64)
+        nctaid = b.zext(b.call(self._sreg("nctaid.x"), []), I64)
+        first = b.add(start.v, b.add(b.mul(ctaid, ntid), tid))
+        step = b.mul(ntid, nctaid)
+        pre = b.block
+        header = self.fn.append_basic_block("grid")
+        body = self.fn.append_basic_block("thread")
+        exit_ = self.fn.append_basic_block("grid.done")
+        b.branch(header)
+        b.position_at_end(header)
+        i = b.phi(I64)
+        i.add_incoming(first, pre)
+        b.cbranch(b.icmp_signed("<", i, stop.v), body, exit_)
+        b.position_at_end(body)
+        inner = _Scope(dict(scope.names), dict(scope.local_types), dict(scope.strides))
+        inner.names[s.var] = _Val(i, "i64")
+        inner.strides[s.var] = 0
+        self.block(s.body, inner)
+        i.add_incoming(b.add(i, step), b.block)
+        b.branch(header)
+        b.position_at_end(exit_)
+
+    def _sreg(self, name: str) -> ir.Function:
+        full = f"llvm.nvvm.read.ptx.sreg.{name}"
+        if full in self.module.globals:
+            return self.module.globals[full]
+        return ir.Function(self.module, ir.FunctionType(I32, []), full)
+
+
+def ptx_module(kernels: list[Kernel], arch: str = "sm_80") -> str:
+    """The PTX text of a module holding ``kernels`` for ``arch`` (``sm_80``, ``sm_90``)."""
+    import llvmlite.binding as llvm
+
+    from torsh_gen.backends.llvm.targets import init_llvm
+
+    init_llvm()
+    module = ir.Module(name="torsh_gen_cuda")
+    module.triple = TRIPLE
+    for k in kernels:
+        emit_gpu_kernel(module, k)
+    tm = llvm.Target.from_triple(TRIPLE).create_target_machine(cpu=arch, features=PTX_FEATURES, opt=3)
+    module.data_layout = str(tm.target_data)
+    parsed = llvm.parse_assembly(str(module))
+    parsed.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(parsed, pb)
+    return tm.emit_assembly(parsed)
