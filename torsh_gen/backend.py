@@ -89,7 +89,33 @@ def _release(tmp: Path, module_name: str) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _compile_rep(model: Any, level: str, target: str = "cpu") -> CompiledRep:
+class CudaHostRep(BackendRep):
+    """A model compiled for the CUDA target whose plan runs on this CPU (``target=
+    "cuda-host"``): the GPU schedule, launches and GEMM parameters checked without a GPU."""
+
+    def __init__(self, model: Any, level: str) -> None:
+        from torsh_gen.backends.cuda.host import host_plan
+        from torsh_gen.tools.compile import optimized_graph
+
+        if isinstance(model, (str, Path)) and not Path(model).exists():
+            raise InputError(f"{model}: no such model file")
+        self.plan = host_plan(optimized_graph(model, "cuda", level))
+        self.input_names = [s.name for s in self.plan.program.inputs]
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run on a list of inputs (graph order) or a dict by name."""
+        if isinstance(inputs, np.ndarray):
+            inputs = [inputs]
+        feeds = dict(inputs) if isinstance(inputs, dict) else dict(zip(self.input_names, map(_as_value, inputs)))
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(missing)}")
+        return tuple(self.plan.run(feeds).values())
+
+
+def _compile_rep(model: Any, level: str, target: str = "cpu") -> BackendRep:
+    if target == "cuda-host":
+        return CudaHostRep(model, level)
     from torsh_gen.tools.artifact import load_artifact
     from torsh_gen.tools.compile import compile_model
 
@@ -122,8 +148,9 @@ class TorshGenBackend(Backend):
 
         ``mode="compiled"`` compiles it (optimization ``level``, default O3; ``target``,
         default ``cpu``, or a native target such as ``x86_64-linux`` whose artifact has the
-        same Python interface) and runs the generated package; ``mode="reference"`` runs
-        the reference interpreter.
+        same Python interface) and runs the generated package; ``target="cuda-host"``
+        lowers it for the CUDA target and runs that plan on this CPU. ``mode="reference"``
+        runs the reference interpreter.
         """
         if not cls.supports_device(device):
             raise InputError(f"device '{device}' is not supported; torsh-gen's backends run on CPU")

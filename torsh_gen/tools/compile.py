@@ -126,6 +126,21 @@ def compile_model(
     )
 
 
+def optimized_graph(model: Any, target: str, level: str = "O3", input_shapes: Sequence[str] | None = None) -> Graph:
+    """``model`` loaded and optimized for ``target`` exactly as ``compile_model`` does it
+    (function expansion, the level's pipeline, the memory plan), without packaging: for
+    tools that lower the graph themselves (the CUDA plan run on the host)."""
+    from torsh_gen.backends import backend_for
+
+    backend = backend_for(target)
+    graph, _, _ = _load(model, input_shapes)
+    bind_input_shapes(graph, input_shapes)
+    check_supported(graph)
+    _expand_functions(graph, backend, False)
+    run_passes(graph, _pipeline(level, None))
+    return graph
+
+
 def _expand_functions(graph: Graph, backend: Any, check: bool) -> list[PassReport]:
     """For a backend that lacks some ops (the native targets), replace those that ONNX
     defines as functions (SoftmaxCrossEntropyLoss, NegativeLogLikelihoodLoss, Attention...)

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.cuda.package import CudaPlan
+from torsh_gen.backends.cuda.package import CudaPlan, plan_program
+from torsh_gen.backends.cuda.program import build_cuda_program
 from torsh_gen.backends.kernel.interp import numpy_dtype
 from torsh_gen.backends.llvm.jit import JitKernels, aligned_copy
 
@@ -83,3 +84,8 @@ def _gemm(memory, s: dict[str, Any]) -> None:
             acc = acc + s["beta"] * c.astype(np.float32)
         c[...] = acc.astype(dt)
 
+
+
+def host_plan(graph) -> HostPlan:
+    """The CUDA plan of the optimized ``graph`` (memory plan attached), ready on the host."""
+    return HostPlan(plan_program(build_cuda_program(graph)))

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 
 from torsh_gen.backends.kernel.builder import KernelBuilder
 from torsh_gen.backends.kernel.ir import Expr, Select, as_expr, idx, logical_and
-from torsh_gen.backends.kernel.lower import LoweringDeclined, Schedule, broadcast_strides, prod
+from torsh_gen.backends.kernel.lower import (
+    LoweringDeclined,
+    Schedule,
+    broadcast_strides,
+    prod,
+    row_major_strides,
+)
 from torsh_gen.backends.kernel.lower.conv_operands import conv_geometry
 from torsh_gen.backends.kernel.lower.scalar_ops import activation
 from torsh_gen.backends.kernel.program import (
@@ -93,6 +99,8 @@ class _GpuBuilder(_Builder):
                 return
             if node.op_type in ("MatMul", "FusedMatMul", "Gemm") and self._matmul(node):
                 return
+            if node.op_type == "Transpose" and self._transpose(node):
+                return
         except LoweringDeclined:
             pass
         super().node(node)
@@ -122,8 +130,11 @@ class _GpuBuilder(_Builder):
         yd, ys = _tensor_info(node.outputs[0])
         attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
         geo = conv_geometry(xs, ws, attrs)
-        if geo.group != 1 or xd not in GEMM_DTYPES or yd != xd or _tensor_info(w)[0] != xd:
+        if xd not in GEMM_DTYPES or yd != xd or _tensor_info(w)[0] != xd:
             return False
+        if geo.group != 1:
+            self._direct_conv(node, geo, attrs)
+            return True
         xr, wr, yr = self.ref(x), self.ref(w), self.out_ref(node.outputs[0])
         bias = self.ref(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
         resid = self.ref(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
@@ -152,6 +163,67 @@ class _GpuBuilder(_Builder):
         if needs_epilogue or c is not yr:
             self._epilogue(node, ys, c, yr, extras, act, params)
         self.refs[id(node.outputs[0])] = yr
+        return True
+
+    def _direct_conv(self, node: Node, geo, attrs) -> None:
+        """A grouped (depthwise) convolution: one thread per output, taps unrolled."""
+        ys = _tensor_info(node.outputs[0])[1]
+        refs = {"x0": self.ref(node.inputs[0]), "x1": self.ref(node.inputs[1])}
+        for i in (2, 3):
+            if len(node.inputs) > i and node.inputs[i] is not None:
+                refs[f"x{i}"] = self.ref(node.inputs[i])
+        refs["y0"] = self.out_ref(node.outputs[0])
+        kb = KernelBuilder("gconv")
+        buf = {k: kb.buffer(k, r.dtype, prod(r.shape), writable=k == "y0") for k, r in refs.items()}
+        (d_, h_, w_), (kd, kh, kw) = geo.size, geo.kernel
+        (od, oh, ow), (sd, sh, sw) = geo.out, geo.strides
+        (dd, dh, dw), (bd, bh, bw) = geo.dilations, geo.begin
+        cin_g, cout_g, positions = geo.cin // geo.group, geo.cout // geo.group, prod(geo.out)
+        with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cout, kind="parallel", hint="oc") as oc:
+            with kb.loop(positions, kind="parallel", hint="p") as p:
+                pz, py, px = p // (oh * ow), (p // ow) % oh, p % ow
+                acc = kb.local("f32", as_expr(0.0, "f32"))
+                with kb.loop(cin_g, hint="ci") as ci:
+                    plane = kb.let((n * geo.cin + (oc // cout_g) * cin_g + ci) * (d_ * h_ * w_), "pl")
+                    wrow = kb.let((oc * cin_g + ci) * geo.taps, "wr")
+                    for t in range(geo.taps):
+                        tz, ty, tx = t // (kh * kw), (t // kw) % kh, t % kw
+                        iz = kb.let(pz * sd + (tz * dd - bd), "iz")
+                        iy = kb.let(py * sh + (ty * dh - bh), "iy")
+                        ix = kb.let(px * sw + (tx * dw - bw), "ix")
+                        inside = logical_and(logical_and(_in_range(iz, d_), _in_range(iy, h_)), _in_range(ix, w_))
+                        at = Select(inside, plane + (iz * h_ + iy) * w_ + ix, idx(0))
+                        tap = Select(inside, buf["x0"][at], as_expr(0.0, "f32"))
+                        kb.assign(acc, acc + tap * buf["x1"][wrow + t])
+                o = kb.let((n * geo.cout + oc) * positions + p, "o")
+                v: Expr = acc
+                if "x2" in buf:
+                    v = v + buf["x2"][oc]
+                if "x3" in buf:
+                    v = v + buf["x3"][_broadcast_index(o, ys, broadcast_strides(refs["x3"].shape, ys))]
+                act = attrs.activation if node.op_type == "FusedConv" else ""
+                params = list(attrs.activation_params or []) if node.op_type == "FusedConv" else []
+                buf["y0"][o] = activation(kb, kb.let(v, "v"), act, params)
+        self.kernel_call(kb, refs, node, "gconv")
+        self.refs[id(node.outputs[0])] = refs["y0"]
+
+    def _transpose(self, node: Node) -> bool:
+        """One thread per output element, reading through the permuted strides."""
+        xd, xs = _tensor_info(node.inputs[0])
+        _, ys = _tensor_info(node.outputs[0])
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        perm = list(range(len(xs)))[::-1] if attrs.perm is None else [int(p) % len(xs) for p in attrs.perm]
+        if sorted(perm) != list(range(len(xs))):
+            return False
+        src = [row_major_strides(xs)[p] for p in perm]
+        refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
+        kb = KernelBuilder("transpose")
+        x0 = kb.buffer("x0", xd, prod(xs))
+        y0 = kb.buffer("y0", xd, prod(ys), writable=True)
+        with kb.loop(prod(ys), kind="parallel", hint="e") as i:
+            y0[i] = x0[_broadcast_index(i, ys, src)]
+        self.kernel_call(kb, refs, node, "transpose")
+        self.refs[id(node.outputs[0])] = refs["y0"]
         return True
 
     def _im2col(self, node: Node, geo, xr: TensorRef, col: TensorRef) -> None:

@@ -310,6 +310,12 @@ def window_pool(win: Window) -> None:
     od, oh, ow = g.out
     lo, hi = g.interior()
     dt = ctx.out_dtypes[0]
+    if ctx.sched.gpu:  # one thread per output, every tap checked
+        with kb.loop(g.planes, kind="parallel", hint="pl") as plane:
+            with kb.loop(od, kind="parallel", hint="oz") as oz, kb.loop(oh, kind="parallel", hint="oy") as oy:
+                with kb.loop(ow, kind="parallel", hint="ox") as ox:
+                    win.output(plane, oz, oy, ox, True)
+        return
     lanes = dtype_lanes(ctx, "i64" if win.indices else dt)
     width = vector_width(hi - lo, lanes)
     with kb.loop(
