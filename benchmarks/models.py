@@ -3,13 +3,15 @@
 - ``light_resnet50``, ``light_squeezenet``, ``light_densenet121``, ``light_inception_v1``: the
   zoo models shipped in the onnx package, with their constant weight generators replaced by
   seeded random initializers (``torsh_gen.tools.testmodels.randomized_light_model``).
-- ``mobilenetv2``, ``resnet18``, ``bert_encoder``, ``mlp``: built here in PyTorch with seeded
+- ``mobilenetv2``, ``resnet18``, ``bert_encoder``, ``mlp`` (and ``resnet50``, for the GPU
+  check only: ``GPU_SUITE``): built here in PyTorch with seeded
   random weights (BatchNorm statistics randomized too, so folding them is not a no-op) and
   exported to ONNX (opset 17) with the TorchScript exporter (``dynamo=False``). The PyTorch
   modules stay available through ``torch_module(name)`` so ``bench`` can run them eagerly:
   the same seed gives the same weights as the exported file.
 
-Everything has batch 1 and static shapes.
+Everything has static shapes and batch 1, unless ``build_models(..., batch=N)`` asks for
+another fixed batch (image models and the MLP).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from typing import Any
 LIGHT = ("light_resnet50", "light_squeezenet", "light_densenet121", "light_inception_v1")
 TORCH = ("mobilenetv2", "resnet18", "bert_encoder", "mlp")
 SUITE = LIGHT + TORCH
+#: Built in PyTorch: the CPU suite's models and ResNet-50, which only the GPU check runs.
+TORCH_BUILT = TORCH + ("resnet50",)
+GPU_SUITE = ("resnet50", "mobilenetv2", "resnet18", "bert_encoder", "mlp")
 OPSET = 17
 SEED = 0
 
@@ -35,33 +40,39 @@ class BenchModel:
     torch_built: bool
 
 
-def build_models(folder: str | Path, names: tuple[str, ...] = SUITE) -> list[BenchModel]:
-    """Write the ONNX file of each model in ``names`` into ``folder``; the suite in order."""
+def build_models(folder: str | Path, names: tuple[str, ...] = SUITE, batch: int = 1) -> list[BenchModel]:
+    """Write the ONNX file of each model in ``names`` into ``folder``; the suite in order.
+
+    ``batch`` other than 1 (PyTorch-built image models and the MLP) is fixed in the export
+    and named in the file: ``resnet50_b64.onnx``.
+    """
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     models = []
     for name in names:
-        path = out / f"{name}.onnx"
-        if name in LIGHT:
+        path = out / (f"{name}.onnx" if batch == 1 else f"{name}_b{batch}.onnx")
+        if name in LIGHT and batch == 1:
             import onnx
 
             from torsh_gen.tools.testmodels import randomized_light_model
 
             onnx.save(randomized_light_model(name, seed=SEED), path)
-        elif name in TORCH:
-            export_onnx(name, path)
+        elif name in TORCH_BUILT:
+            export_onnx(name, path, batch)
+        elif name in LIGHT:
+            raise ValueError(f"'{name}' is a zoo model of batch 1; batch {batch} is for PyTorch-built models")
         else:
-            raise ValueError(f"unknown benchmark model '{name}'; choose from {', '.join(SUITE)}")
-        models.append(BenchModel(name, path, name in TORCH))
+            raise ValueError(f"unknown benchmark model '{name}'; choose from {', '.join(SUITE + ('resnet50',))}")
+        models.append(BenchModel(name, path, name in TORCH_BUILT))
     return models
 
 
-def export_onnx(name: str, path: Path) -> Path:
-    """Export the PyTorch model ``name`` to ONNX with the TorchScript exporter."""
+def export_onnx(name: str, path: Path, batch: int = 1) -> Path:
+    """Export the PyTorch model ``name`` (fixed ``batch``) to ONNX with the TorchScript exporter."""
     import torch
 
     module = torch_module(name)
-    args = example_inputs(name)
+    args = example_inputs(name, batch)
     names = ["input_ids"] if name == "bert_encoder" else ["input"]
     tmp = path.with_name(f".{path.name}.tmp")
     torch.onnx.export(module, args, str(tmp), dynamo=False, opset_version=OPSET, input_names=names, output_names=["output"], do_constant_folding=True)
@@ -69,25 +80,30 @@ def export_onnx(name: str, path: Path) -> Path:
     return path
 
 
-def example_inputs(name: str) -> tuple[Any, ...]:
-    """Inputs of batch 1 with the shapes the suite benchmarks."""
+def example_inputs(name: str, batch: int = 1) -> tuple[Any, ...]:
+    """Seeded inputs with the shapes the suite benchmarks; ``batch`` for image models and the
+    MLP (the BERT encoder stays at batch 1)."""
     import torch
 
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, not {batch}")
     g = torch.Generator().manual_seed(SEED)
     if name == "bert_encoder":
+        if batch != 1:
+            raise ValueError("bert_encoder is benchmarked at batch 1 only")
         return (torch.randint(0, VOCAB, (1, SEQ), generator=g),)
     if name == "mlp":
-        return (torch.randn(1, 784, generator=g),)
-    return (torch.randn(1, 3, 224, 224, generator=g),)
+        return (torch.randn(batch, 784, generator=g),)
+    return (torch.randn(batch, 3, 224, 224, generator=g),)
 
 
 def torch_module(name: str) -> Any:
     """The PyTorch module ``name`` in eval mode, with the suite's seeded random weights."""
     import torch
 
-    builders = {"mobilenetv2": _mobilenetv2, "resnet18": _resnet18, "bert_encoder": _bert_encoder, "mlp": _mlp}
+    builders = {"mobilenetv2": _mobilenetv2, "resnet18": _resnet18, "resnet50": _resnet50, "bert_encoder": _bert_encoder, "mlp": _mlp}
     if name not in builders:
-        raise ValueError(f"'{name}' is not built in PyTorch; choose from {', '.join(TORCH)}")
+        raise ValueError(f"'{name}' is not built in PyTorch; choose from {', '.join(TORCH_BUILT)}")
     torch.manual_seed(SEED)
     module = builders[name]()
     _randomize_norms(module)
@@ -169,6 +185,33 @@ def _resnet18() -> Any:
     return nn.Sequential(*layers)
 
 
+def _resnet50() -> Any:
+    """ResNet-50 v1.5 (224x224, 1000 classes): bottleneck blocks, the stride on the 3x3."""
+    from torch import nn
+
+    class Bottleneck(nn.Module):
+        def __init__(self, cin: int, width: int, stride: int) -> None:
+            super().__init__()
+            cout = 4 * width
+            self.body = nn.Sequential(
+                _conv_bn(cin, width, 1, act=nn.ReLU), _conv_bn(width, width, 3, stride, act=nn.ReLU), _conv_bn(width, cout, 1)
+            )
+            self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
+            self.relu = nn.ReLU()
+
+        def forward(self, x: Any) -> Any:
+            return self.relu(self.body(x) + self.shortcut(x))
+
+    layers: list[Any] = [_conv_bn(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for i in range(blocks):
+            layers.append(Bottleneck(cin, width, stride if i == 0 else 1))
+            cin = 4 * width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1000)]
+    return nn.Sequential(*layers)
+
+
 HIDDEN, LAYERS, HEADS, SEQ, VOCAB, FFN = 384, 6, 6, 128, 30522, 1536
 
 
@@ -201,7 +244,7 @@ def _bert_encoder() -> Any:
             self.layers = nn.ModuleList(Layer() for _ in range(LAYERS))
 
         def forward(self, input_ids: Any) -> Any:
-            pos = torch.arange(input_ids.shape[1]).unsqueeze(0)
+            pos = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
             x = self.ln(self.words(input_ids) + self.positions(pos))
             for layer in self.layers:
                 x = layer(x)

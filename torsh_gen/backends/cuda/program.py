@@ -175,8 +175,8 @@ class _GpuBuilder(_Builder):
         refs["y0"] = self.out_ref(node.outputs[0])
         kb = KernelBuilder("gconv")
         buf = {k: kb.buffer(k, r.dtype, prod(r.shape), writable=k == "y0") for k, r in refs.items()}
-        (d_, h_, w_), (kd, kh, kw) = geo.size, geo.kernel
-        (od, oh, ow), (sd, sh, sw) = geo.out, geo.strides
+        (d_, h_, w_), (_, kh, kw) = geo.size, geo.kernel
+        (_, oh, ow), (sd, sh, sw) = geo.out, geo.strides
         (dd, dh, dw), (bd, bh, bw) = geo.dilations, geo.begin
         cin_g, cout_g, positions = geo.cin // geo.group, geo.cout // geo.group, prod(geo.out)
         with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cout, kind="parallel", hint="oc") as oc:
@@ -315,7 +315,7 @@ class _GpuBuilder(_Builder):
             refs[f"x{j + 1}"] = r
         with kb.loop(total, kind="parallel", hint="e") as i:
             v: Expr = x0[i]
-            for (r, strides, scale), buf in zip(extras, bufs):
+            for (_, strides, scale), buf in zip(extras, bufs):
                 term = buf[_broadcast_index(i, shape, strides)]
                 v = v + (term * scale if scale != 1.0 else term)
             y0[i] = activation(kb, kb.let(v, "v"), act, params)
