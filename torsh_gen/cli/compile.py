@@ -33,6 +33,7 @@ def compile_command(
     verify: Annotated[bool, typer.Option("--verify", help="Run the IR verifier after every pass.")] = False,
     input_shape: InputShapeOpt = None,
     embed_weights: Annotated[bool, typer.Option("--embed-weights", help="Native targets: put the weights inside the library instead of weights.bin.")] = False,
+    tf32: Annotated[bool, typer.Option("--tf32", help="CUDA targets: float32 GEMMs may use TF32 tensor cores (faster, about 1e-3 relative error).")] = False,
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Compile MODEL for a target: a Python package (cpu) or a native artifact (see `targets`)."""
@@ -40,7 +41,7 @@ def compile_command(
     from torsh_gen.tools.optimize import parse_pass_list
 
     with status(f"Compiling {model}"):
-        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights)
+        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights, tf32=tf32)
     data = report.to_dict()
     if not emit_data(data, fmt):
         render_compile(console, data)

@@ -83,12 +83,14 @@ def compile_model(
     precompile: bool = True,
     input_shapes: Sequence[str] | None = None,
     embed_weights: bool = False,
+    tf32: bool = False,
 ) -> CompileReport:
     """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
 
     A Graph is optimized in place. ``passes`` replaces the level's pipeline; ``check``
     runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
-    rather than at the artifact's first import. ``input_shapes`` (``--input-shape`` specs)
+    rather than at the artifact's first import. ``tf32`` lets a CUDA artifact's float32
+    GEMMs use TF32 tensor cores. ``input_shapes`` (``--input-shape`` specs)
     reach the loader of a path whose format records no input shapes (TorchScript) and then
     bind the graph's symbolic dims (any format), as native targets need static shapes.
     """
@@ -110,6 +112,10 @@ def compile_model(
         if not hasattr(info, "embed_weights"):
             raise InputError(f"--embed-weights applies to native targets, not to target {target}")
         info.embed_weights = True
+    if tf32:
+        if not target.startswith("cuda"):
+            raise InputError(f"--tf32 applies to the CUDA targets, not to target {target}")
+        info.tf32 = True  # read by the cuda backend's package writer
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
     try:

@@ -248,3 +248,10 @@ def test_host_plan_gemm_semantics_transposed_and_batched():
     got = prepare(model, mode="compiled", target="cuda-host").run({"x": a})[0]
     np.testing.assert_allclose(got, ort_outputs(model, {"x": a})[0], rtol=1e-5, atol=1e-5)
     assert isinstance(prepare(model, mode="compiled", target="cuda-host").plan, HostPlan)
+
+
+def test_tf32_is_a_cuda_option(tmp_path):
+    compile_model(mlp_static(), tmp_path / "m", target="cuda", tf32=True)
+    assert json.loads((tmp_path / "m" / "plan.json").read_text())["tf32"] is True
+    with pytest.raises(InputError, match="--tf32"):
+        compile_model(mlp_static(), tmp_path / "c", target="cpu", tf32=True)

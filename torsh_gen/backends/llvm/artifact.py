@@ -34,6 +34,8 @@ class ArtifactInfo:
     passes: list[str] = field(default_factory=list)
     #: Weights inside the library (``--embed-weights``) instead of the file weights.bin.
     embed_weights: bool = False
+    #: CUDA targets: float32 GEMMs may use TF32 tensor cores (``--tf32``).
+    tf32: bool = False
 
 
 @dataclass
