@@ -19,6 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from torsh_gen.backends.cuda.rows import Rows
+from torsh_gen.backends.cuda.rows import layer_norm as row_layer_norm
+from torsh_gen.backends.cuda.rows import softmax as row_softmax
 from torsh_gen.backends.kernel.builder import KernelBuilder
 from torsh_gen.backends.kernel.ir import Expr, Select, as_expr, idx, logical_and
 from torsh_gen.backends.kernel.lower import (
@@ -29,6 +32,7 @@ from torsh_gen.backends.kernel.lower import (
     row_major_strides,
 )
 from torsh_gen.backends.kernel.lower.conv_operands import conv_geometry
+from torsh_gen.backends.kernel.lower.reduce import split_at
 from torsh_gen.backends.kernel.lower.scalar_ops import activation
 from torsh_gen.backends.kernel.program import (
     ALIGN,
@@ -100,6 +104,10 @@ class _GpuBuilder(_Builder):
             if node.op_type in ("MatMul", "FusedMatMul", "Gemm") and self._matmul(node):
                 return
             if node.op_type == "Transpose" and self._transpose(node):
+                return
+            if node.op_type in ("Softmax", "LogSoftmax") and self._softmax(node):
+                return
+            if node.op_type == "LayerNormalization" and self._layer_norm(node):
                 return
         except LoweringDeclined:
             pass
@@ -223,6 +231,63 @@ class _GpuBuilder(_Builder):
         with kb.loop(prod(ys), kind="parallel", hint="e") as i:
             y0[i] = x0[_broadcast_index(i, ys, src)]
         self.kernel_call(kb, refs, node, "transpose")
+        self.refs[id(node.outputs[0])] = refs["y0"]
+        return True
+
+    def _row_buffers(self, kb: KernelBuilder, rows: Rows, refs: dict[str, TensorRef]) -> tuple:
+        """The partials and the per-row statistics of a two-level row reduction."""
+        refs["s0"] = self.scratch("f32", rows.count * rows.lanes)
+        refs["s1"] = self.scratch("f32", rows.count * 2)
+        part = kb.buffer("s0", "f32", rows.count * rows.lanes, writable=True)
+        return part, kb.buffer("s1", "f32", rows.count * 2, writable=True)
+
+    def _softmax(self, node: Node) -> bool:
+        """Softmax / LogSoftmax rows reduced by warps of lanes (``rows.py``)."""
+        xd, xs = _tensor_info(node.inputs[0])
+        if xd not in ("f32", "f16", "bf16") or not xs or prod(xs) == 0:
+            return False
+        spec = lookup(node.op_type, node.domain, self.opset)
+        attrs = spec.resolve_attrs(node)
+        coerce = bool(getattr(spec, "coerce_2d", self.opset < 13))
+        axis = int(attrs.get("axis", 1 if coerce else -1)) % len(xs)
+        outer, n, inner = split_at(xs, axis, coerce)
+        rows = Rows(outer, n, inner)
+        refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
+        kb = KernelBuilder("softmax")
+        x0 = kb.buffer("x0", xd, prod(xs))
+        y0 = kb.buffer("y0", refs["y0"].dtype, prod(xs), writable=True)
+        part, stat = self._row_buffers(kb, rows, refs)
+        row_softmax(kb, rows, x0, y0, part, stat, node.op_type == "LogSoftmax")
+        self.kernel_call(kb, refs, node, node.op_type)
+        self.refs[id(node.outputs[0])] = refs["y0"]
+        return True
+
+    def _layer_norm(self, node: Node) -> bool:
+        """LayerNormalization over the trailing dims, rows reduced by lanes (``rows.py``)."""
+        xd, xs = _tensor_info(node.inputs[0])
+        wants_stats = any(v is not None and v.name for v in node.outputs[1:])
+        if xd not in ("f32", "f16", "bf16") or not xs or prod(xs) == 0 or wants_stats:
+            return False
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        axis = int(attrs.get("axis", -1)) % len(xs)
+        outer, n, _ = split_at(xs, axis, True)
+        params = [v for v in node.inputs[1:3] if v is not None]
+        if any(_tensor_info(v)[0] != xd or prod(_tensor_info(v)[1]) != n for v in params):
+            return False
+        rows = Rows(outer, n, 1)
+        refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
+        kb = KernelBuilder("layernorm")
+        x0 = kb.buffer("x0", xd, prod(xs))
+        y0 = kb.buffer("y0", refs["y0"].dtype, prod(xs), writable=True)
+        refs["x1"] = self.ref(params[0])
+        scale = kb.buffer("x1", xd, n)
+        bias = None
+        if len(params) > 1:
+            refs["x2"] = self.ref(params[1])
+            bias = kb.buffer("x2", xd, n)
+        part, stat = self._row_buffers(kb, rows, refs)
+        row_layer_norm(kb, rows, x0, y0, scale, bias, part, stat, float(attrs.get("epsilon", 1e-5)))
+        self.kernel_call(kb, refs, node, node.op_type)
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True
 
