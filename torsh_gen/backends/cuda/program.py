@@ -235,11 +235,10 @@ class _GpuBuilder(_Builder):
         return True
 
     def _row_buffers(self, kb: KernelBuilder, rows: Rows, refs: dict[str, TensorRef]) -> tuple:
-        """The partials and the per-row statistics of a two-level row reduction."""
-        refs["s0"] = self.scratch("f32", rows.count * rows.lanes)
-        refs["s1"] = self.scratch("f32", rows.count * 2)
-        part = kb.buffer("s0", "f32", rows.count * rows.lanes, writable=True)
-        return part, kb.buffer("s1", "f32", rows.count * 2, writable=True)
+        """The two rows of partials of a two-level row reduction (scratch)."""
+        n = rows.count * rows.lanes
+        refs["s0"], refs["s1"] = self.scratch("f32", n), self.scratch("f32", n)
+        return kb.buffer("s0", "f32", n, writable=True), kb.buffer("s1", "f32", n, writable=True)
 
     def _softmax(self, node: Node) -> bool:
         """Softmax / LogSoftmax rows reduced by warps of lanes (``rows.py``)."""
@@ -256,8 +255,8 @@ class _GpuBuilder(_Builder):
         kb = KernelBuilder("softmax")
         x0 = kb.buffer("x0", xd, prod(xs))
         y0 = kb.buffer("y0", refs["y0"].dtype, prod(xs), writable=True)
-        part, stat = self._row_buffers(kb, rows, refs)
-        row_softmax(kb, rows, x0, y0, part, stat, node.op_type == "LogSoftmax")
+        parts = self._row_buffers(kb, rows, refs)
+        row_softmax(kb, rows, x0, y0, parts, node.op_type == "LogSoftmax")
         self.kernel_call(kb, refs, node, node.op_type)
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True
@@ -285,8 +284,8 @@ class _GpuBuilder(_Builder):
         if len(params) > 1:
             refs["x2"] = self.ref(params[1])
             bias = kb.buffer("x2", xd, n)
-        part, stat = self._row_buffers(kb, rows, refs)
-        row_layer_norm(kb, rows, x0, y0, scale, bias, part, stat, float(attrs.get("epsilon", 1e-5)))
+        parts = self._row_buffers(kb, rows, refs)
+        row_layer_norm(kb, rows, x0, y0, scale, bias, parts, float(attrs.get("epsilon", 1e-5)))
         self.kernel_call(kb, refs, node, node.op_type)
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True
