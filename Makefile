@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadfile
 
-.PHONY: setup toolchains demo test test-slow conformance conformance-compiled bench generated lint clean
+.PHONY: setup toolchains demo test test-slow conformance conformance-compiled bench gpu-check generated lint clean
 
 setup: $(STAMP)
 
@@ -76,6 +76,12 @@ conformance-compiled: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# The CUDA target on a GPU against onnxruntime and PyTorch (benchmarks/RESULTS-cuda.md); needs
+# a CUDA GPU, torch with CUDA and CuPy. Options: GPU_CHECK_ARGS="--batch64 --fp16". Without a
+# venv (the lent GPU machines): python3 benchmarks/gpu_check.py
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 generated: setup
 	rm -rf generated/tiny_cnn
