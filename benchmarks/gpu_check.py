@@ -388,10 +388,24 @@ def environment(args: argparse.Namespace, argv: list[str]) -> Row:
         "cupy": cupy.__version__, "onnxruntime": onnxruntime.__version__, "numpy": np.__version__,
         "python": platform.python_version(), "cpu": cpu_model(), "cores": os.cpu_count(),
         "commit": _run_quiet(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+        "source": source_digest(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "tf32": args.tf32,
         "cudnn_benchmark": args.cudnn_benchmark, "jobs": args.jobs,
         "command": shlex.join(["python3", "benchmarks/gpu_check.py", *argv]),
     }
+
+
+def source_digest() -> str:
+    """sha256 (12 hex digits) of the compiler's sources and templates as they are on disk:
+    what was measured, also where the checkout's git metadata is stale or the tree has
+    uncommitted changes (a copied working tree)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted((ROOT / "torsh_gen").rglob("*.py")) + sorted((ROOT / "templates").rglob("*.j2"))
+    for path in files:
+        h.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:12]
 
 
 def _run_quiet(cmd: list[str]) -> str:
@@ -414,7 +428,8 @@ def markdown(rows: list[Row], env: Row) -> str:
     """The results page: header (GPU, versions, command), the table, notes, failures."""
     lines = [
         f"# torsh-gen CUDA target on {env['gpu']}", "",
-        f"Written by `{env['command']}` on {env['date']} (git HEAD {env['commit']}); every figure below "
+        f"Written by `{env['command']}` on {env['date']} (git HEAD {env['commit']}, "
+        f"sources {env.get('source', '?')}: `source_digest()`); every figure below "
         "was measured by that run.", "",
         f"- GPU: {env['gpu']} ({env['capability']}), driver {env['driver']}, CUDA driver API {env['cuda_driver_api']}",
         f"- PyTorch {env['torch']} (CUDA {env['torch_cuda']}), CuPy {env['cupy']} (runtime {env['cupy_runtime']}), "
