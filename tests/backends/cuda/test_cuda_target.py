@@ -255,3 +255,44 @@ def test_tf32_is_a_cuda_option(tmp_path):
     assert json.loads((tmp_path / "m" / "plan.json").read_text())["tf32"] is True
     with pytest.raises(InputError, match="--tf32"):
         compile_model(mlp_static(), tmp_path / "c", target="cpu", tf32=True)
+
+
+TORCH_BUILT = ("mobilenetv2", "resnet18", "bert_encoder", "mlp", "resnet50")
+
+
+@pytest.fixture(scope="module")
+def torch_built(tmp_path_factory):
+    """The PyTorch-built benchmark models (benchmarks/models.py), exported once."""
+    pytest.importorskip("torch")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
+    from models import build_models
+
+    folder = tmp_path_factory.mktemp("bench")
+    return {m.name: m.onnx_path for m in build_models(folder, TORCH_BUILT)}
+
+
+@pytest.mark.parametrize("name", TORCH_BUILT)
+def test_benchmark_models_assemble_and_run_on_host(name, torch_built, tmp_path):
+    """Every kernel of the GPU benchmark suite assembles for sm_80 and sm_90, and its plan
+    run on the host matches onnxruntime."""
+    model = onnx.load(torch_built[name])
+    plan = _pieces_of(model)
+    if PTXAS is not None:
+        for arch in ("sm_80", "sm_90"):
+            ptx = tmp_path / f"{arch}.ptx"
+            ptx.write_text(ptx_module(plan.kernels, arch))
+            done = subprocess.run([PTXAS, f"-arch={arch}", "-o", str(tmp_path / "k.cubin"), str(ptx)], capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr[-2000:]
+    rng = np.random.default_rng(0)
+    vi = model.graph.input[0]
+    shape = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    if vi.type.tensor_type.elem_type == TensorProto.INT64:
+        feeds = {vi.name: rng.integers(0, 1000, shape).astype(np.int64)}
+    else:
+        feeds = {vi.name: rng.standard_normal(shape).astype(np.float32)}
+    got = HostPlan(plan).run(feeds)
+    for ref, out in zip(ort_outputs(model, feeds), got.values()):
+        assert np.abs(ref - out).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
