@@ -134,6 +134,17 @@ def _check_runs_here(target: str) -> None:
     from torsh_gen.backends.llvm.targets import host_target, load_target
 
     spec = load_target(target)
+    if spec.packaging == "cuda":
+        try:
+            import cupy
+
+            cupy.cuda.runtime.getDeviceCount()
+            return
+        except Exception:
+            raise InputError(
+                f"target {target} runs on a CUDA GPU with CuPy, and this machine has none usable; compile it here and "
+                f"run `torsh-gen validate MODEL --artifact DIR` where a GPU is (docs/cuda.md)"
+            ) from None
     if spec.packaging != "sharedlib" or not spec.runs_here:
         raise InputError(
             f"validate runs artifacts through Python: target {target} has none that runs on this machine; "

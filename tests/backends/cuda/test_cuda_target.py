@@ -296,3 +296,19 @@ def test_benchmark_models_assemble_and_run_on_host(name, torch_built, tmp_path):
     got = HostPlan(plan).run(feeds)
     for ref, out in zip(ort_outputs(model, feeds), got.values()):
         assert np.abs(ref - out).max() <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_validate_without_a_gpu_says_where_to_run(tmp_path):
+    pytest.importorskip("onnxruntime")
+    try:
+        import cupy  # noqa: F401
+
+        pytest.skip("CuPy is installed here")
+    except ImportError:
+        pass
+    from torsh_gen.tools.validate import validate_model
+
+    path = tmp_path / "m.onnx"
+    onnx.save(mlp_static(), path)
+    with pytest.raises(InputError, match="--artifact DIR"):
+        validate_model(path, target="cuda")
