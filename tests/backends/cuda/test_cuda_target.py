@@ -312,3 +312,30 @@ def test_validate_without_a_gpu_says_where_to_run(tmp_path):
     onnx.save(mlp_static(), path)
     with pytest.raises(InputError, match="--artifact DIR"):
         validate_model(path, target="cuda")
+
+
+@pytest.mark.parametrize("n", [7, 32, 100])
+def test_warp_softmax_schedule_interp_jit_and_ptx(n):
+    """One warp per row with butterfly exchanges: the interpreter (lanes in lockstep), the
+    host JIT (a 32-lane vector) and numpy agree; the PTX shuffles over the full warp."""
+    from torsh_gen.backends.cuda.rows import Rows, warp_softmax
+    from torsh_gen.backends.llvm.jit import JitKernels
+
+    rows = Rows(3, n, 1)
+    kb = KernelBuilder("wsm")
+    x = kb.buffer("x", "f32", 3 * n)
+    y = kb.buffer("y", "f32", 3 * n, writable=True)
+    warp_softmax(kb, rows, x, y, log_form=False)
+    (piece,) = split_for_gpu(kb.build())
+    assert piece.threads == 3 * 32 and piece.kernel.body[0].width == 32
+    xs = np.random.default_rng(n).standard_normal(3 * n).astype(np.float32) * 4
+    e = np.exp(xs.reshape(3, n) - xs.reshape(3, n).max(axis=1, keepdims=True))
+    want = (e / e.sum(axis=1, keepdims=True)).reshape(-1)
+    interp = np.zeros_like(xs)
+    run_kernel(piece.kernel, {"x": xs, "y": interp})
+    jit = np.zeros_like(xs)
+    JitKernels([piece.kernel]).run(piece.kernel.name, {"x": xs, "y": jit})
+    np.testing.assert_allclose(interp, want, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(jit, want, rtol=1e-5, atol=1e-7)
+    ptx = ptx_module([piece.kernel], "sm_80")
+    assert ptx.count("shfl.sync.bfly.b32") == 10 and ", 31, -1;" in ptx

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torsh_gen.backends.cuda.rows import Rows
+from torsh_gen.backends.cuda.rows import Rows, warp_fits, warp_layer_norm, warp_softmax
 from torsh_gen.backends.cuda.rows import layer_norm as row_layer_norm
 from torsh_gen.backends.cuda.rows import softmax as row_softmax
 from torsh_gen.backends.kernel.builder import KernelBuilder
@@ -255,8 +255,10 @@ class _GpuBuilder(_Builder):
         kb = KernelBuilder("softmax")
         x0 = kb.buffer("x0", xd, prod(xs))
         y0 = kb.buffer("y0", refs["y0"].dtype, prod(xs), writable=True)
-        parts = self._row_buffers(kb, rows, refs)
-        row_softmax(kb, rows, x0, y0, parts, node.op_type == "LogSoftmax")
+        if warp_fits(rows):
+            warp_softmax(kb, rows, x0, y0, node.op_type == "LogSoftmax")
+        else:
+            row_softmax(kb, rows, x0, y0, self._row_buffers(kb, rows, refs), node.op_type == "LogSoftmax")
         self.kernel_call(kb, refs, node, node.op_type)
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True
@@ -284,8 +286,11 @@ class _GpuBuilder(_Builder):
         if len(params) > 1:
             refs["x2"] = self.ref(params[1])
             bias = kb.buffer("x2", xd, n)
-        parts = self._row_buffers(kb, rows, refs)
-        row_layer_norm(kb, rows, x0, y0, scale, bias, parts, float(attrs.get("epsilon", 1e-5)))
+        eps = float(attrs.get("epsilon", 1e-5))
+        if warp_fits(rows):
+            warp_layer_norm(kb, rows, x0, y0, scale, bias, eps)
+        else:
+            row_layer_norm(kb, rows, x0, y0, scale, bias, self._row_buffers(kb, rows, refs), eps)
         self.kernel_call(kb, refs, node, node.op_type)
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True

@@ -11,7 +11,13 @@ loops of one kernel that the GPU schedule launches one after the other:
    thread first folding the row's ``LANES`` partials of the first (cached loads);
 3. ``rows x n`` threads: fold both rows of partials and write every output.
 
-On the host the same kernel runs its loops in order, so the schedule is tested there.
+Rows up to ``WARP_ROW_MAX`` long (BERT's, ResNet's classifier) take one launch instead:
+one warp per row (a ``warp`` loop), each lane folding its strided share, five butterfly
+exchanges (``ShflXor``) giving every lane the row's statistic, then the lanes writing
+the outputs.
+
+On the host the same kernels run (``gpu`` loops in order, a ``warp`` loop as one 32-lane
+vector), so the schedules are tested there.
 """
 
 from __future__ import annotations
@@ -20,7 +26,17 @@ from collections.abc import Callable
 
 from torsh_gen.backends.kernel import math as km
 from torsh_gen.backends.kernel.builder import BufferRef, KernelBuilder
-from torsh_gen.backends.kernel.ir import Const, Expr, call, idx, maximum
+from torsh_gen.backends.kernel.ir import (
+    WARP,
+    Const,
+    Expr,
+    Select,
+    ShflXor,
+    call,
+    idx,
+    maximum,
+    minimum,
+)
 
 #: Partial results per row (one warp).
 LANES = 32
@@ -127,3 +143,74 @@ def layer_norm(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, scale:
         y[rows.at(r, i)] = v + bias[i] if bias is not None else v
 
     rows.each(kb, put)
+
+
+# ----------------------------------------------------------------------- one warp per row
+#: Rows at most this long are reduced by one warp each, in one launch; longer rows (a
+#: vocabulary-wide Softmax) take the two-level scheme above, which spreads a row over
+#: several warps.
+WARP_ROW_MAX = 4096
+
+
+def warp_fits(rows: Rows) -> bool:
+    """Whether ``rows`` is reduced by one warp per row."""
+    return rows.n <= WARP_ROW_MAX
+
+
+def _warp_total(kb: KernelBuilder, rows: Rows, r: Expr, lane: Expr, value: Callable[[Expr, Expr], Expr], op: str) -> Expr:
+    """Every lane gets the fold of ``value(r, i)`` over the row: lane ``l`` folds
+    ``i = l, l + 32, ...`` (a lane past the end adds the identity), then five butterfly
+    exchanges combine the 32 partials."""
+    acc = kb.local("f32", _start(op), "wacc")
+    with kb.loop(-(-rows.n // WARP), hint="t") as t:
+        i = kb.let(lane + t * WARP, "i")
+        if rows.n % WARP:
+            v = Select(i < rows.n, value(r, minimum(i, rows.n - 1)), _start(op))
+        else:
+            v = value(r, i)
+        kb.assign(acc, _combine(op, acc, v))
+    for mask in (16, 8, 4, 2, 1):
+        kb.assign(acc, _combine(op, acc, ShflXor(acc, mask)))
+    return kb.let(acc, "row")
+
+
+def _warp_each(kb: KernelBuilder, rows: Rows, r: Expr, lane: Expr, put: Callable[[Expr, Expr], None]) -> None:
+    """``put(r, i)`` for the row's elements, lane ``l`` taking ``l, l + 32, ...``; lanes
+    past the end redo the last element (the same value written again)."""
+    with kb.loop(-(-rows.n // WARP), hint="t") as t:
+        put(r, kb.let(minimum(lane + t * WARP, rows.n - 1), "i"))
+
+
+def warp_softmax(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, log_form: bool) -> None:
+    """Softmax (or LogSoftmax), one warp per row, one launch."""
+    with kb.loop(rows.count, kind="parallel", hint="r") as r, kb.loop(WARP, kind="warp", hint="lane") as lane:
+        top = _warp_total(kb, rows, r, lane, lambda r, i: x[rows.at(r, i)], "max")
+        total = _warp_total(kb, rows, r, lane, lambda r, i: km.exp(kb, x[rows.at(r, i)] - top), "add")
+        shift = kb.let(top + km.log(kb, total), "shift") if log_form else None
+        inv = None if log_form else kb.let(Const(1.0, "f32") / total, "inv")
+
+        def put(r: Expr, i: Expr) -> None:
+            v = x[rows.at(r, i)]
+            y[rows.at(r, i)] = v - shift if shift is not None else km.exp(kb, v - top) * inv
+
+        _warp_each(kb, rows, r, lane, put)
+
+
+def warp_layer_norm(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, scale: BufferRef, bias: BufferRef | None, eps: float) -> None:
+    """LayerNormalization, one warp per row, one launch."""
+    inv_n = Const(1.0 / rows.n, "f32")
+    with kb.loop(rows.count, kind="parallel", hint="r") as r, kb.loop(WARP, kind="warp", hint="lane") as lane:
+        mean = kb.let(_warp_total(kb, rows, r, lane, lambda r, i: x[rows.at(r, i)], "add") * inv_n, "mean")
+
+        def square(r: Expr, i: Expr) -> Expr:
+            d = kb.let(x[rows.at(r, i)] - mean, "d")
+            return d * d
+
+        var = _warp_total(kb, rows, r, lane, square, "add") * inv_n
+        inv = kb.let(Const(1.0, "f32") / call("sqrt", var + Const(eps, "f32")), "inv")
+
+        def put(r: Expr, i: Expr) -> None:
+            v = (x[rows.at(r, i)] - mean) * inv * scale[i]
+            y[rows.at(r, i)] = v + bias[i] if bias is not None else v
+
+        _warp_each(kb, rows, r, lane, put)

@@ -11,6 +11,8 @@ scratch memory). On a GPU those iterations become threads:
   collapsed into one ``gpu`` loop over the product of their trip counts: each thread
   rebuilds the loop variables from its flat index with a division and a remainder per
   level, and the body stays as it was (inner loops run serially inside the thread);
+- where the innermost level's body is a ``warp`` loop, each iteration of the ``gpu`` loop
+  is one warp of 32 threads (the loop's ``width`` says so) and the warp loop its lanes;
 - a piece that starts with no parallel loop (a serial scan, a kernel-wide accumulator)
   runs as one thread. Slow, but the schedule never changes what a kernel computes.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torsh_gen.backends.kernel.analysis import used_names
-from torsh_gen.backends.kernel.ir import Const, Kernel, Let, Loop, Stmt, Var, idx
+from torsh_gen.backends.kernel.ir import WARP, Const, Kernel, Let, Loop, Stmt, Var, idx
 
 #: Threads per block of the generated launches.
 BLOCK = 256
@@ -131,6 +133,8 @@ def _collapse(loop: Loop) -> tuple[list[Stmt], int]:
         inner = cur.body
         cur = None
     if not chain:
+        if loop.kind == "warp":  # one warp on its own
+            return [Loop(f"gid_{loop.var}", idx(0), idx(1), [loop], "gpu", WARP)], WARP
         return [loop], 1
     trips = [c[2] for c in chain]
     total = 1
@@ -149,4 +153,7 @@ def _collapse(loop: Loop) -> tuple[list[Stmt], int]:
         stmts.append(Let(lp.var, q + idx(lo) if lo else q))
         stmts.extend(lets)
     stmts.extend(inner)
+    rest = [s for s in inner if not isinstance(s, Let)]
+    if len(rest) == 1 and isinstance(rest[0], Loop) and rest[0].kind == "warp":
+        return [Loop(gid.name, idx(0), idx(total), stmts, "gpu", WARP)], total * WARP  # a warp each
     return [Loop(gid.name, idx(0), idx(total), stmts, "gpu")], total

@@ -18,6 +18,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflXor,
     Stmt,
     Store,
     Un,
@@ -36,7 +37,7 @@ def sub_exprs(e: Expr) -> Iterator[Expr]:
         yield from sub_exprs(e.b)
     elif isinstance(e, (Un,)):
         yield from sub_exprs(e.x)
-    elif isinstance(e, (Cast, Bitcast)):
+    elif isinstance(e, (Cast, Bitcast, ShflXor)):
         yield from sub_exprs(e.x)
     elif isinstance(e, Select):
         yield from sub_exprs(e.cond)

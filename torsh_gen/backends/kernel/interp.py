@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from torsh_gen.backends.kernel.ir import (
+    WARP,
     Assign,
     Bin,
     Bitcast,
@@ -30,6 +31,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflXor,
     Stmt,
     Store,
     Un,
@@ -79,6 +81,8 @@ def _run_block(stmts: list[Stmt], env: dict[str, Any], bufs: dict[str, np.ndarra
             if not 0 <= i < buf.size:
                 raise IndexError(f"store to {s.buf}[{i}] out of bounds ({buf.size})")
             buf[i] = _eval(s.value, env, bufs)
+        elif isinstance(s, Loop) and s.kind == "warp":
+            _run_warp(s, env, bufs)
         elif isinstance(s, Loop):
             start, stop = int(_eval(s.start, env, bufs)), int(_eval(s.stop, env, bufs))
             for i in range(start, stop):
@@ -95,6 +99,54 @@ def _run_block(stmts: list[Stmt], env: dict[str, Any], bufs: dict[str, np.ndarra
                 env[k] = inner[k]
         else:
             raise TypeError(f"unknown statement {type(s).__name__}")
+
+
+def _run_warp(loop: Loop, env: dict[str, Any], bufs: dict[str, np.ndarray]) -> None:
+    """The lanes of a ``warp`` loop in lockstep: each statement runs in every lane before
+    the next one, so ``ShflXor`` reads the other lane's value at the same point."""
+    start = int(_eval(loop.start, env, bufs))
+    if int(_eval(loop.stop, env, bufs)) - start != WARP:
+        raise ValueError(f"a warp loop has {WARP} lanes")
+    lanes: list[dict[str, Any]] = []
+    for lane in range(WARP):
+        lanes.append({**env, loop.var: np.int64(start + lane), _LANE: lane, _LANES: lanes})
+    _lockstep(loop.body, lanes, bufs)
+
+
+def _lockstep(stmts: list[Stmt], lanes: list[dict[str, Any]], bufs: dict[str, np.ndarray]) -> None:
+    for s in stmts:
+        if isinstance(s, (Let, Local, Assign)):
+            e = s.value if isinstance(s, (Let, Assign)) else s.init
+            values = [_eval(e, lane, bufs) for lane in lanes]
+            for lane, v in zip(lanes, values):
+                dtype = s.dtype if isinstance(s, Local) else (e.dtype if isinstance(s, Let) else np.asarray(lane[s.name]).dtype)
+                lane[s.name] = _cast(v, dtype)
+        elif isinstance(s, Store):
+            writes = [(int(_eval(s.index, lane, bufs)), _eval(s.value, lane, bufs)) for lane in lanes]
+            buf = bufs[s.buf]
+            for i, v in writes:
+                if not 0 <= i < buf.size:
+                    raise IndexError(f"store to {s.buf}[{i}] out of bounds ({buf.size})")
+                buf[i] = v
+        elif isinstance(s, Loop):
+            bounds = {(int(_eval(s.start, lane, bufs)), int(_eval(s.stop, lane, bufs))) for lane in lanes}
+            if len(bounds) != 1:
+                raise ValueError("loop bounds vary across the lanes of a warp")
+            (lo, hi), = bounds
+            for i in range(lo, hi):
+                for lane in lanes:
+                    lane[s.var] = np.int64(i)
+                _lockstep(s.body, lanes, bufs)
+        elif isinstance(s, If):
+            taken = {bool(_eval(s.cond, lane, bufs)) for lane in lanes}
+            if len(taken) != 1:
+                raise ValueError("an If condition varies across the lanes of a warp; use Select")
+            _lockstep(s.then if taken.pop() else s.orelse, lanes, bufs)
+        else:
+            raise TypeError(f"unknown statement {type(s).__name__}")
+
+
+_LANE, _LANES = "__lane__", "__lanes__"
 
 
 def _cast(value: Any, dtype: Any) -> Any:
@@ -150,6 +202,10 @@ def _eval_node(e: Expr, env: dict[str, Any], bufs: dict[str, np.ndarray], memo: 
     if isinstance(e, Call):
         args = [_eval(a, env, bufs, memo) for a in e.args]
         return _intrinsic(e.fn, args, e.dtype)
+    if isinstance(e, ShflXor):
+        if _LANES not in env:
+            raise ValueError("ShflXor outside a warp loop")
+        return _eval(e.x, env[_LANES][env[_LANE] ^ e.mask], bufs)
     raise TypeError(f"unknown expression {type(e).__name__}")
 
 

@@ -7,9 +7,11 @@ body is a list of statements:
 - ``Loop(var, start, stop, body, kind)`` with kind ``serial``, ``parallel`` (split across
   the target's threads), ``vector`` (``width`` lanes: expressions varying with ``var``
   become vectors; a scalar remainder loop covers the tail), ``unroll`` or ``rolled`` (a
-  serial loop the emitter must not unroll) or ``gpu`` (one iteration per GPU thread,
+  serial loop the emitter must not unroll), ``gpu`` (one iteration per GPU thread,
   a grid-stride loop on the CUDA target; an ordinary loop everywhere else, so the host
-  runs a GPU schedule as it is);
+  runs a GPU schedule as it is; ``width`` 32: one iteration per warp) or ``warp`` (the
+  32 lanes of one warp in lockstep, ``ShflXor`` exchanging values between them: a warp
+  of threads on the CUDA target, a 32-lane vector loop on CPUs);
 - ``Let`` (an immutable name), ``Local`` / ``Assign`` (a mutable scalar, an accumulator),
   ``Store``, ``If``.
 
@@ -40,7 +42,9 @@ UN_OPS = ("neg", "not")
 #: Intrinsic calls: name → number of arguments.
 INTRINSICS = {"sqrt": 1, "fabs": 1, "floor": 1, "ceil": 1, "trunc": 1, "roundeven": 1, "fma": 3}
 #: Loop kinds.
-LOOP_KINDS = ("serial", "parallel", "vector", "unroll", "rolled", "gpu")
+LOOP_KINDS = ("serial", "parallel", "vector", "unroll", "rolled", "gpu", "warp")
+#: Lanes of a ``warp`` loop (an NVIDIA warp).
+WARP = 32
 
 
 def is_float(dtype: str) -> bool:
@@ -211,6 +215,20 @@ class Bitcast(Expr):
 
     x: Expr
     dtype: str = "i32"
+
+
+@dataclass(frozen=True, eq=False)
+class ShflXor(Expr):
+    """Inside a ``warp`` loop: the value ``x`` has in lane ``lane ^ mask`` of the warp (a
+    butterfly exchange: ``shfl.sync.bfly`` on the CUDA target, a vector shuffle on CPUs).
+    Every lane of the warp must reach it together (no lane-varying branch around it)."""
+
+    x: Expr
+    mask: int
+
+    @property
+    def dtype(self) -> str:  # type: ignore[override]
+        return self.x.dtype
 
 
 class Stmt:

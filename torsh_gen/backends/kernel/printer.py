@@ -17,6 +17,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflXor,
     Stmt,
     Store,
     Un,
@@ -46,7 +47,7 @@ def _block(stmts: list[Stmt], depth: int, lines: list[str]) -> None:
         elif isinstance(s, Store):
             lines.append(f"{pad}{s.buf}[{format_expr(s.index)}] = {format_expr(s.value)}")
         elif isinstance(s, Loop):
-            kind = s.kind if s.kind != "vector" else f"vector{s.width}"
+            kind = f"{s.kind}{s.width}" if s.kind in ("vector", "gpu") and s.width > 1 else s.kind
             lines.append(f"{pad}for {s.var} in {format_expr(s.start)}..{format_expr(s.stop)} {kind} {{")
             _block(s.body, depth + 1, lines)
             lines.append(f"{pad}}}")
@@ -75,6 +76,8 @@ def format_expr(e: Expr) -> str:
         return f"{e.dtype}({format_expr(e.x)})"
     if isinstance(e, Bitcast):
         return f"bitcast<{e.dtype}>({format_expr(e.x)})"
+    if isinstance(e, ShflXor):
+        return f"shfl_xor({format_expr(e.x)}, {e.mask})"
     if isinstance(e, Select):
         return f"select({format_expr(e.cond)}, {format_expr(e.a)}, {format_expr(e.b)})"
     if isinstance(e, Call):

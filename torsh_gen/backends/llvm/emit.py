@@ -13,6 +13,8 @@ a parallel loop was decided in the kernel IR:
   declared outside, or branching on a lane-varying condition, is refused.
 - ``parallel`` loops are outlined into ``name.par<k>(i8* ctx, i64 begin, i64 end)``; the
   values the body reads travel in a stack struct.
+- ``warp`` loops (32 lanes in lockstep, a GPU schedule run on the host) are one 32-lane
+  vector iteration; ``ShflXor`` is a vector shuffle.
 - ``unroll`` loops are serial loops (LLVM unrolls short constant trip counts itself).
 - ``rolled`` loops are serial loops that LLVM is told not to unroll (``llvm.loop`` with
   ``llvm.loop.unroll.disable``), for bodies whose registers one iteration already fills.
@@ -26,6 +28,7 @@ from llvmlite import ir
 
 from torsh_gen.backends.kernel.analysis import assigned_names, defined_names, stride, used_names
 from torsh_gen.backends.kernel.ir import (
+    WARP,
     Assign,
     Bin,
     Bitcast,
@@ -40,6 +43,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflXor,
     Stmt,
     Store,
     Un,
@@ -239,6 +243,12 @@ class _FunctionEmitter:
             raise EmitError("loop bounds vary across the lanes of a vector loop")
         if s.kind == "parallel" and not self.vec:
             self._parallel(s, scope, start.v, stop.v)
+        elif s.kind == "warp" and not self.vec:  # the lanes in lockstep: one 32-lane vector
+            if assigned_names(s.body) - defined_names(s.body):
+                raise EmitError("a warp loop assigns a local declared outside it")
+            self.vec = (s.var, WARP)
+            self._serial(s, scope, start.v, stop.v, step=WARP)
+            self.vec = None
         elif s.kind == "vector" and s.width > 1 and not self.vec:
             if assigned_names(s.body) - defined_names(s.body):
                 raise EmitError("a vector loop assigns a local declared outside it (a reduction)")
@@ -385,6 +395,12 @@ class _FunctionEmitter:
             x, y = self._widen(x, lanes), self._widen(y, lanes)
             cv = c.v if c.lanes or not lanes else self._widen(c, lanes).v
             return _Val(b.select(cv, x.v, y.v), x.dtype, lanes)
+        if isinstance(e, ShflXor):
+            x = self.expr(e.x, scope)
+            if not x.lanes:  # the same in every lane
+                return x
+            picks = ir.Constant(ir.VectorType(I32, x.lanes), [k ^ e.mask for k in range(x.lanes)])
+            return _Val(b.shuffle_vector(x.v, ir.Constant(x.v.type, ir.Undefined), picks), x.dtype, x.lanes)
         if isinstance(e, Call):
             args = [self.expr(a, scope) for a in e.args]
             lanes = max(a.lanes for a in args)

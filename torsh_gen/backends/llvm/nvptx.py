@@ -8,6 +8,9 @@ only loops differ:
 - a ``gpu`` loop is a grid-stride loop: thread ``blockIdx.x * blockDim.x + threadIdx.x``
   runs iterations ``i, i + gridDim.x * blockDim.x, ...`` (ids from the
   ``llvm.nvvm.read.ptx.sreg.*`` intrinsics);
+- a ``gpu`` loop of ``width`` 32 gives each iteration to a warp: the ``warp`` loop inside
+  is the thread's lane (``threadIdx.x & 31``), and ``ShflXor`` is
+  ``llvm.nvvm.shfl.sync.bfly`` over the full warp;
 - every other loop (``parallel`` loops left inside a thread, ``vector`` loops of a CPU
   schedule) runs serially in its thread.
 
@@ -21,8 +24,8 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from torsh_gen.backends.kernel.ir import Kernel, Loop
-from torsh_gen.backends.llvm.emit import _FunctionEmitter, _Scope, _Val
+from torsh_gen.backends.kernel.ir import WARP, Kernel, Loop, ShflXor
+from torsh_gen.backends.llvm.emit import EmitError, _FunctionEmitter, _Scope, _Val
 from torsh_gen.backends.llvm.types import I32, I64, VOID, memory_type
 
 TRIPLE = "nvptx64-nvidia-cuda"
@@ -52,8 +55,17 @@ def emit_gpu_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
 class _GpuEmitter(_FunctionEmitter):
     """The CPU emitter with GPU loops: ``gpu`` loops over the grid, the others serial."""
 
+    _lane: ir.Value | None = None  # this thread's lane in its warp, in a warp-mapped loop
+
     def loop(self, s: Loop, scope: _Scope) -> None:
         start, stop = self.expr(s.start, scope), self.expr(s.stop, scope)
+        if s.kind == "warp":
+            if self._lane is None:
+                raise EmitError("a warp loop outside a gpu loop of one warp per iteration")
+            inner = _Scope(dict(scope.names), dict(scope.local_types), dict(scope.strides))
+            inner.names[s.var] = _Val(self.b.add(start.v, self._lane), "i64")
+            self.block(s.body, inner)
+            return
         if s.kind != "gpu":
             self._serial(s, scope, start.v, stop.v)
             return
@@ -62,8 +74,14 @@ class _GpuEmitter(_FunctionEmitter):
         ctaid = b.zext(b.call(self._sreg("ctaid.x"), []), I64)
         ntid = b.zext(b.call(self._sreg("ntid.x"), []), I64)
         nctaid = b.zext(b.call(self._sreg("nctaid.x"), []), I64)
-        first = b.add(start.v, b.add(b.mul(ctaid, ntid), tid))
-        step = b.mul(ntid, nctaid)
+        thread = b.add(b.mul(ctaid, ntid), tid)
+        threads = b.mul(ntid, nctaid)
+        if s.width == WARP:  # one iteration per warp: blocks are whole warps, so a warp's
+            # lanes share their iteration and leave the loop together (shuffles need all 32)
+            self._lane = b.and_(tid, ir.Constant(I64, WARP - 1))
+            thread, threads = b.lshr(thread, ir.Constant(I64, 5)), b.lshr(threads, ir.Constant(I64, 5))
+        first = b.add(start.v, thread)
+        step = threads
         pre = b.block
         header = self.fn.append_basic_block("grid")
         body = self.fn.append_basic_block("thread")
@@ -81,6 +99,19 @@ class _GpuEmitter(_FunctionEmitter):
         i.add_incoming(b.add(i, step), b.block)
         b.branch(header)
         b.position_at_end(exit_)
+
+    def _expr(self, e, scope: _Scope) -> _Val:
+        if not isinstance(e, ShflXor):
+            return super()._expr(e, scope)
+        x = self.expr(e.x, scope)
+        kind = {"f32": "f32", "i32": "i32"}.get(x.dtype)
+        if kind is None:
+            raise EmitError(f"ShflXor of {x.dtype} (f32 and i32 are exchanged)")
+        name = f"llvm.nvvm.shfl.sync.bfly.{kind}"
+        t = x.v.type
+        fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(t, [I32, t, I32, I32]), name)
+        args = [ir.Constant(I32, -1), x.v, ir.Constant(I32, e.mask), ir.Constant(I32, WARP - 1)]
+        return _Val(self.b.call(fn, args), x.dtype)
 
     def _sreg(self, name: str) -> ir.Function:
         full = f"llvm.nvvm.read.ptx.sreg.{name}"
