@@ -339,3 +339,24 @@ def test_warp_softmax_schedule_interp_jit_and_ptx(n):
     np.testing.assert_allclose(jit, want, rtol=1e-5, atol=1e-7)
     ptx = ptx_module([piece.kernel], "sm_80")
     assert ptx.count("shfl.sync.bfly.b32") == 10 and ", 31, -1;" in ptx
+
+
+@pytest.mark.parametrize("low", ["convert_fp16", "convert_bf16"])
+def test_half_precision_plans_use_16_bit_gemms(low):
+    """A graph the precision pass converted: 16-bit GEMMs (cuBLAS GemmEx on the GPU) and
+    epilogues, run on the host within the 16-bit types' error."""
+    from torsh_gen.backends import backend_for
+    from torsh_gen.backends.cuda.host import host_plan
+    from torsh_gen.passes.manager import run_passes
+    from torsh_gen.tools.compile import _expand_functions, _load, _pipeline
+
+    model = conv_family()
+    graph, _, _ = _load(model)
+    _expand_functions(graph, backend_for("cuda"), False)
+    run_passes(graph, [low] + _pipeline("O3", None))
+    plan = host_plan(graph)
+    assert {s["dtype"] for s in plan.plan.steps if s["op"] == "gemm"} == {"f16" if low == "convert_fp16" else "bf16"}
+    feeds = _feeds(model)
+    ref = ort_outputs(model, feeds)[0]
+    got = list(plan.run(feeds).values())[0]
+    assert np.abs(ref - got).max() <= (2e-2 if low == "convert_fp16" else 5e-2) * np.abs(ref).max()
