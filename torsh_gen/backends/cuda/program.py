@@ -19,7 +19,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from torsh_gen.backends.cuda.rows import Rows, warp_fits, warp_layer_norm, warp_softmax
+from torsh_gen.backends.cuda.rows import (
+    Rows,
+    warp_fits,
+    warp_layer_norm,
+    warp_reduce,
+    warp_softmax,
+)
 from torsh_gen.backends.cuda.rows import layer_norm as row_layer_norm
 from torsh_gen.backends.cuda.rows import softmax as row_softmax
 from torsh_gen.backends.kernel.builder import KernelBuilder
@@ -108,6 +114,8 @@ class _GpuBuilder(_Builder):
             if node.op_type in ("Softmax", "LogSoftmax") and self._softmax(node):
                 return
             if node.op_type == "LayerNormalization" and self._layer_norm(node):
+                return
+            if node.op_type in ("GlobalAveragePool", "GlobalMaxPool") and self._global_pool(node):
                 return
         except LoweringDeclined:
             pass
@@ -259,6 +267,23 @@ class _GpuBuilder(_Builder):
             warp_softmax(kb, rows, x0, y0, node.op_type == "LogSoftmax")
         else:
             row_softmax(kb, rows, x0, y0, self._row_buffers(kb, rows, refs), node.op_type == "LogSoftmax")
+        self.kernel_call(kb, refs, node, node.op_type)
+        self.refs[id(node.outputs[0])] = refs["y0"]
+        return True
+
+    def _global_pool(self, node: Node) -> bool:
+        """GlobalAveragePool / GlobalMaxPool: one warp per channel plane."""
+        xd, xs = _tensor_info(node.inputs[0])
+        if xd not in ("f32", "f16", "bf16") or len(xs) < 3 or prod(xs) == 0:
+            return False
+        rows = Rows(xs[0] * xs[1], prod(xs[2:]), 1)
+        if not warp_fits(rows):
+            return False
+        refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
+        kb = KernelBuilder("globalpool")
+        x0 = kb.buffer("x0", xd, prod(xs))
+        y0 = kb.buffer("y0", refs["y0"].dtype, rows.count, writable=True)
+        warp_reduce(kb, rows, x0, y0, "max" if node.op_type == "GlobalMaxPool" else "mean")
         self.kernel_call(kb, refs, node, node.op_type)
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True

@@ -214,3 +214,11 @@ def warp_layer_norm(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, s
             y[rows.at(r, i)] = v + bias[i] if bias is not None else v
 
         _warp_each(kb, rows, r, lane, put)
+
+
+def warp_reduce(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, op: str) -> None:
+    """``y[r]`` = the mean (``op`` "mean") or max of row ``r``, one warp per row (global
+    pools: a row per channel plane). Every lane stores the same value."""
+    with kb.loop(rows.count, kind="parallel", hint="r") as r, kb.loop(WARP, kind="warp", hint="lane") as lane:
+        total = _warp_total(kb, rows, r, lane, lambda r, i: x[rows.at(r, i)], "max" if op == "max" else "add")
+        y[r] = total * Const(1.0 / rows.n, "f32") if op == "mean" else total
