@@ -21,13 +21,11 @@ def backend_for(target: str) -> ModuleType:
     """The backend module building ``target``; InputError listing the known targets."""
     module = TARGETS.get(target)
     if module is None:
-        from torsh_gen.backends.llvm.targets import target_names
+        from torsh_gen.backends.llvm.targets import ALIASES, load_target, target_names
 
         native = target_names()
-        if target not in native:
-            known = ", ".join(sorted(TARGETS) + native)
+        if target not in native and target not in ALIASES:
+            known = ", ".join(sorted(TARGETS) + native + sorted(ALIASES))
             raise InputError(f"unknown target '{target}'; known targets: {known}")
-        from torsh_gen.backends.llvm.targets import load_target
-
         module = f"torsh_gen.backends.{load_target(target).backend}"
     return importlib.import_module(module)

@@ -34,12 +34,11 @@ CPU_ROW: dict[str, Any] = {
 
 def target_rows() -> list[dict[str, Any]]:
     """One row per target: cpu, every ``targets/*.toml`` and host, with what is missing here."""
-    from torsh_gen.backends.llvm.targets import ALIASES, target_names
+    from torsh_gen.backends.llvm.targets import target_names
 
     rows = [_cpu_row()]
     for name in target_names():
-        if name not in ALIASES:  # `cuda` is cuda-sm80's short name, not a target of its own
-            rows.append(target_row(name))
+        rows.append(target_row(name))
     return rows
 
 

@@ -137,7 +137,7 @@ def target_names() -> list[str]:
     """Names of the described targets plus ``host``."""
     files = resources.files("torsh_gen.targets")
     names = sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".toml"))
-    return names + ["host"] + sorted(ALIASES)
+    return names + ["host"]
 
 
 #: Short names of targets: ``--target cuda`` is the sm_80 build.
@@ -151,7 +151,7 @@ def load_target(name: str) -> TargetSpec:
     name = ALIASES.get(name, name)
     path = resources.files("torsh_gen.targets").joinpath(f"{name}.toml")
     if not name.replace("-", "").replace("_", "").isalnum() or not path.is_file():
-        raise InputError(f"unknown target '{name}'; known targets: cpu, {', '.join(target_names())}")
+        raise InputError(f"unknown target '{name}'; known targets: cpu, {', '.join(target_names() + sorted(ALIASES))}")
     data = tomllib.loads(path.read_text())
     tool = data.get("toolchain", {})
     return TargetSpec(
