@@ -360,3 +360,25 @@ def test_half_precision_plans_use_16_bit_gemms(low):
     ref = ort_outputs(model, feeds)[0]
     got = list(plan.run(feeds).values())[0]
     assert np.abs(ref - got).max() <= (2e-2 if low == "convert_fp16" else 5e-2) * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("causal,shape", [(0, (1, 4, 40, 24)), (1, (2, 2, 33, 40))])
+def test_warp_attention_matches_onnxruntime(causal, shape):
+    """Attention of short sequences, one warp per query row (scores, butterfly max and
+    sum, probabilities broadcast by ShflIdx): the plan on the host against onnxruntime."""
+    b, h, s, d = shape
+    node = helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=causal)
+    inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [b, h, s, d]) for n in "qkv"]
+    graph = helper.make_graph([node], "a", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [b, h, s, d])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    plan = _pieces_of(model)
+    (step,) = plan.steps
+    (kernel,) = plan.kernels
+    assert kernel.body[0].kind == "gpu" and kernel.body[0].width == 32  # a warp per query row
+    assert b * h * s * 32 <= step["grid"] * step["block"] < b * h * s * 32 + step["block"]
+    assert "shfl.sync.idx.b32" in ptx_module(plan.kernels, "sm_80")
+    rng = np.random.default_rng(causal)
+    feeds = {n: rng.standard_normal((b, h, s, d)).astype(np.float32) for n in "qkv"}
+    got = HostPlan(plan).run(feeds)["y"]
+    want = ort_outputs(model, feeds)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -17,8 +17,11 @@ give a residual and the output one slot), the GEMM writes to scratch first.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
+from torsh_gen.backends.cuda.attention import AttentionShape, warp_attention
+from torsh_gen.backends.cuda.attention import fits as attention_fits
 from torsh_gen.backends.cuda.rows import (
     Rows,
     warp_fits,
@@ -116,6 +119,8 @@ class _GpuBuilder(_Builder):
             if node.op_type == "LayerNormalization" and self._layer_norm(node):
                 return
             if node.op_type in ("GlobalAveragePool", "GlobalMaxPool") and self._global_pool(node):
+                return
+            if node.op_type == "Attention" and not node.domain and self._attention(node):
                 return
         except LoweringDeclined:
             pass
@@ -268,6 +273,34 @@ class _GpuBuilder(_Builder):
         else:
             row_softmax(kb, rows, x0, y0, self._row_buffers(kb, rows, refs), node.op_type == "LogSoftmax")
         self.kernel_call(kb, refs, node, node.op_type)
+        self.refs[id(node.outputs[0])] = refs["y0"]
+        return True
+
+    def _attention(self, node: Node) -> bool:
+        """Attention of short sequences: one warp per query row (``attention.py``)."""
+        if len(node.inputs) > 3 and any(v is not None and v.name for v in node.inputs[3:]):
+            return False  # masks, KV caches, padding lengths: the generic lowering
+        if any(v is not None and v.name for v in node.outputs[1:]):
+            return False
+        types = [_tensor_info(v) for v in node.inputs[:3]]
+        (qd, qs), (kd, ks), (vd, vs) = types
+        if not (qd == kd == vd == "f32") or not (len(qs) == len(ks) == len(vs) == 4):
+            return False
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        windows = [int(attrs.get(a, -1)) for a in ("left_window_size", "right_window_size")]
+        if float(attrs.get("softcap", 0.0) or 0.0) != 0.0 or windows != [-1, -1]:
+            return False
+        g = AttentionShape(qs[0], qs[1], qs[2], ks[2], qs[3], vs[3])
+        if ks[:2] != qs[:2] or vs[:3] != ks[:3] or ks[3] != qs[3] or not attention_fits(g):
+            return False
+        scale = float(attrs.get("scale", 0.0) or 0.0) or 1.0 / math.sqrt(g.dk)
+        refs = {f"x{i}": self.ref(node.inputs[i]) for i in range(3)}
+        refs["y0"] = self.out_ref(node.outputs[0])
+        kb = KernelBuilder("attention")
+        q, k, v = (kb.buffer(f"x{i}", "f32", prod(t[1])) for i, t in enumerate(types))
+        y = kb.buffer("y0", "f32", prod(_tensor_info(node.outputs[0])[1]), writable=True)
+        warp_attention(kb, g, q, k, v, y, scale, bool(attrs.get("is_causal", 0)))
+        self.kernel_call(kb, refs, node, "Attention")
         self.refs[id(node.outputs[0])] = refs["y0"]
         return True
 

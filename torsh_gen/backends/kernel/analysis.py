@@ -18,6 +18,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflIdx,
     ShflXor,
     Stmt,
     Store,
@@ -39,6 +40,9 @@ def sub_exprs(e: Expr) -> Iterator[Expr]:
         yield from sub_exprs(e.x)
     elif isinstance(e, (Cast, Bitcast, ShflXor)):
         yield from sub_exprs(e.x)
+    elif isinstance(e, ShflIdx):
+        yield from sub_exprs(e.x)
+        yield from sub_exprs(e.src)
     elif isinstance(e, Select):
         yield from sub_exprs(e.cond)
         yield from sub_exprs(e.a)

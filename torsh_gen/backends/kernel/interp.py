@@ -31,6 +31,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflIdx,
     ShflXor,
     Stmt,
     Store,
@@ -206,6 +207,10 @@ def _eval_node(e: Expr, env: dict[str, Any], bufs: dict[str, np.ndarray], memo: 
         if _LANES not in env:
             raise ValueError("ShflXor outside a warp loop")
         return _eval(e.x, env[_LANES][env[_LANE] ^ e.mask], bufs)
+    if isinstance(e, ShflIdx):
+        if _LANES not in env:
+            raise ValueError("ShflIdx outside a warp loop")
+        return _eval(e.x, env[_LANES][int(_eval(e.src, env, bufs)) % WARP], bufs)
     raise TypeError(f"unknown expression {type(e).__name__}")
 
 

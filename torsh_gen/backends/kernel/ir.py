@@ -231,6 +231,19 @@ class ShflXor(Expr):
         return self.x.dtype
 
 
+@dataclass(frozen=True, eq=False)
+class ShflIdx(Expr):
+    """Inside a ``warp`` loop: the value ``x`` has in lane ``src`` (the same lane for every
+    lane: a broadcast; ``shfl.sync.idx`` on the CUDA target, an element pick on CPUs)."""
+
+    x: Expr
+    src: Expr
+
+    @property
+    def dtype(self) -> str:  # type: ignore[override]
+        return self.x.dtype
+
+
 class Stmt:
     """Base of all statements."""
 

@@ -17,6 +17,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflIdx,
     ShflXor,
     Stmt,
     Store,
@@ -78,6 +79,8 @@ def format_expr(e: Expr) -> str:
         return f"bitcast<{e.dtype}>({format_expr(e.x)})"
     if isinstance(e, ShflXor):
         return f"shfl_xor({format_expr(e.x)}, {e.mask})"
+    if isinstance(e, ShflIdx):
+        return f"shfl_idx({format_expr(e.x)}, {format_expr(e.src)})"
     if isinstance(e, Select):
         return f"select({format_expr(e.cond)}, {format_expr(e.a)}, {format_expr(e.b)})"
     if isinstance(e, Call):

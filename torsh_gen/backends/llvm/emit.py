@@ -43,6 +43,7 @@ from torsh_gen.backends.kernel.ir import (
     Local,
     Loop,
     Select,
+    ShflIdx,
     ShflXor,
     Stmt,
     Store,
@@ -401,6 +402,14 @@ class _FunctionEmitter:
                 return x
             picks = ir.Constant(ir.VectorType(I32, x.lanes), [k ^ e.mask for k in range(x.lanes)])
             return _Val(b.shuffle_vector(x.v, ir.Constant(x.v.type, ir.Undefined), picks), x.dtype, x.lanes)
+        if isinstance(e, ShflIdx):
+            x, src = self.expr(e.x, scope), self.expr(e.src, scope)
+            if src.lanes:
+                raise EmitError("ShflIdx reads a lane that varies across the lanes")
+            if not x.lanes:
+                return x
+            lane = b.trunc(b.and_(src.v, ir.Constant(I64, x.lanes - 1)), I32)
+            return _Val(b.extract_element(x.v, lane), x.dtype)
         if isinstance(e, Call):
             args = [self.expr(a, scope) for a in e.args]
             lanes = max(a.lanes for a in args)

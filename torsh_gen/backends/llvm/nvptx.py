@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from llvmlite import ir
 
-from torsh_gen.backends.kernel.ir import WARP, Kernel, Loop, ShflXor
+from torsh_gen.backends.kernel.ir import WARP, Kernel, Loop, ShflIdx, ShflXor
 from torsh_gen.backends.llvm.emit import EmitError, _FunctionEmitter, _Scope, _Val
 from torsh_gen.backends.llvm.types import I32, I64, VOID, memory_type
 
@@ -101,16 +101,19 @@ class _GpuEmitter(_FunctionEmitter):
         b.position_at_end(exit_)
 
     def _expr(self, e, scope: _Scope) -> _Val:
-        if not isinstance(e, ShflXor):
+        if not isinstance(e, (ShflXor, ShflIdx)):
             return super()._expr(e, scope)
         x = self.expr(e.x, scope)
         kind = {"f32": "f32", "i32": "i32"}.get(x.dtype)
         if kind is None:
-            raise EmitError(f"ShflXor of {x.dtype} (f32 and i32 are exchanged)")
-        name = f"llvm.nvvm.shfl.sync.bfly.{kind}"
+            raise EmitError(f"warp shuffle of {x.dtype} (f32 and i32 are exchanged)")
+        if isinstance(e, ShflXor):
+            name, lane = f"llvm.nvvm.shfl.sync.bfly.{kind}", ir.Constant(I32, e.mask)
+        else:
+            name, lane = f"llvm.nvvm.shfl.sync.idx.{kind}", self.b.trunc(self.expr(e.src, scope).v, I32)
         t = x.v.type
         fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(t, [I32, t, I32, I32]), name)
-        args = [ir.Constant(I32, -1), x.v, ir.Constant(I32, e.mask), ir.Constant(I32, WARP - 1)]
+        args = [ir.Constant(I32, -1), x.v, lane, ir.Constant(I32, WARP - 1)]
         return _Val(self.b.call(fn, args), x.dtype)
 
     def _sreg(self, name: str) -> ir.Function:
