@@ -82,7 +82,32 @@ def main(argv: list[str] | None = None) -> int:
         write_reports(rows, env, args, tasks)
     bad = [r for r in rows if r["status"] != "ok"]
     say(start, f"done: {len(rows) - len(bad)}/{len(rows)} ok; wrote {args.out}")
+    if args.profile:
+        profile_slowest(rows, prepared, args, start)
     return 1 if bad else 0
+
+
+def slowest(rows: list[Row]) -> Row | None:
+    """The timed row with the highest ours / PyTorch-CUDA-graph ratio."""
+    timed = [r for r in rows if r.get("ours_over_graph") is not None]
+    return max(timed, key=lambda r: r["ours_over_graph"]) if timed else None
+
+
+def profile_slowest(rows: list[Row], prepared: dict[str, Row], args: argparse.Namespace, start: float) -> None:
+    """Run gpu_profile.py on the slowest row's artifact in a subprocess (its own failure or
+    hang cannot touch the results above); its table goes to OUT with ``-profile.txt``."""
+    row = slowest(rows)
+    if row is None:
+        return
+    out = args.out.with_name(args.out.stem + "-profile.txt")
+    cmd = [sys.executable, str(HERE / "gpu_profile.py"), prepared[row["key"]]["artifact"], "--repeat", "10"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        text = done.stdout + (done.stderr[-2000:] if done.returncode else "")
+    except subprocess.TimeoutExpired:
+        text = "gpu_profile.py timed out after 60 s\n"
+    _write_atomic(out, f"# {row['key']} (ours / PyTorch CUDA graph {row['ours_over_graph']:.2f})\n\n{text}")
+    say(start, f"profile of {row['key']} written to {out}")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -102,6 +127,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--budget-s", type=float, default=330.0, help="total time budget (default 330 s)")
     p.add_argument("--model-budget-s", type=float, default=60.0, help="GPU time per row (default 60 s)")
     p.add_argument("--jobs", type=int, default=min(12, os.cpu_count() or 1), help="prepare processes (0: none)")
+    p.add_argument("--profile", action="store_true",
+                   help="then time every step of the row slowest against PyTorch's CUDA graph (gpu_profile.py)")
     args = p.parse_args(argv)
     args.models = tuple(n.strip() for n in args.models.split(",") if n.strip())
     unknown = [n for n in args.models if n not in models.GPU_SUITE]

@@ -196,3 +196,15 @@ def test_without_a_cuda_gpu_the_script_says_so_and_exits_2():
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no CUDA GPU was found" in lines[0] and "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+def test_slowest_row_is_the_worst_ratio_against_the_cuda_graph(gc):
+    gpu_check = gc
+    rows = [
+        {"key": "a", "ours_over_graph": 0.4},
+        {"key": "b", "ours_over_graph": 4.3},
+        {"key": "c", "status": "failed"},
+    ]
+    assert gpu_check.slowest(rows)["key"] == "b"
+    assert gpu_check.slowest([{"key": "c", "status": "failed"}]) is None
+    assert gpu_check.parse_args(["--profile"]).profile is True
