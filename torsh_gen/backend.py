@@ -65,16 +65,19 @@ class CompiledRep(BackendRep):
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
         """Run on a list of inputs (graph order), a dict by name, or one array."""
-        if isinstance(inputs, dict):
-            feeds = {k: _as_value(v) for k, v in inputs.items()}
-        else:
-            if isinstance(inputs, np.ndarray):
-                inputs = [inputs]
-            inputs = list(inputs)
-            if len(inputs) > len(self.input_names):
-                raise InputError(f"got {len(inputs)} inputs, the model takes {len(self.input_names)}")
-            feeds = {name: _as_value(x) for name, x in zip(self.input_names, inputs)}
-        return tuple(self.model.run(**feeds).values())
+        return tuple(self.model.run(**_named_feeds(inputs, self.input_names)).values())
+
+
+def _named_feeds(inputs: Any, names: list[str]) -> dict[str, Any]:
+    """A list of inputs (graph order), a dict by name or one array, as values by name."""
+    if isinstance(inputs, dict):
+        return {k: _as_value(v) for k, v in inputs.items()}
+    if isinstance(inputs, np.ndarray):
+        inputs = [inputs]
+    inputs = list(inputs)
+    if len(inputs) > len(names):
+        raise InputError(f"got {len(inputs)} inputs, the model takes {len(names)}")
+    return {name: _as_value(x) for name, x in zip(names, inputs)}
 
 
 _compiled = itertools.count()
@@ -103,10 +106,8 @@ class CudaHostRep(BackendRep):
         self.input_names = [s.name for s in self.plan.program.inputs]
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
-        """Run on a list of inputs (graph order) or a dict by name."""
-        if isinstance(inputs, np.ndarray):
-            inputs = [inputs]
-        feeds = dict(inputs) if isinstance(inputs, dict) else dict(zip(self.input_names, map(_as_value, inputs)))
+        """Run on a list of inputs (graph order), a dict by name, or one array."""
+        feeds = _named_feeds(inputs, self.input_names)
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}")

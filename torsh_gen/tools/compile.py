@@ -101,12 +101,7 @@ def compile_model(
     package = _package_name(out)
     backend = backend_for(target)
     _check_destination(out)
-    names = _pipeline(level, passes)
-    graph, source_name, sha = _load(model, input_shapes)
-    bind_input_shapes(graph, input_shapes)
-    check_supported(graph)
-    nodes_before = _count(graph)
-    reports = _expand_functions(graph, backend, check) + run_passes(graph, names, check=check)
+    graph, source_name, sha, nodes_before, reports = _optimize(model, backend, _pipeline(level, passes), input_shapes, check)
     info = backend.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
     if embed_weights:
         if not hasattr(info, "embed_weights"):
@@ -132,19 +127,30 @@ def compile_model(
     )
 
 
-def optimized_graph(model: Any, target: str, level: str = "O3", input_shapes: Sequence[str] | None = None) -> Graph:
+def optimized_graph(
+    model: Any, target: str, level: str = "O3", input_shapes: Sequence[str] | None = None,
+    passes: list[str] | None = None,
+) -> Graph:
     """``model`` loaded and optimized for ``target`` exactly as ``compile_model`` does it
-    (function expansion, the level's pipeline, the memory plan), without packaging: for
-    tools that lower the graph themselves (the CUDA plan run on the host)."""
+    (function expansion, the level's pipeline or ``passes``, the memory plan), without
+    packaging: for tools that lower the graph themselves (the CUDA plan run on the host)."""
     from torsh_gen.backends import backend_for
 
-    backend = backend_for(target)
-    graph, _, _ = _load(model, input_shapes)
+    return _optimize(model, backend_for(target), _pipeline(level, passes), input_shapes, False)[0]
+
+
+def _optimize(
+    model: Any, backend: Any, names: list[str], input_shapes: Sequence[str] | None, check: bool
+) -> tuple[Graph, str, str, int, list[PassReport]]:
+    """Load, bind shapes, check, expand the functions ``backend`` lacks and run the passes
+    ``names``: the graph, its source name and sha256, its node count before the passes,
+    and the pass reports."""
+    graph, source_name, sha = _load(model, input_shapes)
     bind_input_shapes(graph, input_shapes)
     check_supported(graph)
-    _expand_functions(graph, backend, False)
-    run_passes(graph, _pipeline(level, None))
-    return graph
+    nodes_before = _count(graph)
+    reports = _expand_functions(graph, backend, check) + run_passes(graph, names, check=check)
+    return graph, source_name, sha, nodes_before, reports
 
 
 def _expand_functions(graph: Graph, backend: Any, check: bool) -> list[PassReport]:

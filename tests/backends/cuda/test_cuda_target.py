@@ -345,16 +345,12 @@ def test_warp_softmax_schedule_interp_jit_and_ptx(n):
 def test_half_precision_plans_use_16_bit_gemms(low):
     """A graph the precision pass converted: 16-bit GEMMs (cuBLAS GemmEx on the GPU) and
     epilogues, run on the host within the 16-bit types' error."""
-    from torsh_gen.backends import backend_for
     from torsh_gen.backends.cuda.host import host_plan
-    from torsh_gen.passes.manager import run_passes
-    from torsh_gen.tools.compile import _expand_functions, _load, _pipeline
+    from torsh_gen.passes.pipelines import PIPELINES
+    from torsh_gen.tools.compile import optimized_graph
 
     model = conv_family()
-    graph, _, _ = _load(model)
-    _expand_functions(graph, backend_for("cuda"), False)
-    run_passes(graph, [low] + _pipeline("O3", None))
-    plan = host_plan(graph)
+    plan = host_plan(optimized_graph(model, "cuda", passes=[low] + list(PIPELINES["O3"])))
     assert {s["dtype"] for s in plan.plan.steps if s["op"] == "gemm"} == {"f16" if low == "convert_fp16" else "bf16"}
     feeds = _feeds(model)
     ref = ort_outputs(model, feeds)[0]

@@ -41,13 +41,14 @@ from torsh_gen.backends.kernel.lower import (
     row_major_strides,
 )
 from torsh_gen.backends.kernel.lower.conv_operands import conv_geometry
-from torsh_gen.backends.kernel.lower.reduce import split_at
+from torsh_gen.backends.kernel.lower.reduce import softmax_split, split_at
 from torsh_gen.backends.kernel.lower.scalar_ops import activation
 from torsh_gen.backends.kernel.program import (
-    ALIGN,
+    KernelCall,
     Program,
     TensorRef,
     WeightStore,
+    _align,
     _Builder,
     _tensor_info,
     check_lowerable,
@@ -105,22 +106,20 @@ class _GpuBuilder(_Builder):
         super().__init__(graph, GPU_SCHEDULE, store)
         self._scratch_at = 0  # scratch used by the node being built
 
+    #: op type -> the method that lowers it with a GPU kernel of its own (returns False
+    #: to leave the node to the generic lowering).
+    OWN_KERNELS = {
+        "Conv": "_conv", "FusedConv": "_conv", "MatMul": "_matmul", "FusedMatMul": "_matmul",
+        "Gemm": "_matmul", "Transpose": "_transpose", "Softmax": "_softmax", "LogSoftmax": "_softmax",
+        "LayerNormalization": "_layer_norm", "GlobalAveragePool": "_global_pool",
+        "GlobalMaxPool": "_global_pool", "Attention": "_attention",
+    }
+
     def node(self, node: Node) -> None:
         self._scratch_at = 0
+        method = self.OWN_KERNELS.get(node.op_type)
         try:
-            if node.op_type in ("Conv", "FusedConv") and self._conv(node):
-                return
-            if node.op_type in ("MatMul", "FusedMatMul", "Gemm") and self._matmul(node):
-                return
-            if node.op_type == "Transpose" and self._transpose(node):
-                return
-            if node.op_type in ("Softmax", "LogSoftmax") and self._softmax(node):
-                return
-            if node.op_type == "LayerNormalization" and self._layer_norm(node):
-                return
-            if node.op_type in ("GlobalAveragePool", "GlobalMaxPool") and self._global_pool(node):
-                return
-            if node.op_type == "Attention" and not node.domain and self._attention(node):
+            if method is not None and getattr(self, method)(node):
                 return
         except LoweringDeclined:
             pass
@@ -132,30 +131,34 @@ class _GpuBuilder(_Builder):
         from torsh_gen.backends.kernel.ir import itemsize
 
         ref = TensorRef("scratch", 0, self._scratch_at, dtype, (n,))
-        self._scratch_at += -(-max(n * itemsize(dtype), 1) // ALIGN) * ALIGN
+        self._scratch_at += _align(max(n * itemsize(dtype), 1))
         self.scratch_bytes = max(self.scratch_bytes, self._scratch_at)
         return ref
 
     def kernel_call(self, kb: KernelBuilder, refs: dict[str, TensorRef], node: Node, op: str) -> None:
-        from torsh_gen.backends.kernel.program import KernelCall
-
+        """Add the kernel ``kb`` built and a call of it on ``refs`` (buffer name -> tensor)."""
         kernel = kb.build()
         name = self.add_kernel(kernel, op)
         self.program.calls.append(KernelCall(name, [refs[b.name] for b in kernel.buffers], node.name, node.op_type))
+
+    def node_kernel(self, kb: KernelBuilder, refs: dict[str, TensorRef], node: Node, op: str) -> bool:
+        """The kernel computing ``node`` whole: its call, and output 0 found at ``y0``."""
+        self.kernel_call(kb, refs, node, op)
+        self.refs[id(node.outputs[0])] = refs["y0"]
+        return True
 
     # convolutions ------------------------------------------------------------
     def _conv(self, node: Node) -> bool:
         x, w = node.inputs[0], node.inputs[1]
         xd, xs = _tensor_info(x)
-        _, ws = _tensor_info(w)
+        wd, ws = _tensor_info(w)
         yd, ys = _tensor_info(node.outputs[0])
         attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
         geo = conv_geometry(xs, ws, attrs)
-        if xd not in GEMM_DTYPES or yd != xd or _tensor_info(w)[0] != xd:
+        if xd not in GEMM_DTYPES or yd != xd or wd != xd:
             return False
         if geo.group != 1:
-            self._direct_conv(node, geo, attrs)
-            return True
+            return self._direct_conv(node, geo, attrs)
         xr, wr, yr = self.ref(x), self.ref(w), self.out_ref(node.outputs[0])
         bias = self.ref(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
         resid = self.ref(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
@@ -186,7 +189,7 @@ class _GpuBuilder(_Builder):
         self.refs[id(node.outputs[0])] = yr
         return True
 
-    def _direct_conv(self, node: Node, geo, attrs) -> None:
+    def _direct_conv(self, node: Node, geo, attrs) -> bool:
         """A grouped (depthwise) convolution: one thread per output, taps unrolled."""
         ys = _tensor_info(node.outputs[0])[1]
         refs = {"x0": self.ref(node.inputs[0]), "x1": self.ref(node.inputs[1])}
@@ -196,25 +199,16 @@ class _GpuBuilder(_Builder):
         refs["y0"] = self.out_ref(node.outputs[0])
         kb = KernelBuilder("gconv")
         buf = {k: kb.buffer(k, r.dtype, prod(r.shape), writable=k == "y0") for k, r in refs.items()}
-        (d_, h_, w_), (_, kh, kw) = geo.size, geo.kernel
-        (_, oh, ow), (sd, sh, sw) = geo.out, geo.strides
-        (dd, dh, dw), (bd, bh, bw) = geo.dilations, geo.begin
         cin_g, cout_g, positions = geo.cin // geo.group, geo.cout // geo.group, prod(geo.out)
         with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cout, kind="parallel", hint="oc") as oc:
             with kb.loop(positions, kind="parallel", hint="p") as p:
-                pz, py, px = p // (oh * ow), (p // ow) % oh, p % ow
                 acc = kb.local("f32", as_expr(0.0, "f32"))
                 with kb.loop(cin_g, hint="ci") as ci:
-                    plane = kb.let((n * geo.cin + (oc // cout_g) * cin_g + ci) * (d_ * h_ * w_), "pl")
+                    plane = kb.let(n * geo.cin + (oc // cout_g) * cin_g + ci, "pl")
                     wrow = kb.let((oc * cin_g + ci) * geo.taps, "wr")
                     for t in range(geo.taps):
-                        tz, ty, tx = t // (kh * kw), (t // kw) % kh, t % kw
-                        iz = kb.let(pz * sd + (tz * dd - bd), "iz")
-                        iy = kb.let(py * sh + (ty * dh - bh), "iy")
-                        ix = kb.let(px * sw + (tx * dw - bw), "ix")
-                        inside = logical_and(logical_and(_in_range(iz, d_), _in_range(iy, h_)), _in_range(ix, w_))
-                        at = Select(inside, plane + (iz * h_ + iy) * w_ + ix, idx(0))
-                        tap = Select(inside, buf["x0"][at], as_expr(0.0, "f32"))
+                        at, inside = _tap_source(kb, geo, plane, p, t)
+                        tap = Select(inside, buf["x0"][Select(inside, at, idx(0))], as_expr(0.0, "f32"))
                         kb.assign(acc, acc + tap * buf["x1"][wrow + t])
                 o = kb.let((n * geo.cout + oc) * positions + p, "o")
                 v: Expr = acc
@@ -225,8 +219,7 @@ class _GpuBuilder(_Builder):
                 act = attrs.activation if node.op_type == "FusedConv" else ""
                 params = list(attrs.activation_params or []) if node.op_type == "FusedConv" else []
                 buf["y0"][o] = activation(kb, kb.let(v, "v"), act, params)
-        self.kernel_call(kb, refs, node, "gconv")
-        self.refs[id(node.outputs[0])] = refs["y0"]
+        return self.node_kernel(kb, refs, node, "gconv")
 
     def _transpose(self, node: Node) -> bool:
         """One thread per output element, reading through the permuted strides."""
@@ -243,9 +236,7 @@ class _GpuBuilder(_Builder):
         y0 = kb.buffer("y0", xd, prod(ys), writable=True)
         with kb.loop(prod(ys), kind="parallel", hint="e") as i:
             y0[i] = x0[_broadcast_index(i, ys, src)]
-        self.kernel_call(kb, refs, node, "transpose")
-        self.refs[id(node.outputs[0])] = refs["y0"]
-        return True
+        return self.node_kernel(kb, refs, node, "transpose")
 
     def _row_buffers(self, kb: KernelBuilder, rows: Rows, refs: dict[str, TensorRef]) -> tuple:
         """The two rows of partials of a two-level row reduction (scratch)."""
@@ -258,12 +249,8 @@ class _GpuBuilder(_Builder):
         xd, xs = _tensor_info(node.inputs[0])
         if xd not in ("f32", "f16", "bf16") or not xs or prod(xs) == 0:
             return False
-        spec = lookup(node.op_type, node.domain, self.opset)
-        attrs = spec.resolve_attrs(node)
-        coerce = bool(getattr(spec, "coerce_2d", self.opset < 13))
-        axis = int(attrs.get("axis", 1 if coerce else -1)) % len(xs)
-        outer, n, inner = split_at(xs, axis, coerce)
-        rows = Rows(outer, n, inner)
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        rows = Rows(*softmax_split(xs, node, self.opset, attrs))
         refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
         kb = KernelBuilder("softmax")
         x0 = kb.buffer("x0", xd, prod(xs))
@@ -272,12 +259,12 @@ class _GpuBuilder(_Builder):
             warp_softmax(kb, rows, x0, y0, node.op_type == "LogSoftmax")
         else:
             row_softmax(kb, rows, x0, y0, self._row_buffers(kb, rows, refs), node.op_type == "LogSoftmax")
-        self.kernel_call(kb, refs, node, node.op_type)
-        self.refs[id(node.outputs[0])] = refs["y0"]
-        return True
+        return self.node_kernel(kb, refs, node, node.op_type)
 
     def _attention(self, node: Node) -> bool:
         """Attention of short sequences: one warp per query row (``attention.py``)."""
+        if node.domain:
+            return False  # another domain's op of that name
         if len(node.inputs) > 3 and any(v is not None and v.name for v in node.inputs[3:]):
             return False  # masks, KV caches, padding lengths: the generic lowering
         if any(v is not None and v.name for v in node.outputs[1:]):
@@ -300,9 +287,7 @@ class _GpuBuilder(_Builder):
         q, k, v = (kb.buffer(f"x{i}", "f32", prod(t[1])) for i, t in enumerate(types))
         y = kb.buffer("y0", "f32", prod(_tensor_info(node.outputs[0])[1]), writable=True)
         warp_attention(kb, g, q, k, v, y, scale, bool(attrs.get("is_causal", 0)))
-        self.kernel_call(kb, refs, node, "Attention")
-        self.refs[id(node.outputs[0])] = refs["y0"]
-        return True
+        return self.node_kernel(kb, refs, node, "Attention")
 
     def _global_pool(self, node: Node) -> bool:
         """GlobalAveragePool / GlobalMaxPool: one warp per channel plane."""
@@ -317,9 +302,7 @@ class _GpuBuilder(_Builder):
         x0 = kb.buffer("x0", xd, prod(xs))
         y0 = kb.buffer("y0", refs["y0"].dtype, rows.count, writable=True)
         warp_reduce(kb, rows, x0, y0, "max" if node.op_type == "GlobalMaxPool" else "mean")
-        self.kernel_call(kb, refs, node, node.op_type)
-        self.refs[id(node.outputs[0])] = refs["y0"]
-        return True
+        return self.node_kernel(kb, refs, node, node.op_type)
 
     def _layer_norm(self, node: Node) -> bool:
         """LayerNormalization over the trailing dims, rows reduced by lanes (``rows.py``)."""
@@ -349,30 +332,18 @@ class _GpuBuilder(_Builder):
             warp_layer_norm(kb, rows, x0, y0, scale, bias, eps)
         else:
             row_layer_norm(kb, rows, x0, y0, scale, bias, self._row_buffers(kb, rows, refs), eps)
-        self.kernel_call(kb, refs, node, node.op_type)
-        self.refs[id(node.outputs[0])] = refs["y0"]
-        return True
+        return self.node_kernel(kb, refs, node, node.op_type)
 
     def _im2col(self, node: Node, geo, xr: TensorRef, col: TensorRef) -> None:
         """``col[n][(c, taps)][positions]``: the input under each kernel tap, zero outside."""
         kb = KernelBuilder("im2col")
         src = kb.buffer("x0", xr.dtype, prod(xr.shape))
         dst = kb.buffer("y0", col.dtype, col.shape[0], writable=True)
-        (d_, h_, w_), (_kd, kh, kw) = geo.size, geo.kernel
-        (_od, oh, ow), (sd, sh, sw) = geo.out, geo.strides
-        (dd, dh, dw), (bd, bh, bw) = geo.dilations, geo.begin
         with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cin, kind="parallel", hint="c") as c:
             with kb.loop(geo.taps, kind="parallel", hint="t") as t:
                 with kb.loop(prod(geo.out), kind="parallel", hint="p") as p:
-                    tz, ty, tx = t // (kh * kw), (t // kw) % kh, t % kw
-                    pz, py, px = p // (oh * ow), (p // ow) % oh, p % ow
-                    iz = kb.let(pz * sd - bd + tz * dd, "iz")
-                    iy = kb.let(py * sh - bh + ty * dh, "iy")
-                    ix = kb.let(px * sw - bw + tx * dw, "ix")
-                    inside = logical_and(logical_and(_in_range(iz, d_), _in_range(iy, h_)), _in_range(ix, w_))
-                    at = ((n * geo.cin + c) * d_ + iz) * (h_ * w_) + iy * w_ + ix
-                    safe = Select(inside, at, idx(0))
-                    value = Select(inside, src[safe], as_expr(0.0, dst.dtype))
+                    at, inside = _tap_source(kb, geo, n * geo.cin + c, p, t)
+                    value = Select(inside, src[Select(inside, at, idx(0))], as_expr(0.0, dst.dtype))
                     dst[((n * geo.cin + c) * geo.taps + t) * prod(geo.out) + p] = value
         self.kernel_call(kb, {"x0": xr, "y0": col}, node, "im2col")
 
@@ -393,14 +364,11 @@ class _GpuBuilder(_Builder):
         n = bs[-2] if tb else bs[-1]
         a_batch, b_batch = as_[:-2], bs[:-2]
         if not b_batch:  # a 2-d right operand: fold A's batch into its rows
-            batch, m_all = 1, prod(a_batch) * m
-            geom = dict(m=m_all, batch=1, stride_a=0, stride_b=0, stride_c=0)
+            geom = dict(m=prod(a_batch) * m, batch=1, stride_a=0, stride_b=0, stride_c=0)
         elif a_batch == b_batch:
-            batch = prod(a_batch)
-            geom = dict(m=m, batch=batch, stride_a=m * k, stride_b=k * n, stride_c=m * n)
+            geom = dict(m=m, batch=prod(a_batch), stride_a=m * k, stride_b=k * n, stride_c=m * n)
         elif not a_batch:
-            batch = prod(b_batch)
-            geom = dict(m=m, batch=batch, stride_a=0, stride_b=k * n, stride_c=m * n)
+            geom = dict(m=m, batch=prod(b_batch), stride_a=0, stride_b=k * n, stride_c=m * n)
         else:
             return False
         if prod(ys) != geom["m"] * n * geom["batch"]:
@@ -424,7 +392,7 @@ class _GpuBuilder(_Builder):
             node=node.name, op_type=node.op_type, **geom,
         ))
         if extras or act or c is not yr:
-            self._epilogue(node, ys, c, yr, [(r, st, s) for r, st, s in extras], act, params)
+            self._epilogue(node, ys, c, yr, extras, act, params)
         self.refs[id(node.outputs[0])] = yr
         return True
 
@@ -451,6 +419,21 @@ class _GpuBuilder(_Builder):
 
 def _in_range(v: Expr, n: int) -> Expr:
     return logical_and(v >= 0, v < n)
+
+
+def _tap_source(kb: KernelBuilder, geo, plane: Expr, p: Expr, t: Expr | int) -> tuple[Expr, Expr]:
+    """Where kernel tap ``t`` of output position ``p`` reads input ``plane`` (an image's
+    channel): the flat input index and whether it lies inside the input (else padding)."""
+    (d_, h_, w_), (_, kh, kw) = geo.size, geo.kernel
+    (_, oh, ow), (sd, sh, sw) = geo.out, geo.strides
+    (dd, dh, dw), (bd, bh, bw) = geo.dilations, geo.begin
+    tz, ty, tx = t // (kh * kw), (t // kw) % kh, t % kw
+    pz, py, px = p // (oh * ow), (p // ow) % oh, p % ow
+    iz = kb.let(pz * sd + (tz * dd - bd), "iz")
+    iy = kb.let(py * sh + (ty * dh - bh), "iy")
+    ix = kb.let(px * sw + (tx * dw - bw), "ix")
+    inside = logical_and(logical_and(_in_range(iz, d_), _in_range(iy, h_)), _in_range(ix, w_))
+    return (plane * d_ + iz) * (h_ * w_) + iy * w_ + ix, inside
 
 
 def _broadcast_index(i: Expr, shape, strides: list[int]) -> Expr:

@@ -38,8 +38,8 @@ from torsh_gen.backends.kernel.ir import (
     minimum,
 )
 
-#: Partial results per row (one warp).
-LANES = 32
+#: Partial results per row (one warp's worth).
+LANES = WARP
 
 
 class Rows:
@@ -97,6 +97,17 @@ def _combine(op: str, a: Expr, b: Expr) -> Expr:
     return maximum(a, b) if op == "max" else a + b
 
 
+def _inv_std(kb: KernelBuilder, var: Expr, eps: float) -> Expr:
+    """1 / sqrt(variance + epsilon)."""
+    return kb.let(Const(1.0, "f32") / call("sqrt", var + Const(eps, "f32")), "inv")
+
+
+def _put_normalized(rows: Rows, x: BufferRef, y: BufferRef, scale: BufferRef, bias: BufferRef | None, r: Expr, i: Expr, mean: Expr, inv: Expr) -> None:
+    """LayerNorm's output at element ``i`` of row ``r``."""
+    v = (x[rows.at(r, i)] - mean) * inv * scale[i]
+    y[rows.at(r, i)] = v + bias[i] if bias is not None else v
+
+
 def softmax(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, parts: tuple[BufferRef, BufferRef], log_form: bool) -> None:
     """Softmax (or LogSoftmax) of every row in three launches: partial maxima, partial
     sums of exp(x - max), outputs."""
@@ -138,9 +149,7 @@ def layer_norm(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, scale:
     def put(r: Expr, i: Expr) -> None:
         mean = kb.let(rows.total(kb, p0, r, "add") * inv_n, "mean")
         var = rows.total(kb, p1, r, "add") * inv_n
-        inv = kb.let(Const(1.0, "f32") / call("sqrt", var + Const(eps, "f32")), "inv")
-        v = (x[rows.at(r, i)] - mean) * inv * scale[i]
-        y[rows.at(r, i)] = v + bias[i] if bias is not None else v
+        _put_normalized(rows, x, y, scale, bias, r, i, mean, _inv_std(kb, var, eps))
 
     rows.each(kb, put)
 
@@ -207,13 +216,8 @@ def warp_layer_norm(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, s
             return d * d
 
         var = _warp_total(kb, rows, r, lane, square, "add") * inv_n
-        inv = kb.let(Const(1.0, "f32") / call("sqrt", var + Const(eps, "f32")), "inv")
-
-        def put(r: Expr, i: Expr) -> None:
-            v = (x[rows.at(r, i)] - mean) * inv * scale[i]
-            y[rows.at(r, i)] = v + bias[i] if bias is not None else v
-
-        _warp_each(kb, rows, r, lane, put)
+        inv = _inv_std(kb, var, eps)
+        _warp_each(kb, rows, r, lane, lambda r, i: _put_normalized(rows, x, y, scale, bias, r, i, mean, inv))
 
 
 def warp_reduce(kb: KernelBuilder, rows: Rows, x: BufferRef, y: BufferRef, op: str) -> None:

@@ -262,7 +262,10 @@ class _FunctionEmitter:
         else:
             self._serial(s, scope, start.v, stop.v)
 
-    def _serial(self, s: Loop, scope: _Scope, start: ir.Value, stop: ir.Value, step: int = 1) -> None:
+    def _serial(self, s: Loop, scope: _Scope, start: ir.Value, stop: ir.Value, step: int | ir.Value = 1) -> None:
+        """``for var in range(start, stop, step)``; an int step above 1 runs whole vectors
+        (the last iteration's lanes all below ``stop``), an ``ir.Value`` step (a GPU grid's
+        stride) one index at a time."""
         pre = self.b.block
         header = self.fn.append_basic_block("loop")
         body = self.fn.append_basic_block("body")
@@ -271,18 +274,19 @@ class _FunctionEmitter:
         self.b.position_at_end(header)
         i = self.b.phi(I64)
         i.add_incoming(start, pre)
-        last = ir.Constant(I64, step - 1)
-        self.b.cbranch(self.b.icmp_signed("<", self.b.add(i, last) if step > 1 else i, stop), body, exit_)
+        lanes = step if isinstance(step, int) else 1
+        last = ir.Constant(I64, lanes - 1)
+        self.b.cbranch(self.b.icmp_signed("<", self.b.add(i, last) if lanes > 1 else i, stop), body, exit_)
         self.b.position_at_end(body)
         inner = _Scope(dict(scope.names), dict(scope.local_types), dict(scope.strides))
-        if self.vec and step > 1:
+        if self.vec and lanes > 1:
             inner.names[s.var] = _Val(self._iota(i, step), "i64", step)
             inner.strides[s.var] = 1
         else:
             inner.names[s.var] = _Val(i, "i64")
             inner.strides[s.var] = 0
         self.block(s.body, inner)
-        nxt = self.b.add(i, ir.Constant(I64, step))
+        nxt = self.b.add(i, ir.Constant(I64, step) if isinstance(step, int) else step)
         back = self.b.branch(header)
         if s.kind == "rolled":
             back.set_metadata("llvm.loop", self._unroll_disabled())

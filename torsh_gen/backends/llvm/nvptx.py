@@ -80,25 +80,7 @@ class _GpuEmitter(_FunctionEmitter):
             # lanes share their iteration and leave the loop together (shuffles need all 32)
             self._lane = b.and_(tid, ir.Constant(I64, WARP - 1))
             thread, threads = b.lshr(thread, ir.Constant(I64, 5)), b.lshr(threads, ir.Constant(I64, 5))
-        first = b.add(start.v, thread)
-        step = threads
-        pre = b.block
-        header = self.fn.append_basic_block("grid")
-        body = self.fn.append_basic_block("thread")
-        exit_ = self.fn.append_basic_block("grid.done")
-        b.branch(header)
-        b.position_at_end(header)
-        i = b.phi(I64)
-        i.add_incoming(first, pre)
-        b.cbranch(b.icmp_signed("<", i, stop.v), body, exit_)
-        b.position_at_end(body)
-        inner = _Scope(dict(scope.names), dict(scope.local_types), dict(scope.strides))
-        inner.names[s.var] = _Val(i, "i64")
-        inner.strides[s.var] = 0
-        self.block(s.body, inner)
-        i.add_incoming(b.add(i, step), b.block)
-        b.branch(header)
-        b.position_at_end(exit_)
+        self._serial(s, scope, b.add(start.v, thread), stop.v, step=threads)
 
     def _expr(self, e, scope: _Scope) -> _Val:
         if not isinstance(e, (ShflXor, ShflIdx)):

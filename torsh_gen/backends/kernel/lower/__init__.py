@@ -169,6 +169,11 @@ class LowerCtx:
         """Lanes for a vector loop of trip count ``n`` (1 when too short to pay)."""
         return self.sched.lanes if n >= self.sched.lanes else 1
 
+    def inner_kind(self) -> str:
+        """The kind of a loop over contiguous elements: a vector loop on CPUs, a thread per
+        element (``parallel``) under a GPU schedule."""
+        return "parallel" if self.sched.gpu else "vector"
+
     def outer_kind(self, work: int) -> str:
         """``parallel`` when the target has threads and ``work`` elements make it worth it."""
         return "parallel" if self.sched.threads and work >= self.sched.parallel_min else "serial"

@@ -67,8 +67,7 @@ def elementwise_nest(
                 with kb.loop(hi, start=lo, kind="vector", width=ctx.sched.lanes) as i:
                     body([i * st[0] if st[0] != 1 else i for st in cstrides])
             return
-        k1, w1 = (kind, 1) if ctx.sched.gpu else ("vector", ctx.vector_width(n))
-        with kb.loop(n, kind=k1, width=w1) as i:
+        with kb.loop(n, kind=ctx.inner_kind(), width=ctx.vector_width(n)) as i:
             body([i * st[0] if st[0] != 1 else i for st in cstrides])
         return
     loops: list[Var] = []
@@ -76,10 +75,8 @@ def elementwise_nest(
     def nest(level: int, offsets: list[Expr]) -> None:
         n = cshape[level]
         last = level == len(cshape) - 1
-        if ctx.sched.gpu:  # every level parallel: one GPU thread per element
-            k = kind
-        else:
-            k = "vector" if last else (kind if level == 0 else "serial")
+        # under a GPU schedule every level is parallel: one thread per element
+        k = ctx.inner_kind() if last else (kind if level == 0 or ctx.sched.gpu else "serial")
         with kb.loop(n, kind=k, width=ctx.vector_width(n) if last else 1) as v:
             loops.append(v)
             new = [off + v * st[level] if st[level] not in (0, 1) else (off + v if st[level] == 1 else off) for off, st in zip(offsets, cstrides)]

@@ -149,7 +149,7 @@ def lower_gather(ctx: LowerCtx) -> None:
     if inner == 1:  # along the last axis: vector over the indices, data loads lane by lane
         with kb.loop(outer, kind=ctx.outer_kind(total)) as a:
             src, dst = kb.let(a * size, "src"), kb.let(a * n_idx, "dst")
-            with kb.loop(n_idx, kind=_inner_kind(ctx), width=ctx.vector_width(n_idx)) as j:
+            with kb.loop(n_idx, kind=ctx.inner_kind(), width=ctx.vector_width(n_idx)) as j:
                 y[dst + j] = x[src + safe_index(kb, ind[j], size)]
         return
     with kb.loop(outer * n_idx, kind=ctx.outer_kind(total)) as t:  # one contiguous run per index
@@ -157,13 +157,8 @@ def lower_gather(ctx: LowerCtx) -> None:
         row = safe_index(kb, ind[j], size)
         src = kb.let(((t // n_idx) * size + row if outer > 1 else row) * inner, "src")
         dst = kb.let(t * inner, "dst")
-        with kb.loop(inner, kind=_inner_kind(ctx), width=ctx.vector_width(inner)) as k:
+        with kb.loop(inner, kind=ctx.inner_kind(), width=ctx.vector_width(inner)) as k:
             y[dst + k] = x[src + k]
-
-
-def _inner_kind(ctx: LowerCtx) -> str:
-    """A copy loop inside one slice: vectors on CPUs, a thread per element on GPUs."""
-    return "parallel" if ctx.sched.gpu else "vector"
 
 
 @lowers("GatherElements")

@@ -50,8 +50,9 @@ from torsh_gen.backends.kernel.ir import (
     minimum,
 )
 from torsh_gen.backends.kernel.lower import LowerCtx, LoweringDeclined, lowers, norm_axis, prod
+from torsh_gen.ir.graph import Node
 from torsh_gen.ops.reduce import MAX_ENUMERATED_RANK, axes_choices
-from torsh_gen.ops.registry import lookup
+from torsh_gen.ops.registry import Attrs, lookup
 
 T = TypeVar("T")
 #: Inner extents above this are split into blocks so the outer loop has parallel work.
@@ -494,14 +495,19 @@ def lower_arg(ctx: LowerCtx) -> None:
 
 def _softmax_split(ctx: LowerCtx) -> tuple[int, int, int]:
     """(outer, n, inner) per opset: 2-D coercion before 13, one axis from 13."""
-    shape = ctx.in_shape(0)
-    spec = lookup(ctx.node.op_type, ctx.node.domain, ctx.opset)
-    coerce = bool(getattr(spec, "coerce_2d", ctx.opset < 13))
-    if ctx.node.op_type == "Hardmax":
-        coerce = ctx.opset < 13
+    return softmax_split(ctx.in_shape(0), ctx.node, ctx.opset, ctx.attrs)
+
+
+def softmax_split(shape: tuple[int, ...], node: Node, opset: int, attrs: Attrs) -> tuple[int, int, int]:
+    """``(outer, n, inner)`` of a Softmax-like node's input: 2-D coercion before opset 13
+    (as the op's spec says), one axis from 13."""
+    spec = lookup(node.op_type, node.domain, opset)
+    coerce = bool(getattr(spec, "coerce_2d", opset < 13))
+    if node.op_type == "Hardmax":
+        coerce = opset < 13
     if not shape:
         return 1, 1, 1
-    axis = norm_axis(int(ctx.attrs.get("axis", 1 if coerce else -1)), len(shape))
+    axis = norm_axis(int(attrs.get("axis", 1 if coerce else -1)), len(shape))
     return split_at(shape, axis, coerce)
 
 
