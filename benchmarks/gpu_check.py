@@ -276,7 +276,9 @@ def _check_and_time(task: Row, prep: Row, args: argparse.Namespace, until: float
 
     data = np.load(prep["io"])
     refs = {k[4:]: data[k] for k in data.files if k.startswith("out:")}
-    package = load_artifact(Path(prep["artifact"]))
+    from torsh_gen.tools.artifact import load_artifact
+
+    package = load_artifact(prep["artifact"])
     specs = {s["name"]: s["dtype"] for s in getattr(package, "INPUTS", ())}
     feeds = {k[3:]: data[k].astype(specs.get(k[3:], data[k].dtype)) for k in data.files if k.startswith("in:")}
     art = package.Model(device=0)
@@ -302,16 +304,6 @@ def _check_and_time(task: Row, prep: Row, args: argparse.Namespace, until: float
     if task["batch"] > 1:
         result["images_per_s"] = {k: task["batch"] * 1000.0 / times[f"{k}_ms"] for k in engines}
     return result
-
-
-def load_artifact(path: Path) -> Any:
-    """Import the artifact package at ``path`` under its folder's name."""
-    init = path / "__init__.py"
-    spec = importlib.util.spec_from_file_location(path.name, init, submodule_search_locations=[str(path)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[path.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def torch_graph(module: Any, x: Any) -> Callable[[], Any]:

@@ -12,7 +12,6 @@ and CuPy; reads plan.json for the step list.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import re
 import statistics
@@ -20,13 +19,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-
-def _load(folder: Path):
-    spec = importlib.util.spec_from_file_location(folder.name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[folder.name] = module
-    spec.loader.exec_module(module)
-    return module
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # torsh_gen need not be installed
 
 
 def _label(step: dict) -> str:
@@ -45,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     import cupy as cp
     import numpy as np
 
-    module = _load(args.artifact.resolve())
+    from torsh_gen.tools.artifact import load_artifact
+
+    module = load_artifact(args.artifact)
     plan = json.loads((args.artifact / "plan.json").read_text())
     model = module.Model(graphs=False)
     ex = model._executor

@@ -162,19 +162,31 @@ def _mobilenetv2() -> Any:
     return nn.Sequential(*layers)
 
 
-def _resnet18() -> Any:
-    """ResNet-18 (224x224, 1000 classes): basic blocks with projection shortcuts."""
+def _residual(body: Any, cin: int, cout: int, stride: int) -> Any:
+    """``relu(body(x) + shortcut(x))``: the ResNets' block around ``body`` (built first, so
+    the seeded weights come in the order they always did), with a projection shortcut where
+    the shape changes."""
     from torch import nn
 
-    class BasicBlock(nn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
+    class Residual(nn.Module):
+        def __init__(self) -> None:
             super().__init__()
-            self.body = nn.Sequential(_conv_bn(cin, cout, 3, stride, act=nn.ReLU), _conv_bn(cout, cout, 3))
+            self.body = body
             self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
             self.relu = nn.ReLU()
 
         def forward(self, x: Any) -> Any:
             return self.relu(self.body(x) + self.shortcut(x))
+
+    return Residual()
+
+
+def _resnet18() -> Any:
+    """ResNet-18 (224x224, 1000 classes): basic blocks with projection shortcuts."""
+    from torch import nn
+
+    def BasicBlock(cin: int, cout: int, stride: int) -> Any:  # noqa: N802  (reads as the class it builds)
+        return _residual(nn.Sequential(_conv_bn(cin, cout, 3, stride, act=nn.ReLU), _conv_bn(cout, cout, 3)), cin, cout, stride)
 
     layers: list[Any] = [_conv_bn(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
     cin = 64
@@ -189,18 +201,11 @@ def _resnet50() -> Any:
     """ResNet-50 v1.5 (224x224, 1000 classes): bottleneck blocks, the stride on the 3x3."""
     from torch import nn
 
-    class Bottleneck(nn.Module):
-        def __init__(self, cin: int, width: int, stride: int) -> None:
-            super().__init__()
-            cout = 4 * width
-            self.body = nn.Sequential(
-                _conv_bn(cin, width, 1, act=nn.ReLU), _conv_bn(width, width, 3, stride, act=nn.ReLU), _conv_bn(width, cout, 1)
-            )
-            self.shortcut = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else nn.Identity()
-            self.relu = nn.ReLU()
-
-        def forward(self, x: Any) -> Any:
-            return self.relu(self.body(x) + self.shortcut(x))
+    def Bottleneck(cin: int, width: int, stride: int) -> Any:  # noqa: N802  (reads as the class it builds)
+        body = nn.Sequential(
+            _conv_bn(cin, width, 1, act=nn.ReLU), _conv_bn(width, width, 3, stride, act=nn.ReLU), _conv_bn(width, 4 * width, 1)
+        )
+        return _residual(body, cin, 4 * width, stride)
 
     layers: list[Any] = [_conv_bn(3, 64, 7, 2, act=nn.ReLU), nn.MaxPool2d(3, 2, 1)]
     cin = 64
