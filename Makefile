@@ -17,7 +17,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,torch,serve,tflite]"
+	$(PY) -m pip install --quiet -e ".[dev,torch,serve,tflite,tvm]"
 	touch $(STAMP)
 
 demo: setup

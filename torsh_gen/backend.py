@@ -114,9 +114,28 @@ class CudaHostRep(BackendRep):
         return tuple(self.plan.run(feeds).values())
 
 
+class TvmRep(BackendRep):
+    """A model built with the TVM backend for ``target`` (``target="tvm-cpu"``) and run
+    in this process by TVM's Relax VM, without exporting a library."""
+
+    def __init__(self, model: Any, level: str, target: str) -> None:
+        from torsh_gen.backends.tvm.session import TvmSession
+        from torsh_gen.tools.compile import optimized_graph
+
+        if isinstance(model, (str, Path)) and not Path(model).exists():
+            raise InputError(f"{model}: no such model file")
+        self.session = TvmSession(optimized_graph(model, target, level, backend="tvm"), target)
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """Run on a list of inputs (graph order), a dict by name, or one array."""
+        return tuple(self.session.run(_named_feeds(inputs, self.session.input_names)).values())
+
+
 def _compile_rep(model: Any, level: str, target: str = "cpu") -> BackendRep:
     if target == "cuda-host":
         return CudaHostRep(model, level)
+    if target.startswith("tvm-"):
+        return TvmRep(model, level, target.removeprefix("tvm-"))
     from torsh_gen.tools.artifact import load_artifact
     from torsh_gen.tools.compile import compile_model
 

@@ -17,8 +17,19 @@ from torsh_gen.errors import InputError
 TARGETS: dict[str, str] = {"cpu": "torsh_gen.backends.python"}
 
 
-def backend_for(target: str) -> ModuleType:
-    """The backend module building ``target``; InputError listing the known targets."""
+def backend_for(target: str, backend: str = "torsh") -> ModuleType:
+    """The backend module building ``target``; InputError listing the known targets.
+
+    ``backend="tvm"`` picks the TVM backend, whose targets (cpu, cuda, vulkan, metal,
+    opencl, rocm) are TVM's code generators rather than ours."""
+    if backend == "tvm":
+        from torsh_gen.backends.tvm.build import TARGETS as TVM_TARGETS
+
+        if target not in TVM_TARGETS:
+            raise InputError(f"unknown target '{target}' for --backend tvm; known: {', '.join(TVM_TARGETS)}")
+        return importlib.import_module("torsh_gen.backends.tvm")
+    if backend != "torsh":
+        raise InputError(f"unknown backend '{backend}'; choose torsh (our code generators) or tvm")
     module = TARGETS.get(target)
     if module is None:
         from torsh_gen.backends.llvm.targets import ALIASES, load_target, target_names

@@ -84,12 +84,14 @@ def compile_model(
     input_shapes: Sequence[str] | None = None,
     embed_weights: bool = False,
     tf32: bool = False,
+    backend: str = "torsh",
 ) -> CompileReport:
     """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
 
     A Graph is optimized in place. ``passes`` replaces the level's pipeline; ``check``
     runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
-    rather than at the artifact's first import. ``tf32`` lets a CUDA artifact's float32
+    rather than at the artifact's first import. ``backend="tvm"`` builds ``target`` with
+    Apache TVM instead of our code generators. ``tf32`` lets a CUDA artifact's float32
     GEMMs use TF32 tensor cores. ``input_shapes`` (``--input-shape`` specs)
     reach the loader of a path whose format records no input shapes (TorchScript) and then
     bind the graph's symbolic dims (any format), as native targets need static shapes.
@@ -99,10 +101,11 @@ def compile_model(
     start = time.perf_counter()
     out = Path(out_dir)
     package = _package_name(out)
-    backend = backend_for(target)
+    backend_module = backend_for(target, backend)
     _check_destination(out)
-    graph, source_name, sha, nodes_before, reports = _optimize(model, backend, _pipeline(level, passes), input_shapes, check)
-    info = backend.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
+    names = _pipeline(level, passes, backend_module)
+    graph, source_name, sha, nodes_before, reports = _optimize(model, backend_module, names, input_shapes, check)
+    info = backend_module.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
     if embed_weights:
         if not hasattr(info, "embed_weights"):
             raise InputError(f"--embed-weights applies to native targets, not to target {target}")
@@ -114,14 +117,14 @@ def compile_model(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
     try:
-        result = backend.write_package(graph, tmp, info)
-        kernel_seconds = backend.precompile(tmp) if precompile else 0.0
+        result = backend_module.write_package(graph, tmp, info)
+        kernel_seconds = backend_module.precompile(tmp) if precompile else 0.0
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return CompileReport(
-        out, package, target, info.level, info.passes, reports, nodes_before, _count(graph), result.files,
+        out, package, target if backend == "torsh" else f"{backend}-{target}", info.level, info.passes, reports, nodes_before, _count(graph), result.files,
         result.fast_nodes, result.reference_nodes, result.kernels, result.weight_bytes, result.memory,
         time.perf_counter() - start, kernel_seconds,
     )
@@ -129,14 +132,15 @@ def compile_model(
 
 def optimized_graph(
     model: Any, target: str, level: str = "O3", input_shapes: Sequence[str] | None = None,
-    passes: list[str] | None = None,
+    passes: list[str] | None = None, backend: str = "torsh",
 ) -> Graph:
     """``model`` loaded and optimized for ``target`` exactly as ``compile_model`` does it
     (function expansion, the level's pipeline or ``passes``, the memory plan), without
     packaging: for tools that lower the graph themselves (the CUDA plan run on the host)."""
     from torsh_gen.backends import backend_for
 
-    return _optimize(model, backend_for(target), _pipeline(level, passes), input_shapes, False)[0]
+    module = backend_for(target, backend)
+    return _optimize(model, module, _pipeline(level, passes, module), input_shapes, False)[0]
 
 
 def _optimize(
@@ -233,8 +237,13 @@ def _check_destination(out: Path) -> None:
         raise InputError(f"{out} exists and is not a torsh-gen artifact; choose another output folder or empty it")
 
 
-def _pipeline(level: str, passes: list[str] | None) -> list[str]:
+def _pipeline(level: str, passes: list[str] | None, backend: Any = None) -> list[str]:
+    """The level's passes (or ``passes``), less those the backend skips when the level
+    chose them (``SKIP_PASSES``: the TVM backend fuses by itself), plus the memory plan."""
     names = pipeline(level, passes)
+    skip = getattr(backend, "SKIP_PASSES", frozenset())
+    if passes is None:
+        names = [n for n in names if n not in skip]
     for name in names:
         get_pass(name)  # fail before any work when a pass is unknown
     import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
