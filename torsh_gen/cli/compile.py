@@ -27,7 +27,9 @@ app = typer.Typer()
 def compile_command(
     model: ModelArg,
     output: Annotated[Path, typer.Option("--output", "-o", help="Package folder to write; its name is the package name.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target: cpu (Python package) or a native one (see `torsh-gen targets`).")] = "cpu",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target: cpu (Python package) or a native one (see `torsh-gen targets`); with --backend tvm: cpu, cuda, vulkan, metal, opencl or rocm.")] = "cpu",
+    backend: Annotated[str, typer.Option("--backend", help="Code generator: torsh (ours) or tvm (Apache TVM, the 'tvm' extra).")] = "torsh",
+    tune: Annotated[int, typer.Option("--tune", help="--backend tvm: run MetaSchedule with this many trials (database kept in OUTPUT/tuning).")] = 0,
     level: Annotated[str, typer.Option("--level", "-O", help="Pipeline: O0, O1, O2 or O3.")] = "O3",
     passes: Annotated[str | None, typer.Option("--passes", help="Run exactly these passes, comma-separated (overrides --level).")] = None,
     verify: Annotated[bool, typer.Option("--verify", help="Run the IR verifier after every pass.")] = False,
@@ -41,7 +43,7 @@ def compile_command(
     from torsh_gen.tools.optimize import parse_pass_list
 
     with status(f"Compiling {model}"):
-        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights, tf32=tf32)
+        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights, tf32=tf32, backend=backend, tune=tune)
     data = report.to_dict()
     if not emit_data(data, fmt):
         render_compile(console, data)
@@ -62,6 +64,8 @@ def render_compile(con: Console, data: dict[str, Any]) -> None:
             f"nodes {n0} → {n1}: {data['fast_nodes']} by fast emitters, {data['reference_nodes']} by reference kernels; "
             f"{data['kernels']} numba kernels ({data['kernel_seconds']:.2f} s); weights {data['weight_bytes']:,} B"
         )
+    elif data["target"].startswith("tvm-"):
+        con.print(f"nodes {n0} → {n1}: built by Apache TVM; weights {data['weight_bytes']:,} B")
     else:
         con.print(f"nodes {n0} → {n1}: {data['kernels']} LLVM kernels for {data['fast_nodes']} nodes; weights {data['weight_bytes']:,} B")
         if mem.get("workspace_bytes") is not None:

@@ -85,13 +85,15 @@ def compile_model(
     embed_weights: bool = False,
     tf32: bool = False,
     backend: str = "torsh",
+    tune: int = 0,
 ) -> CompileReport:
     """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
 
     A Graph is optimized in place. ``passes`` replaces the level's pipeline; ``check``
     runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
     rather than at the artifact's first import. ``backend="tvm"`` builds ``target`` with
-    Apache TVM instead of our code generators. ``tf32`` lets a CUDA artifact's float32
+    Apache TVM instead of our code generators; ``tune`` runs that many MetaSchedule trials
+    (the database stays in ``out_dir/tuning`` for the next build). ``tf32`` lets a CUDA artifact's float32
     GEMMs use TF32 tensor cores. ``input_shapes`` (``--input-shape`` specs)
     reach the loader of a path whose format records no input shapes (TorchScript) and then
     bind the graph's symbolic dims (any format), as native targets need static shapes.
@@ -102,18 +104,16 @@ def compile_model(
     out = Path(out_dir)
     package = _package_name(out)
     backend_module = backend_for(target, backend)
+    _check_options(target, backend, embed_weights, tf32, tune)
     _check_destination(out)
     names = _pipeline(level, passes, backend_module)
     graph, source_name, sha, nodes_before, reports = _optimize(model, backend_module, names, input_shapes, check)
     info = backend_module.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
-    if embed_weights:
-        if not hasattr(info, "embed_weights"):
-            raise InputError(f"--embed-weights applies to native targets, not to target {target}")
-        info.embed_weights = True
-    if tf32:
-        if not target.startswith("cuda"):
-            raise InputError(f"--tf32 applies to the CUDA targets, not to target {target}")
-        info.tf32 = True  # read by the cuda backend's package writer
+    info.embed_weights = embed_weights
+    info.tf32 = tf32  # read by the cuda backend's package writer
+    if tune:
+        info.tune = tune
+        info.previous_dir = out if out.is_dir() else None
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
     try:
@@ -128,6 +128,21 @@ def compile_model(
         result.fast_nodes, result.reference_nodes, result.kernels, result.weight_bytes, result.memory,
         time.perf_counter() - start, kernel_seconds,
     )
+
+
+def _check_options(target: str, backend: str, embed_weights: bool, tf32: bool, tune: int) -> None:
+    """Refuse options that do not apply to this target or backend, before any work."""
+    from torsh_gen.backends import backend_for
+
+    native = backend == "torsh" and target != "cpu" and hasattr(backend_for(target), "lowers")
+    if embed_weights and not (native and not target.startswith("cuda")):
+        raise InputError(f"--embed-weights applies to native targets, not to target {target}")
+    if tf32 and not (backend == "torsh" and target.startswith("cuda")):
+        raise InputError(f"--tf32 applies to the CUDA targets, not to target {target}")
+    if tune and backend != "tvm":
+        raise InputError("--tune applies to --backend tvm (MetaSchedule); our own targets are not tuned")
+    if tune < 0:
+        raise InputError(f"--tune takes a number of trials >= 0, not {tune}")
 
 
 def optimized_graph(
@@ -248,7 +263,7 @@ def _pipeline(level: str, passes: list[str] | None, backend: Any = None) -> list
         get_pass(name)  # fail before any work when a pass is unknown
     import torsh_gen.passes.memplan  # noqa: F401  (registers plan_memory)
 
-    if PLAN_PASS not in names:
+    if PLAN_PASS not in names and PLAN_PASS not in skip:
         names = names + [PLAN_PASS]
     return names
 

@@ -10,17 +10,30 @@ here imports it until a build needs it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
-from torsh_gen.backends.llvm.artifact import ArtifactInfo, PackageResult
+from torsh_gen.backends.llvm.artifact import ArtifactInfo as _NativeInfo
+from torsh_gen.backends.llvm.artifact import PackageResult
 from torsh_gen.backends.tvm.convert import has_converter
 from torsh_gen.ir.graph import Node
 
 __all__ = ["SKIP_PASSES", "ArtifactInfo", "PackageResult", "lowers", "precompile", "write_package"]
 
+@dataclass
+class ArtifactInfo(_NativeInfo):
+    """The manifest's provenance, plus what a TVM build may be asked for."""
+
+    #: MetaSchedule trials (``--tune N``); 0 builds with the default schedules only.
+    tune: int = 0
+    #: The artifact being replaced, whose tuning database a rebuild reuses.
+    previous_dir: Path | None = None
+
+
 #: Our passes that make ops of our own domain (fused kernels, fused quantized ops) which TVM
-#: would only have to take apart again: TVM fuses by itself (relax FuseOps / FuseTIR).
-SKIP_PASSES = frozenset({"fuse_quant", "fuse_epilogues", "fuse_elementwise"})
+#: would only have to take apart again: TVM fuses by itself (relax FuseOps / FuseTIR), and
+#: plans memory by itself (StaticPlanBlockMemory).
+SKIP_PASSES = frozenset({"fuse_quant", "fuse_epilogues", "fuse_elementwise", "plan_memory"})
 
 
 def lowers(node: Node) -> bool:
