@@ -106,7 +106,7 @@ def _weights_blob(params: list[np.ndarray]) -> tuple[bytes, list[dict[str, Any]]
         pad = -offset % ALIGN
         chunks.append(b"\0" * pad)
         offset += pad
-        data = np.ascontiguousarray(arr).tobytes()
+        data = np.asarray(arr, order="C").tobytes()
         entries.append({"offset": offset, "dtype": _dtype_name(arr.dtype), "shape": list(arr.shape)})
         chunks.append(data)
         offset += len(data)

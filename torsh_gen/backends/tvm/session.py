@@ -36,7 +36,7 @@ class TvmSession:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}")
-        args = [tvm.runtime.tensor(np.ascontiguousarray(feeds[n])) for n in self.input_names]
+        args = [tvm.runtime.tensor(np.asarray(feeds[n], order="C")) for n in self.input_names]
         outs = self.vm["main"](*args, *self.params)
         return {n: _numpy(o) for n, o in zip(self.output_names, outs)}
 
