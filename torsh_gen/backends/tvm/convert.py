@@ -74,7 +74,7 @@ def converts(*op_types: str) -> Callable[[Converter], Converter]:
 
 
 def _load_converters() -> None:
-    from torsh_gen.backends.tvm import ops_elementwise, ops_nn, ops_reduce, ops_tensor  # noqa: F401
+    from torsh_gen.backends.tvm import ops_elementwise, ops_misc, ops_nn, ops_reduce, ops_tensor  # noqa: F401
 
 
 def has_converter(node: Node) -> bool:
@@ -200,8 +200,10 @@ class Ctx:
         (the weights file). Converters use it for weights they rearrange at compile time."""
         from tvm import relax
 
-        arr = np.ascontiguousarray(array)
+        arr = np.asarray(array, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         dtype = _tvm_of_numpy(arr.dtype)
+        if arr.size == 0:  # TVM cannot serialize an empty constant into the library
+            return relax.op.zeros(arr.shape, dtype)
         if arr.size <= PARAM_MIN_ELEMENTS:
             return relax.const(arr, dtype)
         var = relax.Var(f"w{len(self.params)}", relax.TensorType(list(arr.shape), dtype))
