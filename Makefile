@@ -65,7 +65,9 @@ test-slow: setup
 	$(PY) -m pytest -q -m slow $(PYTEST_PARALLEL)
 
 conformance: setup
-ifdef TARGET
+ifeq ($(BACKEND),tvm)
+	$(PY) -m torsh_gen.tools.conformance --target tvm-$(or $(TARGET),cpu) --failures conformance-tvm-failures.txt --json conformance-tvm.json
+else ifdef TARGET
 	$(PY) -m torsh_gen.tools.conformance --target $(TARGET) --failures conformance-$(TARGET)-failures.txt --json conformance-$(TARGET).json
 else
 	$(PY) -m torsh_gen.tools.conformance --failures conformance-failures.txt --json conformance-latest.json

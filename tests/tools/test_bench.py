@@ -73,7 +73,7 @@ def test_bench_onnxruntime_only_and_json_cli(capsys, mlp_files):
 def test_bench_errors_are_one_line(capsys, mlp_files, mlp_model, tmp_path: Path):
     model, art = mlp_files
     with pytest.raises(InputError, match="unknown engine"):
-        bench_model(model, engines=["tvm"])
+        bench_model(model, engines=["tensorrt"])
     with pytest.raises(InputError, match="at least 1"):
         bench_model(model, engines=["onnxruntime"], repeat=0)
     code, _, err = cli(capsys, "bench", str(model), "-a", str(art), "--compare", "onnxruntime,mxnet")
@@ -83,6 +83,18 @@ def test_bench_errors_are_one_line(capsys, mlp_files, mlp_model, tmp_path: Path)
     broken = write_numpy_artifact(tmp_path / "broken", mlp_model, broken=True)
     with pytest.raises(TorshGenError, match="torsh-gen: RuntimeError: kernel crashed"):
         bench_model(model, artifact_dir=broken, **FAST)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tvm") is None, reason="Apache TVM is not installed (extra tvm)")
+def test_our_three_builds_side_by_side(mlp_files):
+    """The cpu package, our x86_64 library and the TVM build of one model in one run, each
+    compiled for the run with the benchmark's shapes."""
+    model, art = mlp_files
+    result = bench_model(model, engines=["torsh-gen", "x86_64-linux", "tvm", "onnxruntime"], artifact_dir=art, bindings={"batch": 2}, **FAST)
+    assert list(result["engines"]) == ["torsh-gen", "x86_64-linux", "tvm", "onnxruntime"]
+    for stats in result["engines"].values():
+        _check_engine_stats(stats)
+        assert stats["ratio_vs_onnxruntime"] > 0
 
 
 def test_torch_needs_a_module(capsys, mlp_files):

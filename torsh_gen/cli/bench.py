@@ -29,7 +29,7 @@ def bench_command(
     model: ModelArg,
     artifact: Annotated[Path | None, typer.Option("--artifact", "-a", help="A compiled artifact folder. Default: compile MODEL into a temp folder.")] = None,
     threads: Annotated[int, typer.Option("--threads", "-t", help="Threads for every engine.")] = 2,
-    compare: Annotated[str, typer.Option("--compare", help="Engines beside ours, comma-separated: onnxruntime, torch (or 'none').")] = "onnxruntime",
+    compare: Annotated[str, typer.Option("--compare", help="Engines beside ours, comma-separated: onnxruntime, torch, x86_64-linux (our native library), tvm (the TVM backend's build), or 'none'.")] = "onnxruntime",
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls per engine before timing.")] = 10,
     repeat: Annotated[int, typer.Option("--repeat", "-r", help="Timed calls per engine.")] = 100,
     blocks: Annotated[int, typer.Option("--blocks", help="Alternate the engines in this many blocks.")] = 5,

@@ -89,10 +89,12 @@ def package_name(stem: str) -> str:
 
 
 def compile_to_temp(
-    model: str | os.PathLike, *, level: str = "O3", input_shapes: Sequence[str] | None = None, target: str = "cpu"
+    model: str | os.PathLike, *, level: str = "O3", input_shapes: Sequence[str] | None = None, target: str = "cpu",
+    backend: str = "torsh",
 ) -> Path:
     """Compile ``model`` for ``target`` (cpu, or a native target whose artifact has the same
-    Python interface) into a temporary folder removed when the process exits."""
+    Python interface; with ``backend="tvm"`` a TVM build) into a temporary folder removed
+    when the process exits."""
     try:
         from torsh_gen.tools.compile import compile_model
     except ModuleNotFoundError as e:
@@ -102,7 +104,7 @@ def compile_to_temp(
     tmp = Path(tempfile.mkdtemp(prefix="torsh-gen-artifact-"))
     atexit.register(shutil.rmtree, tmp, ignore_errors=True)
     out = tmp / package_name(Path(model).stem)
-    compile_model(model, out, target=target, level=level, input_shapes=input_shapes)
+    compile_model(model, out, target=target, level=level, input_shapes=input_shapes, backend=backend)
     return out
 
 

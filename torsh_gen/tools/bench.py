@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import gc
+import inspect
 import json
 import math
 import os
@@ -48,8 +49,11 @@ import numpy as np
 from torsh_gen import __version__
 from torsh_gen.errors import InputError, TorshGenError
 
-ENGINES = ("torsh-gen", "onnxruntime", "torch")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+ENGINES = ("torsh-gen", "onnxruntime", "torch", "x86_64-linux", "tvm")
+#: Engines that are artifacts we compile for the run: engine → (target, backend). The
+#: ``torsh-gen`` engine is the artifact given (``--artifact``) or the cpu target's.
+COMPILED_ENGINES = {"x86_64-linux": ("x86_64-linux", "torsh"), "tvm": ("cpu", "tvm")}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "TVM_NUM_THREADS")
 #: (done, total, label): the coordinator reports progress through this (total 0: not known yet).
 Progress = Callable[[int, int, str], None]
 
@@ -174,12 +178,14 @@ def bench_model(
     t0 = time.perf_counter()
     folder = _artifact_folder(model, artifact_dir, input_shapes) if "torsh-gen" in engines else None
     compile_s = time.perf_counter() - t0 if folder is not None and artifact_dir is None else None
+    compiled = {e: _compiled_engine(model, e, feeds, order, progress) for e in engines if e in COMPILED_ENGINES}
     load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="torsh-gen-bench-") as tmp:
         feeds_path = Path(tmp) / "inputs.npz"
         np.savez(feeds_path, **{f"i{k}": feeds[name] for k, name in enumerate(order)})
         base = {"model": str(Path(model).resolve()), "inputs": str(feeds_path), "names": order, "threads": threads, "warmup": warmup, "rewarm_s": rewarm_s, "input_shapes": list(input_shapes or [])}
-        specs = {e: {**base, "engine": e, "artifact": str(folder) if folder else None, "torch": _factory_dict(torch_factory)} for e in engines}
+        artifacts = {"torsh-gen": str(folder) if folder else None, **{e: str(f) for e, f in compiled.items()}}
+        specs = {e: {**base, "engine": e, "artifact": artifacts.get(e), "torch": _factory_dict(torch_factory)} for e in engines}
         results = _measure(specs, repeat, blocks, settle_s, progress)
     for stats in results.values():
         ref = results.get("onnxruntime")
@@ -238,6 +244,19 @@ def _artifact_folder(model: str | os.PathLike, artifact_dir: str | os.PathLike |
     if not is_artifact(artifact_dir):
         raise ArtifactError(f"{artifact_dir}: not a torsh-gen artifact; compile one with `torsh-gen compile MODEL -o DIR`")
     return Path(artifact_dir).resolve()
+
+
+def _compiled_engine(model: str | os.PathLike, engine: str, feeds: dict[str, np.ndarray], order: list[str], progress: Progress | None) -> Path:
+    """Compile ``model`` for a compiled engine (our x86_64 library, the TVM build) into a
+    temporary folder, its inputs bound to the benchmark's shapes (native targets need
+    static shapes)."""
+    from torsh_gen.tools.artifact import compile_to_temp
+
+    if progress:
+        progress(0, 0, f"compiling for {engine}")
+    target, backend = COMPILED_ENGINES[engine]
+    shapes = [f"{name}={'x'.join(map(str, feeds[name].shape))}" for name in order if feeds[name].ndim]
+    return compile_to_temp(model, input_shapes=shapes, target=target, backend=backend)
 
 
 def _factory_dict(factory: TorchFactory | None) -> dict[str, Any] | None:
@@ -361,7 +380,10 @@ def _load_engine(spec: dict[str, Any], feeds: dict[str, np.ndarray]) -> Callable
 
     _mark_rss(spec)
     artifact = load_artifact(spec["artifact"])
-    runner = artifact.Model() if hasattr(artifact, "Model") else artifact
+    runner = artifact
+    if hasattr(artifact, "Model"):  # a native library takes its thread count at load
+        takes_threads = "threads" in inspect.signature(artifact.Model).parameters
+        runner = artifact.Model(threads=threads) if takes_threads else artifact.Model()
     return lambda: runner.run(**feeds)
 
 

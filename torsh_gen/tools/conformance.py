@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-pass", type=int, default=0, help="exit 1 if fewer cases pass")
     p.add_argument("-v", "--verbose", action="store_true", help="print every failure")
     p.add_argument("--mode", choices=("reference", "compiled"), default="reference", help="run the reference interpreter or compiled artifacts")
-    p.add_argument("--target", default="cpu", help="target of compiled mode: cpu, a native target (x86_64-linux, host) or cuda-host (the CUDA plan run on this CPU)")
+    p.add_argument("--target", default="cpu", help="target of compiled mode: cpu, a native target (x86_64-linux, host), cuda-host (the CUDA plan run on this CPU) or tvm-cpu (built by the TVM backend)")
     args = p.parse_args(argv)
     if args.target != "cpu":
         args.mode = "compiled"
