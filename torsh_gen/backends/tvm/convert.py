@@ -53,35 +53,52 @@ DTYPES: dict[DType, str] = {
 
 Converter = Callable[["Ctx", Node], Sequence[Any]]
 CONVERTERS: dict[str, Converter] = {}
+#: Per op, an optional test of whether its converter takes a node, asked before conversion:
+#: a node it does not take counts as having no converter, so an op ONNX defines as a
+#: function is expanded into its body instead of being refused.
+ACCEPTS: dict[str, Callable[[Node], bool]] = {}
 
 
 class Decline(Exception):
     """This converter cannot take this node; the message says why."""
 
 
-def converts(*op_types: str) -> Callable[[Converter], Converter]:
+def converts(*op_types: str, accepts: Callable[[Node], bool] | None = None) -> Callable[[Converter], Converter]:
     """Register the decorated function as the converter of ``op_types`` (standard ONNX
-    domain, or our ``ai.torsh`` one: op names do not collide)."""
+    domain, or our ``ai.torsh`` one: op names do not collide). ``accepts`` tells, from the
+    node alone, whether the converter takes it (see ``ACCEPTS``)."""
 
     def register(fn: Converter) -> Converter:
         for op in op_types:
             if op in CONVERTERS:
                 raise ValueError(f"two TVM converters for {op}")
             CONVERTERS[op] = fn
+            if accepts is not None:
+                ACCEPTS[op] = accepts
         return fn
 
     return register
 
 
 def _load_converters() -> None:
-    from torsh_gen.backends.tvm import ops_elementwise, ops_misc, ops_nn, ops_reduce, ops_tensor  # noqa: F401
+    """Import every ``ops_*`` module of this package (each registers its converters)."""
+    import importlib
+    import pkgutil
+
+    import torsh_gen.backends.tvm as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name.startswith("ops_"):
+            importlib.import_module(f"{package.__name__}.{info.name}")
 
 
 def has_converter(node: Node) -> bool:
-    """Whether some converter is registered for ``node``'s op (it may still decline)."""
+    """Whether a converter is registered for ``node``'s op and accepts it (it may still
+    decline during conversion, for reasons only the Relax operands show)."""
     if not CONVERTERS:
         _load_converters()
-    return node.op_type in CONVERTERS
+    accepts = ACCEPTS.get(node.op_type)
+    return node.op_type in CONVERTERS and (accepts is None or accepts(node))
 
 
 def tvm_dtype(dtype: DType) -> str:
@@ -289,6 +306,9 @@ def _convert_node(ctx: Ctx, node: Node, missing: list[str]) -> None:
     label = f"'{node.name or '<unnamed>'}' ({node.op_type})"
     if fn is None:
         missing.append(f"{label}: no TVM converter for {node.op_type}")
+        return
+    if not has_converter(node):
+        missing.append(f"{label}: the TVM converter of {node.op_type} does not take this node and it has no function body")
         return
     if missing:  # keep listing ops without converters, but stop building
         return
