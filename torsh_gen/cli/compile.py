@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -42,11 +44,50 @@ def compile_command(
     from torsh_gen.tools.compile import compile_model
     from torsh_gen.tools.optimize import parse_pass_list
 
-    with status(f"Compiling {model}"):
-        report = compile_model(model, output, target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights, tf32=tf32, backend=backend, tune=tune)
+    options = dict(target=target, level=level, passes=parse_pass_list(passes), check=verify, input_shapes=input_shape, embed_weights=embed_weights, tf32=tf32, backend=backend, tune=tune)
+    if tune > 0:
+        with _TuningProgress(tune) as progress:
+            report = compile_model(model, output, progress=progress, **options)
+    else:
+        with status(f"Compiling {model}"):
+            report = compile_model(model, output, **options)
     data = report.to_dict()
     if not emit_data(data, fmt):
         render_compile(console, data)
+
+
+class _TuningProgress:
+    """A rich progress bar on stderr over MetaSchedule's measured trials, advanced by the
+    tuner's progress lines ("... (measured/total)"); silent with --quiet."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+
+    def __enter__(self) -> Callable[[str], None]:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        from torsh_gen.cli.common import STATE
+
+        self.bar = None if STATE["quiet"] else Progress(TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task("tuning", total=self.trials)
+        return self.update
+
+    def update(self, line: str) -> None:
+        match = re.search(r"\((\d+)/(\d+)\)\s*$", line)
+        if self.bar is not None and match:
+            self.bar.update(self.task, completed=min(int(match.group(1)), self.trials))
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def render_compile(con: Console, data: dict[str, Any]) -> None:

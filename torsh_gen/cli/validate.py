@@ -38,6 +38,7 @@ def validate_command(
     input_shape: InputShapeOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for random inputs.")] = 0,
     target: Annotated[str, typer.Option("--target", "-t", help="Without --artifact: the target to compile for (cpu or a native one runnable here).")] = "cpu",
+    backend: Annotated[str, typer.Option("--backend", help="Without --artifact: the code generator, torsh (ours) or tvm (Apache TVM).")] = "torsh",
     fmt: FormatOpt = OutputFormat.table,
 ) -> None:
     """Run the artifact of MODEL and onnxruntime on the same inputs; exit 1 outside tolerance."""
@@ -45,7 +46,7 @@ def validate_command(
     from torsh_gen.tools.validate import validate_model
 
     with status("Validating" if artifact else f"Compiling and validating {model}"):
-        report = validate_model(model, artifact, inputs=inputs, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape, rtol=rtol, atol=atol, seed=seed, target=target)
+        report = validate_model(model, artifact, inputs=inputs, bindings=parse_input_shapes(input_shape or []), input_shapes=input_shape, rtol=rtol, atol=atol, seed=seed, target=target, backend=backend)
     if not emit_data(report, fmt):
         render_validate(console, report)
     if not report["match"]:

@@ -115,12 +115,13 @@ def ensure_artifact(
     level: str = "O3",
     input_shapes: Sequence[str] | None = None,
     target: str = "cpu",
+    backend: str = "torsh",
 ) -> tuple[ModuleType, Path]:
     """The artifact of ``model``: loaded from ``artifact_dir``, or compiled for ``target``
-    into a temp folder."""
+    (by ``backend``) into a temp folder."""
     folder = (
         Path(artifact_dir)
         if artifact_dir is not None
-        else compile_to_temp(model, level=level, input_shapes=input_shapes, target=target)
+        else compile_to_temp(model, level=level, input_shapes=input_shapes, target=target, backend=backend)
     )
     return load_artifact(folder), folder

@@ -86,6 +86,7 @@ def compile_model(
     tf32: bool = False,
     backend: str = "torsh",
     tune: int = 0,
+    progress: Callable[[str], None] | None = None,
 ) -> CompileReport:
     """Compile ``model`` (path, Graph, ModelProto or bytes) into the package ``out_dir``.
 
@@ -93,7 +94,8 @@ def compile_model(
     runs the IR verifier after every pass; ``precompile`` compiles numba kernels now
     rather than at the artifact's first import. ``backend="tvm"`` builds ``target`` with
     Apache TVM instead of our code generators; ``tune`` runs that many MetaSchedule trials
-    (the database stays in ``out_dir/tuning`` for the next build). ``tf32`` lets a CUDA artifact's float32
+    (the database stays in ``out_dir/tuning`` for the next build; ``progress`` gets a line
+    per tuning step). ``tf32`` lets a CUDA artifact's float32
     GEMMs use TF32 tensor cores. ``input_shapes`` (``--input-shape`` specs)
     reach the loader of a path whose format records no input shapes (TorchScript) and then
     bind the graph's symbolic dims (any format), as native targets need static shapes.
@@ -111,9 +113,10 @@ def compile_model(
     info = backend_module.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
     info.embed_weights = embed_weights
     info.tf32 = tf32  # read by the cuda backend's package writer
-    if tune:
+    if backend == "tvm":
         info.tune = tune
         info.previous_dir = out if out.is_dir() else None
+        info.progress = progress
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
     try:
@@ -143,6 +146,8 @@ def _check_options(target: str, backend: str, embed_weights: bool, tf32: bool, t
         raise InputError("--tune applies to --backend tvm (MetaSchedule); our own targets are not tuned")
     if tune < 0:
         raise InputError(f"--tune takes a number of trials >= 0, not {tune}")
+    if tune and target != "cpu":
+        raise InputError(f"--tune measures candidates on the device: tune the cpu target here, not {target}")
 
 
 def optimized_graph(

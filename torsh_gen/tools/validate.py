@@ -112,21 +112,37 @@ def validate_model(
     atol: float = DEFAULT_ATOL,
     seed: int = 0,
     target: str = "cpu",
+    backend: str = "torsh",
 ) -> dict[str, Any]:
-    """Validate the artifact of ``model`` (compiled for ``target`` into a temp folder when
-    none is given; native targets need static shapes, bound by ``input_shapes``).
+    """Validate the artifact of ``model`` (compiled for ``target`` by ``backend`` into a
+    temp folder when none is given; native targets need static shapes, bound by
+    ``input_shapes``; the TVM backend runs its cpu builds here).
 
     Inputs come from an .npz (``inputs``) or are random from the declared shapes, with
     symbolic dims bound by ``bindings``; ``input_shapes`` go to the loader of a format
     that records no input shapes (TorchScript).
     """
-    if artifact_dir is None and target != "cpu":
+    if artifact_dir is None and backend == "tvm":
+        _check_tvm_runs_here(target)
+    elif artifact_dir is None and target != "cpu":
         _check_runs_here(target)
     graph = load_model(model, input_shapes)
     feeds = load_inputs(inputs) if inputs else random_inputs(graph, bindings, seed)
-    module, folder = ensure_artifact(model, artifact_dir, input_shapes=input_shapes, target=target)
+    module, folder = ensure_artifact(model, artifact_dir, input_shapes=input_shapes, target=target, backend=backend)
     report = validate_artifact(graph, module, feeds, rtol=rtol, atol=atol)
     return {"model": str(model), "artifact": str(Path(folder)), "compiled": artifact_dir is None, **report}
+
+
+def _check_tvm_runs_here(target: str) -> None:
+    """Refuse, before compiling, a TVM build for a device this machine does not have."""
+    from torsh_gen.backends.tvm.build import TARGETS
+
+    spec = TARGETS.get(target)
+    if spec is not None and not spec.runs_here:
+        raise InputError(
+            f"a TVM build for {target} needs a {target} device to run; compile it here with "
+            f"`torsh-gen compile MODEL --backend tvm --target {target} -o DIR` and validate DIR where the device is"
+        )
 
 
 def _check_runs_here(target: str) -> None:

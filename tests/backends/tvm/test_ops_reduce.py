@@ -226,3 +226,23 @@ def test_windows_sized_by_their_declared_output(op: str, periodic: int) -> None:
         output_datatype=TensorProto.DOUBLE,
     )
     check_tvm(model, {"n": np.array(10, np.int64)}, rtol=1e-12, atol=1e-12, oracle="reference")
+
+
+@pytest.mark.parametrize("op", ["ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("elem", [TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16])
+def test_max_min_keep_infinities_and_nans(op: str, elem: int) -> None:
+    """A set of only -inf (+inf) gives -inf (+inf), not the largest finite value (the
+    Attention body's fully-masked-row test depends on it), a NaN anywhere gives NaN, and
+    the 16-bit types build (TVM's isnan rejects bfloat16)."""
+    import ml_dtypes
+
+    np_type = {TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16, TensorProto.BFLOAT16: ml_dtypes.bfloat16}[elem]
+    x = _x(3, 4, 5)
+    x[0] = -np.inf if op == "ReduceMax" else np.inf
+    x[1, 2, 3] = np.nan
+    x = x.astype(np_type)
+    axes = _i64("axes", [1, 2])
+    model = node_model(op, [("x", elem, [3, 4, 5]), ("axes", I64, [2])], [("y", elem, None)], [axes], opset=18, keepdims=0)
+    got = tvm_session(model).run({"x": x})["y"].astype(np.float32)
+    fn = np.max if op == "ReduceMax" else np.min
+    np.testing.assert_array_equal(got, fn(x.astype(np.float32), axis=(1, 2)))

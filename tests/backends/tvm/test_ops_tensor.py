@@ -386,3 +386,19 @@ def test_split_empty_parts_and_symbolic_uneven_parts_and_size() -> None:
         for g, w in zip(got, want):
             np.testing.assert_array_equal(g, w)
     check_tvm(node_model("Size", [("x", F, ["N", 5])], [("y", I64, None)]), {"x": _x(4, 5)})
+
+
+def test_range_takes_one_element_vectors() -> None:
+    """Range's operands are scalars by the spec, but function bodies (AffineGrid) pass
+    one-element 1-D tensors; the run-time count and values read their one element."""
+    from onnx import TensorProto
+
+    model = node_model(
+        "Range",
+        [("s", TensorProto.FLOAT, [1]), ("l", TensorProto.FLOAT, [1]), ("d", TensorProto.FLOAT, [1])],
+        [("y", TensorProto.FLOAT, None)],
+        opset=11,
+    )
+    feeds = {"s": np.array([1.0], np.float32), "l": np.array([4.0], np.float32), "d": np.array([0.5], np.float32)}
+    got = tvm_session(model).run(feeds)["y"]
+    np.testing.assert_array_equal(got, np.arange(1.0, 4.0, 0.5, dtype=np.float32))

@@ -10,6 +10,7 @@ here imports it until a build needs it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class ArtifactInfo(_NativeInfo):
     tune: int = 0
     #: The artifact being replaced, whose tuning database a rebuild reuses.
     previous_dir: Path | None = None
+    #: Called with one line per step of tuning (the CLI's progress display).
+    progress: Callable[[str], None] | None = None
 
 
 #: Our passes that make ops of our own domain (fused kernels, fused quantized ops) which TVM

@@ -32,7 +32,9 @@ class TvmTarget:
 TARGETS: dict[str, TvmTarget] = {
     t.name: t
     for t in (
-        TvmTarget("cpu", "llvm", True, "LLVM for this machine's CPU (its features as LLVM detects them)"),
+        TvmTarget(
+            "cpu", "llvm", True, "LLVM for this machine's CPU (its features as LLVM detects them)"
+        ),
         TvmTarget("cuda", "cuda", False, "CUDA kernels for sm_80 and newer (compiled with nvcc)"),
         TvmTarget("vulkan", "vulkan", False, "SPIR-V kernels for Vulkan"),
         TvmTarget("metal", "metal", False, "Metal shading language kernels (Apple GPUs)"),
@@ -88,12 +90,85 @@ def _host_llvm() -> dict[str, Any]:
     return {"kind": "llvm", "mcpu": llvm.get_host_cpu_name(), "num-cores": os.cpu_count() or 1}
 
 
-def build(mod: Any, target_name: str) -> Any:
-    """Compile the Relax module for ``target_name``; the relax executable."""
+def build(mod: Any, target_name: str, *, schedule: bool = True, tune_dir: str | None = None) -> Any:
+    """Compile the Relax module for ``target_name``; the relax executable.
+
+    On the CPU, ``schedule`` (default) moves convolutions to channels-last and gives every
+    TIR function a default schedule (schedule_cpu: parallel, SIMD, register tiles) instead
+    of the scalar single-threaded loops TVM's default pipeline leaves. ``tune_dir``, a
+    MetaSchedule work directory (tune.tune), applies the tuned schedules recorded there;
+    functions it has no record for get the default schedule."""
     tvm = require_tvm()
     from tvm import relax
 
     target = tvm_target(target_name)
-    mod = relax.transform.LiftTransformParams()(mod)
+    if target_name != "cpu" or not schedule:
+        mod = relax.transform.LiftTransformParams()(mod)
+        if target_name == "cpu":
+            pipeline = relax.get_default_pipeline(target)
+        else:
+            from torsh_gen.backends.tvm.gpu_pipeline import gpu_pipeline
+
+            pipeline = gpu_pipeline(target)
+        with target:
+            return tvm.compile(mod, target=target, relax_pipeline=pipeline)
+    mod = cpu_prepare(mod, target)
+    return tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, tune_dir))
+
+
+def cpu_prepare(mod: Any, target: Any) -> Any:
+    """The Relax-level part of the CPU build: channels-last layout, then weight-only work
+    lifted into ``main_transform_params`` (so the weight transposes run once, at load)."""
+    from tvm import relax
+
+    from torsh_gen.backends.tvm.schedule_cpu import channels_last
+
     with target:
-        return tvm.compile(mod, target=target, relax_pipeline=relax.get_default_pipeline(target))
+        if _calls(mod, "relax.nn.conv2d"):  # ConvertLayout fails on some ops (stack), so only where it pays
+            mod = channels_last()(mod)
+        return relax.transform.LiftTransformParams()(mod)
+
+
+def _calls(mod: Any, op_name: str) -> bool:
+    """Whether ``mod``'s ``main`` binds a call of the Relax op ``op_name``."""
+    from tvm import relax
+    from tvm.ir import Op
+
+    op = Op.get(op_name)
+    body = mod["main"].body
+    for block in getattr(body, "blocks", []):
+        for binding in block.bindings:
+            value = getattr(binding, "value", None)
+            if isinstance(value, relax.Call) and value.op.same_as(op):
+                return True
+    return False
+
+
+def cpu_pipeline(target: Any, tune_dir: str | None = None) -> Any:
+    """TVM's CPU pipeline with our default schedules (and, given ``tune_dir``, the tuned
+    ones from its MetaSchedule database) between fusion and lowering."""
+    tvm = require_tvm()
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from torsh_gen.backends.tvm.schedule_cpu import default_schedule
+
+    tuned = []
+    if tune_dir is not None:
+        from torsh_gen.backends.tvm.tune import apply_database
+
+        tuned = [apply_database(tune_dir)]
+
+    @tvm.transform.module_pass(opt_level=0, name="TorshCpuPipeline")
+    def pipeline(mod: Any, _ctx: Any) -> Any:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu.library_dispatch_passes(target)
+                + cpu.legalize_passes(target)
+                + tuned
+                + [default_schedule()]
+                + cpu.dataflow_lower_passes(target)
+                + cpu.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return pipeline

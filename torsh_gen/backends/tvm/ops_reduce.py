@@ -215,7 +215,7 @@ def _r_extreme(fn_name: str) -> Callable[..., Any]:
 
         fn = getattr(relax.op, fn_name)
         if dtype.startswith(("float", "bfloat")) and axes:
-            return _nan_propagating(ctx, fn, x, axes, keepdims)
+            return _nan_extreme(ctx, x, axes, keepdims, fn_name == "max")
         if dtype != "bool":
             return _reduced(ctx, fn, x, axes, keepdims)
         y = _reduced(ctx, fn, ctx.emit(relax.op.astype(x, "uint8")), axes, keepdims)
@@ -224,14 +224,48 @@ def _r_extreme(fn_name: str) -> Callable[..., Any]:
     return run
 
 
-def _nan_propagating(ctx: Ctx, fn: Callable[..., Any], x: Any, axes: list[int], keepdims: bool) -> Any:
-    """max/min that give NaN where the reduced set holds one, as numpy and onnx's
-    reference do (TVM's max/min drop NaNs depending on their position)."""
-    from tvm import relax
+def _isnan(v: Any) -> Any:
+    """isnan of a TIR float, through float32 for the 16-bit types (TVM's isnan rejects
+    bfloat16)."""
+    from tvm import tirx
 
-    y = ctx.emit(fn(x, axis=axes, keepdims=keepdims))
-    nan = ctx.emit(relax.op.max(relax.op.astype(relax.op.isnan(x), "uint8"), axis=axes, keepdims=keepdims))
-    return ctx.emit(relax.op.where(relax.op.astype(nan, "bool"), relax.const(np.nan, x.ty.dtype), y))
+    dtype = str(v.expr_ty())
+    return tirx.isnan(tirx.Cast("float32", v) if dtype in ("float16", "bfloat16") else v)
+
+
+def _nan_extreme(ctx: Ctx, x: Any, axes: list[int], keepdims: bool, greater: bool) -> Any:
+    """Float max/min as one TE reduction that starts from -inf/+inf (TVM's max/min start
+    from the type's largest finite value, so a set of only -inf gave -3.4e38 and the
+    Attention body's "row fully masked" test missed) and lets a NaN win wherever it sits,
+    as numpy and onnx's reference do (TVM's max/min drop NaNs depending on position)."""
+    from tvm import te, tirx
+
+    def combine(a: Any, b: Any) -> Any:
+        better = b > a if greater else b < a
+        return tirx.Select(_isnan(a), a, tirx.Select(tirx.any(better, _isnan(b)), b, a))
+
+    reducer = te.comm_reducer(combine, lambda t: tirx.const(float("-inf") if greater else float("inf"), t), name="nan_extreme")
+
+    def compute(t: Any) -> Any:
+        shape = list(t.shape)
+        raxes = {a: te.reduce_axis((0, shape[a]), name=f"k{a}") for a in axes}
+        out = [1 if k in raxes else d for k, d in enumerate(shape) if keepdims or k not in raxes]
+
+        def body(*idx: Any) -> Any:
+            it = iter(idx)
+            full = []
+            for k in range(len(shape)):
+                if k in raxes:
+                    if keepdims:
+                        next(it)
+                    full.append(raxes[k].var)
+                else:
+                    full.append(next(it))
+            return reducer(t(*full), axis=list(raxes.values()))
+
+        return te.compute(out, body, name="max" if greater else "min")
+
+    return ctx.emit_te(compute, x, primfunc_name_hint="max" if greater else "min")
 
 
 def _r_sum_square(ctx: Ctx, x: Any, axes: list[int], keepdims: bool, dtype: str) -> Any:

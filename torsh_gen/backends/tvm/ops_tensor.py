@@ -435,6 +435,12 @@ def constant_of_shape(ctx: Ctx, node: Node) -> Sequence[Any]:
     return [ctx.emit(relax.op.full(dims, _scalar(ctx, fill[0], dtype), dtype))]
 
 
+def _first(t: Any) -> Any:
+    """The one element of a Range operand: ONNX asks for scalars, models also pass
+    one-element 1-D tensors (AffineGrid's body does)."""
+    return t[tuple(0 for _ in t.shape)]
+
+
 @converts("Range")
 def range_(ctx: Ctx, node: Node) -> Sequence[Any]:
     """Constant operands give a constant; otherwise the count max(ceil((limit - start) /
@@ -450,7 +456,7 @@ def range_(ctx: Ctx, node: Node) -> Sequence[Any]:
     wide = "float64" if dtype.startswith(("float", "bfloat")) else I64
 
     def count(ts: Any, i: Any) -> Any:
-        s, lim, d = (tirx.Cast(wide, t[()]) for t in ts)
+        s, lim, d = (tirx.Cast(wide, t) for t in (_first(t) for t in ts))
         n = (
             (lim - s) / d
             if wide != I64
@@ -463,11 +469,11 @@ def range_(ctx: Ctx, node: Node) -> Sequence[Any]:
     n = _fresh_dims(ctx, _te(ctx, [1], count, *args, name="range_count"), "n")
 
     def body(ts: Any, i: Any) -> Any:
-        s, _, d = ts
+        s, _, d = (_first(t) for t in ts)
         if wide == I64:
-            return tirx.Cast(dtype, _i64(s[()]) + i * _i64(d[()]))
+            return tirx.Cast(dtype, _i64(s) + i * _i64(d))
         return tirx.Cast(
-            dtype, tirx.Cast(wide, s[()]) + tirx.Cast(wide, i) * tirx.Cast(wide, d[()])
+            dtype, tirx.Cast(wide, s) + tirx.Cast(wide, i) * tirx.Cast(wide, d)
         )
 
     return [_te(ctx, n, body, *args, name="range")]

@@ -26,6 +26,7 @@ from torsh_gen.ir.types import TensorType
 FORMAT = "torsh-gen-tvm/1"
 LIBRARY = "model.so"
 WEIGHTS = "weights.bin"
+TUNING = "tuning"
 ALIGN = 64
 TVM_REQUIREMENT = "apache-tvm==0.27.0.post1"
 
@@ -41,7 +42,8 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     tvm = require_tvm()
     folder = Path(folder)
     module = to_relax(graph)
-    executable = build(module.mod, info.target, **_tuning_options(info, folder))
+    tune_dir = _tuning(module, info, folder)
+    executable = build(module.mod, info.target, tune_dir=str(tune_dir) if tune_dir else None)
     executable.export_library(str(folder / LIBRARY))
     kernels = _write_kernel_sources(executable, folder)
     weights, entries = _weights_blob(module.params)
@@ -71,12 +73,29 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     return PackageResult(listed, len(graph.nodes), 0, len(kernels), len(weights), memory)
 
 
-def _tuning_options(info: ArtifactInfo, folder: Path) -> dict[str, Any]:
-    """Keyword arguments of ``build`` for ``--tune N`` (none without it)."""
+def _tuning(module: Any, info: ArtifactInfo, folder: Path) -> Path | None:
+    """The tuning records the build applies: those of the artifact being replaced (copied
+    into ``folder/tuning``), extended by ``--tune N`` trials of MetaSchedule; None when
+    there are none. Only CPU builds are tuned: tuning measures on the device."""
+    import shutil
+
     trials = int(getattr(info, "tune", 0) or 0)
-    if not trials:
-        return {}
-    return {"tune_trials": trials, "tune_dir": folder / "tuning", "previous_dir": getattr(info, "previous_dir", None)}
+    previous = getattr(info, "previous_dir", None)
+    tune_dir = folder / TUNING
+    if previous is not None and (Path(previous) / TUNING).is_dir():
+        shutil.copytree(Path(previous) / TUNING, tune_dir)
+    if trials:
+        from torsh_gen.backends.tvm.tune import tune
+        from torsh_gen.errors import InputError
+
+        dynamic = [v.name for v in module.inputs if not (isinstance(v.type, TensorType) and v.type.is_static)]
+        if dynamic:
+            raise InputError(
+                f"--tune needs static shapes (MetaSchedule tunes one shape); input(s) {dynamic} have symbolic "
+                "dims: bind them with --input-shape, e.g. --input-shape batch=1"
+            )
+        tune(module.mod, info.target, trials, str(tune_dir), progress=getattr(info, "progress", None))
+    return tune_dir if tune_dir.is_dir() else None
 
 
 def _target_json(name: str) -> Any:
