@@ -807,6 +807,8 @@ def resize(ctx: Ctx, node: Node) -> Sequence[Any]:
     exclude_outside, crop extrapolation) and the graph only gathers and weighs. Nearest
     needs no arithmetic, so it is exact for every dtype."""
 
+    if _resize_runtime_operands(ctx, node):
+        return [_resize_runtime(ctx, node)]
     spec = _resize_spec(ctx, node)
     dims = ctx.static_shape(node.inputs[0], "Resize's input")
     dtype = ctx.dtype(node.inputs[0])
@@ -1030,3 +1032,268 @@ def _resample(
         fill = spec.extrap if dtype in _FLOATS else int(spec.extrap)
         acc = ctx.emit(relax.op.where(mask, _scalar(fill, dtype), acc))
     return acc
+
+
+# -- resizing with run-time scales/sizes/roi ----------------------------------------------
+def _resize_legacy(ctx: Ctx, node: Node) -> bool:
+    """Upsample and Resize-10: scales in input 1, asymmetric coordinates, floor rounding."""
+    return node.op_type == "Upsample" or ctx.opset < 11
+
+
+def _resize_runtime_operands(ctx: Ctx, node: Node) -> bool:
+    """Whether any operand that decides the output shape or coordinates is computed at
+    run time (then the constant tap tables cannot be worked out here)."""
+    if node.op_type == "Upsample" and ctx.opset < 9:
+        return False
+    if _resize_legacy(ctx, node):
+        indices = [1]
+    else:
+        indices = [2, 3]
+        if _str_attr(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
+            indices.append(1)
+    return any(ctx.has(node, i) and ctx.const(node.inputs[i]) is None for i in indices)
+
+
+def _resize_runtime(ctx: Ctx, node: Node) -> Any:
+    """Resize whose scales, sizes or roi come at run time: a small kernel computes the
+    output dims (bound to fresh symbolic dims), then one kernel per resized axis works out,
+    for every output position, the input coordinate from the run-time scale and weighs
+    the taps around it (the same formulas as the constant path, in float64 TIR)."""
+    from torsh_gen.backends.tvm.ops_tensor import _fresh_dims
+
+    dims = ctx.static_shape(node.inputs[0], "Resize's input")
+    rank, dtype = len(dims), ctx.dtype(node.inputs[0])
+    spec, axes = _resize_runtime_spec(ctx, node, rank)
+    if spec.mode != "nearest" and dtype not in _FLOATS:
+        raise Decline(f"{spec.mode} Resize of {dtype}")
+    params, use_sizes = _resize_params(ctx, node, len(axes))
+    policy = _str_attr(node, "keep_aspect_ratio_policy", "stretch") if use_sizes else "stretch"
+    if policy not in ("stretch", "not_larger", "not_smaller"):
+        raise Decline(f"keep_aspect_ratio_policy {policy}")
+    geo = _RuntimeGeometry(dims, axes, use_sizes, policy)
+    out_dims = _fresh_dims(ctx, _resize_out_dims(ctx, geo, params), "rsz")
+    roi = None
+    if spec.ctm == "tf_crop_and_resize":
+        if not ctx.has(node, 1):
+            raise Decline("tf_crop_and_resize needs a roi")
+        roi = _f64_vec(ctx, node.inputs[1], 2 * len(axes), "Resize's roi")
+    y = ctx.x(node.inputs[0])
+    shape: list[Any] = list(dims)
+    for k, a in enumerate(axes):
+        shape[a] = out_dims[a]
+        y = _resample_runtime(ctx, y, list(shape), a, k, geo, spec, params, roi, dtype)
+    return y
+
+
+class _RuntimeGeometry:
+    """Static input dims, the resized axes and how the run-time parameters read."""
+
+    def __init__(self, dims: list[int], axes: list[int], use_sizes: bool, policy: str):
+        self.dims, self.axes, self.use_sizes, self.policy = dims, axes, use_sizes, policy
+
+    def factor(self, p: Any, k: int) -> Any:
+        """The scale factor of resized axis number ``k`` (float64 TIR) from the parameter
+        tensor ``p`` (sizes or scales, as float64)."""
+        from tvm import tirx
+
+        if not self.use_sizes:
+            return p[k]
+        ratios = [p[j] / float(self.dims[a]) for j, a in enumerate(self.axes)]
+        if self.policy == "stretch":
+            return ratios[k]
+        f = ratios[0]
+        for r in ratios[1:]:
+            f = tirx.min(f, r) if self.policy == "not_larger" else tirx.max(f, r)
+        return f
+
+    def out_dim(self, p: Any, k: int) -> Any:
+        """The output size of resized axis ``k`` (int64 TIR)."""
+        from tvm import tirx
+
+        n = float(self.dims[self.axes[k]])
+        if self.use_sizes and self.policy == "stretch":
+            v = p[k]
+        elif self.use_sizes:
+            v = tirx.floor(self.factor(p, k) * n + 0.5)
+        else:
+            v = tirx.floor(p[k] * n)
+        # clamped before the conversion: a huge or NaN scale must not make a wild size
+        return tirx.Cast("int64", tirx.max(tirx.min(v, 2.0**40), 0.0))
+
+
+def _resize_runtime_spec(ctx: Ctx, node: Node, rank: int) -> tuple[_ResizeSpec, list[int]]:
+    """Attributes of a run-time Resize and its axes (antialias needs a tap count that
+    depends on the scale, so it stays with the constant path)."""
+    mode = _str_attr(node, "mode", "nearest")
+    if mode not in ("nearest", "linear", "cubic", "bilinear"):
+        raise Decline(f"Resize mode {mode}")
+    mode = "linear" if mode == "bilinear" else mode
+    if _resize_legacy(ctx, node):
+        return _ResizeSpec(mode, "asymmetric", "floor", -0.75, False, 0.0, False), list(range(rank))
+    spec = _ResizeSpec(
+        mode,
+        _str_attr(node, "coordinate_transformation_mode", "half_pixel"),
+        _str_attr(node, "nearest_mode", "round_prefer_floor"),
+        float(node.attr("cubic_coeff_a", -0.75)),
+        bool(node.attr("exclude_outside", 0)),
+        float(node.attr("extrapolation_value", 0.0)),
+        bool(node.attr("antialias", 0)),
+    )
+    if spec.antialias:
+        raise Decline("antialias Resize with run-time scales or sizes")
+    if spec.ctm not in ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"):
+        raise Decline(f"coordinate_transformation_mode {spec.ctm}")
+    if spec.nearest not in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
+        raise Decline(f"nearest_mode {spec.nearest}")
+    axes = [ctx.axis(int(a), rank) for a in node.attr("axes", list(range(rank)))]
+    return spec, axes
+
+
+def _f64_vec(ctx: Ctx, value: Value, length: int, what: str) -> Any:
+    """A 1-D operand of static ``length`` as a float64 Relax tensor."""
+    from tvm import relax
+
+    x = ctx.x(value)
+    if len(ctx.shape_of(x)) != 1 or ctx.shape_of(x)[0] != length:
+        raise Decline(f"{what} must be a 1-D tensor of length {length}")
+    return ctx.emit(relax.op.astype(x, "float64")) if ctx.dtype(value) != "float64" else x
+
+
+def _resize_params(ctx: Ctx, node: Node, n_axes: int) -> tuple[Any, bool]:
+    """The sizes (when given and not empty) or else the scales, as float64, and which."""
+    if _resize_legacy(ctx, node):
+        return _f64_vec(ctx, node.inputs[1], n_axes, "Resize's scales"), False
+    if ctx.has(node, 3):
+        c = ctx.const(node.inputs[3])
+        if c is None or np.asarray(c).size:
+            return _f64_vec(ctx, node.inputs[3], n_axes, "Resize's sizes"), True
+    if not ctx.has(node, 2):
+        raise Decline("Resize needs scales or sizes")
+    return _f64_vec(ctx, node.inputs[2], n_axes, "Resize's scales"), False
+
+
+def _resize_out_dims(ctx: Ctx, geo: _RuntimeGeometry, params: Any) -> Any:
+    """The output shape as an int64 tensor (one kernel over the parameter tensor)."""
+    from tvm import te, tirx
+
+    rank = len(geo.dims)
+
+    def fn(p: Any) -> Any:
+        def body(j: Any) -> Any:
+            out = tirx.const(0, "int64")
+            for d in range(rank - 1, -1, -1):
+                v = geo.out_dim(p, geo.axes.index(d)) if d in geo.axes else tirx.const(geo.dims[d], "int64")
+                out = tirx.Select(j == d, v, out)
+            return out
+
+        return te.compute((rank,), body, name="resize_dims")
+
+    return ctx.emit_te(fn, params)
+
+
+def _runtime_coord(spec: _ResizeSpec, y: Any, n: int, out: Any, scale: Any, roi: tuple[Any, Any] | None) -> tuple[Any, Any]:
+    """(input coordinate, extrapolated?) of output position ``y`` (TIR, float64). As in
+    onnx's reference, the resized length in the formulas is ``scale * n`` (a float, not the
+    rounded output size) except for half_pixel_symmetric's adjustment."""
+    from tvm import tirx
+
+    f64 = "float64"
+    yf = tirx.Cast(f64, y)
+    of = scale * float(n)
+    one = of == 1.0
+    ctm = spec.ctm
+    outside = tirx.const(False, "bool")
+    if ctm == "align_corners":
+        x = tirx.Select(one, tirx.const(0.0, f64), yf * float(n - 1) / (of - 1.0))
+    elif ctm == "asymmetric":
+        x = yf / scale
+    elif ctm == "pytorch_half_pixel":
+        x = tirx.Select(one, tirx.const(-0.5, f64), (yf + 0.5) / scale - 0.5)
+    elif ctm == "half_pixel":
+        x = (yf + 0.5) / scale - 0.5
+    elif ctm == "half_pixel_symmetric":
+        x = float(n) / 2 * (1.0 - tirx.Cast(f64, out) / of) + (yf + 0.5) / scale - 0.5
+    else:
+        assert roi is not None
+        lo, hi = roi
+        span = (hi - lo) * float(n - 1)
+        x = lo * float(n - 1) + tirx.Select(one, span / 2, yf * span / (of - 1.0))
+        outside = tirx.Or(x < 0.0, x > float(n - 1))
+    return x, outside
+
+
+def _runtime_taps(spec: _ResizeSpec, x: Any, n: int) -> list[tuple[Any, Any]]:
+    """(integer index, float64 weight) of each tap read at coordinate ``x``: the rounded
+    neighbour for nearest, two for linear, four Keys taps for cubic (exclude_outside
+    renormalizes over the taps inside the input)."""
+    from tvm import tirx
+
+    f64 = "float64"
+    # clamped before the float->int conversion so nothing wild reaches an index
+    xc = tirx.max(tirx.min(x, float(n + 2)), -3.0)
+    base = tirx.floor(xc)
+    r = xc - base
+    x0 = tirx.Cast("int64", base)
+    if spec.mode == "nearest":
+        right = {
+            "round_prefer_floor": r > 0.5,
+            "round_prefer_ceil": r >= 0.5,
+            "floor": tirx.const(False, "bool"),
+            "ceil": r > 0.0,
+        }[spec.nearest]
+        return [(x0 + tirx.Select(right, tirx.const(1, "int64"), tirx.const(0, "int64")), tirx.const(1.0, f64))]
+    if spec.mode == "linear":
+        return [(x0, 1.0 - r), (x0 + 1, r)]
+    a = spec.cubic_a
+
+    def cubic(t: Any) -> Any:
+        t = tirx.abs(t)
+        near = ((a + 2) * t - (a + 3)) * t * t + 1.0
+        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+        return tirx.Select(t <= 1.0, near, tirx.Select(t < 2.0, far, tirx.const(0.0, f64)))
+
+    taps = [(x0 - 1, cubic(r + 1.0)), (x0, cubic(r)), (x0 + 1, cubic(1.0 - r)), (x0 + 2, cubic(2.0 - r))]
+    if spec.exclude:
+        zero = tirx.const(0.0, f64)
+        taps = [(i, tirx.Select(tirx.And(i >= 0, i < n), w, zero)) for i, w in taps]
+        total = taps[0][1] + taps[1][1] + taps[2][1] + taps[3][1]
+        total = tirx.Select(total == 0.0, tirx.const(1.0, f64), total)
+        taps = [(i, w / total) for i, w in taps]
+    return taps
+
+
+def _resample_runtime(
+    ctx: Ctx, y: Any, shape: list[Any], axis: int, k: int, geo: _RuntimeGeometry, spec: _ResizeSpec,
+    params: Any, roi: Any | None, dtype: str,
+) -> Any:
+    """One kernel resampling ``y`` along ``axis`` (resized axis number ``k``) to ``shape``."""
+    from tvm import te, tirx
+
+    n = geo.dims[axis]
+    n_axes = len(geo.axes)
+
+    def fn(data: Any, p: Any, *rest: Any) -> Any:
+        def body(*i: Any) -> Any:
+            box = (rest[0][k], rest[0][n_axes + k]) if rest else None
+            x, outside = _runtime_coord(spec, i[axis], n, shape[axis], geo.factor(p, k), box)
+            acc = None
+            for idx, w in _runtime_taps(spec, x, n):
+                j = list(i)
+                j[axis] = tirx.max(tirx.min(idx, tirx.const(n - 1, "int64")), tirx.const(0, "int64"))
+                v = data[tuple(j)]
+                if spec.mode == "nearest":
+                    acc = v
+                    continue
+                term = tirx.Cast("float64", v) * w
+                acc = term if acc is None else acc + term
+            if spec.mode != "nearest":
+                acc = tirx.Cast(dtype, acc)
+            if spec.ctm == "tf_crop_and_resize":
+                fill = spec.extrap if dtype in _FLOATS else int(spec.extrap)
+                acc = tirx.Select(outside, tirx.const(fill, dtype), acc)
+            return acc
+
+        return te.compute(tuple(shape), body, name="resize_rt")
+
+    args = [y, params] + ([roi] if roi is not None else [])
+    return ctx.emit_te(fn, *args)
