@@ -830,6 +830,19 @@ class _ResizeSpec:
         self.axes: dict[int, tuple[float, int, tuple[float, float] | None]] = {}
 
 
+def _attribute_spec(node: Node, mode: str) -> _ResizeSpec:
+    """The resampling attributes of a Resize (opset 10+) node, ONNX's defaults filled in."""
+    return _ResizeSpec(
+        mode,
+        _str_attr(node, "coordinate_transformation_mode", "half_pixel"),
+        _str_attr(node, "nearest_mode", "round_prefer_floor"),
+        float(node.attr("cubic_coeff_a", -0.75)),
+        bool(node.attr("exclude_outside", 0)),
+        float(node.attr("extrapolation_value", 0.0)),
+        bool(node.attr("antialias", 0)),
+    )
+
+
 def _resize_spec(ctx: Ctx, node: Node) -> _ResizeSpec:
     """Attributes and constant scales/sizes/roi, by opset: Upsample and Resize-10 take
     scales only and map coordinates asymmetrically with floor rounding."""
@@ -848,15 +861,7 @@ def _resize_spec(ctx: Ctx, node: Node) -> _ResizeSpec:
             scales = [float(s) for s in np.asarray(ctx.need_const(node.inputs[1], "Resize's scales")).reshape(-1)]
         sizes, axes, roi = None, list(range(rank)), None
     else:
-        spec = _ResizeSpec(
-            mode,
-            _str_attr(node, "coordinate_transformation_mode", "half_pixel"),
-            _str_attr(node, "nearest_mode", "round_prefer_floor"),
-            float(node.attr("cubic_coeff_a", -0.75)),
-            bool(node.attr("exclude_outside", 0)),
-            float(node.attr("extrapolation_value", 0.0)),
-            bool(node.attr("antialias", 0)),
-        )
+        spec = _attribute_spec(node, mode)
         axes = [ctx.axis(int(a), rank) for a in node.attr("axes", list(range(rank)))]
         scales = _optional_floats(ctx, node, 2, "Resize's scales")
         sizes = _optional_floats(ctx, node, 3, "Resize's sizes")
@@ -1130,15 +1135,7 @@ def _resize_runtime_spec(ctx: Ctx, node: Node, rank: int) -> tuple[_ResizeSpec, 
     mode = "linear" if mode == "bilinear" else mode
     if _resize_legacy(ctx, node):
         return _ResizeSpec(mode, "asymmetric", "floor", -0.75, False, 0.0, False), list(range(rank))
-    spec = _ResizeSpec(
-        mode,
-        _str_attr(node, "coordinate_transformation_mode", "half_pixel"),
-        _str_attr(node, "nearest_mode", "round_prefer_floor"),
-        float(node.attr("cubic_coeff_a", -0.75)),
-        bool(node.attr("exclude_outside", 0)),
-        float(node.attr("extrapolation_value", 0.0)),
-        bool(node.attr("antialias", 0)),
-    )
+    spec = _attribute_spec(node, mode)
     if spec.antialias:
         raise Decline("antialias Resize with run-time scales or sizes")
     if spec.ctm not in ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"):
