@@ -6,6 +6,7 @@ tests/conformance/baseline.json's "passed" when the count goes up.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -59,3 +60,34 @@ def test_cuda_host_conformance_does_not_regress():
     passed = sum(r.passed for r in results)
     failed = sorted(r.name for r in results if not r.passed)
     assert passed >= baseline["cuda_host_passed"], f"{passed} passed < baseline {baseline['cuda_host_passed']}; failing: {failed[:40]}"
+
+
+#: A cross-section of the families the TVM backend converts (elementwise, shapes, gathers,
+#: convolutions, pools, normalizations, reductions, quantization): about a minute.
+TVM_FAMILIES = (
+    r"^test_(relu|leakyrelu_default|sigmoid|erf|clip_default_min|mod_mixed_sign_int32|round|cast_FLOAT_to_INT32"
+    r"|reshape_reordered_all_dims|slice_neg_steps|gather_elements_negative_indices|pad|conv_with_strides_padding"
+    r"|maxpool_2d_ceil|averagepool_2d_pads_count_include_pad|batchnorm_epsilon|layer_normalization_4d_axis1"
+    r"|softmax_axis_1|reduce_max_empty_set|argmax_keepdims_example_select_last_index|topk|quantizelinear"
+    r"|dequantizelinear_axis|nonzero_example|resize_upsample_scales_linear$|gridsample$|lstm_defaults"
+    r"|nonmaxsuppression_two_classes|unique_sorted_with_axis|dft$)$"
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tvm") is None, reason="Apache TVM is not installed (extra tvm)")
+def test_tvm_backend_passes_its_families():
+    """The TVM backend (``target="tvm-cpu"``) on a cross-section of its op families."""
+    results = list(run_all(TVM_FAMILIES, mode="compiled", target="tvm-cpu"))
+    failed = sorted(f"{r.name}: {r.message}" for r in results if not r.passed)
+    assert len(results) >= 25 and not failed, failed[:10]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("tvm") is None, reason="Apache TVM is not installed (extra tvm)")
+def test_tvm_backend_conformance_does_not_regress():
+    """The whole node suite through the TVM backend (about 15 minutes: `make conformance BACKEND=tvm`)."""
+    baseline = json.loads(BASELINE.read_text())
+    results = list(run_all(mode="compiled", target="tvm-cpu"))
+    passed = sum(r.passed for r in results)
+    failed = sorted(r.name for r in results if not r.passed)
+    assert passed >= baseline["tvm_passed"], f"{passed} passed < baseline {baseline['tvm_passed']}; failing: {failed[:40]}"
