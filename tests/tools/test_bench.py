@@ -85,6 +85,7 @@ def test_bench_errors_are_one_line(capsys, mlp_files, mlp_model, tmp_path: Path)
         bench_model(model, artifact_dir=broken, **FAST)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("tvm") is None, reason="Apache TVM is not installed (extra tvm)")
 def test_our_three_builds_side_by_side(mlp_files):
     """The cpu package, our x86_64 library and the TVM build of one model in one run, each

@@ -274,6 +274,7 @@ def torch_built(tmp_path_factory):
     return {m.name: m.onnx_path for m in build_models(folder, TORCH_BUILT)}
 
 
+@pytest.mark.slow  # about 32 s of the default suite; the op-family and zoo tests cover the same kernels
 @pytest.mark.parametrize("name", TORCH_BUILT)
 def test_benchmark_models_assemble_and_run_on_host(name, torch_built, tmp_path):
     """Every kernel of the GPU benchmark suite assembles for sm_80 and sm_90, and its plan

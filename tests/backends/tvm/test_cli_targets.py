@@ -20,7 +20,14 @@ def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("target", "kernel", "marker"), [("cuda", "kernels/cuda.cu", "__global__"), ("opencl", "kernels/opencl.cl", "__kernel"), ("metal", "kernels/metal.metal", "kernel void")])
+@pytest.mark.parametrize(
+    ("target", "kernel", "marker"),
+    [
+        ("cuda", "kernels/cuda.cu", "__global__"),
+        pytest.param("opencl", "kernels/opencl.cl", "__kernel", marks=pytest.mark.slow),
+        pytest.param("metal", "kernels/metal.metal", "kernel void", marks=pytest.mark.slow),
+    ],
+)
 def test_gpu_targets_are_built_with_their_kernels(capsys, model_path: Path, tmp_path: Path, target: str, kernel: str, marker: str) -> None:
     out = tmp_path / f"conv_{target}"
     code, stdout, err = cli(capsys, "compile", str(model_path), "--backend", "tvm", "--target", target, "-o", str(out), "--format", "json")

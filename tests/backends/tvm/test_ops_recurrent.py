@@ -13,6 +13,9 @@ from onnx import TensorProto, helper
 
 from tests.backends.tvm.helpers import check_tvm
 
+#: Slow (about 75 s; the default suite's TVM conformance cross-section runs an LSTM): `make test-slow`.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("tvm")
 
 F = TensorProto.FLOAT

@@ -10,6 +10,9 @@ from onnx import numpy_helper
 
 from tests.backends.tvm.helpers import check_tvm, node_model
 
+#: Slow (about 3 minutes; the default suite's TVM conformance cross-section runs GridSample and run-time Resize): `make test-slow`.
+pytestmark = pytest.mark.slow
+
 F, I64 = TP.FLOAT, TP.INT64
 RNG = np.random.default_rng(7)
 
