@@ -100,8 +100,6 @@ class CudaHostRep(BackendRep):
         from torsh_gen.backends.cuda.host import host_plan
         from torsh_gen.tools.compile import optimized_graph
 
-        if isinstance(model, (str, Path)) and not Path(model).exists():
-            raise InputError(f"{model}: no such model file")
         self.plan = host_plan(optimized_graph(model, "cuda", level))
         self.input_names = [s.name for s in self.plan.program.inputs]
 
@@ -122,8 +120,6 @@ class TvmRep(BackendRep):
         from torsh_gen.backends.tvm.session import TvmSession
         from torsh_gen.tools.compile import optimized_graph
 
-        if isinstance(model, (str, Path)) and not Path(model).exists():
-            raise InputError(f"{model}: no such model file")
         self.session = TvmSession(optimized_graph(model, target, level, backend="tvm"), target)
 
     def run(self, inputs: Any, **kwargs: Any) -> tuple[Any, ...]:
@@ -132,6 +128,8 @@ class TvmRep(BackendRep):
 
 
 def _compile_rep(model: Any, level: str, target: str = "cpu") -> BackendRep:
+    if isinstance(model, (str, Path)) and not Path(model).exists():
+        raise InputError(f"{model}: no such model file")
     if target == "cuda-host":
         return CudaHostRep(model, level)
     if target.startswith("tvm-"):
@@ -143,8 +141,6 @@ def _compile_rep(model: Any, level: str, target: str = "cpu") -> BackendRep:
     atexit.register(shutil.rmtree, tmp, True)
     folder = tmp / f"model_{next(_compiled)}"
     try:
-        if isinstance(model, (str, Path)) and not Path(model).exists():
-            raise InputError(f"{model}: no such model file")
         compile_model(model, folder, target=target, level=level)
         return CompiledRep(folder, load_artifact(folder))
     except BaseException:

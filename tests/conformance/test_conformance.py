@@ -17,23 +17,27 @@ from torsh_gen.tools.conformance import run_all
 BASELINE = Path(__file__).with_name("baseline.json")
 
 
-def test_conformance_pass_count_does_not_regress():
+def _assert_not_below_baseline(key: str, **run: str) -> list:
+    """Run the whole suite (``run``: mode and target) and assert at least baseline[key]
+    cases pass; the results, for further checks."""
     baseline = json.loads(BASELINE.read_text())
-    results = list(run_all())
+    results = list(run_all(**run))
     passed = sum(r.passed for r in results)
     failed = sorted(r.name for r in results if not r.passed)
-    assert len(results) >= baseline["total"], "fewer conformance cases than when the baseline was set"
-    assert passed >= baseline["passed"], f"{passed} passed < baseline {baseline['passed']}; failing: {failed[:40]}"
+    assert passed >= baseline[key], f"{passed} passed < baseline {baseline[key]}; failing: {failed[:40]}"
+    return results
+
+
+def test_conformance_pass_count_does_not_regress():
+    results = _assert_not_below_baseline("passed")
+    total = json.loads(BASELINE.read_text())["total"]
+    assert len(results) >= total, "fewer conformance cases than when the baseline was set"
 
 
 @pytest.mark.slow
 def test_compiled_mode_conformance_does_not_regress():
     """The node suite through compiled CPU packages (about 8 minutes: `make test-slow`)."""
-    baseline = json.loads(BASELINE.read_text())
-    results = list(run_all(mode="compiled"))
-    passed = sum(r.passed for r in results)
-    failed = sorted(r.name for r in results if not r.passed)
-    assert passed >= baseline["compiled_passed"], f"{passed} passed < baseline {baseline['compiled_passed']}; failing: {failed[:40]}"
+    _assert_not_below_baseline("compiled_passed", mode="compiled")
 
 
 #: Cases of the op families the CUDA program builder lowers with kernels of its own
@@ -55,11 +59,7 @@ def test_cuda_plans_on_the_host_pass_the_gpu_kernels_families():
 @pytest.mark.slow
 def test_cuda_host_conformance_does_not_regress():
     """The whole node suite as CUDA plans run on the host (about 15 minutes)."""
-    baseline = json.loads(BASELINE.read_text())
-    results = list(run_all(mode="compiled", target="cuda-host"))
-    passed = sum(r.passed for r in results)
-    failed = sorted(r.name for r in results if not r.passed)
-    assert passed >= baseline["cuda_host_passed"], f"{passed} passed < baseline {baseline['cuda_host_passed']}; failing: {failed[:40]}"
+    _assert_not_below_baseline("cuda_host_passed", mode="compiled", target="cuda-host")
 
 
 #: A cross-section of the families the TVM backend converts (elementwise, shapes, gathers,
@@ -86,8 +86,4 @@ def test_tvm_backend_passes_its_families():
 @pytest.mark.skipif(importlib.util.find_spec("tvm") is None, reason="Apache TVM is not installed (extra tvm)")
 def test_tvm_backend_conformance_does_not_regress():
     """The whole node suite through the TVM backend (about 15 minutes: `make conformance BACKEND=tvm`)."""
-    baseline = json.loads(BASELINE.read_text())
-    results = list(run_all(mode="compiled", target="tvm-cpu"))
-    passed = sum(r.passed for r in results)
-    failed = sorted(r.name for r in results if not r.passed)
-    assert passed >= baseline["tvm_passed"], f"{passed} passed < baseline {baseline['tvm_passed']}; failing: {failed[:40]}"
+    _assert_not_below_baseline("tvm_passed", mode="compiled", target="tvm-cpu")

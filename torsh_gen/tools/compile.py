@@ -106,7 +106,7 @@ def compile_model(
     out = Path(out_dir)
     package = _package_name(out)
     backend_module = backend_for(target, backend)
-    _check_options(target, backend, embed_weights, tf32, tune)
+    _check_options(target, backend, backend_module, embed_weights, tf32, tune)
     _check_destination(out)
     names = _pipeline(level, passes, backend_module)
     graph, source_name, sha, nodes_before, reports = _optimize(model, backend_module, names, input_shapes, check)
@@ -133,11 +133,10 @@ def compile_model(
     )
 
 
-def _check_options(target: str, backend: str, embed_weights: bool, tf32: bool, tune: int) -> None:
-    """Refuse options that do not apply to this target or backend, before any work."""
-    from torsh_gen.backends import backend_for
-
-    native = backend == "torsh" and target != "cpu" and hasattr(backend_for(target), "lowers")
+def _check_options(target: str, backend: str, module: Any, embed_weights: bool, tf32: bool, tune: int) -> None:
+    """Refuse options that do not apply to this target or backend (``module``: the one
+    building it), before any work."""
+    native = backend == "torsh" and target != "cpu" and hasattr(module, "lowers")
     if embed_weights and not (native and not target.startswith("cuda")):
         raise InputError(f"--embed-weights applies to native targets, not to target {target}")
     if tf32 and not (backend == "torsh" and target.startswith("cuda")):

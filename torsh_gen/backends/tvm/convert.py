@@ -101,6 +101,16 @@ def has_converter(node: Node) -> bool:
     return node.op_type in CONVERTERS and (accepts is None or accepts(node))
 
 
+def as_str(value: Any) -> str:
+    """A string attribute value as ``str`` (the IR may hold bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def str_attr(node: Node, name: str, default: str) -> str:
+    """String attribute ``name`` of ``node`` as ``str``, ``default`` when absent."""
+    return as_str(node.attr(name, default))
+
+
 def tvm_dtype(dtype: DType) -> str:
     """The TVM dtype of our element type; Decline for types TVM cannot hold."""
     try:
@@ -208,8 +218,8 @@ class Ctx:
         from tvm import relax
 
         arr = np.asarray(array)
-        if dtype is not None and arr.dtype != np.dtype(_numpy_of(dtype)):
-            arr = arr.astype(_numpy_of(dtype))
+        if dtype is not None and arr.dtype != np.dtype(numpy_dtype(dtype)):
+            arr = arr.astype(numpy_dtype(dtype))
         return relax.const(arr, dtype or _tvm_of_numpy(arr.dtype))
 
     def weight(self, array: np.ndarray) -> Any:
@@ -227,14 +237,18 @@ class Ctx:
         self.params.append((var, arr))
         return var
 
+    def scalar(self, value: float | int | bool, dtype: str) -> Any:
+        """A 0-d Relax constant of ``dtype``."""
+        return self.constant(np.array(value), dtype)
+
     def _constant(self, value: Value) -> Any:
         expr = self.weight(np.asarray(value.const))
         self.env[id(value)] = expr
         return expr
 
 
-
-def _numpy_of(dtype: str) -> Any:
+def numpy_dtype(dtype: str) -> Any:
+    """The numpy dtype holding TVM dtype ``dtype`` (bfloat16 through ml_dtypes)."""
     if dtype == "bfloat16":
         import ml_dtypes
 
@@ -307,7 +321,8 @@ def _convert_node(ctx: Ctx, node: Node, missing: list[str]) -> None:
     if fn is None:
         missing.append(f"{label}: no TVM converter for {node.op_type}")
         return
-    if not has_converter(node):
+    accepts = ACCEPTS.get(node.op_type)
+    if accepts is not None and not accepts(node):
         missing.append(f"{label}: the TVM converter of {node.op_type} does not take this node and it has no function body")
         return
     if missing:  # keep listing ops without converters, but stop building

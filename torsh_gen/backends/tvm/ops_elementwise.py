@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import DTYPES, Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import DTYPES, Ctx, Decline, converts, str_attr
 from torsh_gen.ir.graph import Node
 from torsh_gen.ir.types import DType
 
@@ -23,10 +23,6 @@ _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 # -- helpers -----------------------------------------------------------------------------
-def _str_attr(node: Node, name: str, default: str) -> str:
-    value = node.attr(name, default)
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _is_float(dtype: str) -> bool:
     return dtype in _FLOATS
@@ -348,7 +344,7 @@ def bitshift(ctx: Ctx, node: Node) -> Sequence[Any]:
     gives (0, or -1 for a right shift of a negative signed value); LLVM would give poison."""
     from tvm import tirx
 
-    direction = _str_attr(node, "direction", "")
+    direction = str_attr(node, "direction", "")
     if direction not in ("LEFT", "RIGHT"):
         raise Decline(f"BitShift direction '{direction}' is not LEFT or RIGHT")
     a, b = _operands(ctx, node)
@@ -628,7 +624,7 @@ def gelu(ctx: Ctx, node: Node) -> Sequence[Any]:
     0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))."""
     from tvm import tirx
 
-    approximate = _str_attr(node, "approximate", "none")
+    approximate = str_attr(node, "approximate", "none")
     if approximate not in ("none", "tanh"):
         raise Decline(f"Gelu approximate='{approximate}' is not defined")
 

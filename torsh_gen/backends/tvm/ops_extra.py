@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import Ctx, Decline, as_str, converts, str_attr
 from torsh_gen.backends.tvm.ops_tensor import _c, _dims_expr, _i64, _te
 from torsh_gen.ir.graph import Node
 from torsh_gen.ir.types import TensorType
@@ -276,10 +276,6 @@ def _groups(node: Node, k: int) -> list[list[Any]]:
     return [rest[g * n : (g + 1) * n] for g in range(k)]
 
 
-def _scalar_f(ctx: Ctx, value: float, dtype: str) -> Any:
-    return ctx.constant(np.array(value), dtype)
-
-
 def _step(ctx: Ctx, node: Node, dtype: str) -> tuple[Any, Any]:
     """R and T as 0-d tensors: R in ``dtype`` (float64, the reference's precision for the
     scalar factors), T as float64."""
@@ -295,7 +291,7 @@ def _regularized(ctx: Ctx, x: Any, g: Any, coef: float, dtype: str) -> Any:
 
     if coef == 0.0:
         return g
-    return ctx.emit(relax.op.add(relax.op.multiply(_scalar_f(ctx, coef, dtype), x), g))
+    return ctx.emit(relax.op.add(relax.op.multiply(ctx.scalar(coef, dtype), x), g))
 
 
 @converts("Adagrad")
@@ -311,8 +307,8 @@ def adagrad(ctx: Ctx, node: Node) -> Sequence[Any]:
         relax.op.divide(
             r,
             relax.op.add(
-                _scalar_f(ctx, 1.0, "float64"),
-                relax.op.multiply(t, _scalar_f(ctx, decay, "float64")),
+                ctx.scalar(1.0, "float64"),
+                relax.op.multiply(t, ctx.scalar(decay, "float64")),
             ),
         )
     )
@@ -323,7 +319,7 @@ def adagrad(ctx: Ctx, node: Node) -> Sequence[Any]:
         rr = ctx.emit(relax.op.astype(rate, dt))
         greg = _regularized(ctx, x, g, norm, dt)
         h2 = ctx.emit(relax.op.add(h, relax.op.multiply(greg, greg)))
-        den = relax.op.add(relax.op.sqrt(h2), _scalar_f(ctx, eps, dt))
+        den = relax.op.add(relax.op.sqrt(h2), ctx.scalar(eps, dt))
         new_x.append(
             ctx.emit(relax.op.subtract(x, relax.op.divide(relax.op.multiply(rr, greg), den)))
         )
@@ -340,16 +336,15 @@ def momentum(ctx: Ctx, node: Node) -> Sequence[Any]:
     xs, gs, vs = _groups(node, 3)
     alpha, beta = float(node.attr("alpha")), float(node.attr("beta"))
     norm = float(node.attr("norm_coefficient", 0.0))
-    mode = node.attr("mode", "standard")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    mode = str_attr(node, "mode", "standard")
     if mode not in ("standard", "nesterov"):
         raise Decline(f"Momentum mode {mode}")
     r, t = _step(ctx, node, "float64")
     beta_t = ctx.emit(
         relax.op.where(
-            relax.op.greater(t, _scalar_f(ctx, 0.0, "float64")),
-            _scalar_f(ctx, beta, "float64"),
-            _scalar_f(ctx, 1.0, "float64"),
+            relax.op.greater(t, ctx.scalar(0.0, "float64")),
+            ctx.scalar(beta, "float64"),
+            ctx.scalar(1.0, "float64"),
         )
     )
     new_x, new_v = [], []
@@ -358,7 +353,7 @@ def momentum(ctx: Ctx, node: Node) -> Sequence[Any]:
         x, g, v = ctx.x(xv), ctx.x(gv), ctx.x(vv)
         rr, bb = ctx.emit(relax.op.astype(r, dt)), ctx.emit(relax.op.astype(beta_t, dt))
         greg = _regularized(ctx, x, g, norm, dt)
-        a = _scalar_f(ctx, alpha, dt)
+        a = ctx.scalar(alpha, dt)
         v2 = ctx.emit(relax.op.add(relax.op.multiply(a, v), relax.op.multiply(bb, greg)))
         step = v2 if mode == "standard" else relax.op.add(greg, relax.op.multiply(a, v2))
         new_x.append(ctx.emit(relax.op.subtract(x, relax.op.multiply(rr, step))))
@@ -377,14 +372,14 @@ def adam(ctx: Ctx, node: Node) -> Sequence[Any]:
     eps, norm = float(node.attr("epsilon", 1e-6)), float(node.attr("norm_coefficient", 0.0))
     post = float(node.attr("norm_coefficient_post", 0.0))
     r, t = _step(ctx, node, "float64")
-    one = _scalar_f(ctx, 1.0, "float64")
+    one = ctx.scalar(1.0, "float64")
     corr = relax.op.divide(
-        relax.op.sqrt(relax.op.subtract(one, relax.op.power(_scalar_f(ctx, beta, "float64"), t))),
-        relax.op.subtract(one, relax.op.power(_scalar_f(ctx, alpha, "float64"), t)),
+        relax.op.sqrt(relax.op.subtract(one, relax.op.power(ctx.scalar(beta, "float64"), t))),
+        relax.op.subtract(one, relax.op.power(ctx.scalar(alpha, "float64"), t)),
     )
     rate = ctx.emit(
         relax.op.where(
-            relax.op.greater(t, _scalar_f(ctx, 0.0, "float64")), relax.op.multiply(r, corr), r
+            relax.op.greater(t, ctx.scalar(0.0, "float64")), relax.op.multiply(r, corr), r
         )
     )
     new_x, new_v, new_h = [], [], []
@@ -394,16 +389,16 @@ def adam(ctx: Ctx, node: Node) -> Sequence[Any]:
         greg = _regularized(ctx, x, g, norm, dt)
 
         def mix(old: Any, new: Any, w: float, dt: str = dt) -> Any:
-            keep = relax.op.multiply(_scalar_f(ctx, w, dt), old)
-            return ctx.emit(relax.op.add(keep, relax.op.multiply(_scalar_f(ctx, 1.0 - w, dt), new)))
+            keep = relax.op.multiply(ctx.scalar(w, dt), old)
+            return ctx.emit(relax.op.add(keep, relax.op.multiply(ctx.scalar(1.0 - w, dt), new)))
 
         v2 = mix(v, greg, alpha)
         h2 = mix(h, ctx.emit(relax.op.multiply(greg, greg)), beta)
-        den = relax.op.add(relax.op.sqrt(h2), _scalar_f(ctx, eps, dt))
+        den = relax.op.add(relax.op.sqrt(h2), ctx.scalar(eps, dt))
         x2 = relax.op.subtract(
             x, relax.op.multiply(relax.op.astype(rate, dt), relax.op.divide(v2, den))
         )
-        new_x.append(ctx.emit(relax.op.multiply(_scalar_f(ctx, 1.0 - post, dt), x2)))
+        new_x.append(ctx.emit(relax.op.multiply(ctx.scalar(1.0 - post, dt), x2)))
         new_v.append(v2)
         new_h.append(h2)
     return new_x + new_v + new_h
@@ -811,8 +806,7 @@ def tfidf_vectorizer(ctx: Ctx, node: Node) -> Sequence[Any]:
     by a constant matmul, then weighted by mode (TF, IDF, TFIDF) as the reference does."""
     from tvm import relax, te, tirx
 
-    mode = node.attr("mode")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    mode = as_str(node.attr("mode"))
     if mode not in ("TF", "IDF", "TFIDF"):
         raise Decline(f"TfIdfVectorizer mode {mode}")
     x = ctx.x(node.inputs[0])

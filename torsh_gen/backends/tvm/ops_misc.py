@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts, tvm_dtype
+from torsh_gen.backends.tvm.convert import Ctx, Decline, converts, numpy_dtype, tvm_dtype
 from torsh_gen.ir.graph import Node, Value
 from torsh_gen.ir.types import DType
 
@@ -278,15 +278,7 @@ def window(ctx: Ctx, node: Node) -> Sequence[Any]:
         raise Decline(f"a {'symmetric ' if not periodic else ''}window of size {size} is not defined")
     values = _window_values(node.op_type, size, periodic)
     dtype = ctx.dtype(node.outputs[0])
-    return [ctx.weight(values.astype(_np_dtype(dtype)))]
-
-
-def _np_dtype(dtype: str) -> Any:
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        return ml_dtypes.bfloat16
-    return np.dtype(dtype)
+    return [ctx.weight(values.astype(numpy_dtype(dtype)))]
 
 
 # -- Det ------------------------------------------------------------------------------------

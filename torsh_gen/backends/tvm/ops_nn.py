@@ -15,18 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import Ctx, Decline, converts, numpy_dtype, str_attr
 from torsh_gen.ir.graph import Node, Value
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 # -- small helpers ----------------------------------------------------------------------
-def _str_attr(node: Node, name: str, default: str) -> str:
-    """A string attribute as ``str`` (the IR may hold bytes)."""
-    v = node.attr(name, default)
-    return v.decode() if isinstance(v, bytes) else str(v)
-
 
 def _float_input(ctx: Ctx, value: Value | None, what: str) -> str:
     """The dtype of ``value``; Decline unless it is a float type (TVM's nn ops and our
@@ -132,7 +127,7 @@ def einsum(ctx: Ctx, node: Node) -> Sequence[Any]:
     """relax.op.einsum with the equation stripped of spaces (TVM's parser takes none)."""
     from tvm import relax
 
-    eq = _str_attr(node, "equation", "").replace(" ", "")
+    eq = str_attr(node, "equation", "").replace(" ", "")
     if not eq:
         raise Decline("Einsum without an equation")
     dtype = ctx.dtype(node.inputs[0])
@@ -198,7 +193,7 @@ def _conv_pads(ctx: Ctx, node: Node, kernel: list[int], strides: list[int], dila
     """ONNX pads (explicit, or from auto_pad SAME_UPPER/SAME_LOWER) as Relax's
     [begin..., end...] list; SAME padding needs a static input size."""
     spatial = len(kernel)
-    auto = _str_attr(node, "auto_pad", "NOTSET")
+    auto = str_attr(node, "auto_pad", "NOTSET")
     if auto in ("NOTSET", ""):
         return [int(p) for p in node.attr("pads", [0] * (2 * spatial))]
     if auto == "VALID":
@@ -256,7 +251,7 @@ def _conv_transpose_crop(
 ) -> tuple[list[int], list[int]]:
     """(begin offset into the full output, output length) per spatial axis, per the spec:
     explicit pads, or output_shape / SAME auto_pad whose total padding is split begin/end."""
-    auto = _str_attr(node, "auto_pad", "NOTSET")
+    auto = str_attr(node, "auto_pad", "NOTSET")
     shape = node.attr("output_shape", None)
     if shape is None and auto not in ("SAME_UPPER", "SAME_LOWER"):
         pads = [int(p) for p in node.attr("pads", [0] * (2 * spatial))] if auto in ("NOTSET", "") else [0] * (2 * spatial)
@@ -283,7 +278,7 @@ def _pool_geometry(ctx: Ctx, node: Node, kernel: list[int]) -> tuple[list[int], 
     dilations = [int(d) for d in node.attr("dilations", [1] * spatial)]
     pads = _conv_pads(ctx, node, kernel, strides, dilations)
     ceil = bool(node.attr("ceil_mode", 0))
-    auto = _str_attr(node, "auto_pad", "NOTSET")
+    auto = str_attr(node, "auto_pad", "NOTSET")
     if not ceil and auto in ("NOTSET", "", "VALID"):
         return strides, dilations, pads, None
     size = ctx.static_shape(node.inputs[0], "ceil-mode pooling's input")[2:]
@@ -519,8 +514,8 @@ def batch_norm(ctx: Ctx, node: Node) -> Sequence[Any]:
         a = scale / np.sqrt(var + eps)
         b = bias - mean * a
         shape = [a.shape[0]] + [1] * max(rank - 2, 0)
-        wa = ctx.weight(a.reshape(shape).astype(_np_dtype(dtype)))
-        wb = ctx.weight(b.reshape(shape).astype(_np_dtype(dtype)))
+        wa = ctx.weight(a.reshape(shape).astype(numpy_dtype(dtype)))
+        wb = ctx.weight(b.reshape(shape).astype(numpy_dtype(dtype)))
         return [ctx.emit(relax.op.add(relax.op.multiply(ctx.x(node.inputs[0]), wa), wb))]
     # opset 15 lets scale/bias and mean/var have their own float types: compute in X's
     scale, bias, mean, var = (
@@ -530,14 +525,6 @@ def batch_norm(ctx: Ctx, node: Node) -> Sequence[Any]:
     a = ctx.emit(relax.op.multiply(scale, inv))
     centered = ctx.emit(relax.op.subtract(ctx.x(node.inputs[0]), mean))
     return [ctx.emit(relax.op.add(relax.op.multiply(centered, a), bias))]
-
-
-def _np_dtype(dtype: str) -> Any:
-    if dtype == "bfloat16":
-        import ml_dtypes
-
-        return ml_dtypes.bfloat16
-    return np.dtype(dtype)
 
 
 def _standardize(ctx: Ctx, x: Any, axes: list[int], eps: float, dtype: str) -> tuple[Any, Any, Any]:
@@ -834,8 +821,8 @@ def _attribute_spec(node: Node, mode: str) -> _ResizeSpec:
     """The resampling attributes of a Resize (opset 10+) node, ONNX's defaults filled in."""
     return _ResizeSpec(
         mode,
-        _str_attr(node, "coordinate_transformation_mode", "half_pixel"),
-        _str_attr(node, "nearest_mode", "round_prefer_floor"),
+        str_attr(node, "coordinate_transformation_mode", "half_pixel"),
+        str_attr(node, "nearest_mode", "round_prefer_floor"),
         float(node.attr("cubic_coeff_a", -0.75)),
         bool(node.attr("exclude_outside", 0)),
         float(node.attr("extrapolation_value", 0.0)),
@@ -848,7 +835,7 @@ def _resize_spec(ctx: Ctx, node: Node) -> _ResizeSpec:
     scales only and map coordinates asymmetrically with floor rounding."""
     dims = ctx.static_shape(node.inputs[0], "Resize's input")
     rank = len(dims)
-    mode = _str_attr(node, "mode", "nearest")
+    mode = str_attr(node, "mode", "nearest")
     if mode not in ("nearest", "linear", "cubic", "bilinear"):
         raise Decline(f"Resize mode {mode}")
     mode = "linear" if mode == "bilinear" else mode
@@ -875,7 +862,7 @@ def _resize_spec(ctx: Ctx, node: Node) -> _ResizeSpec:
     if roi and sizes is None and any(roi[len(axes) + k] - roi[k] != 1.0 for k in range(len(axes))):
         # the spec scales the roi's extent, onnx's reference the whole input: ambiguous
         raise Decline("tf_crop_and_resize with scales and a partial roi")
-    policy = _str_attr(node, "keep_aspect_ratio_policy", "stretch")
+    policy = str_attr(node, "keep_aspect_ratio_policy", "stretch")
     outs, facs = _resize_sizes(dims, axes, scales, sizes, policy)
     for k, a in enumerate(axes):
         r = (roi[k], roi[len(axes) + k]) if roi else None
@@ -1027,7 +1014,7 @@ def _resample(
             continue
         g = ctx.emit(relax.op.take(y, ctx.constant(idx[:, t].astype(np.int64), "int64"), axis=axis))
         if not np.all(w[:, t] == 1):
-            g = ctx.emit(relax.op.multiply(g, ctx.weight(w[:, t].reshape(shape).astype(_np_dtype(dtype)))))
+            g = ctx.emit(relax.op.multiply(g, ctx.weight(w[:, t].reshape(shape).astype(numpy_dtype(dtype)))))
         acc = g if acc is None else ctx.emit(relax.op.add(acc, g))
     if acc is None:
         acc = ctx.emit(relax.op.take(y, ctx.constant(idx[:, 0].astype(np.int64), "int64"), axis=axis))
@@ -1054,7 +1041,7 @@ def _resize_runtime_operands(ctx: Ctx, node: Node) -> bool:
         indices = [1]
     else:
         indices = [2, 3]
-        if _str_attr(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
+        if str_attr(node, "coordinate_transformation_mode", "half_pixel") == "tf_crop_and_resize":
             indices.append(1)
     return any(ctx.has(node, i) and ctx.const(node.inputs[i]) is None for i in indices)
 
@@ -1072,7 +1059,7 @@ def _resize_runtime(ctx: Ctx, node: Node) -> Any:
     if spec.mode != "nearest" and dtype not in _FLOATS:
         raise Decline(f"{spec.mode} Resize of {dtype}")
     params, use_sizes = _resize_params(ctx, node, len(axes))
-    policy = _str_attr(node, "keep_aspect_ratio_policy", "stretch") if use_sizes else "stretch"
+    policy = str_attr(node, "keep_aspect_ratio_policy", "stretch") if use_sizes else "stretch"
     if policy not in ("stretch", "not_larger", "not_smaller"):
         raise Decline(f"keep_aspect_ratio_policy {policy}")
     geo = _RuntimeGeometry(dims, axes, use_sizes, policy)
@@ -1129,7 +1116,7 @@ class _RuntimeGeometry:
 def _resize_runtime_spec(ctx: Ctx, node: Node, rank: int) -> tuple[_ResizeSpec, list[int]]:
     """Attributes of a run-time Resize and its axes (antialias needs a tap count that
     depends on the scale, so it stays with the constant path)."""
-    mode = _str_attr(node, "mode", "nearest")
+    mode = str_attr(node, "mode", "nearest")
     if mode not in ("nearest", "linear", "cubic", "bilinear"):
         raise Decline(f"Resize mode {mode}")
     mode = "linear" if mode == "bilinear" else mode

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import Ctx, Decline, as_str, converts
 from torsh_gen.ir.graph import Node
 
 #: Longest sequence unrolled; longer ones would make very large modules.
@@ -58,17 +58,13 @@ class _Act:
     beta: float
 
 
-def _str(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
 def _activations(node: Node) -> list[list[_Act]]:
     """The activations of each direction, alphas and betas consumed in order (as ORT
     does: each activation that takes an alpha/beta takes the next one given, else its
     default). One set given for a bidirectional node serves both directions."""
     per_dir = len(_DEFAULT_ACTS[node.op_type])
-    names = [_str(a) for a in (node.attr("activations", None) or _DEFAULT_ACTS[node.op_type])]
-    dirs = 2 if _str(node.attr("direction", "forward")) == "bidirectional" else 1
+    names = [as_str(a) for a in (node.attr("activations", None) or _DEFAULT_ACTS[node.op_type])]
+    dirs = 2 if as_str(node.attr("direction", "forward")) == "bidirectional" else 1
     if dirs == 2 and len(names) == per_dir:
         names = names * 2
     if len(names) != per_dir * dirs:
@@ -94,7 +90,7 @@ def _activations(node: Node) -> list[list[_Act]]:
 
 def _accepts(node: Node) -> bool:
     """Takes nodes whose attributes are supported (the activations, the direction)."""
-    if _str(node.attr("direction", "forward")) not in ("forward", "reverse", "bidirectional"):
+    if as_str(node.attr("direction", "forward")) not in ("forward", "reverse", "bidirectional"):
         return False
     try:
         _activations(node)
@@ -190,7 +186,7 @@ class _Rnn:
         self.layout = int(node.attr("layout", 0)) if ctx.opset >= 14 else 0
         if self.layout not in (0, 1):
             raise Decline(f"layout {self.layout} is not supported")
-        direction = _str(node.attr("direction", "forward"))
+        direction = as_str(node.attr("direction", "forward"))
         self.reverse_only = direction == "reverse"
         self.acts = _activations(node)
         self.dirs = len(self.acts)

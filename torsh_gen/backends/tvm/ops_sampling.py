@@ -13,18 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import Ctx, Decline, converts, str_attr
 from torsh_gen.ir.graph import Node
 
 _FLOATS = ("float16", "bfloat16", "float32", "float64")
 
 
 # -- small helpers ------------------------------------------------------------------------
-def _str_attr(node: Node, name: str, default: str) -> str:
-    """A string attribute as ``str`` (the IR may hold bytes)."""
-    v = node.attr(name, default)
-    return v.decode() if isinstance(v, bytes) else str(v)
-
 
 def _work_dtype(*dtypes: str) -> str:
     """The float type the arithmetic runs in: float64 when any operand is, else float32
@@ -72,8 +67,8 @@ def _cubic_weights(t: Any, a: float = -0.75) -> list[Any]:
 
 # -- GridSample ---------------------------------------------------------------------------
 def _grid_sample_accepts(node: Node) -> bool:
-    mode = _str_attr(node, "mode", "linear")
-    pad = _str_attr(node, "padding_mode", "zeros")
+    mode = str_attr(node, "mode", "linear")
+    pad = str_attr(node, "padding_mode", "zeros")
     return mode in ("linear", "bilinear", "nearest", "cubic", "bicubic") and pad in ("zeros", "border", "reflection")
 
 
@@ -86,8 +81,8 @@ def grid_sample(ctx: Ctx, node: Node) -> Sequence[Any]:
     contributing zeros (or clamped indices under border/reflection), as onnx's reference."""
     from tvm import te, tirx
 
-    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(_str_attr(node, "mode", "linear"), _str_attr(node, "mode", "linear"))
-    pad = _str_attr(node, "padding_mode", "zeros")
+    mode = {"bilinear": "linear", "bicubic": "cubic"}.get(str_attr(node, "mode", "linear"), str_attr(node, "mode", "linear"))
+    pad = str_attr(node, "padding_mode", "zeros")
     align = bool(node.attr("align_corners", 0))
     xdims = ctx.static_shape(node.inputs[0], "GridSample's input")
     gdims = ctx.static_shape(node.inputs[1], "GridSample's grid")

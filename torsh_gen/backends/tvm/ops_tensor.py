@@ -16,19 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import Ctx, Decline, converts, str_attr
 from torsh_gen.ir.graph import Node, Value
 
 I64 = "int64"
 
 
 # -- small helpers ------------------------------------------------------------------------
-def _str(value: Any, default: str) -> str:
-    """A string attribute (bytes or str) as str."""
-    if value is None:
-        return default
-    return value.decode() if isinstance(value, bytes) else str(value)
-
 
 def _c(v: int) -> Any:
     """An int64 TIR constant."""
@@ -129,11 +123,6 @@ def _te(
         return te.compute(_dims_expr(shape), lambda *i: body(tensors, *i), name=name)
 
     return ctx.emit_te(fn, *args)
-
-
-def _scalar(ctx: Ctx, value: float | int | bool, dtype: str) -> Any:
-    """A 0-d Relax constant of ``dtype``."""
-    return ctx.constant(np.array(value), dtype)
 
 
 # -- reshaping ---------------------------------------------------------------------------
@@ -432,7 +421,7 @@ def constant_of_shape(ctx: Ctx, node: Node) -> Sequence[Any]:
         dims: list[Any] = shape_ints
     else:
         dims = _fresh_dims(ctx, _int_vec(ctx, node.inputs[0], "ConstantOfShape's shape"), "c")
-    return [ctx.emit(relax.op.full(dims, _scalar(ctx, fill[0], dtype), dtype))]
+    return [ctx.emit(relax.op.full(dims, ctx.scalar(fill[0], dtype), dtype))]
 
 
 def _first(t: Any) -> Any:
@@ -508,7 +497,7 @@ def depth_to_space(ctx: Ctx, node: Node) -> Sequence[Any]:
     from tvm import relax
 
     x, (n, c, h, w), b = _four_d(ctx, node)
-    mode = _str(node.attr("mode"), "DCR")
+    mode = str_attr(node, "mode", "DCR")
     if mode == "DCR":
         tmp, perm = [n, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2]
     elif mode == "CRD":
@@ -524,7 +513,7 @@ def space_to_depth(ctx: Ctx, node: Node) -> Sequence[Any]:
     from tvm import relax
 
     x, (n, c, h, w), b = _four_d(ctx, node)
-    mode = _str(node.attr("mode"), "DCR")
+    mode = str_attr(node, "mode", "DCR")
     if mode not in ("DCR", "CRD"):
         raise Decline(f"SpaceToDepth mode {mode}")
     perm = [0, 3, 5, 1, 2, 4] if mode == "DCR" else [0, 1, 3, 5, 2, 4]
@@ -818,7 +807,7 @@ _REDUCTIONS = {"none": "update", "add": "add", "mul": "mul", "max": "max", "min"
 
 
 def _reduction(node: Node) -> str:
-    red = _str(node.attr("reduction"), "none")
+    red = str_attr(node, "reduction", "none")
     if red not in _REDUCTIONS:
         raise Decline(f"{node.op_type} reduction '{red}'")
     return _REDUCTIONS[red]
@@ -856,7 +845,7 @@ def tensor_scatter(ctx: Ctx, node: Node) -> Sequence[Any]:
     axis = ctx.axis(int(node.attr("axis", -2)), len(dims))
     if axis == 0:
         raise Decline("TensorScatter's axis cannot be the batch axis")
-    mode = _str(node.attr("mode"), "linear")
+    mode = str_attr(node, "mode", "linear")
     if mode not in ("linear", "circular"):
         raise Decline(f"TensorScatter mode {mode}")
     args = [ctx.x(node.inputs[0]), ctx.x(node.inputs[1])]
@@ -948,7 +937,7 @@ def pad(ctx: Ctx, node: Node) -> Sequence[Any]:
     clamped or wrapped, or the constant where it falls outside (negative pads crop)."""
     dims = ctx.shape(node.inputs[0])
     rank = len(dims)
-    mode = _str(node.attr("mode"), "constant")
+    mode = str_attr(node, "mode", "constant")
     if mode not in ("constant", "reflect", "edge", "wrap"):
         raise Decline(f"Pad mode {mode}")
     dtype = ctx.dtype(node.inputs[0])
@@ -957,7 +946,7 @@ def pad(ctx: Ctx, node: Node) -> Sequence[Any]:
         pads = [int(p) for p in node.attr("pads", node.attr("paddings", []))]
         value = ctx.constant(np.array(float(node.attr("value", 0.0))), dtype)
         return [_pad_const(ctx, x, dims, pads, mode, value)]
-    value = ctx.x(node.inputs[2]) if ctx.has(node, 2) else _scalar(ctx, 0, dtype)
+    value = ctx.x(node.inputs[2]) if ctx.has(node, 2) else ctx.scalar(0, dtype)
     if len(ctx.shape_of(value)) != 0:
         from tvm import relax
 
