@@ -13,7 +13,20 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.ops.registry import INT, STRING, OpSpec, RunContext, op
+from torsh_gen.ops.registry import INT, STRING, Attrs, OpSpec, RunContext, op
+
+# --------------------------------------------------------------------------- output bounds
+#: What ``output_bounds`` gives per output: the largest shape the output can have (a
+#: native target allocates that much) and the dims whose actual size depends on the data
+#: (empty: the output's shape is exactly the bound).
+OutputBound = tuple[tuple[int, ...], tuple[int, ...]]
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
 
 
 # --------------------------------------------------------------------------- helpers
@@ -227,6 +240,21 @@ class Compress(OpSpec):
             return np.compress(cond, x.reshape(-1))
         return np.compress(cond, x, axis=_axis(ctx.attrs.axis, x.ndim))
 
+    def output_bounds(
+        self, attrs: Attrs, shapes: list[tuple[int, ...]], values: list[np.ndarray | None]
+    ) -> list[OutputBound]:
+        """The kept slices are at most the condition's length and the axis (or element
+        count); a constant condition gives the exact shape."""
+        x, n_cond = tuple(shapes[0]), _numel(shapes[1])
+        axis = 0 if attrs.axis is None else _axis(attrs.axis, len(x))
+        if attrs.axis is None:
+            x = (_numel(x),)
+        kept: int | None = None
+        if len(values) > 1 and values[1] is not None:
+            kept = int(np.count_nonzero(np.asarray(values[1]).reshape(-1)[: x[axis]]))
+        size = min(x[axis], n_cond) if kept is None else kept
+        return [(x[:axis] + (size,) + x[axis + 1 :], (axis,) if kept is None else ())]
+
 
 @op("NonZero", since=9)
 class NonZero(OpSpec):
@@ -237,6 +265,13 @@ class NonZero(OpSpec):
             return np.zeros((0, int(bool(x))), dtype=np.int64)
         nz = np.nonzero(_sort_key(x))
         return np.array(nz, dtype=np.int64).reshape(x.ndim, -1)
+
+    def output_bounds(
+        self, attrs: Attrs, shapes: list[tuple[int, ...]], values: list[np.ndarray | None]
+    ) -> list[OutputBound]:
+        """At most every element is non-zero: ``[rank, numel]``."""
+        x = tuple(shapes[0])
+        return [((len(x), _numel(x)), (1,))]
 
 
 @op("ReverseSequence", since=10)
@@ -308,6 +343,19 @@ class Unique(OpSpec):
         y = np.take(x.reshape(-1) if ctx.attrs.axis is None else x, first, axis=axis)
         outs = (y, first, inverse.astype(np.int64), counts)
         return outs[: max(ctx.n_outputs, 1)]
+
+    def output_bounds(
+        self, attrs: Attrs, shapes: list[tuple[int, ...]], values: list[np.ndarray | None]
+    ) -> list[OutputBound]:
+        """At most every element (or slice along ``axis``) is unique; ``inverse_indices``
+        has one entry per element (slice) whatever the data."""
+        x = tuple(shapes[0])
+        if attrs.axis is None:
+            n = _numel(x)
+            return [((n,), (0,)), ((n,), (0,)), ((n,), ()), ((n,), (0,))]
+        axis = _axis(attrs.axis, len(x))
+        n = x[axis]
+        return [(x, (axis,)), ((n,), (0,)), ((n,), ()), ((n,), (0,))]
 
 
 # --------------------------------------------------------------------------- sorting

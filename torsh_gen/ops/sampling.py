@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.ops.registry import FLOAT, FLOATS, INT, INTS, STRING, OpSpec, RunContext, op
+from torsh_gen.ops.registry import FLOAT, FLOATS, INT, INTS, STRING, Attrs, OpSpec, RunContext, op
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -514,3 +514,18 @@ class NonMaxSuppression(OpSpec):
                 order = rest[_iou(b[n, best], b[n, rest]) <= iou_t]
             rows.extend((n, c, k) for k in kept)
         return np.array(rows, np.int64).reshape(-1, 3)
+
+    def output_bounds(
+        self, attrs: Attrs, shapes: list[tuple[int, ...]], values: list[np.ndarray | None]
+    ) -> list[tuple[tuple[int, ...], tuple[int, ...]]]:
+        """At most ``min(max_output_boxes_per_class, num_boxes)`` rows per batch and class
+        (bounded by ``num_boxes`` when the limit is read at run time)."""
+        batches, classes, boxes = (int(d) for d in shapes[1])
+        per_class = boxes
+        limit = values[2] if len(values) > 2 else None
+        if len(shapes) <= 2 or shapes[2] is None:
+            per_class = 0  # no limit given: the spec's default 0 selects nothing
+        elif limit is not None:
+            flat = np.asarray(limit).reshape(-1)
+            per_class = max(0, min(int(flat[0]), boxes)) if flat.size else 0
+        return [((batches * classes * per_class, 3), (0,))]

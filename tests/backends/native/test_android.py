@@ -168,7 +168,13 @@ def test_library_is_bionic_loadable(packages, which: str) -> None:
     prefix = f"Java_{jni_mangle(names['kt_package'])}_{jni_mangle(names['kt_class'])}_"
     kotlin = (pkg / "src/main/kotlin" / names["kt_path"] / f"{names['kt_class']}.kt").read_text()
     natives = re.findall(r"private external fun (\w+)\(", kotlin)
-    assert sorted(natives) == ["nativeCreate", "nativeDestroy", "nativeRun", "nativeRunBuffers"]
+    assert sorted(natives) == [
+        "nativeCreate",
+        "nativeDestroy",
+        "nativeOutputShape",
+        "nativeRun",
+        "nativeRunBuffers",
+    ]
     assert {prefix + n for n in natives} <= exports
     assert f"{pkg.name}_run_checked" in exports and not any(
         "graph_run" in e or "parallel" in e for e in exports

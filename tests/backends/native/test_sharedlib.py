@@ -472,6 +472,7 @@ def test_library_imports_only_libc(built) -> None:
             "num_threads",
             "input_info",
             "output_info",
+            "output_shape",
             "destroy",
         )
     }

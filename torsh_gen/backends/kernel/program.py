@@ -20,13 +20,22 @@ operands that differ are appended, so one weights file serves every variant.
 Kernels with identical text are emitted once (same shapes, same op), which keeps code
 size down on models that repeat blocks. All shapes must be static here: the native
 targets bind symbolic dimensions at compile time (``--input-shape``).
+
+The one exception are outputs whose size depends on the data (NonZero, Unique,
+NonMaxSuppression, Compress with a run-time condition). Such a tensor is allowed only as
+a model output (directly or through Identity): its buffer is allocated at the op's upper
+bound (``output_bounds`` of its spec in ``torsh_gen/ops``, the one source of that rule),
+the kernel writes the actual tensor densely at the buffer's start and its actual dims
+into an int64 "extent" region of the workspace that nothing else reuses, and the output's
+``IOSpec`` records that region (``extent``) next to the bound (``max_shape``). Fed to
+another node it would need run-time shapes downstream, so ``check_lowerable`` refuses it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -49,6 +58,9 @@ from torsh_gen.ir.types import TensorType
 from torsh_gen.ops.registry import lookup
 
 ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout"})
+#: Aliases a data-dependent tensor may pass through on its way to a model output (they keep
+#: the shape, so the extent the kernel writes stays true).
+SHAPE_KEEPING_ALIASES = frozenset({"Identity", "Dropout"})
 ALIGN = 64
 
 
@@ -72,12 +84,28 @@ class TensorRef:
 
 @dataclass(frozen=True)
 class IOSpec:
-    """One model input or output: name as in the model, kernel dtype, numpy dtype, shape."""
+    """One model input or output: name as in the model, kernel dtype, numpy dtype, shape.
+
+    An output whose size depends on the data has ``dims`` (its shape with the varying dims
+    as names) and ``extent`` (the workspace byte offset of its int64[rank] actual dims,
+    written by each run); its ``shape`` is then the upper bound its buffer must hold."""
 
     name: str
     dtype: str
     numpy_dtype: str
     shape: tuple[int, ...]
+    dims: tuple[int | str, ...] | None = None
+    extent: int | None = None
+
+    @property
+    def max_shape(self) -> tuple[int, ...]:
+        """The largest shape the tensor can have: its buffer's capacity."""
+        return self.shape
+
+    @property
+    def data_dependent(self) -> bool:
+        """Whether the actual shape is known only after a run (read it from ``extent``)."""
+        return self.dims is not None
 
 
 @dataclass
@@ -141,6 +169,89 @@ def _tensor_info(v: Value) -> tuple[str, tuple[int, ...]]:
     return dtype, tuple(int(d) for d in t.shape)
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The upper bound of a node output whose size the op's spec bounds (``output_bounds``):
+    ``shape`` is what its buffer holds, ``varying`` the dims that depend on the data (empty:
+    the shape is exactly ``shape``), ``node`` the op that computes it."""
+
+    shape: tuple[int, ...]
+    varying: tuple[int, ...]
+    node: Node
+
+    @property
+    def data_dependent(self) -> bool:
+        """Whether the actual size is known only at run time."""
+        return bool(self.varying)
+
+
+def _static_shape(v: Value | None) -> tuple[int, ...] | None:
+    t = v.type if v is not None else None
+    if isinstance(t, TensorType) and t.shape is not None and t.is_static:
+        return tuple(int(d) for d in t.shape)
+    return None
+
+
+def output_bounds(graph: Graph) -> dict[int, Bound]:
+    """The bounds of the outputs (by ``id``) of ops whose spec has ``output_bounds``, and
+    of the shape-keeping aliases of those that depend on the data. The spec decides what
+    depends on the data, not the inferred type: a model may declare a static shape for
+    such an output (the one its test data happens to give). Outputs whose size does not
+    depend on the data are listed only where inference left their shape symbolic. Nodes
+    whose inputs are not static yet are skipped (lowering reports those)."""
+    opset = graph.opset if isinstance(graph.opset, int) else 0
+    bounds: dict[int, Bound] = {}
+    for node in graph.nodes:
+        if node.op_type in SHAPE_KEEPING_ALIASES and node.inputs and id(node.inputs[0]) in bounds:
+            src = bounds[id(node.inputs[0])]
+            if src.data_dependent and not _dropout_needs_kernel(node):
+                bounds[id(node.outputs[0])] = src
+            continue
+        try:
+            spec = lookup(node.op_type, node.domain, opset)
+        except UnsupportedOpError:
+            continue
+        rule = getattr(spec, "output_bounds", None)
+        if rule is None:
+            continue
+        shapes = [_static_shape(v) for v in node.inputs]
+        if any(v is not None and s is None for v, s in zip(node.inputs, shapes)):
+            continue
+        rows = rule(spec.resolve_attrs(node), shapes, [v.const if v is not None else None for v in node.inputs])
+        for v, (shape, varying) in zip(node.outputs, rows):
+            if v is not None and v.name and (varying or _static_shape(v) is None):
+                bounds[id(v)] = Bound(tuple(int(d) for d in shape), tuple(varying), node)
+    return bounds
+
+
+def _data_dependent_refusals(graph: Graph, allowed: bool) -> list[str]:
+    """One line per node whose data-dependent output the target cannot return: fed to
+    another node (``allowed``: native targets return such tensors as model outputs), or
+    any at all (a target with static outputs only)."""
+    bounds = output_bounds(graph)
+    lines: dict[int, str] = {}
+    for node in graph.nodes:
+        for v in node.inputs:
+            b = bounds.get(id(v)) if v is not None else None
+            if b is None or not b.data_dependent or id(b.node) in lines:
+                continue
+            if node.op_type in SHAPE_KEEPING_ALIASES and id(node.outputs[0]) in bounds:
+                continue  # passes it on unchanged
+            lines[id(b.node)] = (
+                f"{b.node.op_type} (node {b.node.name or '?'!r}: output {v.name!r} feeds "
+                f"{node.op_type} (node {node.name or '?'!r}), but its size depends on the data "
+                "and native targets return such tensors only as model outputs)"
+            )
+    if not allowed:
+        for b in bounds.values():
+            if b.data_dependent and id(b.node) not in lines:
+                lines[id(b.node)] = (
+                    f"{b.node.op_type} (node {b.node.name or '?'!r}: its output size depends on "
+                    "the data, and this target needs static output shapes)"
+                )
+    return list(lines.values())
+
+
 def _kernel_name(op_type: str, n: int) -> str:
     return f"k{n}_{re.sub(r'[^A-Za-z0-9]', '', op_type)[:24].lower()}"
 
@@ -160,18 +271,26 @@ def lowerable(node: Node) -> bool:
     return node.op_type in ALIAS_OPS or node.op_type == "Constant" or lowering_for(node.op_type) is not None
 
 
-def check_lowerable(graph: Graph) -> None:
-    """Raise one UnsupportedOpError listing every node no lowering covers."""
+def check_lowerable(graph: Graph, data_dependent: bool = False) -> None:
+    """Raise one UnsupportedOpError listing every node no lowering covers, and every node
+    whose output size depends on the data where the target cannot return it
+    (``data_dependent``: the target returns such tensors as model outputs, not elsewhere)."""
     missing = [node for node in graph.nodes if not lowerable(node)]
-    if missing:
-        reasons = graph.meta.get("not_lowered", {})  # why a pass left a node (control flow)
+    reasons = graph.meta.get("not_lowered", {})  # why a pass left a node (control flow)
 
-        def why(n: Node) -> str:
-            return f": {reasons[id(n)]}" if id(n) in reasons else ""
+    def why(n: Node) -> str:
+        return f": {reasons[id(n)]}" if id(n) in reasons else ""
 
-        listed = "; ".join(f"{n.op_type} (node {n.name or '?'!r}{why(n)})" for n in missing[:40])
-        more = f" and {len(missing) - 40} more" if len(missing) > 40 else ""
-        raise UnsupportedOpError(f"{len(missing)} node(s) have no native lowering: {listed}{more}")
+    listed = [f"{n.op_type} (node {n.name or '?'!r}{why(n)})" for n in missing]
+    refused = _data_dependent_refusals(graph, data_dependent)
+    if not listed and not refused:
+        return
+    entries = listed + refused
+    shown = "; ".join(entries[:40])
+    more = f" and {len(entries) - 40} more" if len(entries) > 40 else ""
+    if not refused:
+        raise UnsupportedOpError(f"{len(missing)} node(s) have no native lowering: {shown}{more}")
+    raise UnsupportedOpError(f"{len(entries)} node(s) cannot be lowered for native targets: {shown}{more}")
 
 
 class _Builder:
@@ -183,9 +302,11 @@ class _Builder:
         self.refs: dict[int, TensorRef] = {}
         self.texts: dict[str, str] = {}
         self.workspace = 0
+        self.bounds = output_bounds(graph)
+        self.extent_of: dict[int, int] = {}  # value id -> workspace offset of its actual dims
         self.program = Program(
             [self._io(v) for v in graph.inputs if v.const is None],
-            [self._io(v) for v in graph.outputs],
+            [self._io(v, j) for j, v in enumerate(graph.outputs)],
             weights=self.store.blob,
         )
         plan = graph.meta.get("memory_plan")
@@ -197,9 +318,28 @@ class _Builder:
         self.plan = plan
         self.scratch_bytes = 0
 
-    def _io(self, v: Value) -> IOSpec:
-        dtype, shape = _tensor_info(v)
-        return IOSpec(v.name, dtype, np.dtype(v.type.dtype.numpy).name, shape)
+    def _io(self, v: Value, j: int = 0) -> IOSpec:
+        dtype, shape = self.info(v)
+        b = self.bounds.get(id(v))
+        dims = None
+        if b is not None and b.data_dependent:
+            ir_dims = v.type.shape if isinstance(v.type, TensorType) and v.type.shape is not None else ()
+            ir_dims = tuple(ir_dims) if len(ir_dims) == len(shape) else (None,) * len(shape)
+            dims = tuple(
+                (ir_dims[d] if isinstance(ir_dims[d], str) else f"output{j}_dim{d}") if d in b.varying else shape[d]
+                for d in range(len(shape))
+            )
+        return IOSpec(v.name, dtype, np.dtype(v.type.dtype.numpy).name, shape, dims)
+
+    def info(self, v: Value) -> tuple[str, tuple[int, ...]]:
+        """Kernel dtype and static shape of ``v``: for a bounded output, its bound."""
+        b = self.bounds.get(id(v))
+        if b is None:
+            return _tensor_info(v)
+        dtype = KERNEL_DTYPES.get(v.type.dtype) if isinstance(v.type, TensorType) else None
+        if dtype is None:
+            return _tensor_info(v)  # its error
+        return dtype, b.shape
 
     def weight(self, array: np.ndarray, dtype: str) -> TensorRef:
         from torsh_gen.backends.kernel.interp import numpy_dtype
@@ -244,7 +384,7 @@ class _Builder:
         if got is not None:
             return got
         if v.const is not None:
-            dtype, shape = _tensor_info(v)
+            dtype, shape = self.info(v)
             got = self.weight(v.const, dtype)
             self.refs[id(v)] = got
             return got
@@ -254,14 +394,18 @@ class _Builder:
         """The input's ref; a weight not stored yet stays pending until a kernel reads it."""
         if v is None or id(v) in self.refs or v.const is None:
             return self.ref(v)
-        dtype, shape = _tensor_info(v)
+        dtype, shape = self.info(v)
         return TensorRef("pending", 0, 0, dtype, shape)
 
     def out_ref(self, v: Value) -> TensorRef:
-        dtype, shape = _tensor_info(v)
+        dtype, shape = self.info(v)
         j = self.out_index.get(id(v))
+        if j is None and id(v) in self.bounds:
+            j = self._output_through_aliases(v)
         if j is not None:
             return TensorRef("output", j, 0, dtype, shape)
+        if id(v) in self.bounds:  # the plan does not size it: a region of its own
+            return self.region(dtype, shape)
         if self.plan is not None:
             slot = self.plan.slot_of(v.name)
             if slot is not None:
@@ -269,14 +413,31 @@ class _Builder:
                 return TensorRef("workspace", 0, at, dtype, shape)
         return self.region(dtype, shape)
 
+    def _output_through_aliases(self, v: Value) -> int | None:
+        """The first model output a data-dependent ``v`` reaches through shape-keeping
+        aliases (check_lowerable made sure nothing else reads it), or None."""
+        frontier = [v]
+        while frontier:
+            cur = frontier.pop(0)
+            j = self.out_index.get(id(cur))
+            if j is not None:
+                return j
+            for n in self.graph.nodes:
+                if n.op_type in SHAPE_KEEPING_ALIASES and n.inputs and n.inputs[0] is cur:
+                    if self.bounds.get(id(n.outputs[0])) is self.bounds.get(id(v)):
+                        frontier.append(n.outputs[0])
+        return None
+
     def node(self, node: Node) -> None:
         if node.op_type == "Constant":
             raise LoweringDeclined("Constant nodes must be folded first (run fold_constants)")
         if node.op_type in ALIAS_OPS and not _dropout_needs_kernel(node):
             src = self.ref(node.inputs[0])
-            dtype, shape = _tensor_info(node.outputs[0])
+            dtype, shape = self.info(node.outputs[0])
             # an aliased graph output is copied into place by finish_outputs
             self.refs[id(node.outputs[0])] = TensorRef(src.kind, src.index, src.offset, dtype, shape)
+            if id(node.inputs[0]) in self.extent_of:
+                self.extent_of[id(node.outputs[0])] = self.extent_of[id(node.inputs[0])]
             return
         if self.plan is not None and node.op_type == "Concat" and node.outputs[0].name in self.plan.concats:
             self.refs[id(node.outputs[0])] = self.out_ref(node.outputs[0])  # its blocks are written
@@ -295,6 +456,8 @@ class _Builder:
             out_shapes=[r.shape if r else None for r in outs],
             out_dtypes=[compute_dtype(r.dtype) if r else None for r in outs],
             consts=[v.const if v is not None else None for v in node.inputs], sched=self.sched, kb=kb,
+            data_dependent=[v is not None and id(v) in self.bounds and self.bounds[id(v)].data_dependent
+                            for v in node.outputs],
         )
         ctx.inputs = [kb.buffer(f"x{i}", r.dtype, prod(r.shape)) if r else None for i, r in enumerate(ins)]
         ctx.outputs = [kb.buffer(f"y{j}", r.dtype, prod(r.shape), writable=True) if r else None for j, r in enumerate(outs)]
@@ -319,6 +482,12 @@ class _Builder:
         for name, dtype, n in ctx.states:  # a region of its own, which no other value reuses
             if name in touched:
                 bind[name] = self.region(dtype, (n,))
+        for name, j in ctx.extents:  # the actual dims of a data-dependent output, kept after the run
+            bind[name] = self.region("i64", (max(len(outs[j].shape), 1),))
+            self.extent_of[id(node.outputs[j])] = bind[name].offset
+        for j, wanted in enumerate(ctx.data_dependent):
+            if wanted and outs[j] is not None and id(node.outputs[j]) not in self.extent_of:
+                raise LoweringDeclined(f"the lowering wrote no extent for the data-dependent output {j}")
         # buffers the kernel never touches (a Pad's pads, a Resize's scales) are not passed
         kernel.buffers = [b for b in kernel.buffers if b.name in bind]
         name = self.add_kernel(kernel, node.op_type)
@@ -338,12 +507,15 @@ class _Builder:
         return name
 
     def finish_outputs(self) -> None:
-        """Copy outputs that live elsewhere (an alias of an input, a weight, a view)."""
+        """Copy outputs that live elsewhere (an alias of an input, a weight, a view); record
+        where data-dependent outputs find their actual dims."""
         for j, v in enumerate(self.graph.outputs):
+            if id(v) in self.extent_of:
+                self.program.outputs[j] = replace(self.program.outputs[j], extent=self.extent_of[id(v)])
             r = self.ref(v)
             if r.kind == "output" and r.index == j:
                 continue
-            dtype, shape = _tensor_info(v)
+            dtype, shape = self.info(v)
             kb = KernelBuilder("copy")
             n = prod(shape)
             src = kb.buffer("x0", dtype, n)
@@ -359,5 +531,5 @@ def build_program(graph: Graph, sched: Schedule, store: WeightStore | None = Non
 
     ``store``: a weights store shared with other programs of the same graph (its blob
     becomes this program's ``weights`` and grows with what this lowering adds)."""
-    check_lowerable(graph)
+    check_lowerable(graph, data_dependent=True)
     return _Builder(graph, sched, store).build()

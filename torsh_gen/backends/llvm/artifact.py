@@ -4,6 +4,8 @@ The manifest lists ``inputs`` and ``outputs`` with ``name`` (as in the model), `
 (numpy name), ``shape`` and ``file``: the ``.npy`` file the command-line drivers read or
 write for that tensor. File names are derived from tensor names with everything but
 letters, digits, ``_`` and ``-`` replaced, so a model-chosen name never becomes a path.
+An output whose size depends on the data (NonZero, Unique, ...) names its varying dims in
+``shape`` (strings) and gives the buffer it needs as ``max_shape``.
 """
 
 from __future__ import annotations
@@ -68,9 +70,18 @@ def npy_file_names(names: list[str], prefix: str) -> list[str]:
 
 
 def io_entries(specs: list[IOSpec], prefix: str) -> list[dict[str, Any]]:
-    """Manifest entries for the model's inputs or outputs."""
+    """Manifest entries for the model's inputs or outputs. An output whose size depends on
+    the data has its varying dims as names in ``shape`` and its upper bound (the buffer
+    it needs) as ``max_shape``."""
     files = npy_file_names([s.name for s in specs], prefix)
-    return [{"name": s.name, "dtype": s.numpy_dtype, "shape": list(s.shape), "file": f} for s, f in zip(specs, files)]
+    out = []
+    for s, f in zip(specs, files):
+        entry: dict[str, Any] = {"name": s.name, "dtype": s.numpy_dtype, "shape": list(s.shape), "file": f}
+        if s.dims is not None:
+            entry["shape"] = list(s.dims)
+            entry["max_shape"] = list(s.max_shape)
+        out.append(entry)
+    return out
 
 
 def manifest(info: ArtifactInfo, spec: TargetSpec, program: Program, files: dict[str, str]) -> dict[str, Any]:

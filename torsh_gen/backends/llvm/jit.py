@@ -12,6 +12,7 @@ import numpy as np
 from llvmlite import ir
 
 from torsh_gen.backends.kernel.ir import Kernel
+from torsh_gen.backends.kernel.program import IOSpec
 from torsh_gen.backends.llvm.emit import emit_kernel
 from torsh_gen.backends.llvm.machine import optimize
 from torsh_gen.backends.llvm.runtime_ir import define_serial_parallel_for
@@ -78,7 +79,8 @@ class JitKernels:
 
 
 class JitProgram:
-    """A whole ``Program`` compiled in memory (serial): ``run(inputs) -> outputs``."""
+    """A whole ``Program`` compiled in memory (serial): ``run(inputs) -> outputs``, outputs
+    whose size depends on the data cut to the shape the run gave them."""
 
     def __init__(self, program, spec: TargetSpec | None = None) -> None:
         from torsh_gen.backends.llvm.program import emit_program, graph_run_name
@@ -108,4 +110,19 @@ class JitProgram:
         in_ptrs = (ctypes.c_void_p * max(len(ins), 1))(*[a.ctypes.data for a in ins])
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
         self._fn(None, self._ws.ctypes.data, self._weights.ctypes.data, in_ptrs, out_ptrs)
-        return {s.name: a for s, a in zip(self.program.outputs, outs)}
+        return {s.name: self._actual(s, a) for s, a in zip(self.program.outputs, outs)}
+
+    def output_shape(self, spec: IOSpec) -> tuple[int, ...]:
+        """The shape output ``spec`` had in the last run (its static shape if it has one)."""
+        if spec.extent is None:
+            return tuple(spec.shape)
+        rank = len(spec.shape)
+        return tuple(int(d) for d in self._ws[spec.extent : spec.extent + 8 * rank].view(np.int64))
+
+    def _actual(self, spec: IOSpec, out: np.ndarray) -> np.ndarray:
+        """A data-dependent output cut to its actual shape (a copy of its valid part)."""
+        if spec.extent is None:
+            return out
+        shape = self.output_shape(spec)
+        n = int(np.prod(shape, dtype=np.int64))
+        return out.reshape(-1)[:n].reshape(shape).copy()

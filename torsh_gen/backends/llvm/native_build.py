@@ -141,7 +141,15 @@ def dtype_rows() -> list[dict[str, Any]]:
     rows = []
     for kdt, (name, code) in sorted(DTYPE_CODES.items(), key=lambda kv: kv[1][1]):
         numpy = numpy_dtype(kdt)
-        rows.append({"code_name": name, "code": code, "numpy": numpy.name, "descr": numpy.str})
+        rows.append(
+            {
+                "code_name": name,
+                "code": code,
+                "numpy": numpy.name,
+                "descr": numpy.str,
+                "size": numpy.itemsize,
+            }
+        )
     return rows
 
 
@@ -156,6 +164,7 @@ def tensor_rows(specs: list[IOSpec], prefix: str) -> list[dict[str, Any]]:
                 "which the C API lacks"
             )
         shape = tuple(int(d) for d in s.shape)
+        dims = tuple(s.dims) if s.dims is not None else shape
         rows.append(
             {
                 "index": k,
@@ -169,6 +178,17 @@ def tensor_rows(specs: list[IOSpec], prefix: str) -> list[dict[str, Any]]:
                 "code_name": DTYPE_CODES[s.dtype][0],
                 "shape": list(shape),
                 "py_shape": repr(shape),
+                "py_dims": "("
+                + "".join(f"{d!r}, " if isinstance(d, int) else f"{ascii(d)}, " for d in dims)
+                + ")",
+                # data-dependent outputs: ``shape`` is the upper bound, ``dims`` names the
+                # varying dims (comment-safe: generated names or escaped model symbols)
+                "data_dependent": s.dims is not None,
+                "empty_shape": [d if isinstance(d, int) else 0 for d in dims],
+                "dims_text": ", ".join(
+                    str(d) if isinstance(d, int) else f"{comment_label(d)} <= {m}"
+                    for d, m in zip(dims, shape)
+                ),
                 "numel": prod(shape),
                 "nbytes": prod(shape) * itemsize(s.dtype),
                 "file": file,
@@ -270,6 +290,8 @@ def template_values(
                 "requires": list(vspec.requires),
                 "vector_bits": vspec.vector_bits,
                 "workspace_bytes": vprogram.workspace_bytes,
+                # per output: workspace offset of its actual dims (-1: a static shape)
+                "extents": [o.extent if o.extent is not None else -1 for o in vprogram.outputs],
             }
         )
     return {
@@ -286,6 +308,8 @@ def template_values(
         "inputs": inputs,
         "outputs": tensor_rows(program.outputs, "output"),
         "dtypes": dtype_rows(),
+        "data_dependent": any(o.dims is not None for o in program.outputs),
+        "max_output_rank": max([len(o.shape) for o in program.outputs] + [1]),
         "example": python_example([s.name for s in program.inputs]),
     }
 
@@ -365,6 +389,7 @@ def api_symbols(prefix: str) -> list[str]:
         "num_threads",
         "input_info",
         "output_info",
+        "output_shape",
         "destroy",
     ]
     return [f"{prefix}_{n}" for n in names]

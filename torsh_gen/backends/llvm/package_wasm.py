@@ -8,7 +8,8 @@ Files written into the artifact folder:
   exported and growable (no maximum); the stack (64 KiB) sits first, so an overflow traps
   instead of overwriting the weights.
 - ``model.js``: an ES module for browsers and Node: ``await load(source)`` then
-  ``model.run({name: {data, dims}})``. It lays out workspace, weights, inputs, outputs
+  ``model.run({name: {data, dims}})`` (outputs likewise, in the shape the run gave them:
+  data-dependent ones read their dims from the workspace). It lays out workspace, weights, inputs, outputs
   and the two pointer arrays above ``__heap_base`` (64-byte aligned), grows the memory
   once, and validates names, dims and TypedArray types before every call.
 - ``run.mjs``: a Node driver (``node run.mjs INPUT_DIR OUTPUT_DIR``, ``.npy`` files named
@@ -176,6 +177,8 @@ def template_values(program: Program, info: ArtifactInfo, embedded: bool) -> dic
         "weights_file": None if embedded else WEIGHTS_FILE,
         "align": ALIGN,
         "exports": export_names(embedded),
+        # per output: workspace offset of its actual dims (null: a static shape)
+        "extents": [o.extent for o in program.outputs],
     }
     return {
         "version": info.version,

@@ -11,6 +11,10 @@ A lowering is a function ``(ctx: LowerCtx) -> None`` registered with ``@lowers("
 - ``ctx.scratch(dtype, n)``: workspace only this kernel uses;
 - ``ctx.state(dtype, n)``: memory of this node that keeps its contents from one call of
   the model to the next (a random op's call counter; not initialized at the first call).
+- ``ctx.extent(j)``: where an output whose size depends on the data (NonZero, Unique, ...)
+  gets its actual dims written (int64[rank], persistent); ``ctx.out_shape(j)`` is then
+  the output's upper bound, its buffer's capacity, and the kernel writes the actual
+  tensor densely at the buffer's start.
 
 Shapes are static tuples (``ctx.in_shape(i)``, ``ctx.out_shape(j)``). ``ctx.sched``
 carries the target's schedule parameters (vector lanes, whether threads exist) so the
@@ -44,7 +48,8 @@ KERNEL_DTYPES: dict[DType, str] = {
 }
 
 _FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum",
-             "recurrent", "sampling", "spectral", "training", "matrix", "attention", "ml", "random", "conv_int")
+             "recurrent", "sampling", "spectral", "training", "matrix", "attention", "ml", "random", "conv_int",
+             "datadep")
 _LOWERINGS: dict[str, Callable[[LowerCtx], None]] = {}
 _LOADED = False
 
@@ -104,6 +109,9 @@ class LowerCtx:
     new_weights: list[tuple[str, np.ndarray]] = field(default_factory=list)
     scratches: list[tuple[str, str, int]] = field(default_factory=list)
     states: list[tuple[str, str, int]] = field(default_factory=list)
+    #: per output: whether its actual size depends on the data (``out_shape`` is its bound)
+    data_dependent: list[bool] = field(default_factory=list)
+    extents: list[tuple[str, int]] = field(default_factory=list)
 
     def x(self, i: int) -> BufferRef:
         """Input ``i`` (KeyError-like error when the optional input is absent)."""
@@ -164,6 +172,21 @@ class LowerCtx:
         name = self.kb.fresh("st")
         self.states.append((name, dtype, int(n)))
         return self.kb.buffer(name, dtype, int(n), writable=True)
+
+    def is_data_dependent(self, j: int) -> bool:
+        """Whether output ``j``'s actual shape depends on the data (its buffer holds the bound)."""
+        return j < len(self.data_dependent) and self.data_dependent[j]
+
+    def extent(self, j: int) -> BufferRef:
+        """int64[rank of output ``j``]: where the kernel writes output ``j``'s actual dims.
+
+        The region persists after the call (the C API's ``output_shape`` reads it), and no
+        other value reuses it. Declines for an output whose shape is static."""
+        if not self.is_data_dependent(j):
+            raise LoweringDeclined(f"output {j} has a static shape; it has no extent")
+        name = self.kb.fresh("ext")
+        self.extents.append((name, j))
+        return self.kb.buffer(name, "i64", max(len(self.out_shape(j)), 1), writable=True)
 
     def vector_width(self, n: int) -> int:
         """Lanes for a vector loop of trip count ``n`` (1 when too short to pay)."""

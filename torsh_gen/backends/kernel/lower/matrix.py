@@ -9,9 +9,9 @@ Det factors each matrix by LU with partial pivoting in float64 scratch (one matr
 batch entry, so the batch loop may run on threads): the determinant is the product of the
 pivots, its sign flipped per row swap; a zero pivot column makes it 0 without dividing.
 
-Compress has a data-dependent output shape, so it is lowered only when the condition is a
-compile-time constant: its kept indices become a table and the op a gather along the
-axis (or along the flattened input when ``axis`` is absent).
+Compress with a compile-time constant condition is here: its kept indices become a table
+and the op a gather along the axis (or along the flattened input when ``axis`` is absent).
+A run-time condition makes the output size depend on the data (``datadep``).
 """
 
 from __future__ import annotations
@@ -192,15 +192,13 @@ def lower_tensor_scatter(ctx: LowerCtx) -> None:
 
 
 # --------------------------------------------------------------------------- Compress
-@lowers("Compress")
-def lower_compress(ctx: LowerCtx) -> None:
-    """Keep the slices (or flat elements) a constant condition selects: a gather by table."""
+def lower_constant_compress(ctx: LowerCtx) -> None:
+    """Keep the slices (or flat elements) a constant condition selects: a gather by table.
+
+    ``datadep.lower_compress`` (the op's one lowering) calls this when the condition is a
+    compile-time constant, so the output shape is static."""
     cond = ctx.const(1)
-    if cond is None:
-        raise LoweringDeclined(
-            "Compress with a run-time condition has a data-dependent output shape; "
-            "native targets need the condition as a constant"
-        )
+    assert cond is not None, "a run-time condition goes through datadep.lower_compress"
     shape = ctx.in_shape(0)
     if ctx.attrs.axis is None:
         shape, axis = (prod(shape),), 0
