@@ -315,14 +315,23 @@ def to_relax(graph: Graph) -> RelaxModule:
     return RelaxModule(mod, [a for _, a in ctx.params], inputs, list(graph.outputs))
 
 
+#: Ops whose ``accepts`` only says whether the passes should try to remove them first
+#: (control flow the pass unrolls when trip counts and conditions are known at compile
+#: time): a node of these still there at conversion is one the passes left, so its
+#: converter takes it. ``ops_control`` registers them.
+SECOND_CHANCE: set[str] = set()
+
+
 def _convert_node(ctx: Ctx, node: Node, missing: list[str]) -> None:
+    """Convert ``node`` into ``ctx`` (binding its outputs in ``ctx.env``), or append to
+    ``missing`` why it cannot be; once something is missing, only list the rest."""
     fn = CONVERTERS.get(node.op_type)
     label = f"'{node.name or '<unnamed>'}' ({node.op_type})"
     if fn is None:
         missing.append(f"{label}: no TVM converter for {node.op_type}")
         return
     accepts = ACCEPTS.get(node.op_type)
-    if accepts is not None and not accepts(node):
+    if accepts is not None and not accepts(node) and node.op_type not in SECOND_CHANCE:
         missing.append(f"{label}: the TVM converter of {node.op_type} does not take this node and it has no function body")
         return
     if missing:  # keep listing ops without converters, but stop building

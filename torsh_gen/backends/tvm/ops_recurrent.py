@@ -7,12 +7,8 @@ length and its ``Y`` rows there are zero; the reverse direction walks the steps 
 last one down, so each item starts at its own last valid step.
 
 Unrolling grows the module with the sequence length, so sequences longer than
-``MAX_STEPS`` (and sequences of unknown length) are declined.
-
-If with a run-time condition that the control-flow pass leaves (branches of different
-types, or random ops in a branch) becomes a ``relax.If``; Relax allows that only outside
-dataflow blocks, so it declines while ``main`` is built inside one. Loop and Scan that the
-pass cannot unroll (run-time trip counts) stay declined: no converter.
+``MAX_STEPS`` (and sequences of unknown length) are declined. Run-time control flow (If,
+Loop) is in ``ops_control``.
 """
 
 from __future__ import annotations
@@ -464,79 +460,3 @@ def _lstm(ctx: Ctx, node: Node) -> Sequence[Any]:
         return [h_new, c_new]
 
     return rnn.run(step, 2)
-
-
-# ====================================================================== If
-#: Ops a branch must not run when not taken, so the passes do not select with Where.
-_SIDE_EFFECTS = (
-    "RandomNormal",
-    "RandomUniform",
-    "RandomNormalLike",
-    "RandomUniformLike",
-    "Multinomial",
-    "Bernoulli",
-)
-
-
-def _if_accepts(node: Node) -> bool:
-    """Takes only the Ifs the control-flow pass leaves (it inlines a constant condition's
-    branch, and selects with Where when both branches give one static tensor type and run
-    no random op); those it handles better, inside the dataflow blocks fusion needs."""
-    from torsh_gen.ir.types import TensorType
-
-    cond = node.inputs[0] if node.inputs else None
-    if cond is None or cond.const is not None:
-        return False
-    branches = [node.attr("then_branch"), node.attr("else_branch")]
-    if any(n.op_type in _SIDE_EFFECTS for b in branches for _, n in b.walk()):
-        return True
-    for a, b in zip(branches[0].outputs, branches[1].outputs):
-        ta, tb = a.type, b.type
-        if not (isinstance(ta, TensorType) and isinstance(tb, TensorType)):
-            return False  # sequences and optionals: not for this converter
-        if ta.shape is not None and tb.shape is not None and (ta != tb or not ta.is_static):
-            return True
-    return False
-
-
-@converts("If", accepts=_if_accepts)
-def _if(ctx: Ctx, node: Node) -> Sequence[Any]:
-    """An If whose condition is only known at run time (the passes inline the others, and
-    select with Where when both branches give the same static types): a ``relax.If`` with
-    each branch converted into its own binding block. Relax allows If only outside dataflow
-    blocks, so this takes effect only where ``main`` is built without them."""
-    from tvm import relax
-
-    if ctx.bb.current_block_is_dataflow():
-        raise Decline(
-            "a run-time If needs main built without dataflow blocks (Relax allows no If inside one)"
-        )
-    cond = ctx.x(node.inputs[0])
-    if ctx.dtype(node.inputs[0]) != "bool":
-        raise Decline("the condition must be a bool tensor")
-    if ctx.shape_of(cond) != []:
-        cond = ctx.emit(relax.op.reshape(cond, []))
-    then_b = _branch(ctx, node.attr("then_branch"), "then")
-    else_b = _branch(ctx, node.attr("else_branch"), "else")
-    result = ctx.emit(relax.If(cond, then_b, else_b))
-    return [ctx.emit(relax.TupleGetItem(result, k)) for k in range(len(node.outputs))]
-
-
-def _branch(ctx: Ctx, graph: Any, which: str) -> Any:
-    """``graph`` (an If branch) converted in a binding block of its own, as a SeqExpr whose
-    value is the tuple of the branch's outputs; Decline listing what it could not convert."""
-    from tvm import relax
-
-    from torsh_gen.backends.tvm.convert import _convert_node
-
-    missing: list[str] = []
-    ctx.bb._begin_binding_block()
-    try:
-        for n in graph.nodes:
-            _convert_node(ctx, n, missing)
-        outs = [ctx.x(v) for v in graph.outputs] if not missing else []
-    finally:
-        block = ctx.bb._end_block()
-    if missing:
-        raise Decline(f"its {which} branch: " + "; ".join(missing[:3]))
-    return relax.SeqExpr([block], relax.Tuple(outs))
