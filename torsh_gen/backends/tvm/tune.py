@@ -19,10 +19,12 @@ in a worker process (it gets a file path and argument shapes, no TIR).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,23 +80,42 @@ def tune(
     counter = _progress_callback(say, trials)
     database = ms.database.MemoryDatabase()
     start = time.perf_counter()
-    ms.relax_integration.tune_relax(
-        mod=fused,
-        params={},
-        target=target,
-        work_dir=work_dir,
-        max_trials_global=trials,
-        max_trials_per_task=per_task,
-        num_trials_per_iter=min(64, per_task),
-        builder=_in_process_builder(),
-        database=database,
-        measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), counter],
-        cost_model=_cost_model(),
-    )
+    with _quiet_console():
+        ms.relax_integration.tune_relax(
+            mod=fused,
+            params={},
+            target=target,
+            work_dir=work_dir,
+            max_trials_global=trials,
+            max_trials_per_task=per_task,
+            num_trials_per_iter=min(64, per_task),
+            builder=_in_process_builder(),
+            database=database,
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), counter],
+            cost_model=_cost_model(),
+        )
     seconds = time.perf_counter() - start
     kept = _save_records(database, work_dir)
     say(f"tuned in {seconds:.0f} s; {kept} functions have a tuned schedule in {work_dir}")
     return TuneReport(len(tasks), counter.measured, seconds, work_dir)
+
+
+@contextlib.contextmanager
+def _quiet_console() -> Iterator[None]:
+    """Keep MetaSchedule's INFO lines off the console while it tunes.
+
+    MetaSchedule gives its global logger a console handler at the logger's own level
+    (DEBUG when unset), so every search round prints to stdout, interleaved with our
+    progress bar. At ERROR the console stays quiet (and so does the warning it prints
+    about that level); each task's own log file under ``work_dir/logs`` keeps the detail.
+    """
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _workload_hash(mod: Any) -> str:
