@@ -3,6 +3,9 @@ LLVM's JIT (and optionally the kernel-IR interpreter), compare with onnxruntime.
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -105,3 +108,14 @@ def make_model(nodes: list, inputs: list, outputs: list, inits: list | None = No
 def rand(*shape: int, dtype: Any = np.float32, seed: int = 0) -> np.ndarray:
     """Seeded standard-normal data."""
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def import_package(folder: Path) -> Any:
+    """Import the generated package in ``folder`` under its own name (fresh each time)."""
+    spec = importlib.util.spec_from_file_location(
+        folder.name, folder / "__init__.py", submodule_search_locations=[str(folder)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[folder.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -12,7 +12,13 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
-from tests.backends.native.helpers import check_native, lower_model, make_model, rand
+from tests.backends.native.helpers import (
+    check_native,
+    import_package,
+    lower_model,
+    make_model,
+    rand,
+)
 from torsh_gen.errors import UnsupportedOpError
 
 
@@ -298,20 +304,6 @@ def _small_cnn() -> onnx.ModelProto:
     )
 
 
-def _import_package(folder):
-    """Import the generated package in ``folder`` under its own name."""
-    import importlib.util
-    import sys
-
-    spec = importlib.util.spec_from_file_location(
-        folder.name, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[folder.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed (apt install gcc)")
 def test_threaded_cnn_package(tmp_path) -> None:
     """The parallel loops of the conv and pool kernels under the package's real thread pool,
@@ -331,7 +323,7 @@ def test_threaded_cnn_package(tmp_path) -> None:
     for k, (model, x) in enumerate(cases):
         pkg = tmp_path / f"cnn{k}"
         compile_model(model, pkg, target="x86_64-linux")
-        mod = _import_package(pkg)
+        mod = import_package(pkg)
         expected = ort_run(model, {"x": x})[0]
         for threads in (1, 2, 3):
             with mod.Model(threads=threads) as m:

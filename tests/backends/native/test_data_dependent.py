@@ -8,11 +8,9 @@ refusal when such a tensor feeds another node."""
 from __future__ import annotations
 
 import ctypes
-import importlib.util
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,13 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper
 
-from tests.backends.native.helpers import interpret_program, lower_model, make_model, ort_run
+from tests.backends.native.helpers import (
+    import_package,
+    interpret_program,
+    lower_model,
+    make_model,
+    ort_run,
+)
 from torsh_gen.backends.llvm.jit import JitProgram
 from torsh_gen.errors import UnsupportedOpError
 
@@ -314,16 +318,6 @@ def _all_ops_feeds(seed: int, empty: bool = False) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _import(folder: Path):
-    spec = importlib.util.spec_from_file_location(
-        folder.name, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[folder.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _assert_like_ort(
     got: dict[str, np.ndarray], model: onnx.ModelProto, feeds: dict[str, np.ndarray], how: str
 ) -> None:
@@ -361,7 +355,7 @@ def x86_package(tmp_path_factory) -> Path:
 
 
 def test_wrapper_returns_actual_shapes(x86_package: Path) -> None:
-    model, mod = _all_ops_model(), _import(x86_package)
+    model, mod = _all_ops_model(), import_package(x86_package)
     for seed in (1, 2):
         feeds = _all_ops_feeds(seed)
         _assert_like_ort(mod.run(**feeds), model, feeds, f"wrapper seed {seed}")
@@ -571,7 +565,7 @@ def test_hostile_dim_names_stay_data(tmp_path: Path) -> None:
     entry = json.loads((pkg / "manifest.json").read_text())["outputs"][0]
     assert entry["shape"] == [2, HOSTILE] and entry["max_shape"] == [2, 12]
     assert HOSTILE not in (pkg / "hostile.h").read_text()
-    mod = _import(pkg)
+    mod = import_package(pkg)
     assert mod.OUTPUTS[0]["shape"] == (2, HOSTILE)
     x = np.array([[0, 1, 0, 2], [0, 0, 0, 0], [3, 0, 0, 0]], np.float32)
     np.testing.assert_array_equal(mod.run(x=x)["y"], ort_run(model, {"x": x})[0])

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import ast
 import ctypes
-import importlib.util
 import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
-from tests.backends.native.helpers import make_model, ort_run, rand
+from tests.backends.native.helpers import import_package, make_model, ort_run, rand
 from torsh_gen.tools.compile import compile_model
 
 HAS_GCC = shutil.which("gcc") is not None
@@ -85,17 +83,6 @@ def _names_model(marker: Path) -> onnx.ModelProto:
     )
 
 
-def _import(folder: Path):
-    """Import the package in ``folder`` under its own name (fresh each time)."""
-    spec = importlib.util.spec_from_file_location(
-        folder.name, folder / "__init__.py", submodule_search_locations=[str(folder)]
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[folder.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def _save_inputs(folder: Path, pkg: Path, feeds: dict[str, np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for entry in json.loads((pkg / "manifest.json").read_text())["inputs"]:
@@ -147,7 +134,7 @@ def built(tmp_path_factory) -> dict[str, Path]:
 def test_mlp_through_wrapper_and_driver(built) -> None:
     pkg, model = built["mlp"], _mlp()
     feeds = {"x": rand(2, 16, seed=3)}
-    mod = _import(pkg)
+    mod = import_package(pkg)
     _compare(mod.run(**feeds), model, feeds)
     with mod.Model(threads=2) as m:
         assert m.threads == 2
@@ -167,7 +154,7 @@ def test_mlp_through_wrapper_and_driver(built) -> None:
 
 def test_threaded_elementwise(built) -> None:
     pkg, model = built["ew"], _elementwise()
-    mod = _import(pkg)
+    mod = import_package(pkg)
     for threads in (1, 2, 3):
         with mod.Model(threads=threads) as m:
             for seed in range(3):
@@ -180,7 +167,7 @@ def test_threaded_elementwise(built) -> None:
 def test_one_model_shared_by_python_threads(built) -> None:
     from concurrent.futures import ThreadPoolExecutor
 
-    mod, model = _import(built["ew"]), _elementwise()
+    mod, model = import_package(built["ew"]), _elementwise()
     feeds = [{"x": rand(64, 1024, seed=s), "y": rand(64, 1024, seed=s + 1)} for s in range(6)]
     with mod.Model(threads=2) as m, ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda f: m.run(**f), feeds * 2))
@@ -198,7 +185,7 @@ def test_parts_of_late_workers_are_taken_over(built) -> None:
     import threading
     import time
 
-    mod, model = _import(built["ew"]), _elementwise()
+    mod, model = import_package(built["ew"]), _elementwise()
     feeds = {"x": rand(64, 1024, seed=5), "y": rand(64, 1024, seed=6)}
     with mod.Model(threads=1) as m:
         want = m.run(**feeds)
@@ -236,7 +223,7 @@ def test_mixed_element_types(tmp_path: Path) -> None:
     feeds["k"] = np.arange(-6, 6, dtype=np.int32).reshape(3, 4)
     pkg = tmp_path / "mixed"
     compile_model(model, pkg, target="x86_64-linux")
-    got = _import(pkg).run(**feeds)
+    got = import_package(pkg).run(**feeds)
     assert got["gt"].dtype == np.bool_ and got["si"].dtype == np.int64
     _compare(got, model, feeds)
     _save_inputs(tmp_path / "in", pkg, feeds)
@@ -249,7 +236,7 @@ def test_mixed_element_types(tmp_path: Path) -> None:
 
 
 def test_wrapper_rejects_bad_inputs(built) -> None:
-    mod = _import(built["mlp"])
+    mod = import_package(built["mlp"])
     x = rand(2, 16)
     cases = [
         ({}, r"missing input\(s\) 'x'; the model takes 'x'"),
@@ -492,7 +479,7 @@ def test_embedded_weights_and_determinism(built, tmp_path: Path) -> None:
         not (a / "weights.bin").exists()
         and "weights" not in json.loads((a / "manifest.json").read_text())["files"]
     )
-    _compare(_import(a).run(**feeds), model, feeds)
+    _compare(import_package(a).run(**feeds), model, feeds)
     _save_inputs(tmp_path / "in", a, feeds)
     shutil.move(str(a), tmp_path / "moved")  # rpath $ORIGIN, weights inside: the folder moves whole
     proc = _run_driver(tmp_path / "moved", tmp_path / "in", tmp_path / "out")
@@ -515,7 +502,7 @@ def test_hostile_tensor_names(tmp_path: Path) -> None:
     pkg = tmp_path / "names"
     compile_model(model, pkg, target="x86_64-linux")
     feeds = {NAME_A: rand(3, 5, seed=1), name_b: rand(5, seed=2)}
-    mod = _import(pkg)
+    mod = import_package(pkg)
     got = mod.run(**feeds)
     assert list(got) == [NAME_C]
     _compare(got, model, feeds)
@@ -590,7 +577,7 @@ def test_host_target(tmp_path: Path) -> None:
     feeds = {"x": rand(4, 100, seed=1), "y": rand(4, 100, seed=2)}
     compile_model(model, tmp_path / "ew_host", target="host")
     assert json.loads((tmp_path / "ew_host" / "manifest.json").read_text())["target"] == "host"
-    _compare(_import(tmp_path / "ew_host").run(**feeds), model, feeds)
+    _compare(import_package(tmp_path / "ew_host").run(**feeds), model, feeds)
 
 
 def test_option_and_name_errors(tmp_path: Path) -> None:
