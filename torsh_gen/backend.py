@@ -134,6 +134,8 @@ def _compile_rep(model: Any, level: str, target: str = "cpu") -> BackendRep:
         return CudaHostRep(model, level)
     if target.startswith("tvm-"):
         return TvmRep(model, level, target.removeprefix("tvm-"))
+    if target != "cpu":
+        check_runs_in_process(target)
     from torsh_gen.tools.artifact import load_artifact
     from torsh_gen.tools.compile import compile_model
 
@@ -146,6 +148,21 @@ def _compile_rep(model: Any, level: str, target: str = "cpu") -> BackendRep:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_runs_in_process(target: str) -> None:
+    """Compiled mode imports the artifact's Python package and runs it here: only native
+    targets with a ctypes wrapper that this machine can execute qualify (wasm32, Android
+    and aarch64 artifacts run through their own drivers, in Node or under qemu)."""
+    from torsh_gen.backends.llvm.targets import load_target
+
+    spec = load_target(target)
+    if spec.packaging != "sharedlib" or not spec.runs_here:
+        raise InputError(
+            f"target {target}: its artifact cannot run inside this Python process; compiled mode "
+            "runs cpu, x86_64-linux, x86_64-avx512-linux, host, cuda-host and tvm-cpu "
+            "(run other targets' artifacts through their drivers: docs/targets.md)"
+        )
 
 
 def _as_value(x: Any) -> Any:

@@ -87,3 +87,20 @@ def test_tvm_backend_passes_its_families():
 def test_tvm_backend_conformance_does_not_regress():
     """The whole node suite through the TVM backend (about 15 minutes: `make conformance BACKEND=tvm`)."""
     _assert_not_below_baseline("tvm_passed", mode="compiled", target="tvm-cpu")
+
+
+@pytest.mark.parametrize("target", ["wasm32", "aarch64-linux", "android-arm64"])
+def test_compiled_mode_refuses_targets_that_cannot_run_in_process(
+    target: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Artifacts that run only through their own drivers (Node, qemu) are refused up front
+    with one line, instead of failing every case as 'not a torsh-gen artifact'."""
+    from torsh_gen.backend import prepare
+    from torsh_gen.errors import InputError
+    from torsh_gen.tools.conformance import main
+
+    assert main(["--target", target, "--filter", "^test_relu$"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"target {target}: its artifact cannot run inside this Python process" in err
+    with pytest.raises(InputError, match="cannot run inside this Python process"):
+        prepare(__file__, mode="compiled", target=target)

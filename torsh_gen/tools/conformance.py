@@ -152,6 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.target != "cpu":
         args.mode = "compiled"
+        if args.target != "cuda-host" and not args.target.startswith("tvm-"):
+            from torsh_gen.backend import check_runs_in_process
+            from torsh_gen.errors import InputError
+
+            try:
+                check_runs_in_process(args.target)
+            except InputError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
     results = list(run_all(args.filter, args.mode, args.target))
     passed = [r for r in results if r.passed]
     failed = [r for r in results if not r.passed]

@@ -82,3 +82,32 @@ def test_string_inputs_are_refused_by_name() -> None:
         tvm_session(model)
     text = str(info.value)
     assert "graph input 's'" in text and "STRING" in text
+
+
+def test_outputs_computed_from_weights_alone_build_and_run(tmp_path) -> None:
+    """An output that depends on no input (here weights folded into a constant, as a seeded
+    random draw or a window would be) used to break TVM's LiftTransformParams ("Var gv is
+    not defined"); the build keeps such weight work in main instead, in the session and in
+    the packaged artifact."""
+    from tests.backends.native.helpers import import_package
+    from torsh_gen.tools.compile import compile_model
+
+    w1 = numpy_helper.from_array(np.arange(100, dtype=np.float32), "w1")
+    w2 = numpy_helper.from_array(np.full(100, 0.5, np.float32), "w2")
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"]), helper.make_node("Add", ["w1", "w2"], ["z"])],
+        "weights_only_output",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [
+            helper.make_tensor_value_info("y", TensorProto.FLOAT, [3]),
+            helper.make_tensor_value_info("z", TensorProto.FLOAT, [100]),
+        ],
+        [w1, w2],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.array([-1.0, 0.0, 2.0], np.float32)
+    check_tvm(model, {"x": x})
+    compile_model(model, tmp_path / "wo", backend="tvm", target="cpu")
+    got = import_package(tmp_path / "wo").run(x=x)
+    np.testing.assert_array_equal(got["z"], np.arange(100, dtype=np.float32) + 0.5)
+    np.testing.assert_array_equal(got["y"], [0.0, 0.0, 2.0])

@@ -103,7 +103,7 @@ def build(mod: Any, target_name: str, *, schedule: bool = True, tune_dir: str | 
 
     target = tvm_target(target_name)
     if target_name != "cpu" or not schedule:
-        mod = relax.transform.LiftTransformParams()(mod)
+        mod = lift_weight_work(mod)
         if target_name == "cpu":
             pipeline = relax.get_default_pipeline(target)
         else:
@@ -119,14 +119,31 @@ def build(mod: Any, target_name: str, *, schedule: bool = True, tune_dir: str | 
 def cpu_prepare(mod: Any, target: Any) -> Any:
     """The Relax-level part of the CPU build: channels-last layout, then weight-only work
     lifted into ``main_transform_params`` (so the weight transposes run once, at load)."""
-    from tvm import relax
 
     from torsh_gen.backends.tvm.schedule_cpu import channels_last
 
     with target:
         if _calls(mod, "relax.nn.conv2d"):  # ConvertLayout fails on some ops (stack), so only where it pays
             mod = channels_last()(mod)
-        return relax.transform.LiftTransformParams()(mod)
+        return lift_weight_work(mod)
+
+
+def lift_weight_work(mod: Any) -> Any:
+    """``mod`` with the work that depends on weights alone moved into
+    ``main_transform_params`` (run once at load), or ``mod`` unchanged where lifting breaks it.
+
+    TVM 0.27's LiftTransformParams leaves ``main`` returning an undefined variable when a
+    model output is computed from weights alone (a constant output, a seeded random draw):
+    the VM codegen then fails with "Var gv is not defined". Such a module keeps its weight
+    work in ``main``; the package and session run a build with or without the lifted
+    function alike."""
+    from tvm import relax
+
+    lifted = relax.transform.LiftTransformParams()(mod)
+    try:
+        return lifted if relax.analysis.well_formed(lifted) else mod
+    except ValueError:  # well_formed raises on an undefined variable instead of answering
+        return mod
 
 
 def _calls(mod: Any, op_name: str) -> bool:

@@ -1022,3 +1022,144 @@ def _root_is_leaf(a: dict[str, Any], r: int) -> bool:
         and a["nodes_falseleafs"][r]
         and a["nodes_truenodeids"][r] == a["nodes_falsenodeids"][r]
     )
+
+
+# -- MelWeightMatrix -----------------------------------------------------------------------
+@converts("MelWeightMatrix")
+def mel_weight_matrix(ctx: Ctx, node: Node) -> Sequence[Any]:
+    """The triangular mel filterbank [dft_length // 2 + 1, num_mel_bins] as one TE kernel
+    over the five scalar operands (constants or run-time values), in float64 as the
+    reference: filter i rises from edge i to edge i + 1 and falls to edge i + 2, the
+    edges being the mel-spaced frequencies' FFT bins; the falling side wins where both
+    write (the reference writes it last)."""
+    from tvm import relax, te, tirx
+
+    dims = _mel_shape(ctx, node)
+    out_dtype = ctx.dtype(node.outputs[0])
+    ops = [
+        ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[k]), [1]), "float64"))
+        for k in range(5)
+    ]
+
+    def fn(n_mel: Any, n_dft: Any, rate: Any, lo_hz: Any, hi_hz: Any) -> Any:
+        def mel(hz: Any) -> Any:
+            return 2595.0 * tirx.log10(1.0 + hz / 700.0)
+
+        def edge(k: Any) -> Any:
+            lo, hi = mel(lo_hz[0]), mel(hi_hz[0])
+            step = (hi - lo) / (n_mel[0] + 2.0)
+            hz = 700.0 * (
+                tirx.power(
+                    tirx.const(10.0, "float64"), (tirx.Cast("float64", k) * step + lo) / 2595.0
+                )
+                - 1.0
+            )
+            return tirx.floor((tirx.floor(n_dft[0]) + 1.0) * hz / tirx.floor(rate[0]))
+
+        def body(j: Any, i: Any) -> Any:
+            left, center, right = edge(i), edge(i + 1), edge(i + 2)
+            jf = tirx.Cast("float64", j)
+            zero = tirx.const(0.0, "float64")
+            one = tirx.const(1.0, "float64")
+            rising = tirx.Select(
+                center == left,
+                tirx.Select(jf == center, one, zero),
+                tirx.Select(
+                    tirx.all(jf >= left, jf <= center),
+                    (jf - left) / tirx.Select(center == left, one, center - left),
+                    zero,
+                ),
+            )
+            falling = (right - jf) / tirx.Select(right == center, one, right - center)
+            v = tirx.Select(tirx.all(jf >= center, jf < right), falling, rising)
+            return tirx.Cast(out_dtype, v)
+
+        return te.compute(dims, body, name="mel_weight_matrix")
+
+    return [ctx.emit_te(fn, *ops)]
+
+
+def _mel_shape(ctx: Ctx, node: Node) -> list[int]:
+    """[dft_length // 2 + 1, num_mel_bins] from constant operands, else the output's
+    static declared shape."""
+    n_mel, n_dft = ctx.const(node.inputs[0]), ctx.const(node.inputs[1])
+    if n_mel is not None and n_dft is not None:
+        return [
+            int(np.asarray(n_dft).reshape(-1)[0]) // 2 + 1,
+            int(np.asarray(n_mel).reshape(-1)[0]),
+        ]
+    declared = getattr(node.outputs[0].type, "shape", None)
+    if declared is None or len(declared) != 2 or not all(isinstance(d, int) for d in declared):
+        raise Decline(
+            "MelWeightMatrix's num_mel_bins and dft_length must be constants unless the output shape is static"
+        )
+    return list(declared)
+
+
+# -- LinearRegressor, Normalizer (ai.onnx.ml) ------------------------------------------------
+def _post_transform(ctx: Ctx, y: Any, kind: str) -> Any:
+    """post_transform NONE, LOGISTIC or SOFTMAX of [N, K] float64 scores, as the reference
+    (``ops/ml.py``); other transforms decline."""
+    from tvm import relax
+
+    if kind == "NONE":
+        return y
+    if kind == "LOGISTIC":
+        return ctx.emit(relax.op.sigmoid(y))
+    if kind == "SOFTMAX":
+        return ctx.emit(relax.op.nn.softmax(y, axis=1))
+    raise Decline(f"post_transform {kind}")
+
+
+@converts("LinearRegressor")
+def linear_regressor(ctx: Ctx, node: Node) -> Sequence[Any]:
+    """Y = X W^T + b in float64 (W of ``targets`` coefficient rows), post_transform,
+    float32 out; 1-D X is one row."""
+    from tvm import relax
+
+    x = ctx.x(node.inputs[0])
+    dims = ctx.shape_of(x)
+    if len(dims) not in (1, 2) or not isinstance(dims[-1], int):
+        raise Decline("LinearRegressor needs a 1-D or 2-D input with a static feature count")
+    targets = int(node.attr("targets", 1))
+    coef = np.asarray(node.attr("coefficients") or [], np.float64)
+    if targets < 1 or coef.size != targets * dims[-1]:
+        raise Decline("LinearRegressor's coefficients do not fit its input and targets")
+    rows = ctx.emit(relax.op.astype(x, "float64"))
+    if len(dims) == 1:
+        rows = ctx.emit(relax.op.reshape(rows, [1, dims[0]]))
+    y = ctx.emit(relax.op.matmul(rows, ctx.weight(coef.reshape(targets, -1).T.copy())))
+    bias = node.attr("intercepts")
+    if bias:
+        y = ctx.emit(relax.op.add(y, ctx.weight(np.asarray(bias, np.float64))))
+    y = _post_transform(ctx, y, as_str(node.attr("post_transform", "NONE")))
+    return [ctx.emit(relax.op.astype(y, "float32"))]
+
+
+@converts("Normalizer")
+def normalizer(ctx: Ctx, node: Node) -> Sequence[Any]:
+    """Each row divided by its MAX, L1 or L2 norm in float64 (rows whose divisor is 0 stay
+    as they are), float32 out; 1-D X is one row."""
+    from tvm import relax
+
+    x = ctx.x(node.inputs[0])
+    dims = ctx.shape_of(x)
+    if len(dims) not in (1, 2):
+        raise Decline("Normalizer needs a 1-D or 2-D input")
+    v = ctx.emit(relax.op.astype(x, "float64"))
+    if len(dims) == 1:
+        v = ctx.emit(relax.op.reshape(v, [1, dims[0]]))
+    norm = as_str(node.attr("norm", "MAX"))
+    if norm == "MAX":
+        d = relax.op.max(v, axis=[1], keepdims=True)
+    elif norm == "L1":
+        d = relax.op.sum(relax.op.abs(v), axis=[1], keepdims=True)
+    elif norm == "L2":
+        d = relax.op.sqrt(relax.op.sum(relax.op.multiply(v, v), axis=[1], keepdims=True))
+    else:
+        raise Decline(f"Normalizer norm {norm}")
+    d = ctx.emit(d)
+    zero = ctx.emit(relax.op.equal(d, ctx.scalar(0.0, "float64")))
+    y = ctx.emit(relax.op.divide(v, relax.op.where(zero, ctx.scalar(1.0, "float64"), d)))
+    y = ctx.emit(relax.op.astype(y, "float32"))
+    return [ctx.emit(relax.op.reshape(y, dims)) if len(dims) == 1 else y]
