@@ -14,6 +14,12 @@ narrow type (``LowerCtx`` reports such tensors as ``f32``).
 
 Rounding happens where the graph stores a tensor, so a chain of float16 ops rounds at
 every op boundary, as onnxruntime does for ops it runs in float16.
+
+float8e8m0 (``f8e8m0``, the power-of-two scales of the MX formats) is a biased exponent
+alone: 2**(b - 127), 0xFF NaN, no sign, zero or infinity. How a value becomes one depends
+on Cast's ``round_mode`` and ``saturate`` (``e8m0_bits``); a plain store rounds as Cast's
+defaults do (up, saturating), which keeps every e8m0 value exactly, and only Cast makes
+new ones.
 """
 
 from __future__ import annotations
@@ -53,8 +59,15 @@ FLOAT8: dict[str, Float8] = {
 #: sub-byte integers: bits and signedness. One element per byte (numpy/ml_dtypes' layout),
 #: in the low bits; a store keeps the low bits (wraps), a load sign-extends.
 SMALL_INTS: dict[str, tuple[int, bool]] = {"i4": (4, True), "u4": (4, False), "i2": (2, True), "u2": (2, False)}
+#: float8e8m0's kernel-IR name, and Cast's rounding modes for it (``round_mode``).
+E8M0 = "f8e8m0"
+E8M0_ROUND_MODES = ("up", "down", "nearest")
 #: storage dtype → the kernel-IR dtype its buffers are declared with.
-STORAGE_DTYPES: dict[str, str] = {"f16": "u16", "bf16": "u16", **{k: "u8" for k in (*FLOAT8, *SMALL_INTS)}}
+STORAGE_DTYPES: dict[str, str] = {
+    "f16": "u16",
+    "bf16": "u16",
+    **{k: "u8" for k in (*FLOAT8, *SMALL_INTS, E8M0)},
+}
 
 
 def is_storage(dtype: str) -> bool:
@@ -95,6 +108,8 @@ def to_f32(bits: Expr, dtype: str) -> Expr:
         return Bin("sub", Bin("xor", low, _i(1 << (width - 1))), _i(1 << (width - 1))) if signed else low
     if dtype in FLOAT8:
         return _f8_to_f32(b, FLOAT8[dtype])
+    if dtype == E8M0:
+        return _e8m0_to_f32(b)
     if dtype == "bf16":
         return Bitcast(_shl(b, 16), "f32")
     mag = _and(b, 0x7FFF)
@@ -112,6 +127,8 @@ def from_f32(value: Expr, dtype: str) -> Expr:
     if dtype in SMALL_INTS:  # the low bits: values out of range wrap, as ml_dtypes does
         v = value if value.dtype == "i32" else Cast(value, "i32")
         return Cast(_and(v, (1 << SMALL_INTS[dtype][0]) - 1), "u8")
+    if dtype == E8M0:
+        return e8m0_bits(value)
     x = value if value.dtype == "f32" else Cast(value, "f32")
     if dtype in FLOAT8:
         return _f32_to_f8(x, FLOAT8[dtype])
@@ -185,3 +202,56 @@ def _f32_to_f8(x: Expr, f: Float8) -> Expr:
     else:
         out = Bin("or", Select(is_nan, _i(f.nan), r), sign)
     return Cast(out, "u8")
+
+
+def _e8m0_to_f32(b: Expr) -> Expr:
+    """2**(b - 127) from the bits of the exponent (``b``: int32, 0..255); 0 is 2**-127, a
+    float32 subnormal, and 255 NaN. Built from bits alone, no float arithmetic."""
+    value = Select(Bin("eq", b, _i(0)), _i(0x00400000), _shl(b, 23))
+    return Bitcast(Select(Bin("eq", b, _i(0xFF)), _i(0x7FC00000), value), "f32")
+
+
+def e8m0_bits(x: Expr, saturate: bool = True, round_mode: str = "up") -> Expr:
+    """The float8e8m0 bits (``u8``) of ``|x|`` (float32 or float64; any other type goes
+    through float64, as the op's reference does): its exponent, plus one when
+    ``round_mode`` rounds its fraction up (``up``: any fraction, ``nearest``: half or more,
+    ``down``: never). Beyond 2**127 (infinity too) gives 254 when ``saturate``, else NaN;
+    below 2**-127 (zero too) gives 0 when ``saturate``, else NaN; NaN stays NaN (255).
+    Reading the exponent and fraction from the bits rounds the exact value once, where a
+    float64 source narrowed to float32 first could round twice."""
+    if round_mode not in E8M0_ROUND_MODES:
+        modes = ", ".join(E8M0_ROUND_MODES)
+        raise ValueError(f"float8e8m0 round_mode {round_mode!r} is not one of {modes}")
+    if x.dtype == "f32":
+        mag = _and(Bitcast(x, "i32"), 0x7FFFFFFF)
+        # a subnormal's bits, read as an integer, convert exactly to a normal float32 whose
+        # exponent is the value's plus 149 (no float op ever sees a subnormal input)
+        norm = Bitcast(Cast(mag, "f32"), "i32")
+        sub = Bin("lt", mag, _i(0x00800000))
+        exp = Select(sub, Bin("sub", _shr(norm, 23), _i(149)), _shr(mag, 23))
+        frac = _and(Select(sub, norm, mag), 0x007FFFFF)
+        is_nan = Bin("gt", mag, _i(0x7F800000))
+        return _e8m0_round(exp, frac, 1 << 22, is_nan, saturate, round_mode)
+    wide = x if x.dtype == "f64" else Cast(x, "f64")
+    mag = Bin("and", Bitcast(wide, "i64"), Const(0x7FFFFFFFFFFFFFFF, "i64"))
+    # float64's bias is 1023: every magnitude below its smallest normal is far below 2**-127
+    exp = Cast(Bin("sub", Bin("shr", mag, Const(52, "i64")), Const(1023 - 127, "i64")), "i32")
+    frac = Bin("and", mag, Const((1 << 52) - 1, "i64"))
+    is_nan = Bin("gt", mag, Const(0x7FF0000000000000, "i64"))
+    return _e8m0_round(exp, frac, 1 << 51, is_nan, saturate, round_mode)
+
+
+def _e8m0_round(
+    exp: Expr, frac: Expr, half: int, is_nan: Expr, saturate: bool, round_mode: str
+) -> Expr:
+    """The e8m0 bits of a magnitude with biased exponent ``exp`` (int32, bias 127) and
+    fraction bits ``frac`` (whose half is ``half``), rounded by ``round_mode``."""
+    if round_mode != "down":
+        if round_mode == "up":
+            up = Bin("ne", frac, Const(0, frac.dtype))
+        else:
+            up = Bin("ge", frac, Const(half, frac.dtype))
+        exp = Bin("add", exp, Select(up, _i(1), _i(0)))
+    out = Select(Bin("gt", exp, _i(254)), _i(254 if saturate else 0xFF), exp)
+    out = Select(Bin("lt", exp, _i(0)), _i(0 if saturate else 0xFF), out)
+    return Cast(Select(is_nan, _i(0xFF), out), "u8")

@@ -60,6 +60,7 @@ DTYPE_CODES: dict[str, tuple[str, int]] = {
     "u4": ("U4", 20),
     "i2": ("I2", 21),
     "u2": ("U2", 22),
+    "f8e8m0": ("F8E8M0", 23),  # float8e8m0 (ml_dtypes' float8_e8m0fnu): the exponent bits
 }
 #: C flags of every translation unit: no -g (debug info would carry the build folder).
 CFLAGS = ("-std=gnu11", "-O2", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wno-unused-function")

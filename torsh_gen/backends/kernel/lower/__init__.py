@@ -45,6 +45,7 @@ KERNEL_DTYPES: dict[DType, str] = {
     DType.FLOAT16: "f16", DType.BFLOAT16: "bf16", DType.FLOAT8E4M3FN: "f8e4m3fn",
     DType.FLOAT8E4M3FNUZ: "f8e4m3fnuz", DType.FLOAT8E5M2: "f8e5m2", DType.FLOAT8E5M2FNUZ: "f8e5m2fnuz",
     DType.FLOAT4E2M1: "f4e2m1", DType.INT4: "i4", DType.UINT4: "u4", DType.INT2: "i2", DType.UINT2: "u2",
+    DType.FLOAT8E8M0: "f8e8m0",
 }
 
 _FAMILIES = ("elementwise", "linalg", "conv", "pool", "reduce", "norm", "shape", "indexing", "quant", "conv_transpose", "einsum",

@@ -28,8 +28,11 @@ from torsh_gen.backends.kernel.ir import (
 )
 from torsh_gen.backends.kernel.lower import KERNEL_DTYPES, LoweringDeclined
 from torsh_gen.backends.kernel.storage import (
+    E8M0,
+    E8M0_ROUND_MODES,
     FLOAT8,
     SMALL_INTS,
+    e8m0_bits,
     from_f32,
     is_storage,
     saturated,
@@ -490,6 +493,11 @@ def _cast(kb, a, attrs):
     to = KERNEL_DTYPES.get(DType(int(attrs.to)))
     if to is None:
         raise LoweringDeclined(f"Cast to {DType(int(attrs.to)).name}")
+    if to == E8M0:  # rounded by round_mode from the source's own bits (float64 for integers)
+        mode = str(attrs.get("round_mode", "up"))
+        if mode not in E8M0_ROUND_MODES:
+            raise LoweringDeclined(f"Cast round_mode '{mode}' (float8e8m0 takes up, down or nearest)")
+        return to_f32(e8m0_bits(a[0], bool(int(attrs.get("saturate", 1))), mode), to)
     if to in SMALL_INTS:  # truncated through int64, then the low bits (ml_dtypes' wrap)
         x = a[0] if not is_float(a[0].dtype) else Cast(a[0], "i64")
         return to_f32(from_f32(Cast(x, "i32"), to), to)
