@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from torsh_gen.backends.tvm.narrow import STORAGE, is_narrow
 from torsh_gen.errors import UnsupportedOpError
 from torsh_gen.ir.graph import Graph, Node, Value
 from torsh_gen.ir.types import DType, TensorType
@@ -34,7 +35,8 @@ from torsh_gen.ir.types import DType, TensorType
 #: smaller ones are inlined into the module.
 PARAM_MIN_ELEMENTS = 64
 
-#: Our element types → TVM dtype strings. Others (strings, complex, float8, 4-bit) decline.
+#: Our element types → TVM dtype strings. The narrow ones (float8, float4, 4- and 2-bit
+#: integers) are held as uint8 (``narrow.py``); others (strings, complex) decline.
 DTYPES: dict[DType, str] = {
     DType.FLOAT: "float32",
     DType.DOUBLE: "float64",
@@ -112,7 +114,11 @@ def str_attr(node: Node, name: str, default: str) -> str:
 
 
 def tvm_dtype(dtype: DType) -> str:
-    """The TVM dtype of our element type; Decline for types TVM cannot hold."""
+    """The TVM dtype of our element type: the narrow types (float8, float4, 4- and 2-bit
+    integers) are held as their bytes (``narrow.STORAGE``); Decline for types TVM cannot
+    hold (strings, complex)."""
+    if is_narrow(dtype):
+        return STORAGE
     try:
         return DTYPES[dtype]
     except KeyError:
@@ -163,8 +169,16 @@ class Ctx:
         return [int(v) for v in np.asarray(self.need_const(value, what)).reshape(-1)]
 
     def dtype(self, value: Value) -> str:
-        """``value``'s TVM dtype string."""
-        return tvm_dtype(self.tensor_type(value).dtype)
+        """``value``'s TVM dtype string, for converters that compute on its values: Decline
+        for the narrow types, whose bytes are not their values (Cast, QuantizeLinear and
+        DequantizeLinear decode them with ``narrow``; data movement never asks)."""
+        dtype = self.tensor_type(value).dtype
+        if is_narrow(dtype):
+            raise Decline(
+                f"element type {dtype.name} is supported by the TVM backend only in Cast, "
+                "CastLike, QuantizeLinear, DequantizeLinear and ops that move it unread"
+            )
+        return tvm_dtype(dtype)
 
     def tensor_type(self, value: Value) -> TensorType:
         t = value.type
@@ -322,6 +336,31 @@ def to_relax(graph: Graph) -> RelaxModule:
 SECOND_CHANCE: set[str] = set()
 
 
+#: Ops that may take or make the narrow types (held as their bytes, ``narrow.py``): those
+#: that decode and encode them, and those that only move, select or describe elements, so
+#: the bytes stand for the values. Zero-filling ops (Pad, ConstantOfShape, Trilu, OneHot)
+#: are not here: byte 0 is not zero in every narrow type (float8e8m0's 0x00 is 2^-127).
+#: Any other op on a narrow tensor would compute on bytes, so it is refused instead.
+NARROW_OPS = frozenset(
+    {
+        "Cast", "CastLike", "QuantizeLinear", "DequantizeLinear",
+        "Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
+        "Split", "Slice", "Gather", "GatherElements", "GatherND", "Expand", "Tile", "Shape",
+        "Size", "DepthToSpace", "SpaceToDepth", "Compress", "ReverseSequence", "Where",
+        "ScatterND", "ScatterElements", "Scatter", "Constant", "Dropout", "If", "Loop", "Scan",
+    }
+)  # fmt: skip
+
+
+def _narrow_operand(node: Node) -> Value | None:
+    """The first input or output of ``node`` of a narrow element type, if any."""
+    for v in [*node.inputs, *node.outputs]:
+        t = v.type if v is not None else None
+        if isinstance(t, TensorType) and is_narrow(t.dtype):
+            return v
+    return None
+
+
 def _convert_node(ctx: Ctx, node: Node, missing: list[str]) -> None:
     """Convert ``node`` into ``ctx`` (binding its outputs in ``ctx.env``), or append to
     ``missing`` why it cannot be; once something is missing, only list the rest."""
@@ -329,6 +368,14 @@ def _convert_node(ctx: Ctx, node: Node, missing: list[str]) -> None:
     label = f"'{node.name or '<unnamed>'}' ({node.op_type})"
     if fn is None:
         missing.append(f"{label}: no TVM converter for {node.op_type}")
+        return
+    narrow = _narrow_operand(node) if node.op_type not in NARROW_OPS else None
+    if narrow is not None:
+        missing.append(
+            f"{label}: '{narrow.name}' has element type {narrow.type.dtype.name}, which the TVM "
+            "backend holds as bytes: only Cast, CastLike, QuantizeLinear, DequantizeLinear and "
+            "ops that move elements take it; cast it to float first"
+        )
         return
     accepts = ACCEPTS.get(node.op_type)
     if accepts is not None and not accepts(node) and node.op_type not in SECOND_CHANCE:

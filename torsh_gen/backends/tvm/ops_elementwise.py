@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import DTYPES, Ctx, Decline, converts, str_attr
+from torsh_gen.backends.tvm import narrow
+from torsh_gen.backends.tvm.convert import DTYPES, Ctx, Decline, converts, str_attr, tvm_dtype
 from torsh_gen.ir.graph import Node
 from torsh_gen.ir.types import DType
 
@@ -465,17 +466,37 @@ def clip(ctx: Ctx, node: Node) -> Sequence[Any]:
 
 
 # -- casts ----------------------------------------------------------------------------------------
-def _cast_to(ctx: Ctx, node: Node, to: str) -> list[Any]:
+def _cast_to(ctx: Ctx, node: Node, to: DType) -> list[Any]:
     """TVM's casts follow the spec's rules for the types it holds: float→bool is x != 0
     (NaN → True), int→bool nonzero, narrowing ints wrap, float→float rounds to nearest
     even (bfloat16 included) and overflows to ±inf; float→int out of range is undefined
-    in ONNX too. float8/4-bit/string types never reach here (tvm_dtype declines them)."""
+    in ONNX too. The narrow types (float8, float4, 4- and 2-bit integers) are decoded to
+    float32 or int32 and encoded from any type by ``narrow``, with ``saturate`` (float8)
+    and ``round_mode`` (float8e8m0)."""
     from tvm import relax
 
-    x = ctx.x(node.inputs[0])
-    if ctx.dtype(node.inputs[0]) == to:
-        return [x]
-    return [ctx.emit(relax.op.astype(x, to))]
+    src = node.inputs[0]
+    source = ctx.tensor_type(src).dtype
+    if source == to:
+        return [narrow.operand(ctx, src)]
+    if not (narrow.is_narrow(source) or narrow.is_narrow(to)):
+        if to not in DTYPES:
+            raise Decline(f"Cast to {to.name} is not supported by the TVM backend")
+        return [ctx.emit(relax.op.astype(ctx.x(src), DTYPES[to]))]
+    round_mode = str_attr(node, "round_mode", "up")
+    if round_mode not in narrow.ROUND_MODES:
+        raise Decline(f"round_mode '{round_mode}' is not one of {', '.join(narrow.ROUND_MODES)}")
+    if narrow.is_narrow(source):
+        x = narrow.decoded(ctx, src)
+    else:
+        tvm_dtype(source)  # declines strings and complex
+        x = ctx.x(src)
+    if narrow.is_narrow(to):
+        saturate = bool(node.attr("saturate", 1))
+        return [narrow.encode(ctx, x, to, saturate, round_mode)]
+    if to not in DTYPES:
+        raise Decline(f"Cast to {to.name} is not supported by the TVM backend")
+    return [x if x.ty.dtype == DTYPES[to] else ctx.emit(relax.op.astype(x, DTYPES[to]))]
 
 
 @converts("Cast")
@@ -487,15 +508,12 @@ def cast(ctx: Ctx, node: Node) -> Sequence[Any]:
         import onnx
 
         to = onnx.TensorProto.DataType.Value(to.decode() if isinstance(to, bytes) else to)
-    dtype = DType(int(to))
-    if dtype not in DTYPES:
-        raise Decline(f"Cast to {dtype.name} is not supported by the TVM backend")
-    return _cast_to(ctx, node, DTYPES[dtype])
+    return _cast_to(ctx, node, DType(int(to)))
 
 
 @converts("CastLike")
 def cast_like(ctx: Ctx, node: Node) -> Sequence[Any]:
-    return _cast_to(ctx, node, ctx.dtype(node.inputs[1]))
+    return _cast_to(ctx, node, ctx.tensor_type(node.inputs[1]).dtype)
 
 
 # -- activations -------------------------------------------------------------------------------

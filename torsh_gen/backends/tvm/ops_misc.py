@@ -4,6 +4,8 @@ functions.
 
 Quantization follows onnx's reference evaluator (the spec's own arithmetic): divide in the
 input's float type, round half to even, add the zero point in integers, saturate. The
+narrow types (4- and 2-bit integers, float8, float4), held as bytes, are decoded and
+encoded by ``narrow``. The
 integer products (QLinearMatMul, QLinearConv) accumulate exactly in int32 and rescale in
 float64, as the reference does.
 """
@@ -15,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from torsh_gen.backends.kernel.storage import SMALL_INTS
+from torsh_gen.backends.tvm import narrow
 from torsh_gen.backends.tvm.convert import Ctx, Decline, converts, numpy_dtype, tvm_dtype
 from torsh_gen.ir.graph import Node, Value
 from torsh_gen.ir.types import DType
@@ -23,12 +27,15 @@ from torsh_gen.ir.types import DType
 _INT_GUARD = float(2**40)
 
 
-def _param(ctx: Ctx, value: Value, x_dims: list[Any], axis: int, block: int) -> Any:
+def _param(
+    ctx: Ctx, value: Value, x_dims: list[Any], axis: int, block: int, expr: Any = None
+) -> Any:
     """A scale or zero point shaped to broadcast against x: scalar (per tensor), along
-    ``axis`` (per axis) or repeated ``block`` times along ``axis`` (blocked)."""
+    ``axis`` (per axis) or repeated ``block`` times along ``axis`` (blocked). ``expr``:
+    the values to shape, when not ``value``'s own (a decoded narrow zero point)."""
     from tvm import relax
 
-    expr = ctx.x(value)
+    expr = ctx.x(value) if expr is None else expr
     dims = ctx.shape(value)
     if len(dims) == 0:
         return expr
@@ -61,11 +68,14 @@ def _quant_axis(ctx: Ctx, node: Node, rank: int) -> tuple[int, int]:
     return (axis + rank if axis < 0 else axis), block
 
 
-def _saturate(ctx: Ctx, q: Any, zp: Any | None, dtype: str) -> Any:
-    """round-half-even(q) + zp, clipped to ``dtype``'s range and cast to it (q is float)."""
+def _saturate(
+    ctx: Ctx, q: Any, zp: Any | None, dtype: str, bounds: tuple[int, int] | None = None
+) -> Any:
+    """round-half-even(q) + zp, clipped to ``dtype``'s range (or ``bounds``) and cast to
+    ``dtype`` (q is float)."""
     from tvm import relax
 
-    info = np.iinfo(dtype)
+    lo, hi = bounds or (int(np.iinfo(dtype).min), int(np.iinfo(dtype).max))
     r = ctx.emit(relax.op.round(q))
     if r.ty.dtype in ("float16", "bfloat16"):  # the guard below is beyond their range
         r = ctx.emit(relax.op.astype(r, "float32"))
@@ -73,7 +83,7 @@ def _saturate(ctx: Ctx, q: Any, zp: Any | None, dtype: str) -> Any:
     r = ctx.emit(relax.op.astype(r, "int64"))
     if zp is not None:
         r = ctx.emit(relax.op.add(r, relax.op.astype(zp, "int64")))
-    r = ctx.emit(relax.op.clip(r, int(info.min), int(info.max)))
+    r = ctx.emit(relax.op.clip(r, lo, hi))
     return ctx.emit(relax.op.astype(r, dtype))
 
 
@@ -86,13 +96,24 @@ def _int_dtype(ctx: Ctx, value: Value, what: str) -> str:
 
 @converts("QuantizeLinear")
 def quantize_linear(ctx: Ctx, node: Node) -> Sequence[Any]:
+    out = ctx.tensor_type(node.outputs[0]).dtype
+    if narrow.is_narrow(out):
+        return [_quantize_narrow(ctx, node, out)]
+    out_dtype = _int_dtype(ctx, node.outputs[0], "QuantizeLinear's output")
+    q, x_dims, axis, block = _quotient(ctx, node)
+    zp = _param(ctx, node.inputs[2], x_dims, axis, block) if ctx.has(node, 2) else None
+    return [_saturate(ctx, q, zp, out_dtype)]
+
+
+def _quotient(ctx: Ctx, node: Node) -> tuple[Any, list[Any], int, int]:
+    """x / scale of a QuantizeLinear node, in the input's float type (or ``precision``),
+    with x's dims, the axis and the block size."""
     from tvm import relax
 
     src = node.inputs[0]
     x = ctx.x(src)
     x_dims = ctx.shape(src)
     axis, block = _quant_axis(ctx, node, len(x_dims))
-    out_dtype = _int_dtype(ctx, node.outputs[0], "QuantizeLinear's output")
     ftype = ctx.dtype(src)
     precision = int(node.attr("precision", 0))
     if precision:
@@ -102,26 +123,71 @@ def quantize_linear(ctx: Ctx, node: Node) -> Sequence[Any]:
         x = ctx.emit(relax.op.astype(x, ftype))
     if ctx.dtype(node.inputs[1]) != ftype:
         scale = ctx.emit(relax.op.astype(scale, ftype))
-    q = ctx.emit(relax.op.divide(x, scale))
-    zp = _param(ctx, node.inputs[2], x_dims, axis, block) if ctx.has(node, 2) else None
-    return [_saturate(ctx, q, zp, out_dtype)]
+    return ctx.emit(relax.op.divide(x, scale)), x_dims, axis, block
+
+
+def _quantize_narrow(ctx: Ctx, node: Node, out: DType) -> Any:
+    """x / scale into a narrow type, as onnx's reference computes it: 4- and 2-bit integers
+    round half to even, add the zero point and clip to their range; float8 rounds to
+    nearest even, clamped to ±max when ``saturate`` (its zero point must be 0); float4
+    adds its zero point and rounds (it has no infinity: overflow gives ±6)."""
+    from tvm import relax
+
+    name = narrow.NARROW[out]
+    if name == "f8e8m0":
+        raise Decline("QuantizeLinear to FLOAT8E8M0 is not defined")
+    q, x_dims, axis, block = _quotient(ctx, node)
+    zp = None
+    if ctx.has(node, 2):
+        zp_value = node.inputs[2]
+        if name in narrow.SATURATING:
+            _require_zero(ctx, zp_value)
+        else:
+            zp = _param(ctx, zp_value, x_dims, axis, block, narrow.decoded(ctx, zp_value))
+    if narrow.is_integer(out):
+        width, signed = SMALL_INTS[name]
+        bounds = (-(1 << (width - 1)), (1 << (width - 1)) - 1) if signed else (0, (1 << width) - 1)
+        return narrow.encode(ctx, _saturate(ctx, q, zp, "int32", bounds), out)
+    if zp is not None:
+        q = ctx.emit(relax.op.add(relax.op.astype(q, "float32"), zp))
+    return narrow.encode(ctx, q, out, saturate=bool(node.attr("saturate", 1)))
+
+
+def _require_zero(ctx: Ctx, zp: Value) -> None:
+    """Decline a float8 or float4 zero point that is a constant other than 0 (the spec
+    requires 0 and the reference ignores it; a run-time one is ignored likewise)."""
+    arr = ctx.const(zp)
+    if arr is not None and np.any(np.asarray(arr).astype(np.float32) != 0):
+        raise Decline("a float8 or float4 zero point must be 0")
 
 
 @converts("DequantizeLinear")
 def dequantize_linear(ctx: Ctx, node: Node) -> Sequence[Any]:
-    """(x - zero_point) * scale in float32 (float64 for double scales), as the reference."""
+    """(x - zero_point) * scale in float32 (float64 for double scales), as the reference.
+    Narrow x is decoded first; float8 and float4 zero points are not subtracted (they
+    must be 0), as in the reference."""
     from tvm import relax
 
     src = node.inputs[0]
-    _int_dtype(ctx, src, "DequantizeLinear's input")
+    source = ctx.tensor_type(src).dtype
+    name = narrow.NARROW.get(source)
+    ftype = "float64" if ctx.dtype(node.inputs[1]) == "float64" else "float32"
+    if name is not None:
+        x = ctx.emit(relax.op.astype(narrow.decoded(ctx, src), ftype))
+    else:
+        _int_dtype(ctx, src, "DequantizeLinear's input")
+        x = ctx.emit(relax.op.astype(ctx.x(src), ftype))
     x_dims = ctx.shape(src)
     axis, block = _quant_axis(ctx, node, len(x_dims))
     out_dtype = ctx.dtype(node.outputs[0])
-    ftype = "float64" if ctx.dtype(node.inputs[1]) == "float64" else "float32"
-    x = ctx.emit(relax.op.astype(ctx.x(src), ftype))
     if ctx.has(node, 2):
-        zp = _param(ctx, node.inputs[2], x_dims, axis, block)
-        x = ctx.emit(relax.op.subtract(x, relax.op.astype(zp, ftype)))
+        zp_value = node.inputs[2]
+        if name in narrow.SATURATING or name == "f4e2m1":
+            _require_zero(ctx, zp_value)
+        else:
+            decoded = narrow.decoded(ctx, zp_value) if name is not None else None
+            zp = _param(ctx, zp_value, x_dims, axis, block, decoded)
+            x = ctx.emit(relax.op.subtract(x, relax.op.astype(zp, ftype)))
     scale = _param(ctx, node.inputs[1], x_dims, axis, block)
     y = ctx.emit(relax.op.multiply(x, relax.op.astype(scale, ftype)))
     return [ctx.emit(relax.op.astype(y, out_dtype)) if out_dtype != ftype else y]

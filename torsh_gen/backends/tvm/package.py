@@ -2,7 +2,9 @@
 
     DIR/model.so        the library TVM built and exported (host code + device kernels)
     DIR/weights.bin     the weights, in parameter order, each at a 64-byte offset
-    DIR/manifest.json   source, target, passes, inputs/outputs, the weights' layout
+    DIR/manifest.json   source, target, passes, inputs/outputs, the weights' layout (a
+                        narrow input or output, float8 or int4..., has the model's dtype
+                        and ``"storage": "uint8"``: the package views it as bytes)
     DIR/__init__.py     ``run(**inputs)`` and ``Model``, importing numpy and TVM's runtime
     DIR/kernels/        device kernel source of GPU targets (CUDA C, Metal, OpenCL C)
     DIR/tuning/         MetaSchedule's database when built with ``--tune``
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from torsh_gen.backends.llvm.artifact import ArtifactInfo, PackageResult, npy_file_names, write_json
+from torsh_gen.backends.tvm.narrow import STORAGE, is_narrow, to_storage
 from torsh_gen.ir.graph import Graph, Value
 from torsh_gen.ir.types import TensorType
 
@@ -125,7 +128,8 @@ def _weights_blob(params: list[np.ndarray]) -> tuple[bytes, list[dict[str, Any]]
         pad = -offset % ALIGN
         chunks.append(b"\0" * pad)
         offset += pad
-        data = np.asarray(arr, order="C").tobytes()
+        arr = to_storage(np.asarray(arr, order="C"))
+        data = arr.tobytes()
         entries.append({"offset": offset, "dtype": _dtype_name(arr.dtype), "shape": list(arr.shape)})
         chunks.append(data)
         offset += len(data)
@@ -143,7 +147,10 @@ def _io_entries(values: list[Value], prefix: str) -> list[dict[str, Any]]:
         t = v.type
         assert isinstance(t, TensorType)
         shape = [d if isinstance(d, int) else str(d or "?") for d in (t.shape or ())]
-        out.append({"name": v.name, "dtype": _dtype_name(t.dtype.numpy), "shape": shape, "file": f})
+        entry = {"name": v.name, "dtype": _dtype_name(t.dtype.numpy), "shape": shape, "file": f}
+        if is_narrow(t.dtype):  # the model's dtype, and the bytes the library takes
+            entry["storage"] = STORAGE
+        out.append(entry)
     return out
 
 

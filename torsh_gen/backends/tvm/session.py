@@ -11,8 +11,10 @@ import numpy as np
 
 from torsh_gen.backends.tvm.build import build, require_tvm
 from torsh_gen.backends.tvm.convert import RelaxModule, to_relax
+from torsh_gen.backends.tvm.narrow import from_storage, is_narrow, to_storage
 from torsh_gen.errors import InputError
-from torsh_gen.ir.graph import Graph
+from torsh_gen.ir.graph import Graph, Value
+from torsh_gen.ir.types import DType, TensorType
 
 
 class TvmSession:
@@ -25,7 +27,8 @@ class TvmSession:
         self.module: RelaxModule = to_relax(graph)
         self.executable = build(self.module.mod, target)
         self.vm = relax.VirtualMachine(self.executable, tvm.cpu())
-        self.params = transformed_params(self.vm, [tvm.runtime.tensor(p) for p in self.module.params])
+        weights = [tvm.runtime.tensor(to_storage(p)) for p in self.module.params]
+        self.params = transformed_params(self.vm, weights)
         self.input_names = [v.name for v in self.module.inputs]
         self.output_names = [v.name for v in self.module.outputs]
 
@@ -36,9 +39,28 @@ class TvmSession:
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise InputError(f"missing input(s) {', '.join(missing)}")
-        args = [tvm.runtime.tensor(np.asarray(feeds[n], order="C")) for n in self.input_names]
+        args = [tvm.runtime.tensor(_stored(v, feeds[v.name])) for v in self.module.inputs]
         outs = self.vm["main"](*args, *self.params)
-        return {n: _numpy(o) for n, o in zip(self.output_names, outs)}
+        return {
+            v.name: from_storage(_numpy(o), _dtype(v)) for v, o in zip(self.module.outputs, outs)
+        }
+
+
+def _stored(value: Value, array: Any) -> np.ndarray:
+    """A feed as ``main`` takes it: a narrow type (float8, int4...) given as its ml_dtypes
+    dtype and passed as its bytes (uint8); InputError when it has another dtype."""
+    arr = np.asarray(array, order="C")
+    dtype = _dtype(value)
+    if not is_narrow(dtype):
+        return arr
+    if arr.dtype != dtype.numpy:
+        raise InputError(f"input '{value.name}': dtype {arr.dtype}, expected {dtype.numpy.name}")
+    return to_storage(arr)
+
+
+def _dtype(value: Value) -> DType:
+    t = value.type
+    return t.dtype if isinstance(t, TensorType) else DType.UNDEFINED
 
 
 def transformed_params(vm: Any, params: list[Any]) -> list[Any]:
