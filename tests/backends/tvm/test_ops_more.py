@@ -381,15 +381,10 @@ def test_normalizer_matches_onnxruntime(norm: str) -> None:
 
 
 @pytest.mark.slow
-def test_dropout_training_helper(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``dropout_training`` wired in as the Dropout converter would call it (ops_tensor
-    declines training mode today): about ``ratio`` of the elements dropped, the rest
-    scaled by 1 / (1 - ratio), the mask agreeing, the same draws every call."""
-    from torsh_gen.backends.tvm import convert
-    from torsh_gen.backends.tvm.ops_random import dropout_training
-
-    convert._load_converters()
-    monkeypatch.setitem(convert.CONVERTERS, "Dropout", dropout_training)
+def test_dropout_in_training_mode() -> None:
+    """A seeded Dropout with a run-time training flag: about ``ratio`` of the elements
+    dropped, the rest scaled by 1 / (1 - ratio), the mask agreeing, the same draws every
+    call, and the input unchanged with the flag off."""
     m = node_model(
         "Dropout",
         [("x", F, [200, 300]), ("ratio", F, []), ("train", TP.BOOL, [])],

@@ -251,6 +251,31 @@ class Ctx:
         self.params.append((var, arr))
         return var
 
+    # -- run-time checks ------------------------------------------------------------
+    def check(self, cond: Any, message: str, args: Sequence[Any] = ()) -> None:
+        """Make the model fail at run time with ``message`` (one line; each ``{}`` shows
+        the matching Relax value of ``args``) where the boolean scalar ``cond`` is false.
+
+        For converters that build statically from the model's declared output shape
+        something a run-time operand decides (TopK's k, reduction axes, a window's size):
+        the declaration comes from an untrusted file, so a model that lies stops with a
+        message instead of computing silently with the declared value. ``message`` must be
+        our own text, never a string taken from the model."""
+        from tvm import relax
+
+        self.emit(relax.op.assert_op(cond, list(args), message))
+
+    def check_one_int(self, value: Value, expected: int, message: str) -> None:
+        """``check`` that the one-element integer operand ``value`` equals ``expected``;
+        ``message``'s ``{}`` shows the run-time value."""
+        from tvm import relax
+
+        v = self.emit(relax.op.reshape(self.emit(relax.op.astype(self.x(value), "int64")), [-1]))
+        if self.shape_of(v) != [1]:
+            raise Decline(f"'{value.name}' must hold one element")
+        same = self.emit(relax.op.equal(v, relax.const(np.array([expected], np.int64))))
+        self.check(self.emit(relax.op.reshape(same, [])), message, [v])
+
     def scalar(self, value: float | int | bool, dtype: str) -> Any:
         """A 0-d Relax constant of ``dtype``."""
         return self.constant(np.array(value), dtype)

@@ -339,6 +339,8 @@ def window(ctx: Ctx, node: Node) -> Sequence[Any]:
         if not dims or not isinstance(dims[0], int):
             raise Decline("the window size must be a constant (it is computed at run time)")
         size = dims[0]
+        message = f"{node.op_type}: the size is {{}} at run time, but the model's declared output shape says {size}"
+        ctx.check_one_int(node.inputs[0], size, message)
     periodic = bool(node.attr("periodic", 1))
     if size < 0 or (size == 1 and not periodic):
         raise Decline(f"a {'symmetric ' if not periodic else ''}window of size {size} is not defined")

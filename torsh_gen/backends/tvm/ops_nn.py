@@ -901,17 +901,23 @@ def _resize_sizes(
 
 
 def _resize_coords(spec: _ResizeSpec, n: int, scale: float, out: int, roi: tuple[float, float] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Input coordinate of each output position, and which positions extrapolate."""
+    """Input coordinate of each output position, and which positions extrapolate.
+
+    The resized length in align_corners, pytorch_half_pixel and tf_crop_and_resize is
+    ``scale * n``, fractional where a scale does not divide the length evenly: so onnx's
+    reference reads the spec, and the node tests made with it check it (onnxruntime uses
+    the rounded output length instead). The run-time path (``_runtime_coord``) agrees."""
     y = np.arange(out, dtype=np.float64)
     width = scale * n
+    one = width == 1.0
     ctm = spec.ctm
     outside = np.zeros(out, dtype=bool)
     if ctm == "align_corners":
-        x = np.zeros(out) if out == 1 else y * (n - 1) / (out - 1)
+        x = np.zeros(out) if one else y * (n - 1) / (width - 1)
     elif ctm == "asymmetric":
         x = y / scale
     elif ctm == "pytorch_half_pixel":
-        x = np.full(out, -0.5) if out == 1 else (y + 0.5) / scale - 0.5
+        x = np.full(out, -0.5) if one else (y + 0.5) / scale - 0.5
     elif ctm == "half_pixel":
         x = (y + 0.5) / scale - 0.5
     elif ctm == "half_pixel_symmetric":
@@ -921,7 +927,7 @@ def _resize_coords(spec: _ResizeSpec, n: int, scale: float, out: int, roi: tuple
         if roi is None:
             raise Decline("tf_crop_and_resize needs a constant roi")
         lo, hi = roi
-        x = np.full(out, (hi - lo) * (n - 1) / 2) if out == 1 else y * (hi - lo) * (n - 1) / (out - 1)
+        x = np.full(out, (hi - lo) * (n - 1) / 2) if one else y * (hi - lo) * (n - 1) / (width - 1)
         x = x + lo * (n - 1)
         outside = (x < 0) | (x > n - 1)
     return x, outside

@@ -103,17 +103,45 @@ def _reduce_axes(ctx: Ctx, node: Node, rank: int) -> list[list[int]]:
     return [sorted({ctx.axis(a, rank) for a in axes})]
 
 
-def _axes_match(ctx: Ctx, axes: Value, rank: int, candidate: list[int]) -> Any:
-    """A boolean scalar: whether the run-time ``axes`` (negative ones normalized) name
-    exactly ``candidate`` (same count, so every axis in it suffices: ONNX forbids repeats)."""
+def _axes_at_run_time(ctx: Ctx, node: Node) -> bool:
+    """Whether ``node``'s reduction axes come from a run-time, non-empty axes operand (so
+    the converter resolves them from the declared output shape)."""
+    if ctx.opset < _AXES_INPUT_FROM.get(node.op_type, 18) or not ctx.has(node, 1):
+        return False
+    return ctx.const(node.inputs[1]) is None and _static_dims(node.inputs[1]) != [0]
+
+
+def _any_of(ctx: Ctx, hits: Any, axis: int) -> Any:
+    """``hits`` (a boolean tensor) reduced with "any" along ``axis``."""
+    from tvm import relax
+
+    return ctx.emit(relax.op.max(ctx.emit(relax.op.astype(ctx.emit(hits), "uint8")), axis=[axis]))
+
+
+def _axes_match(ctx: Ctx, axes: Value, rank: int, candidate: list[int], free: list[int]) -> Any:
+    """A boolean scalar: whether the run-time ``axes`` (negative ones normalized) reduce as
+    ``candidate`` does: every axis given is in ``candidate`` or in ``free`` (singleton
+    axes kept with keepdims, whose reduction changes nothing), and every axis of
+    ``candidate`` is given. An axis out of range matches nothing."""
     from tvm import relax
 
     a = ctx.emit(relax.op.astype(ctx.x(axes), "int64"))
-    a = ctx.emit(relax.op.where(relax.op.less(a, relax.const(0, "int64")), relax.op.add(a, relax.const(rank, "int64")), a))
-    a = ctx.emit(relax.op.expand_dims(a, -1))
-    hit = ctx.emit(relax.op.astype(relax.op.equal(a, relax.const(np.array(candidate, np.int64))), "uint8"))
-    each = ctx.emit(relax.op.max(hit, axis=[1]))
-    return ctx.emit(relax.op.astype(relax.op.min(each), "bool"))
+    a = ctx.emit(relax.op.reshape(a, [-1]))
+    a = ctx.emit(
+        relax.op.where(
+            relax.op.less(a, relax.const(0, "int64")),
+            relax.op.add(a, relax.const(rank, "int64")),
+            a,
+        )
+    )
+    allowed = relax.const(np.array(sorted(set(candidate) | set(free)), np.int64))
+    inside = _any_of(ctx, relax.op.equal(ctx.emit(relax.op.expand_dims(a, -1)), allowed), 1)
+    wanted = relax.const(np.array(candidate, np.int64).reshape(-1, 1))
+    covered = _any_of(ctx, relax.op.equal(wanted, ctx.emit(relax.op.expand_dims(a, 0))), 1)
+    both = ctx.emit(
+        relax.op.minimum(ctx.emit(relax.op.min(inside)), ctx.emit(relax.op.min(covered)))
+    )
+    return ctx.emit(relax.op.astype(both, "bool"))
 
 
 def _identity(op: str, dtype: str) -> float | int | bool:
@@ -149,10 +177,27 @@ def reduce(ctx: Ctx, node: Node) -> Sequence[Any]:
     dtype = ctx.dtype(src)
     keepdims = bool(node.attr("keepdims", 1))
     candidates = _reduce_axes(ctx, node, rank)
+    if not _axes_at_run_time(ctx, node):
+        return [_reduce_over(ctx, node, x, dims, candidates[0], keepdims, dtype)]
+    # the axes were read off the declared output shape: pick among the candidates at run
+    # time, and stop where the run-time axes are none of them (the declaration is wrong)
+    free = [k for k, d in enumerate(dims) if d == 1] if keepdims else []
+    matches = [_axes_match(ctx, node.inputs[1], rank, axes, free) for axes in candidates]
+    ok = matches[0]
+    for m in matches[1:]:
+        ok = ctx.emit(relax.op.logical_or(ok, m))
+    shown = ", ".join(str(c) for c in candidates)
+    ctx.check(
+        ok,
+        f"{node.op_type}: the reduction axes given at run time ({{}}) disagree with the "
+        f"model's declared output shape, which implies axes {shown}",
+        [ctx.x(node.inputs[1])],
+    )
     y = _reduce_over(ctx, node, x, dims, candidates[-1], keepdims, dtype)
-    for axes in reversed(candidates[:-1]):
-        match = _axes_match(ctx, node.inputs[1], rank, axes)
-        y = ctx.emit(relax.op.where(match, _reduce_over(ctx, node, x, dims, axes, keepdims, dtype), y))
+    for axes, match in zip(reversed(candidates[:-1]), reversed(matches[:-1])):
+        y = ctx.emit(
+            relax.op.where(match, _reduce_over(ctx, node, x, dims, axes, keepdims, dtype), y)
+        )
     return [y]
 
 
@@ -400,16 +445,24 @@ def cumulative(ctx: Ctx, node: Node) -> Sequence[Any]:
 
 def _topk_k(ctx: Ctx, node: Node, axis: int) -> int:
     """K as a Python int: from the constant input (or attribute before opset 10), else from
-    the output's static size along ``axis``, which only one K produces."""
+    the output's declared static size along ``axis``. That declaration comes from the
+    model file, so the build then checks at run time that the k given is that one."""
     if ctx.opset < 10:
         return int(node.attr("k"))
     if ctx.const(node.inputs[1]) is not None:
         return ctx.ints(node.inputs[1], "TopK's k")[0]
     for out in node.outputs:
         dims = _static_dims(out)
-        if dims is not None:
+        if dims is not None and len(dims) > axis:
+            _check_topk_k(ctx, node.inputs[1], dims[axis])
             return dims[axis]
     raise Decline("TopK's k must be a constant (it is computed at run time)")
+
+
+def _check_topk_k(ctx: Ctx, k: Value, declared: int) -> None:
+    """Stop at run time unless the run-time ``k`` equals the ``declared`` one."""
+    message = f"TopK: k is {{}} at run time, but the model's declared output shape says k={declared}"
+    ctx.check_one_int(k, declared, message)
 
 
 @converts("TopK")

@@ -339,18 +339,19 @@ def concat(ctx: Ctx, node: Node) -> Sequence[Any]:
 
 @converts("Dropout")
 def dropout(ctx: Ctx, node: Node) -> Sequence[Any]:
-    """Inference: the input unchanged and a mask of all true. Training mode (attribute
-    ``is_test=0`` before opset 7, or a true ``training_mode``) is random: declined."""
+    """Inference: the input unchanged and a mask of all true. Training mode (a true or
+    run-time ``training_mode``) draws its mask like the random ops (``ops_random``: seeded
+    nodes only); ``is_test=0`` before opset 7 is declined."""
     from tvm import relax
+
+    from torsh_gen.backends.tvm.ops_random import dropout_training
 
     if ctx.opset < 7 and not node.attr("is_test", 0):
         raise Decline("Dropout in training mode (is_test=0) is random")
     if ctx.has(node, 2):
         mode = ctx.const(node.inputs[2])
         if mode is None or bool(np.asarray(mode).reshape(-1)[0]):
-            raise Decline(
-                "Dropout in training mode is random (training_mode is true or computed at run time)"
-            )
+            return dropout_training(ctx, node)
     x = ctx.x(node.inputs[0])
     mask = None
     if len(node.outputs) > 1 and node.outputs[1] is not None:
