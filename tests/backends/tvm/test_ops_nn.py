@@ -286,3 +286,11 @@ def test_half_precision_accumulates_in_float32(op: str) -> None:
         model = node_model(op, [("x", H, [4, 512])], [("y", H, None)])
         feeds = {"x": x}
     check_tvm(model, feeds, rtol=2e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_lp_normalization_keeps_zero_vectors_zero(p: int) -> None:
+    """A vector whose norm is 0 normalizes to 0 (onnx's reference), not to 0/0 = NaN."""
+    x = np.array([[1.0, 2.0, 0.0], [3.0, 4.0, 0.0]], np.float32)
+    model = node_model("LpNormalization", [("x", F, [2, 3])], [("y", F, None)], axis=0, p=p)
+    check_tvm(model, {"x": x}, oracle="reference")

@@ -649,7 +649,10 @@ def lp_normalization(ctx: Ctx, node: Node) -> Sequence[Any]:
         raise Decline(f"LpNormalization with p={p}")
     x = ctx.x(node.inputs[0])
     norm = ctx.emit(relax.op.sum(_abs_pow(ctx, x, float(p), dtype), axis=[axis], keepdims=True))
-    return [ctx.emit(relax.op.divide(x, _root(ctx, norm, float(p), dtype)))]
+    root = _root(ctx, norm, float(p), dtype)
+    # a zero vector stays zero (ONNX's reference), not 0/0 = NaN
+    zero = ctx.emit(relax.op.equal(root, ctx.scalar(0, dtype)))
+    return [ctx.emit(relax.op.where(zero, ctx.scalar(0, dtype), ctx.emit(relax.op.divide(x, root))))]
 
 
 @converts("MeanVarianceNormalization")
