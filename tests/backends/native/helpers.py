@@ -3,6 +3,7 @@ LLVM's JIT (and optionally the kernel-IR interpreter), compare with onnxruntime.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import sys
 from pathlib import Path
@@ -119,3 +120,16 @@ def import_package(folder: Path) -> Any:
     sys.modules[folder.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+class CTensor(ctypes.Structure):
+    """``<name>_tensor`` of a generated C header (for ``_run_checked`` and ``_output_info``)."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("dtype", ctypes.c_int32),
+        ("ndim", ctypes.c_int32),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+        ("data", ctypes.c_void_p),
+        ("nbytes", ctypes.c_size_t),
+    ]

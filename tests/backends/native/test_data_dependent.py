@@ -20,6 +20,7 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 from tests.backends.native.helpers import (
+    CTensor,
     import_package,
     interpret_program,
     lower_model,
@@ -392,17 +393,6 @@ def test_manifest_and_header(x86_package: Path) -> None:
     assert "(up to 192 bytes)" in header
 
 
-class _Tensor(ctypes.Structure):
-    _fields_ = [
-        ("name", ctypes.c_char_p),
-        ("dtype", ctypes.c_int32),
-        ("ndim", ctypes.c_int32),
-        ("shape", ctypes.POINTER(ctypes.c_int64)),
-        ("data", ctypes.c_void_p),
-        ("nbytes", ctypes.c_size_t),
-    ]
-
-
 def test_c_api_output_shape(x86_package: Path) -> None:
     lib = ctypes.CDLL(str(x86_package / "libddops.so"))
     lib.ddops_create.restype = ctypes.c_void_p
@@ -413,13 +403,13 @@ def test_c_api_output_shape(x86_package: Path) -> None:
         ctypes.c_int,
         ctypes.POINTER(ctypes.c_int64),
     ]
-    lib.ddops_output_info.restype = ctypes.POINTER(_Tensor)
+    lib.ddops_output_info.restype = ctypes.POINTER(CTensor)
     lib.ddops_run_checked.restype = ctypes.c_int
     lib.ddops_run_checked.argtypes = [
         ctypes.c_void_p,
-        ctypes.POINTER(_Tensor),
+        ctypes.POINTER(CTensor),
         ctypes.c_size_t,
-        ctypes.POINTER(_Tensor),
+        ctypes.POINTER(CTensor),
         ctypes.c_size_t,
     ]
     lib.ddops_last_error.restype = ctypes.c_char_p
@@ -449,10 +439,10 @@ def test_c_api_output_shape(x86_package: Path) -> None:
         feeds = _all_ops_feeds(4)
         keep = []
 
-        def tensor(name: str, array: np.ndarray, code: int, nbytes: int | None = None) -> _Tensor:
+        def tensor(name: str, array: np.ndarray, code: int, nbytes: int | None = None) -> CTensor:
             dims_ = (ctypes.c_int64 * max(array.ndim, 1))(*array.shape)
             keep.append((dims_, array))
-            return _Tensor(
+            return CTensor(
                 name.encode(),
                 code,
                 array.ndim,
@@ -462,7 +452,7 @@ def test_c_api_output_shape(x86_package: Path) -> None:
             )
 
         codes = {np.dtype(np.float32): 1, np.dtype(np.int64): 4, np.dtype(np.bool_): 11}
-        ins = (_Tensor * 6)(
+        ins = (CTensor * 6)(
             *[tensor(i.name, feeds[i.name], codes[feeds[i.name].dtype]) for i in model.graph.input]
         )
         bufs, outs = [], []
@@ -473,7 +463,7 @@ def test_c_api_output_shape(x86_package: Path) -> None:
             outs.append(tensor(o.name, buf, spec.dtype))  # data-dependent: only the capacity counts
             if o.name in ("uinv", "r"):  # static outputs: their shape is checked
                 outs[-1].ndim, outs[-1].shape = spec.ndim, spec.shape
-        out_arr = (_Tensor * 8)(*outs)
+        out_arr = (CTensor * 8)(*outs)
         assert lib.ddops_run_checked(m, ins, 6, out_arr, 8) == 0, lib.ddops_last_error(m)
         expected = ort_run(model, feeds)
         for j, (buf, exp) in enumerate(zip(bufs, expected)):

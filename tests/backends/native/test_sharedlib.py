@@ -19,7 +19,7 @@ import pytest
 from onnx import TensorProto as TP
 from onnx import helper, numpy_helper
 
-from tests.backends.native.helpers import import_package, make_model, ort_run, rand
+from tests.backends.native.helpers import CTensor, import_package, make_model, ort_run, rand
 from torsh_gen.tools.compile import compile_model
 
 HAS_GCC = shutil.which("gcc") is not None
@@ -267,19 +267,6 @@ def test_wrapper_rejects_bad_inputs(built) -> None:
         m.run(x=x)
 
 
-class Tensor(ctypes.Structure):
-    """``<name>_tensor`` of the generated header."""
-
-    _fields_ = [
-        ("name", ctypes.c_char_p),
-        ("dtype", ctypes.c_int32),
-        ("ndim", ctypes.c_int32),
-        ("shape", ctypes.POINTER(ctypes.c_int64)),
-        ("data", ctypes.c_void_p),
-        ("nbytes", ctypes.c_size_t),
-    ]
-
-
 def _tensor(
     name: bytes,
     array: np.ndarray,
@@ -289,7 +276,7 @@ def _tensor(
 ):
     shape = array.shape if shape is None else shape
     dims = (ctypes.c_int64 * max(len(shape), 1))(*shape)
-    t = Tensor(
+    t = CTensor(
         name, dtype, len(shape), dims, array.ctypes.data, array.nbytes if nbytes is None else nbytes
     )
     t._keep = (dims, array)
@@ -314,9 +301,9 @@ def _c_api(pkg: Path):
             ctypes.c_int,
             [
                 ctypes.c_void_p,
-                ctypes.POINTER(Tensor),
+                ctypes.POINTER(CTensor),
                 ctypes.c_size_t,
-                ctypes.POINTER(Tensor),
+                ctypes.POINTER(CTensor),
                 ctypes.c_size_t,
             ],
         ),
@@ -339,7 +326,7 @@ def test_checked_c_api(built) -> None:
     run = getattr(lib, f"{p}_run_checked")
 
     def call(ins: list, outs: list) -> tuple[int, str]:
-        rc = run(h, (Tensor * len(ins))(*ins), len(ins), (Tensor * len(outs))(*outs), len(outs))
+        rc = run(h, (CTensor * len(ins))(*ins), len(ins), (CTensor * len(outs))(*outs), len(outs))
         return rc, getattr(lib, f"{p}_last_error")(h).decode()
 
     assert call([_tensor(b"x", x)], [_tensor(b"y", y)]) == (0, "no error")
@@ -530,13 +517,13 @@ def test_hostile_tensor_names(tmp_path: Path) -> None:
     lib, p = _c_api(pkg)
     h = lib.names_create(str(pkg / "weights.bin").encode(), 1)
     out = np.zeros((3, 5), np.float32)
-    ins = (Tensor * 2)(
+    ins = (CTensor * 2)(
         _tensor(name_b.encode(), feeds[name_b]), _tensor(NAME_A.encode(), feeds[NAME_A])
     )
-    assert lib.names_run_checked(h, ins, 2, (Tensor * 1)(_tensor(NAME_C.encode(), out)), 1) == 0
+    assert lib.names_run_checked(h, ins, 2, (CTensor * 1)(_tensor(NAME_C.encode(), out)), 1) == 0
     _compare({NAME_C: out}, model, feeds)
     ins[1] = _tensor(NAME_A.encode(), feeds[NAME_A], shape=(5, 3))
-    assert lib.names_run_checked(h, ins, 2, (Tensor * 1)(_tensor(NAME_C.encode(), out)), 1) == 4
+    assert lib.names_run_checked(h, ins, 2, (CTensor * 1)(_tensor(NAME_C.encode(), out)), 1) == 4
     assert "\n" not in lib.names_last_error(h).decode()
     lib.names_destroy(h)
     # Python: names only as string constants
