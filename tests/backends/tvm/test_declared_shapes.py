@@ -85,6 +85,55 @@ def test_window_size_read_off_the_declaration_is_checked(size: int, ok: bool) ->
         session.run(feeds)
 
 
+@pytest.mark.parametrize("shape, ok", [([1, 2, 7, 5], True), ([1, 2, 8, 5], False)])
+def test_max_unpool_run_time_output_shape_is_checked(shape: list[int], ok: bool) -> None:
+    """MaxUnpool with output_shape given at run time is built from the declared output
+    shape; a run-time output_shape that disagrees stops the model."""
+    pool = helper.make_node("MaxPool", ["x"], ["p", "i"], kernel_shape=[2, 2], strides=[2, 2])
+    unpool = helper.make_node("MaxUnpool", ["p", "i", "s"], ["y"], kernel_shape=[2, 2], strides=[2, 2])
+    graph = helper.make_graph(
+        [pool, unpool],
+        "unpool",
+        [helper.make_tensor_value_info("x", F, [1, 2, 6, 4]), helper.make_tensor_value_info("s", I64, [4])],
+        [helper.make_tensor_value_info("y", F, [1, 2, 7, 5])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)])
+    session = tvm_session(model)
+    feeds = {"x": _x(1, 2, 6, 4), "s": np.array(shape, np.int64)}
+    if ok:
+        from onnx.reference import ReferenceEvaluator
+
+        np.testing.assert_allclose(session.run(feeds)["y"], ReferenceEvaluator(model).run(None, feeds)[0])
+        return
+    with pytest.raises(
+        AssertionError,
+        match=r"^MaxUnpool: output_shape is \[1 2 8 5\] at run time, but the model's declared output shape says \[1, 2, 7, 5\]$",
+    ):
+        session.run(feeds)
+
+
+@pytest.mark.parametrize("image, ok", [([5, 5], True), ([4, 6], False)])
+def test_col2im_run_time_image_shape_is_checked(image: list[int], ok: bool) -> None:
+    """Col2Im with image_shape given at run time is built from the declared output shape;
+    a run-time image_shape that disagrees stops the model."""
+    model = node_model(
+        "Col2Im",
+        [("x", F, [1, 5, 25]), ("img", I64, [2]), ("blk", I64, [2])],
+        [("y", F, [1, 5, 5, 5])],
+        opset=18,
+    )
+    session = tvm_session(model)
+    feeds = {"x": _x(1, 5, 25), "img": np.array(image, np.int64), "blk": np.array([1, 1], np.int64)}
+    if ok:
+        _assert_as_undeclared(model, feeds)
+        return
+    with pytest.raises(
+        AssertionError,
+        match=r"^Col2Im: image_shape is \[4 6\] at run time, but the model's declared output shape says \[5, 5\]$",
+    ):
+        session.run(feeds)
+
+
 def _reduce_model(
     op: str, shape: list[int], declared: list[int], n_axes: int, keepdims: int
 ) -> onnx.ModelProto:

@@ -268,13 +268,19 @@ class Ctx:
     def check_one_int(self, value: Value, expected: int, message: str) -> None:
         """``check`` that the one-element integer operand ``value`` equals ``expected``;
         ``message``'s ``{}`` shows the run-time value."""
+        self.check_ints(value, [expected], message)
+
+    def check_ints(self, value: Value, expected: list[int], message: str) -> None:
+        """``check`` that the integer operand ``value`` (any shape, read flat) holds exactly
+        ``expected``; ``message``'s ``{}`` shows the run-time values."""
         from tvm import relax
 
         v = self.emit(relax.op.reshape(self.emit(relax.op.astype(self.x(value), "int64")), [-1]))
-        if self.shape_of(v) != [1]:
-            raise Decline(f"'{value.name}' must hold one element")
-        same = self.emit(relax.op.equal(v, relax.const(np.array([expected], np.int64))))
-        self.check(self.emit(relax.op.reshape(same, [])), message, [v])
+        if self.shape_of(v) != [len(expected)]:
+            raise Decline(f"'{value.name}' must hold {len(expected)} element(s)")
+        differ = self.emit(relax.op.not_equal(v, relax.const(np.array(expected, np.int64))))
+        count = self.emit(relax.op.sum(self.emit(relax.op.astype(differ, "int64"))))
+        self.check(self.emit(relax.op.equal(count, relax.const(np.int64(0)))), message, [v])
 
     def scalar(self, value: float | int | bool, dtype: str) -> Any:
         """A 0-d Relax constant of ``dtype``."""

@@ -333,6 +333,9 @@ def _col2im_runtime(ctx: Ctx, node: Node) -> Any:
     if declared[0] != nb or declared[1] == 0 or rows % declared[1]:
         raise Decline("Col2Im's input does not fit its declared output")
     strides, dilations, pads = spatial_params(_Attrs(node), r)
+    image = [int(d) for d in declared[2:]]
+    message = f"Col2Im: image_shape is {{}} at run time, but the model's declared output shape says {image}"
+    ctx.check_ints(node.inputs[1], image, message)
     shapes = [
         ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[k]), [r]), "int64"))
         for k in (1, 2)
@@ -465,7 +468,10 @@ def _unpool_target(ctx: Ctx, node: Node, r: int) -> list[int]:
     declared = getattr(node.outputs[0].type, "shape", None)
     if declared is None or not all(isinstance(d, int) for d in declared):
         raise Decline("MaxUnpool's output_shape must be a constant (it is computed at run time)")
-    return list(declared[2:])
+    want = [int(d) for d in declared]
+    message = f"MaxUnpool: output_shape is {{}} at run time, but the model's declared output shape says {want}"
+    ctx.check_ints(node.inputs[2], want, message)
+    return want[2:]
 
 
 # -- DeformConv -----------------------------------------------------------------------------
