@@ -72,6 +72,20 @@ def _pad_last(m: np.ndarray, length: int, fill: Any) -> np.ndarray:
     return np.concatenate([m, pad], axis=-1)
 
 
+def window_allowed(pos: np.ndarray, j: np.ndarray, causal: bool, left: int, right: int) -> np.ndarray:
+    """Which key positions ``j`` query positions ``pos`` may attend to (broadcast together):
+    not after the query when ``causal``, at most ``left`` before and ``right`` after it
+    (a negative bound: none). The one rule for the reference and the TVM converter."""
+    ok = np.ones(np.broadcast_shapes(pos.shape, j.shape), dtype=bool)
+    if causal:
+        ok &= j <= pos
+    if left >= 0:
+        ok &= j >= pos - left
+    if right >= 0:
+        ok &= j <= pos + right
+    return ok
+
+
 def _as_4d(m: np.ndarray) -> np.ndarray:
     return m.reshape((1,) * (4 - m.ndim) + m.shape) if m.ndim < 4 else m
 
@@ -95,14 +109,7 @@ class _Masks:
         """Causal and sliding-window bounds around absolute query position offset + i."""
         pos = offset.reshape(-1, 1, 1, 1) + np.arange(self.sq).reshape(1, 1, -1, 1)
         j = np.arange(self.skv).reshape(1, 1, 1, -1)
-        ok = np.ones((offset.size, 1, self.sq, self.skv), dtype=bool)
-        if causal:
-            ok &= j <= pos
-        if left >= 0:
-            ok &= j >= pos - left
-        if right >= 0:
-            ok &= j <= pos + right
-        self.allowed = self.allowed & ok
+        self.allowed = self.allowed & window_allowed(pos, j, causal, left, right)
 
     def add_padding(self, nonpad: np.ndarray) -> None:
         j = np.arange(self.skv).reshape(1, 1, 1, -1)

@@ -8,6 +8,7 @@ lower index (or the last one where ``select_last_index`` asks), as the spec requ
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,13 +21,6 @@ from torsh_gen.ops.registry import INT, STRING, Attrs, OpSpec, RunContext, op
 #: native target allocates that much) and the dims whose actual size depends on the data
 #: (empty: the output's shape is exactly the bound).
 OutputBound = tuple[tuple[int, ...], tuple[int, ...]]
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 # --------------------------------------------------------------------------- helpers
@@ -245,10 +239,10 @@ class Compress(OpSpec):
     ) -> list[OutputBound]:
         """The kept slices are at most the condition's length and the axis (or element
         count); a constant condition gives the exact shape."""
-        x, n_cond = tuple(shapes[0]), _numel(shapes[1])
+        x, n_cond = tuple(shapes[0]), math.prod(shapes[1])
         axis = 0 if attrs.axis is None else _axis(attrs.axis, len(x))
         if attrs.axis is None:
-            x = (_numel(x),)
+            x = (math.prod(x),)
         kept: int | None = None
         if len(values) > 1 and values[1] is not None:
             kept = int(np.count_nonzero(np.asarray(values[1]).reshape(-1)[: x[axis]]))
@@ -271,7 +265,7 @@ class NonZero(OpSpec):
     ) -> list[OutputBound]:
         """At most every element is non-zero: ``[rank, numel]``."""
         x = tuple(shapes[0])
-        return [((len(x), _numel(x)), (1,))]
+        return [((len(x), math.prod(x)), (1,))]
 
 
 @op("ReverseSequence", since=10)
@@ -351,7 +345,7 @@ class Unique(OpSpec):
         has one entry per element (slice) whatever the data."""
         x = tuple(shapes[0])
         if attrs.axis is None:
-            n = _numel(x)
+            n = math.prod(x)
             return [((n,), (0,)), ((n,), (0,)), ((n,), ()), ((n,), (0,))]
         axis = _axis(attrs.axis, len(x))
         n = x[axis]

@@ -252,15 +252,9 @@ def _attention_masks(ctx: Ctx, node: Node, qk: Any, cdt: str) -> Any:
             raise Decline(
                 "a causal or windowed Attention needs static sequence lengths"
             )
-        i = np.arange(sq).reshape(-1, 1)
-        j = np.arange(skv).reshape(1, -1)
-        ok = np.ones((sq, skv), bool)
-        if causal:
-            ok &= j <= i
-        if left >= 0:
-            ok &= j >= i - left
-        if right >= 0:
-            ok &= j <= i + right
+        from torsh_gen.ops.attention import window_allowed
+
+        ok = window_allowed(np.arange(sq).reshape(-1, 1), np.arange(skv).reshape(1, -1), causal, left, right)
         frontier = ctx.weight(ok)
         allowed = (
             frontier
