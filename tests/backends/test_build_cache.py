@@ -34,10 +34,15 @@ def test_conv_kernels_split_into_balanced_shards() -> None:
 
     source = _conv_runtime("0", {"conv", "matmul", "pool"})
     two = shards(source, 2)
-    assert len(two) == 2 and "gemm_conv" in two[0] and "gemm_conv_grid" in two[1]
-    assert sorted(n for g in two for n in g) == sorted(n for g in shards(source, 1) for n in g)
-    assert {"gemm_conv", "gemm_conv_grid", "gemm_rows", "max_pool2d", "pack_weights"} <= {n for g in two for n in g}
-    assert len(shards(source, 64)) == len(shards(source, 1)[0])  # never more shards than kernels
+    everything = sorted(n for g in shards(source, 1) for n in g)
+    assert len(two) == 2 and sorted(n for g in two for n in g) == everything
+    # loop bodies (C callbacks) and their drivers are all cached kernels of the module
+    assert {"_gemm_conv_body", "_gemm_conv_grid_body", "gemm_conv", "gemm_rows", "max_pool2d", "pack_weights", "_launch"} <= set(everything)
+    # the two heaviest bodies compile side by side; _launch links _parallel_for: one shard
+    assert not {"_gemm_conv_body", "_gemm_conv_grid_body"} <= set(two[0])
+    assert [g for g in two if "_launch" in g] == [g for g in two if "_parallel_for" in g]
+    many = shards(source, 64)
+    assert len(many) < len(everything) and all(many)  # never more shards than kernels, none empty
 
 
 _HIDDEN = '''
@@ -72,3 +77,44 @@ def test_sharded_build_caches_kernels_the_split_cannot_see(tmp_path: Path) -> No
     assert _build(tmp_path / "shared", _HIDDEN)
     names = {f.name.split("-")[0] for f in (tmp_path / "shared" / "__pycache__").glob("*.nbi")}
     assert names == {"_conv.seen", "_conv._make.locals.hidden"}
+
+
+@pytest.mark.parametrize("parts", [set(), {"conv"}, {"depthwise", "lrn", "q4"}, {"conv", "matmul", "pool", "pool_w3s2", "depthwise", "batched", "lrn", "qgemm", "q4"}])
+def test_conv_runtime_is_black_clean_without_black(parts: set[str]) -> None:
+    """``_conv.py`` is assembled from the template's parts without running black (1.4 s
+    before its kernels' build can start): any selection must come out black-clean."""
+    from torsh_gen.backends.python.package import _conv_runtime
+
+    source = _conv_runtime("0", parts)
+    mode = black.Mode(line_length=100, target_versions={black.TargetVersion.PY311})
+    assert black.format_str(source, mode=mode) == source
+    assert ("def gemm_conv(" in source) == ("conv" in parts)
+
+
+def test_failed_package_stops_the_conv_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv kernels compile in background processes while the rest of the package is
+    written: when that fails, the build is stopped and leaves nothing behind."""
+    from torsh_gen.backends.python import conv_cache, package
+    from torsh_gen.tools.compile import compile_model
+
+    monkeypatch.setenv("TORSH_GEN_CACHE_DIR", str(tmp_path / "cache"))
+    started: list[conv_cache.PendingBuild] = []
+    real_start = package.start_conv_build
+
+    def start(folder: Path) -> conv_cache.PendingBuild | None:
+        pending = real_start(folder)
+        started.append(pending)
+        return pending
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(package, "start_conv_build", start)
+    monkeypatch.setattr(package, "_write_rest", fail)
+    root = Path(__file__).resolve().parents[2]
+    with pytest.raises(OSError, match="No space"):
+        compile_model(root / "examples" / "tiny_cnn.onnx", tmp_path / "out" / "tiny")
+    (pending,) = started
+    assert pending is not None and pending.procs == [] and not pending.tmp.exists()
+    assert not list((tmp_path / "cache").glob("conv-*"))  # neither a finished nor a partial build
+    assert not (tmp_path / "out" / "tiny").exists() and not list((tmp_path / "out").iterdir())

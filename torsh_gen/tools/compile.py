@@ -113,6 +113,7 @@ def compile_model(
     info = backend_module.ArtifactInfo(package, source_name, sha, __version__, target, level if not passes else "custom", [r.name for r in reports])
     info.embed_weights = embed_weights
     info.tf32 = tf32  # read by the cuda backend's package writer
+    info.precompile = precompile  # the python backend compiles while its conv kernels build
     if backend == "tvm":
         info.tune = tune
         info.previous_dir = out if out.is_dir() else None
@@ -121,7 +122,9 @@ def compile_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{package}.tmp-", dir=out.parent))
     try:
         result = backend_module.write_package(graph, tmp, info)
-        kernel_seconds = backend_module.precompile(tmp) if precompile else 0.0
+        kernel_seconds = getattr(result, "kernel_seconds", None)
+        if kernel_seconds is None:
+            kernel_seconds = backend_module.precompile(tmp) if precompile else 0.0
         _swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,18 +1,19 @@
 """Ship ``_conv.py`` with its numba kernels already compiled, from a per-user cache.
 
-``_conv.py`` is the same file for every artifact of one torsh-gen version, and compiling
-its parallel kernels takes several seconds. numba's cache (``__pycache__`` beside the
-source) is valid for a source file of the same size and modification time, so the file is
-written with a fixed mtime, compiled once per user in ``cache_root()/conv-<hash>`` (in a
-subprocess, so the compiler's own process keeps its numba settings), and the compiled
-files are copied into each new artifact. Any failure leaves the artifact to compile the
-kernels on first import, as numba does by itself.
+``_conv.py`` holds the kernel families a model uses (the same file for every model that
+uses the same families, per torsh-gen version), and compiling its kernels takes seconds.
+numba's cache (``__pycache__`` beside the source) is valid for a source file of the same
+size and modification time, so the file is written with a fixed mtime, compiled once per
+user in ``cache_root()/conv-<hash>`` (in subprocesses, so the compiler's own process keeps
+its numba settings), and the compiled files are copied into each new artifact. Any failure
+leaves the artifact to compile the kernels on first import, as numba does by itself.
 
 The kernels compile in as many processes as there are cores (up to ``MAX_SHARDS``): each
 process imports the module with only its share of the kernels compiled eagerly (the
-others stay lazy and compile only if a kernel of its share calls them), and all write into
-one ``__pycache__``. numba's fixed cost per parallel kernel (~2 s) and LLVM's work on the
-inlined register tiles then spread over the cores instead of running one after another.
+others stay lazy and compile only if a kernel of its share calls them; loop bodies, which
+``nb.cfunc`` would compile when declared, are left plain Python functions), and all write
+into one ``__pycache__``. ``start`` launches them and returns at once, so the compiler
+writes and compiles the rest of the artifact meanwhile; ``PendingBuild.finish`` waits.
 """
 
 from __future__ import annotations
@@ -55,18 +56,35 @@ def njit(*args, **options):
             return eager(*args, **options)(fn)
         return eager(**options)(fn)
     return declare
+cfunc = numba.cfunc
+def body(*args, **options):  # loop bodies (C callbacks) compile when declared: only ours
+    def declare(fn):
+        name = fn.__name__
+        if name in mine or (first and name not in others):
+            return cfunc(*args, **options)(fn)
+        return fn
+    return declare
 numba.njit = njit
+numba.cfunc = body
 spec = importlib.util.spec_from_file_location("_torsh_conv_build", sys.argv[1])
 mod = importlib.util.module_from_spec(spec)
 sys.modules["_torsh_conv_build"] = mod
 spec.loader.exec_module(mod)
 """
 
-# Seconds of CPU each kernel took to compile (Xeon 2.5 GHz, numba 0.68), to balance the
-# shards; kernels not listed count as a parallel one of average cost.
-_COST = {"gemm_conv": 10.0, "gemm_conv_grid": 6.5, "gemm_rows": 5.5, "gemm_batched": 4.5,
-         "max_pool2d": 4.5, "depthwise": 4.0, "depthwise3": 2.5, "lrn": 2.0}
-_KERNEL = re.compile(r"^@nb\.njit\((?P<options>.+)\)\s*\ndef (?P<name>\w+)\(", re.M)
+# Seconds of CPU each kernel took to compile (AMD EPYC Zen 3, numba 0.68, one process), to
+# balance the shards; kernels not listed count as an average loop body (C callback) or a
+# small driver. ``_launch`` calls ``_parallel_for``, so the two share a shard.
+_COST = {
+    "_parallel_for": 0.9, "_gemm_conv_body": 2.3, "_gemm_conv_grid_body": 1.2, "_gemm_rows_body": 0.6,
+    "_depthwise_body": 0.9, "_depthwise3_body": 0.6, "_gemm_batched_body": 1.0, "_lrn_body": 0.4,
+    "_max_pool2d_body": 1.4, "_max_pool2d_w3s2_body": 0.8, "_qgemm_vnni_body": 3.5,
+    "qgemm_vnni_serial": 3.8, "_qgemm_plain_body": 1.2, "_q4_matmul_rows_body": 0.7, "qim2col": 1.1,
+    "qrows": 0.9,
+}
+_WITH = {"_launch": "_parallel_for"}
+# a module-level decorated kernel; the decorator may span lines (black splits long ones)
+_KERNEL = re.compile(r"^@nb\.(?P<kind>njit|cfunc)\((?P<options>(?:[^@]|@(?!nb\.))*?)\)\n(?:\w+ )?def (?P<name>\w+)\(", re.M)
 
 
 def shards(source: str, count: int) -> list[list[str]]:
@@ -75,15 +93,17 @@ def shards(source: str, count: int) -> list[list[str]]:
     costs = {}
     for m in _KERNEL.finditer(source):
         options = m["options"]
-        if "cache=True" in options or "**_OPTS" in options:
-            parallel = "**_OPTS" in options or "parallel=True" in options
-            costs[m["name"]] = _COST.get(m["name"], 4.0 if parallel else 0.5)
+        if "cache=True" in options or "**_SERIAL" in options:
+            heavy = m["kind"] == "cfunc" or "parallel=True" in options
+            costs[m["name"]] = _COST.get(m["name"], 1.0 if heavy else 0.5)
     groups: list[list[str]] = [[] for _ in range(max(1, min(count, len(costs))))]
     loads = [0.0] * len(groups)
-    for name in sorted(costs, key=lambda n: (-costs[n], n)):
-        i = loads.index(min(loads))
+    placed: dict[str, int] = {}
+    for name in sorted(costs, key=lambda n: (n in _WITH, -costs[n], n)):
+        i = placed.get(_WITH.get(name, ""), loads.index(min(loads)))
         groups[i].append(name)
         loads[i] += costs[name]
+        placed[name] = i
     return [g for g in groups if g]
 
 
@@ -94,43 +114,89 @@ def _key(source: str) -> str:
     return h.hexdigest()[:32]
 
 
-def install(folder: Path) -> bool:
-    """Pin ``folder/_conv.py``'s mtime and copy in its compiled kernels; True when copied."""
+class PendingBuild:
+    """The kernels of one ``_conv.py`` compiling in background processes (``start``), so the
+    compiler can go on with the rest of the artifact; ``finish`` waits and installs them."""
+
+    def __init__(self, folder: Path, shared: Path, source: str) -> None:
+        self.folder, self.shared = folder, shared
+        self.tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
+        self.procs: list[subprocess.Popen] = []
+        self.names: set[str] = set()
+        try:
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            src = self.tmp / FILE
+            src.write_text(source, encoding="utf-8")
+            os.utime(src, (FIXED_MTIME, FIXED_MTIME))
+            env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+            groups = shards(source, min(MAX_SHARDS, os.cpu_count() or 1)) or [[]]
+            self.names = {n for g in groups for n in g}
+            assigned = ",".join(n for g in groups for n in g)
+            for i, g in enumerate(groups):
+                self.procs.append(subprocess.Popen(
+                    [sys.executable, "-c", _COMPILE, str(src), ",".join(g), assigned, str(int(i == 0))],
+                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        except (OSError, subprocess.SubprocessError):
+            self.cancel()
+
+    def wait(self) -> bool:
+        """Wait for the build and keep it in the shared cache; True when the cache has the
+        kernels (built here, or by another process meanwhile)."""
+        try:
+            codes = [p.wait(timeout=600) for p in self.procs]
+            built = {f.name.split("-")[0].removeprefix("_conv.") for f in (self.tmp / "__pycache__").glob("_conv.*.nbi")}
+            if self.procs and not any(codes) and self.names <= built and not (self.shared / "__pycache__").is_dir():
+                os.replace(self.tmp, self.shared)
+        except (OSError, subprocess.SubprocessError):
+            pass
+        finally:
+            self.cancel()
+        return (self.shared / "__pycache__").is_dir()
+
+    def finish(self) -> bool:
+        """``wait``, then copy the kernels into the artifact; True when copied."""
+        return self.wait() and _copy(self.shared, self.folder)
+
+    def cancel(self) -> None:
+        """Stop the build and remove its files (an interrupted or failed compile)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.procs = []
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def start(folder: Path) -> PendingBuild | None:
+    """Pin ``folder/_conv.py``'s mtime; copy in its compiled kernels when the shared cache
+    has them (None), else start compiling them (``PendingBuild``)."""
     path = folder / FILE
     os.utime(path, (FIXED_MTIME, FIXED_MTIME))
     source = path.read_text(encoding="utf-8")
     shared = cache_root() / f"conv-{_key(source)}"
-    if not (shared / "__pycache__").is_dir() and not _build(shared, source):
-        if not (shared / "__pycache__").is_dir():  # another process may have built it
-            return False
+    if _copy(shared, folder):
+        return None
+    return PendingBuild(folder, shared, source)
+
+
+def install(folder: Path) -> bool:
+    """``start`` and ``finish`` in one call; True when the compiled kernels were copied."""
+    pending = start(folder)
+    return True if pending is None else pending.finish()
+
+
+def _copy(shared: Path, folder: Path) -> bool:
+    """Copy the compiled kernels in ``shared`` (if any) into ``folder/__pycache__``."""
+    files = sorted((shared / "__pycache__").glob("_conv.*.nb*"))
+    if not files:
+        return False
     target = folder / "__pycache__"
     target.mkdir(exist_ok=True)
-    for f in (shared / "__pycache__").glob("_conv.*.nb*"):
+    for f in files:
         shutil.copy2(f, target / f.name)
     return True
 
 
 def _build(shared: Path, source: str) -> bool:
     """Compile the kernels of ``source`` into ``shared/__pycache__``; False on failure."""
-    tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
-    try:
-        tmp.mkdir(parents=True, exist_ok=True)
-        src = tmp / FILE
-        src.write_text(source, encoding="utf-8")
-        os.utime(src, (FIXED_MTIME, FIXED_MTIME))
-        env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
-        groups = shards(source, min(MAX_SHARDS, os.cpu_count() or 1)) or [[]]
-        assigned = ",".join(n for g in groups for n in g)
-        procs = [subprocess.Popen([sys.executable, "-c", _COMPILE, str(src), ",".join(g), assigned, str(int(i == 0))],
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for i, g in enumerate(groups)]
-        codes = [p.wait(timeout=600) for p in procs]
-        built = {f.name.split("-")[0].removeprefix("_conv.") for f in (tmp / "__pycache__").glob("_conv.*.nbi")}
-        if any(codes) or not {n for g in groups for n in g} <= built:
-            return False
-        os.replace(tmp, shared)
-        return True
-    except (OSError, subprocess.SubprocessError):
-        return False
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return PendingBuild(shared.parent, shared, source).wait()

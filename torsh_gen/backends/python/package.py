@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from torsh_gen.backends.python.context import Lines, Module
-from torsh_gen.backends.python.conv_cache import install as install_conv_kernels
+from torsh_gen.backends.python.conv_cache import start as start_conv_build
 from torsh_gen.backends.python.emitters.conv_numba import CONV_PARTS
 from torsh_gen.backends.python.formatting import format_code
 from torsh_gen.backends.python.function import MARKER, emit_function
+from torsh_gen.backends.python.kernel_cache import precompile
 from torsh_gen.backends.python.literals import literal
 from torsh_gen.backends.python.names import doc_text
 from torsh_gen.backends.python.templating import render
@@ -55,6 +56,8 @@ class ArtifactInfo:
     target: str = "cpu"
     level: str = ""
     passes: list[str] = field(default_factory=list)
+    #: compile the numba kernels now (``kernels.py``, while ``_conv.py``'s build runs)
+    precompile: bool = True
 
 
 @dataclass
@@ -68,6 +71,8 @@ class PackageResult:
     weight_bytes: int
     memory: dict[str, int]
     vendored: list[str]
+    #: seconds spent compiling ``kernels.py`` (None: left to ``precompile`` or first import)
+    kernel_seconds: float | None = None
 
 
 def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResult:
@@ -91,6 +96,26 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         written.append(name)
         return text
 
+    # _conv.py's kernels compile in background processes (a cold cache: seconds) while
+    # the rest is written and kernels.py compiles here
+    conv = getattr(module, CONV_PARTS, None)
+    conv_build = None
+    if conv:
+        put("_conv.py", _conv_runtime(info.version, conv), fmt=False)
+        conv_build = start_conv_build(folder)
+    try:
+        result = _write_rest(module, graph, folder, info, forward, inputs_sig, outputs_sig, put, written, bool(conv))
+    except BaseException:
+        if conv_build is not None:
+            conv_build.cancel()
+        raise
+    if conv_build is not None:
+        conv_build.finish()
+    return result
+
+
+def _write_rest(module: Module, graph: Graph, folder: Path, info: ArtifactInfo, forward: Lines, inputs_sig: list, outputs_sig: list, put: Any, written: list[str], conv: bool) -> PackageResult:
+    """Everything but ``_conv.py``, then ``kernels.py`` compiled (``info.precompile``)."""
     vendored: list[str] = []
     if module.ref_kernels:
         vendored = vendor(folder / "_ref", module.ref_modules)
@@ -101,7 +126,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         version=info.version,
         source_literal=doc_text(info.source_name),
         kernels=bool(module.kernel_sources),
-        conv=bool(getattr(module, CONV_PARTS, None)),
+        conv=conv,
         ref=bool(module.ref_kernels),
         inputs=literal(tuple(inputs_sig)),
         outputs=literal(tuple(outputs_sig)),
@@ -115,10 +140,6 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     if module.kernel_sources:
         digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
         put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
-    conv = getattr(module, CONV_PARTS, None)
-    if conv:
-        put("_conv.py", _conv_runtime(info.version, conv), fmt=False)
-        install_conv_kernels(folder)
     needs = ", numba" if module.kernel_sources or conv else ""
     needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
     needs += "".join(sorted({f", {p.split('.')[0]}" for p in module.plugin_kernels}))
@@ -130,13 +151,18 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
     memory = module.plan.to_dict() if module.plan else {}
     manifest = _manifest(info, inputs_sig, outputs_sig, table, module, memory, vendored)
     put("manifest.json", json.dumps(manifest, indent=2) + "\n", fmt=False)
-    return PackageResult(sorted(written), module.fast_nodes, module.ref_nodes, len(module.kernel_sources), module.weights.nbytes, memory, vendored)
+    seconds = precompile(folder) if info.precompile else None
+    return PackageResult(sorted(written), module.fast_nodes, module.ref_nodes, len(module.kernel_sources), module.weights.nbytes, memory, vendored, seconds)
 
 
 def _conv_runtime(version: str, parts: set[str]) -> str:
     """``_conv.py`` with the kernel families the model uses (``# [part: NAME]`` sections of
     the template; each compiled kernel costs seconds on a cold cache), under a module name
-    fixed by its source (numba's cache imports it by name)."""
+    fixed by its source (numba's cache imports it by name).
+
+    The template is black-clean and so is any selection of its parts once the blank lines
+    a dropped part leaves are collapsed (a test checks), so black (1.4 s on this file with
+    a cold cache, before the kernels' build can start) is not run on it."""
     body = render("_conv.py.j2", version=version, digest="{digest}", threading_layer=CONV_THREADING)
     kept, keep = [], True
     for line in body.splitlines(keepends=True):
@@ -146,7 +172,7 @@ def _conv_runtime(version: str, parts: set[str]) -> str:
             continue
         if keep:
             kept.append(line)
-    body = format_code("".join(kept))
+    body = re.sub(r"\n{4,}", "\n\n\n", "".join(kept)).rstrip("\n") + "\n"
     digest = hashlib.sha256(body.encode()).hexdigest()[:16]
     return body.replace("{digest}", digest)
 

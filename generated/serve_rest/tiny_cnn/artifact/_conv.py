@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_a6c1a35c74ceae78"
+_NAME = "_torsh_conv_796657b2e6a78530"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -54,8 +54,95 @@ _W3 = nb.types.Array(_F4, 3, "C")
 _B1 = nb.types.Array(_F4, 1, "C", readonly=True)
 _R2 = nb.types.Array(_F4, 2, "C", readonly=True)
 _R4 = nb.types.Array(_F4, 4, "C", readonly=True)
+_X1 = nb.types.Array(_F4, 1, "C", readonly=True)
+_Y1 = nb.types.Array(_F4, 1, "C")
+_I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
-_OPTS = dict(parallel=True, cache=True, nogil=True)
+_SERIAL = dict(cache=True, nogil=True)
+
+# ---------------------------------------------------------------------------------------
+# Parallel loops. numba compiles the body of a ``prange`` loop four times over: into the
+# loop's own function and again into each of the three wrappers that launch it (each links
+# the body's code and optimizes and emits all of it anew). For these kernels, whose bodies
+# inline large register tiles, that was three quarters of a cold build (ResNet-50's
+# kernels: 26 s). So every parallel kernel here is split in two:
+#
+# - its loop body, a C callback (``nb.cfunc``: compiled once) taking (t, chunks, args),
+#   that does share ``t`` of ``chunks``;
+# - a serial driver that computes the split, packs the body's operands into one tuple
+#   (``_pack``, checked at compile time against the tuple type the body unpacks) and runs
+#   the body through ``_parallel_for``, the one ``prange`` loop of this module, which calls
+#   it by address (passed in at run time, so the cached machine code holds no address).
+#
+# The work is split and scheduled exactly as a ``prange`` over the shares would do.
+# ---------------------------------------------------------------------------------------
+
+_BODY = nb.void(nb.int64, nb.int64, nb.int64)  # (t, chunks, address of the operand tuple)
+_BODY_FN = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 3)
+
+
+@intrinsic
+def _invoke(typingctx, body, t, chunks, args):
+    """Call the body at address ``body`` with (t, chunks, args)."""
+    sig = types.void(types.int64, types.int64, types.int64, types.int64)
+
+    def codegen(context, builder, signature, values):
+        fn = builder.inttoptr(values[0], _BODY_FN.as_pointer())
+        builder.call(fn, list(values[1:]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@nb.njit(nb.void(nb.int64, nb.int64, nb.int64), parallel=True, cache=True, nogil=True)
+def _parallel_for(body, chunks, args):
+    """body(t, chunks, args) for t in range(chunks), over numba's thread pool."""
+    for t in nb.prange(chunks):
+        _invoke(body, t, chunks, args)
+
+
+@intrinsic
+def _pack(typingctx, values, kind):
+    """The address of a copy of the tuple ``values`` in the caller's stack frame (valid until
+    the caller returns); ``kind`` is the tuple type the body unpacks, which must match."""
+    if not isinstance(kind, types.TypeRef) or values != kind.instance_type:
+        raise nb.core.errors.TypingError(f"operands {values} do not match the body's {kind}")
+    sig = types.int64(values, kind)
+
+    def codegen(context, builder, signature, args):
+        slot = cgutils.alloca_once(builder, context.get_value_type(signature.args[0]))
+        builder.store(args[0], slot)
+        return builder.ptrtoint(slot, ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def _unpack(typingctx, address, kind):
+    """The operand tuple ``_pack`` stored at ``address`` (a new reference to each array)."""
+    tup = kind.instance_type
+    sig = tup(types.int64, kind)
+
+    def codegen(context, builder, signature, args):
+        slot = builder.inttoptr(args[0], context.get_value_type(tup).as_pointer())
+        value = builder.load(slot)
+        if context.enable_nrt:
+            context.nrt.incref(builder, tup, value)
+        return value
+
+    return sig, codegen
+
+
+@nb.cfunc(_BODY, cache=True)
+def _launch(body, chunks, args):
+    """``_parallel_for`` as a C callback: the drivers call it by address, so none of them
+    links (and compiles again) the parallel loop's code."""
+    _parallel_for(body, chunks, args)
+
+
+def _entry(body) -> tuple[int, int]:
+    """The addresses a driver takes last: its loop body's and ``_launch``'s."""
+    return body.address, _launch.address
 
 
 def _contiguous_output(position: int):
@@ -137,9 +224,11 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi)
+            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, *_entry(_depthwise3_body))
         else:
-            depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
+            depthwise(
+                x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi, *_entry(_depthwise_body)
+            )
         return
     wp = packed(owner, w, group)
     threads = nb.get_num_threads()
@@ -148,16 +237,66 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     if sh == sw == 1 and (kh > 1 or kw > 1 or ph or pw) and wpad >= 8:
         xpad, gplane = _padded(owner, x, oh + (kh - 1) * dh, wpad, ph, pw, group)
         koffs = _tap_offsets(owner, x.shape[1] // group, kh, kw, dh, dw, oh + (kh - 1) * dh, wpad)
-        gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads)
+        gemm_conv_grid(
+            xpad,
+            koffs,
+            wp,
+            bias,
+            res,
+            y,
+            wpad,
+            gplane,
+            group,
+            flags,
+            lo,
+            hi,
+            threads,
+            *_entry(_gemm_conv_grid_body),
+        )
         return
     if sh == sw > 1 and dh == dw == 1 and (kh > 1 or kw > 1) and ow + (kw - 1) // sh >= 8:
         xq, koffs, wq, gplane = _phased(owner, x, sh, kh, kw, ph, pw, oh, ow, group)
-        gemm_conv_grid(xq, koffs, wp, bias, res, y, wq, gplane, group, flags, lo, hi, threads)
+        gemm_conv_grid(
+            xq,
+            koffs,
+            wp,
+            bias,
+            res,
+            y,
+            wq,
+            gplane,
+            group,
+            flags,
+            lo,
+            hi,
+            threads,
+            *_entry(_gemm_conv_grid_body),
+        )
         return
     if kh == kw == 1 and (sh > 1 or sw > 1) and not (ph or pw):
         x = _subsampled(owner, x, sh, sw, oh, ow)
         sh = sw = 1
-    gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads)
+    gemm_conv(
+        x,
+        wp,
+        bias,
+        res,
+        y,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        ph,
+        pw,
+        group,
+        flags,
+        lo,
+        hi,
+        threads,
+        *_entry(_gemm_conv_body),
+    )
 
 
 def _phased(owner, x, s, kh, kw, ph, pw, oh, ow, group):
@@ -708,8 +847,15 @@ def _gather_panel(xf, base, buf, c_n, h, w, geo, ow, p0, nv):
 _GEO = (_I8,) * 9  # kh, kw, sh, sw, dh, dw, ph, pw, group
 
 
-@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, *_GEO, _I8, _F4, _F4, _I8), **_OPTS)
-def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads):
+_GEMM_CONV_ARGS = nb.types.Tuple(
+    (_X1, _X1, _Y1, _X1, _X1, *(_I8,) * 10, nb.boolean, *(_I8,) * 13, _F4, _F4)
+)
+
+
+@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, *_GEO, _I8, _F4, _F4, _I8, _I8, _I8), **_SERIAL)
+def gemm_conv(
+    x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads, body, launch
+):
     """y = act(conv(x, W) + bias + res), W packed by ``pack_weights``.
 
     Work items are (image, group, panel of NR output positions, share of the row tiles):
@@ -727,52 +873,123 @@ def gemm_conv(x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags,
     panels = (p_n + NR - 1) // NR
     jobs = n * group * panels
     split, items, chunks = _shares(jobs, mt, threads)
-    for t in nb.prange(chunks):
-        buf = np.empty(k_n * NR, np.float32)
-        packed = -1
-        for item in range(t * items // chunks, (t + 1) * items // chunks):
-            job = item // split
-            part = item - job * split
-            img_g = job // panels
-            img, g = img_g // group, img_g % group
-            p0 = (job - img_g * panels) * NR
-            nv = min(NR, p_n - p0)
-            if job != packed:
-                x0 = (img * c_n + g * cg) * h * w
-                if direct:
-                    for k in range(k_n):
-                        _copy_panel_row(xf, x0 + k * p_n + p0, buf, k * NR, nv)
-                else:
-                    geo = (kh, kw, sh, sw, dh, dw, ph, pw)
-                    _gather_panel(xf, x0, buf, cg, h, w, geo, ow, p0, nv)
-                packed = job
-            for k0 in range(0, k_n, KC):
-                kc = min(KC, k_n - k0)
-                fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
-                for tm in range(part * mt // split, (part + 1) * mt // split):
-                    m0 = g * mg + tm * MR
-                    off = (img * m_n + m0) * p_n + p0
-                    woff = ((g * mt + tm) * k_n + k0) * MR
-                    rows = min(MR, mg - tm * MR)
-                    _tile(
-                        wf,
-                        woff,
-                        buf,
-                        k0 * NR,
-                        kc,
-                        yf,
-                        off,
-                        p_n,
-                        rows,
-                        nv,
-                        bias,
-                        m0,
-                        rf,
-                        off,
-                        fl,
-                        lo,
-                        hi,
-                    )
+    operands = (
+        xf,
+        wf,
+        yf,
+        bias,
+        rf,
+        k_n,
+        items,
+        split,
+        panels,
+        group,
+        p_n,
+        c_n,
+        cg,
+        h,
+        w,
+        direct,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        ph,
+        pw,
+        ow,
+        flags,
+        mt,
+        mg,
+        m_n,
+        lo,
+        hi,
+    )
+    _invoke(launch, body, chunks, _pack(operands, _GEMM_CONV_ARGS))
+
+
+@nb.cfunc(_BODY, cache=True)
+def _gemm_conv_body(t, chunks, args):
+    """Share ``t`` of ``gemm_conv``'s loop (see "Parallel loops")."""
+    (
+        xf,
+        wf,
+        yf,
+        bias,
+        rf,
+        k_n,
+        items,
+        split,
+        panels,
+        group,
+        p_n,
+        c_n,
+        cg,
+        h,
+        w,
+        direct,
+        kh,
+        kw,
+        sh,
+        sw,
+        dh,
+        dw,
+        ph,
+        pw,
+        ow,
+        flags,
+        mt,
+        mg,
+        m_n,
+        lo,
+        hi,
+    ) = _unpack(args, _GEMM_CONV_ARGS)
+    buf = np.empty(k_n * NR, np.float32)
+    packed = -1
+    for item in range(t * items // chunks, (t + 1) * items // chunks):
+        job = item // split
+        part = item - job * split
+        img_g = job // panels
+        img, g = img_g // group, img_g % group
+        p0 = (job - img_g * panels) * NR
+        nv = min(NR, p_n - p0)
+        if job != packed:
+            x0 = (img * c_n + g * cg) * h * w
+            if direct:
+                for k in range(k_n):
+                    _copy_panel_row(xf, x0 + k * p_n + p0, buf, k * NR, nv)
+            else:
+                geo = (kh, kw, sh, sw, dh, dw, ph, pw)
+                _gather_panel(xf, x0, buf, cg, h, w, geo, ow, p0, nv)
+            packed = job
+        for k0 in range(0, k_n, KC):
+            kc = min(KC, k_n - k0)
+            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+            for tm in range(part * mt // split, (part + 1) * mt // split):
+                m0 = g * mg + tm * MR
+                off = (img * m_n + m0) * p_n + p0
+                woff = ((g * mt + tm) * k_n + k0) * MR
+                rows = min(MR, mg - tm * MR)
+                _tile(
+                    wf,
+                    woff,
+                    buf,
+                    k0 * NR,
+                    kc,
+                    yf,
+                    off,
+                    p_n,
+                    rows,
+                    nv,
+                    bias,
+                    m0,
+                    rf,
+                    off,
+                    fl,
+                    lo,
+                    hi,
+                )
 
 
 # Stride-1 convolutions read their operand straight from a zero-padded copy of the input:
@@ -896,13 +1113,18 @@ def _tile_grid(
     return sig, codegen
 
 
-_I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
 KG = 4096  # reduction depth per pass on the padded grid (partial sums would be gathered)
-_X1 = nb.types.Array(_F4, 1, "C", readonly=True)
 
 
-@nb.njit(nb.void(_X1, _I1D, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _F4, _F4, _I8), **_OPTS)
-def gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads):
+_GEMM_CONV_GRID_ARGS = nb.types.Tuple((_X1, _X1, _I1D, _Y1, _X1, _X1, *(_I8,) * 14, _F4, _F4))
+
+
+@nb.njit(
+    nb.void(_X1, _I1D, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _F4, _F4, _I8, _I8, _I8), **_SERIAL
+)
+def gemm_conv_grid(
+    xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads, body, launch
+):
     """Stride-1 convolution from the padded input ``xpad`` (the N x C planes of
     (OH + taps) x ``wpad`` floats, flattened, slack at the end; ``gplane`` floats per
     (image, group)); ``koffs`` the offset of each tap (c, i, j) within a group's planes."""
@@ -917,47 +1139,100 @@ def gemm_conv_grid(xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo
     panels = (qv + NR - 1) // NR
     jobs = n * group * panels
     split, items, chunks = _shares(jobs, mt, threads)
-    for t in nb.prange(chunks):
-        dst = np.empty(NR, np.int64)
-        for item in range(t * items // chunks, (t + 1) * items // chunks):
-            job = item // split
-            part = item - job * split
-            img_g = job // panels
-            img, g = img_g // group, img_g % group
-            q0 = (job - img_g * panels) * NR
-            for lane in range(NR):
-                q = q0 + lane
-                oy = q // wpad
-                ox = q - oy * wpad
-                dst[lane] = oy * ow + ox if q < qv and ox < ow else -1
-            for k0 in range(0, k_n, KG):
-                kc = min(KG, k_n - k0)
-                fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
-                for tm in range(part * mt // split, (part + 1) * mt // split):
-                    m0 = g * mg + tm * MR
-                    rows = min(MR, mg - tm * MR)
-                    yoff = (img * m_n + m0) * p_n
-                    woff = ((g * mt + tm) * k_n + k0) * MR
-                    _tile_grid(
-                        wf,
-                        woff,
-                        xpad,
-                        img_g * gplane + q0,
-                        koffs,
-                        k0,
-                        kc,
-                        yf,
-                        yoff,
-                        p_n,
-                        rows,
-                        dst,
-                        bias,
-                        m0,
-                        rf,
-                        fl,
-                        lo,
-                        hi,
-                    )
+    operands = (
+        wf,
+        xpad,
+        koffs,
+        yf,
+        bias,
+        rf,
+        items,
+        split,
+        panels,
+        group,
+        wpad,
+        ow,
+        qv,
+        k_n,
+        flags,
+        mt,
+        mg,
+        m_n,
+        p_n,
+        gplane,
+        lo,
+        hi,
+    )
+    _invoke(launch, body, chunks, _pack(operands, _GEMM_CONV_GRID_ARGS))
+
+
+@nb.cfunc(_BODY, cache=True)
+def _gemm_conv_grid_body(t, chunks, args):
+    """Share ``t`` of ``gemm_conv_grid``'s loop (see "Parallel loops")."""
+    (
+        wf,
+        xpad,
+        koffs,
+        yf,
+        bias,
+        rf,
+        items,
+        split,
+        panels,
+        group,
+        wpad,
+        ow,
+        qv,
+        k_n,
+        flags,
+        mt,
+        mg,
+        m_n,
+        p_n,
+        gplane,
+        lo,
+        hi,
+    ) = _unpack(args, _GEMM_CONV_GRID_ARGS)
+    dst = np.empty(NR, np.int64)
+    for item in range(t * items // chunks, (t + 1) * items // chunks):
+        job = item // split
+        part = item - job * split
+        img_g = job // panels
+        img, g = img_g // group, img_g % group
+        q0 = (job - img_g * panels) * NR
+        for lane in range(NR):
+            q = q0 + lane
+            oy = q // wpad
+            ox = q - oy * wpad
+            dst[lane] = oy * ow + ox if q < qv and ox < ow else -1
+        for k0 in range(0, k_n, KG):
+            kc = min(KG, k_n - k0)
+            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+            for tm in range(part * mt // split, (part + 1) * mt // split):
+                m0 = g * mg + tm * MR
+                rows = min(MR, mg - tm * MR)
+                yoff = (img * m_n + m0) * p_n
+                woff = ((g * mt + tm) * k_n + k0) * MR
+                _tile_grid(
+                    wf,
+                    woff,
+                    xpad,
+                    img_g * gplane + q0,
+                    koffs,
+                    k0,
+                    kc,
+                    yf,
+                    yoff,
+                    p_n,
+                    rows,
+                    dst,
+                    bias,
+                    m0,
+                    rf,
+                    fl,
+                    lo,
+                    hi,
+                )
 
 
 # ---------------------------------------------------------------------------------------
@@ -978,15 +1253,20 @@ def pack_panels(wpn, w):
                 wpn[p, k, j] = w[k, p * NR + j]
 
 
-@nb.njit(nb.void(_R2, _X3, _B1, _R2, _Y2, _I8, _F4, _F4, _I8), **_OPTS)
-def gemm_rows(x, wpn, bias, res, y, flags, lo, hi, threads):
+_GEMM_ROWS_ARGS = nb.types.Tuple(
+    (_Y1, _X1, _Y1, _X1, _X1, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _F4, _F4)
+)
+
+
+@nb.njit(nb.void(_R2, _X3, _B1, _R2, _Y2, _I8, _F4, _F4, _I8, _I8, _I8), **_SERIAL)
+def gemm_rows(x, wpn, bias, res, y, flags, lo, hi, threads, body, launch):
     """y = act(x @ W + bias[col] + res) for x (R, K), W packed by ``pack_panels``."""
     r_n, k_n = x.shape
     n = y.shape[1]
     rt = (r_n + MR - 1) // MR
     panels = wpn.shape[0]
     xp = np.empty(rt * k_n * MR, np.float32)
-    for t in nb.prange(rt):
+    for t in range(rt):
         for k in range(k_n):
             for r in range(MR):
                 row = t * MR + r
@@ -995,37 +1275,46 @@ def gemm_rows(x, wpn, bias, res, y, flags, lo, hi, threads):
     rf = res.reshape(-1)
     wf = wpn.reshape(-1)
     split, items, chunks = _shares(panels, rt, threads)
-    for c in nb.prange(chunks):
-        for item in range(c * items // chunks, (c + 1) * items // chunks):
-            p = item // split
-            part = item - p * split
-            nv = min(NR, n - p * NR)
-            t0 = part * rt // split
-            t1 = (part + 1) * rt // split
-            for k0 in range(0, k_n, KC):
-                kc = min(KC, k_n - k0)
-                fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
-                for t in range(t0, t1):
-                    off = t * MR * n + p * NR
-                    _tile(
-                        xp,
-                        (t * k_n + k0) * MR,
-                        wf,
-                        (p * k_n + k0) * NR,
-                        kc,
-                        yf,
-                        off,
-                        n,
-                        min(MR, r_n - t * MR),
-                        nv,
-                        bias,
-                        p * NR,
-                        rf,
-                        off,
-                        fl,
-                        lo,
-                        hi,
-                    )
+    operands = (xp, wf, yf, bias, rf, items, split, n, rt, k_n, flags, r_n, lo, hi)
+    _invoke(launch, body, chunks, _pack(operands, _GEMM_ROWS_ARGS))
+
+
+@nb.cfunc(_BODY, cache=True)
+def _gemm_rows_body(c, chunks, args):
+    """Share ``c`` of ``gemm_rows``'s loop (see "Parallel loops")."""
+    xp, wf, yf, bias, rf, items, split, n, rt, k_n, flags, r_n, lo, hi = _unpack(
+        args, _GEMM_ROWS_ARGS
+    )
+    for item in range(c * items // chunks, (c + 1) * items // chunks):
+        p = item // split
+        part = item - p * split
+        nv = min(NR, n - p * NR)
+        t0 = part * rt // split
+        t1 = (part + 1) * rt // split
+        for k0 in range(0, k_n, KC):
+            kc = min(KC, k_n - k0)
+            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+            for t in range(t0, t1):
+                off = t * MR * n + p * NR
+                _tile(
+                    xp,
+                    (t * k_n + k0) * MR,
+                    wf,
+                    (p * k_n + k0) * NR,
+                    kc,
+                    yf,
+                    off,
+                    n,
+                    min(MR, r_n - t * MR),
+                    nv,
+                    bias,
+                    p * NR,
+                    rf,
+                    off,
+                    fl,
+                    lo,
+                    hi,
+                )
 
 
 def panels(owner, w) -> np.ndarray:
@@ -1058,7 +1347,18 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
     res = _NO_RES2 if z is None else np.ascontiguousarray(z, np.float32).reshape(-1, n)
     bias = _NO_BIAS if b is None else np.ascontiguousarray(b, np.float32).reshape(-1)
     flags = (b is not None) << 5 | (z is not None) << 1 | act << 2
-    gemm_rows(x2, panels(owner, w), bias, res, y2, flags, lo, hi, nb.get_num_threads())
+    gemm_rows(
+        x2,
+        panels(owner, w),
+        bias,
+        res,
+        y2,
+        flags,
+        lo,
+        hi,
+        nb.get_num_threads(),
+        *_entry(_gemm_rows_body),
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -1067,8 +1367,11 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
 # ---------------------------------------------------------------------------------------
 
 
-@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
-def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
+_MAX_POOL2D_ARGS = nb.types.Tuple((_X4, _Y4, *(_I8,) * 13, _F4, _I8, _I8, nb.boolean, *(_I8,) * 3))
+
+
+@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_SERIAL)
+def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, body, launch):
     """y = max over each window of x (N, C, H, W); positions in the padding are -inf.
 
     The common 3-wide, stride-2 window reads the reduced row through its even and odd
@@ -1084,65 +1387,118 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
     hi_x = max(lo_x, min(ow, (w - 3 + pw) // 2 + 1)) if fast else lo_x
     span = (ow - 1) * sw + (kw - 1) * dw + 1  # padded row positions the windows read
     unit = sw == 1 and not fast
-    for r in nb.prange(n * c_n):
-        b = r // c_n
-        c = r - b * c_n
-        row = np.empty(w + 1, np.float32)
-        ev = np.empty(half + 1, np.float32)
-        od = np.empty(half + 1, np.float32)
-        rp = np.empty(max(span, pw + w) + 1, np.float32)
-        for oy in range(oh):
-            found = False
-            for i in range(kh):
-                iy = oy * sh - ph + i * dh
-                if iy < 0 or iy >= h:
-                    continue
-                if not found:
-                    for ix in range(w):
-                        row[ix] = x[b, c, iy, ix]
-                    found = True
-                else:
-                    for ix in range(w):
-                        row[ix] = _fmax(row[ix], x[b, c, iy, ix])
+    operands = (
+        x,
+        y,
+        n,
+        c_n,
+        w,
+        half,
+        span,
+        pw,
+        oh,
+        kh,
+        sh,
+        ph,
+        dh,
+        h,
+        ow,
+        low,
+        hi_x,
+        lo_x,
+        unit,
+        kw,
+        dw,
+        sw,
+    )
+    _invoke(launch, body, n * c_n, _pack(operands, _MAX_POOL2D_ARGS))
+
+
+@nb.cfunc(_BODY, cache=True)
+def _max_pool2d_body(r, chunks, args):
+    """Share ``r`` of ``max_pool2d``'s loop (see "Parallel loops")."""
+    (
+        x,
+        y,
+        n,
+        c_n,
+        w,
+        half,
+        span,
+        pw,
+        oh,
+        kh,
+        sh,
+        ph,
+        dh,
+        h,
+        ow,
+        low,
+        hi_x,
+        lo_x,
+        unit,
+        kw,
+        dw,
+        sw,
+    ) = _unpack(args, _MAX_POOL2D_ARGS)
+    b = r // c_n
+    c = r - b * c_n
+    row = np.empty(w + 1, np.float32)
+    ev = np.empty(half + 1, np.float32)
+    od = np.empty(half + 1, np.float32)
+    rp = np.empty(max(span, pw + w) + 1, np.float32)
+    for oy in range(oh):
+        found = False
+        for i in range(kh):
+            iy = oy * sh - ph + i * dh
+            if iy < 0 or iy >= h:
+                continue
             if not found:
-                for ox in range(ow):
-                    y[b, c, oy, ox] = low
-                continue
-            if hi_x > lo_x:
-                row[w] = low
-                for i in range(half):
-                    ev[i] = row[2 * i]
-                    od[i] = row[2 * i + 1]
-                if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
-                    for ox in range(lo_x, hi_x):
-                        j = ox - pw // 2
-                        y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
-                else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
-                    for ox in range(lo_x, hi_x):
-                        j = ox - (pw + 1) // 2
-                        y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
-            if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
-                for q in range(span):
-                    rp[q] = low
-                for ix in range(max(0, -pw), min(w, span - pw)):
-                    rp[_U(ix + pw)] = row[ix]
-                out = y[b, c, oy]
-                for ox in range(ow):
-                    out[ox] = rp[ox]
-                for j in range(1, kw):
-                    off = j * dw
-                    for ox in range(ow):
-                        out[ox] = _fmax(out[ox], rp[_U(ox + off)])
-                continue
+                for ix in range(w):
+                    row[ix] = x[b, c, iy, ix]
+                found = True
+            else:
+                for ix in range(w):
+                    row[ix] = _fmax(row[ix], x[b, c, iy, ix])
+        if not found:
             for ox in range(ow):
-                if ox >= lo_x and ox < hi_x:
-                    continue
-                m = low
-                for j in range(kw):
-                    ix = ox * sw - pw + j * dw
-                    if ix >= 0 and ix < w:
-                        m = _fmax(m, row[ix])
-                y[b, c, oy, ox] = m
+                y[b, c, oy, ox] = low
+            continue
+        if hi_x > lo_x:
+            row[w] = low
+            for i in range(half):
+                ev[i] = row[2 * i]
+                od[i] = row[2 * i + 1]
+            if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
+                for ox in range(lo_x, hi_x):
+                    j = ox - pw // 2
+                    y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
+            else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
+                for ox in range(lo_x, hi_x):
+                    j = ox - (pw + 1) // 2
+                    y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
+        if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
+            for q in range(span):
+                rp[q] = low
+            for ix in range(max(0, -pw), min(w, span - pw)):
+                rp[_U(ix + pw)] = row[ix]
+            out = y[b, c, oy]
+            for ox in range(ow):
+                out[ox] = rp[ox]
+            for j in range(1, kw):
+                off = j * dw
+                for ox in range(ow):
+                    out[ox] = _fmax(out[ox], rp[_U(ox + off)])
+            continue
+        for ox in range(ow):
+            if ox >= lo_x and ox < hi_x:
+                continue
+            m = low
+            for j in range(kw):
+                ix = ox * sw - pw + j * dw
+                if ix >= 0 and ix < w:
+                    m = _fmax(m, row[ix])
+            y[b, c, oy, ox] = m
 
 
 @_contiguous_output(1)
@@ -1150,4 +1506,4 @@ def max_pool(x, y, geo):
     """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
     sw, dh, dw, ph, pw)."""
     x = np.ascontiguousarray(x, np.float32)
-    max_pool2d(x, y, *geo)
+    max_pool2d(x, y, *geo, *_entry(_max_pool2d_body))
