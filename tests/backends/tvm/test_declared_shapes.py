@@ -134,6 +134,69 @@ def test_col2im_run_time_image_shape_is_checked(image: list[int], ok: bool) -> N
         session.run(feeds)
 
 
+@pytest.mark.parametrize("axis, ok", [(0, True), (-2, True), (2, False)])
+def test_dft_run_time_axis_is_checked(axis: int, ok: bool) -> None:
+    """A run-time DFT axis is computed along every axis it may name and picked at run
+    time; the complex dim (or any axis the declaration rules out) stops the model."""
+    model = node_model(
+        "DFT", [("x", F, [2, 5, 1]), ("n", I64, []), ("axis", I64, [])], [("y", F, [2, 5, 2])], opset=20
+    )
+    model.graph.node[0].input[1] = ""  # no dft_length
+    del model.graph.input[1]
+    session = tvm_session(model)
+    feeds = {"x": _x(2, 5, 1), "axis": np.array(axis, np.int64)}
+    if ok:
+        np.testing.assert_allclose(session.run(feeds)["y"], ort_run(model, feeds)[0], rtol=1e-5, atol=1e-5)
+        return
+    with pytest.raises(AssertionError, match=r"^DFT: the axis given at run time \(2\) is not one the declared output shape allows \[0, 1\]$"):
+        session.run(feeds)
+
+
+@pytest.mark.parametrize("step, ok", [(2, True), (3, False), (0, False)])
+def test_stft_run_time_frame_step_is_checked(step: int, ok: bool) -> None:
+    """STFT's frames are laid out from the declared frame count (7: 16 samples, frames of
+    4 every 2); a run-time step giving another count stops the model."""
+    length = numpy_helper.from_array(np.array(4, np.int64), "len")
+    model = node_model(
+        "STFT",
+        [("x", F, [1, 16, 1]), ("step", I64, []), ("len", I64, [])],
+        [("y", F, [1, 7, 3, 2])],
+        initializers=[length],
+        opset=17,
+    )
+    model.graph.node[0].input[:] = ["x", "step", "", "len"]
+    session = tvm_session(model)
+    feeds = {"x": _x(1, 16, 1), "step": np.array(step, np.int64)}
+    if ok:
+        np.testing.assert_allclose(session.run(feeds)["y"], ort_run(model, feeds)[0], rtol=1e-5, atol=1e-5)
+        return
+    with pytest.raises(AssertionError, match=rf"^STFT: the frame_step given at run time \({step}\) does not give the declared 7 frames$"):
+        session.run(feeds)
+
+
+@pytest.mark.parametrize("n_mel, n_dft, ok", [(8, 8, True), (8, 10, False), (6, 8, False)])
+def test_mel_weight_matrix_run_time_sizes_are_checked(n_mel: int, n_dft: int, ok: bool) -> None:
+    """MelWeightMatrix with run-time sizes is built with the declared shape [5, 8]."""
+    ins = [("mel", I64, []), ("dft", I64, []), ("rate", I64, []), ("lo", F, []), ("hi", F, [])]
+    model = node_model("MelWeightMatrix", ins, [("w", F, [5, 8])], opset=17)
+    session = tvm_session(model)
+    feeds = {
+        "mel": np.array(n_mel, np.int64),
+        "dft": np.array(n_dft, np.int64),
+        "rate": np.array(8000, np.int64),
+        "lo": np.array(0.0, np.float32),
+        "hi": np.array(4000.0, np.float32),
+    }
+    if ok:
+        np.testing.assert_allclose(session.run(feeds)["w"], ort_run(model, feeds)[0], rtol=1e-5, atol=1e-6)
+        return
+    with pytest.raises(
+        AssertionError,
+        match=rf"^MelWeightMatrix: num_mel_bins \({n_mel}\) and dft_length \({n_dft}\) given at run time do not give the declared shape \[5, 8\]$",
+    ):
+        session.run(feeds)
+
+
 def _reduce_model(
     op: str, shape: list[int], declared: list[int], n_axes: int, keepdims: int
 ) -> onnx.ModelProto:

@@ -521,6 +521,12 @@ def _dft_runtime_axis(
         )
     )
     live = [(a, o) for a, o in enumerate(outs) if o is not None]
+    allowed = [a for a, _ in live]
+    ctx.check(
+        _is_one_of(ctx, axis, allowed),
+        f"DFT: the axis given at run time ({{}}) is not one the declared output shape allows {allowed}",
+        [axis],
+    )
     result = live[-1][1]
     for a, out in live[:-1]:
         pick = relax.op.equal(axis, ctx.constant(np.array(a), I64))
@@ -618,6 +624,9 @@ def stft(ctx: Ctx, node: Node) -> Sequence[Any]:
     if not outs:
         raise Decline("no STFT frame length fits the declared output shape")
     result = outs[-1][1]
+    runtime_len = ctx.has(node, 3) and ctx.const(node.inputs[3]) is None and not has_window
+    if step is None or runtime_len:
+        _check_stft_operands(ctx, node, step, runtime_len, [f for f, _ in outs], length, declared)
     if len(outs) > 1:
         fl = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[3]), []), I64))
         for frame, out in outs[:-1]:
@@ -625,6 +634,52 @@ def stft(ctx: Ctx, node: Node) -> Sequence[Any]:
                 relax.op.where(relax.op.equal(fl, ctx.constant(np.array(frame), I64)), out, result)
             )
     return [result]
+
+
+def _is_one_of(ctx: Ctx, value: Any, allowed: list[int]) -> Any:
+    """Whether the int64 scalar ``value`` equals one of ``allowed`` (a boolean scalar)."""
+    from tvm import relax
+
+    hits = ctx.emit(relax.op.equal(value, ctx.constant(np.array(allowed, np.int64), I64)))
+    count = ctx.emit(relax.op.sum(ctx.emit(relax.op.astype(hits, I64))))
+    return ctx.emit(relax.op.greater(count, ctx.scalar(0, I64)))
+
+
+def _check_stft_operands(
+    ctx: Ctx, node: Node, step: int | None, runtime_len: bool, frames_len: list[int], length: int, declared: Any
+) -> None:
+    """Stop at run time where a run-time frame_length is not one the declared output
+    shape allows, or a run-time frame_step does not give the declared frame count (the
+    frames were laid out from the declaration)."""
+    from tvm import relax
+
+    if runtime_len:
+        fl = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[3]), []), I64))
+        ctx.check(
+            _is_one_of(ctx, fl, frames_len),
+            f"STFT: the frame_length given at run time ({{}}) does not fit the declared output shape (frame lengths {frames_len})",
+            [fl],
+        )
+    else:
+        fl = ctx.scalar(frames_len[0], I64)
+    if step is None:
+        st = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[1]), []), I64))
+        one = ctx.scalar(1, I64)
+        safe = ctx.emit(relax.op.maximum(st, one))
+        frames = ctx.emit(
+            relax.op.add(relax.op.floor_divide(relax.op.subtract(ctx.scalar(length, I64), fl), safe), one)
+        )
+        ok = ctx.emit(
+            relax.op.logical_and(
+                relax.op.greater_equal(st, one),
+                relax.op.equal(frames, ctx.scalar(int(declared[1]), I64)),
+            )
+        )
+        ctx.check(
+            ok,
+            f"STFT: the frame_step given at run time ({{}}) does not give the declared {int(declared[1])} frames",
+            [st],
+        )
 
 
 def _stft_frames(ctx: Ctx, x: Any, node: Node, step: int | None, frames: int, frame: int) -> Any:
@@ -1035,6 +1090,7 @@ def mel_weight_matrix(ctx: Ctx, node: Node) -> Sequence[Any]:
     from tvm import relax, te, tirx
 
     dims = _mel_shape(ctx, node)
+    _check_mel_shape(ctx, node, dims)
     out_dtype = ctx.dtype(node.outputs[0])
     ops = [
         ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[k]), [1]), "float64"))
@@ -1094,6 +1150,29 @@ def _mel_shape(ctx: Ctx, node: Node) -> list[int]:
             "MelWeightMatrix's num_mel_bins and dft_length must be constants unless the output shape is static"
         )
     return list(declared)
+
+
+def _check_mel_shape(ctx: Ctx, node: Node, dims: list[int]) -> None:
+    """Where the shape came from the declaration (a run-time num_mel_bins or dft_length),
+    stop at run time unless the operands give that shape."""
+    from tvm import relax
+
+    if ctx.const(node.inputs[0]) is not None and ctx.const(node.inputs[1]) is not None:
+        return
+    n_mel = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[0]), []), I64))
+    n_dft = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[1]), []), I64))
+    bins = ctx.emit(relax.op.add(relax.op.floor_divide(n_dft, ctx.scalar(2, I64)), ctx.scalar(1, I64)))
+    ok = ctx.emit(
+        relax.op.logical_and(
+            relax.op.equal(bins, ctx.scalar(dims[0], I64)),
+            relax.op.equal(n_mel, ctx.scalar(dims[1], I64)),
+        )
+    )
+    ctx.check(
+        ok,
+        f"MelWeightMatrix: num_mel_bins ({{}}) and dft_length ({{}}) given at run time do not give the declared shape {dims}",
+        [n_mel, n_dft],
+    )
 
 
 # -- LinearRegressor, Normalizer (ai.onnx.ml) ------------------------------------------------
