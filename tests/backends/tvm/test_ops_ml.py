@@ -380,3 +380,22 @@ def test_tree_ensemble_larger_forests() -> None:
         **a,
     )
     check_tvm(model, {"x": _features(rng, 500, 12)})
+
+
+def test_linear_regressor_takes_every_post_transform() -> None:
+    """LinearRegressor shares the trees' post_transform (it declined SOFTMAX_ZERO and
+    PROBIT before): SOFTMAX_ZERO against onnxruntime; PROBIT against the reference
+    interpreter (onnxruntime's erfinv is an approximation, NaN outside (0, 1))."""
+    from torsh_gen.ops.execute import run_graph
+    from torsh_gen.tools.compile import optimized_graph
+
+    rng = np.random.default_rng(9)
+    attrs = {"coefficients": [float(v) for v in rng.normal(scale=0.1, size=12)], "intercepts": [0.1, 0.0, 0.3], "targets": 3}
+    x = rng.uniform(0.0, 0.5, (5, 4)).astype(np.float32)
+    x[1, :] = 0.0  # the middle target's score is then exactly 0: SOFTMAX_ZERO keeps it 0
+    check_tvm(_model("LinearRegressor", (F, [None, 4]), [("y", F)], post_transform="SOFTMAX_ZERO", **attrs), {"x": x})
+    model = _model("LinearRegressor", (F, [None, 4]), [("y", F)], post_transform="PROBIT", **attrs)
+    got = tvm_session(model).run({"x": x})["y"]
+    graph = optimized_graph(model.SerializeToString(), "cpu", "O0", backend="tvm")
+    np.testing.assert_allclose(got, run_graph(graph, {"x": x})[0], rtol=1e-6, atol=1e-6)
+    assert np.isinf(got).any() and np.isfinite(got).any()

@@ -1,5 +1,6 @@
 """The remaining ai.onnx.ml ops → Relax: TreeEnsembleRegressor/Classifier (the legacy
-tree forms), LinearClassifier, OneHotEncoder and LabelEncoder with numeric keys and values.
+tree forms), LinearClassifier, LinearRegressor, Normalizer, OneHotEncoder and LabelEncoder
+with numeric keys and values.
 
 The reference kernels in ``torsh_gen/ops/ml.py`` are the spec: the legacy trees are parsed
 by the reference's own ``_LegacyTrees._forest`` (one node table, leaves included), so ids,
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from torsh_gen.backends.tvm.convert import Ctx, Decline, converts
+from torsh_gen.backends.tvm.convert import Ctx, Decline, as_str, converts
 from torsh_gen.backends.tvm.ops_tensor import _c, _i64, _te
 from torsh_gen.ir.graph import Node
 from torsh_gen.ops import ml as ref
@@ -428,3 +429,58 @@ def label_encoder(ctx: Ctx, node: Node) -> Sequence[Any]:
     y = ctx.emit(relax.op.take(ctx.weight(values), pos, axis=0))
     want = ctx.dtype(node.outputs[0])
     return [y if str(values.dtype) == want else ctx.emit(relax.op.astype(y, want))]
+
+
+# -- LinearRegressor, Normalizer (ai.onnx.ml) ------------------------------------------------
+@converts("LinearRegressor")
+def linear_regressor(ctx: Ctx, node: Node) -> Sequence[Any]:
+    """Y = X W^T + b in float64 (W of ``targets`` coefficient rows), post_transform (any
+    the reference takes), float32 out; 1-D X is one row."""
+    from tvm import relax
+
+    x = ctx.x(node.inputs[0])
+    dims = ctx.shape_of(x)
+    if len(dims) not in (1, 2) or not isinstance(dims[-1], int):
+        raise Decline("LinearRegressor needs a 1-D or 2-D input with a static feature count")
+    targets = int(node.attr("targets", 1))
+    coef = np.asarray(node.attr("coefficients") or [], np.float64)
+    if targets < 1 or coef.size != targets * dims[-1]:
+        raise Decline("LinearRegressor's coefficients do not fit its input and targets")
+    rows = ctx.emit(relax.op.astype(x, "float64"))
+    if len(dims) == 1:
+        rows = ctx.emit(relax.op.reshape(rows, [1, dims[0]]))
+    y = ctx.emit(relax.op.matmul(rows, ctx.weight(coef.reshape(targets, -1).T.copy())))
+    bias = node.attr("intercepts")
+    if bias:
+        y = ctx.emit(relax.op.add(y, ctx.weight(np.asarray(bias, np.float64))))
+    y = _post_transform(ctx, y, _transform(as_str(node.attr("post_transform", "NONE"))))
+    return [ctx.emit(relax.op.astype(y, "float32"))]
+
+
+@converts("Normalizer")
+def normalizer(ctx: Ctx, node: Node) -> Sequence[Any]:
+    """Each row divided by its MAX, L1 or L2 norm in float64 (rows whose divisor is 0 stay
+    as they are), float32 out; 1-D X is one row."""
+    from tvm import relax
+
+    x = ctx.x(node.inputs[0])
+    dims = ctx.shape_of(x)
+    if len(dims) not in (1, 2):
+        raise Decline("Normalizer needs a 1-D or 2-D input")
+    v = ctx.emit(relax.op.astype(x, "float64"))
+    if len(dims) == 1:
+        v = ctx.emit(relax.op.reshape(v, [1, dims[0]]))
+    norm = as_str(node.attr("norm", "MAX"))
+    if norm == "MAX":
+        d = relax.op.max(v, axis=[1], keepdims=True)
+    elif norm == "L1":
+        d = relax.op.sum(relax.op.abs(v), axis=[1], keepdims=True)
+    elif norm == "L2":
+        d = relax.op.sqrt(relax.op.sum(relax.op.multiply(v, v), axis=[1], keepdims=True))
+    else:
+        raise Decline(f"Normalizer norm {norm}")
+    d = ctx.emit(d)
+    zero = ctx.emit(relax.op.equal(d, ctx.scalar(0.0, "float64")))
+    y = ctx.emit(relax.op.divide(v, relax.op.where(zero, ctx.scalar(1.0, "float64"), d)))
+    y = ctx.emit(relax.op.astype(y, "float32"))
+    return [ctx.emit(relax.op.reshape(y, dims)) if len(dims) == 1 else y]
