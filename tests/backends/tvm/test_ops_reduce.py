@@ -135,6 +135,24 @@ def test_top_k_keeps_the_lower_index_first_on_ties(largest: int) -> None:
     check_tvm(model, {"x": x})
 
 
+@pytest.mark.parametrize("largest", [1, 0])
+def test_top_k_of_uint64_above_the_int64_range(largest: int) -> None:
+    """TVM's sort takes no uint64: sorted as int64 keys with the sign bit flipped, the
+    values gathered back. Values past 2**63 sort above the small ones; ties keep the
+    lower index first."""
+    k = _i64("k", [3])
+    model = node_model(
+        "TopK", [("x", TensorProto.UINT64, [2, 5]), ("k", I64, [1])],
+        [("v", TensorProto.UINT64, None), ("i", I64, None)], [k], largest=largest,
+    )
+    big = 2**63 + 5
+    x = np.array([[3, big, 7, big, 2**64 - 1], [0, 2**63, 2**63 - 1, 1, 0]], np.uint64)
+    got = tvm_session(model).run({"x": x})
+    order = np.argsort(-x.astype(object) if largest else x.astype(object), axis=1, kind="stable")[:, :3]
+    np.testing.assert_array_equal(got["i"], order.astype(np.int64))
+    np.testing.assert_array_equal(got["v"], np.take_along_axis(x, order, axis=1))
+
+
 def test_quantize_per_axis_rounds_half_to_even_and_saturates() -> None:
     scale = numpy_helper.from_array(np.array([0.5, 1.0, 2.0], np.float32), "s")
     zp = numpy_helper.from_array(np.array([0, 10, -3], np.int8), "z")

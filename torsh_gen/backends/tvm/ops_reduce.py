@@ -477,11 +477,16 @@ def topk(ctx: Ctx, node: Node) -> Sequence[Any]:
     k = _topk_k(ctx, node, axis)
     if k < 0 or (isinstance(dims[axis], int) and k > dims[axis]):
         raise Decline(f"TopK's k={k} is out of range")
-    if ctx.dtype(src) == "uint64":
-        raise Decline("TVM's sort does not take uint64")
     largest = bool(node.attr("largest", 1))
     if k == 0:
         out = [0 if i == axis else d for i, d in enumerate(dims)]
         return [ctx.emit(relax.op.zeros(out, ctx.dtype(src))), ctx.emit(relax.op.zeros(out, "int64"))]
-    res = ctx.emit(relax.op.topk(ctx.x(src), k=k, axis=axis, ret_type="both", largest=largest, dtype="int64"))
+    x = ctx.x(src)
+    if ctx.dtype(src) == "uint64":
+        # TVM's sort takes no uint64: x - 2**63 as int64 (the sign bit flipped) orders the
+        # same way; the values are then gathered from x at the indices found
+        keys = ctx.emit(relax.op.bitwise_xor(relax.op.astype(x, "int64"), ctx.scalar(np.iinfo(np.int64).min, "int64")))
+        idx = ctx.emit(relax.op.topk(keys, k=k, axis=axis, ret_type="indices", largest=largest, dtype="int64"))
+        return [ctx.emit(relax.op.gather_elements(x, idx, axis=axis)), idx]
+    res = ctx.emit(relax.op.topk(x, k=k, axis=axis, ret_type="both", largest=largest, dtype="int64"))
     return [ctx.emit(relax.TupleGetItem(res, 0)), ctx.emit(relax.TupleGetItem(res, 1))]
