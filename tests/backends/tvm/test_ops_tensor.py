@@ -404,3 +404,29 @@ def test_range_takes_one_element_vectors() -> None:
     feeds = {"s": np.array([1.0], np.float32), "l": np.array([4.0], np.float32), "d": np.array([0.5], np.float32)}
     got = tvm_session(model).run(feeds)["y"]
     np.testing.assert_array_equal(got, np.arange(1.0, 4.0, 0.5, dtype=np.float32))
+
+
+def test_range_sized_at_run_time_after_scalar_work() -> None:
+    """A positional-encoding shape: the step computed from the run-time size, then
+    Range(0, size) scaled by it and through Cos. TVM's FuseOps fused the values' kernel
+    with the scalar work before the MatchCast that binds the count and moved it there
+    ("4 * n0 has not been computed"); the converter fences the block after the MatchCast."""
+    scalar = [helper.make_tensor("c", TP.FLOAT, [], [v]) for v in (0.0, 1.0, 6.2831855)]
+    nodes = [
+        helper.make_node("Constant", [], ["zero"], value=scalar[0]),
+        helper.make_node("Constant", [], ["one"], value=scalar[1]),
+        helper.make_node("Constant", [], ["tau"], value=scalar[2]),
+        helper.make_node("Cast", ["size"], ["size_f"], to=F),
+        helper.make_node("Div", ["tau", "size_f"], ["step"]),
+        helper.make_node("Range", ["zero", "size_f", "one"], ["r"]),
+        helper.make_node("Mul", ["r", "step"], ["angle"]),
+        helper.make_node("Cos", ["angle"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "pe", [helper.make_tensor_value_info("size", TP.INT64, [])], [helper.make_tensor_value_info("y", F, [None])]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = tvm_session(model)
+    for n in (7, 12):
+        got = session.run({"size": np.array(n, np.int64)})["y"]
+        np.testing.assert_allclose(got, np.cos(np.arange(n, dtype=np.float32) * np.float32(6.2831855 / n)), rtol=1e-5, atol=1e-6)

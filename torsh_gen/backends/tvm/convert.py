@@ -136,6 +136,9 @@ class Ctx:
     env: dict[int, Any] = field(default_factory=dict)
     symbols: dict[str, Any] = field(default_factory=dict)
     params: list[tuple[Any, np.ndarray]] = field(default_factory=list)
+    #: MatchCasts that bind symbolic dims in the current dataflow block (``fence`` keeps
+    #: them: nothing reads their results, and a block drops unread bindings)
+    binders: list[Any] = field(default_factory=list)
 
     # -- operands ---------------------------------------------------------------------
     def x(self, value: Value | None) -> Any:
@@ -250,6 +253,30 @@ class Ctx:
         var = relax.Var(f"w{len(self.params)}", relax.TensorType(list(arr.shape), dtype))
         self.params.append((var, arr))
         return var
+
+    def fence(self) -> None:
+        """End the current dataflow block and begin a new one, the values converted so far
+        passed on as the block's outputs.
+
+        FuseOps orders the kernels of a block by their tensor operands only. A kernel that
+        makes a tensor of a freshly bound symbolic size out of operands known earlier
+        (Range's values after the MatchCast that binds their count) was fused with earlier
+        work and moved above the MatchCast, and the VM then met its size before the dim
+        had a value ("4 * n0 has not been computed"). Kernels do not move across blocks."""
+        from tvm import relax
+        from tvm.ir.expr import Constant
+        from tvm.relax.block_builder import DataflowScope
+
+        for key, expr in list(self.env.items()):
+            if isinstance(expr, Constant) or (isinstance(expr, relax.Var) and not isinstance(expr, relax.DataflowVar)):
+                continue
+            self.env[key] = self.bb.emit_output(expr)
+        for binder in self.binders:
+            self.bb.emit_output(binder)
+        self.binders.clear()
+        scope = DataflowScope(self.bb)  # what ``with bb.dataflow()`` does at its end, then start
+        scope.__exit__(None, None, None)
+        scope.__enter__()
 
     # -- run-time checks ------------------------------------------------------------
     def check(self, cond: Any, message: str, args: Sequence[Any] = ()) -> None:

@@ -82,7 +82,7 @@ def _fresh_dims(ctx: Ctx, vec: Any, hint: str) -> list[Any]:
         raise Decline("the rank of the result is not known at compile time")
     shape = ctx.emit(relax.op.tensor_to_shape(vec))
     dims = [tirx.Var(f"{hint}{k}", I64) for k in range(n)]
-    ctx.bb.match_cast(shape, relax.ShapeType(dims))
+    ctx.binders.append(ctx.bb.match_cast(shape, relax.ShapeType(dims)))
     return dims
 
 
@@ -457,6 +457,8 @@ def range_(ctx: Ctx, node: Node) -> Sequence[Any]:
         return tirx.max(n, _c(0))
 
     n = _fresh_dims(ctx, _te(ctx, [1], count, *args, name="range_count"), "n")
+    ctx.fence()  # the values are sized by n: they must not move above its MatchCast
+    args = [ctx.x(v) for v in node.inputs[:3]]
 
     def body(ts: Any, i: Any) -> Any:
         s, _, d = (_first(t) for t in ts)
