@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_796657b2e6a78530"
+_NAME = "_torsh_conv_d18493145b4cd866"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -59,6 +59,7 @@ _Y1 = nb.types.Array(_F4, 1, "C")
 _I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
 _SERIAL = dict(cache=True, nogil=True)
+_OPTS = dict(parallel=True, cache=True, nogil=True)  # kernels whose loops stay ``prange``
 
 # ---------------------------------------------------------------------------------------
 # Parallel loops. numba compiles the body of a ``prange`` loop four times over: into the
@@ -224,11 +225,9 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, *_entry(_depthwise3_body))
+            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi)
         else:
-            depthwise(
-                x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi, *_entry(_depthwise_body)
-            )
+            depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
         return
     wp = packed(owner, w, group)
     threads = nb.get_num_threads()
@@ -1367,11 +1366,8 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
 # ---------------------------------------------------------------------------------------
 
 
-_MAX_POOL2D_ARGS = nb.types.Tuple((_X4, _Y4, *(_I8,) * 13, _F4, _I8, _I8, nb.boolean, *(_I8,) * 3))
-
-
-@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_SERIAL)
-def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, body, launch):
+@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
+def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
     """y = max over each window of x (N, C, H, W); positions in the padding are -inf.
 
     The common 3-wide, stride-2 window reads the reduced row through its even and odd
@@ -1387,118 +1383,65 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, body, launch):
     hi_x = max(lo_x, min(ow, (w - 3 + pw) // 2 + 1)) if fast else lo_x
     span = (ow - 1) * sw + (kw - 1) * dw + 1  # padded row positions the windows read
     unit = sw == 1 and not fast
-    operands = (
-        x,
-        y,
-        n,
-        c_n,
-        w,
-        half,
-        span,
-        pw,
-        oh,
-        kh,
-        sh,
-        ph,
-        dh,
-        h,
-        ow,
-        low,
-        hi_x,
-        lo_x,
-        unit,
-        kw,
-        dw,
-        sw,
-    )
-    _invoke(launch, body, n * c_n, _pack(operands, _MAX_POOL2D_ARGS))
-
-
-@nb.cfunc(_BODY, cache=True)
-def _max_pool2d_body(r, chunks, args):
-    """Share ``r`` of ``max_pool2d``'s loop (see "Parallel loops")."""
-    (
-        x,
-        y,
-        n,
-        c_n,
-        w,
-        half,
-        span,
-        pw,
-        oh,
-        kh,
-        sh,
-        ph,
-        dh,
-        h,
-        ow,
-        low,
-        hi_x,
-        lo_x,
-        unit,
-        kw,
-        dw,
-        sw,
-    ) = _unpack(args, _MAX_POOL2D_ARGS)
-    b = r // c_n
-    c = r - b * c_n
-    row = np.empty(w + 1, np.float32)
-    ev = np.empty(half + 1, np.float32)
-    od = np.empty(half + 1, np.float32)
-    rp = np.empty(max(span, pw + w) + 1, np.float32)
-    for oy in range(oh):
-        found = False
-        for i in range(kh):
-            iy = oy * sh - ph + i * dh
-            if iy < 0 or iy >= h:
-                continue
+    for r in nb.prange(n * c_n):
+        b = r // c_n
+        c = r - b * c_n
+        row = np.empty(w + 1, np.float32)
+        ev = np.empty(half + 1, np.float32)
+        od = np.empty(half + 1, np.float32)
+        rp = np.empty(max(span, pw + w) + 1, np.float32)
+        for oy in range(oh):
+            found = False
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    continue
+                if not found:
+                    for ix in range(w):
+                        row[ix] = x[b, c, iy, ix]
+                    found = True
+                else:
+                    for ix in range(w):
+                        row[ix] = _fmax(row[ix], x[b, c, iy, ix])
             if not found:
-                for ix in range(w):
-                    row[ix] = x[b, c, iy, ix]
-                found = True
-            else:
-                for ix in range(w):
-                    row[ix] = _fmax(row[ix], x[b, c, iy, ix])
-        if not found:
-            for ox in range(ow):
-                y[b, c, oy, ox] = low
-            continue
-        if hi_x > lo_x:
-            row[w] = low
-            for i in range(half):
-                ev[i] = row[2 * i]
-                od[i] = row[2 * i + 1]
-            if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
-                for ox in range(lo_x, hi_x):
-                    j = ox - pw // 2
-                    y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
-            else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
-                for ox in range(lo_x, hi_x):
-                    j = ox - (pw + 1) // 2
-                    y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
-        if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
-            for q in range(span):
-                rp[q] = low
-            for ix in range(max(0, -pw), min(w, span - pw)):
-                rp[_U(ix + pw)] = row[ix]
-            out = y[b, c, oy]
-            for ox in range(ow):
-                out[ox] = rp[ox]
-            for j in range(1, kw):
-                off = j * dw
                 for ox in range(ow):
-                    out[ox] = _fmax(out[ox], rp[_U(ox + off)])
-            continue
-        for ox in range(ow):
-            if ox >= lo_x and ox < hi_x:
+                    y[b, c, oy, ox] = low
                 continue
-            m = low
-            for j in range(kw):
-                ix = ox * sw - pw + j * dw
-                if ix >= 0 and ix < w:
-                    m = _fmax(m, row[ix])
-            y[b, c, oy, ox] = m
+            if hi_x > lo_x:
+                row[w] = low
+                for i in range(half):
+                    ev[i] = row[2 * i]
+                    od[i] = row[2 * i + 1]
+                if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
+                    for ox in range(lo_x, hi_x):
+                        j = ox - pw // 2
+                        y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
+                else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
+                    for ox in range(lo_x, hi_x):
+                        j = ox - (pw + 1) // 2
+                        y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
+            if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
+                for q in range(span):
+                    rp[q] = low
+                for ix in range(max(0, -pw), min(w, span - pw)):
+                    rp[_U(ix + pw)] = row[ix]
+                out = y[b, c, oy]
+                for ox in range(ow):
+                    out[ox] = rp[ox]
+                for j in range(1, kw):
+                    off = j * dw
+                    for ox in range(ow):
+                        out[ox] = _fmax(out[ox], rp[_U(ox + off)])
+                continue
+            for ox in range(ow):
+                if ox >= lo_x and ox < hi_x:
+                    continue
+                m = low
+                for j in range(kw):
+                    ix = ox * sw - pw + j * dw
+                    if ix >= 0 and ix < w:
+                        m = _fmax(m, row[ix])
+                y[b, c, oy, ox] = m
 
 
 @_contiguous_output(1)
@@ -1506,4 +1449,4 @@ def max_pool(x, y, geo):
     """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
     sw, dh, dw, ph, pw)."""
     x = np.ascontiguousarray(x, np.float32)
-    max_pool2d(x, y, *geo, *_entry(_max_pool2d_body))
+    max_pool2d(x, y, *geo)

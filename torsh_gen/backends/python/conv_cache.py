@@ -73,14 +73,15 @@ spec.loader.exec_module(mod)
 """
 
 # Seconds of CPU each kernel took to compile (AMD EPYC Zen 3, numba 0.68, one process), to
-# balance the shards; kernels not listed count as an average loop body (C callback) or a
-# small driver. ``_launch`` calls ``_parallel_for``, so the two share a shard.
+# balance the shards; kernels not listed count as an average loop body (C callback), a
+# parallel kernel or a small driver. ``_launch`` calls ``_parallel_for``, so the two share
+# a shard. The ``prange`` kernels (pools, depthwise, LRN, qgemm_plain, q4) cost about four
+# times their body: numba finalizes it in the loop's function and in three wrappers.
 _COST = {
     "_parallel_for": 0.9, "_gemm_conv_body": 2.3, "_gemm_conv_grid_body": 1.2, "_gemm_rows_body": 0.6,
-    "_depthwise_body": 0.9, "_depthwise3_body": 0.6, "_gemm_batched_body": 1.0, "_lrn_body": 0.4,
-    "_max_pool2d_body": 1.4, "_max_pool2d_w3s2_body": 0.8, "_qgemm_vnni_body": 3.5,
-    "qgemm_vnni_serial": 3.8, "_qgemm_plain_body": 1.2, "_q4_matmul_rows_body": 0.7, "qim2col": 1.1,
-    "qrows": 0.9,
+    "_gemm_batched_body": 1.0, "_qgemm_vnni_body": 3.5, "qgemm_vnni_serial": 3.8, "qim2col": 1.1,
+    "qrows": 0.9, "max_pool2d": 7.7, "max_pool2d_w3s2": 3.3, "depthwise": 4.0, "depthwise3": 2.5,
+    "lrn": 2.0,
 }
 _WITH = {"_launch": "_parallel_for"}
 # a module-level decorated kernel; the decorator may span lines (black splits long ones)
@@ -93,9 +94,9 @@ def shards(source: str, count: int) -> list[list[str]]:
     costs = {}
     for m in _KERNEL.finditer(source):
         options = m["options"]
-        if "cache=True" in options or "**_SERIAL" in options:
-            heavy = m["kind"] == "cfunc" or "parallel=True" in options
-            costs[m["name"]] = _COST.get(m["name"], 1.0 if heavy else 0.5)
+        if "cache=True" in options or "**_SERIAL" in options or "**_OPTS" in options:
+            parallel = "**_OPTS" in options or "parallel=True" in options
+            costs[m["name"]] = _COST.get(m["name"], 4.0 if parallel else 1.0 if m["kind"] == "cfunc" else 0.5)
     groups: list[list[str]] = [[] for _ in range(max(1, min(count, len(costs))))]
     loads = [0.0] * len(groups)
     placed: dict[str, int] = {}
