@@ -110,7 +110,7 @@ def test_failed_package_stops_the_conv_build(tmp_path: Path, monkeypatch: pytest
         raise OSError("No space left on device")
 
     monkeypatch.setattr(package, "start_conv_build", start)
-    monkeypatch.setattr(package, "_write_rest", fail)
+    monkeypatch.setattr(package, "_manifest", fail)  # the last file written while the build runs
     root = Path(__file__).resolve().parents[2]
     with pytest.raises(OSError, match="No space"):
         compile_model(root / "examples" / "tiny_cnn.onnx", tmp_path / "out" / "tiny")

@@ -46,24 +46,16 @@ import numba
 mine = set(sys.argv[2].split(","))
 others = set(sys.argv[3].split(",")) - mine
 first = sys.argv[4] == "1"
+def ours(fn):
+    return fn.__name__ in mine or (first and fn.__name__ not in others)
 eager = numba.njit
 def njit(*args, **options):
     if not args or hasattr(args[0], "__code__") or not options.get("cache"):
         return eager(*args, **options)
-    def declare(fn):
-        name = fn.__name__
-        if name in mine or (first and name not in others):
-            return eager(*args, **options)(fn)
-        return eager(**options)(fn)
-    return declare
+    return lambda fn: eager(*args, **options)(fn) if ours(fn) else eager(**options)(fn)
 cfunc = numba.cfunc
 def body(*args, **options):  # loop bodies (C callbacks) compile when declared: only ours
-    def declare(fn):
-        name = fn.__name__
-        if name in mine or (first and name not in others):
-            return cfunc(*args, **options)(fn)
-        return fn
-    return declare
+    return lambda fn: cfunc(*args, **options)(fn) if ours(fn) else fn
 numba.njit = njit
 numba.cfunc = body
 spec = importlib.util.spec_from_file_location("_torsh_conv_build", sys.argv[1])

@@ -104,54 +104,48 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         put("_conv.py", _conv_runtime(info.version, conv), fmt=False)
         conv_build = start_conv_build(folder)
     try:
-        result = _write_rest(module, graph, folder, info, forward, inputs_sig, outputs_sig, put, written, bool(conv))
+        vendored: list[str] = []
+        if module.ref_kernels:
+            vendored = vendor(folder / "_ref", module.ref_modules)
+            put("_ref/_call.py", render("_call.py.j2", modules=[m for m in vendored if m.isidentifier()]), fmt=False)
+            written.extend(sorted(str(p.relative_to(folder)) for p in (folder / "_ref").rglob("*.py") if p.name != "_call.py"))
+        model_src = put("model.py", render(
+            "model.py.j2",
+            version=info.version,
+            source_literal=doc_text(info.source_name),
+            kernels=bool(module.kernel_sources),
+            conv=bool(conv),
+            ref=bool(module.ref_kernels),
+            inputs=literal(tuple(inputs_sig)),
+            outputs=literal(tuple(outputs_sig)),
+            slots=literal(list(module.plan.slots) if module.plan else []),
+            buffers=literal([(b.attr, b.slot, b.offset, b.dtype, b.shape) for b in module.buffers]),
+            ref_kernels=[_ref_view(k) for k in module.ref_kernels],
+            plugin_imports=[(*path.split(":"), alias) for path, alias in sorted(module.plugin_kernels.items())],
+            forward="\n".join(forward.lines),
+        ))
+        put("_linemap.py", _linemap(model_src, module.labels))
+        if module.kernel_sources:
+            digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
+            put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
+        needs = ", numba" if module.kernel_sources or conv else ""
+        needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
+        needs += "".join(sorted({f", {p.split('.')[0]}" for p in module.plugin_kernels}))
+        example = ", ".join(f"{s['name']}=..." for s in inputs_sig[:3] if s["name"].isidentifier())
+        put("__init__.py", render("__init__.py.j2", package=info.package, version=info.version, target=info.target, example=example, needs=needs), fmt=False)
+        put("_runtime.py", render("_runtime.py.j2", version=info.version), fmt=False)
+        table = module.weights.write(folder)
+        written.append(FILE_NAME)
+        memory = module.plan.to_dict() if module.plan else {}
+        manifest = _manifest(info, inputs_sig, outputs_sig, table, module, memory, vendored)
+        put("manifest.json", json.dumps(manifest, indent=2) + "\n", fmt=False)
+        seconds = precompile(folder) if info.precompile else None
     except BaseException:
         if conv_build is not None:
             conv_build.cancel()
         raise
     if conv_build is not None:
         conv_build.finish()
-    return result
-
-
-def _write_rest(module: Module, graph: Graph, folder: Path, info: ArtifactInfo, forward: Lines, inputs_sig: list, outputs_sig: list, put: Any, written: list[str], conv: bool) -> PackageResult:
-    """Everything but ``_conv.py``, then ``kernels.py`` compiled (``info.precompile``)."""
-    vendored: list[str] = []
-    if module.ref_kernels:
-        vendored = vendor(folder / "_ref", module.ref_modules)
-        put("_ref/_call.py", render("_call.py.j2", modules=[m for m in vendored if m.isidentifier()]), fmt=False)
-        written.extend(sorted(str(p.relative_to(folder)) for p in (folder / "_ref").rglob("*.py") if p.name != "_call.py"))
-    model_src = put("model.py", render(
-        "model.py.j2",
-        version=info.version,
-        source_literal=doc_text(info.source_name),
-        kernels=bool(module.kernel_sources),
-        conv=conv,
-        ref=bool(module.ref_kernels),
-        inputs=literal(tuple(inputs_sig)),
-        outputs=literal(tuple(outputs_sig)),
-        slots=literal(list(module.plan.slots) if module.plan else []),
-        buffers=literal([(b.attr, b.slot, b.offset, b.dtype, b.shape) for b in module.buffers]),
-        ref_kernels=[_ref_view(k) for k in module.ref_kernels],
-        plugin_imports=[(*path.split(":"), alias) for path, alias in sorted(module.plugin_kernels.items())],
-        forward="\n".join(forward.lines),
-    ))
-    put("_linemap.py", _linemap(model_src, module.labels))
-    if module.kernel_sources:
-        digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
-        put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
-    needs = ", numba" if module.kernel_sources or conv else ""
-    needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
-    needs += "".join(sorted({f", {p.split('.')[0]}" for p in module.plugin_kernels}))
-    example = ", ".join(f"{s['name']}=..." for s in inputs_sig[:3] if s["name"].isidentifier())
-    put("__init__.py", render("__init__.py.j2", package=info.package, version=info.version, target=info.target, example=example, needs=needs), fmt=False)
-    put("_runtime.py", render("_runtime.py.j2", version=info.version), fmt=False)
-    table = module.weights.write(folder)
-    written.append(FILE_NAME)
-    memory = module.plan.to_dict() if module.plan else {}
-    manifest = _manifest(info, inputs_sig, outputs_sig, table, module, memory, vendored)
-    put("manifest.json", json.dumps(manifest, indent=2) + "\n", fmt=False)
-    seconds = precompile(folder) if info.precompile else None
     return PackageResult(sorted(written), module.fast_nodes, module.ref_nodes, len(module.kernel_sources), module.weights.nbytes, memory, vendored, seconds)
 
 

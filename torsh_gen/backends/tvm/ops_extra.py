@@ -17,7 +17,7 @@ import numpy as np
 
 from torsh_gen.backends.tvm.convert import Ctx, Decline, as_str, converts, str_attr
 from torsh_gen.backends.tvm.ops_tensor import _c, _dims_expr, _i64, _te
-from torsh_gen.ir.graph import Node
+from torsh_gen.ir.graph import Node, Value
 from torsh_gen.ir.types import TensorType
 
 I64 = "int64"
@@ -512,7 +512,7 @@ def _dft_runtime_axis(
     shapes = {tuple(ctx.shape_of(o)) for o in outs if o is not None}
     if len(shapes) != 1:
         raise Decline("DFT's run-time axis decides the output shape")
-    axis = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[2]), []), I64))
+    axis = _int_scalar(ctx, node.inputs[2])
     axis = ctx.emit(
         relax.op.where(
             relax.op.less(axis, ctx.constant(np.array(0), I64)),
@@ -623,16 +623,23 @@ def stft(ctx: Ctx, node: Node) -> Sequence[Any]:
         outs.append((frame, out))
     if not outs:
         raise Decline("no STFT frame length fits the declared output shape")
-    result = outs[-1][1]
+    # a run-time frame_length (the only case with several candidates) picks among them
+    lengths = [f for f, _ in outs]
     runtime_len = ctx.has(node, 3) and ctx.const(node.inputs[3]) is None and not has_window
-    if step is None or runtime_len:
-        _check_stft_operands(ctx, node, step, runtime_len, [f for f, _ in outs], length, declared)
-    if len(outs) > 1:
-        fl = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[3]), []), I64))
-        for frame, out in outs[:-1]:
-            result = ctx.emit(
-                relax.op.where(relax.op.equal(fl, ctx.constant(np.array(frame), I64)), out, result)
-            )
+    fl = _int_scalar(ctx, node.inputs[3]) if runtime_len else None
+    if fl is not None:
+        ctx.check(
+            _is_one_of(ctx, fl, lengths),
+            f"STFT: the frame_length given at run time ({{}}) does not fit the declared output shape (frame lengths {lengths})",
+            [fl],
+        )
+    if step is None:
+        _check_stft_step(ctx, node, ctx.scalar(lengths[0], I64) if fl is None else fl, length, declared)
+    result = outs[-1][1]
+    for frame, out in outs[:-1]:
+        result = ctx.emit(
+            relax.op.where(relax.op.equal(fl, ctx.constant(np.array(frame), I64)), out, result)
+        )
     return [result]
 
 
@@ -645,41 +652,35 @@ def _is_one_of(ctx: Ctx, value: Any, allowed: list[int]) -> Any:
     return ctx.emit(relax.op.greater(count, ctx.scalar(0, I64)))
 
 
-def _check_stft_operands(
-    ctx: Ctx, node: Node, step: int | None, runtime_len: bool, frames_len: list[int], length: int, declared: Any
-) -> None:
-    """Stop at run time where a run-time frame_length is not one the declared output
-    shape allows, or a run-time frame_step does not give the declared frame count (the
-    frames were laid out from the declaration)."""
+def _int_scalar(ctx: Ctx, value: Value) -> Any:
+    """A one-element run-time integer operand as a 0-d int64 tensor."""
     from tvm import relax
 
-    if runtime_len:
-        fl = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[3]), []), I64))
-        ctx.check(
-            _is_one_of(ctx, fl, frames_len),
-            f"STFT: the frame_length given at run time ({{}}) does not fit the declared output shape (frame lengths {frames_len})",
-            [fl],
+    return ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(value), []), I64))
+
+
+def _check_stft_step(ctx: Ctx, node: Node, fl: Any, length: int, declared: Any) -> None:
+    """Stop at run time unless the run-time frame_step gives the declared frame count
+    with frame length ``fl`` (the frames were laid out from the declaration)."""
+    from tvm import relax
+
+    st = _int_scalar(ctx, node.inputs[1])
+    one = ctx.scalar(1, I64)
+    safe = ctx.emit(relax.op.maximum(st, one))
+    frames = ctx.emit(
+        relax.op.add(relax.op.floor_divide(relax.op.subtract(ctx.scalar(length, I64), fl), safe), one)
+    )
+    ok = ctx.emit(
+        relax.op.logical_and(
+            relax.op.greater_equal(st, one),
+            relax.op.equal(frames, ctx.scalar(int(declared[1]), I64)),
         )
-    else:
-        fl = ctx.scalar(frames_len[0], I64)
-    if step is None:
-        st = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[1]), []), I64))
-        one = ctx.scalar(1, I64)
-        safe = ctx.emit(relax.op.maximum(st, one))
-        frames = ctx.emit(
-            relax.op.add(relax.op.floor_divide(relax.op.subtract(ctx.scalar(length, I64), fl), safe), one)
-        )
-        ok = ctx.emit(
-            relax.op.logical_and(
-                relax.op.greater_equal(st, one),
-                relax.op.equal(frames, ctx.scalar(int(declared[1]), I64)),
-            )
-        )
-        ctx.check(
-            ok,
-            f"STFT: the frame_step given at run time ({{}}) does not give the declared {int(declared[1])} frames",
-            [st],
-        )
+    )
+    ctx.check(
+        ok,
+        f"STFT: the frame_step given at run time ({{}}) does not give the declared {int(declared[1])} frames",
+        [st],
+    )
 
 
 def _stft_frames(ctx: Ctx, x: Any, node: Node, step: int | None, frames: int, frame: int) -> Any:
@@ -1159,8 +1160,7 @@ def _check_mel_shape(ctx: Ctx, node: Node, dims: list[int]) -> None:
 
     if ctx.const(node.inputs[0]) is not None and ctx.const(node.inputs[1]) is not None:
         return
-    n_mel = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[0]), []), I64))
-    n_dft = ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(node.inputs[1]), []), I64))
+    n_mel, n_dft = _int_scalar(ctx, node.inputs[0]), _int_scalar(ctx, node.inputs[1])
     bins = ctx.emit(relax.op.add(relax.op.floor_divide(n_dft, ctx.scalar(2, I64)), ctx.scalar(1, I64)))
     ok = ctx.emit(
         relax.op.logical_and(

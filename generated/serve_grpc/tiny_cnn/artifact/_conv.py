@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_d18493145b4cd866"
+_NAME = "_torsh_conv_510c4e452054ce41"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -64,9 +64,10 @@ _OPTS = dict(parallel=True, cache=True, nogil=True)  # kernels whose loops stay 
 # ---------------------------------------------------------------------------------------
 # Parallel loops. numba compiles the body of a ``prange`` loop four times over: into the
 # loop's own function and again into each of the three wrappers that launch it (each links
-# the body's code and optimizes and emits all of it anew). For these kernels, whose bodies
-# inline large register tiles, that was three quarters of a cold build (ResNet-50's
-# kernels: 26 s). So every parallel kernel here is split in two:
+# the body's code and optimizes and emits all of it anew). For the GEMM kernels, whose
+# bodies inline large register tiles, that was three quarters of a cold build (ResNet-50's
+# kernels: 26 s). So each of them (gemm_conv, gemm_conv_grid, gemm_rows, gemm_batched,
+# qgemm_vnni) is split in two:
 #
 # - its loop body, a C callback (``nb.cfunc``: compiled once) taking (t, chunks, args),
 #   that does share ``t`` of ``chunks``;
@@ -75,7 +76,11 @@ _OPTS = dict(parallel=True, cache=True, nogil=True)  # kernels whose loops stay 
 #   the body through ``_parallel_for``, the one ``prange`` loop of this module, which calls
 #   it by address (passed in at run time, so the cached machine code holds no address).
 #
-# The work is split and scheduled exactly as a ``prange`` over the shares would do.
+# The work is split and scheduled exactly as a ``prange`` over the shares would do. The
+# kernels whose inner loops numba writes (pools, depthwise, LRN, qgemm_plain, q4) keep
+# ``prange`` (``_OPTS``): numba marks a ``prange`` body's arrays as not aliasing, which
+# lets LLVM vectorize those loops; a callback's unpacked arrays lose the mark, and the
+# pools ran up to 20 % slower that way.
 # ---------------------------------------------------------------------------------------
 
 _BODY = nb.void(nb.int64, nb.int64, nb.int64)  # (t, chunks, address of the operand tuple)
