@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_510c4e452054ce41"
+_NAME = "_torsh_conv_ca3d318b9ef97c6f"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -59,15 +59,13 @@ _Y1 = nb.types.Array(_F4, 1, "C")
 _I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
 _SERIAL = dict(cache=True, nogil=True)
-_OPTS = dict(parallel=True, cache=True, nogil=True)  # kernels whose loops stay ``prange``
 
 # ---------------------------------------------------------------------------------------
 # Parallel loops. numba compiles the body of a ``prange`` loop four times over: into the
 # loop's own function and again into each of the three wrappers that launch it (each links
 # the body's code and optimizes and emits all of it anew). For the GEMM kernels, whose
 # bodies inline large register tiles, that was three quarters of a cold build (ResNet-50's
-# kernels: 26 s). So each of them (gemm_conv, gemm_conv_grid, gemm_rows, gemm_batched,
-# qgemm_vnni) is split in two:
+# kernels: 26 s). So every parallel kernel is split in two:
 #
 # - its loop body, a C callback (``nb.cfunc``: compiled once) taking (t, chunks, args),
 #   that does share ``t`` of ``chunks``;
@@ -77,10 +75,11 @@ _OPTS = dict(parallel=True, cache=True, nogil=True)  # kernels whose loops stay 
 #   it by address (passed in at run time, so the cached machine code holds no address).
 #
 # The work is split and scheduled exactly as a ``prange`` over the shares would do. The
-# kernels whose inner loops numba writes (pools, depthwise, LRN, qgemm_plain, q4) keep
-# ``prange`` (``_OPTS``): numba marks a ``prange`` body's arrays as not aliasing, which
-# lets LLVM vectorize those loops; a callback's unpacked arrays lose the mark, and the
-# pools ran up to 20 % slower that way.
+# body's arrays are borrowed (``_unpack``): the driver's frame owns them until every share
+# is done, so they carry no reference count. With counted arrays every slice a body takes
+# (``x[b, c, iy]``) changed the one shared count atomically from every thread, and the
+# pools ran 1.4-2x slower than as ``prange`` loops, whose arrays numba also builds
+# uncounted.
 # ---------------------------------------------------------------------------------------
 
 _BODY = nb.void(nb.int64, nb.int64, nb.int64)  # (t, chunks, address of the operand tuple)
@@ -125,15 +124,21 @@ def _pack(typingctx, values, kind):
 
 @intrinsic
 def _unpack(typingctx, address, kind):
-    """The operand tuple ``_pack`` stored at ``address`` (a new reference to each array)."""
+    """The operand tuple ``_pack`` stored at ``address``, its arrays borrowed: no meminfo
+    (so no reference counting) and no parent object; valid while the driver runs."""
     tup = kind.instance_type
     sig = tup(types.int64, kind)
 
     def codegen(context, builder, signature, args):
         slot = builder.inttoptr(args[0], context.get_value_type(tup).as_pointer())
         value = builder.load(slot)
-        if context.enable_nrt:
-            context.nrt.incref(builder, tup, value)
+        for i, member in enumerate(tup.types):
+            if isinstance(member, types.Array):
+                member_value = builder.extract_value(value, i)
+                array = context.make_array(member)(context, builder, member_value)
+                array.meminfo = cgutils.get_null_value(array.meminfo.type)
+                array.parent = cgutils.get_null_value(array.parent.type)
+                value = builder.insert_value(value, array._getvalue(), i)
         return value
 
     return sig, codegen
@@ -178,9 +183,7 @@ def packed(owner, w, group: int) -> np.ndarray:
     cache = owner.__dict__.setdefault("_torsh_packed", {})
     wp = cache.get(key)
     if wp is None:
-        tiles = (w.shape[0] // group + MR - 1) // MR
-        wp = np.zeros((group * tiles, w.shape[1] * w.shape[2] * w.shape[3], MR), np.float32)
-        pack_weights(wp, w, group)
+        wp = pack_weights(w, group)
         if not w.flags.writeable:  # a run-time input may change between calls
             cache[key] = wp
             release_pages(w)
@@ -230,9 +233,11 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi)
+            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, *_entry(_depthwise3_body))
         else:
-            depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
+            depthwise(
+                x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi, *_entry(_depthwise_body)
+            )
         return
     wp = packed(owner, w, group)
     threads = nb.get_num_threads()
@@ -300,6 +305,7 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
         hi,
         threads,
         *_entry(_gemm_conv_body),
+        _gather_address(),
     )
 
 
@@ -379,7 +385,7 @@ def _tap_offsets(owner, cg, kh, kw, dh, dw, hp, wpad):
     return offs
 
 
-@nb.njit(_F4(_F4, _F4), inline="always")
+@nb.njit(inline="always")
 def _fmax(a, b):
     """max(a, b) with NaN propagated (as np.maximum)."""
     return a if (a >= b or a != a) else b
@@ -780,85 +786,61 @@ def _copy_panel_row(typingctx, src, soff, dst, doff, nvalid):
     return sig, codegen
 
 
-@nb.njit(nb.void(_W3, _X4, _I8), cache=True, nogil=True)
-def pack_weights(wp, w, group):
-    """wp[g*T + t, k, r] = w[g*Mg + t*MR + r, k] (k over Cg*KH*KW); rows past Mg stay zero."""
-    mg = w.shape[0] // group
-    k_n = w.shape[1] * w.shape[2] * w.shape[3]
-    tiles = wp.shape[0] // group
-    wf = w.reshape(w.shape[0], k_n)
-    for g in range(group):
-        for t in range(tiles):
-            for r in range(min(MR, mg - t * MR)):
-                m = g * mg + t * MR + r
-                for k in range(k_n):
-                    wp[g * tiles + t, k, r] = wf[m, k]
+def pack_weights(w, group: int) -> np.ndarray:
+    """``w`` (M, Cg, KH, KW) as row tiles: wp[g*T + t, k, r] = w[g*Mg + t*MR + r, k] (k over
+    Cg*KH*KW), rows past Mg zero. numpy, not numba: it runs once per constant weight, and
+    as a kernel it cost 0.7 s of a cold build."""
+    m_n = w.shape[0]
+    mg, k_n = m_n // group, w.size // max(m_n, 1)
+    tiles = (mg + MR - 1) // MR
+    rows = np.zeros((group, tiles * MR, k_n), np.float32)
+    rows[:, :mg] = w.reshape(group, mg, k_n)
+    tiled = rows.reshape(group, tiles, MR, k_n).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(tiled).reshape(group * tiles, k_n, MR)
 
 
-@nb.njit(inline="always")
-def _gather_panel(xf, base, buf, c_n, h, w, geo, ow, p0, nv):
-    """buf[k*NR + t] = column k of output position p0 + t (implicit im2col, zero padding).
+_GATHER_ARGS = nb.types.Tuple((_X1, _Y1, *(_I8,) * 15))  # xf, buf, x0, cg, h, w, geo, ow, p0, nv
 
-    Loops run over (channel, kernel row, kernel column) without integer division, and
-    each output row the panel touches is one segment: its valid columns are computed once
-    (no division for stride 1) and copied as a contiguous (stride 1) or strided run.
-    """
-    kh, kw, sh, sw, dh, dw, ph, pw = geo
-    oy0 = p0 // ow
-    ox0 = p0 - oy0 * ow
-    k = 0
-    for c in range(c_n):
-        for i in range(kh):
-            for j in range(kw):
-                dst = k * NR
-                t = 0
-                oy = oy0
-                ox = ox0
-                while t < nv:
-                    seg = min(ow - ox, nv - t)
-                    iy = oy * sh - ph + i * dh
-                    if iy < 0 or iy >= h:
-                        for u in range(seg):
-                            buf[_U(dst + t + u)] = 0.0
-                    else:
-                        ix = ox * sw - pw + j * dw
-                        if sw == 1:
-                            lo = min(seg, max(0, -ix))
-                            hi = max(lo, min(seg, w - ix))
-                        else:
-                            lo = 0 if ix >= 0 else min(seg, (sw - 1 - ix) // sw)
-                            hi = min(seg, (w - 1 - ix) // sw + 1) if w - 1 - ix >= 0 else 0
-                            hi = max(hi, lo)
-                        src = base + (c * h + iy) * w + ix
-                        for u in range(lo):
-                            buf[_U(dst + t + u)] = 0.0
-                        if sw == 1:
-                            for u in range(lo, hi):
-                                buf[_U(dst + t + u)] = xf[_U(src + u)]
-                        else:
-                            for u in range(lo, hi):
-                                buf[_U(dst + t + u)] = xf[_U(src + u * sw)]
-                        for u in range(hi, seg):
-                            buf[_U(dst + t + u)] = 0.0
-                    t += seg
-                    oy += 1
-                    ox = 0
-                for u in range(nv, NR):
-                    buf[_U(dst + u)] = 0.0
-                k += 1
+
+def _gather_address() -> int:
+    """``_gather_panel_body``'s address when this package has it (the compiler adds it for
+    models with a convolution that gathers), else 0, which ``gemm_conv`` refuses for such
+    a convolution."""
+    body = globals().get("_gather_panel_body")
+    return 0 if body is None else body.address
 
 
 _GEO = (_I8,) * 9  # kh, kw, sh, sw, dh, dw, ph, pw, group
 
 
 _GEMM_CONV_ARGS = nb.types.Tuple(
-    (_X1, _X1, _Y1, _X1, _X1, *(_I8,) * 10, nb.boolean, *(_I8,) * 13, _F4, _F4)
+    (_X1, _X1, _Y1, _X1, _X1, *(_I8,) * 10, nb.boolean, *(_I8,) * 13, _F4, _F4, _I8)
 )
 
 
-@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, *_GEO, _I8, _F4, _F4, _I8, _I8, _I8), **_SERIAL)
+@nb.njit(nb.void(_X4, _X3, _B1, _R4, _Y4, *_GEO, _I8, _F4, _F4, _I8, _I8, _I8, _I8), **_SERIAL)
 def gemm_conv(
-    x, wp, bias, res, y, kh, kw, sh, sw, dh, dw, ph, pw, group, flags, lo, hi, threads, body, launch
+    x,
+    wp,
+    bias,
+    res,
+    y,
+    kh,
+    kw,
+    sh,
+    sw,
+    dh,
+    dw,
+    ph,
+    pw,
+    group,
+    flags,
+    lo,
+    hi,
+    threads,
+    body,
+    launch,
+    gather,
 ):
     """y = act(conv(x, W) + bias + res), W packed by ``pack_weights``.
 
@@ -874,6 +856,8 @@ def gemm_conv(
     mt = wp.shape[0] // group
     xf, yf, rf, wf = x.reshape(-1), y.reshape(-1), res.reshape(-1), wp.reshape(-1)
     direct = kh == kw == sh == sw == 1 and ph == pw == 0 and oh == h and ow == w
+    if not direct and gather == 0:
+        raise ValueError("this convolution gathers its input, and the package has no gather")
     panels = (p_n + NR - 1) // NR
     jobs = n * group * panels
     split, items, chunks = _shares(jobs, mt, threads)
@@ -909,6 +893,7 @@ def gemm_conv(
         m_n,
         lo,
         hi,
+        gather,
     )
     _invoke(launch, body, chunks, _pack(operands, _GEMM_CONV_ARGS))
 
@@ -948,6 +933,7 @@ def _gemm_conv_body(t, chunks, args):
         m_n,
         lo,
         hi,
+        gather,
     ) = _unpack(args, _GEMM_CONV_ARGS)
     buf = np.empty(k_n * NR, np.float32)
     packed = -1
@@ -964,8 +950,8 @@ def _gemm_conv_body(t, chunks, args):
                 for k in range(k_n):
                     _copy_panel_row(xf, x0 + k * p_n + p0, buf, k * NR, nv)
             else:
-                geo = (kh, kw, sh, sw, dh, dw, ph, pw)
-                _gather_panel(xf, x0, buf, cg, h, w, geo, ow, p0, nv)
+                operands = (xf, buf, x0, cg, h, w, kh, kw, sh, sw, dh, dw, ph, pw, ow, p0, nv)
+                _invoke(gather, 0, 0, _pack(operands, _GATHER_ARGS))
             packed = job
         for k0 in range(0, k_n, KC):
             kc = min(KC, k_n - k0)
@@ -1247,14 +1233,14 @@ def _gemm_conv_grid_body(t, chunks, args):
 # ---------------------------------------------------------------------------------------
 
 
-@nb.njit(nb.void(_W3, _R2), cache=True, nogil=True)
-def pack_panels(wpn, w):
-    """wpn[p, k, j] = w[k, p*NR + j], columns past N left as they are (zero)."""
+def pack_panels(w) -> np.ndarray:
+    """``w`` (K, N) as column panels: wpn[p, k, j] = w[k, p*NR + j], columns past N zero
+    (numpy: it runs once per constant weight)."""
     k_n, n = w.shape
-    for p in range(wpn.shape[0]):
-        for k in range(k_n):
-            for j in range(min(NR, n - p * NR)):
-                wpn[p, k, j] = w[k, p * NR + j]
+    count = (n + NR - 1) // NR
+    cols = np.zeros((k_n, count * NR), np.float32)
+    cols[:, :n] = w
+    return np.ascontiguousarray(cols.reshape(k_n, count, NR).transpose(1, 0, 2))
 
 
 _GEMM_ROWS_ARGS = nb.types.Tuple(
@@ -1327,8 +1313,7 @@ def panels(owner, w) -> np.ndarray:
     key = ("panels", w.ctypes.data, w.shape, w.strides)
     wpn = cache.get(key)
     if wpn is None:
-        wpn = np.zeros(((w.shape[1] + NR - 1) // NR, w.shape[0], NR), np.float32)
-        pack_panels(wpn, np.ascontiguousarray(w, np.float32))
+        wpn = pack_panels(w)
         if not w.flags.writeable:
             cache[key] = wpn
             release_pages(w)
@@ -1371,8 +1356,11 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
 # ---------------------------------------------------------------------------------------
 
 
-@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_OPTS)
-def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
+_MAX_POOL2D_ARGS = nb.types.Tuple((_X4, _Y4, *(_I8,) * 13, _F4, _I8, _I8, nb.boolean, *(_I8,) * 3))
+
+
+@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_SERIAL)
+def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, body, launch):
     """y = max over each window of x (N, C, H, W); positions in the padding are -inf.
 
     The common 3-wide, stride-2 window reads the reduced row through its even and odd
@@ -1388,65 +1376,118 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw):
     hi_x = max(lo_x, min(ow, (w - 3 + pw) // 2 + 1)) if fast else lo_x
     span = (ow - 1) * sw + (kw - 1) * dw + 1  # padded row positions the windows read
     unit = sw == 1 and not fast
-    for r in nb.prange(n * c_n):
-        b = r // c_n
-        c = r - b * c_n
-        row = np.empty(w + 1, np.float32)
-        ev = np.empty(half + 1, np.float32)
-        od = np.empty(half + 1, np.float32)
-        rp = np.empty(max(span, pw + w) + 1, np.float32)
-        for oy in range(oh):
-            found = False
-            for i in range(kh):
-                iy = oy * sh - ph + i * dh
-                if iy < 0 or iy >= h:
-                    continue
-                if not found:
-                    for ix in range(w):
-                        row[ix] = x[b, c, iy, ix]
-                    found = True
-                else:
-                    for ix in range(w):
-                        row[ix] = _fmax(row[ix], x[b, c, iy, ix])
+    operands = (
+        x,
+        y,
+        n,
+        c_n,
+        w,
+        half,
+        span,
+        pw,
+        oh,
+        kh,
+        sh,
+        ph,
+        dh,
+        h,
+        ow,
+        low,
+        hi_x,
+        lo_x,
+        unit,
+        kw,
+        dw,
+        sw,
+    )
+    _invoke(launch, body, n * c_n, _pack(operands, _MAX_POOL2D_ARGS))
+
+
+@nb.cfunc(_BODY, cache=True)
+def _max_pool2d_body(r, chunks, args):
+    """Share ``r`` of ``max_pool2d``'s loop (see "Parallel loops")."""
+    (
+        x,
+        y,
+        n,
+        c_n,
+        w,
+        half,
+        span,
+        pw,
+        oh,
+        kh,
+        sh,
+        ph,
+        dh,
+        h,
+        ow,
+        low,
+        hi_x,
+        lo_x,
+        unit,
+        kw,
+        dw,
+        sw,
+    ) = _unpack(args, _MAX_POOL2D_ARGS)
+    b = r // c_n
+    c = r - b * c_n
+    row = np.empty(w + 1, np.float32)
+    ev = np.empty(half + 1, np.float32)
+    od = np.empty(half + 1, np.float32)
+    rp = np.empty(max(span, pw + w) + 1, np.float32)
+    for oy in range(oh):
+        found = False
+        for i in range(kh):
+            iy = oy * sh - ph + i * dh
+            if iy < 0 or iy >= h:
+                continue
             if not found:
-                for ox in range(ow):
-                    y[b, c, oy, ox] = low
-                continue
-            if hi_x > lo_x:
-                row[w] = low
-                for i in range(half):
-                    ev[i] = row[2 * i]
-                    od[i] = row[2 * i + 1]
-                if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
-                    for ox in range(lo_x, hi_x):
-                        j = ox - pw // 2
-                        y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
-                else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
-                    for ox in range(lo_x, hi_x):
-                        j = ox - (pw + 1) // 2
-                        y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
-            if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
-                for q in range(span):
-                    rp[q] = low
-                for ix in range(max(0, -pw), min(w, span - pw)):
-                    rp[_U(ix + pw)] = row[ix]
-                out = y[b, c, oy]
-                for ox in range(ow):
-                    out[ox] = rp[ox]
-                for j in range(1, kw):
-                    off = j * dw
-                    for ox in range(ow):
-                        out[ox] = _fmax(out[ox], rp[_U(ox + off)])
-                continue
+                for ix in range(w):
+                    row[ix] = x[b, c, iy, ix]
+                found = True
+            else:
+                for ix in range(w):
+                    row[ix] = _fmax(row[ix], x[b, c, iy, ix])
+        if not found:
             for ox in range(ow):
-                if ox >= lo_x and ox < hi_x:
-                    continue
-                m = low
-                for j in range(kw):
-                    ix = ox * sw - pw + j * dw
-                    if ix >= 0 and ix < w:
-                        m = _fmax(m, row[ix])
-                y[b, c, oy, ox] = m
+                y[b, c, oy, ox] = low
+            continue
+        if hi_x > lo_x:
+            row[w] = low
+            for i in range(half):
+                ev[i] = row[2 * i]
+                od[i] = row[2 * i + 1]
+            if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
+                for ox in range(lo_x, hi_x):
+                    j = ox - pw // 2
+                    y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
+            else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
+                for ox in range(lo_x, hi_x):
+                    j = ox - (pw + 1) // 2
+                    y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
+        if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
+            for q in range(span):
+                rp[q] = low
+            for ix in range(max(0, -pw), min(w, span - pw)):
+                rp[_U(ix + pw)] = row[ix]
+            out = y[b, c, oy]
+            for ox in range(ow):
+                out[ox] = rp[ox]
+            for j in range(1, kw):
+                off = j * dw
+                for ox in range(ow):
+                    out[ox] = _fmax(out[ox], rp[_U(ox + off)])
+            continue
+        for ox in range(ow):
+            if ox >= lo_x and ox < hi_x:
+                continue
+            m = low
+            for j in range(kw):
+                ix = ox * sw - pw + j * dw
+                if ix >= 0 and ix < w:
+                    m = _fmax(m, row[ix])
+            y[b, c, oy, ox] = m
 
 
 @_contiguous_output(1)
@@ -1454,4 +1495,4 @@ def max_pool(x, y, geo):
     """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
     sw, dh, dw, ph, pw)."""
     x = np.ascontiguousarray(x, np.float32)
-    max_pool2d(x, y, *geo)
+    max_pool2d(x, y, *geo, *_entry(_max_pool2d_body))

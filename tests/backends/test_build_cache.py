@@ -1,7 +1,11 @@
-"""Build-time caches: black output remembered per text, conv kernels compiled in balanced shards."""
+"""Build-time caches: black output remembered per text, conv kernels (and kernels.py) compiled in balanced shards."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import black
@@ -37,7 +41,7 @@ def test_conv_kernels_split_into_balanced_shards() -> None:
     everything = sorted(n for g in shards(source, 1) for n in g)
     assert len(two) == 2 and sorted(n for g in two for n in g) == everything
     # loop bodies (C callbacks) and their drivers are all cached kernels of the module
-    assert {"_gemm_conv_body", "_gemm_conv_grid_body", "gemm_conv", "gemm_rows", "max_pool2d", "pack_weights", "_launch"} <= set(everything)
+    assert {"_gemm_conv_body", "_gemm_conv_grid_body", "gemm_conv", "gemm_rows", "max_pool2d", "_max_pool2d_body", "_launch"} <= set(everything)
     # the two heaviest bodies compile side by side; _launch links _parallel_for: one shard
     assert not {"_gemm_conv_body", "_gemm_conv_grid_body"} <= set(two[0])
     assert [g for g in two if "_launch" in g] == [g for g in two if "_parallel_for" in g]
@@ -101,8 +105,8 @@ def test_failed_package_stops_the_conv_build(tmp_path: Path, monkeypatch: pytest
     started: list[conv_cache.PendingBuild] = []
     real_start = package.start_conv_build
 
-    def start(folder: Path) -> conv_cache.PendingBuild | None:
-        pending = real_start(folder)
+    def start(folder: Path, kernels: int = 0) -> conv_cache.PendingBuild | None:
+        pending = real_start(folder, kernels)
         started.append(pending)
         return pending
 
@@ -118,3 +122,59 @@ def test_failed_package_stops_the_conv_build(tmp_path: Path, monkeypatch: pytest
     assert pending is not None and pending.procs == [] and not pending.tmp.exists()
     assert not list((tmp_path / "cache").glob("conv-*"))  # neither a finished nor a partial build
     assert not (tmp_path / "out" / "tiny").exists() and not list((tmp_path / "out").iterdir())
+
+
+_PROBE = """
+import json, sys
+from torsh_gen.tools.compile import compile_model
+report = compile_model(sys.argv[1], sys.argv[2])
+print(json.dumps({"kernels": report.kernels, "seconds": report.kernel_seconds, "numba": "numba" in sys.modules}))
+"""
+
+_IMPORT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import tiny.kernels as k, tiny._conv as c
+from numba.core.registry import CPUDispatcher
+ds = [v for m in (k, c) for v in vars(m).values() if isinstance(v, CPUDispatcher)]
+print(sum(sum(d.stats.cache_hits.values()) for d in ds), sum(sum(d.stats.cache_misses.values()) for d in ds))
+"""
+
+
+def _compile_elsewhere(out: Path, cache: Path, compile_script: str | None = None) -> dict:
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TORSH_GEN_CACHE_DIR=str(cache))
+    probe = _PROBE
+    if compile_script is not None:  # run the conv build with another script
+        probe = f"from torsh_gen.backends.python import conv_cache\nconv_cache._COMPILE = {compile_script!r}\n" + probe
+    done = subprocess.run([sys.executable, "-c", probe, str(root / "examples" / "tiny_cnn.onnx"), str(out)],
+                          capture_output=True, text=True, env=env, check=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_kernels_compile_in_the_conv_build_process(tmp_path: Path) -> None:
+    """With a cold cache, ``kernels.py`` compiles in one of the conv build's processes (numba
+    already started there), so the compiler's own process never imports numba; the
+    artifact's kernels load from its cache, and the next build copies them."""
+    report = _compile_elsewhere(tmp_path / "a" / "tiny", tmp_path / "cache")
+    assert report["kernels"] >= 1 and report["seconds"] > 0 and report["numba"] is False
+    assert list((tmp_path / "cache").rglob("kernels.*.nbi")) and list((tmp_path / "cache").glob("conv-*"))
+    done = subprocess.run([sys.executable, "-c", _IMPORT, str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    hits, misses = map(int, done.stdout.split())
+    assert hits >= 4 and misses == 0
+    again = _compile_elsewhere(tmp_path / "b" / "tiny", tmp_path / "cache")  # all cached: copies
+    assert again["numba"] is False and list((tmp_path / "b" / "tiny" / "__pycache__").glob("kernels.*.nbi"))
+
+
+def test_kernels_compile_here_when_the_build_process_cannot(tmp_path: Path) -> None:
+    """When compiling ``kernels.py`` in the build process fails (exit code 3 after the conv
+    kernels), the compiler compiles it itself; the conv kernels are kept."""
+    from torsh_gen.backends.python import conv_cache
+
+    failing = conv_cache._COMPILE.replace('if sys.argv[5]:\n', 'if sys.argv[5]:\n    sys.exit(3)\n')
+    assert failing != conv_cache._COMPILE
+    report = _compile_elsewhere(tmp_path / "a" / "tiny", tmp_path / "cache", failing)
+    assert report["kernels"] >= 1 and report["seconds"] > 0 and report["numba"] is True
+    assert list((tmp_path / "cache").glob("conv-*/__pycache__/_conv.*.nbi"))
+    done = subprocess.run([sys.executable, "-c", _IMPORT, str(tmp_path / "a")], capture_output=True, text=True, check=True)
+    assert done.stdout.split()[1] == "0"

@@ -276,3 +276,59 @@ def test_packed_weights_release_their_mapped_pages(tmp_path: Path) -> None:
     conv.release_pages(w)
     conv.release_pages(w[::2])  # strided views are left alone
     np.testing.assert_array_equal(w, values[512 : 512 + 2 * 4096])
+
+
+def _reference_conv(x: np.ndarray, w: np.ndarray, strides: tuple, dilations: tuple, pads: tuple,
+                    out_hw: tuple) -> np.ndarray:
+    """A direct float64 convolution (zero padding ``pads`` = (top, left, bottom, right))."""
+    (sh, sw), (dh, dw), (oh, ow) = strides, dilations, out_hw
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+    y = np.zeros((x.shape[0], w.shape[0], oh, ow))
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            window = xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+            y += np.einsum("nchw,mc->nmhw", window, w[:, :, i, j])
+    return y
+
+
+def test_gather_part_only_where_a_convolution_gathers(tmp_path: Path) -> None:
+    """The gathered panels of ``gemm_conv`` are their own part of ``_conv.py``, added only
+    when the emitter's ``gathers`` says a convolution takes that path. Over a sweep of
+    geometries, a ``_conv.py`` without that part runs every convolution ``gathers`` calls
+    non-gathering (matching a direct convolution) and refuses, with one clear error, every
+    one it calls gathering: so the emitter's rule and ``conv2d``'s choice agree."""
+    import importlib
+    import itertools
+    from types import SimpleNamespace
+
+    from torsh_gen.backends.python.emitters.conv_numba import gathers
+
+    b = _Builder((1, 3, 9, 9))
+    b.out(b.conv("c", "x", 3, 4, (3, 3), pads=[1, 1, 1, 1]))  # padded grid: no gather
+    module = compile_and_load(b.model(), tmp_path / "pkg")
+    conv = importlib.import_module(module.__name__ + "._conv")
+    assert not hasattr(conv, "_gather_panel_body")
+    seen = set()
+    shapes = [(1, 1), (3, 3), (2, 2), (3, 1), (7, 7)]
+    for (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr), (h, w) in itertools.product(
+        shapes, [(1, 1), (2, 2), (2, 1), (3, 3)], [(1, 1), (2, 2)], [(0, 0, 0, 0), (1, 1, 1, 1), (1, 0, 2, 1)],
+        [(12, 11), (20, 23)],
+    ):
+        oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+        if oh < 1 or ow < 1:
+            continue
+        x = _RNG.standard_normal((2, 5, h, w)).astype(np.float32)
+        wt = _RNG.standard_normal((6, 5, kh, kw)).astype(np.float32)
+        y = np.empty((2, 6, oh, ow), np.float32)
+        geo = (sh, sw, dh, dw, pt, pl, 1)
+        gathered = gathers([6, 5, kh, kw], [pt, pl], [sh, sw], [dh, dw], (oh, ow), (h, w))
+        seen.add(gathered)
+        if gathered:
+            with pytest.raises(ValueError, match="gathers its input"):
+                conv.conv2d(SimpleNamespace(), x, wt, None, None, y, geo, 0, 0.0, 0.0)
+            continue
+        conv.conv2d(SimpleNamespace(), x, wt, None, None, y, geo, 0, 0.0, 0.0)
+        want = _reference_conv(x, wt, (sh, sw), (dh, dw), (pt, pl, pb, pr), (oh, ow))
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=str((kh, kw, sh, sw, dh, dw, pt, pl, h, w)))
+    assert seen == {False, True}

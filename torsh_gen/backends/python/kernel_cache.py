@@ -46,6 +46,17 @@ def _key(source: bytes) -> str:
     return h.hexdigest()[:32]
 
 
+def _shared(src: Path) -> Path:
+    """The shared cache folder for the kernels of ``src`` (a ``kernels.py``)."""
+    return cache_root() / _key(src.read_bytes())
+
+
+def cached(folder: Path) -> bool:
+    """True when the shared cache holds the compiled kernels of ``folder/kernels.py``."""
+    src = folder / KERNELS
+    return src.is_file() and any(_shared(src).glob("kernels.*.nbi"))
+
+
 def precompile(folder: Path) -> float:
     """Compile (or fetch from the shared cache) the kernels of the artifact in ``folder``.
 
@@ -56,7 +67,7 @@ def precompile(folder: Path) -> float:
         return 0.0
     start = time.perf_counter()
     pycache = folder / "__pycache__"
-    shared = cache_root() / _key(src.read_bytes())
+    shared = _shared(src)
     if shared.is_dir() and any(shared.glob("kernels.*.nbi")):
         pycache.mkdir(exist_ok=True)
         for f in shared.iterdir():
@@ -71,6 +82,15 @@ def precompile(folder: Path) -> float:
         spec.loader.exec_module(module)  # compiles; numba writes its cache beside the file
     finally:
         sys.modules.pop(name, None)
+    remember(folder)
+    return time.perf_counter() - start
+
+
+def remember(folder: Path) -> None:
+    """Keep the compiled kernels in ``folder/__pycache__`` in the shared cache (compiled
+    here, or by the conv build's process: ``conv_cache.start``)."""
+    src, pycache = folder / KERNELS, folder / "__pycache__"
+    shared = _shared(src)
     if not shared.is_dir() and pycache.is_dir():
         try:
             tmp = shared.with_name(shared.name + f".tmp{os.getpid()}")
@@ -80,4 +100,3 @@ def precompile(folder: Path) -> float:
             os.replace(tmp, shared)
         except OSError:
             pass  # the shared cache is an optimization only
-    return time.perf_counter() - start

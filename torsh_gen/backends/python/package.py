@@ -29,7 +29,9 @@ from torsh_gen.backends.python.conv_cache import start as start_conv_build
 from torsh_gen.backends.python.emitters.conv_numba import CONV_PARTS
 from torsh_gen.backends.python.formatting import format_code
 from torsh_gen.backends.python.function import MARKER, emit_function
+from torsh_gen.backends.python.kernel_cache import cached as kernels_cached
 from torsh_gen.backends.python.kernel_cache import precompile
+from torsh_gen.backends.python.kernel_cache import remember as remember_kernels
 from torsh_gen.backends.python.literals import literal
 from torsh_gen.backends.python.names import doc_text
 from torsh_gen.backends.python.templating import render
@@ -97,12 +99,17 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         return text
 
     # _conv.py's kernels compile in background processes (a cold cache: seconds) while
-    # the rest is written and kernels.py compiles here
+    # the rest is written; kernels.py, written first, compiles in one of them too (else
+    # here, after the rest)
+    if module.kernel_sources:
+        digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
+        put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
     conv = getattr(module, CONV_PARTS, None)
     conv_build = None
     if conv:
         put("_conv.py", _conv_runtime(info.version, conv), fmt=False)
-        conv_build = start_conv_build(folder)
+        delegate = info.precompile and module.kernel_sources and not kernels_cached(folder)
+        conv_build = start_conv_build(folder, len(module.kernel_sources) if delegate else 0)
     try:
         vendored: list[str] = []
         if module.ref_kernels:
@@ -125,9 +132,6 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
             forward="\n".join(forward.lines),
         ))
         put("_linemap.py", _linemap(model_src, module.labels))
-        if module.kernel_sources:
-            digest = hashlib.sha256("\n".join(module.kernel_sources).encode()).hexdigest()[:16]
-            put("kernels.py", render("kernels.py.j2", version=info.version, kernels=module.kernel_sources, digest=digest))
         needs = ", numba" if module.kernel_sources or conv else ""
         needs += " and ml_dtypes" if (module.uses_ml_dtypes or module.ref_kernels) else ""
         needs += "".join(sorted({f", {p.split('.')[0]}" for p in module.plugin_kernels}))
@@ -139,13 +143,20 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         memory = module.plan.to_dict() if module.plan else {}
         manifest = _manifest(info, inputs_sig, outputs_sig, table, module, memory, vendored)
         put("manifest.json", json.dumps(manifest, indent=2) + "\n", fmt=False)
-        seconds = precompile(folder) if info.precompile else None
+        delegated = conv_build is not None and conv_build.kernels_proc is not None
+        seconds = precompile(folder) if info.precompile and not delegated else None
+        if conv_build is not None:
+            conv_build.finish()
+        if delegated:
+            if conv_build.kernel_seconds is None:  # that process failed: compile here
+                seconds = precompile(folder)
+            else:
+                seconds = conv_build.kernel_seconds
+                remember_kernels(folder)
     except BaseException:
         if conv_build is not None:
             conv_build.cancel()
         raise
-    if conv_build is not None:
-        conv_build.finish()
     return PackageResult(sorted(written), module.fast_nodes, module.ref_nodes, len(module.kernel_sources), module.weights.nbytes, memory, vendored, seconds)
 
 

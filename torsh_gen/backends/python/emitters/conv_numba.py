@@ -31,7 +31,7 @@ def act_args(act: str, params: list[float]) -> tuple[int, float, float]:
     return code, lo, hi
 
 #: The attribute on ``Module`` naming the parts of ``_conv.py`` the package needs (a set;
-#: none: no ``_conv.py``): "conv", "depthwise", "matmul", "batched".
+#: none: no ``_conv.py``): "conv", "conv_gather", "depthwise", "matmul", "batched", ...
 CONV_PARTS = "conv_runtime_parts"
 
 
@@ -71,8 +71,29 @@ def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides:
     if act not in ACT_CODES and not emit_activation(ctx, y, act, params, DType.FLOAT):
         return False
     c = t_in.shape[1]
-    if group > 1 and w_shape[1] == 1:  # depthwise when the input has `group` channels
-        use_conv_runtime(ctx.module, *(("depthwise",) if c == group else ("depthwise", "conv")))
-    else:
-        use_conv_runtime(ctx.module, "conv")
+    if group > 1 and w_shape[1] == 1 and c == group:  # depthwise
+        use_conv_runtime(ctx.module, "depthwise")
+        return True
+    use_conv_runtime(ctx.module, "conv", *(("depthwise",) if group > 1 and w_shape[1] == 1 else ()))
+    if gathers(w_shape, begin, strides, dilations, (oh, ow), tuple(t_in.shape[2:])):
+        use_conv_runtime(ctx.module, "conv_gather")
     return True
+
+
+def gathers(w_shape: list[int], begin: list[int], strides: list[int], dilations: list[int],
+            out_hw: tuple[int, int], in_hw: tuple[int, int]) -> bool:
+    """Whether ``conv2d`` in ``_conv.py`` runs this (non-depthwise) convolution through
+    ``gemm_conv``'s gathered panels, which live in their own part ("conv_gather": 1.3 s of
+    CPU on a cold build). Mirrors that function's choice of path, which a test checks over
+    a sweep of geometries: padded grid (stride 1), phase split (equal strides, no
+    dilation), subsampled 1x1, direct 1x1; anything else gathers."""
+    kh, kw = w_shape[2], w_shape[3]
+    (sh, sw), (dh, dw), (ph, pw) = strides, dilations, begin
+    (oh, ow), (h, w) = out_hw, in_hw
+    if sh == sw == 1 and (kh > 1 or kw > 1 or ph or pw) and ow + (kw - 1) * dw >= 8:
+        return False
+    if sh == sw > 1 and dh == dw == 1 and (kh > 1 or kw > 1) and ow + (kw - 1) // sh >= 8:
+        return False
+    if kh == kw == 1 and (sh > 1 or sw > 1) and not (ph or pw):
+        return False  # subsampled: direct below, its input is exactly (oh, ow)
+    return not (kh == kw == sh == sw == 1 and ph == pw == 0 and (oh, ow) == (h, w))
