@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_ca3d318b9ef97c6f"
+_NAME = "_torsh_conv_ef16ecf17ccecffe"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -59,13 +59,14 @@ _Y1 = nb.types.Array(_F4, 1, "C")
 _I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
 _SERIAL = dict(cache=True, nogil=True)
+_OPTS = dict(parallel=True, cache=True, nogil=True)  # the depthwise kernels: ``prange``
 
 # ---------------------------------------------------------------------------------------
 # Parallel loops. numba compiles the body of a ``prange`` loop four times over: into the
 # loop's own function and again into each of the three wrappers that launch it (each links
 # the body's code and optimizes and emits all of it anew). For the GEMM kernels, whose
 # bodies inline large register tiles, that was three quarters of a cold build (ResNet-50's
-# kernels: 26 s). So every parallel kernel is split in two:
+# kernels: 26 s). So every parallel kernel but the depthwise ones is split in two:
 #
 # - its loop body, a C callback (``nb.cfunc``: compiled once) taking (t, chunks, args),
 #   that does share ``t`` of ``chunks``;
@@ -74,16 +75,21 @@ _SERIAL = dict(cache=True, nogil=True)
 #   the body through ``_parallel_for``, the one ``prange`` loop of this module, which calls
 #   it by address (passed in at run time, so the cached machine code holds no address).
 #
-# The work is split and scheduled exactly as a ``prange`` over the shares would do. The
+# The work is split and scheduled as a ``prange`` over the shares would do (one contiguous
+# share per thread, scratch arrays allocated once per share, as numba hoists them). The
 # body's arrays are borrowed (``_unpack``): the driver's frame owns them until every share
 # is done, so they carry no reference count. With counted arrays every slice a body takes
 # (``x[b, c, iy]``) changed the one shared count atomically from every thread, and the
 # pools ran 1.4-2x slower than as ``prange`` loops, whose arrays numba also builds
-# uncounted.
+# uncounted. The depthwise kernels keep ``prange`` (``_OPTS``): as callbacks they ran
+# 6-13 % slower (numba marks a ``prange`` body's arrays as not aliasing).
 # ---------------------------------------------------------------------------------------
 
 _BODY = nb.void(nb.int64, nb.int64, nb.int64)  # (t, chunks, address of the operand tuple)
 _BODY_FN = ir.FunctionType(ir.VoidType(), [ir.IntType(64)] * 3)
+# numpy's error model, as numba gives a ``prange`` body: no zero-division branch in a
+# float division (it kept LRN's loop from vectorizing: 4x slower as a callback)
+_CALLBACK = dict(cache=True, error_model="numpy")
 
 
 @intrinsic
@@ -144,7 +150,7 @@ def _unpack(typingctx, address, kind):
     return sig, codegen
 
 
-@nb.cfunc(_BODY, cache=True)
+@nb.cfunc(_BODY, **_CALLBACK)
 def _launch(body, chunks, args):
     """``_parallel_for`` as a C callback: the drivers call it by address, so none of them
     links (and compiles again) the parallel loop's code."""
@@ -233,11 +239,9 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, *_entry(_depthwise3_body))
+            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi)
         else:
-            depthwise(
-                x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi, *_entry(_depthwise_body)
-            )
+            depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
         return
     wp = packed(owner, w, group)
     threads = nb.get_num_threads()
@@ -898,7 +902,7 @@ def gemm_conv(
     _invoke(launch, body, chunks, _pack(operands, _GEMM_CONV_ARGS))
 
 
-@nb.cfunc(_BODY, cache=True)
+@nb.cfunc(_BODY, **_CALLBACK)
 def _gemm_conv_body(t, chunks, args):
     """Share ``t`` of ``gemm_conv``'s loop (see "Parallel loops")."""
     (
@@ -1156,7 +1160,7 @@ def gemm_conv_grid(
     _invoke(launch, body, chunks, _pack(operands, _GEMM_CONV_GRID_ARGS))
 
 
-@nb.cfunc(_BODY, cache=True)
+@nb.cfunc(_BODY, **_CALLBACK)
 def _gemm_conv_grid_body(t, chunks, args):
     """Share ``t`` of ``gemm_conv_grid``'s loop (see "Parallel loops")."""
     (
@@ -1269,7 +1273,7 @@ def gemm_rows(x, wpn, bias, res, y, flags, lo, hi, threads, body, launch):
     _invoke(launch, body, chunks, _pack(operands, _GEMM_ROWS_ARGS))
 
 
-@nb.cfunc(_BODY, cache=True)
+@nb.cfunc(_BODY, **_CALLBACK)
 def _gemm_rows_body(c, chunks, args):
     """Share ``c`` of ``gemm_rows``'s loop (see "Parallel loops")."""
     xp, wf, yf, bias, rf, items, split, n, rt, k_n, flags, r_n, lo, hi = _unpack(
@@ -1359,8 +1363,8 @@ def matmul(owner, x, w, b, z, y, act, lo, hi):
 _MAX_POOL2D_ARGS = nb.types.Tuple((_X4, _Y4, *(_I8,) * 13, _F4, _I8, _I8, nb.boolean, *(_I8,) * 3))
 
 
-@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_SERIAL)
-def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, body, launch):
+@nb.njit(nb.void(_X4, _Y4, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8, _I8), **_SERIAL)
+def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, threads, body, launch):
     """y = max over each window of x (N, C, H, W); positions in the padding are -inf.
 
     The common 3-wide, stride-2 window reads the reduced row through its even and odd
@@ -1400,12 +1404,12 @@ def max_pool2d(x, y, kh, kw, sh, sw, dh, dw, ph, pw, body, launch):
         dw,
         sw,
     )
-    _invoke(launch, body, n * c_n, _pack(operands, _MAX_POOL2D_ARGS))
+    _invoke(launch, body, min(threads, n * c_n), _pack(operands, _MAX_POOL2D_ARGS))
 
 
-@nb.cfunc(_BODY, cache=True)
-def _max_pool2d_body(r, chunks, args):
-    """Share ``r`` of ``max_pool2d``'s loop (see "Parallel loops")."""
+@nb.cfunc(_BODY, **_CALLBACK)
+def _max_pool2d_body(t, chunks, args):
+    """Share ``t`` of ``max_pool2d``'s loop (see "Parallel loops")."""
     (
         x,
         y,
@@ -1430,64 +1434,65 @@ def _max_pool2d_body(r, chunks, args):
         dw,
         sw,
     ) = _unpack(args, _MAX_POOL2D_ARGS)
-    b = r // c_n
-    c = r - b * c_n
-    row = np.empty(w + 1, np.float32)
+    row = np.empty(w + 1, np.float32)  # scratch, one set per share (as numba hoists them)
     ev = np.empty(half + 1, np.float32)
     od = np.empty(half + 1, np.float32)
     rp = np.empty(max(span, pw + w) + 1, np.float32)
-    for oy in range(oh):
-        found = False
-        for i in range(kh):
-            iy = oy * sh - ph + i * dh
-            if iy < 0 or iy >= h:
-                continue
+    for r in range(t * (n * c_n) // chunks, (t + 1) * (n * c_n) // chunks):
+        b = r // c_n
+        c = r - b * c_n
+        for oy in range(oh):
+            found = False
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= h:
+                    continue
+                if not found:
+                    for ix in range(w):
+                        row[ix] = x[b, c, iy, ix]
+                    found = True
+                else:
+                    for ix in range(w):
+                        row[ix] = _fmax(row[ix], x[b, c, iy, ix])
             if not found:
-                for ix in range(w):
-                    row[ix] = x[b, c, iy, ix]
-                found = True
-            else:
-                for ix in range(w):
-                    row[ix] = _fmax(row[ix], x[b, c, iy, ix])
-        if not found:
-            for ox in range(ow):
-                y[b, c, oy, ox] = low
-            continue
-        if hi_x > lo_x:
-            row[w] = low
-            for i in range(half):
-                ev[i] = row[2 * i]
-                od[i] = row[2 * i + 1]
-            if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
-                for ox in range(lo_x, hi_x):
-                    j = ox - pw // 2
-                    y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
-            else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
-                for ox in range(lo_x, hi_x):
-                    j = ox - (pw + 1) // 2
-                    y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
-        if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
-            for q in range(span):
-                rp[q] = low
-            for ix in range(max(0, -pw), min(w, span - pw)):
-                rp[_U(ix + pw)] = row[ix]
-            out = y[b, c, oy]
-            for ox in range(ow):
-                out[ox] = rp[ox]
-            for j in range(1, kw):
-                off = j * dw
                 for ox in range(ow):
-                    out[ox] = _fmax(out[ox], rp[_U(ox + off)])
-            continue
-        for ox in range(ow):
-            if ox >= lo_x and ox < hi_x:
+                    y[b, c, oy, ox] = low
                 continue
-            m = low
-            for j in range(kw):
-                ix = ox * sw - pw + j * dw
-                if ix >= 0 and ix < w:
-                    m = _fmax(m, row[ix])
-            y[b, c, oy, ox] = m
+            if hi_x > lo_x:
+                row[w] = low
+                for i in range(half):
+                    ev[i] = row[2 * i]
+                    od[i] = row[2 * i + 1]
+                if pw % 2 == 0:  # taps 2j, 2j+1, 2j+2 with j = ox - pw/2
+                    for ox in range(lo_x, hi_x):
+                        j = ox - pw // 2
+                        y[b, c, oy, ox] = _fmax(_fmax(ev[j], od[j]), ev[j + 1])
+                else:  # taps 2j+1, 2j+2, 2j+3 with j = ox - (pw+1)/2
+                    for ox in range(lo_x, hi_x):
+                        j = ox - (pw + 1) // 2
+                        y[b, c, oy, ox] = _fmax(_fmax(od[j], ev[j + 1]), od[j + 1])
+            if unit:  # stride 1: the row padded with -inf, every tap one contiguous run
+                for q in range(span):
+                    rp[q] = low
+                for ix in range(max(0, -pw), min(w, span - pw)):
+                    rp[_U(ix + pw)] = row[ix]
+                out = y[b, c, oy]
+                for ox in range(ow):
+                    out[ox] = rp[ox]
+                for j in range(1, kw):
+                    off = j * dw
+                    for ox in range(ow):
+                        out[ox] = _fmax(out[ox], rp[_U(ox + off)])
+                continue
+            for ox in range(ow):
+                if ox >= lo_x and ox < hi_x:
+                    continue
+                m = low
+                for j in range(kw):
+                    ix = ox * sw - pw + j * dw
+                    if ix >= 0 and ix < w:
+                        m = _fmax(m, row[ix])
+                y[b, c, oy, ox] = m
 
 
 @_contiguous_output(1)
@@ -1495,4 +1500,4 @@ def max_pool(x, y, geo):
     """MaxPool of float32 NCHW ``x`` into the preallocated ``y``; ``geo`` is (kh, kw, sh,
     sw, dh, dw, ph, pw)."""
     x = np.ascontiguousarray(x, np.float32)
-    max_pool2d(x, y, *geo, *_entry(_max_pool2d_body))
+    max_pool2d(x, y, *geo, nb.get_num_threads(), *_entry(_max_pool2d_body))
