@@ -165,7 +165,7 @@ class PendingBuild:
         kernels (built here, or by another process meanwhile)."""
         try:
             codes = [p.wait(timeout=600) for p in self.procs]
-            if self.kernels_proc is not None and codes[self.kernels_proc:][:1] == [0]:
+            if self.kernels_proc is not None and self.kernels_proc < len(codes) and codes[self.kernels_proc] == 0:
                 self.kernel_seconds = _seconds(self.tmp / "kernels.seconds")
             built = {f.name.split("-")[0].removeprefix("_conv.") for f in (self.tmp / "__pycache__").glob("_conv.*.nbi")}
             conv_built = all(code in (0, 3) for code in codes)

@@ -51,10 +51,15 @@ def _shared(src: Path) -> Path:
     return cache_root() / _key(src.read_bytes())
 
 
+def _holds_kernels(shared: Path) -> bool:
+    """True when the shared cache folder ``shared`` holds compiled kernels."""
+    return any(shared.glob("kernels.*.nbi"))
+
+
 def cached(folder: Path) -> bool:
     """True when the shared cache holds the compiled kernels of ``folder/kernels.py``."""
     src = folder / KERNELS
-    return src.is_file() and any(_shared(src).glob("kernels.*.nbi"))
+    return src.is_file() and _holds_kernels(_shared(src))
 
 
 def precompile(folder: Path) -> float:
@@ -68,7 +73,7 @@ def precompile(folder: Path) -> float:
     start = time.perf_counter()
     pycache = folder / "__pycache__"
     shared = _shared(src)
-    if shared.is_dir() and any(shared.glob("kernels.*.nbi")):
+    if _holds_kernels(shared):
         pycache.mkdir(exist_ok=True)
         for f in shared.iterdir():
             shutil.copy2(f, pycache / f.name)

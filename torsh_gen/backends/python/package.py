@@ -143,16 +143,14 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
         memory = module.plan.to_dict() if module.plan else {}
         manifest = _manifest(info, inputs_sig, outputs_sig, table, module, memory, vendored)
         put("manifest.json", json.dumps(manifest, indent=2) + "\n", fmt=False)
-        delegated = conv_build is not None and conv_build.kernels_proc is not None
-        seconds = precompile(folder) if info.precompile and not delegated else None
+        seconds = None
         if conv_build is not None:
             conv_build.finish()
-        if delegated:
-            if conv_build.kernel_seconds is None:  # that process failed: compile here
-                seconds = precompile(folder)
-            else:
-                seconds = conv_build.kernel_seconds
-                remember_kernels(folder)
+            seconds = conv_build.kernel_seconds  # None unless it compiled kernels.py too
+        if seconds is not None:
+            remember_kernels(folder)
+        elif info.precompile:  # fetched from the cache, or compiled here
+            seconds = precompile(folder)
     except BaseException:
         if conv_build is not None:
             conv_build.cancel()
