@@ -159,6 +159,25 @@ def test_packed_gemm_tiles_blocks_and_tails(tmp_path: Path) -> None:
     assert "_cv.conv2d(" in (tmp_path / "pkg" / "model.py").read_text()
 
 
+def test_channel_vector_grid_tiles(tmp_path: Path) -> None:
+    """The padded-grid kernel (channel-vector tiles): reductions longer than one pass
+    (K = 1728 and 4800, so tiles re-read their partial sums), channel counts that leave a
+    partial block of 16 (masked lane stores), a residual and each activation on both, the
+    phase planes of a strided convolution, a dilated one, and a batch of two."""
+    b = _Builder((2, 192, 9, 20))
+    lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
+    side = b.conv("side", "x", 192, 40, (1, 1))
+    deep = b.conv("deep", "x", 192, 40, (3, 3), pads=[1, 1, 1, 1])
+    b.out(b.node("Relu", [b.node("Add", [deep, side], "deep_res")], "deep_res_relu"))
+    full = b.conv("full", "x", 192, 32, (3, 3), pads=[1, 1, 1, 1], bias=False)
+    b.out(b.node("LeakyRelu", [full], "full_leaky", alpha=0.2))
+    s2 = b.conv("s2", "x", 192, 33, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1])
+    b.out(b.node("Clip", [s2, lo, hi], "s2_relu6"))
+    b.out(b.conv("dil", "x", 192, 16, (5, 5), dilations=[2, 2], pads=[4, 4, 4, 4]))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 5)
+
+
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
     on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so

@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_ef16ecf17ccecffe"
+_NAME = "_torsh_conv_3b46bbb2173d6dbc"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -182,14 +182,16 @@ def _contiguous_output(position: int):
     return wrap
 
 
-def packed(owner, w, group: int) -> np.ndarray:
-    """``w`` packed for ``gemm_conv``; kept on ``owner`` for read-only (constant) weights."""
+def packed(owner, w, group: int, pack=None) -> np.ndarray:
+    """``w`` packed by ``pack`` (``pack_weights`` if None); kept on ``owner`` for read-only
+    (constant) weights."""
+    pack = pack_weights if pack is None else pack
     w = np.ascontiguousarray(w, np.float32)
-    key = (w.ctypes.data, w.shape, group)
+    key = (w.ctypes.data, w.shape, group, pack.__name__)
     cache = owner.__dict__.setdefault("_torsh_packed", {})
     wp = cache.get(key)
     if wp is None:
-        wp = pack_weights(w, group)
+        wp = pack(w, group)
         if not w.flags.writeable:  # a run-time input may change between calls
             cache[key] = wp
             release_pages(w)
@@ -243,7 +245,6 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
         else:
             depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
         return
-    wp = packed(owner, w, group)
     threads = nb.get_num_threads()
     oh, ow = y.shape[2], y.shape[3]
     wpad = ow + (kw - 1) * dw
@@ -253,7 +254,7 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
         gemm_conv_grid(
             xpad,
             koffs,
-            wp,
+            packed(owner, w, group, pack_channels),
             bias,
             res,
             y,
@@ -272,7 +273,7 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
         gemm_conv_grid(
             xq,
             koffs,
-            wp,
+            packed(owner, w, group, pack_channels),
             bias,
             res,
             y,
@@ -286,6 +287,7 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
             *_entry(_gemm_conv_grid_body),
         )
         return
+    wp = packed(owner, w, group)
     if kh == kw == 1 and (sh > 1 or sw > 1) and not (ph or pw):
         x = _subsampled(owner, x, sh, sw, oh, ow)
         sh = sw = 1
@@ -575,13 +577,41 @@ def _activate(builder, x, act, lov, hiv):
     return y
 
 
-def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase, col_bias, y_io):
+def _build_tile(
+    builder,
+    wbase,
+    x_row,
+    kdim,
+    mvalid,
+    masks,
+    flags,
+    lo,
+    hi,
+    bbase,
+    col_bias,
+    y_io,
+    scalar_row=None,
+    row_on=None,
+):
     """The IR every register tile shares: accumulators (zero, or read from ``y`` when flags
     has 16), ``kdim`` steps of NV vector loads from ``x_row(k)`` times MR broadcast weights
     from ``wbase[k*MR + r]``, then one epilogue per activation code, chosen once per tile,
     and the store of rows r < mvalid. ``y_io`` gives ``load(r, v, mask)``,
-    ``store(r, v, value, mask)`` and ``load_res(r, v, mask)``: contiguous or per-lane."""
+    ``store(r, v, value, mask)`` and ``load_res(r, v, mask)``: contiguous or per-lane.
+    ``scalar_row(k)``, when given, points at step k's MR broadcast values instead of
+    ``wbase + k*MR``, and ``row_on(r)`` says whether row r is stored instead of r < mvalid
+    (the channel-vector convolution tile: its rows are grid positions)."""
     load, store, load_res = y_io
+    if row_on is None:
+
+        def row_on(r):
+            return builder.icmp_signed("<", _k(r), mvalid)
+
+    if scalar_row is None:
+
+        def scalar_row(k):
+            return builder.gep(wbase, [builder.mul(k, _k(MR))])
+
     fma = _fn(builder, "llvm.fma.v16f32", _V, [_V, _V, _V])
     accumulate = builder.icmp_signed("!=", builder.and_(flags, _k(16)), _k(0))
     zero = ir.Constant(_V, [0.0] * _L)
@@ -589,7 +619,7 @@ def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase
     with builder.if_then(accumulate):
         loaded = []
         for r in range(MR):
-            on = _splat(builder, builder.icmp_signed("<", _k(r), mvalid), _MASK)
+            on = _splat(builder, row_on(r), _MASK)
             loaded.append([load(r, v, builder.and_(masks[v], on)) for v in range(NV)])
         loaded_block = builder.basic_block
     init = []
@@ -614,7 +644,7 @@ def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase
             acc[r][v].add_incoming(init[r][v], pre)
     xrow = x_row(k)
     xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
-    wrow = builder.gep(wbase, [builder.mul(k, _k(MR))])
+    wrow = scalar_row(k)
     new = []
     for r in range(MR):
         wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
@@ -637,7 +667,7 @@ def _build_tile(builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase
     for code, block in enumerate(cases):
         builder.position_at_end(block)
         for r in range(MR):
-            with builder.if_then(builder.icmp_signed("<", _k(r), mvalid), likely=True):
+            with builder.if_then(row_on(r), likely=True):
                 # the residual read only when there is one: a masked gather or load with
                 # every lane off still costs a test and branch per lane where LLVM
                 # emulates it (gathers on AMD cores)
@@ -1015,6 +1045,60 @@ def _scatter(builder, value, base, idx, mask):
     builder.call(fn, [value, _lane_ptrs(builder, base, idx), ir.Constant(_I32, 4), mask])
 
 
+# Convolutions on the padded grid use the tile turned around: its vectors are NR output
+# channels of a weight panel (packed, aligned, read in order) and its broadcasts MR grid
+# positions of the input (scalar loads, never split across cache lines). With positions
+# as vectors, every step loaded them unaligned from a different plane of the input at a
+# tap offset read from a table; on an AMD EPYC (Zen 3) the turned tile made ResNet-18
+# 12 % faster (benchmarks/NOTES.md, seventeenth session). Outputs are written per lane (a
+# channel is a plane of y), which costs little next to a reduction over every tap.
+
+
+def _strided(builder, base, pitch, lane):
+    return builder.gep(base, [builder.mul(_k(lane), pitch)])
+
+
+def _scatter_rows(builder, value, base, pitch, first, mask):
+    """Lane j of ``value`` to ``base[(first + j) * pitch]`` where ``mask`` is on: plain
+    scalar stores when every lane is on (AVX2 has no scatter, and LLVM's emulation builds
+    and extracts a vector of pointers and tests every lane), a masked scatter otherwise."""
+    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
+    with builder.if_else(builder.call(every, [mask]), likely=True) as (full, partial):
+        with full:
+            for j in range(_L):
+                lane = builder.extract_element(value, ir.Constant(_I32, j))
+                builder.store(lane, _strided(builder, base, pitch, first + j))
+        with partial:
+            idx = builder.mul(
+                ir.Constant(_VI, list(range(first, first + _L))), _splat(builder, pitch, _VI)
+            )
+            _scatter(builder, value, base, idx, mask)
+
+
+def _gather_rows(builder, base, pitch, first, mask):
+    """The loads ``_scatter_rows`` stores (zero where ``mask`` is off)."""
+    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
+    entry = builder.basic_block
+    with builder.if_else(builder.call(every, [mask]), likely=True) as (full, partial):
+        with full:
+            value = ir.Constant(_V, ir.Undefined)
+            for j in range(_L):
+                lane = builder.load(_strided(builder, base, pitch, first + j))
+                value = builder.insert_element(value, lane, ir.Constant(_I32, j))
+            full_end = builder.basic_block
+        with partial:
+            idx = builder.mul(
+                ir.Constant(_VI, list(range(first, first + _L))), _splat(builder, pitch, _VI)
+            )
+            masked = _gather(builder, base, idx, mask)
+            partial_end = builder.basic_block
+    del entry
+    out = builder.phi(_V)
+    out.add_incoming(value, full_end)
+    out.add_incoming(masked, partial_end)
+    return out
+
+
 @intrinsic
 def _tile_grid(
     typingctx,
@@ -1028,7 +1112,7 @@ def _tile_grid(
     y,
     yoff,
     ldy,
-    mvalid,
+    nvalid,
     dst,
     bias,
     boff,
@@ -1037,11 +1121,12 @@ def _tile_grid(
     lo,
     hi,
 ):
-    """An MR x NR tile of a stride-1 convolution over the padded grid.
+    """An MR-position x NR-channel tile of a stride-1 convolution over the padded grid.
 
-    Step k reads ``xp[xoff + koffs[k0 + k] + j]`` and ``wp[woff + k*MR + r]``; lane j goes to
-    ``y[yoff + r*ldy + dst[j]]`` (``res`` at the same place) for dst[j] >= 0 and r < mvalid.
-    ``flags`` as for ``_tile``.
+    Step k broadcasts ``xp[xoff + koffs[k0 + k] + r]`` for position r and loads the
+    channels' weights ``wp[woff + k*NR + j]``; channel j of position r goes to
+    ``y[yoff + j*ldy + dst[r]]`` (``res`` read at the same place) for dst[r] >= 0 and
+    j < nvalid. ``flags`` as for ``_tile`` (the bias is per channel: flag 32).
     """
     ip = types.intp
     sig = types.void(
@@ -1066,7 +1151,7 @@ def _tile_grid(
     )
 
     def codegen(context, builder, signature, args):
-        wa, woff, xa, xoff, ka, k0, kdim, ya, yoff, ldy, mvalid, da, ba, boff, ra, flags, lo, hi = (
+        wa, woff, xa, xoff, ka, k0, kdim, ya, yoff, ldy, nvalid, da, ba, boff, ra, flags, lo, hi = (
             args
         )
         t = signature.args
@@ -1077,79 +1162,122 @@ def _tile_grid(
         dbase = _data(context, builder, t[11], da, _k(0))
         bbase = _data(context, builder, t[12], ba, boff)
         rbase = _data(context, builder, t[14], ra, yoff)
-        lanes = [
-            builder.bitcast(builder.gep(dbase, [_k(v * _L)]), _VI.as_pointer()) for v in range(NV)
-        ]
-        idx = [builder.load(ptr, align=8) for ptr in lanes]
-        masks = [builder.icmp_signed(">=", i, ir.Constant(_VI, [0] * _L)) for i in idx]
-        rows = [builder.gep(ybase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
-        res_rows = [builder.gep(rbase, [builder.mul(_k(r), ldy)]) for r in range(MR)]
+        dsts = [builder.load(builder.gep(dbase, [_k(r)])) for r in range(MR)]
+        masks = _lane_masks(builder, nvalid)
+        col_bias = builder.icmp_signed("!=", builder.and_(flags, _k(32)), _k(0))
 
-        def x_row(k):
+        def row_on(r):
+            return builder.icmp_signed(">=", dsts[r], _k(0))
+
+        def panel_row(k):
+            return builder.gep(wbase, [builder.mul(k, _k(NR))])
+
+        def grid_row(k):
             return builder.gep(xbase, [builder.load(builder.gep(kbase, [k]))])
 
         def load(r, v, mask):
-            return _gather(builder, rows[r], idx[v], mask)
+            return _gather_rows(builder, builder.gep(ybase, [dsts[r]]), ldy, v * _L, mask)
 
         def store(r, v, value, mask):
-            _scatter(builder, value, rows[r], idx[v], mask)
+            _scatter_rows(builder, value, builder.gep(ybase, [dsts[r]]), ldy, v * _L, mask)
 
         def load_res(r, v, mask):
-            return _gather(builder, res_rows[r], idx[v], mask)
+            return _gather_rows(builder, builder.gep(rbase, [dsts[r]]), ldy, v * _L, mask)
 
         y_io = (load, store, load_res)
-        no_col_bias = ir.Constant(_I1, 0)
         _build_tile(
-            builder, wbase, x_row, kdim, mvalid, masks, flags, lo, hi, bbase, no_col_bias, y_io
+            builder,
+            wbase,
+            panel_row,
+            kdim,
+            _k(MR),
+            masks,
+            flags,
+            lo,
+            hi,
+            bbase,
+            col_bias,
+            y_io,
+            scalar_row=grid_row,
+            row_on=row_on,
         )
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-KG = 4096  # reduction depth per pass on the padded grid (partial sums would be gathered)
+def pack_channels(w, group: int) -> np.ndarray:
+    """``w`` (M, Cg, KH, KW) as channel panels for ``gemm_conv_grid``:
+    wc[g*B + b, k, j] = w[g*Mg + b*NR + j, k] (k over Cg*KH*KW), channels past Mg zero,
+    64-byte aligned so that every vector load of a panel row is aligned (numpy)."""
+    m_n = w.shape[0]
+    mg, k_n = m_n // group, w.size // max(m_n, 1)
+    blocks = (mg + NR - 1) // NR
+    rows = np.zeros((group, blocks * NR, k_n), np.float32)
+    rows[:, :mg] = w.reshape(group, mg, k_n)
+    size = group * blocks * k_n * NR
+    raw = np.empty(size + 16, np.float32)
+    start = (-raw.ctypes.data % 64) // 4
+    out = raw[start : start + size].reshape(group * blocks, k_n, NR)
+    out[...] = rows.reshape(group, blocks, NR, k_n).transpose(0, 1, 3, 2).reshape(out.shape)
+    return out
 
 
-_GEMM_CONV_GRID_ARGS = nb.types.Tuple((_X1, _X1, _I1D, _Y1, _X1, _X1, *(_I8,) * 14, _F4, _F4))
+_BAND = 65536  # floats of input a band of grid positions may touch (a quarter of an L2)
+KV = 1536 // NV  # reduction steps per pass: a block's weights for one pass stay in L2 (96 KiB)
+_GEMM_CONV_GRID_ARGS = nb.types.Tuple((_X1, _X1, _I1D, _Y1, _X1, _X1, *(_I8,) * 15, _F4, _F4))
 
 
 @nb.njit(
     nb.void(_X1, _I1D, _X3, _B1, _R4, _Y4, _I8, _I8, _I8, _I8, _F4, _F4, _I8, _I8, _I8), **_SERIAL
 )
 def gemm_conv_grid(
-    xpad, koffs, wp, bias, res, y, wpad, gplane, group, flags, lo, hi, threads, body, launch
+    xpad, koffs, wc, bias, res, y, wpad, gplane, group, flags, lo, hi, threads, body, launch
 ):
     """Stride-1 convolution from the padded input ``xpad`` (the N x C planes of
     (OH + taps) x ``wpad`` floats, flattened, slack at the end; ``gplane`` floats per
-    (image, group)); ``koffs`` the offset of each tap (c, i, j) within a group's planes."""
+    (image, group)), ``koffs`` the offset of each tap (c, i, j) within a group's planes,
+    with channel-vector tiles (weights packed by ``pack_channels``). Work is cut into
+    bands of grid positions (a band's input stays in the L2 cache) times channel blocks (a
+    block's weights are reused by every position group of the band), band-major, and
+    handed out in contiguous runs."""
     n = y.shape[0]
     m_n, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     k_n = koffs.shape[0]
     mg = m_n // group
-    mt = wp.shape[0] // group
+    blocks = wc.shape[0] // group
     p_n = oh * ow
     qv = oh * wpad
-    yf, rf, wf = y.reshape(-1), res.reshape(-1), wp.reshape(-1)
-    panels = (qv + NR - 1) // NR
-    jobs = n * group * panels
-    split, items, chunks = _shares(jobs, mt, threads)
+    groups_n = (qv + MR - 1) // MR
+    column = max(1, gplane // max(qv, 1))  # floats of input per grid position
+    bg = max(1, _BAND // (column * MR))
+    per_band = n * group * blocks
+    want = 4 * threads
+    if per_band * ((groups_n + bg - 1) // bg) < want:
+        bg = max(1, groups_n * per_band // want)
+    nbands = (groups_n + min(bg, groups_n) - 1) // min(bg, groups_n)
+    bg = (groups_n + nbands - 1) // nbands  # bands of equal size: shares of equal work
+    items = per_band * nbands
+    chunks = min(threads, items)
+    fl = (flags & ~1) | (32 if flags & 1 else 0)  # the bias is per channel: a column of the tile
     operands = (
-        wf,
+        wc.reshape(-1),
         xpad,
         koffs,
-        yf,
+        y.reshape(-1),
         bias,
-        rf,
+        res.reshape(-1),
         items,
-        split,
-        panels,
+        blocks,
+        nbands,
+        bg,
+        groups_n,
         group,
         wpad,
         ow,
         qv,
         k_n,
-        flags,
-        mt,
+        fl,
         mg,
         m_n,
         p_n,
@@ -1171,15 +1299,16 @@ def _gemm_conv_grid_body(t, chunks, args):
         bias,
         rf,
         items,
-        split,
-        panels,
+        blocks,
+        nbands,
+        bg,
+        groups_n,
         group,
         wpad,
         ow,
         qv,
         k_n,
         flags,
-        mt,
         mg,
         m_n,
         p_n,
@@ -1187,29 +1316,34 @@ def _gemm_conv_grid_body(t, chunks, args):
         lo,
         hi,
     ) = _unpack(args, _GEMM_CONV_GRID_ARGS)
-    dst = np.empty(NR, np.int64)
+    dst = np.empty(MR, np.int64)
     for item in range(t * items // chunks, (t + 1) * items // chunks):
-        job = item // split
-        part = item - job * split
-        img_g = job // panels
+        job = item // blocks
+        blk = item - job * blocks
+        img_g = job // nbands
+        band = job - img_g * nbands
         img, g = img_g // group, img_g % group
-        q0 = (job - img_g * panels) * NR
-        for lane in range(NR):
-            q = q0 + lane
+        m0 = g * mg + blk * NR
+        yoff = (img * m_n + m0) * p_n
+        woff = (g * blocks + blk) * k_n * NR
+        for k0 in range(0, k_n, KV):
+            kc = min(KV, k_n - k0)
+            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+            q = band * bg * MR
             oy = q // wpad
             ox = q - oy * wpad
-            dst[lane] = oy * ow + ox if q < qv and ox < ow else -1
-        for k0 in range(0, k_n, KG):
-            kc = min(KG, k_n - k0)
-            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
-            for tm in range(part * mt // split, (part + 1) * mt // split):
-                m0 = g * mg + tm * MR
-                rows = min(MR, mg - tm * MR)
-                yoff = (img * m_n + m0) * p_n
-                woff = ((g * mt + tm) * k_n + k0) * MR
+            for pg in range(band * bg, min(groups_n, (band + 1) * bg)):
+                q0 = pg * MR
+                for r in range(MR):  # stepping (oy, ox) along: no division per position
+                    dst[r] = oy * ow + ox if q < qv and ox < ow else -1
+                    q += 1
+                    ox += 1
+                    if ox == wpad:
+                        ox = 0
+                        oy += 1
                 _tile_grid(
                     wf,
-                    woff,
+                    woff + k0 * NR,
                     xpad,
                     img_g * gplane + q0,
                     koffs,
@@ -1218,7 +1352,7 @@ def _gemm_conv_grid_body(t, chunks, args):
                     yf,
                     yoff,
                     p_n,
-                    rows,
+                    min(NR, mg - blk * NR),
                     dst,
                     bias,
                     m0,
