@@ -178,6 +178,21 @@ def test_channel_vector_grid_tiles(tmp_path: Path) -> None:
     _check(tmp_path, b.model(), x, 5)
 
 
+def test_weights_beyond_l2_share_panels(tmp_path: Path) -> None:
+    """Weights over 256 KiB: ``gemm_conv`` runs several panels per work item (runs that
+    cross from one image to the next, fewer runs than threads, a residual on the run
+    path), for direct 1x1 panels and gathered ones (a strided 3x3 too narrow for the
+    phase planes)."""
+    b = _Builder((3, 300, 12, 7))
+    side = b.conv("side", "x", 300, 256, (1, 1), strides=[2, 2])
+    wide = b.conv("wide", "x", 300, 256, (1, 1), strides=[2, 2], bias=False)
+    b.out(b.node("Relu", [b.node("Add", [wide, side], "wide_res")], "wide_res_relu"))
+    b.out(b.conv("many", "x", 300, 232, (1, 1)))  # 6 panels per image, runs of 4 or 5
+    b.out(b.conv("gathered", "x", 300, 40, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 4)
+
+
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
     on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so
