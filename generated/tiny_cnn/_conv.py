@@ -6,8 +6,8 @@
   applied in registers before a single store;
 - ``gemm_rows`` and ``gemm_batched``: the same tile for products with a constant matrix
   (packed once) and for batched products of run-time operands (attention);
-- ``depthwise3`` and ``depthwise``: direct depthwise convolutions, vectorized over output
-  columns for 3x3 kernels with stride 1 or 2, a scalar loop for the rest.
+- ``depthwise3`` and ``depthwise``: direct depthwise convolutions, vectorized over a
+  padded grid of each plane for 3x3 kernels with stride 1 or 2, a scalar loop for the rest.
 
 All kernels run in numba's one thread pool (no BLAS threads competing with it).
 Activation codes: 0 none, 1 Relu, 2 Clip(lo, hi), 3 LeakyRelu(alpha = lo). Only float32
@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_a29165eadaf88fb2"
+_NAME = "_torsh_conv_6a0d646c5b6d075a"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -59,7 +59,7 @@ _Y1 = nb.types.Array(_F4, 1, "C")
 _I1D = nb.types.Array(nb.int64, 1, "C", readonly=True)
 _U = nb.uint64  # unsigned indices: no negative-index wraparound check
 _SERIAL = dict(cache=True, nogil=True)
-_OPTS = dict(parallel=True, cache=True, nogil=True)  # the depthwise kernels: ``prange``
+_OPTS = dict(parallel=True, cache=True, nogil=True)  # the generic depthwise kernel: ``prange``
 
 # ---------------------------------------------------------------------------------------
 # Parallel loops. numba compiles the body of a ``prange`` loop four times over: into the
@@ -81,8 +81,10 @@ _OPTS = dict(parallel=True, cache=True, nogil=True)  # the depthwise kernels: ``
 # is done, so they carry no reference count. With counted arrays every slice a body takes
 # (``x[b, c, iy]``) changed the one shared count atomically from every thread, and the
 # pools ran 1.4-2x slower than as ``prange`` loops, whose arrays numba also builds
-# uncounted. The depthwise kernels keep ``prange`` (``_OPTS``): as callbacks they ran
-# 6-13 % slower (numba marks a ``prange`` body's arrays as not aliasing).
+# uncounted. The generic depthwise kernel keeps ``prange`` (``_OPTS``): as a callback the
+# row-vector depthwise kernels of before ran 6-13 % slower (numba marks a ``prange`` body's
+# arrays as not aliasing); the 3x3 grid kernel that replaced them is a callback (as a
+# ``prange`` kernel it took 6.4 s to compile, numba finalizing its body four times).
 # ---------------------------------------------------------------------------------------
 
 _BODY = nb.void(nb.int64, nb.int64, nb.int64)  # (t, chunks, address of the operand tuple)
@@ -241,7 +243,9 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi)
+            threads = nb.get_num_threads()
+            body = _entry(_depthwise3_body)
+            depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, threads, *body)
         else:
             depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
         return
@@ -389,6 +393,18 @@ def _tap_offsets(owner, cg, kh, kw, dh, dw, hp, wpad):
         offs = (c * hp * wpad + i * dh * wpad + j * dw).reshape(-1).astype(np.int64)
         cache[key] = offs
     return offs
+
+
+@nb.njit(inline="always")
+def _act(v, act, lo, hi):
+    if act == 1:
+        return np.float32(0.0) if v < 0 else v
+    if act == 2:
+        v = lo if v < lo else v
+        return hi if v > hi else v
+    if act == 3:
+        return v if v >= 0 else v * lo
+    return v
 
 
 @nb.njit(inline="always")

@@ -104,9 +104,9 @@ def test_depthwise(tmp_path: Path, kernel: tuple[int, int]) -> None:
 
 
 def test_depthwise_rows_wider_than_a_vector(tmp_path: Path) -> None:
-    """Rows of 16-lane vectors whose middle vectors take the unmasked interior path (every
-    tap inside the row) and whose first and last take the masked one: stride 1 and 2, with
-    and without left padding, bias, residual and ReLU6 on both paths."""
+    """The 3x3 depthwise grid kernel on planes wider than a vector: stride 1 and 2 (phase
+    planes from an odd width), with and without left padding, padding on the right only,
+    a channel multiplier, bias, residual and ReLU6."""
     b = _Builder((1, 3, 7, 53))
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
     dw = b.conv("dw", "x", 3, 3, (3, 3), group=3, pads=[1, 1, 1, 1])
@@ -366,3 +366,48 @@ def test_gather_part_only_where_a_convolution_gathers(tmp_path: Path) -> None:
         want = _reference_conv(x, wt, (sh, sw), (dh, dw), (pt, pl, pb, pr), (oh, ow))
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=str((kh, kw, sh, sw, dh, dw, pt, pl, h, w)))
     assert seen == {False, True}
+
+
+def test_generic_depthwise_part_only_where_needed(tmp_path: Path) -> None:
+    """The scalar depthwise kernel is its own part of ``_conv.py`` ("depthwise_any"), added
+    only when the emitter's ``depthwise_part`` says a depthwise convolution needs it. A
+    package of 3x3 depthwise convolutions lacks it; over a sweep of depthwise geometries
+    (channel multiplier 1 and 2), its ``_conv.py`` runs every one ``depthwise_part`` gives
+    to the 3x3 grid kernel (matching a direct convolution) and none of the others."""
+    import importlib
+    import itertools
+    from types import SimpleNamespace
+
+    from torsh_gen.backends.python.emitters.conv_numba import depthwise_part
+
+    b = _Builder((1, 4, 9, 9))
+    b.out(b.conv("dw", "x", 4, 4, (3, 3), group=4, pads=[1, 1, 1, 1]))
+    b.out(b.conv("dws2", "x", 4, 8, (3, 3), group=4, strides=[2, 2]))
+    module = compile_and_load(b.model(), tmp_path / "pkg")
+    conv = importlib.import_module(module.__name__ + "._conv")
+    assert hasattr(conv, "depthwise3") and not hasattr(conv, "depthwise")
+    seen = set()
+    for (kh, kw), (sh, sw), (dh, dw), (pt, pl, pb, pr), mult in itertools.product(
+        [(3, 3), (5, 5), (3, 1)], [(1, 1), (2, 2), (2, 1)], [(1, 1), (2, 2)],
+        [(0, 0, 0, 0), (1, 1, 1, 1), (0, 1, 2, 0)], [1, 2],
+    ):
+        h, w = 13, 10
+        oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
+        x = _RNG.standard_normal((2, 3, h, w)).astype(np.float32)
+        wt = _RNG.standard_normal((3 * mult, 1, kh, kw)).astype(np.float32)
+        y = np.empty((2, 3 * mult, oh, ow), np.float32)
+        geo = (sh, sw, dh, dw, pt, pl, 3)
+        part = depthwise_part([3 * mult, 1, kh, kw], [sh, sw], [dh, dw])
+        seen.add(part)
+        if part == "depthwise_any":
+            with pytest.raises(NameError):
+                conv.conv2d(SimpleNamespace(), x, wt, None, None, y, geo, 0, 0.0, 0.0)
+            continue
+        conv.conv2d(SimpleNamespace(), x, wt, None, None, y, geo, 0, 0.0, 0.0)
+        want = np.concatenate([
+            _reference_conv(x[:, g // mult : g // mult + 1], wt[g : g + 1], (sh, sw), (dh, dw), (pt, pl, pb, pr), (oh, ow))
+            for g in range(3 * mult)
+        ], axis=1)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4, err_msg=str((kh, kw, sh, sw, dh, dw, pt, pl, mult)))
+    assert seen == {"depthwise", "depthwise_any"}

@@ -31,7 +31,7 @@ def act_args(act: str, params: list[float]) -> tuple[int, float, float]:
     return code, lo, hi
 
 #: The attribute on ``Module`` naming the parts of ``_conv.py`` the package needs (a set;
-#: none: no ``_conv.py``): "conv", "conv_gather", "depthwise", "matmul", "batched", ...
+#: none: no ``_conv.py``): "conv", "conv_gather", "depthwise", "depthwise_any", "matmul", ...
 CONV_PARTS = "conv_runtime_parts"
 
 
@@ -72,12 +72,24 @@ def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides:
         return False
     c = t_in.shape[1]
     if group > 1 and w_shape[1] == 1 and c == group:  # depthwise
-        use_conv_runtime(ctx.module, "depthwise")
+        use_conv_runtime(ctx.module, depthwise_part(w_shape, strides, dilations))
         return True
     use_conv_runtime(ctx.module, "conv", *(("depthwise",) if group > 1 and w_shape[1] == 1 else ()))
     if gathers(w_shape, begin, strides, dilations, (oh, ow), tuple(t_in.shape[2:])):
         use_conv_runtime(ctx.module, "conv_gather")
     return True
+
+
+def depthwise_part(w_shape: list[int], strides: list[int], dilations: list[int]) -> str:
+    """The part of ``_conv.py`` that runs a depthwise convolution, as ``conv2d`` picks its
+    kernel: "depthwise" (the 3x3 grid kernel, stride 1 or 2, no dilation) or
+    "depthwise_any" (the scalar loop for the rest; 4 s of CPU on a cold build, so a model
+    with only 3x3 depthwise convolutions does not compile it)."""
+    kh, kw = w_shape[2], w_shape[3]
+    (sh, sw), (dh, dw) = strides, dilations
+    if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
+        return "depthwise"
+    return "depthwise_any"
 
 
 def gathers(w_shape: list[int], begin: list[int], strides: list[int], dilations: list[int],
