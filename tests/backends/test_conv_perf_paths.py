@@ -163,7 +163,8 @@ def test_channel_vector_grid_tiles(tmp_path: Path) -> None:
     """The padded-grid kernel (channel-vector tiles): reductions longer than one pass
     (K = 1728 and 4800, so tiles re-read their partial sums), channel counts that leave a
     partial block of 16 (masked lane stores), a residual and each activation on both, the
-    phase planes of a strided convolution, a dilated one, and a batch of two."""
+    phase planes of a strided convolution, a dilated one, a full-width one taking the
+    input as its residual, and a batch of two."""
     b = _Builder((2, 192, 9, 20))
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
     side = b.conv("side", "x", 192, 40, (1, 1))
@@ -174,8 +175,10 @@ def test_channel_vector_grid_tiles(tmp_path: Path) -> None:
     s2 = b.conv("s2", "x", 192, 33, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1])
     b.out(b.node("Clip", [s2, lo, hi], "s2_relu6"))
     b.out(b.conv("dil", "x", 192, 16, (5, 5), dilations=[2, 2], pads=[4, 4, 4, 4]))
+    same = b.conv("same", "x", 192, 192, (3, 3), pads=[1, 1, 1, 1])  # the input as residual
+    b.out(b.node("Relu", [b.node("Add", [same, "x"], "same_res")], "same_res_relu"))
     x = _RNG.standard_normal(b.shape).astype(np.float32)
-    _check(tmp_path, b.model(), x, 5)
+    _check(tmp_path, b.model(), x, 6)
 
 
 def test_weights_beyond_l2_share_panels(tmp_path: Path) -> None:
