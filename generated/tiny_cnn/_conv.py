@@ -36,7 +36,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_6a0d646c5b6d075a"
+_NAME = "_torsh_conv_67d4f7f77e8c87c8"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -66,7 +66,7 @@ _OPTS = dict(parallel=True, cache=True, nogil=True)  # the generic depthwise ker
 # loop's own function and again into each of the three wrappers that launch it (each links
 # the body's code and optimizes and emits all of it anew). For the GEMM kernels, whose
 # bodies inline large register tiles, that was three quarters of a cold build (ResNet-50's
-# kernels: 26 s). So every parallel kernel but the depthwise ones is split in two:
+# kernels: 26 s). So every parallel kernel but the generic depthwise one is split in two:
 #
 # - its loop body, a C callback (``nb.cfunc``: compiled once) taking (t, chunks, args),
 #   that does share ``t`` of ``chunks``;
@@ -240,16 +240,15 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     bias = _NO_BIAS if b is None else b
     res = _NO_RES4 if z is None else np.ascontiguousarray(z)
     flags = (b is not None) | (z is not None) << 1 | act << 2
+    threads = nb.get_num_threads()
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = w.reshape(m, kh, kw)
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            threads = nb.get_num_threads()
             body = _entry(_depthwise3_body)
             depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, threads, *body)
         else:
             depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
         return
-    threads = nb.get_num_threads()
     oh, ow = y.shape[2], y.shape[3]
     wpad = ow + (kw - 1) * dw
     if sh == sw == 1 and (kh > 1 or kw > 1 or ph or pw) and wpad >= 8:
@@ -488,6 +487,12 @@ def _masked_load(builder, ptr, mask):
     return builder.call(fn, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_V, [0.0] * _L)])
 
 
+def _all_on(builder, mask):
+    """An i1: every lane of ``mask`` is on."""
+    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
+    return builder.call(every, [mask])
+
+
 def _masked_store(builder, value, ptr, mask):
     """Store the lanes of ``value`` that ``mask`` selects. Without AVX-512 a masked store
     is ``vmaskmovps``, which AMD's Zen cores run as a slow microcoded sequence, so a full
@@ -501,8 +506,7 @@ def _masked_store(builder, value, ptr, mask):
     if WIDE:
         builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
         return
-    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
-    with builder.if_else(builder.call(every, [mask])) as (full, partial):
+    with builder.if_else(_all_on(builder, mask)) as (full, partial):
         with full:
             builder.store(value, ptr, align=4)
         with partial:
@@ -1055,9 +1059,9 @@ def _gemm_conv_body(t, chunks, args):
 
 # Stride-1 convolutions read their operand straight from a zero-padded copy of the input:
 # over the padded width, output position q = oy * Wp + ox and tap k = (c, i, j) read input
-# element q + offset(k), so the NR columns of a tile are one contiguous load per tap (no
-# gathered panel). Columns ox >= ow of the padded grid are computed and dropped: each lane
-# stores to its own output position (a masked scatter), -1 for the dropped ones.
+# element q + offset(k), so a tile's MR positions are MR consecutive floats per tap (no
+# gathered panel). Columns ox >= ow of the padded grid are computed and dropped: their
+# destination is -1.
 
 _VP = ir.VectorType(_F.as_pointer(), _L)
 _VI = ir.VectorType(_I64, _L)
@@ -1092,31 +1096,34 @@ def _scatter(builder, value, base, idx, mask):
 
 
 def _strided(builder, base, pitch, lane):
+    """A pointer at ``base + lane * pitch``."""
     return builder.gep(base, [builder.mul(_k(lane), pitch)])
+
+
+def _lane_offsets(builder, pitch, first):
+    """The offsets ``(first + j) * pitch`` of lanes j, as one vector (for a gather or
+    scatter)."""
+    return builder.mul(
+        ir.Constant(_VI, list(range(first, first + _L))), _splat(builder, pitch, _VI)
+    )
 
 
 def _scatter_rows(builder, value, base, pitch, first, mask):
     """Lane j of ``value`` to ``base[(first + j) * pitch]`` where ``mask`` is on: plain
     scalar stores when every lane is on (AVX2 has no scatter, and LLVM's emulation builds
     and extracts a vector of pointers and tests every lane), a masked scatter otherwise."""
-    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
-    with builder.if_else(builder.call(every, [mask]), likely=True) as (full, partial):
+    with builder.if_else(_all_on(builder, mask), likely=True) as (full, partial):
         with full:
             for j in range(_L):
                 lane = builder.extract_element(value, ir.Constant(_I32, j))
                 builder.store(lane, _strided(builder, base, pitch, first + j))
         with partial:
-            idx = builder.mul(
-                ir.Constant(_VI, list(range(first, first + _L))), _splat(builder, pitch, _VI)
-            )
-            _scatter(builder, value, base, idx, mask)
+            _scatter(builder, value, base, _lane_offsets(builder, pitch, first), mask)
 
 
 def _gather_rows(builder, base, pitch, first, mask):
     """The loads ``_scatter_rows`` stores (zero where ``mask`` is off)."""
-    every = _fn(builder, "llvm.vector.reduce.and.v16i1", _I1, [_MASK])
-    entry = builder.basic_block
-    with builder.if_else(builder.call(every, [mask]), likely=True) as (full, partial):
+    with builder.if_else(_all_on(builder, mask), likely=True) as (full, partial):
         with full:
             value = ir.Constant(_V, ir.Undefined)
             for j in range(_L):
@@ -1124,12 +1131,8 @@ def _gather_rows(builder, base, pitch, first, mask):
                 value = builder.insert_element(value, lane, ir.Constant(_I32, j))
             full_end = builder.basic_block
         with partial:
-            idx = builder.mul(
-                ir.Constant(_VI, list(range(first, first + _L))), _splat(builder, pitch, _VI)
-            )
-            masked = _gather(builder, base, idx, mask)
+            masked = _gather(builder, base, _lane_offsets(builder, pitch, first), mask)
             partial_end = builder.basic_block
-    del entry
     out = builder.phi(_V)
     out.add_incoming(value, full_end)
     out.add_incoming(masked, partial_end)
@@ -1292,7 +1295,8 @@ def gemm_conv_grid(
     want = 4 * threads
     if per_band * ((groups_n + bg - 1) // bg) < want:
         bg = max(1, groups_n * per_band // want)
-    nbands = (groups_n + min(bg, groups_n) - 1) // min(bg, groups_n)
+    bg = min(bg, groups_n)
+    nbands = (groups_n + bg - 1) // bg
     bg = (groups_n + nbands - 1) // nbands  # bands of equal size: shares of equal work
     items = per_band * nbands
     chunks = min(threads, items)
