@@ -182,6 +182,7 @@ def test_kernels_compile_in_the_conv_build_process(tmp_path: Path) -> None:
     assert again["numba"] is False and list((tmp_path / "b" / "tiny" / "__pycache__").glob("kernels.*.nbi"))
 
 
+@pytest.mark.slow  # a cold kernel build in the test process (20 s); the build-process path stays in the default suite
 def test_kernels_compile_here_when_the_build_process_cannot(tmp_path: Path) -> None:
     """When compiling ``kernels.py`` in the build process fails (exit code 3 after the conv
     kernels), the compiler compiles it itself; the conv kernels are kept."""

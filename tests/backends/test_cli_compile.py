@@ -66,6 +66,7 @@ def test_backend_prepare_compiled_mode() -> None:
     assert not folder.exists()
 
 
+@pytest.mark.slow  # the conformance tool's CLI (19 s); tests/conformance covers the pass counts
 def test_conformance_compiled_mode_on_a_sample(capsys) -> None:  # noqa: ANN001
     from torsh_gen.tools.conformance import main
 

@@ -188,6 +188,7 @@ def test_health_metrics_openapi_metadata(server):
     assert meta["inputs"] == [{"name": "image", "dtype": "float32", "shape": ["batch", 1, 28, 28]}]
 
 
+@pytest.mark.slow  # a load run against a live server (12 s)
 def test_load_throughput_and_micro_batching(project, capsys):
     """A 2 s load run with and without micro-batching; answers stay right under batching."""
     x = _image(1)

@@ -68,6 +68,7 @@ def test_structured_half_of_the_channels_on_digits(digits, tmp_path):
     assert kept == {"conv0": 8, "conv2": 16, "conv5": 32, "fc9": 32, "fc11": 10}
 
 
+@pytest.mark.slow  # compiles the model twice to time it (26 s)
 def test_magnitude_report_and_latency(digits, tmp_path):
     out = tmp_path / "sparse.onnx"
     r = prune_model(
