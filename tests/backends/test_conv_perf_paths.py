@@ -196,6 +196,24 @@ def test_weights_beyond_l2_share_panels(tmp_path: Path) -> None:
     _check(tmp_path, b.model(), x, 4)
 
 
+def test_outputs_beyond_l2_stream_in_runs(tmp_path: Path) -> None:
+    """Outputs over 256 KiB with small weights: ``gemm_conv`` runs up to 32 panels per
+    work item, row tiles outer, so each tile writes its output planes as sequential runs:
+    runs crossing from one image to the next with a partial last panel (2500 positions),
+    a residual and an activation on the run path, gathered panels (unequal strides) and a
+    deep reduction that takes fewer panels per run."""
+    b = _Builder((2, 24, 50, 50))
+    wide = b.conv("wide", "x", 24, 120, (1, 1))
+    b.out(wide)
+    side = b.conv("side", "x", 24, 120, (1, 1), bias=False)
+    b.out(b.node("Relu", [b.node("Add", [side, wide], "side_res")], "side_res_relu"))
+    b.out(b.conv("gathered", "x", 24, 64, (3, 3), strides=[1, 2], pads=[1, 1, 1, 1]))
+    deep = b.conv("deep_in", "x", 24, 400, (1, 1))
+    b.out(b.conv("deep", deep, 400, 40, (1, 1)))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 5)
+
+
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
     on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so
