@@ -214,6 +214,52 @@ def test_outputs_beyond_l2_stream_in_runs(tmp_path: Path) -> None:
     _check(tmp_path, b.model(), x, 5)
 
 
+def test_plans_follow_shapes_geometries_and_runtime_weights(tmp_path: Path) -> None:
+    """``conv2d`` keeps a plan per constant weight: a new batch size rebuilds it (the
+    padded scratch is sized by it), one weight shared by convolutions of equal shapes
+    but other pads, and by a stride-2 one (one plan slot, three geometries), alternates
+    correctly, and a weight that is a graph input is re-read on every call, also when
+    the caller changes the same array in place."""
+    wa = (_RNG.standard_normal((12, 8, 3, 3)) * 0.3).astype(np.float32)
+    wb = (_RNG.standard_normal((10, 8, 3, 3)) * 0.3).astype(np.float32)
+    wd = _RNG.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "wb"], ["solo"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wa"], ["same"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["x", "wa"], ["shifted"], pads=[2, 2, 0, 0]),
+        helper.make_node("Conv", ["x", "wa"], ["half"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["x", "wr"], ["runtime"]),
+        helper.make_node("Conv", ["x", "wd"], ["dw"], pads=[1, 1, 1, 1], group=8),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "plans",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8, 20, 18]),
+            helper.make_tensor_value_info("wr", TensorProto.FLOAT, [6, 8, 1, 1]),
+        ],
+        [
+            helper.make_tensor_value_info(k, TensorProto.FLOAT, None)
+            for k in ("solo", "same", "shifted", "half", "runtime", "dw")
+        ],
+        [numpy_helper.from_array(w, k) for k, w in (("wa", wa), ("wb", wb), ("wd", wd))],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    module = compile_and_load(model, tmp_path / "pkg")
+    src = (tmp_path / "pkg" / "model.py").read_text()
+    assert src.count("_cv.conv2d(") == 6 and "_refcall" not in src
+    m = module.Model()
+    wr = _RNG.standard_normal((6, 8, 1, 1)).astype(np.float32)
+    for n, scale in ((1, 1.0), (3, -2.0), (1, 0.5), (2, 3.0)):
+        wr *= np.float32(scale)  # the same array, changed in place
+        feeds = {"x": _RNG.standard_normal((n, 8, 20, 18)).astype(np.float32), "wr": wr}
+        for (key, got), want in zip(m.run(**feeds).items(), ort_outputs(model, feeds)):
+            assert got.shape == want.shape, key
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=key)
+    # plans are kept for the three constant weights only: none accumulate for the input
+    assert len(m.__dict__["_torsh_conv_plans"]) == 3
+
+
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
     on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so
