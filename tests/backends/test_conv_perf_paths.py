@@ -258,6 +258,16 @@ def test_plans_follow_shapes_geometries_and_runtime_weights(tmp_path: Path) -> N
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4, err_msg=key)
     # plans are kept for the three constant weights only: none accumulate for the input
     assert len(m.__dict__["_torsh_conv_plans"]) == 3
+    # a constant seen through a new read-only view on every call leaves no plans behind
+    frozen = wa.copy()
+    frozen.setflags(write=False)
+    x = feeds["x"][:1]
+    want = ort_outputs(model, {"x": x, "wr": wr})[1]
+    for _ in range(4):
+        y = np.empty_like(want)
+        module._conv.conv2d(m, x, frozen[...], None, None, y, (1, 1, 1, 1, 1, 1, 1), 0, 0.0, 0.0)
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    assert len(m.__dict__["_torsh_conv_plans"]) == 3
 
 
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import functools  # noqa: E402
 import mmap  # noqa: E402
 import sys  # noqa: E402
+import weakref  # noqa: E402
 
 import numba as nb  # noqa: E402
 import numpy as np  # noqa: E402
@@ -36,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_a88749cde7a6d524"
+_NAME = "_torsh_conv_d90b4153fa7cb77e"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -263,7 +264,7 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     """
     x = np.ascontiguousarray(x)
     plan = owner.__dict__.get("_torsh_conv_plans", _NO_PLANS).get(id(w))
-    if plan is None or plan[0] is not w or plan[1] != x.shape or plan[2] != y.shape:
+    if plan is None or plan[0]() is not w or plan[1] != x.shape or plan[2] != y.shape:
         plan = _conv_plan(owner, x.shape, w, y.shape, geo)
     elif plan[3] != geo:
         plan = _conv_plan(owner, x.shape, w, y.shape, geo)
@@ -273,6 +274,22 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
 
 
 _NO_PLANS = {}
+
+
+def _keep(owner, attr, w, facts):
+    """Store (weak reference to ``w``, *facts) in ``owner``'s dict ``attr`` under ``id(w)``
+    and return it. Readers check that the reference still gives ``w``. The entry goes when
+    ``w`` does: a read-only view made afresh on every call (a weight sliced at run time)
+    leaves no plans behind."""
+    table = owner.__dict__.setdefault(attr, {})
+    key = id(w)
+
+    def forget(ref):
+        if table.get(key, (None,))[0] is ref:
+            del table[key]
+
+    entry = table[key] = (weakref.ref(w, forget), *facts)
+    return entry
 
 
 def _conv_plan(owner, xshape, w, yshape, geo):
@@ -335,10 +352,9 @@ def _conv_plan(owner, xshape, w, yshape, geo):
                 x = dst
             gemm_conv(x, wp, bias, res, y, *k, flags, lo, hi, _threads(), body, launch, gather)
 
-    plan = (w, xshape, yshape, geo, run)
-    if not w.flags.writeable:  # a run-time input may change between calls
-        owner.__dict__.setdefault("_torsh_conv_plans", {})[id(w)] = plan
-    return plan
+    if w.flags.writeable:  # a run-time input may change between calls: not kept
+        return (None, xshape, yshape, geo, run)
+    return _keep(owner, "_torsh_conv_plans", w, (xshape, yshape, geo, run))
 
 
 def _grid_run(copies, grid, koffs, wpk, pitch, gplane, group):
@@ -1558,15 +1574,16 @@ def _gemm_rows_body(c, chunks, args):
 
 
 def panels(owner, w) -> np.ndarray:
-    """Constant ``w`` (K, N) packed for ``gemm_rows``, kept on ``owner`` when read-only."""
-    cache = owner.__dict__.setdefault("_torsh_packed", {})
-    key = ("panels", w.ctypes.data, w.shape, w.strides)
-    wpn = cache.get(key)
-    if wpn is None:
-        wpn = pack_panels(w)
-        if not w.flags.writeable:
-            cache[key] = wpn
-            release_pages(w)
+    """Constant ``w`` (K, N) packed for ``gemm_rows``, kept on ``owner`` when read-only
+    (looked up by identity: a key of its address, shape and strides cost 15 us a call with
+    the caches a kernel just emptied)."""
+    hit = owner.__dict__.get("_torsh_panels", _NO_PLANS).get(id(w))
+    if hit is not None and hit[0]() is w:
+        return hit[1]
+    wpn = pack_panels(w)
+    if not w.flags.writeable:
+        _keep(owner, "_torsh_panels", w, (wpn,))
+        release_pages(w)
     return wpn
 
 
