@@ -325,6 +325,17 @@ def test_max_pool_kernel(tmp_path: Path) -> None:
     for (key, got), want in zip(m.run(x=x).items(), ort_outputs(model, {"x": x})):
         assert got.shape == want.shape, key
         np.testing.assert_array_equal(got, want, err_msg=key)
+    _check_nan_propagates(model, m, x)
+
+
+def _check_nan_propagates(model: onnx.ModelProto, m: object, x: np.ndarray) -> None:
+    """A window holding a NaN gives NaN (as np.maximum): the oracle is onnxruntime on the
+    same input with +inf in place of each NaN, whose +inf outputs mark those windows."""
+    x = x.copy()
+    x.reshape(-1)[_RNG.choice(x.size, max(1, x.size // 40), replace=False)] = np.nan
+    for (key, got), want in zip(m.run(x=x).items(), ort_outputs(model, {"x": np.nan_to_num(x, nan=np.inf)})):
+        want[np.isposinf(want)] = np.nan
+        np.testing.assert_array_equal(got, want, err_msg=key)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 12, 14), (1, 4, 13, 11)])
@@ -347,9 +358,11 @@ def test_max_pool_three_wide_stride_two_kernel(tmp_path: Path, shape: tuple) -> 
     assert src.count("_cv.max_pool_w3s2(") == 6 and "_cv.max_pool(" not in src
     assert "def max_pool2d_w3s2(" in conv and "def max_pool2d(" not in conv
     x = _RNG.standard_normal(shape).astype(np.float32) - 3.0
-    for (key, got), want in zip(module.Model().run(x=x).items(), ort_outputs(model, {"x": x})):
+    m = module.Model()
+    for (key, got), want in zip(m.run(x=x).items(), ort_outputs(model, {"x": x})):
         assert got.shape == want.shape, key
         np.testing.assert_array_equal(got, want, err_msg=key)
+    _check_nan_propagates(model, m, x)
 
 
 def test_strided_convolutions_on_phase_planes(tmp_path: Path) -> None:
