@@ -84,16 +84,18 @@ if sys.argv[5]:
 #: shards when one of them compiles it (AMD EPYC Zen 3)
 _PER_KERNEL = 0.3
 
-# Seconds of CPU each kernel took to compile (AMD EPYC Zen 3, numba 0.68, one process), to
+# Seconds of CPU each kernel took to compile (AMD EPYC Zen 3, numba 0.68, one process; the
+# conv kernels remeasured in the eighteenth session, benchmarks/NOTES.md), to
 # balance the shards; kernels not listed count as an average loop body (C callback), a
 # ``prange`` kernel (the generic depthwise one: numba finalizes the body four times) or a small
 # driver. ``_launch`` calls ``_parallel_for``, so the two share a shard.
 _COST = {
-    "_parallel_for": 1.0, "_gemm_conv_body": 1.1, "_gather_panel_body": 1.4, "_gemm_conv_grid_body": 1.3,
-    "_gemm_rows_body": 1.0, "depthwise": 4.0, "_gemm_batched_body": 1.0,
-    "_lrn_body": 0.4, "_max_pool2d_body": 1.4, "_max_pool2d_w3s2_body": 0.9, "_qgemm_vnni_body": 3.5,
-    "qgemm_vnni_serial": 3.8, "_qgemm_plain_body": 1.2, "_q4_matmul_rows_body": 0.7, "qim2col": 1.1,
-    "qrows": 0.9, "gemm_conv": 0.7, "gemm_rows": 0.6, "gemm_conv_grid": 0.6,
+    "_parallel_for": 1.0, "_gemm_conv_body": 1.8, "_gather_panel_body": 1.4, "_gemm_conv_grid_body": 3.3,
+    "_gemm_rows_body": 0.8, "depthwise": 4.0, "_depthwise3_body": 2.4, "depthwise3": 0.7,
+    "_gemm_batched_body": 1.0, "_lrn_body": 0.5, "_max_pool2d_body": 2.2, "max_pool2d": 0.6,
+    "_max_pool2d_w3s2_body": 1.3, "max_pool2d_w3s2": 0.2, "_copy_planes_body": 0.5, "copy_planes": 0.2,
+    "_qgemm_vnni_body": 3.5, "qgemm_vnni_serial": 3.8, "_qgemm_plain_body": 1.2, "_q4_matmul_rows_body": 0.7,
+    "qim2col": 1.1, "qrows": 0.9, "gemm_conv": 1.1, "gemm_rows": 0.9, "gemm_conv_grid": 0.6,
 }
 _WITH = {"_launch": "_parallel_for"}
 # a module-level decorated kernel; the decorator may span lines (black splits long ones)
