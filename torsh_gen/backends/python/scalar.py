@@ -56,7 +56,7 @@ F32 = "np.float32"
 #: helper → the helpers it calls (definition order: callees first).
 HELPERS = {
     "nn_exp": (), "nn_exp_wide": (), "nn_sigmoid": ("nn_exp",), "nn_tanh": ("nn_exp",),
-    "nn_gelu": ("nn_exp_wide",),
+    "nn_gelu": (),
     "nn_gelu_tanh": ("nn_exp_wide",),
 }
 _HELPER_RX = re.compile(r"\b(nn_[a-z_]+)\(")

@@ -15,7 +15,7 @@ import numpy as np
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_kernels_39500c702cca679a"
+_NAME = "_torsh_kernels_0a31587648e1ef6f"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -51,6 +51,19 @@ def nn_f32_from_bits(typingctx, bits):
         return builder.bitcast(args[0], _llir.FloatType())
 
     return nb.float32(nb.int32), codegen
+
+
+@_intrinsic
+def nn_fma(typingctx, a, b, c):
+    """a * b + c in float32 with one rounding (``llvm.fma``): a * b - round(a * b) exactly,
+    for sums carried as a float32 pair."""
+
+    def codegen(context, builder, sig, args):
+        f32 = _llir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f32], _llir.FunctionType(f32, [f32] * 3))
+        return builder.call(fn, args)
+
+    return nb.float32(nb.float32, nb.float32, nb.float32), codegen
 
 
 @nb.njit(nb.float32(nb.float32), **_OPTS)
