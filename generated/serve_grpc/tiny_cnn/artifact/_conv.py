@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_5980db9cb2cccde9"
+_NAME = "_torsh_conv_8962db0928348733"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -263,10 +263,8 @@ def conv2d(owner, x, w, b, z, y, geo, act, lo, hi):
     depends only on the shapes and a constant ``w`` is worked out once (``_conv_plan``).
     """
     x = np.ascontiguousarray(x)
-    plan = owner.__dict__.get("_torsh_conv_plans", _NO_PLANS).get(id(w))
-    if plan is None or plan[0]() is not w or plan[1] != x.shape or plan[2] != y.shape:
-        plan = _conv_plan(owner, x.shape, w, y.shape, geo)
-    elif plan[3] != geo:
+    plan = _recall(owner, "_torsh_conv_plans", w)
+    if plan is None or plan[1] != x.shape or plan[2] != y.shape or plan[3] != geo:
         plan = _conv_plan(owner, x.shape, w, y.shape, geo)
     bias = _NO_BIAS if b is None else b
     res = _NO_RES4 if z is None else np.ascontiguousarray(z)
@@ -292,15 +290,22 @@ def _keep(owner, attr, w, facts):
     return entry
 
 
+def _recall(owner, attr, w):
+    """The entry ``_keep`` stored for ``w`` in ``owner``'s dict ``attr``, or None."""
+    entry = owner.__dict__.get(attr, _NO_PLANS).get(id(w))
+    return entry if entry is not None and entry[0]() is w else None
+
+
 def _conv_plan(owner, xshape, w, yshape, geo):
     """How ``conv2d`` runs a convolution: its kernel, its packed weights, the scratch its
     input is copied into and the views that copy writes, bound into one function of the
-    per-call operands. Kept on ``owner`` per constant weight (the plan holds ``w``, so
-    its id stays unique) and rebuilt when the shapes change. In a model the Python work
-    of a call runs with caches its kernels just emptied: looking all of this up on every
-    call cost 20-40 us per convolution (MobileNetV2: 53 calls, 13 ms in all).
+    per-call operands. Kept on ``owner`` per constant weight (``_keep``) and rebuilt when
+    the shapes or the geometry change. In a model the Python work of a call runs with
+    caches its kernels just emptied: looking all of this up on every call cost 20-40 us
+    per convolution (MobileNetV2: 53 calls, 13 ms in all).
 
-    Returns (w, x shape, y shape, geo, run(x, bias, res, y, flags, act, lo, hi)).
+    Returns (weak reference to ``w`` or None, x shape, y shape, geo, run(x, bias, res, y,
+    flags, act, lo, hi)).
     """
     sh, sw, dh, dw, ph, pw, group = geo
     c = xshape[1]
@@ -382,18 +387,20 @@ def _grid_run(fill, grid, koffs, wpk, pitch, gplane, group):
     return run
 
 
-def _fill(x, out, buf, pieces, planes):
+def _fill(x, out, buf, pieces, planes, body, launch):
     """Copy the C-contiguous ``x`` into the scratch ``buf`` by ``pieces`` (see
     ``copy_planes``), both cores plane by plane; returns ``out``, the scratch as the
     kernel reads it. numpy's slice assignments did the same copies on one core at
     4 GB/s in a model (ResNet-18: 4.1 ms a run)."""
-    copy_planes(x.reshape(-1), buf, pieces, planes, _threads(), *_entry(_copy_planes_body))
+    copy_planes(x.reshape(-1), buf, pieces, planes, _threads(), body, launch)
     return out
 
 
-def _pieces(*rows) -> np.ndarray:
-    """The copies of ``copy_planes`` as its (k, 9) table."""
-    return np.array(rows, np.int64).reshape(-1, 9)
+def _copies(out, buf, planes, *rows) -> tuple:
+    """``_fill``'s operands after ``x``: the copies ``rows`` (each a row of
+    ``copy_planes``'s table) of ``planes`` planes into ``buf``, read back as ``out``."""
+    pieces = np.array(rows, np.int64).reshape(-1, 9)
+    return (out, buf, pieces, planes, *_entry(_copy_planes_body))
 
 
 def _phased(owner, xshape, s, kh, kw, ph, pw, oh, ow, group):
@@ -430,8 +437,7 @@ def _phased(owner, xshape, s, kh, kw, ph, pw, oh, ow, group):
                 pieces.append(
                     (dst, s * s * plane, wq, ya * w + xb, h * w, s * w, s, r1 - r0, q1 - q0)
                 )
-    fill = (buf, buf, _pieces(*pieces), n * c)
-    return buf, koffs, wq, c // group * s * s * plane, fill
+    return buf, koffs, wq, c // group * s * s * plane, _copies(buf, buf, n * c, *pieces)
 
 
 def _subsampled(owner, xshape, sh, sw, oh, ow):
@@ -444,7 +450,7 @@ def _subsampled(owner, xshape, sh, sw, oh, ow):
     buf = cache.get(key)
     if buf is None:
         buf = cache[key] = np.empty((n, c, oh, ow), np.float32)
-    return (buf, buf.reshape(-1), _pieces(0, oh * ow, ow, 0, h * w, sh * w, sw, oh, ow), n * c)
+    return _copies(buf, buf.reshape(-1), n * c, (0, oh * ow, ow, 0, h * w, sh * w, sw, oh, ow))
 
 
 def _padded(owner, xshape, hp, wpad, ph, pw, group):
@@ -460,8 +466,8 @@ def _padded(owner, xshape, hp, wpad, ph, pw, group):
         buf = np.zeros(size + NR + 16 + wpad, np.float32)
         cache[key] = buf
     rows, cols = max(0, min(h, hp - ph)), max(0, min(w, wpad - pw))
-    pieces = _pieces(ph * wpad + pw, hp * wpad, wpad, 0, h * w, w, 1, rows, cols)
-    return buf, c // group * hp * wpad, (buf, buf, pieces, n * c)
+    piece = (ph * wpad + pw, hp * wpad, wpad, 0, h * w, w, 1, rows, cols)
+    return buf, c // group * hp * wpad, _copies(buf, buf, n * c, piece)
 
 
 def _tap_offsets(owner, cg, kh, kw, dh, dw, hp, wpad):
@@ -1620,8 +1626,8 @@ def panels(owner, w) -> np.ndarray:
     """Constant ``w`` (K, N) packed for ``gemm_rows``, kept on ``owner`` when read-only
     (looked up by identity: a key of its address, shape and strides cost 15 us a call with
     the caches a kernel just emptied)."""
-    hit = owner.__dict__.get("_torsh_panels", _NO_PLANS).get(id(w))
-    if hit is not None and hit[0]() is w:
+    hit = _recall(owner, "_torsh_panels", w)
+    if hit is not None:
         return hit[1]
     wpn = pack_panels(w)
     if not w.flags.writeable:
