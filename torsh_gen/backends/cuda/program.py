@@ -60,6 +60,10 @@ from torsh_gen.ops.registry import lookup
 GPU_SCHEDULE = Schedule(lanes=1, threads=True, parallel_min=1, gpu=True)
 #: Storage types cuBLAS multiplies (float32 accumulation).
 GEMM_DTYPES = ("f32", "f16", "bf16")
+#: Row reductions whose kernels compute in float32 whatever they read and write, so a Cast
+#: from a 16-bit float just before one, or to one just after, can be left to the kernel.
+ROW_OPS = ("LayerNormalization", "Softmax", "LogSoftmax")
+NARROW_FLOATS = ("f16", "bf16")
 
 
 @dataclass
@@ -105,6 +109,12 @@ class _GpuBuilder(_Builder):
     def __init__(self, graph: Graph, store: WeightStore | None = None) -> None:
         super().__init__(graph, GPU_SCHEDULE, store)
         self._scratch_at = 0  # scratch used by the node being built
+        self._readers = _readers(graph)
+        self._order = {id(n): i for i, n in enumerate(graph.nodes)}
+        self._casts_in, self._casts_out = _row_casts(graph, self._readers)
+        self._views: dict[int, tuple[Node, TensorRef, list[int]]] = {}  # deferred Transposes
+        self._held: Node | None = None  # a widening Cast waiting for the row node after it
+        self._absorbed: set[int] = set()  # narrowing Casts a row kernel already did
 
     #: op type -> the method that lowers it with a GPU kernel of its own (returns False
     #: to leave the node to the generic lowering).
@@ -117,15 +127,92 @@ class _GpuBuilder(_Builder):
 
     def node(self, node: Node) -> None:
         self._scratch_at = 0
+        if id(node) in self._absorbed:
+            return
+        if id(node) in self._casts_in:  # decided by the row node next (``_row_io``)
+            self._held = node
+            return
         method = self.OWN_KERNELS.get(node.op_type)
         try:
             if method is not None and getattr(self, method)(node):
                 return
         except LoweringDeclined:
             pass
+        self._release_held()
         super().node(node)
 
+    def _release_held(self) -> None:
+        """Lower the held widening Cast after all (its row node did not take it)."""
+        held, self._held = self._held, None
+        if held is not None:
+            super().node(held)
+            self._scratch_at = 0
+
+    def _row_io(self, node: Node) -> tuple[TensorRef, TensorRef, Node | None]:
+        """Input and output of a row kernel (Softmax, LayerNormalization), and the Cast
+        after it that its output stands for (or None).
+
+        The float32 precision passes keep these ops in float32 between a Cast from float16
+        before and a Cast back after; the kernel reads and writes any float type and computes
+        in float32, so it can read the float16 tensor and write the float16 result itself:
+        the same values, two launches fewer. The memory plan placed the skipped tensors, not
+        these, so a pairing is taken only where the kernel's input and output (and its
+        parameters) do not share memory; else the Casts run as planned."""
+        held, after = self._held, self._casts_out.get(id(node))
+        planned_x = self.out_ref(held.outputs[0]) if held is not None else self.ref(node.inputs[0])
+        planned_y = self.out_ref(node.outputs[0])
+        params = [self.ref(v) for v in node.inputs[1:] if v is not None and v.name]
+        options = [(i, o) for i in (held is not None, False) for o in (after is not None, False)]
+        for use_in, use_out in dict.fromkeys(options):
+            x = self.ref(held.inputs[0]) if use_in else planned_x
+            y = self.out_ref(after.outputs[0]) if use_out else planned_y
+            if (use_in or use_out) and (_overlaps(x, y) or (use_out and any(_overlaps(y, r) for r in params))):
+                continue
+            if not use_in:
+                self._release_held()
+            self._held = None
+            if use_out:
+                self._absorbed.add(id(after))
+            return x, y, after if use_out else None
+        raise AssertionError("unreachable: the planned tensors are always an option")
+
+    def row_kernel(self, kb: KernelBuilder, refs: dict[str, TensorRef], node: Node, after: Node | None, op: str) -> bool:
+        """``node_kernel`` for a row kernel whose output may stand for the Cast after it."""
+        self.kernel_call(kb, refs, node, op)
+        self.refs[id((after or node).outputs[0])] = refs["y0"]
+        return True
+
     # memory ------------------------------------------------------------------
+    def ref(self, v):
+        """As the native builder's, but a deferred Transpose's output read by anything that
+        cannot take it as a strided operand is computed now (``_materialize``)."""
+        if v is not None and id(v) in self._views:
+            self._materialize(v)
+        return super().ref(v)
+
+    def _planned(self, v) -> TensorRef | None:
+        """Where the memory plan put ``v`` (None where it has no place of its own), without
+        allocating anything: ``out_ref`` makes a region for an unplanned tensor."""
+        dtype, shape = _tensor_info(v)
+        j = self.out_index.get(id(v))
+        if j is not None:
+            return TensorRef("output", j, 0, dtype, shape)
+        slot = self.plan.slot_of(v.name) if self.plan is not None and v.name else None
+        if slot is None:
+            return None
+        return TensorRef("workspace", 0, self.arena_offsets[slot] + self.plan.offsets.get(v.name, 0), dtype, shape)
+
+    def _untouched(self, src: TensorRef, after: Node, until: int) -> bool:
+        """Whether no node after ``after`` up to node index ``until`` writes where ``src``
+        lies (the plan let them: it thinks ``src`` dead once ``after`` has read it)."""
+        nodes = self.graph.nodes
+        for i in range(self._order[id(after)] + 1, until + 1):
+            for v in nodes[i].outputs:
+                at = self._planned(v) if v is not None and v.name else None
+                if at is not None and _overlaps(at, src):
+                    return False
+        return True
+
     def scratch(self, dtype: str, n: int) -> TensorRef:
         """Scratch of this node (offsets past what the node already took)."""
         from torsh_gen.backends.kernel.ir import itemsize
@@ -222,13 +309,54 @@ class _GpuBuilder(_Builder):
         return self.node_kernel(kb, refs, node, "gconv")
 
     def _transpose(self, node: Node) -> bool:
-        """One thread per output element, reading through the permuted strides."""
-        xd, xs = _tensor_info(node.inputs[0])
-        _, ys = _tensor_info(node.outputs[0])
+        """One thread per output element, reading through the permuted strides (or none:
+        ``_defer_transpose``)."""
+        xs = _tensor_info(node.inputs[0])[1]
         attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
         perm = list(range(len(xs)))[::-1] if attrs.perm is None else [int(p) % len(xs) for p in attrs.perm]
         if sorted(perm) != list(range(len(xs))):
             return False
+        if self._defer_transpose(node, perm):
+            return True
+        return self._transpose_kernel(node, perm)
+
+    def _defer_transpose(self, node: Node, perm: list[int]) -> bool:
+        """Leave a Transpose read only by matrix products to them: cuBLAS reads the
+        permuted tensor in place through leading dimensions and batch strides (attention's
+        head split and merge), one launch fewer each. Taken only where the source stays
+        intact until the last reader runs."""
+        out = node.outputs[0]
+        readers = self._readers.get(id(out), [])
+        if not readers or id(out) in self.out_index or _tensor_info(out)[0] not in GEMM_DTYPES:
+            return False
+        for r in readers:
+            if r.op_type not in ("MatMul", "FusedMatMul") or any(v is out for v in r.inputs[2:]):
+                return False
+        src = self.ref(node.inputs[0])
+        if not self._untouched(src, node, max(self._order[id(r)] for r in readers)):
+            return False
+        self._views[id(out)] = (node, src, perm)
+        return True
+
+    def _materialize(self, v) -> None:
+        """Run a deferred Transpose after all, into the place the plan gave its output
+        (reserved from the Transpose to its last reader)."""
+        node, _, perm = self._views.pop(id(v))
+        self._transpose_kernel(node, perm)
+
+    def _view(self, v) -> tuple[TensorRef, tuple[int, ...], list[int]] | None:
+        """A deferred Transpose's source and the permuted shape and element strides it is
+        read with, or None for a tensor of its own."""
+        got = self._views.get(id(v))
+        if got is None:
+            return None
+        node, src, perm = got
+        strides = row_major_strides(src.shape)
+        return src, tuple(src.shape[p] for p in perm), [strides[p] for p in perm]
+
+    def _transpose_kernel(self, node: Node, perm: list[int]) -> bool:
+        xd, xs = _tensor_info(node.inputs[0])
+        _, ys = _tensor_info(node.outputs[0])
         src = [row_major_strides(xs)[p] for p in perm]
         refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
         kb = KernelBuilder("transpose")
@@ -251,15 +379,16 @@ class _GpuBuilder(_Builder):
             return False
         attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
         rows = Rows(*softmax_split(xs, node, self.opset, attrs))
-        refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
+        x, y, after = self._row_io(node)
+        refs = {"x0": x, "y0": y}
         kb = KernelBuilder("softmax")
-        x0 = kb.buffer("x0", xd, prod(xs))
-        y0 = kb.buffer("y0", refs["y0"].dtype, prod(xs), writable=True)
+        x0 = kb.buffer("x0", x.dtype, prod(xs))
+        y0 = kb.buffer("y0", y.dtype, prod(xs), writable=True)
         if warp_fits(rows):
             warp_softmax(kb, rows, x0, y0, node.op_type == "LogSoftmax")
         else:
             row_softmax(kb, rows, x0, y0, self._row_buffers(kb, rows, refs), node.op_type == "LogSoftmax")
-        return self.node_kernel(kb, refs, node, node.op_type)
+        return self.row_kernel(kb, refs, node, after, node.op_type)
 
     def _attention(self, node: Node) -> bool:
         """Attention of short sequences: one warp per query row (``attention.py``)."""
@@ -314,37 +443,48 @@ class _GpuBuilder(_Builder):
         axis = int(attrs.get("axis", -1)) % len(xs)
         outer, n, _ = split_at(xs, axis, True)
         params = [v for v in node.inputs[1:3] if v is not None]
-        if any(_tensor_info(v)[0] != xd or prod(_tensor_info(v)[1]) != n for v in params):
+        if any(_tensor_info(v)[0] not in (xd, "f32") or prod(_tensor_info(v)[1]) != n for v in params):
             return False
         rows = Rows(outer, n, 1)
-        refs = {"x0": self.ref(node.inputs[0]), "y0": self.out_ref(node.outputs[0])}
+        x, y, after = self._row_io(node)
+        refs = {"x0": x, "y0": y}
         kb = KernelBuilder("layernorm")
-        x0 = kb.buffer("x0", xd, prod(xs))
-        y0 = kb.buffer("y0", refs["y0"].dtype, prod(xs), writable=True)
+        x0 = kb.buffer("x0", x.dtype, prod(xs))
+        y0 = kb.buffer("y0", y.dtype, prod(xs), writable=True)
         refs["x1"] = self.ref(params[0])
-        scale = kb.buffer("x1", xd, n)
+        scale = kb.buffer("x1", refs["x1"].dtype, n)
         bias = None
         if len(params) > 1:
             refs["x2"] = self.ref(params[1])
-            bias = kb.buffer("x2", xd, n)
+            bias = kb.buffer("x2", refs["x2"].dtype, n)
         eps = float(attrs.get("epsilon", 1e-5))
         if warp_fits(rows):
             warp_layer_norm(kb, rows, x0, y0, scale, bias, eps)
         else:
             row_layer_norm(kb, rows, x0, y0, scale, bias, self._row_buffers(kb, rows, refs), eps)
-        return self.node_kernel(kb, refs, node, node.op_type)
+        return self.row_kernel(kb, refs, node, after, node.op_type)
 
     def _im2col(self, node: Node, geo, xr: TensorRef, col: TensorRef) -> None:
-        """``col[n][(c, taps)][positions]``: the input under each kernel tap, zero outside."""
+        """``col[n][(c, taps)][positions]``: the input under each kernel tap, zero outside.
+
+        One thread per (image, channel, output position) writes that position's value for
+        every tap, the taps unrolled: the position's coordinates are worked out once and
+        each tap is a constant offset from them. With a thread per column element the
+        index arithmetic (about 60 integer instructions an element) bounded the kernel at
+        a third of the memory's speed; consecutive threads still write consecutive
+        positions, so every store stays coalesced."""
         kb = KernelBuilder("im2col")
         src = kb.buffer("x0", xr.dtype, prod(xr.shape))
         dst = kb.buffer("y0", col.dtype, col.shape[0], writable=True)
+        positions = prod(geo.out)
         with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cin, kind="parallel", hint="c") as c:
-            with kb.loop(geo.taps, kind="parallel", hint="t") as t:
-                with kb.loop(prod(geo.out), kind="parallel", hint="p") as p:
-                    at, inside = _tap_source(kb, geo, n * geo.cin + c, p, t)
+            with kb.loop(positions, kind="parallel", hint="p") as p:
+                plane = kb.let(n * geo.cin + c, "pl")
+                first = kb.let(plane * (geo.taps * positions) + p, "o")
+                for t in range(geo.taps):
+                    at, inside = _tap_source(kb, geo, plane, p, t)
                     value = Select(inside, src[Select(inside, at, idx(0))], as_expr(0.0, dst.dtype))
-                    dst[((n * geo.cin + c) * geo.taps + t) * prod(geo.out) + p] = value
+                    dst[first + t * positions] = value
         self.kernel_call(kb, {"x0": xr, "y0": col}, node, "im2col")
 
     # matrix products ---------------------------------------------------------
@@ -363,17 +503,16 @@ class _GpuBuilder(_Builder):
         m, k = (as_[-1], as_[-2]) if ta else (as_[-2], as_[-1])
         n = bs[-2] if tb else bs[-1]
         a_batch, b_batch = as_[:-2], bs[:-2]
-        if not b_batch:  # a 2-d right operand: fold A's batch into its rows
-            geom = dict(m=prod(a_batch) * m, batch=1, stride_a=0, stride_b=0, stride_c=0)
-        elif a_batch == b_batch:
-            geom = dict(m=m, batch=prod(a_batch), stride_a=m * k, stride_b=k * n, stride_c=m * n)
-        elif not a_batch:
-            geom = dict(m=m, batch=prod(b_batch), stride_a=0, stride_b=k * n, stride_c=m * n)
-        else:
+        if b_batch and a_batch and a_batch != b_batch:
             return False
-        if prod(ys) != geom["m"] * n * geom["batch"]:
+        batch = prod(a_batch or b_batch)
+        if prod(ys) != m * n * batch:
             return False
-        ar, br, yr = self.ref(a), self.ref(b), self.out_ref(node.outputs[0])
+        va, vb = self._operand(a, ta), self._operand(b, tb)
+        if va is None or vb is None:  # a permuted operand cuBLAS cannot read: its kernel runs
+            va = va or self._operand(self._materialized(a), ta)
+            vb = vb or self._operand(self._materialized(b), tb)
+        (ar, ta, lda, sa), (br, tb, ldb, sb) = va, vb
         extras = []
         act, params = "", []
         if node.op_type == "FusedMatMul":
@@ -385,16 +524,79 @@ class _GpuBuilder(_Builder):
         elif node.op_type == "Gemm" and len(node.inputs) > 2 and node.inputs[2] is not None and float(attrs.beta) != 0.0:
             r = self.ref(node.inputs[2])
             extras.append((r, broadcast_strides(r.shape, ys), float(attrs.beta)))
+        yr, ldc, sc, after = self._gemm_output(node, m, n, ys, (ar, br))
+        if not b_batch and not ta and sa == m * lda and sc == m * ldc:
+            geom = dict(m=batch * m, batch=1, stride_a=0, stride_b=0, stride_c=0)  # rows of one product
+        else:
+            geom = dict(m=m, batch=batch, stride_a=sa if a_batch else 0, stride_b=sb if b_batch else 0, stride_c=sc)
         reads = [ar, br] + [e[0] for e in extras]
+        # (a product written through its Transpose is apart from its operands: _gemm_output)
         c = self.scratch(yd, prod(ys)) if any(_overlaps(r, yr) for r in reads) else yr
         self.program.calls.append(GemmCall(
-            [ar, br, c], n=n, k=k, trans_a=ta, trans_b=tb, lda=as_[-1], ldb=bs[-1], ldc=n, alpha=alpha,
-            node=node.name, op_type=node.op_type, **geom,
+            [ar, br, c], n=n, k=k, trans_a=ta, trans_b=tb, lda=lda, ldb=ldb, ldc=ldc if c is yr else n,
+            alpha=alpha, node=node.name, op_type=node.op_type, **geom,
         ))
         if extras or act or c is not yr:
             self._epilogue(node, ys, c, yr, extras, act, params)
-        self.refs[id(node.outputs[0])] = yr
+        self.refs[id((after or node).outputs[0])] = yr
         return True
+
+    def _operand(self, v, trans: bool) -> tuple[TensorRef, bool, int, int] | None:
+        """A matrix-product operand as cuBLAS reads it: (memory, transposed, leading
+        dimension, batch stride), for a tensor of its own or a deferred Transpose's source
+        (None where the permutation leaves no unit stride in the matrix or the batch dims
+        do not step evenly)."""
+        view = self._view(v)
+        if view is None:
+            r = self.ref(v)
+            return r, trans, r.shape[-1], r.shape[-1] * r.shape[-2]
+        src, shape, strides = view
+        rows, cols = strides[-2], strides[-1]
+        if cols == 1 and rows >= shape[-1]:
+            ld, flipped = rows, False
+        elif rows == 1 and cols >= shape[-2]:
+            ld, flipped = cols, True
+        else:
+            return None
+        step = _batch_stride(shape[:-2], strides[:-2])
+        if step is None:
+            return None
+        return src, trans != flipped, ld, step
+
+    def _materialized(self, v):
+        """``v`` after its deferred Transpose has run (``ref`` runs it)."""
+        self.ref(v)
+        return v
+
+    def _gemm_output(self, node: Node, m: int, n: int, ys, reads) -> tuple[TensorRef, int, int, Node | None]:
+        """Where a matrix product writes: (memory, leading dimension, batch stride, the
+        Transpose it stands for or None). A product read only by a Transpose right after it
+        (attention's head merge) writes the permuted tensor itself, where the Transpose's
+        output was planned, when that place is apart from the product's operands and the
+        permutation keeps the product's rows in unit steps."""
+        out = node.outputs[0]
+        plain = (self.out_ref(out), n, m * n, None)
+        if node.op_type != "MatMul" or id(out) in self.out_index:
+            return plain
+        i = self._order[id(node)] + 1
+        after = self.graph.nodes[i] if i < len(self.graph.nodes) else None
+        if after is None or after.op_type != "Transpose" or after.domain or self._readers.get(id(out)) != [after]:
+            return plain
+        attrs = lookup(after.op_type, after.domain, self.opset).resolve_attrs(after)
+        rank = len(ys)
+        perm = list(range(rank))[::-1] if attrs.perm is None else [int(p) % rank for p in attrs.perm]
+        if sorted(perm) != list(range(rank)):
+            return plain
+        target = self.out_ref(after.outputs[0])
+        placed = row_major_strides(target.shape)
+        strides = [0] * rank
+        for j, d in enumerate(perm):
+            strides[d] = placed[j]  # where dim d of the product steps in the Transpose's output
+        step = _batch_stride(list(ys[:-2]), strides[:-2])
+        if strides[-1] != 1 or strides[-2] < n or step is None or any(_overlaps(target, r) for r in reads):
+            return plain
+        self._absorbed.add(id(after))
+        return target, strides[-2], step, after
 
     # epilogue ------------------------------------------------------------------
     def _epilogue(self, node: Node, shape, src: TensorRef, dst: TensorRef, extras, act: str, params: list[float]) -> None:
@@ -415,6 +617,63 @@ class _GpuBuilder(_Builder):
                 v = v + (term * scale if scale != 1.0 else term)
             y0[i] = activation(kb, kb.let(v, "v"), act, params)
         self.kernel_call(kb, refs, node, "epilogue")
+
+
+def _readers(graph: Graph) -> dict[int, list[Node]]:
+    """id(tensor) -> the nodes reading it, in order."""
+    readers: dict[int, list[Node]] = {}
+    for n in graph.nodes:
+        for v in n.inputs:
+            if v is not None:
+                readers.setdefault(id(v), []).append(n)
+    return readers
+
+
+def _batch_stride(shape, strides) -> int | None:
+    """The one stride that steps through batch dims ``shape`` (element ``b`` of the flat
+    batch at ``b * stride``), or None when they do not step evenly. Dims of one element
+    do not count; no batch at all steps by 0."""
+    kept = [(d, st) for d, st in zip(shape, strides) if d != 1]
+    if not kept:
+        return 0
+    for (_, outer), (d, inner) in zip(kept, kept[1:]):
+        if outer != inner * d:
+            return None
+    return kept[-1][1]
+
+
+def _row_casts(graph: Graph, readers: dict[int, list[Node]]) -> tuple[dict[int, Node], dict[int, Node]]:
+    """The Casts a row kernel may do itself: {id(widening Cast): the row node right after
+    it} and {id(row node): the narrowing Cast right after it}. Each pairing needs the two
+    nodes adjacent in the lowering order (so no other kernel runs between them), the
+    tensor between them read by the second alone and not a graph output."""
+    nodes = graph.nodes
+    outputs = {id(v) for v in graph.outputs}
+
+    def sole_link(first: Node, second: Node) -> bool:
+        v = first.outputs[0]
+        return bool(second.inputs) and second.inputs[0] is v and readers.get(id(v)) == [second] and id(v) not in outputs
+
+    def cast(node: Node, src: tuple[str, ...], dst: tuple[str, ...]) -> bool:
+        if node.op_type != "Cast" or node.domain or len(node.inputs) != 1 or len(node.outputs) != 1:
+            return False
+        try:
+            return _tensor_info(node.inputs[0])[0] in src and _tensor_info(node.outputs[0])[0] in dst
+        except Exception:  # unknown types: leave the pair to the planned lowering
+            return False
+
+    casts_in: dict[int, Node] = {}
+    casts_out: dict[int, Node] = {}
+    for i, node in enumerate(nodes):
+        if node.op_type not in ROW_OPS or node.domain or any(v is not None and v.name for v in node.outputs[1:]):
+            continue
+        before = nodes[i - 1] if i else None
+        if before is not None and cast(before, NARROW_FLOATS, ("f32",)) and sole_link(before, node):
+            casts_in[id(before)] = node
+        after = nodes[i + 1] if i + 1 < len(nodes) else None
+        if after is not None and cast(after, ("f32",), NARROW_FLOATS) and sole_link(node, after):
+            casts_out[id(node)] = after
+    return casts_in, casts_out
 
 
 def _in_range(v: Expr, n: int) -> Expr:

@@ -70,6 +70,28 @@ STORAGE_DTYPES: dict[str, str] = {
 }
 
 
+@dataclass(frozen=True, eq=False)
+class HalfToFloat(Bitcast):
+    """float16 bits -> float32, marked so a target with a conversion instruction can use
+    it: ``x`` is the portable integer expansion that every consumer of the kernel IR
+    (interpreter, printer, CPU and wasm emitters) evaluates as an ordinary ``Bitcast``;
+    ``bits`` is the raw ``u16`` value inside it, which the NVPTX emitter converts with one
+    ``cvt.f32.f16`` instead of about fifteen integer instructions (the same value: the
+    conversion is exact)."""
+
+    bits: Expr | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FloatToHalf(Cast):
+    """float32 -> float16 bits, marked like ``HalfToFloat``: ``x`` is the portable
+    rounding (nearest, ties to even, overflow to infinity), ``value`` the float32 it
+    rounds, which the NVPTX emitter rounds with one ``cvt.rn.f16.f32`` (the same bits
+    for every value but NaN, which both keep a NaN)."""
+
+    value: Expr | None = None
+
+
 def is_storage(dtype: str) -> bool:
     """Whether ``dtype`` is held as raw bits and computed in a wider type."""
     return dtype in STORAGE_DTYPES
@@ -118,7 +140,7 @@ def to_f32(bits: Expr, dtype: str) -> Expr:
     special = Bitcast(Bin("or", _shl(mag, 13), _i(0x7F800000)), "f32")  # inf, NaN payload
     subnormal = Bin("mul", Cast(mag, "f32"), Const(2.0**-24, "f32"))  # exact, no denormal input
     value = Select(Bin("lt", mag, _i(0x400)), subnormal, Select(Bin("ge", mag, _i(0x7C00)), special, normal))
-    return Bitcast(Bin("or", Bitcast(value, "i32"), sign), "f32")
+    return HalfToFloat(Bin("or", Bitcast(value, "i32"), sign), "f32", bits=bits)
 
 
 def from_f32(value: Expr, dtype: str) -> Expr:
@@ -146,7 +168,7 @@ def from_f32(value: Expr, dtype: str) -> Expr:
     sub = Bin("sub", Bitcast(Bin("add", Bitcast(mag, "f32"), Const(0.5, "f32")), "i32"), _i(0x3F000000))
     inf_or_nan = Select(is_nan, _i(0x7E00), _i(0x7C00))
     half = Select(Bin("ge", mag, _i(0x477FF000)), inf_or_nan, Select(Bin("lt", mag, _i(0x38800000)), sub, normal))
-    return Cast(Bin("or", half, sign), "u16")
+    return FloatToHalf(Bin("or", half, sign), "u16", value=x)
 
 
 def max_finite(dtype: str) -> float:

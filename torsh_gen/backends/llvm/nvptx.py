@@ -25,8 +25,11 @@ from __future__ import annotations
 from llvmlite import ir
 
 from torsh_gen.backends.kernel.ir import WARP, Kernel, Loop, ShflIdx, ShflXor
+from torsh_gen.backends.kernel.storage import FloatToHalf, HalfToFloat
 from torsh_gen.backends.llvm.emit import EmitError, _FunctionEmitter, _Scope, _Val
-from torsh_gen.backends.llvm.types import I32, I64, VOID, memory_type
+from torsh_gen.backends.llvm.types import F32, I32, I64, VOID, memory_type
+
+HALF = ir.HalfType()
 
 TRIPLE = "nvptx64-nvidia-cuda"
 #: PTX ISA version LLVM writes (7.8: CUDA 11.8 and newer drivers; sm_80 and sm_90).
@@ -83,6 +86,10 @@ class _GpuEmitter(_FunctionEmitter):
         self._serial(s, scope, b.add(start.v, thread), stop.v, step=threads)
 
     def _expr(self, e, scope: _Scope) -> _Val:
+        if isinstance(e, (HalfToFloat, FloatToHalf)):
+            converted = self._half(e, scope)
+            if converted is not None:
+                return converted
         if not isinstance(e, (ShflXor, ShflIdx)):
             return super()._expr(e, scope)
         x = self.expr(e.x, scope)
@@ -97,6 +104,21 @@ class _GpuEmitter(_FunctionEmitter):
         fn = self.module.globals.get(name) or ir.Function(self.module, ir.FunctionType(t, [I32, t, I32, I32]), name)
         args = [ir.Constant(I32, -1), x.v, lane, ir.Constant(I32, WARP - 1)]
         return _Val(self.b.call(fn, args), x.dtype)
+
+    def _half(self, e: HalfToFloat | FloatToHalf, scope: _Scope) -> _Val | None:
+        """A float16 conversion as the GPU's instruction (``cvt.f32.f16`` /
+        ``cvt.rn.f16.f32``, sm_53 and newer), or None to emit the portable expansion."""
+        src = e.bits if isinstance(e, HalfToFloat) else e.value
+        if src is None:
+            return None
+        x = self.expr(src, scope)
+        if x.lanes:  # GPU schedules have no vectors; keep the expansion if one appears
+            return None
+        b = self.b
+        if isinstance(e, HalfToFloat):
+            return _Val(b.fpext(b.bitcast(x.v, HALF), F32), "f32")
+        value = x.v if x.dtype == "f32" else self._cast(x.v, x.dtype, "f32", 0)
+        return _Val(b.bitcast(b.fptrunc(value, HALF), memory_type("u16")), "u16")
 
     def _sreg(self, name: str) -> ir.Function:
         full = f"llvm.nvvm.read.ptx.sreg.{name}"

@@ -1,0 +1,136 @@
+"""What the CUDA builder leaves out of a plan, checked on the host against onnxruntime:
+Transposes that cuBLAS reads in place (attention's head split and merge), Casts that a
+row kernel does itself (LayerNormalization, Softmax kept in float32 by the precision
+passes), and float16 conversions as single PTX instructions."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.oracle import ort_outputs
+from torsh_gen.backends.cuda.host import host_plan
+from torsh_gen.backends.llvm.nvptx import ptx_module
+from torsh_gen.passes.pipelines import PIPELINES
+from torsh_gen.tools.compile import optimized_graph
+
+SEQ, WIDTH, HEADS = 16, 32, 4
+HEAD = WIDTH // HEADS
+
+
+def _const(name: str, a: np.ndarray) -> onnx.TensorProto:
+    return numpy_helper.from_array(a, name)
+
+
+def attention_block(layer_norm: bool = True) -> onnx.ModelProto:
+    """One self-attention block as exporters write it: three projections, Reshape and
+    Transpose into heads (K transposed for Q @ K^T), scaled scores, Softmax, the heads
+    merged back by Transpose and Reshape, an output projection and a LayerNormalization."""
+    rng = np.random.default_rng(1)
+    inits = [_const(f"w{p}", (rng.standard_normal((WIDTH, WIDTH)) / 6).astype(np.float32)) for p in "qkvo"]
+    inits += [
+        _const("b_q", rng.standard_normal(WIDTH).astype(np.float32)),
+        _const("heads", np.array([1, SEQ, HEADS, HEAD], np.int64)),
+        _const("flat", np.array([1, SEQ, WIDTH], np.int64)),
+        _const("scale", np.array(np.sqrt(HEAD), np.float32)),
+        _const("gamma", rng.uniform(0.5, 1.5, WIDTH).astype(np.float32)),
+        _const("beta", rng.standard_normal(WIDTH).astype(np.float32)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "wq"], ["q0"]), n("Add", ["q0", "b_q"], ["q1"]),
+        n("Reshape", ["q1", "heads"], ["q2"]), n("Transpose", ["q2"], ["q"], perm=[0, 2, 1, 3]),
+        n("MatMul", ["x", "wk"], ["k1"]), n("Reshape", ["k1", "heads"], ["k2"]),
+        n("MatMul", ["x", "wv"], ["v1"]), n("Reshape", ["v1", "heads"], ["v2"]),
+        n("Transpose", ["v2"], ["v"], perm=[0, 2, 1, 3]), n("Transpose", ["k2"], ["kt"], perm=[0, 2, 3, 1]),
+        n("MatMul", ["q", "kt"], ["s0"]), n("Div", ["s0", "scale"], ["s1"]), n("Softmax", ["s1"], ["p"], axis=-1),
+        n("MatMul", ["p", "v"], ["c0"]), n("Transpose", ["c0"], ["c1"], perm=[0, 2, 1, 3]),
+        n("Reshape", ["c1", "flat"], ["c2"]), n("MatMul", ["c2", "wo"], ["o"]),
+    ]
+    if layer_norm:
+        nodes.append(n("LayerNormalization", ["o", "gamma", "beta"], ["y"], axis=-1))
+    else:
+        nodes.append(n("Identity", ["o"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "attention", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ, WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, SEQ, WIDTH])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _plan(model: onnx.ModelProto, low: str | None = None):
+    o3 = list(PIPELINES["O3"])
+    if low:
+        cut = o3.index("fuse_epilogues")
+        o3 = o3[:cut] + [low] + o3[cut:]
+    return host_plan(optimized_graph(model, "cuda", passes=o3))
+
+
+def _kinds(plan) -> list[str]:
+    return [s["kernel"].split("_", 1)[1].rsplit("_", 1)[0] if s["op"] == "launch" else "gemm" for s in plan.plan.steps]
+
+
+def _error(model: onnx.ModelProto, plan) -> float:
+    x = np.random.default_rng(0).standard_normal((1, SEQ, WIDTH)).astype(np.float32)
+    want = ort_outputs(model, {"x": x})[0]
+    got = list(plan.run({"x": x}).values())[0]
+    return float(np.abs(want - got).max() / np.abs(want).max())
+
+
+def test_attention_transposes_are_read_in_place_by_the_gemms():
+    """No Transpose launch is left: Q, K^T and V are read by the batched GEMMs through
+    leading dimensions and batch strides, and P @ V writes the merged heads itself."""
+    model = attention_block()
+    plan = _plan(model)
+    kinds = _kinds(plan)
+    assert "transpose" not in kinds, kinds
+    batched = [s for s in plan.plan.steps if s["op"] == "gemm" and s["batch"] == HEADS]
+    assert len(batched) == 2
+    scores, merge = batched
+    assert (scores["lda"], scores["stride_a"]) == (WIDTH, HEAD)  # Q read in place
+    assert scores["trans_b"] and (scores["ldb"], scores["stride_b"]) == (WIDTH, HEAD)  # K^T
+    assert (merge["ldc"], merge["stride_c"]) == (WIDTH, HEAD)  # heads merged by the GEMM
+    assert _error(model, plan) < 1e-5
+
+
+def test_a_transpose_no_gemm_can_read_still_runs():
+    """A permutation that leaves no unit stride inside the matrix (the last axis moved
+    to the batch) is computed by its kernel before the product reads it."""
+    rng = np.random.default_rng(2)
+    w = _const("w", rng.standard_normal((8, 5)).astype(np.float32))
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("MatMul", ["t", "w"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 4, 5])], [w],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    plan = host_plan(optimized_graph(model, "cuda"))
+    assert "transpose" in _kinds(plan)
+    x = rng.standard_normal((1, 4, 8, 6)).astype(np.float32)
+    np.testing.assert_allclose(list(plan.run({"x": x}).values())[0], ort_outputs(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+def test_float16_plan_leaves_the_casts_around_row_kernels_to_them():
+    """convert_fp16 keeps Softmax and LayerNormalization in float32 between Casts; the
+    row kernels read and write float16 themselves, so only the graph input's Cast runs,
+    with the same values as the Casts would give."""
+    model = attention_block()
+    plan = _plan(model, "convert_fp16")
+    kinds = _kinds(plan)
+    assert kinds.count("cast") <= 1, kinds
+    assert {s["dtype"] for s in plan.plan.steps if s["op"] == "gemm"} == {"f16"}
+    assert _error(model, plan) < 2e-2
+
+
+def test_float16_conversions_are_single_ptx_instructions():
+    """float16 loads and stores convert with cvt.f32.f16 / cvt.rn.f16.f32 on the GPU (the
+    portable integer expansion stays for CPUs and the interpreter)."""
+    plan = _plan(attention_block(layer_norm=False), "convert_fp16")
+    ptx = ptx_module(plan.plan.kernels, "sm_80")
+    assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx
+    assert "0f33800000" not in ptx  # 2**-24: the expansion's subnormal scale
