@@ -91,6 +91,7 @@ def test_attention_transposes_are_read_in_place_by_the_gemms():
     assert (scores["lda"], scores["stride_a"]) == (WIDTH, HEAD)  # Q read in place
     assert scores["trans_b"] and (scores["ldb"], scores["stride_b"]) == (WIDTH, HEAD)  # K^T
     assert (merge["ldc"], merge["stride_c"]) == (WIDTH, HEAD)  # heads merged by the GEMM
+    assert "div" not in kinds and np.isclose(scores["alpha"], 1 / np.sqrt(HEAD), rtol=1e-6)  # scaling: alpha
     assert _error(model, plan) < 1e-5
 
 
@@ -134,3 +135,81 @@ def test_float16_conversions_are_single_ptx_instructions():
     ptx = ptx_module(plan.plan.kernels, "sm_80")
     assert "cvt.f32.f16" in ptx and "cvt.rn.f16.f32" in ptx
     assert "0f33800000" not in ptx  # 2**-24: the expansion's subnormal scale
+
+
+def conv_pair(second_kernel: int = 3, shared: bool = False) -> onnx.ModelProto:
+    """Conv 1x1 + bias + Relu feeding a second convolution (ResNet's bottleneck start);
+    ``shared``: the first output is also added to the result (two readers)."""
+    rng = np.random.default_rng(3)
+    k = second_kernel
+    inits = [
+        _const("w1", (rng.standard_normal((8, 6, 1, 1)) / 3).astype(np.float32)),
+        _const("b1", rng.standard_normal(8).astype(np.float32)),
+        _const("w2", (rng.standard_normal((8, 8, k, k)) / 6).astype(np.float32)),
+        _const("b2", rng.standard_normal(8).astype(np.float32)),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[k // 2] * 4),
+    ]
+    if shared:
+        nodes.append(helper.make_node("Add", ["c2", "r1"], ["y"]))
+    else:
+        nodes.append(helper.make_node("Relu", ["c2"], ["y"]))
+    graph = helper.make_graph(
+        nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 9, 9])], inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _conv_error(model: onnx.ModelProto, plan) -> float:
+    x = np.random.default_rng(0).standard_normal((2, 6, 9, 9)).astype(np.float32)
+    want = ort_outputs(model, {"x": x})[0]
+    return float(np.abs(want - list(plan.run({"x": x}).values())[0]).max() / np.abs(want).max())
+
+
+def test_im2col_applies_the_previous_convolutions_epilogue():
+    """A convolution read by one 3x3 convolution alone leaves its bias and Relu to that
+    convolution's im2col (padding still zero): one epilogue launch, the final one."""
+    model = conv_pair()
+    plan = _plan(model)
+    kinds = _kinds(plan)
+    assert kinds.count("epilogue") == 1 and kinds.count("im2col") == 1, kinds
+    assert _conv_error(model, plan) < 1e-5
+
+
+def test_epilogue_stays_where_the_output_has_other_readers():
+    """Two readers (the 3x3 convolution and the residual Add), or a pointwise reader that
+    reads the tensor directly: the epilogue runs as planned."""
+    for model in (conv_pair(shared=True), conv_pair(second_kernel=1)):
+        plan = _plan(model)
+        assert _kinds(plan).count("epilogue") == 2, _kinds(plan)
+        assert _conv_error(model, plan) < 1e-5
+
+
+def test_elementwise_chain_after_a_product_runs_in_its_epilogue():
+    """A FusedElementwise reading only a product's output (bias, then x * 2 + 1 and tanh)
+    is applied by the product's epilogue and writes the chain's output: one launch."""
+    rng = np.random.default_rng(4)
+    inits = [
+        _const("w", (rng.standard_normal((WIDTH, 48)) / 6).astype(np.float32)),
+        _const("b", rng.standard_normal(48).astype(np.float32)),
+        _const("two", np.array(2.0, np.float32)),
+        _const("one", np.array(1.0, np.float32)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "w"], ["m"]), n("Add", ["m", "b"], ["a"]), n("Mul", ["a", "two"], ["t"]),
+        n("Add", ["t", "one"], ["u"]), n("Tanh", ["u"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ, WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, SEQ, 48])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    plan = _plan(model)
+    kinds = _kinds(plan)
+    assert kinds == ["gemm", "epilogue"], kinds
+    assert _error(model, plan) < 1e-5

@@ -41,8 +41,9 @@ from torsh_gen.backends.kernel.lower import (
     row_major_strides,
 )
 from torsh_gen.backends.kernel.lower.conv_operands import conv_geometry
+from torsh_gen.backends.kernel.lower.elementwise import fused_values
 from torsh_gen.backends.kernel.lower.reduce import softmax_split, split_at
-from torsh_gen.backends.kernel.lower.scalar_ops import activation
+from torsh_gen.backends.kernel.lower.scalar_ops import SCALAR_OPS, activation
 from torsh_gen.backends.kernel.program import (
     KernelCall,
     Program,
@@ -113,6 +114,7 @@ class _GpuBuilder(_Builder):
         self._order = {id(n): i for i, n in enumerate(graph.nodes)}
         self._casts_in, self._casts_out = _row_casts(graph, self._readers)
         self._views: dict[int, tuple[Node, TensorRef, list[int]]] = {}  # deferred Transposes
+        self._raw: dict[int, tuple] = {}  # convolution outputs whose epilogue the next im2col does
         self._held: Node | None = None  # a widening Cast waiting for the row node after it
         self._absorbed: set[int] = set()  # narrowing Casts a row kernel already did
 
@@ -188,6 +190,8 @@ class _GpuBuilder(_Builder):
         cannot take it as a strided operand is computed now (``_materialize``)."""
         if v is not None and id(v) in self._views:
             self._materialize(v)
+        if v is not None and id(v) in self._raw:
+            self._epilogue(*self._raw.pop(id(v)))  # in place, where the GEMM left it
         return super().ref(v)
 
     def _planned(self, v) -> TensorRef | None:
@@ -246,6 +250,7 @@ class _GpuBuilder(_Builder):
             return False
         if geo.group != 1:
             return self._direct_conv(node, geo, attrs)
+        raw = self._raw.pop(id(x), None) if not geo.pointwise else None  # its epilogue: ours
         xr, wr, yr = self.ref(x), self.ref(w), self.out_ref(node.outputs[0])
         bias = self.ref(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2] is not None else None
         resid = self.ref(node.inputs[3]) if len(node.inputs) > 3 and node.inputs[3] is not None else None
@@ -256,7 +261,7 @@ class _GpuBuilder(_Builder):
         else:
             col = self.scratch(xd, geo.batch * depth * positions)
             col_stride = depth * positions
-            self._im2col(node, geo, xr, col)
+            self._im2col(node, geo, xr, col, raw)
         act = attrs.activation if node.op_type == "FusedConv" else ""
         params = list(attrs.activation_params or []) if node.op_type == "FusedConv" else []
         needs_epilogue = bias is not None or resid is not None or bool(act)
@@ -271,10 +276,34 @@ class _GpuBuilder(_Builder):
             extras.append((bias, [0, 1] + [0] * (len(ys) - 2), 1.0))
         if resid is not None:
             extras.append((resid, broadcast_strides(resid.shape, ys), 1.0))
-        if needs_epilogue or c is not yr:
+        if needs_epilogue and c is yr and resid is None and self._im2col_reader(node):
+            self._raw[id(node.outputs[0])] = (node, ys, yr, yr, extras, act, params)
+        elif needs_epilogue or c is not yr:
             self._epilogue(node, ys, c, yr, extras, act, params)
         self.refs[id(node.outputs[0])] = yr
         return True
+
+    def _im2col_reader(self, node: Node) -> bool:
+        """Whether the convolution's output is read by one convolution alone, through
+        im2col: that kernel then adds the bias and applies the activation as it gathers
+        (each element is read once per tap anyway), and this convolution's epilogue, a
+        launch and a pass over the tensor, is left out (ResNet's 1x1 -> 3x3 pairs)."""
+        out = node.outputs[0]
+        readers = self._readers.get(id(out), [])
+        if len(readers) != 1 or id(out) in self.out_index:
+            return False
+        (nxt,) = readers
+        if nxt.op_type not in ("Conv", "FusedConv") or nxt.inputs[0] is not out:
+            return False
+        if any(v is out for v in nxt.inputs[1:]):
+            return False
+        try:
+            xd, xs = _tensor_info(out)
+            types = [_tensor_info(v)[0] for v in (nxt.inputs[1], nxt.outputs[0])]
+            geo = conv_geometry(xs, _tensor_info(nxt.inputs[1])[1], lookup(nxt.op_type, nxt.domain, self.opset).resolve_attrs(nxt))
+        except Exception:  # anything unusual: the epilogue runs as planned
+            return False
+        return xd in GEMM_DTYPES and types == [xd, xd] and geo.group == 1 and not geo.pointwise
 
     def _direct_conv(self, node: Node, geo, attrs) -> bool:
         """A grouped (depthwise) convolution: one thread per output, taps unrolled."""
@@ -464,7 +493,7 @@ class _GpuBuilder(_Builder):
             row_layer_norm(kb, rows, x0, y0, scale, bias, self._row_buffers(kb, rows, refs), eps)
         return self.row_kernel(kb, refs, node, after, node.op_type)
 
-    def _im2col(self, node: Node, geo, xr: TensorRef, col: TensorRef) -> None:
+    def _im2col(self, node: Node, geo, xr: TensorRef, col: TensorRef, raw: tuple | None = None) -> None:
         """``col[n][(c, taps)][positions]``: the input under each kernel tap, zero outside.
 
         One thread per (image, channel, output position) writes that position's value for
@@ -472,20 +501,32 @@ class _GpuBuilder(_Builder):
         each tap is a constant offset from them. With a thread per column element the
         index arithmetic (about 60 integer instructions an element) bounded the kernel at
         a third of the memory's speed; consecutive threads still write consecutive
-        positions, so every store stays coalesced."""
+        positions, so every store stays coalesced. ``raw``: the producing convolution's
+        epilogue (bias, activation; ``_im2col_reader``), applied here to every value
+        gathered (the padding stays zero)."""
         kb = KernelBuilder("im2col")
         src = kb.buffer("x0", xr.dtype, prod(xr.shape))
         dst = kb.buffer("y0", col.dtype, col.shape[0], writable=True)
+        refs = {"x0": xr, "y0": col}
+        act, params, bias = "", [], None
+        if raw is not None:
+            _, _, _, _, extras, act, params = raw
+            if extras:
+                refs["x1"] = extras[0][0]
+                bias = kb.buffer("x1", refs["x1"].dtype, prod(refs["x1"].shape))
         positions = prod(geo.out)
         with kb.loop(geo.batch, kind="parallel", hint="n") as n, kb.loop(geo.cin, kind="parallel", hint="c") as c:
             with kb.loop(positions, kind="parallel", hint="p") as p:
                 plane = kb.let(n * geo.cin + c, "pl")
                 first = kb.let(plane * (geo.taps * positions) + p, "o")
+                shift = kb.let(bias[c], "b") if bias is not None else None
                 for t in range(geo.taps):
                     at, inside = _tap_source(kb, geo, plane, p, t)
-                    value = Select(inside, src[Select(inside, at, idx(0))], as_expr(0.0, dst.dtype))
-                    dst[first + t * positions] = value
-        self.kernel_call(kb, {"x0": xr, "y0": col}, node, "im2col")
+                    v: Expr = src[Select(inside, at, idx(0))]
+                    if raw is not None:
+                        v = activation(kb, kb.let(v + shift if shift is not None else v, "v"), act, params)
+                    dst[first + t * positions] = Select(inside, v, as_expr(0.0, dst.dtype))
+        self.kernel_call(kb, refs, node, "im2col")
 
     # matrix products ---------------------------------------------------------
     def _matmul(self, node: Node) -> bool:
@@ -525,6 +566,9 @@ class _GpuBuilder(_Builder):
             r = self.ref(node.inputs[2])
             extras.append((r, broadcast_strides(r.shape, ys), float(attrs.beta)))
         yr, ldc, sc, after = self._gemm_output(node, m, n, ys, (ar, br))
+        if after is not None and after.op_type in ("Div", "Mul"):
+            alpha *= self._scale_of(after)
+        chain = self._fused_after(node, ys) if (extras or act) and after is None else None
         if not b_batch and not ta and sa == m * lda and sc == m * ldc:
             geom = dict(m=batch * m, batch=1, stride_a=0, stride_b=0, stride_c=0)  # rows of one product
         else:
@@ -536,10 +580,57 @@ class _GpuBuilder(_Builder):
             [ar, br, c], n=n, k=k, trans_a=ta, trans_b=tb, lda=lda, ldb=ldb, ldc=ldc if c is yr else n,
             alpha=alpha, node=node.name, op_type=node.op_type, **geom,
         ))
+        if chain is not None:
+            target = self.out_ref(chain.outputs[0])
+            if any(_overlaps(target, e[0]) for e in extras) or (_overlaps(target, c) and not _same_place(target, c)):
+                chain = None
+        if chain is not None:  # the epilogue applies the chain too and writes its output
+            self._absorbed.add(id(chain))
+            self._epilogue(node, ys, c, target, extras, act, params, chain.attrs["body"].value)
+            self.refs[id(chain.outputs[0])] = target
+            return True
         if extras or act or c is not yr:
             self._epilogue(node, ys, c, yr, extras, act, params)
         self.refs[id((after or node).outputs[0])] = yr
         return True
+
+    def _scale_of(self, node: Node) -> float | None:
+        """The factor of a Div or Mul of the product (input 0; either input for Mul) by a
+        one-element constant, or None: attention's score scaling, folded into the GEMM's
+        alpha (exact for powers of two such as 1/sqrt(64); else within one rounding)."""
+        ins = [v for v in node.inputs if v is not None]
+        if len(ins) != 2:
+            return None
+        consts = [v for v in ins if v.const is not None and v.const.size == 1]
+        if node.op_type == "Div" and len(consts) == 1 and consts[0] is ins[1]:
+            value = float(ins[1].const.reshape(-1)[0])
+            return 1.0 / value if value != 0.0 and math.isfinite(value) else None
+        if node.op_type == "Mul" and len(consts) == 1:
+            value = float(consts[0].const.reshape(-1)[0])
+            return value if math.isfinite(value) else None
+        return None
+
+    def _fused_after(self, node: Node, ys) -> Node | None:
+        """The FusedElementwise right after a matrix product that reads the product alone
+        (and is its only reader): BERT's GELU after the first feed-forward layer. Its body
+        then runs inside the product's epilogue, one launch and one pass fewer."""
+        i = self._order[id(node)] + 1
+        nxt = self.graph.nodes[i] if i < len(self.graph.nodes) else None
+        out = node.outputs[0]
+        if nxt is None or nxt.op_type != "FusedElementwise" or id(out) in self.out_index:
+            return None
+        if self._readers.get(id(out)) != [nxt] or len(nxt.inputs) != 1 or len(nxt.outputs) != 1:
+            return None
+        body = nxt.attrs.get("body")
+        body = getattr(body, "value", None)
+        try:
+            if body is None or _tensor_info(nxt.outputs[0])[1] != tuple(ys) or not _scalar_body(body):
+                return None
+            if _tensor_info(nxt.outputs[0])[0] not in ("f32", "f16", "bf16"):
+                return None
+        except Exception:  # unknown types: the chain runs as planned
+            return None
+        return nxt
 
     def _operand(self, v, trans: bool) -> tuple[TensorRef, bool, int, int] | None:
         """A matrix-product operand as cuBLAS reads it: (memory, transposed, leading
@@ -580,7 +671,15 @@ class _GpuBuilder(_Builder):
             return plain
         i = self._order[id(node)] + 1
         after = self.graph.nodes[i] if i < len(self.graph.nodes) else None
-        if after is None or after.op_type != "Transpose" or after.domain or self._readers.get(id(out)) != [after]:
+        if after is None or after.domain or self._readers.get(id(out)) != [after]:
+            return plain
+        if after.op_type in ("Div", "Mul") and self._scale_of(after) is not None:
+            target = self.out_ref(after.outputs[0])  # the scaled product, alpha doing the scaling
+            if _tensor_info(after.outputs[0]) != _tensor_info(out) or any(_overlaps(target, r) for r in reads):
+                return plain
+            self._absorbed.add(id(after))
+            return target, n, m * n, after
+        if after.op_type != "Transpose":
             return plain
         attrs = lookup(after.op_type, after.domain, self.opset).resolve_attrs(after)
         rank = len(ys)
@@ -599,8 +698,9 @@ class _GpuBuilder(_Builder):
         return target, strides[-2], step, after
 
     # epilogue ------------------------------------------------------------------
-    def _epilogue(self, node: Node, shape, src: TensorRef, dst: TensorRef, extras, act: str, params: list[float]) -> None:
-        """``dst = act(src + sum(scale * extra))`` over ``shape`` (extras broadcast by their strides)."""
+    def _epilogue(self, node: Node, shape, src: TensorRef, dst: TensorRef, extras, act: str, params: list[float], body=None) -> None:
+        """``dst = act(src + sum(scale * extra))`` over ``shape`` (extras broadcast by their
+        strides), then the FusedElementwise ``body`` where one was merged in (``_fused_after``)."""
         kb = KernelBuilder("epilogue")
         total = prod(shape)
         x0 = kb.buffer("x0", src.dtype, total)
@@ -615,8 +715,30 @@ class _GpuBuilder(_Builder):
             for (_, strides, scale), buf in zip(extras, bufs):
                 term = buf[_broadcast_index(i, shape, strides)]
                 v = v + (term * scale if scale != 1.0 else term)
-            y0[i] = activation(kb, kb.let(v, "v"), act, params)
+            v = activation(kb, kb.let(v, "v"), act, params)
+            if body is not None:
+                (v,) = fused_values(kb, body, [kb.let(v, "v")], self.opset)
+            y0[i] = v
         self.kernel_call(kb, refs, node, "epilogue")
+
+
+def _same_place(a: TensorRef, b: TensorRef) -> bool:
+    """Whether two refs start at the same byte (an elementwise pass may read and write it)."""
+    return (a.kind, a.index, a.offset) == (b.kind, b.index, b.offset)
+
+
+def _scalar_body(body: Graph) -> bool:
+    """Whether a FusedElementwise body is scalar ops on its inputs and one-element
+    constants only (what ``fused_values`` evaluates)."""
+    known = {id(v) for v in body.inputs}
+    for n in body.nodes:
+        if n.op_type not in SCALAR_OPS or len(n.outputs) != 1:
+            return False
+        for v in n.inputs:
+            if v is not None and id(v) not in known and (v.const is None or v.const.size != 1):
+                return False
+        known.add(id(n.outputs[0]))
+    return len(body.outputs) == 1
 
 
 def _readers(graph: Graph) -> dict[int, list[Node]]:

@@ -140,41 +140,48 @@ def lower_fused(ctx: LowerCtx) -> None:
         raise LoweringDeclined("fused outputs of different shapes")
     n_in = len(ctx.inputs)
     strides = [row_major_strides(out_shape)] + [_operand(ctx, i, out_shape) for i in range(n_in)]
-    from torsh_gen.ops.registry import lookup
 
     def body(index: list[Expr]) -> None:
-        kb = ctx.kb
-        env: dict[int, Expr] = {}
-        for i, v in enumerate(graph.inputs):
-            env[id(v)] = kb.let(ctx.x(i)[index[i + 1]], "v")
-        for node in graph.nodes:
-            fn = SCALAR_OPS.get(node.op_type)
-            if fn is None or len(node.outputs) != 1:
-                raise LoweringDeclined(f"fused body op {node.op_type}")
-            args = []
-            for v in node.inputs:
-                if v is None:
-                    args.append(None)
-                elif id(v) in env:
-                    args.append(env[id(v)])
-                elif v.const is not None and v.const.size == 1:
-                    args.append(_scalar_const(v))
-                else:
-                    raise LoweringDeclined("fused body reads a non-scalar constant")
-            spec = lookup(node.op_type, node.domain, ctx.opset)
-            attrs = spec.resolve_attrs(node)
-            if node.op_type == "CastLike":
-                fn, attrs = _cast_like(node.outputs[0].type, attrs)
-            vals = args if node.op_type == "Clip" else [a for a in args if a is not None]
-            r = fn(kb, vals, attrs)
-            out_t = node.outputs[0].type
-            if isinstance(out_t, TensorType) and out_t.dtype in KERNEL_DTYPES:
-                r = _as_out(r, compute_dtype(KERNEL_DTYPES[out_t.dtype]))
-            env[id(node.outputs[0])] = kb.let(r, "f")
-        for j, v in enumerate(graph.outputs):
-            ctx.y(j)[index[0]] = _as_out(env[id(v)], ctx.y(j).dtype)
+        values = [ctx.kb.let(ctx.x(i)[index[i + 1]], "v") for i in range(len(graph.inputs))]
+        for j, r in enumerate(fused_values(ctx.kb, graph, values, ctx.opset)):
+            ctx.y(j)[index[0]] = _as_out(r, ctx.y(j).dtype)
 
     elementwise_nest(ctx, out_shape, strides, body)
+
+
+def fused_values(kb, graph, inputs: list[Expr], opset: int) -> list[Expr]:
+    """The outputs of a FusedElementwise ``body`` subgraph on one element: ``inputs`` are
+    the values of its inputs (bound names); every node is a scalar op, every constant a
+    single element. Shared with the CUDA target, whose GEMM epilogues apply a fused chain
+    that reads only the product."""
+    from torsh_gen.ops.registry import lookup
+
+    env: dict[int, Expr] = {id(v): x for v, x in zip(graph.inputs, inputs)}
+    for node in graph.nodes:
+        fn = SCALAR_OPS.get(node.op_type)
+        if fn is None or len(node.outputs) != 1:
+            raise LoweringDeclined(f"fused body op {node.op_type}")
+        args = []
+        for v in node.inputs:
+            if v is None:
+                args.append(None)
+            elif id(v) in env:
+                args.append(env[id(v)])
+            elif v.const is not None and v.const.size == 1:
+                args.append(_scalar_const(v))
+            else:
+                raise LoweringDeclined("fused body reads a non-scalar constant")
+        spec = lookup(node.op_type, node.domain, opset)
+        attrs = spec.resolve_attrs(node)
+        if node.op_type == "CastLike":
+            fn, attrs = _cast_like(node.outputs[0].type, attrs)
+        vals = args if node.op_type == "Clip" else [a for a in args if a is not None]
+        r = fn(kb, vals, attrs)
+        out_t = node.outputs[0].type
+        if isinstance(out_t, TensorType) and out_t.dtype in KERNEL_DTYPES:
+            r = _as_out(r, compute_dtype(KERNEL_DTYPES[out_t.dtype]))
+        env[id(node.outputs[0])] = kb.let(r, "f")
+    return [env[id(v)] for v in graph.outputs]
 
 
 def _scalar_const(v) -> Expr:
