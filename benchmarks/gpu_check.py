@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     deadline = start + args.budget_s
     env, tasks, rows = environment(args, argv), plan_tasks(args), []
+    env["lt"] = lt_probe(args.workdir)
+    say(start, f"cuBLASLt epilogues: {env['lt']}")
     _watchdog(args, env, tasks, rows, start)
     say(start, f"{env['gpu']}: {len(tasks)} rows; preparing in {args.jobs} worker processes")
     prepared = prepare_all(tasks, args, start, start + PREPARE_SHARE * args.budget_s)
@@ -151,6 +153,71 @@ def gpu_problem() -> str | None:
     if importlib.util.find_spec("cupy") is None:
         return "CuPy is not installed; the cuda artifact needs it (pip install cupy-cuda13x)"
     return None
+
+
+LT_PROBE_S = 120.0
+
+
+def lt_probe(workdir: Path) -> str:
+    """Try the cuBLASLt epilogues on a two-projection model in a child process first (a
+    wrong prototype there could take the whole check down). On any failure they are
+    turned off for this run (the runtime's TORSH_GEN_CUDA_LT=0) and the page says why."""
+    if os.environ.get("TORSH_GEN_CUDA_LT", "1").strip() == "0":
+        return "off (TORSH_GEN_CUDA_LT=0)"
+    folder = Path(workdir) / "lt_probe"
+    code = f"import sys; sys.path.insert(0, {str(HERE)!r}); import gpu_check; gpu_check.lt_probe_child({str(folder)!r})"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=LT_PROBE_S)
+        verdict = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+        if done.returncode == 0 and verdict.startswith("on"):
+            return verdict
+        why = verdict or (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    except subprocess.TimeoutExpired:
+        why = f"the probe took over {LT_PROBE_S:.0f} s"
+    os.environ["TORSH_GEN_CUDA_LT"] = "0"
+    return f"off: the probe failed ({why[:300]})"
+
+
+def lt_probe_child(folder: str) -> None:
+    """The probe's child: y = relu((x @ W1 + b1) @ W2 + b2 + h) through the CUDA target with
+    cuBLASLt epilogues, against numpy; prints 'on: ...' or the failure."""
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from torsh_gen.tools.artifact import load_artifact
+    from torsh_gen.tools.compile import compile_model
+
+    rng = np.random.default_rng(0)
+    w1, w2 = (rng.standard_normal((64, 64)).astype(np.float32) / 8 for _ in range(2))
+    b1, b2 = (rng.standard_normal(64).astype(np.float32) for _ in range(2))
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"))]
+    n = helper.make_node
+    nodes = [n("MatMul", ["x", "w1"], ["m1"]), n("Add", ["m1", "b1"], ["h"]), n("MatMul", ["h", "w2"], ["m2"]),
+             n("Add", ["m2", "b2"], ["a2"]), n("Add", ["a2", "h"], ["s"]), n("Relu", ["s"], ["y"])]
+    io = [helper.make_tensor_value_info(k, TensorProto.FLOAT, [32, 64]) for k in "xy"]
+    model = helper.make_model(helper.make_graph(nodes, "lt_probe", io[:1], io[1:], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    shutil.rmtree(folder, ignore_errors=True)
+    Path(folder).parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder + ".onnx")
+    compile_model(Path(folder + ".onnx"), Path(folder), target="cuda")
+    art = load_artifact(folder).Model(device=0)
+    x = rng.standard_normal((32, 64)).astype(np.float32)
+    h = x.astype(np.float64) @ w1 + b1
+    want = np.maximum(h @ w2 + b2 + h, 0.0)
+    for _ in range(3):  # eager, graph capture, replay
+        got = art.run(x=x)["y"]
+        err = float(np.abs(got - want).max() / np.abs(want).max())
+        if not err < 1e-5:
+            print(f"mismatch: max rel err {err:.3g}", flush=True)
+            return
+    ex = art._executor
+    if not ex.lt_fused:
+        print("no GEMM took a cuBLASLt epilogue: " + "; ".join(ex.lt_declined[:2]), flush=True)
+        return
+    print(f"on ({ex.lt_fused} probe GEMMs fused, max rel err {err:.1e})", flush=True)
 
 
 def plan_tasks(args: argparse.Namespace) -> list[Row]:
@@ -283,6 +350,9 @@ def _check_and_time(task: Row, prep: Row, args: argparse.Namespace, until: float
     feeds = {k[3:]: data[k].astype(specs.get(k[3:], data[k].dtype)) for k in data.files if k.startswith("in:")}
     art = package.Model(device=0)
     result = compare(art.run(**feeds), refs, task["dtype"], args.tf32)
+    executor = getattr(art, "_executor", None)
+    result["lt_fused"] = getattr(executor, "lt_fused", None)
+    result["lt_declined"] = list(getattr(executor, "lt_declined", []))
     dev = {k: cupy.asarray(v) for k, v in feeds.items()}
     low = task["dtype"] == "float16"
     module = models.torch_module(task["model"]).cuda().eval()
@@ -462,7 +532,8 @@ def markdown(rows: list[Row], env: Row) -> str:
         "- times: median ms per call over rounds of back-to-back calls (a device sync around each block), the "
         "three engines interleaved round by round; ours = `run_device` with CUDA graphs; eager under "
         "`torch.inference_mode()`; CUDA graph = `torch.cuda.CUDAGraph` replay",
-        f"- compile s: `compile_model` wall time, in one of {env['jobs']} parallel worker processes", "", HEADER,
+        f"- compile s: `compile_model` wall time, in one of {env['jobs']} parallel worker processes",
+        f"- cuBLASLt epilogues (bias, residual, ReLU in the GEMM): {env.get('lt', 'not probed')}", "", HEADER,
     ]
     for r in rows:
         err = "-" if r.get("max_rel_err") is None else f"{r['max_rel_err']:.2e}" + ("" if r["status"] == "ok" else " (over)")
@@ -479,6 +550,10 @@ def markdown(rows: list[Row], env: Row) -> str:
             lines.append(f"- {r['key']}: {r['rounds']} of the requested rounds (time budget)")
         if r.get("method"):
             lines.append(f"- {r['key']}: " + (f"fp16 by {r['method']}" if r["dtype"] == "float16" else r["method"]))
+        if r.get("lt_fused") or r.get("lt_declined"):
+            declined = r.get("lt_declined") or []
+            lines.append(f"- {r['key']}: {r['lt_fused']} GEMMs with cuBLASLt epilogues"
+                         + (f"; {len(declined)} offered ones declined ({declined[0]})" if declined else ""))
     lines += ["", "## Failures", ""]
     for r in (r for r in rows if r["status"] != "ok"):
         theirs = r.get("torch_max_rel_err") if r["status"] == "mismatch" else None

@@ -213,3 +213,37 @@ def test_elementwise_chain_after_a_product_runs_in_its_epilogue():
     kinds = _kinds(plan)
     assert kinds == ["gemm", "epilogue"], kinds
     assert _error(model, plan) < 1e-5
+
+
+def test_bias_and_residual_epilogues_are_offered_to_cublaslt():
+    """A projection with a bias, and one with a bias and a residual: each GEMM offers
+    cuBLASLt its epilogue (bias along the output features, the residual as C with beta
+    1), and the epilogue launch after it is marked optional, so a runtime without
+    cuBLASLt, and the host, run it; a chained GELU-like epilogue is not offered."""
+    from torsh_gen.backends.cuda.package import plan_program
+    from torsh_gen.backends.cuda.program import build_cuda_program
+
+    rng = np.random.default_rng(5)
+    inits = [
+        _const("w1", (rng.standard_normal((WIDTH, WIDTH)) / 6).astype(np.float32)),
+        _const("b1", rng.standard_normal(WIDTH).astype(np.float32)),
+        _const("w2", (rng.standard_normal((WIDTH, WIDTH)) / 6).astype(np.float32)),
+        _const("b2", rng.standard_normal(WIDTH).astype(np.float32)),
+    ]
+    n = helper.make_node
+    nodes = [
+        n("MatMul", ["x", "w1"], ["m1"]), n("Add", ["m1", "b1"], ["h"]),
+        n("MatMul", ["h", "w2"], ["m2"]), n("Add", ["m2", "b2"], ["a2"]), n("Add", ["a2", "h"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "proj", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SEQ, WIDTH])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, SEQ, WIDTH])], inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    plan = plan_program(build_cuda_program(optimized_graph(model, "cuda")))
+    gemms = [s for s in plan.steps if s["op"] == "gemm"]
+    assert [g["lt"]["residual"] is not None for g in gemms] == [False, True]
+    assert all(g["lt"]["bias"] is not None and g["lt"]["beta"] == (1.0 if g["lt"]["residual"] else 0.0) for g in gemms)
+    after = [plan.steps[plan.steps.index(g) + 1] for g in gemms]
+    assert all(s["op"] == "launch" and s["optional"] for s in after)
+    assert _error(model, host_plan(optimized_graph(model, "cuda"))) < 1e-5

@@ -188,6 +188,30 @@ def test_the_tiny_plan_is_accepted(rt) -> None:
     rt.check_plan(tiny_plan())
 
 
+#: a cuBLASLt epilogue offer: bias from the weights, no residual, ReLU
+LT = {"bias": ref("weights", 0, 48), "residual": None, "beta": 0.0, "relu": True}
+
+
+def test_a_plan_with_a_cublaslt_epilogue_offer_is_accepted(rt) -> None:
+    plan = tiny_plan()
+    plan["steps"][1]["lt"] = dict(LT)
+    plan["steps"].append({**plan["steps"][0], "optional": True, "node": "matmul_1"})
+    rt.check_plan(plan)
+    assert rt.LT_EPILOGUE[(True, True)] == 6 and rt.LT_EPILOGUE[(False, False)] == 1  # cublasLt.h
+
+
+def test_cublaslt_is_looked_up_like_cublas(rt, monkeypatch) -> None:
+    """libcublasLt by soname (CuPy's CUDA first); not found: None, epilogues stay kernels."""
+    names = rt.cublas_candidates(12, "cublasLt")
+    assert names[:2] == ["libcublasLt.so.12", "libcublasLt.so.13"]
+    rt.load_cublaslt.cache_clear()
+    monkeypatch.setattr(rt, "cublas_candidates", lambda major, lib="cublas": ["/nonexistent/libcublasLt.so"])
+    try:
+        assert rt.load_cublaslt(13) is None
+    finally:
+        rt.load_cublaslt.cache_clear()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -202,6 +226,10 @@ def test_the_tiny_plan_is_accepted(rt) -> None:
         (lambda p: p["steps"][1].update(ldb=1), "ldb"),
         (lambda p: p["steps"][1].update(dtype="f64"), "gemm dtype"),
         (lambda p: p["steps"][1].update(op="conv"), "unknown op"),
+        (lambda p: p["steps"][0].update(optional="yes"), "optional must be"),
+        (lambda p: p["steps"][1].update(lt={"bias": None, "residual": None, "beta": 0.0}), "cuBLASLt"),
+        (lambda p: p["steps"][1].update(lt={**LT, "beta": "1"}), "beta must be"),
+        (lambda p: p["steps"][1].update(lt={**LT, "bias": ref("weights", 0, 65)}), "outside its memory"),
     ],
 )
 def test_bad_plans_are_refused(rt, change, message) -> None:

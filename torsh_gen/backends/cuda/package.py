@@ -56,9 +56,12 @@ def plan_program(program: Program) -> CudaPlan:
     pieces: dict[str, list[GpuPiece]] = {}
     kernels: list[Any] = []
     steps: list[dict[str, Any]] = []
+    optional: set[int] = set()  # epilogue calls cuBLASLt may do instead
     for call in program.calls:
         if isinstance(call, GemmCall):
             steps.append(_gemm_step(call))
+            if call.lt is not None:
+                optional.add(id(call.lt["epilogue"]))
             continue
         assert isinstance(call, KernelCall)
         kernel = program.kernels[call.kernel]
@@ -70,6 +73,7 @@ def plan_program(program: Program) -> CudaPlan:
             steps.append({
                 "op": "launch", "module": 0, "kernel": piece.kernel.name, "grid": piece.grid, "block": piece.block,
                 "args": [ref_json(by_name[b.name]) for b in piece.kernel.buffers], "node": call.node,
+                **({"optional": True} if id(call) in optional else {}),
             })
     return CudaPlan(program, steps, kernels)
 
@@ -83,6 +87,16 @@ def _gemm_step(call: GemmCall) -> dict[str, Any]:
         "b": ref_json(b), "ldb": call.ldb, "stride_b": call.stride_b,
         "c": ref_json(c), "ldc": call.ldc, "stride_c": call.stride_c,
         "alpha": call.alpha, "beta": call.beta, "node": call.node,
+        **({"lt": _lt_json(call.lt)} if call.lt is not None else {}),
+    }
+
+
+def _lt_json(lt: dict[str, Any]) -> dict[str, Any]:
+    """A GEMM's cuBLASLt epilogue offer; the launch after the GEMM is marked optional."""
+    return {
+        "bias": ref_json(lt["bias"]) if lt["bias"] is not None else None,
+        "residual": ref_json(lt["residual"]) if lt["residual"] is not None else None,
+        "beta": lt["beta"], "relu": lt["relu"],
     }
 
 

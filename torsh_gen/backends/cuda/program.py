@@ -89,6 +89,9 @@ class GemmCall:
     node: str = ""
     op_type: str = ""
     kernel: str = field(default="", repr=False)  # no kernel: a library call
+    #: the epilogue cuBLASLt may do instead of the kernel call after this GEMM
+    #: (``_lt_epilogue``): bias, residual (as C with beta) and ReLU; None: no such offer
+    lt: dict | None = field(default=None, repr=False)
 
     @property
     def dtype(self) -> str:
@@ -576,10 +579,11 @@ class _GpuBuilder(_Builder):
         reads = [ar, br] + [e[0] for e in extras]
         # (a product written through its Transpose is apart from its operands: _gemm_output)
         c = self.scratch(yd, prod(ys)) if any(_overlaps(r, yr) for r in reads) else yr
-        self.program.calls.append(GemmCall(
+        call = GemmCall(
             [ar, br, c], n=n, k=k, trans_a=ta, trans_b=tb, lda=lda, ldb=ldb, ldc=ldc if c is yr else n,
             alpha=alpha, node=node.name, op_type=node.op_type, **geom,
-        ))
+        )
+        self.program.calls.append(call)
         if chain is not None:
             target = self.out_ref(chain.outputs[0])
             if any(_overlaps(target, e[0]) for e in extras) or (_overlaps(target, c) and not _same_place(target, c)):
@@ -591,6 +595,9 @@ class _GpuBuilder(_Builder):
             return True
         if extras or act or c is not yr:
             self._epilogue(node, ys, c, yr, extras, act, params)
+            offer = _lt_epilogue(call, c is yr, extras, act, ys)
+            if offer is not None:
+                call.lt = {**offer, "epilogue": self.program.calls[-1]}
         self.refs[id((after or node).outputs[0])] = yr
         return True
 
@@ -720,6 +727,33 @@ class _GpuBuilder(_Builder):
                 (v,) = fused_values(kb, body, [kb.let(v, "v")], self.opset)
             y0[i] = v
         self.kernel_call(kb, refs, node, "epilogue")
+
+
+def _lt_epilogue(call: GemmCall, in_place: bool, extras, act: str, ys) -> dict | None:
+    """What cuBLASLt can do of a product's epilogue kernel, or None: a bias along the
+    product's columns (one per output feature: cuBLAS's column-major D is our C^T, so that
+    is its BIAS epilogue, a vector along D's rows), a residual of the output's own shape
+    (cuBLASLt's C with beta), ReLU. One product (no batch), written in place. The kernel
+    stays in the plan: the runtime skips it only where cuBLASLt took the epilogue."""
+    if call.batch != 1 or not in_place or act not in ("", "Relu"):
+        return None
+    out = call.args[2]
+    bias = resid = None
+    beta = 0.0
+    per_column = [0] * (len(ys) - 1) + [1]
+    for ref, strides, scale in extras:
+        if ref.dtype != out.dtype:
+            return None
+        steps = [st if d != 1 else 0 for st, d in zip(strides, ys)]  # a dim of one never steps
+        if bias is None and scale == 1.0 and prod(ref.shape) == call.n and steps == per_column:
+            bias = ref
+        elif resid is None and tuple(ref.shape) == tuple(ys):
+            resid, beta = ref, float(scale)
+        else:
+            return None
+    if bias is None and resid is None and not act:
+        return None
+    return {"bias": bias, "residual": resid, "beta": beta, "relu": act == "Relu"}
 
 
 def _same_place(a: TensorRef, b: TensorRef) -> bool:
