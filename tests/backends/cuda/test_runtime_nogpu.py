@@ -189,7 +189,7 @@ def test_the_tiny_plan_is_accepted(rt) -> None:
 
 
 #: a cuBLASLt epilogue offer: bias from the weights, no residual, ReLU
-LT = {"bias": ref("weights", 0, 48), "residual": None, "beta": 0.0, "relu": True, "order": "col"}
+LT = {"bias": ref("weights", 0, 48), "residual": None, "beta": 0.0, "relu": True}
 
 
 def test_a_plan_with_a_cublaslt_epilogue_offer_is_accepted(rt) -> None:
@@ -230,7 +230,6 @@ def test_cublaslt_is_looked_up_like_cublas(rt, monkeypatch) -> None:
         (lambda p: p["steps"][1].update(lt={"bias": None, "residual": None, "beta": 0.0}), "cuBLASLt"),
         (lambda p: p["steps"][1].update(lt={**LT, "beta": "1"}), "beta must be"),
         (lambda p: p["steps"][1].update(lt={**LT, "bias": ref("weights", 0, 65)}), "outside its memory"),
-        (lambda p: p["steps"][1].update(lt={**LT, "order": "diagonal"}), "order must be"),
     ],
 )
 def test_bad_plans_are_refused(rt, change, message) -> None:

@@ -96,7 +96,7 @@ def _lt_json(lt: dict[str, Any]) -> dict[str, Any]:
     return {
         "bias": ref_json(lt["bias"]) if lt["bias"] is not None else None,
         "residual": ref_json(lt["residual"]) if lt["residual"] is not None else None,
-        "beta": lt["beta"], "relu": lt["relu"], "order": lt["order"],
+        "beta": lt["beta"], "relu": lt["relu"],
     }
 
 

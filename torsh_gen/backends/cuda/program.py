@@ -270,11 +270,10 @@ class _GpuBuilder(_Builder):
         needs_epilogue = bias is not None or resid is not None or bool(act)
         reads = [r for r in (xr, wr, col, resid) if r is not None]
         c = self.scratch(yd, prod(ys)) if any(_overlaps(r, yr) for r in reads) else yr
-        call = GemmCall(
+        self.program.calls.append(GemmCall(
             [wr, col, c], geo.cout, positions, depth, geo.batch, lda=depth, ldb=positions, ldc=positions,
             stride_a=0, stride_b=col_stride, stride_c=geo.cout * positions, node=node.name, op_type=node.op_type,
-        )
-        self.program.calls.append(call)
+        ))
         extras = []
         if bias is not None:
             extras.append((bias, [0, 1] + [0] * (len(ys) - 2), 1.0))
@@ -284,9 +283,6 @@ class _GpuBuilder(_Builder):
             self._raw[id(node.outputs[0])] = (node, ys, yr, yr, extras, act, params)
         elif needs_epilogue or c is not yr:
             self._epilogue(node, ys, c, yr, extras, act, params)
-            offer = _lt_epilogue(call, c is yr, extras, act, ys, rows=True)
-            if offer is not None:
-                call.lt = {**offer, "epilogue": self.program.calls[-1]}
         self.refs[id(node.outputs[0])] = yr
         return True
 
@@ -733,29 +729,23 @@ class _GpuBuilder(_Builder):
         self.kernel_call(kb, refs, node, "epilogue")
 
 
-def _lt_epilogue(call: GemmCall, in_place: bool, extras, act: str, ys, rows: bool = False) -> dict | None:
-    """What cuBLASLt can do of a product's epilogue kernel, or None: a bias vector, a
-    residual of the output's own shape (cuBLASLt's C with beta), ReLU. One product (no
-    batch), written in place. The kernel stays in the plan: the runtime skips it only
-    where cuBLASLt took the epilogue.
-
-    cuBLASLt adds its bias along D's rows. For a matrix product the bias runs along our
-    row-major C's columns (one per output feature), which are the rows of cuBLAS's
-    column-major view C^T: order "col", the operands swapped as for every GEMM. For a
-    convolution (``rows``) the bias is one per output channel, a row of our C: order
-    "row", cuBLASLt's row-major layouts on our own operands."""
+def _lt_epilogue(call: GemmCall, in_place: bool, extras, act: str, ys) -> dict | None:
+    """What cuBLASLt can do of a product's epilogue kernel, or None: a bias along the
+    product's columns (one per output feature: cuBLAS's column-major D is our C^T, so that
+    is its BIAS epilogue, a vector along D's rows), a residual of the output's own shape
+    (cuBLASLt's C with beta), ReLU. One product (no batch), written in place. The kernel
+    stays in the plan: the runtime skips it only where cuBLASLt took the epilogue."""
     if call.batch != 1 or not in_place or act not in ("", "Relu"):
         return None
     out = call.args[2]
     bias = resid = None
     beta = 0.0
-    along = [0, 1] + [0] * (len(ys) - 2) if rows else [0] * (len(ys) - 1) + [1]
-    length = call.m if rows else call.n
+    per_column = [0] * (len(ys) - 1) + [1]
     for ref, strides, scale in extras:
         if ref.dtype != out.dtype:
             return None
         steps = [st if d != 1 else 0 for st, d in zip(strides, ys)]  # a dim of one never steps
-        if bias is None and scale == 1.0 and prod(ref.shape) == length and steps == along:
+        if bias is None and scale == 1.0 and prod(ref.shape) == call.n and steps == per_column:
             bias = ref
         elif resid is None and tuple(ref.shape) == tuple(ys):
             resid, beta = ref, float(scale)
@@ -763,7 +753,7 @@ def _lt_epilogue(call: GemmCall, in_place: bool, extras, act: str, ys, rows: boo
             return None
     if bias is None and resid is None and not act:
         return None
-    return {"bias": bias, "residual": resid, "beta": beta, "relu": act == "Relu", "order": "row" if rows else "col"}
+    return {"bias": bias, "residual": resid, "beta": beta, "relu": act == "Relu"}
 
 
 def _same_place(a: TensorRef, b: TensorRef) -> bool:
