@@ -137,7 +137,7 @@ def test_float16_conversions_are_single_ptx_instructions():
     assert "0f33800000" not in ptx  # 2**-24: the expansion's subnormal scale
 
 
-def conv_pair(second_kernel: int = 3, shared: bool = False) -> onnx.ModelProto:
+def conv_pair(second_kernel: int = 3, shared: bool = False, batch: int = 2) -> onnx.ModelProto:
     """Conv 1x1 + bias + Relu feeding a second convolution (ResNet's bottleneck start);
     ``shared``: the first output is also added to the result (two readers)."""
     rng = np.random.default_rng(3)
@@ -158,8 +158,8 @@ def conv_pair(second_kernel: int = 3, shared: bool = False) -> onnx.ModelProto:
     else:
         nodes.append(helper.make_node("Relu", ["c2"], ["y"]))
     graph = helper.make_graph(
-        nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6, 9, 9])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 9, 9])], inits,
+        nodes, "pair", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 6, 9, 9])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 8, 9, 9])], inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -247,3 +247,16 @@ def test_bias_and_residual_epilogues_are_offered_to_cublaslt():
     after = [plan.steps[plan.steps.index(g) + 1] for g in gemms]
     assert all(s["op"] == "launch" and s["optional"] for s in after)
     assert _error(model, host_plan(optimized_graph(model, "cuda"))) < 1e-5
+
+
+def test_convolution_epilogues_stay_kernels():
+    """A convolution's bias is one per output channel, a row of our C, where cuBLASLt's
+    BIAS epilogue runs along cuBLAS's column-major rows (our columns); its row-major
+    layouts, the other way in, were answered CUBLAS_STATUS_NOT_SUPPORTED on an H200. So
+    convolutions make no cuBLASLt offer and their epilogues are kernels."""
+    from torsh_gen.backends.cuda.package import plan_program
+    from torsh_gen.backends.cuda.program import build_cuda_program
+
+    plan = plan_program(build_cuda_program(optimized_graph(conv_pair(shared=True, batch=1), "cuda")))
+    assert not any("lt" in s or s.get("optional") for s in plan.steps)
+    assert sum(1 for s in plan.steps if s["op"] == "launch" and "_epilogue_" in s["kernel"]) == 2
