@@ -271,35 +271,47 @@ def test_plans_follow_shapes_geometries_and_runtime_weights(tmp_path: Path) -> N
 
 
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
-    """AVX-512 hosts take the 12 x 32 tile, others the 6 x 16 one. The AVX2 tile also runs
-    on any AVX2 machine when numba compiles for a named CPU (NUMBA_CPU_NAME=haswell), so
-    both tile shapes are checked against onnxruntime on AVX-512 machines."""
+    """AVX-512 hosts take the 12 x 32 tile, except cores that split 512-bit operations in
+    two (Zen 4), which take the 6 x 16 one like every AVX2 machine. Whatever the host, both
+    tiles are checked against onnxruntime: numba compiling for a named CPU
+    (NUMBA_CPU_NAME=haswell: the AVX2 tile; skylake-avx512 where the host has AVX-512: the
+    wide tile) picks the tile of that CPU."""
     if platform.machine() != "x86_64" or "avx2" not in cpu_flags():
         pytest.skip("needs an x86_64 CPU with AVX2")
+    import llvmlite.binding as llb
+
     b = _Builder((2, 40, 13, 11))
     b.out(b.node("Relu", [b.conv("deep", "x", 40, 40, (3, 3), pads=[1, 1, 1, 1])], "deep_relu"))
     b.out(b.conv("tail", "x", 40, 30, (1, 1)))
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
-    assert module._conv.WIDE == ("avx512f" in cpu_flags() and not os.environ.get("NUMBA_CPU_NAME"))
+    half_rate = llb.get_host_cpu_name() in module._conv._HALF_RATE_512
+    wide_host = "avx512f" in cpu_flags() and not half_rate
+    assert module._conv.WIDE == (wide_host and not os.environ.get("NUMBA_CPU_NAME"))
     x = _RNG.standard_normal(b.shape).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     script = (
         "import sys, numpy as np\n"
         "from torsh_gen.tools.artifact import load_artifact\n"
         "m = load_artifact(sys.argv[1])\n"
-        "assert not m._conv.WIDE and m._conv.MR == 6 and m._conv.NR == 16\n"
+        "wide = sys.argv[4] == 'wide'\n"
+        "assert m._conv.WIDE == wide and (m._conv.MR, m._conv.NR) == ((12, 32) if wide else (6, 16))\n"
         "out = m.run(x=np.load(sys.argv[2]))\n"
         "np.savez(sys.argv[3], *out.values())\n"
     )
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
-    subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path / "pkg"), str(tmp_path / "x.npy"), str(tmp_path / "y.npz")],
-        env=env, check=True, timeout=600,
-    )
-    got = np.load(tmp_path / "y.npz")
-    for k, want in enumerate(ort_outputs(model, {"x": x})):
-        np.testing.assert_allclose(got[f"arr_{k}"], want, rtol=1e-4, atol=1e-4)
+    cpus = [("haswell", "", "narrow")]
+    if "avx512f" in cpu_flags():
+        cpus.append(("skylake-avx512", "+avx512f", "wide"))
+    for name, features, tile in cpus:
+        env = dict(os.environ, NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features)
+        out = tmp_path / f"y_{tile}.npz"
+        subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path / "pkg"), str(tmp_path / "x.npy"), str(out), tile],
+            env=env, check=True, timeout=600,
+        )
+        got = np.load(out)
+        for k, want in enumerate(ort_outputs(model, {"x": x})):
+            np.testing.assert_allclose(got[f"arr_{k}"], want, rtol=1e-4, atol=1e-4)
 
 
 def test_max_pool_kernel(tmp_path: Path) -> None:

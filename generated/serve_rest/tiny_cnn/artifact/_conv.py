@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_8962db0928348733"
+_NAME = "_torsh_conv_4357442def52b4e8"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -515,22 +515,30 @@ def _fmax(a, b):
 # ---------------------------------------------------------------------------------------
 
 
+#: LLVM CPU names whose cores run a 512-bit operation as two 256-bit halves: AVX-512
+#: there gives 32 registers but no wider datapath, and the big tile lost to the AVX2 one
+#: on every benchmark model (AMD EPYC Zen 4, paired runs: 0.93-0.99 of the time).
+_HALF_RATE_512 = ("znver4",)
+
+
 def _wide_registers() -> bool:
-    """Whether numba compiles for AVX-512 (32 vector registers of 16 float32 lanes).
+    """Whether to use the AVX-512 tile (32 vector registers of 16 float32 lanes).
 
     With it the tile holds 12 rows x 2 vectors of 16 lanes (24 registers). Without it
     (AVX2: 16 registers of 8 lanes) that tile would need 48 registers and spill on every
     step, so the tile is 6 rows x 1 vector of 16 lanes (12 registers, two per vector),
     leaving room for the inputs and a broadcast: on an AMD EPYC (Zen 3) the 12 x 32 tile
-    ran ResNet-50 at 5.4x onnxruntime. A ``NUMBA_CPU_NAME`` other than host takes the
-    AVX2 tile unless ``NUMBA_CPU_FEATURES`` names avx512f (numba's cache keys on both)."""
+    ran ResNet-50 at 5.4x onnxruntime. Cores that split 512-bit operations in two
+    (``_HALF_RATE_512``) take the small tile too. A ``NUMBA_CPU_NAME`` other than host takes
+    the AVX2 tile unless ``NUMBA_CPU_FEATURES`` names avx512f (numba's cache keys on both)."""
     name = nb.config.CPU_NAME
     if name not in (None, "", "host"):
-        return "+avx512f" in (nb.config.CPU_FEATURES or "")
+        return "+avx512f" in (nb.config.CPU_FEATURES or "") and name not in _HALF_RATE_512
     try:
         import llvmlite.binding as llb
 
-        return bool(llb.get_host_cpu_features().get("avx512f", False))
+        wide = bool(llb.get_host_cpu_features().get("avx512f", False))
+        return wide and llb.get_host_cpu_name() not in _HALF_RATE_512
     except Exception:  # noqa: BLE001  (no feature string: the tile that fits every x86-64-v3)
         return False
 
