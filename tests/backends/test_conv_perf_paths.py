@@ -105,8 +105,9 @@ def test_depthwise(tmp_path: Path, kernel: tuple[int, int]) -> None:
 
 def test_depthwise_rows_wider_than_a_vector(tmp_path: Path) -> None:
     """The 3x3 depthwise grid kernel on planes wider than a vector: stride 1 and 2 (phase
-    planes from an odd width), with and without left padding, padding on the right only,
-    a channel multiplier, bias, residual and ReLU6."""
+    planes from an odd width: the interleaved middle of each row and its ends), with and
+    without left padding, padding on the right or the left only, padding of 2, a channel
+    multiplier, bias, residual and ReLU6."""
     b = _Builder((1, 3, 7, 53))
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
     dw = b.conv("dw", "x", 3, 3, (3, 3), group=3, pads=[1, 1, 1, 1])
@@ -114,8 +115,10 @@ def test_depthwise_rows_wider_than_a_vector(tmp_path: Path) -> None:
     b.out(b.conv("nopad", "x", 3, 3, (3, 3), group=3))
     b.out(b.conv("s2", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[1, 1, 1, 1]))
     b.out(b.conv("s2right", "x", 3, 6, (3, 3), group=3, strides=[2, 2], pads=[0, 0, 1, 1], bias=False))
+    b.out(b.conv("s2pad2", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[2, 2, 2, 2]))
+    b.out(b.conv("s2left", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[1, 1, 0, 0]))
     x = _RNG.standard_normal(b.shape).astype(np.float32) * 4
-    _check(tmp_path, b.model(), x, 4)
+    _check(tmp_path, b.model(), x, 6)
 
 
 def test_residual_and_activation_epilogues(tmp_path: Path) -> None:
