@@ -217,11 +217,11 @@ def lt_probe_child(folder: str) -> None:
         if not err < 1e-5:
             print(f"mismatch: max rel err {err:.3g}", flush=True)
             return
-    ex = art._executor
-    if not ex.lt_fused:
-        print("no GEMM took a cuBLASLt epilogue: " + "; ".join(ex.lt_declined[:2]), flush=True)
+    fused, declined = art.fused_epilogues
+    if not fused:
+        print("no GEMM took a cuBLASLt epilogue: " + "; ".join(declined[:2]), flush=True)
         return
-    print(f"ok: {ex.lt_fused} GEMMs fused, max rel err {err:.1e}", flush=True)
+    print(f"ok: {fused} GEMMs fused, max rel err {err:.1e}", flush=True)
 
 
 def plan_tasks(args: argparse.Namespace) -> list[Row]:
@@ -354,9 +354,8 @@ def _check_and_time(task: Row, prep: Row, args: argparse.Namespace, until: float
     feeds = {k[3:]: data[k].astype(specs.get(k[3:], data[k].dtype)) for k in data.files if k.startswith("in:")}
     art = package.Model(device=0)
     result = compare(art.run(**feeds), refs, task["dtype"], args.tf32)
-    executor = getattr(art, "_executor", None)
-    result["lt_fused"] = getattr(executor, "lt_fused", None)
-    result["lt_declined"] = list(getattr(executor, "lt_declined", []))
+    if hasattr(type(art), "fused_epilogues"):
+        result["lt_fused"], result["lt_declined"] = art.fused_epilogues
     dev = {k: cupy.asarray(v) for k, v in feeds.items()}
     low = task["dtype"] == "float16"
     module = models.torch_module(task["model"]).cuda().eval()

@@ -378,3 +378,15 @@ def test_bfloat16_needs_ml_dtypes_only_when_used(rt) -> None:
             rt.numpy_dtype("bfloat16")
     else:
         assert rt.numpy_dtype("bfloat16") == np.dtype(ml_dtypes.bfloat16)
+
+
+def test_fused_epilogues_reports_the_executors_cublaslt_use(package) -> None:
+    """Model.fused_epilogues: the GEMMs that took a cuBLASLt epilogue, and the reasons of
+    those that could not (a copy: the caller cannot change the executor's list)."""
+    from types import SimpleNamespace
+
+    model = object.__new__(package.Model)
+    reasons = ["step 3 (node 'fc'): no cuBLASLt algorithm (status 15, 0 found)"]
+    model._executor = SimpleNamespace(lt_fused=2, lt_declined=reasons, close=lambda: None)
+    fused, declined = model.fused_epilogues
+    assert (fused, declined) == (2, reasons) and declined is not reasons
