@@ -100,7 +100,6 @@ class GemmCall:
         return self.args[2].dtype
 
 
-
 class _GpuBuilder(PlanRewrites, _Builder):
     """The native program builder with matrix products routed to cuBLAS and the launches
     ``rewrites.py`` leaves out."""
@@ -237,10 +236,8 @@ class _GpuBuilder(PlanRewrites, _Builder):
     def _transpose(self, node: Node) -> bool:
         """One thread per output element, reading through the permuted strides (or none:
         ``_defer_transpose``)."""
-        xs = _tensor_info(node.inputs[0])[1]
-        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
-        perm = list(range(len(xs)))[::-1] if attrs.perm is None else [int(p) % len(xs) for p in attrs.perm]
-        if sorted(perm) != list(range(len(xs))):
+        perm = self.transpose_perm(node, len(_tensor_info(node.inputs[0])[1]))
+        if perm is None:
             return False
         if self._defer_transpose(node, perm):
             return True
@@ -484,12 +481,6 @@ class _GpuBuilder(PlanRewrites, _Builder):
                 (v,) = fused_values(kb, body, [kb.let(v, "v")], self.opset)
             y0[i] = v
         self.kernel_call(kb, refs, node, "epilogue")
-
-
-
-
-
-
 
 
 def _in_range(v: Expr, n: int) -> Expr:

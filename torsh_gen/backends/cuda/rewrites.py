@@ -53,6 +53,11 @@ class PlanRewrites:
         self._held: Node | None = None  # a widening Cast waiting for the row node after it
         self._absorbed: set[int] = set()  # nodes a kernel before them already computed
 
+    def _next(self, node: Node) -> Node | None:
+        """The node lowered right after ``node``, or None for the last."""
+        i = self._order[id(node)] + 1
+        return self.graph.nodes[i] if i < len(self.graph.nodes) else None
+
     def _release_held(self) -> None:
         """Lower the held widening Cast after all (its row node did not take it)."""
         held, self._held = self._held, None
@@ -110,10 +115,7 @@ class PlanRewrites:
         j = self.out_index.get(id(v))
         if j is not None:
             return TensorRef("output", j, 0, dtype, shape)
-        slot = self.plan.slot_of(v.name) if self.plan is not None and v.name else None
-        if slot is None:
-            return None
-        return TensorRef("workspace", 0, self.arena_offsets[slot] + self.plan.offsets.get(v.name, 0), dtype, shape)
+        return self.slot_ref(v, dtype, shape) if v.name else None
 
     def _untouched(self, src: TensorRef, after: Node, until: int) -> bool:
         """Whether no node after ``after`` up to node index ``until`` writes where ``src``
@@ -182,6 +184,13 @@ class PlanRewrites:
         strides = row_major_strides(src.shape)
         return src, tuple(src.shape[p] for p in perm), [strides[p] for p in perm]
 
+    def transpose_perm(self, node: Node, rank: int) -> list[int] | None:
+        """A Transpose's permutation of ``rank`` axes (reversed when not given), or None
+        when it is not one."""
+        attrs = lookup(node.op_type, node.domain, self.opset).resolve_attrs(node)
+        perm = list(range(rank))[::-1] if attrs.perm is None else [int(p) % rank for p in attrs.perm]
+        return perm if sorted(perm) == list(range(rank)) else None
+
     def _scale_of(self, node: Node) -> float | None:
         """The factor of a Div or Mul of the product (input 0; either input for Mul) by a
         one-element constant, or None: attention's score scaling, folded into the GEMM's
@@ -202,8 +211,7 @@ class PlanRewrites:
         """The FusedElementwise right after a matrix product that reads the product alone
         (and is its only reader): BERT's GELU after the first feed-forward layer. Its body
         then runs inside the product's epilogue, one launch and one pass fewer."""
-        i = self._order[id(node)] + 1
-        nxt = self.graph.nodes[i] if i < len(self.graph.nodes) else None
+        nxt = self._next(node)
         out = node.outputs[0]
         if nxt is None or nxt.op_type != "FusedElementwise" or id(out) in self.out_index:
             return None
@@ -212,11 +220,10 @@ class PlanRewrites:
         body = nxt.attrs.get("body")
         body = getattr(body, "value", None)
         try:
-            if body is None or _tensor_info(nxt.outputs[0])[1] != tuple(ys) or not _scalar_body(body):
-                return None
-            if _tensor_info(nxt.outputs[0])[0] not in ("f32", "f16", "bf16"):
-                return None
+            dtype, shape = _tensor_info(nxt.outputs[0])
         except Exception:  # unknown types: the chain runs as planned
+            return None
+        if body is None or shape != tuple(ys) or dtype not in ("f32", "f16", "bf16") or not _scalar_body(body):
             return None
         return nxt
 
@@ -257,8 +264,7 @@ class PlanRewrites:
         plain = (self.out_ref(out), n, m * n, None)
         if node.op_type != "MatMul" or id(out) in self.out_index:
             return plain
-        i = self._order[id(node)] + 1
-        after = self.graph.nodes[i] if i < len(self.graph.nodes) else None
+        after = self._next(node)
         if after is None or after.domain or self._readers.get(id(out)) != [after]:
             return plain
         if after.op_type in ("Div", "Mul") and self._scale_of(after) is not None:
@@ -269,10 +275,9 @@ class PlanRewrites:
             return target, n, m * n, after
         if after.op_type != "Transpose":
             return plain
-        attrs = lookup(after.op_type, after.domain, self.opset).resolve_attrs(after)
         rank = len(ys)
-        perm = list(range(rank))[::-1] if attrs.perm is None else [int(p) % rank for p in attrs.perm]
-        if sorted(perm) != list(range(rank)):
+        perm = self.transpose_perm(after, rank)
+        if perm is None:
             return plain
         target = self.out_ref(after.outputs[0])
         placed = row_major_strides(target.shape)

@@ -406,12 +406,14 @@ class _Builder:
             return TensorRef("output", j, 0, dtype, shape)
         if id(v) in self.bounds:  # the plan does not size it: a region of its own
             return self.region(dtype, shape)
-        if self.plan is not None:
-            slot = self.plan.slot_of(v.name)
-            if slot is not None:
-                at = self.arena_offsets[slot] + self.plan.offsets.get(v.name, 0)
-                return TensorRef("workspace", 0, at, dtype, shape)
-        return self.region(dtype, shape)
+        return self.slot_ref(v, dtype, shape) or self.region(dtype, shape)
+
+    def slot_ref(self, v: Value, dtype: str, shape: tuple[int, ...]) -> TensorRef | None:
+        """Where the memory plan's arena holds ``v``, or None where it has no slot there."""
+        slot = self.plan.slot_of(v.name) if self.plan is not None else None
+        if slot is None:
+            return None
+        return TensorRef("workspace", 0, self.arena_offsets[slot] + self.plan.offsets.get(v.name, 0), dtype, shape)
 
     def _output_through_aliases(self, v: Value) -> int | None:
         """The first model output a data-dependent ``v`` reaches through shape-keeping
