@@ -275,17 +275,22 @@ def test_plans_follow_shapes_geometries_and_runtime_weights(tmp_path: Path) -> N
 
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, except cores that split 512-bit operations in
-    two (Zen 4), which take the 6 x 16 one like every AVX2 machine. Whatever the host, both
-    tiles are checked against onnxruntime: numba compiling for a named CPU
-    (NUMBA_CPU_NAME=haswell: the AVX2 tile; skylake-avx512 where the host has AVX-512: the
-    wide tile) picks the tile of that CPU."""
+    two (Zen 4), which take the 6 x 16 one like every AVX2 machine, with grid tiles of 7
+    positions along output rows (AVX-512's 32 registers). Whatever the host, every tile is
+    checked against onnxruntime: numba compiling for a named CPU (NUMBA_CPU_NAME=haswell:
+    the AVX2 tile; where the host has AVX-512, skylake-avx512: the wide tile, znver4: the
+    small tile with grid tiles of 7) picks the tile of that CPU. Every tile runs grid tiles
+    along output rows (with 7 positions: the 14 and 7 wide planes; with 6 or 12: the 10
+    wide one, a partial tile at each row's end) and along the flat padded grid."""
     if platform.machine() != "x86_64" or "avx2" not in cpu_flags():
         pytest.skip("needs an x86_64 CPU with AVX2")
     import llvmlite.binding as llb
 
-    b = _Builder((2, 40, 13, 11))
+    b = _Builder((2, 40, 13, 14))
     b.out(b.node("Relu", [b.conv("deep", "x", 40, 40, (3, 3), pads=[1, 1, 1, 1])], "deep_relu"))
     b.out(b.conv("tail", "x", 40, 30, (1, 1)))
+    b.out(b.conv("s2", "x", 40, 24, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.conv("narrow", "x", 40, 20, (3, 5), pads=[1, 0, 1, 0]))  # row tiles of 6 and 12
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
     half_rate = llb.get_host_cpu_name() in module._conv._HALF_RATE_512
@@ -299,12 +304,14 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
         "m = load_artifact(sys.argv[1])\n"
         "wide = sys.argv[4] == 'wide'\n"
         "assert m._conv.WIDE == wide and (m._conv.MR, m._conv.NR) == ((12, 32) if wide else (6, 16))\n"
+        "assert m._conv.MG == {'wide': 12, 'narrow': 6, 'narrow7': 7}[sys.argv[4]]\n"
         "out = m.run(x=np.load(sys.argv[2]))\n"
         "np.savez(sys.argv[3], *out.values())\n"
     )
     cpus = [("haswell", "", "narrow")]
     if "avx512f" in cpu_flags():
         cpus.append(("skylake-avx512", "+avx512f", "wide"))
+        cpus.append(("znver4", "+avx512f", "narrow7"))
     for name, features, tile in cpus:
         env = dict(os.environ, NUMBA_CPU_NAME=name, NUMBA_CPU_FEATURES=features)
         out = tmp_path / f"y_{tile}.npz"

@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_4357442def52b4e8"
+_NAME = "_torsh_conv_4d64f6d505c7b2b3"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -521,6 +521,22 @@ def _fmax(a, b):
 _HALF_RATE_512 = ("znver4",)
 
 
+def _avx512() -> tuple[bool, bool]:
+    """(AVX-512 present, its 512-bit operations at full rate) for the CPU numba compiles
+    for. A ``NUMBA_CPU_NAME`` other than host counts as AVX-512 only when
+    ``NUMBA_CPU_FEATURES`` names avx512f (numba's cache keys on both)."""
+    name = nb.config.CPU_NAME
+    if name not in (None, "", "host"):
+        return "+avx512f" in (nb.config.CPU_FEATURES or ""), name not in _HALF_RATE_512
+    try:
+        import llvmlite.binding as llb
+
+        present = bool(llb.get_host_cpu_features().get("avx512f", False))
+        return present, llb.get_host_cpu_name() not in _HALF_RATE_512
+    except Exception:  # noqa: BLE001  (no feature string: the tile that fits every x86-64-v3)
+        return False, False
+
+
 def _wide_registers() -> bool:
     """Whether to use the AVX-512 tile (32 vector registers of 16 float32 lanes).
 
@@ -529,26 +545,23 @@ def _wide_registers() -> bool:
     step, so the tile is 6 rows x 1 vector of 16 lanes (12 registers, two per vector),
     leaving room for the inputs and a broadcast: on an AMD EPYC (Zen 3) the 12 x 32 tile
     ran ResNet-50 at 5.4x onnxruntime. Cores that split 512-bit operations in two
-    (``_HALF_RATE_512``) take the small tile too. A ``NUMBA_CPU_NAME`` other than host takes
-    the AVX2 tile unless ``NUMBA_CPU_FEATURES`` names avx512f (numba's cache keys on both)."""
-    name = nb.config.CPU_NAME
-    if name not in (None, "", "host"):
-        return "+avx512f" in (nb.config.CPU_FEATURES or "") and name not in _HALF_RATE_512
-    try:
-        import llvmlite.binding as llb
-
-        wide = bool(llb.get_host_cpu_features().get("avx512f", False))
-        return wide and llb.get_host_cpu_name() not in _HALF_RATE_512
-    except Exception:  # noqa: BLE001  (no feature string: the tile that fits every x86-64-v3)
-        return False
+    (``_HALF_RATE_512``) take the small tile too."""
+    present, full_rate = AVX512
+    return present and full_rate
 
 
+AVX512 = _avx512()
 WIDE = _wide_registers()
 _L = 16  # float32 lanes of one vector (two registers on AVX2)
 MR = 12 if WIDE else 6  # output channels per register tile
 NV = 2 if WIDE else 1  # vectors per tile row
 NR = NV * _L  # output positions per register tile
 KC = 128 if WIDE else 256  # reduction depth per pass over the panel (NR * KC floats fit in L1)
+#: Grid positions per channel-vector tile (``gemm_conv_grid``). With AVX-512's 32
+#: registers the small tile takes 7: the planes of most networks are 7, 14, 28, 56 or 112
+#: wide, so tiles of 7 along an output row compute no padding column (tiles of 6 along
+#: the padded grid computed 9 positions for every 7 outputs on a 7 x 7 plane).
+MG = 7 if AVX512[0] and not WIDE else MR
 
 _F = ir.FloatType()
 _I1 = ir.IntType(1)
@@ -709,6 +722,7 @@ def _build_tile(
     y_io,
     scalar_row=None,
     row_on=None,
+    rows=MR,
 ):
     """The IR every register tile shares: accumulators (zero, or read from ``y`` when flags
     has 16), ``kdim`` steps of NV vector loads from ``x_row(k)`` times MR broadcast weights
@@ -717,7 +731,7 @@ def _build_tile(
     ``store(r, v, value, mask)`` and ``load_res(r, v, mask)``: contiguous or per-lane.
     ``scalar_row(k)``, when given, points at step k's MR broadcast values instead of
     ``wbase + k*MR``, and ``row_on(r)`` says whether row r is stored instead of r < mvalid
-    (the channel-vector convolution tile: its rows are grid positions)."""
+    (the channel-vector convolution tile: its ``rows`` rows are grid positions)."""
     load, store, load_res = y_io
     if row_on is None:
 
@@ -735,12 +749,12 @@ def _build_tile(
     start = builder.basic_block
     with builder.if_then(accumulate):
         loaded = []
-        for r in range(MR):
+        for r in range(rows):
             on = _splat(builder, row_on(r), _MASK)
             loaded.append([load(r, v, builder.and_(masks[v], on)) for v in range(NV)])
         loaded_block = builder.basic_block
     init = []
-    for r in range(MR):
+    for r in range(rows):
         row = []
         for v in range(NV):
             phi = builder.phi(_V)
@@ -755,20 +769,20 @@ def _build_tile(
     builder.position_at_end(loop)
     k = builder.phi(_I64)
     k.add_incoming(_k(0), pre)
-    acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(MR)]
-    for r in range(MR):
+    acc = [[builder.phi(_V) for _ in range(NV)] for _ in range(rows)]
+    for r in range(rows):
         for v in range(NV):
             acc[r][v].add_incoming(init[r][v], pre)
     xrow = x_row(k)
     xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
     wrow = scalar_row(k)
     new = []
-    for r in range(MR):
+    for r in range(rows):
         wv = _splat(builder, builder.load(builder.gep(wrow, [_k(r)]), align=4), _V)
         new.append([builder.call(fma, [xs[v], wv, acc[r][v]]) for v in range(NV)])
     k1 = builder.add(k, _k(1))
     k.add_incoming(k1, loop)
-    for r in range(MR):
+    for r in range(rows):
         for v in range(NV):
             acc[r][v].add_incoming(new[r][v], loop)
     builder.cbranch(builder.icmp_signed("<", k1, kdim), loop, done)
@@ -783,7 +797,7 @@ def _build_tile(
         switch.add_case(_k(code), cases[code])
     for code, block in enumerate(cases):
         builder.position_at_end(block)
-        for r in range(MR):
+        for r in range(rows):
             with builder.if_then(row_on(r), likely=True):
                 # the residual read only when there is one: a masked gather or load with
                 # every lane off still costs a test and branch per lane where LLVM
@@ -1203,9 +1217,9 @@ def _gemm_conv_body(t, chunks, args):
 
 # Stride-1 convolutions read their operand straight from a zero-padded copy of the input:
 # over the padded width, output position q = oy * Wp + ox and tap k = (c, i, j) read input
-# element q + offset(k), so a tile's MR positions are MR consecutive floats per tap (no
-# gathered panel). Columns ox >= ow of the padded grid are computed and dropped: their
-# destination is -1.
+# element q + offset(k), so a tile's MG positions are MG consecutive floats per tap (no
+# gathered panel). Positions ox >= ow (the padded grid's extra columns, or a row's last
+# tile past its end) are computed and dropped: their destination is -1.
 
 _VP = ir.VectorType(_F.as_pointer(), _L)
 _VI = ir.VectorType(_I64, _L)
@@ -1231,7 +1245,7 @@ def _scatter(builder, value, base, idx, mask):
 
 
 # Convolutions on the padded grid use the tile turned around: its vectors are NR output
-# channels of a weight panel (packed, aligned, read in order) and its broadcasts MR grid
+# channels of a weight panel (packed, aligned, read in order) and its broadcasts MG grid
 # positions of the input (scalar loads, never split across cache lines). With positions
 # as vectors, every step loaded them unaligned from a different plane of the input at a
 # tap offset read from a table; on an AMD EPYC (Zen 3) the turned tile made ResNet-18
@@ -1305,7 +1319,7 @@ def _tile_grid(
     lo,
     hi,
 ):
-    """An MR-position x NR-channel tile of a stride-1 convolution over the padded grid.
+    """An MG-position x NR-channel tile of a stride-1 convolution over the padded grid.
 
     Step k broadcasts ``xp[xoff + koffs[k0 + k] + r]`` for position r and loads the
     channels' weights ``wp[woff + k*NR + j]``; channel j of position r goes to
@@ -1346,7 +1360,7 @@ def _tile_grid(
         dbase = _data(context, builder, t[11], da, _k(0))
         bbase = _data(context, builder, t[12], ba, boff)
         rbase = _data(context, builder, t[14], ra, yoff)
-        dsts = [builder.load(builder.gep(dbase, [_k(r)])) for r in range(MR)]
+        dsts = [builder.load(builder.gep(dbase, [_k(r)])) for r in range(MG)]
         masks = _lane_masks(builder, nvalid)
         col_bias = builder.icmp_signed("!=", builder.and_(flags, _k(32)), _k(0))
 
@@ -1374,7 +1388,7 @@ def _tile_grid(
             wbase,
             panel_row,
             kdim,
-            _k(MR),
+            _k(MG),
             masks,
             flags,
             lo,
@@ -1384,6 +1398,7 @@ def _tile_grid(
             y_io,
             scalar_row=grid_row,
             row_on=row_on,
+            rows=MG,
         )
         return context.get_dummy_value()
 
@@ -1409,7 +1424,7 @@ def pack_channels(w, group: int) -> np.ndarray:
 
 _BAND = 65536  # floats of input a band of grid positions may touch (a quarter of an L2)
 KV = 1536 // NV  # reduction steps per pass: a block's weights for one pass stay in L2 (96 KiB)
-_GEMM_CONV_GRID_ARGS = nb.types.Tuple((_X1, _X1, _I1D, _Y1, _X1, _X1, *(_I8,) * 15, _F4, _F4))
+_GEMM_CONV_GRID_ARGS = nb.types.Tuple((_X1, _X1, _I1D, _Y1, _X1, _X1, *(_I8,) * 16, _F4, _F4))
 
 
 @nb.njit(
@@ -1432,9 +1447,16 @@ def gemm_conv_grid(
     blocks = wc.shape[0] // group
     p_n = oh * ow
     qv = oh * wpad
-    groups_n = (qv + MR - 1) // MR
+    # tiles along each output row (tpr of them) or along the flat grid (tpr = 0), whichever
+    # computes fewer positions: the grid's padding columns are work thrown away
+    groups_n = (qv + MG - 1) // MG
+    tpr = (ow + MG - 1) // MG
+    if oh * tpr < groups_n:
+        groups_n = oh * tpr
+    else:
+        tpr = 0
     column = max(1, gplane // max(qv, 1))  # floats of input per grid position
-    bg = max(1, _BAND // (column * MR))
+    bg = max(1, _BAND // (column * MG))
     per_band = n * group * blocks
     want = 4 * threads
     if per_band * ((groups_n + bg - 1) // bg) < want:
@@ -1461,6 +1483,7 @@ def gemm_conv_grid(
         wpad,
         ow,
         qv,
+        tpr,
         k_n,
         fl,
         mg,
@@ -1492,6 +1515,7 @@ def _gemm_conv_grid_body(t, chunks, args):
         wpad,
         ow,
         qv,
+        tpr,
         k_n,
         flags,
         mg,
@@ -1501,7 +1525,7 @@ def _gemm_conv_grid_body(t, chunks, args):
         lo,
         hi,
     ) = _unpack(args, _GEMM_CONV_GRID_ARGS)
-    dst = np.empty(MR, np.int64)
+    dst = np.empty(MG, np.int64)
     for item in range(t * items // chunks, (t + 1) * items // chunks):
         job = item // blocks
         blk = item - job * blocks
@@ -1514,18 +1538,25 @@ def _gemm_conv_grid_body(t, chunks, args):
         for k0 in range(0, k_n, KV):
             kc = min(KV, k_n - k0)
             fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
-            q = band * bg * MR
+            q = band * bg * MG
             oy = q // wpad
             ox = q - oy * wpad
             for pg in range(band * bg, min(groups_n, (band + 1) * bg)):
-                q0 = pg * MR
-                for r in range(MR):  # stepping (oy, ox) along: no division per position
-                    dst[r] = oy * ow + ox if q < qv and ox < ow else -1
-                    q += 1
-                    ox += 1
-                    if ox == wpad:
-                        ox = 0
-                        oy += 1
+                if tpr > 0:  # MG positions of one output row from column x0
+                    row = pg // tpr
+                    x0 = (pg - row * tpr) * MG
+                    q0 = row * wpad + x0
+                    for r in range(MG):
+                        dst[r] = row * ow + x0 + r if x0 + r < ow else -1
+                else:
+                    q0 = pg * MG
+                    for r in range(MG):  # stepping (oy, ox) along: no division per position
+                        dst[r] = oy * ow + ox if q < qv and ox < ow else -1
+                        q += 1
+                        ox += 1
+                        if ox == wpad:
+                            ox = 0
+                            oy += 1
                 _tile_grid(
                     wf,
                     woff + k0 * NR,
