@@ -275,13 +275,14 @@ def test_plans_follow_shapes_geometries_and_runtime_weights(tmp_path: Path) -> N
 
 def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     """AVX-512 hosts take the 12 x 32 tile, except cores that split 512-bit operations in
-    two (Zen 4), which take the 6 x 16 one like every AVX2 machine, with grid tiles of 7
-    positions along output rows (AVX-512's 32 registers). Whatever the host, every tile is
-    checked against onnxruntime: numba compiling for a named CPU (NUMBA_CPU_NAME=haswell:
-    the AVX2 tile; where the host has AVX-512, skylake-avx512: the wide tile, znver4: the
-    small tile with grid tiles of 7) picks the tile of that CPU. Every tile runs grid tiles
-    along output rows (with 7 positions: the 14 and 7 wide planes; with 6 or 12: the 10
-    wide one, a partial tile at each row's end) and along the flat padded grid."""
+    two (Zen 4), which take 16-lane tiles like every AVX2 machine, but 8 rows instead of 6
+    and grid tiles of 7 positions (AVX-512's 32 registers). Whatever the host, every tile
+    is checked against onnxruntime: numba compiling for a named CPU
+    (NUMBA_CPU_NAME=haswell: the AVX2 tile; where the host has AVX-512, skylake-avx512:
+    the wide tile, znver4: the 8-row tile with grid tiles of 7) picks the tile of that
+    CPU. Every tile runs grid tiles along output rows (with 7 positions: the 14 and 7 wide
+    planes; with 6 or 12: the 10 wide one, a partial tile at each row's end) and along the
+    flat padded grid."""
     if platform.machine() != "x86_64" or "avx2" not in cpu_flags():
         pytest.skip("needs an x86_64 CPU with AVX2")
     import llvmlite.binding as llb
@@ -303,8 +304,8 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
         "from torsh_gen.tools.artifact import load_artifact\n"
         "m = load_artifact(sys.argv[1])\n"
         "wide = sys.argv[4] == 'wide'\n"
-        "assert m._conv.WIDE == wide and (m._conv.MR, m._conv.NR) == ((12, 32) if wide else (6, 16))\n"
-        "assert m._conv.MG == {'wide': 12, 'narrow': 6, 'narrow7': 7}[sys.argv[4]]\n"
+        "shape = {'wide': (12, 32, 12), 'narrow': (6, 16, 6), 'narrow7': (8, 16, 7)}[sys.argv[4]]\n"
+        "assert m._conv.WIDE == wide and (m._conv.MR, m._conv.NR, m._conv.MG) == shape\n"
         "out = m.run(x=np.load(sys.argv[2]))\n"
         "np.savez(sys.argv[3], *out.values())\n"
     )
