@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_bcf443fb799e2388"
+_NAME = "_torsh_conv_944a6d09353626f4"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -726,6 +726,7 @@ def _build_tile(
     scalar_row=None,
     row_on=None,
     rows=MR,
+    store_rows=None,
 ):
     """The IR every register tile shares: accumulators (zero, or read from ``y`` when flags
     has 16), ``kdim`` steps of NV vector loads from ``x_row(k)`` times MR broadcast weights
@@ -734,7 +735,9 @@ def _build_tile(
     ``store(r, v, value, mask)`` and ``load_res(r, v, mask)``: contiguous or per-lane.
     ``scalar_row(k)``, when given, points at step k's MR broadcast values instead of
     ``wbase + k*MR``, and ``row_on(r)`` says whether row r is stored instead of r < mvalid
-    (the channel-vector convolution tile: its ``rows`` rows are grid positions)."""
+    (the channel-vector convolution tile: its ``rows`` rows are grid positions).
+    ``store_rows(outs)``, when given, stores every row's epilogue result at once (rows
+    whose ``row_on`` is off included: it masks them) instead of ``store`` row by row."""
     load, store, load_res = y_io
     if row_on is None:
 
@@ -800,41 +803,82 @@ def _build_tile(
         switch.add_case(_k(code), cases[code])
     for code, block in enumerate(cases):
         builder.position_at_end(block)
-        for r in range(rows):
-            with builder.if_then(row_on(r), likely=True):
-                # the residual read only when there is one: a masked gather or load with
-                # every lane off still costs a test and branch per lane where LLVM
-                # emulates it (gathers on AMD cores)
-                before = builder.basic_block
-                with builder.if_then(has_res):
-                    loaded = [load_res(r, v, masks[v]) for v in range(NV)]
-                    loaded_at = builder.basic_block
-                res = []
-                for v in range(NV):
-                    phi = builder.phi(_V)
-                    phi.add_incoming(zero, before)
-                    phi.add_incoming(loaded[v], loaded_at)
-                    res.append(phi)
-                bias_ptr = builder.gep(bbase, [_k(r)])
-                out = _epilogue(
+        if store_rows is None:
+            for r in range(rows):
+                with builder.if_then(row_on(r), likely=True):
+                    out = _row_epilogue(
+                        builder,
+                        new[r],
+                        r,
+                        has_res,
+                        has_bias,
+                        bbase,
+                        col_bias,
+                        code,
+                        lo,
+                        hi,
+                        masks,
+                        load_res,
+                        ir.Constant(_I1, 1),
+                    )
+                    for v in range(NV):
+                        store(r, v, out[v], masks[v])
+        else:
+            outs = [
+                _row_epilogue(
                     builder,
                     new[r],
-                    bias_ptr,
+                    r,
+                    has_res,
                     has_bias,
                     bbase,
                     col_bias,
-                    None,
-                    has_res,
                     code,
                     lo,
                     hi,
                     masks,
-                    res_vals=res,
+                    load_res,
+                    row_on(r),
                 )
-                for v in range(NV):
-                    store(r, v, out[v], masks[v])
+                for r in range(rows)
+            ]
+            store_rows(outs)
         builder.branch(merge)
     builder.position_at_end(merge)
+
+
+def _row_epilogue(
+    builder, vals, r, has_res, has_bias, bbase, col_bias, code, lo, hi, masks, load_res, on
+):
+    """``_epilogue`` for tile row r, the residual read only when there is one and the row
+    is ``on``: a masked gather or load with every lane off still costs a test and branch per
+    lane where LLVM emulates it (gathers on AMD cores)."""
+    zero = ir.Constant(_V, [0.0] * _L)
+    before = builder.basic_block
+    with builder.if_then(builder.and_(has_res, on)):
+        loaded = [load_res(r, v, masks[v]) for v in range(NV)]
+        loaded_at = builder.basic_block
+    res = []
+    for v in range(NV):
+        phi = builder.phi(_V)
+        phi.add_incoming(zero, before)
+        phi.add_incoming(loaded[v], loaded_at)
+        res.append(phi)
+    return _epilogue(
+        builder,
+        vals,
+        builder.gep(bbase, [_k(r)]),
+        has_bias,
+        bbase,
+        col_bias,
+        None,
+        has_res,
+        code,
+        lo,
+        hi,
+        masks,
+        res_vals=res,
+    )
 
 
 @intrinsic
@@ -1300,6 +1344,99 @@ def _gather_rows(builder, base, pitch, first, mask):
     return out
 
 
+#: Grid tiles whose positions are consecutive outputs of one row (row tiles) store each
+#: channel's positions as one masked vector store after transposing the tile in registers,
+#: where AVX-512 makes masked stores cheap and the tile is one vector of channels wide:
+#: the 16 single-lane stores per position cost as much as the reduction on short ones (a
+#: 3 x 3 stem over 3 channels: 27 steps of 7 multiply-adds a tile).
+_TRANSPOSED_STORES = AVX512[0] and NV == 1 and MG <= 8
+_V8 = ir.VectorType(_F, 8)
+_MASK8 = ir.VectorType(_I1, 8)
+
+
+def _shuffle(builder, a, b, lanes):
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(lanes)), lanes))
+
+
+def _store_transposed(builder, outs, base, pitch, dsts, row_on, nvalid):
+    """Tile rows ``outs`` (up to 8 positions, lane j = channel j) stored as channel j's
+    positions ``base[j * pitch + dsts[0] + r]``: an 8 x 16 transpose in three rounds of
+    two-source shuffles, then one 8-lane masked store per channel below ``nvalid`` (lanes
+    of rows that are off masked)."""
+    zero = ir.Constant(_V, [0.0] * _L)
+    a = [out[0] for out in outs] + [zero] * (8 - len(outs))
+    # round 1: position pairs interleaved: lanes (p, c) -> p0 c0, p1 c0, p0 c1, p1 c1, ...
+    pairs = []
+    for k in range(4):
+        lo = [x for i in range(8) for x in (i, 16 + i)]
+        hi = [x for i in range(8, 16) for x in (i, 16 + i)]
+        pairs.append(
+            (
+                _shuffle(builder, a[2 * k], a[2 * k + 1], lo),
+                _shuffle(builder, a[2 * k], a[2 * k + 1], hi),
+            )
+        )
+    # round 2: four positions per channel, four channels per vector
+    quads = []
+    for k in range(2):
+        group = []
+        for half in range(2):
+            p, q = pairs[2 * k][half], pairs[2 * k + 1][half]
+            for part in range(2):
+                lanes = [
+                    x
+                    for c in range(4 * part, 4 * part + 4)
+                    for x in (2 * c, 2 * c + 1, 16 + 2 * c, 17 + 2 * c)
+                ]
+                group.append(_shuffle(builder, p, q, lanes))
+        quads.append(group)  # channels 0-3, 4-7, 8-11, 12-15
+    # round 3: eight positions per channel, two channels per vector
+    on = ir.Constant(_MASK8, [False] * 8)
+    for r in range(len(outs)):
+        on = builder.insert_element(on, row_on(r), ir.Constant(_I32, r))
+    fn = _fn(
+        builder,
+        "llvm.masked.store.v8f32.p0v8f32",
+        ir.VoidType(),
+        [_V8, _V8.as_pointer(), _I32, _MASK8],
+    )
+    start = builder.gep(base, [dsts[0]])
+    rows = []  # channel j's positions, in order
+    for g in range(4):
+        for pair in range(2):
+            lanes = [
+                x
+                for c in (2 * pair, 2 * pair + 1)
+                for x in (
+                    4 * c,
+                    4 * c + 1,
+                    4 * c + 2,
+                    4 * c + 3,
+                    16 + 4 * c,
+                    17 + 4 * c,
+                    18 + 4 * c,
+                    19 + 4 * c,
+                )
+            ]
+            both = _shuffle(builder, quads[0][g], quads[1][g], lanes)
+            for half in range(2):
+                rows.append(_shuffle(builder, both, both, list(range(8 * half, 8 * half + 8))))
+
+    def store(j, mask):
+        ptr = builder.bitcast(_strided(builder, start, pitch, j), _V8.as_pointer())
+        builder.call(fn, [rows[j], ptr, ir.Constant(_I32, 4), mask])
+
+    # a whole block of channels (every tile but a layer's last) tests nothing per channel
+    with builder.if_else(builder.icmp_signed(">=", nvalid, _k(_L)), likely=True) as (full, part):
+        with full:
+            for j in range(_L):
+                store(j, on)
+        with part:
+            for j in range(_L):
+                with builder.if_then(builder.icmp_signed("<", _k(j), nvalid)):
+                    store(j, on)
+
+
 @intrinsic
 def _tile_grid(
     typingctx,
@@ -1386,6 +1523,19 @@ def _tile_grid(
             return _gather_rows(builder, builder.gep(rbase, [dsts[r]]), ldy, v * _L, mask)
 
         y_io = (load, store, load_res)
+        store_rows = None
+        if _TRANSPOSED_STORES:
+            row_tile = builder.icmp_signed("!=", builder.and_(flags, _k(64)), _k(0))
+
+            def store_rows(outs):
+                with builder.if_else(row_tile, likely=True) as (transposed, scattered):
+                    with transposed:
+                        _store_transposed(builder, outs, ybase, ldy, dsts, row_on, nvalid)
+                    with scattered:
+                        for r in range(MG):
+                            with builder.if_then(row_on(r), likely=True):
+                                store(r, 0, outs[r][0], masks[0])
+
         _build_tile(
             builder,
             wbase,
@@ -1402,6 +1552,7 @@ def _tile_grid(
             scalar_row=grid_row,
             row_on=row_on,
             rows=MG,
+            store_rows=store_rows,
         )
         return context.get_dummy_value()
 
@@ -1451,10 +1602,11 @@ def gemm_conv_grid(
     p_n = oh * ow
     qv = oh * wpad
     # tiles along each output row (tpr of them) or along the flat grid (tpr = 0), whichever
-    # computes fewer positions: the grid's padding columns are work thrown away
+    # computes fewer positions (the grid's padding columns are work thrown away); row tiles
+    # on a tie, since their outputs are consecutive (``_store_transposed``)
     groups_n = (qv + MG - 1) // MG
     tpr = (ow + MG - 1) // MG
-    if oh * tpr < groups_n:
+    if oh * tpr <= groups_n:
         groups_n = oh * tpr
     else:
         tpr = 0
@@ -1540,7 +1692,7 @@ def _gemm_conv_grid_body(t, chunks, args):
         woff = (g * blocks + blk) * k_n * NR
         for k0 in range(0, k_n, KV):
             kc = min(KV, k_n - k0)
-            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0)
+            fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0) | (64 if tpr > 0 else 0)
             q = band * bg * MG
             oy = q // wpad
             ox = q - oy * wpad
