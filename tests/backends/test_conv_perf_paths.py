@@ -281,8 +281,8 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     (NUMBA_CPU_NAME=haswell: the AVX2 tile; where the host has AVX-512, skylake-avx512:
     the wide tile, znver4: the 8-row tile with grid tiles of 7) picks the tile of that
     CPU. Every tile runs grid tiles along output rows (with 7 positions: the 14 and 7 wide
-    planes; with 6 or 12: the 10 wide one, a partial tile at each row's end) and along the
-    flat padded grid."""
+    planes, and the 1x1 layers on them; with 6 or 12: the 10 wide one, a partial tile at
+    each row's end) and along the flat padded grid."""
     if platform.machine() != "x86_64" or "avx2" not in cpu_flags():
         pytest.skip("needs an x86_64 CPU with AVX2")
     import llvmlite.binding as llb
@@ -290,8 +290,13 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     b = _Builder((2, 40, 13, 14))
     b.out(b.node("Relu", [b.conv("deep", "x", 40, 40, (3, 3), pads=[1, 1, 1, 1])], "deep_relu"))
     b.out(b.conv("tail", "x", 40, 30, (1, 1)))
-    b.out(b.conv("s2", "x", 40, 24, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))
+    s2 = b.conv("s2", "x", 40, 24, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1])
+    b.out(s2)
     b.out(b.conv("narrow", "x", 40, 20, (3, 5), pads=[1, 0, 1, 0]))  # row tiles of 6 and 12
+    # 1x1 on 7-wide rows (grid tiles of 7: the input itself; strided: its subsample), with
+    # a residual
+    pw = b.conv("pw", "x", 40, 24, (1, 1), strides=[2, 2])
+    b.out(b.node("Relu", [b.node("Add", [pw, s2], "pw_res")], "pw_res_relu"))
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
     half_rate = llb.get_host_cpu_name() in module._conv._HALF_RATE_512
