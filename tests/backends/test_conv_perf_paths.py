@@ -103,20 +103,28 @@ def test_depthwise(tmp_path: Path, kernel: tuple[int, int]) -> None:
     _check(tmp_path, b.model(), _RNG.standard_normal(b.shape).astype(np.float32), 4)
 
 
-def test_depthwise_rows_wider_than_a_vector(tmp_path: Path) -> None:
-    """The 3x3 depthwise grid kernel on planes wider than a vector: stride 1 and 2 (phase
-    planes from an odd width: the interleaved middle of each row and its ends), with and
-    without left padding, padding on the right or the left only, padding of 2, a channel
-    multiplier, bias, residual and ReLU6."""
-    b = _Builder((1, 3, 7, 53))
+@pytest.mark.parametrize("shape", [(1, 3, 7, 53), (1, 2, 60, 53)])
+def test_depthwise_rows_wider_than_a_vector(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    """The 3x3 depthwise kernels on planes wider than a vector: stride 1 and 2 (phase
+    planes from an odd width: the interleaved middle of each row and its ends; by rows:
+    even and odd lanes), with and without left padding, padding on the right or the left
+    only, padding of 2, a channel multiplier, bias, residual, ReLU6 and LeakyRelu. With
+    AVX-512, stride 2 and planes of up to 28 x 28 outputs run by rows straight from the
+    input (the first shape), larger planes at stride 1 on the padded grid (the second);
+    without it, everything on the grid (``test_tile_shape_follows_the_register_file``
+    runs a depthwise layer of each stride compiled for an AVX2 CPU too)."""
+    b = _Builder(shape)
+    c = shape[1]
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
-    dw = b.conv("dw", "x", 3, 3, (3, 3), group=3, pads=[1, 1, 1, 1])
+    dw = b.conv("dw", "x", c, c, (3, 3), group=c, pads=[1, 1, 1, 1])
     b.out(b.node("Clip", [b.node("Add", [dw, "x"], "dw_res"), lo, hi], "dw_res_relu6"))
-    b.out(b.conv("nopad", "x", 3, 3, (3, 3), group=3))
-    b.out(b.conv("s2", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[1, 1, 1, 1]))
-    b.out(b.conv("s2right", "x", 3, 6, (3, 3), group=3, strides=[2, 2], pads=[0, 0, 1, 1], bias=False))
-    b.out(b.conv("s2pad2", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[2, 2, 2, 2]))
-    b.out(b.conv("s2left", "x", 3, 3, (3, 3), group=3, strides=[2, 2], pads=[1, 1, 0, 0]))
+    leaky = b.conv("leaky", "x", c, c, (3, 3), group=c, strides=[2, 2], pads=[1, 1, 1, 1])
+    b.out(b.node("LeakyRelu", [leaky], "leaky_act", alpha=0.2))
+    b.out(b.conv("nopad", "x", c, c, (3, 3), group=c))
+    b.out(b.conv("s2", "x", c, c, (3, 3), group=c, strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.conv("s2right", "x", c, 2 * c, (3, 3), group=c, strides=[2, 2], pads=[0, 0, 1, 1], bias=False))
+    b.out(b.conv("s2pad2", "x", c, c, (3, 3), group=c, strides=[2, 2], pads=[2, 2, 2, 2]))
+    b.out(b.conv("s2left", "x", c, c, (3, 3), group=c, strides=[2, 2], pads=[1, 1, 0, 0]))
     x = _RNG.standard_normal(b.shape).astype(np.float32) * 4
     _check(tmp_path, b.model(), x, 6)
 
@@ -297,6 +305,9 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
     # a residual
     pw = b.conv("pw", "x", 40, 24, (1, 1), strides=[2, 2])
     b.out(b.node("Relu", [b.node("Add", [pw, s2], "pw_res")], "pw_res_relu"))
+    # 3x3 depthwise: on the padded grid (AVX2) or by rows from the input (AVX-512)
+    b.out(b.conv("dw1", "x", 40, 40, (3, 3), group=40, pads=[1, 1, 1, 1]))
+    b.out(b.conv("dw2", "x", 40, 40, (3, 3), group=40, strides=[2, 2], pads=[1, 1, 1, 1]))
     model = b.model()
     module = compile_and_load(model, tmp_path / "pkg")
     half_rate = llb.get_host_cpu_name() in module._conv._HALF_RATE_512
