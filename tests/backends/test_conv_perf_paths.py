@@ -108,11 +108,11 @@ def test_depthwise_rows_wider_than_a_vector(tmp_path: Path, shape: tuple[int, ..
     """The 3x3 depthwise kernels on planes wider than a vector: stride 1 and 2 (phase
     planes from an odd width: the interleaved middle of each row and its ends; by rows:
     even and odd lanes), with and without left padding, padding on the right or the left
-    only, padding of 2, a channel multiplier, bias, residual, ReLU6 and LeakyRelu. With
-    AVX-512, stride 2 and planes of up to 28 x 28 outputs run by rows straight from the
-    input (the first shape), larger planes at stride 1 on the padded grid (the second);
-    without it, everything on the grid (``test_tile_shape_follows_the_register_file``
-    runs a depthwise layer of each stride compiled for an AVX2 CPU too)."""
+    only, padding of 2, a channel multiplier, bias, residual, ReLU6 and LeakyRelu, on a
+    short plane and a tall one (input rows carried from one output row to the next).
+    With AVX-512 they run by rows straight from the input, without it on the padded grid
+    (``test_tile_shape_follows_the_register_file`` runs a depthwise layer of each stride
+    compiled for an AVX2 CPU too)."""
     b = _Builder(shape)
     c = shape[1]
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))

@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_ce26dfc005130c3d"
+_NAME = "_torsh_conv_9e80f3983fd7ecdd"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -314,8 +314,7 @@ def _conv_plan(owner, xshape, w, yshape, geo):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = np.ascontiguousarray(w.reshape(m, kh, kw))
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            rows = _DW_PLANES and (sh == 2 or oh * ow <= _DW_PLANE_MAX)
-            body, launch = _entry(_depthwise3_rows_body if rows else _depthwise3_body)
+            body, launch = _entry(_depthwise3_rows_body if _DW_PLANES else _depthwise3_body)
 
             def run(x, bias, res, y, flags, act, lo, hi):
                 depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, _threads(), body, launch)
