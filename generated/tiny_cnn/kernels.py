@@ -15,7 +15,7 @@ import numpy as np
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_kernels_0a31587648e1ef6f"
+_NAME = "_torsh_kernels_5174d30c753a61d2"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -64,6 +64,105 @@ def nn_fma(typingctx, a, b, c):
         return builder.call(fn, args)
 
     return nb.float32(nb.float32, nb.float32, nb.float32), codegen
+
+
+_MV_LANES = 16  # float32 lanes of one vector (two registers without AVX-512)
+_MV_VECTORS = 4  # vectors of columns per block: 64 columns, their sums in registers
+
+
+@_intrinsic
+def nn_matvec_sums(typingctx, x, w, y, j0):
+    """y[j0 + c] = sum_k x[k] * w[k, j0 + c] for the block of 64 columns from ``j0``
+    (columns past w's end masked): the block's sums stay in four vector registers while
+    the rows of w stream through, one broadcast of x[k] and four loads a row. The loop
+    LLVM makes of ``y[j] += x[k] * w[k, j]`` keeps y in memory: a load and a store for
+    every few multiply-adds (1 x 784 @ 784 x 256: 9.5 us on an AMD EPYC Zen 4)."""
+    f32 = _llir.FloatType()
+    i1, i32, i64 = _llir.IntType(1), _llir.IntType(32), _llir.IntType(64)
+    vec = _llir.VectorType(f32, _MV_LANES)
+    mask_t = _llir.VectorType(i1, _MV_LANES)
+    lanes_t = _llir.VectorType(i64, _MV_LANES)
+
+    def codegen(context, builder, sig, args):
+        xa, wa, ya = (
+            context.make_array(t)(context, builder, v) for t, v in zip(sig.args[:3], args[:3])
+        )
+        start = args[3]
+        kk = builder.extract_value(wa.shape, 0)
+        n = builder.extract_value(wa.shape, 1)
+
+        def declared(name, fnty):
+            found = builder.module.globals.get(name)
+            return found if found is not None else _llir.Function(builder.module, fnty, name)
+
+        load = declared(
+            "llvm.masked.load.v16f32.p0v16f32",
+            _llir.FunctionType(vec, [vec.as_pointer(), i32, mask_t, vec]),
+        )
+        store = declared(
+            "llvm.masked.store.v16f32.p0v16f32",
+            _llir.FunctionType(_llir.VoidType(), [vec, vec.as_pointer(), i32, mask_t]),
+        )
+        fma = declared("llvm.fma.v16f32", _llir.FunctionType(vec, [vec] * 3))
+        zero = _llir.Constant(vec, [0.0] * _MV_LANES)
+        iota = _llir.Constant(lanes_t, list(range(_MV_LANES)))
+        align = _llir.Constant(i32, 4)
+
+        def splat(value, vtype):
+            undef = _llir.Constant(vtype, _llir.Undefined)
+            one = builder.insert_element(undef, value, _llir.Constant(i32, 0))
+            return builder.shuffle_vector(
+                one, undef, _llir.Constant(_llir.VectorType(i32, _MV_LANES), [0] * _MV_LANES)
+            )
+
+        def at(base, index):
+            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
+
+        masks = []
+        for v in range(_MV_VECTORS):
+            first = builder.add(start, _llir.Constant(i64, v * _MV_LANES))
+            masks.append(
+                builder.icmp_signed(
+                    "<", builder.add(splat(first, lanes_t), iota), splat(n, lanes_t)
+                )
+            )
+        pre = builder.basic_block
+        loop = builder.append_basic_block("mv.loop")
+        done = builder.append_basic_block("mv.done")
+        builder.cbranch(builder.icmp_signed(">", kk, _llir.Constant(i64, 0)), loop, done)
+        builder.position_at_end(loop)
+        k = builder.phi(i64)
+        k.add_incoming(_llir.Constant(i64, 0), pre)
+        sums = []
+        for v in range(_MV_VECTORS):
+            phi = builder.phi(vec)
+            phi.add_incoming(zero, pre)
+            sums.append(phi)
+        xk = splat(builder.load(builder.gep(xa.data, [k])), vec)
+        row = builder.add(builder.mul(k, n), start)
+        new = []
+        for v in range(_MV_VECTORS):
+            ptr = at(wa.data, builder.add(row, _llir.Constant(i64, v * _MV_LANES)))
+            wv = builder.call(load, [ptr, align, masks[v], zero])
+            new.append(builder.call(fma, [xk, wv, sums[v]]))
+        k1 = builder.add(k, _llir.Constant(i64, 1))
+        k.add_incoming(k1, loop)
+        for phi, value in zip(sums, new):
+            phi.add_incoming(value, loop)
+        builder.cbranch(builder.icmp_signed("<", k1, kk), loop, done)
+        builder.position_at_end(done)
+        out = []
+        for v in range(_MV_VECTORS):
+            phi = builder.phi(vec)
+            phi.add_incoming(zero, pre)
+            phi.add_incoming(new[v], loop)
+            out.append(phi)
+        for v in range(_MV_VECTORS):
+            ptr = at(ya.data, builder.add(start, _llir.Constant(i64, v * _MV_LANES)))
+            builder.call(store, [out[v], ptr, align, masks[v]])
+        return context.get_dummy_value()
+
+    return nb.void(x, w, y, nb.intp), codegen
 
 
 @nb.njit(nb.float32(nb.float32), **_OPTS)

@@ -86,6 +86,16 @@ def test_batch1_matvec_with_epilogue(tmp_path: Path, act: str) -> None:
         assert_matches_ort(module, model, _feeds(model, seed), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("n", [1, 64, 150])
+def test_batch1_matvec_column_blocks(tmp_path: Path, n: int) -> None:
+    """The matvec sums run in blocks of 64 columns: one partial block, exactly one, and
+    two whole blocks with a partial third (masked lanes past the matrix's end)."""
+    model = _dense((1, 301), n, "", residual=True)
+    module = compile_and_load(model, tmp_path / "mv")
+    assert "_k.k_matvec" in (tmp_path / "mv" / "model.py").read_text()
+    assert_matches_ort(module, model, _feeds(model, 4), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("act", ["Gelu", "GeluTanh", "Silu", "Relu"])
 @pytest.mark.parametrize("residual", [False, True])
 def test_gemm_epilogue_in_one_pass(tmp_path: Path, act: str, residual: bool) -> None:
