@@ -341,6 +341,20 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
             np.testing.assert_allclose(got[f"arr_{k}"], want, rtol=1e-4, atol=1e-4)
 
 
+def test_average_pool_over_the_whole_plane(tmp_path: Path) -> None:
+    """AveragePool whose one window is the whole unpadded plane (ResNet-50's last pool) is
+    a mean over the spatial axes; with padding, or a smaller window, the summed taps."""
+    b = _Builder((2, 5, 7, 7))
+    b.out(b.node("AveragePool", ["x"], "whole", kernel_shape=[7, 7]))
+    b.out(b.node("AveragePool", ["x"], "whole_s2", kernel_shape=[7, 7], strides=[2, 2]))
+    b.out(b.node("AveragePool", ["x"], "padded", kernel_shape=[7, 7], pads=[1, 1, 1, 1]))
+    b.out(b.node("AveragePool", ["x"], "part", kernel_shape=[6, 7]))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 0)
+    src = (tmp_path / "pkg" / "model.py").read_text()
+    assert src.count("np.mean(") == 2
+
+
 def test_max_pool_kernel(tmp_path: Path) -> None:
     """float32 2-d MaxPool through the numba kernel: strides, pads (as -inf), ceil mode,
     dilations, asymmetric pads, SAME padding and stride-1 windows against onnxruntime."""

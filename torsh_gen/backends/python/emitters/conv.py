@@ -219,11 +219,18 @@ def max_pool(ctx: NodeCtx) -> bool:
 
 @emits("AveragePool")
 def average_pool(ctx: NodeCtx) -> bool:
-    """Sum over the kernel taps, times 1/count (counted at compile time, as the reference)."""
+    """Sum over the kernel taps, times 1/count (counted at compile time, as the reference);
+    one window over the whole unpadded plane (ResNet-50's last 7x7 pool) is the mean over
+    the spatial axes instead of 49 strided additions."""
     setup = _pool_setup(ctx, "0")
     if setup is None:
         return False
     dt, xp, kernel, strides, dilations, begin, end, out = setup
+    whole = list(kernel) == _spatial(ctx, len(kernel)) and set(dilations) == {1}
+    if whole and not any(begin + end) and set(out) == {1}:
+        axes = tuple(range(2, len(kernel) + 2))
+        ctx.emit(f"{ctx.y()} = np.mean({xp}, axis={ctx.lit(axes)}, keepdims=True{ctx.out_kw()})\ndel {xp}")
+        return True
     _reduce_taps(ctx, "np.add", _taps(ctx, xp, kernel, strides, dilations, out))
     inv = 1.0 / np.maximum(_avg_count(ctx, kernel, strides, dilations, begin, end, out), 1)
     y = ctx.y()
