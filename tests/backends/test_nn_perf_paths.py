@@ -86,6 +86,30 @@ def test_batch1_matvec_with_epilogue(tmp_path: Path, act: str) -> None:
         assert_matches_ort(module, model, _feeds(model, seed), rtol=1e-5, atol=1e-6)
 
 
+def test_forward_without_errstate_only_when_nothing_can_warn(tmp_path: Path) -> None:
+    """A forward of numba kernels only (a batch-1 dense layer) skips np.errstate, and inf
+    and NaN inputs still raise no warning; a forward with numpy arithmetic (Tanh as
+    np.tanh after the product) keeps it, and its overflow raises none either."""
+    import warnings
+
+    quiet = _dense((1, 70), 33, "Relu", residual=False)
+    loud = _dense((2, 70), 33, "Tanh", residual=False)
+    for name, model, wrapped in (("quiet", quiet, False), ("loud", loud, True)):
+        module = compile_and_load(model, tmp_path / name)
+        src = (tmp_path / name / "model.py").read_text()
+        assert ("_quiet_forward = _forward\n" not in src) == wrapped, name
+        feeds = _feeds(model, 5)
+        x = next(iter(feeds))
+        feeds[x] = feeds[x].copy()
+        feeds[x][..., 0] = np.inf
+        feeds[x][..., 1] = np.nan
+        feeds[x][..., 2] = 3e38
+        m = module.Model()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            m.run(**feeds)
+
+
 @pytest.mark.parametrize("n", [1, 64, 150])
 def test_batch1_matvec_column_blocks(tmp_path: Path, n: int) -> None:
     """The matvec sums run in blocks of 64 columns: one partial block, exactly one, and

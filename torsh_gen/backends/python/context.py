@@ -99,6 +99,9 @@ class Module:
     uses_ml_dtypes: bool = False
     fast_nodes: int = 0
     ref_nodes: int = 0
+    #: some node's code may raise numpy floating-point warnings (numpy arithmetic, casts,
+    #: reference kernels): the forward then runs under ``np.errstate`` (1 us a call)
+    may_warn: bool = False
 
     def __post_init__(self) -> None:
         if self.weights is None:
@@ -168,6 +171,9 @@ class NodeCtx:
     pre: Lines  # nested function definitions, written before the node's own lines
     emit_subgraph: Any  # (graph, hint, params, lines) -> function name
     emit_inline: Any  # (graph, input expressions, lines) -> output expressions
+    #: set by an emitter whose code only calls numba kernels (no numpy arithmetic): it
+    #: raises no floating-point warnings
+    silent: bool = False
 
     # ------------------------------------------------------------------ inputs
     def x(self, i: int) -> str | None:

@@ -143,6 +143,7 @@ def emit_node(module: Module, node: Node, lines: Lines, top: bool) -> None:
         ctx = ctx_for()
         emit_reference(ctx)
         module.ref_nodes += 1
+    module.may_warn = module.may_warn or not ctx.silent
     lines.lines.extend(ctx.pre.lines)
     lines.add(marker)
     lines.lines.extend(ctx.lines.lines)

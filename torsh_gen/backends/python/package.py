@@ -130,6 +130,7 @@ def write_package(graph: Graph, folder: Path, info: ArtifactInfo) -> PackageResu
             ref_kernels=[_ref_view(k) for k in module.ref_kernels],
             plugin_imports=[(*path.split(":"), alias) for path, alias in sorted(module.plugin_kernels.items())],
             forward="\n".join(forward.lines),
+            quiet=module.may_warn,
         ))
         put("_linemap.py", _linemap(model_src, module.labels))
         needs = ", numba" if module.kernel_sources or conv else ""

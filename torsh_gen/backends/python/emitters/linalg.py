@@ -169,6 +169,7 @@ def _matvec(ctx: NodeCtx, epi: tuple[str, str], expr: str) -> bool:
     args = [f"{ctx.x(0)}.reshape(-1)", ctx.x(1), bias, z, f"{y}.reshape(-1)"]
     args = [x for x in args if x]
     ctx.emit(f"{kernel}({', '.join(args)})")
+    ctx.silent = True
     return True
 
 
