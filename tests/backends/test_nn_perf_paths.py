@@ -110,11 +110,13 @@ def test_forward_without_errstate_only_when_nothing_can_warn(tmp_path: Path) -> 
             m.run(**feeds)
 
 
+@pytest.mark.parametrize("shape", [(1, 301), (1, 1, 301)])
 @pytest.mark.parametrize("n", [1, 64, 150])
-def test_batch1_matvec_column_blocks(tmp_path: Path, n: int) -> None:
+def test_batch1_matvec_column_blocks(tmp_path: Path, n: int, shape: tuple[int, ...]) -> None:
     """The matvec sums run in blocks of 64 columns: one partial block, exactly one, and
-    two whole blocks with a partial third (masked lanes past the matrix's end)."""
-    model = _dense((1, 301), n, "", residual=True)
+    two whole blocks with a partial third (masked lanes past the matrix's end); a (1, K)
+    row goes to the kernel as it is, other shapes flattened."""
+    model = _dense(shape, n, "", residual=True)
     module = compile_and_load(model, tmp_path / "mv")
     assert "_k.k_matvec" in (tmp_path / "mv" / "model.py").read_text()
     assert_matches_ort(module, model, _feeds(model, 4), rtol=1e-5, atol=1e-6)

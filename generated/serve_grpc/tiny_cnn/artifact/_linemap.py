@@ -7,7 +7,7 @@ LINES = (
     (103, 3),
     (106, 4),
     (109, 5),
-    (123, 6),
+    (113, 6),
 )
 LABELS = (
     "ai.torsh::FusedConv node '/conv1/Conv_fused'",

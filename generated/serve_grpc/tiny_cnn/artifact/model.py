@@ -108,17 +108,7 @@ class Model:
         del g
         # @node 5: ai.torsh::FusedMatMul '/fc/Gemm_fused'
         logits = np.empty(f.shape[:-1] + (10,), dtype=np.float32)
-        _cv.matmul(
-            self,
-            f,
-            self.w_fc_weight_fused,
-            self.w_fc_gemm_bias.reshape(-1),
-            None,
-            logits,
-            0,
-            0.0,
-            0.0,
-        )
+        _cv.matmul(self, f, self.w_fc_weight_fused, self.w_fc_gemm_bias, None, logits, 0, 0.0, 0.0)
         del f
         # @node 6: Softmax '/softmax/Softmax'
         rows = _rt.flatten(np.ascontiguousarray(logits), 1)

@@ -135,7 +135,7 @@ def _epilogue_args(ctx: NodeCtx, symbolic: bool = False) -> tuple[str, str] | No
             return None
         if any(d != 1 for d in b.shape[:-1]):
             return None
-        bias = _contiguous(ctx, 2) + ".reshape(-1)"
+        bias = _contiguous(ctx, 2) + (".reshape(-1)" if len(b.shape) != 1 else "")
     if ctx.x(3) is not None:
         z = ctx.in_tensor(3)
         if z is None or z.shape is None or tuple(z.shape) != tuple(t.shape):
@@ -164,9 +164,11 @@ def _matvec(ctx: NodeCtx, epi: tuple[str, str], expr: str) -> bool:
     bias, res = epi
     y = ctx.y()
     ctx.emit(f"{y} = {ctx.buf() or f'np.empty({ctx.lit(tuple(t.shape))}, dtype=np.float32)'}")
-    kernel = nn_block(ctx, "matvec", "matvec", bool(bias), bool(res), expr)
-    z = res and f"{res}.reshape(-1)"
-    args = [f"{ctx.x(0)}.reshape(-1)", ctx.x(1), bias, z, f"{y}.reshape(-1)"]
+    rows = len(a.shape) == 2 and len(t.shape) == 2  # (1, K) @ (K, N): the kernel takes rows
+    kernel = nn_block(ctx, "matvec", "matvec", bool(bias), bool(res), expr, rows)
+    flat = "" if rows else ".reshape(-1)"
+    z = res and f"{res}{flat}"
+    args = [f"{ctx.x(0)}{flat}", ctx.x(1), bias, z, f"{y}{flat}"]
     args = [x for x in args if x]
     ctx.emit(f"{kernel}({', '.join(args)})")
     ctx.silent = True
