@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_9e80f3983fd7ecdd"
+_NAME = "_torsh_conv_374f01cbd6115792"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -323,6 +323,14 @@ def _conv_plan(owner, xshape, w, yshape, geo):
 
             def run(x, bias, res, y, flags, act, lo, hi):
                 depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
+
+    elif group == 1 and c == 3 and kh == kw == 3 and dh == dw == 1 and sh == sw < 3 and _SMALL_C:
+        # (the emitter's ``rgb3`` adds the part that defines _SMALL_C for these shapes)
+        w27 = np.ascontiguousarray(w, np.float32).reshape(-1)
+        body, launch = _entry(_conv_rgb3_body)
+
+        def run(x, bias, res, y, flags, act, lo, hi):
+            conv_rgb3(x, w27, bias, res, y, sh, ph, pw, flags, lo, hi, _threads(), body, launch)
 
     elif sh == sw == 1 and (kh > 1 or kw > 1 or ph or pw) and ow + (kw - 1) * dw >= 8:
         hp, wpad = oh + (kh - 1) * dh, ow + (kw - 1) * dw

@@ -75,6 +75,8 @@ def emit_numba_conv(ctx: NodeCtx, w_shape: list[int], begin: list[int], strides:
         use_conv_runtime(ctx.module, depthwise_part(w_shape, strides, dilations))
         return True
     use_conv_runtime(ctx.module, "conv", *(("depthwise",) if group > 1 and w_shape[1] == 1 else ()))
+    if rgb3(w_shape, c, group, strides, dilations):
+        use_conv_runtime(ctx.module, "conv_rgb3")
     if gathers(w_shape, begin, strides, dilations, (oh, ow), tuple(t_in.shape[2:])):
         use_conv_runtime(ctx.module, "conv_gather")
     return True
@@ -90,6 +92,15 @@ def depthwise_part(w_shape: list[int], strides: list[int], dilations: list[int])
     if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
         return "depthwise"
     return "depthwise_any"
+
+
+def rgb3(w_shape: list[int], c: int, group: int, strides: list[int], dilations: list[int]) -> bool:
+    """Whether ``conv2d`` may run this convolution on ``conv_rgb3`` (3x3 over 3 input
+    channels, stride 1 or 2, no dilation: an RGB stem), which lives in its own part
+    ("conv_rgb3") so that other models do not compile it; the package decides at import
+    whether the CPU has the AVX-512 it needs."""
+    (sh, sw), (dh, dw) = strides, dilations
+    return group == 1 and c == 3 and tuple(w_shape[2:]) == (3, 3) and dh == dw == 1 and sh == sw and sh in (1, 2)
 
 
 def gathers(w_shape: list[int], begin: list[int], strides: list[int], dilations: list[int],
