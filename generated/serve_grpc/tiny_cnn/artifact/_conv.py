@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_374f01cbd6115792"
+_NAME = "_torsh_conv_283d3bbe6b51ef9a"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -699,6 +699,111 @@ def _lane_masks(builder, nvalid):
 
 def _data(context, builder, typ, value, offset):
     return builder.gep(context.make_array(typ)(context, builder, value).data, [offset])
+
+
+# Helpers of the row kernels (depthwise planes, RGB stems): vectors of 16 output columns
+# read straight from the input with masked loads.
+_EVEN = ir.Constant(ir.VectorType(_I32, _L), list(range(0, 2 * _L, 2)))
+_ODD = ir.Constant(ir.VectorType(_I32, _L), list(range(1, 2 * _L, 2)))
+_TAP_RUNS = {False: (0, 1, 2), True: (0, _L, 2, _L + 2)}  # load offsets: stride 1, stride 2
+
+
+def _counted(builder, n, body, init=()):
+    """``for v in range(n): carried = body(v, carried)`` as an LLVM loop (nothing when
+    n <= 0); ``init`` the values carried into the first step."""
+    pre = builder.basic_block
+    loop = builder.append_basic_block("rows.loop")
+    after = builder.append_basic_block("rows.after")
+    builder.cbranch(builder.icmp_signed(">", n, _k(0)), loop, after)
+    builder.position_at_end(loop)
+    v = builder.phi(_I64)
+    v.add_incoming(_k(0), pre)
+    carried = []
+    for value in init:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, pre)
+        carried.append(phi)
+    new = body(v, carried) or []
+    end = builder.basic_block
+    for phi, value in zip(carried, new):
+        phi.add_incoming(value, end)
+    nxt = builder.add(v, _k(1))
+    v.add_incoming(nxt, end)
+    builder.cbranch(builder.icmp_signed("<", nxt, n), loop, after)
+    builder.position_at_end(after)
+
+
+def _column_masks(builder, starts, width):
+    """Per start column: the lanes whose column ``start + lane`` lies in [0, width)."""
+    vi = ir.VectorType(_I64, _L)
+    iota = ir.Constant(vi, list(range(_L)))
+    zero = _splat(builder, _k(0), vi)
+    wide = _splat(builder, width, vi)
+    masks = []
+    for start in starts:
+        cols = builder.add(_splat(builder, start, vi), iota)
+        masks.append(
+            builder.and_(
+                builder.icmp_signed(">=", cols, zero), builder.icmp_signed("<", cols, wide)
+            )
+        )
+    return masks
+
+
+def _row_taps(builder, row_base, starts, col_on, inside, strided):
+    """The three tap vectors (columns c0 + j, stride 2: c0 + j + 2 lane) of one input row
+    at ``row_base``, zero outside the plane (``col_on``, and ``inside``: the row exists).
+    Stride 2 takes the even and odd lanes of 32 consecutive floats."""
+    on = _splat(builder, inside, _MASK)
+    runs = [
+        _masked_load(builder, _vec_at(builder, row_base, start), builder.and_(m, on))
+        for start, m in zip(starts, col_on)
+    ]
+    if strided:
+        return [
+            builder.shuffle_vector(runs[0], runs[1], _EVEN),
+            builder.shuffle_vector(runs[0], runs[1], _ODD),
+            builder.shuffle_vector(runs[2], runs[3], _EVEN),
+        ]
+    return runs
+
+
+def _row_inside(builder, r, h):
+    return builder.and_(builder.icmp_signed(">=", r, _k(0)), builder.icmp_signed("<", r, h))
+
+
+def _activation(builder, flags, lo, hi):
+    """The epilogue's activation (codes as ``_act``, from ``flags``) as a function of one
+    vector: a clamp [floor, ceil] for none, ReLU and Clip, or the leaky slope, its bounds
+    chosen once (NaN passes through, as ``_act``)."""
+    act = builder.and_(builder.lshr(flags, _k(2)), _k(3))
+    zero = ir.Constant(_V, [0.0] * _L)
+    is_clip = builder.icmp_signed("==", act, _k(2))
+    low = builder.select(
+        builder.icmp_signed("==", act, _k(1)), ir.Constant(_F, 0.0), ir.Constant(_F, float("-inf"))
+    )
+    floor = _splat(builder, builder.select(is_clip, lo, low), _V)
+    ceil = _splat(builder, builder.select(is_clip, hi, ir.Constant(_F, float("inf"))), _V)
+    is_leaky = builder.icmp_signed("==", act, _k(3))
+    slope = _splat(builder, lo, _V)
+
+    def apply(v):
+        lower = builder.select(builder.fcmp_ordered("<", v, floor), floor, v)
+        upper = builder.select(builder.fcmp_ordered(">", lower, ceil), ceil, lower)
+        leaky = builder.select(builder.fcmp_ordered("<", v, zero), builder.fmul(v, slope), v)
+        return builder.select(is_leaky, leaky, upper)
+
+    return apply
+
+
+def _masked_store16(builder, value, ptr, mask):
+    fn = _fn(
+        builder,
+        "llvm.masked.store.v16f32.p0v16f32",
+        ir.VoidType(),
+        [_V, _V.as_pointer(), _I32, _MASK],
+    )
+    builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
 
 
 def _epilogue(
