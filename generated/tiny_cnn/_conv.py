@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_283d3bbe6b51ef9a"
+_NAME = "_torsh_conv_1e79747ea02f32f5"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -677,7 +677,7 @@ def _masked_store(builder, value, ptr, mask):
         ir.VoidType(),
         [_V, _V.as_pointer(), _I32, _MASK],
     )
-    if WIDE:
+    if AVX512[0]:
         builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
         return
     with builder.if_else(_all_on(builder, mask)) as (full, partial):
@@ -796,14 +796,33 @@ def _activation(builder, flags, lo, hi):
     return apply
 
 
-def _masked_store16(builder, value, ptr, mask):
-    fn = _fn(
-        builder,
-        "llvm.masked.store.v16f32.p0v16f32",
-        ir.VoidType(),
-        [_V, _V.as_pointer(), _I32, _MASK],
-    )
-    builder.call(fn, [value, ptr, ir.Constant(_I32, 4), mask])
+def _over_column_blocks(builder, s, ow, block):
+    """``block(strided, b)`` for every block b of 16 output columns of a row kernel, the
+    IR built once for stride 1 and once for stride 2, chosen by ``s`` at run time."""
+
+    def blocks(strided):
+        count = builder.sdiv(builder.add(ow, _k(_L - 1)), _k(_L))
+        _counted(builder, count, lambda b, _: block(strided, b))
+
+    with builder.if_else(builder.icmp_signed("==", s, _k(2))) as (strided, unit):
+        with strided:
+            blocks(True)
+        with unit:
+            blocks(False)
+
+
+def _store_row(builder, acc, at, mask, has_res, rbase, ybase, activation):
+    """A row kernel's tail: ``y[at + lane] = activation(acc + residual[at + lane])`` for
+    the lanes of ``mask``, the residual read only when there is one (``has_res``)."""
+    zero = ir.Constant(_V, [0.0] * _L)
+    before = builder.basic_block
+    with builder.if_then(has_res):
+        res = _masked_load(builder, _vec_at(builder, rbase, at), mask)
+        res_at = builder.basic_block
+    rv = builder.phi(_V)
+    rv.add_incoming(zero, before)
+    rv.add_incoming(res, res_at)
+    _masked_store(builder, activation(builder.fadd(acc, rv)), _vec_at(builder, ybase, at), mask)
 
 
 def _epilogue(
