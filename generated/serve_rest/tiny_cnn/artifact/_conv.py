@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_1e79747ea02f32f5"
+_NAME = "_torsh_conv_e65c187232c7f87a"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -314,7 +314,7 @@ def _conv_plan(owner, xshape, w, yshape, geo):
     if group > 1 and w.shape[1] == 1 and group == c:
         w3 = np.ascontiguousarray(w.reshape(m, kh, kw))
         if kh == kw == 3 and dh == dw == 1 and sh == sw and sh in (1, 2):
-            body, launch = _entry(_depthwise3_rows_body if _DW_PLANES else _depthwise3_body)
+            body, launch = _entry(_depthwise3_rows_body if AVX512[0] else _depthwise3_body)
 
             def run(x, bias, res, y, flags, act, lo, hi):
                 depthwise3(x, w3, bias, res, y, sh, ph, pw, flags, lo, hi, _threads(), body, launch)
@@ -324,8 +324,7 @@ def _conv_plan(owner, xshape, w, yshape, geo):
             def run(x, bias, res, y, flags, act, lo, hi):
                 depthwise(x, w3, bias, res, y, sh, sw, dh, dw, ph, pw, act, lo, hi)
 
-    elif group == 1 and c == 3 and kh == kw == 3 and dh == dw == 1 and sh == sw < 3 and _SMALL_C:
-        # (the emitter's ``rgb3`` adds the part that defines _SMALL_C for these shapes)
+    elif AVX512[0] and group == 1 and c == 3 and kh == kw == 3 and dh == dw == 1 and sh == sw < 3:
         w27 = np.ascontiguousarray(w, np.float32).reshape(-1)
         body, launch = _entry(_conv_rgb3_body)
 
