@@ -434,6 +434,55 @@ def test_max_pool_three_wide_stride_two_kernel(tmp_path: Path, shape: tuple) -> 
     _check_nan_propagates(model, m, x)
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 37, 41), (1, 2, 6, 70)])
+def test_max_pool_three_by_three_row_kernel(tmp_path: Path, shape: tuple) -> None:
+    """3x3 windows of stride 1 or 2 take the row kernel (``max_pool3``) where the host has
+    AVX-512, and the even/odd or general kernel elsewhere: pads 0, 1 and 2, asymmetric,
+    ceil mode, SAME, planes several 16-column blocks wide, against onnxruntime (NaN and
+    -inf inputs too). On an AVX-512 host the package runs again compiled for haswell, so
+    both paths are checked."""
+    b = _Builder(shape)
+    b.out(b.node("MaxPool", ["x"], "s1p1", kernel_shape=[3, 3], pads=[1, 1, 1, 1]))
+    b.out(b.node("MaxPool", ["x"], "s1p0", kernel_shape=[3, 3]))
+    b.out(b.node("MaxPool", ["x"], "s1asym", kernel_shape=[3, 3], pads=[0, 2, 1, 0]))
+    b.out(b.node("MaxPool", ["x"], "s2p0", kernel_shape=[3, 3], strides=[2, 2]))
+    b.out(b.node("MaxPool", ["x"], "s2p1", kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.node("MaxPool", ["x"], "s2ceil", kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1))
+    b.out(b.node("MaxPool", ["x"], "s2p2", kernel_shape=[3, 3], strides=[2, 2], pads=[2, 2, 0, 1]))
+    b.out(b.node("MaxPool", ["x"], "same", kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"))
+    model = b.model()
+    module = compile_and_load(model, tmp_path / "pkg")
+    src = (tmp_path / "pkg" / "model.py").read_text()
+    assert src.count("_cv.max_pool3(") == 8 and src.count("if _cv.AVX512[0]:") == 8
+    x = _RNG.standard_normal(shape).astype(np.float32) - 3.0  # mostly negative: pads must not win
+    x.reshape(-1)[_RNG.choice(x.size, x.size // 50, replace=False)] = -np.inf
+    m = module.Model()
+    want = ort_outputs(model, {"x": x})
+    for (key, got), w in zip(m.run(x=x).items(), want):
+        assert got.shape == w.shape, key
+        np.testing.assert_array_equal(got, w, err_msg=key)
+    _check_nan_propagates(model, m, x)
+    if "avx512f" not in cpu_flags() or not module._conv.AVX512[0]:
+        return
+    np.save(tmp_path / "x.npy", x)
+    script = (
+        "import sys, numpy as np\n"
+        "from torsh_gen.tools.artifact import load_artifact\n"
+        "m = load_artifact(sys.argv[1])\n"
+        "assert not m._conv.AVX512[0]\n"
+        "np.savez(sys.argv[3], *m.run(x=np.load(sys.argv[2])).values())\n"
+    )
+    out = tmp_path / "y_haswell.npz"
+    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES="")
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "pkg"), str(tmp_path / "x.npy"), str(out)],
+        env=env, check=True, timeout=600,
+    )
+    got = np.load(out)
+    for k, w in enumerate(want):
+        np.testing.assert_array_equal(got[f"arr_{k}"], w)
+
+
 def test_strided_convolutions_on_phase_planes(tmp_path: Path) -> None:
     """Equal strides > 1 run on the padded-grid kernel over s x s phase planes (every tap
     a contiguous run again); strided 1x1 convolutions run on a contiguous subsample.

@@ -301,10 +301,17 @@ def _numba_max_pool(ctx: NodeCtx) -> bool:
     if (kernel[1], strides[1], *dilations) == (3, 2, 1, 1) and begin[1] in (0, 1) and isinstance(width, int) and isinstance(out[1], int) and out[1] <= (width + begin[1] + 1) // 2:
         # 3-wide, stride-2 windows with a left padding of 0 or 1: the even/odd kernel (its own part)
         geo = (int(kernel[0]), int(strides[0]), int(begin[0]), int(begin[1]))
-        ctx.emit(f"_cv.max_pool_w3s2({x}, {y}, {ctx.lit(geo)})")
+        call = f"_cv.max_pool_w3s2({x}, {y}, {ctx.lit(geo)})"
         use_conv_runtime(ctx.module, "pool_w3s2")
+    else:
+        params = (*kernel, *strides, *dilations, *begin)
+        call = f"_cv.max_pool({x}, {y}, {ctx.lit(tuple(int(p) for p in params))})"
+        use_conv_runtime(ctx.module, "pool")
+    if list(kernel) == [3, 3] and strides[0] == strides[1] in (1, 2) and set(dilations) == {1}:
+        # 3x3 windows: the row kernel where the host has AVX-512 (chosen at import), else the above
+        geo = (int(strides[0]), int(begin[0]), int(begin[1]))
+        ctx.emit(f"if _cv.AVX512[0]:\n    _cv.max_pool3({x}, {y}, {ctx.lit(geo)})\nelse:\n    {call}")
+        use_conv_runtime(ctx.module, "pool3")
         return True
-    params = (*kernel, *strides, *dilations, *begin)
-    ctx.emit(f"_cv.max_pool({x}, {y}, {ctx.lit(tuple(int(p) for p in params))})")
-    use_conv_runtime(ctx.module, "pool")
+    ctx.emit(call)
     return True
