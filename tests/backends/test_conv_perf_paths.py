@@ -483,6 +483,22 @@ def test_max_pool_three_by_three_row_kernel(tmp_path: Path, shape: tuple) -> Non
         np.testing.assert_array_equal(got[f"arr_{k}"], w)
 
 
+def test_pointwise_convolutions_read_in_place(tmp_path: Path) -> None:
+    """1x1 convolutions with few output channels per group (at most ``_IN_PLACE_CHANNELS``)
+    read their input's rows in place, the last panel of a plane (fewer than 16 positions)
+    copied as before; more channels copy every panel. Both sides of the threshold, groups,
+    a residual with ReLU, no bias, a batch of two, a plane of 13 x 19 (247 positions)."""
+    b = _Builder((2, 24, 13, 19))
+    b.out(b.conv("m16", "x", 24, 16, (1, 1)))
+    b.out(b.conv("m144", "x", 24, 144, (1, 1), bias=False))
+    b.out(b.conv("m150", "x", 24, 150, (1, 1)))
+    b.out(b.conv("g2", "x", 24, 40, (1, 1), group=2))
+    res = b.conv("res", "x", 24, 24, (1, 1))
+    b.out(b.node("Relu", [b.node("Add", [res, "x"], "res_add")], "res_relu"))
+    x = _RNG.standard_normal(b.shape).astype(np.float32)
+    _check(tmp_path, b.model(), x, 5)
+
+
 def test_strided_convolutions_on_phase_planes(tmp_path: Path) -> None:
     """Equal strides > 1 run on the padded-grid kernel over s x s phase planes (every tap
     a contiguous run again); strided 1x1 convolutions run on a contiguous subsample.
