@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_821d7b57aec1cd44"
+_NAME = "_torsh_conv_a328cc77960aa74e"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -708,6 +708,14 @@ _ODD = ir.Constant(ir.VectorType(_I32, _L), list(range(1, 2 * _L, 2)))
 _TAP_RUNS = {False: (0, 1, 2), True: (0, _L, 2, _L + 2)}  # load offsets: stride 1, stride 2
 
 
+def _prefetch(builder, ptr):
+    """A read prefetch of the cache line at ``ptr`` (a hint: no fault past an array's end)."""
+    i8p = ir.IntType(8).as_pointer()
+    fn = _fn(builder, "llvm.prefetch.p0i8", ir.VoidType(), [i8p, _I32, _I32, _I32])
+    one, three = ir.Constant(_I32, 1), ir.Constant(_I32, 3)
+    builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(_I32, 0), three, one])
+
+
 def _counted(builder, n, body, init=()):
     """``for v in range(n): carried = body(v, carried)`` as an LLVM loop (nothing when
     n <= 0); ``init`` the values carried into the first step."""
@@ -912,6 +920,7 @@ def _build_tile(
     row_on=None,
     rows=MR,
     store_rows=None,
+    prefetch=None,
 ):
     """The IR every register tile shares: accumulators (zero, or read from ``y`` when flags
     has 16), ``kdim`` steps of NV vector loads from ``x_row(k)`` times MR broadcast weights
@@ -922,7 +931,8 @@ def _build_tile(
     ``wbase + k*MR``, and ``row_on(r)`` says whether row r is stored instead of r < mvalid
     (the channel-vector convolution tile: its ``rows`` rows are grid positions).
     ``store_rows(outs)``, when given, stores every row's epilogue result at once (rows
-    whose ``row_on`` is off included: it masks them) instead of ``store`` row by row."""
+    whose ``row_on`` is off included: it masks them) instead of ``store`` row by row.
+    ``prefetch(k)``, when given, is called in step k (software prefetch of what comes next)."""
     load, store, load_res = y_io
     if row_on is None:
 
@@ -964,6 +974,8 @@ def _build_tile(
     for r in range(rows):
         for v in range(NV):
             acc[r][v].add_incoming(init[r][v], pre)
+    if prefetch is not None:
+        prefetch(k)
     xrow = x_row(k)
     xs = [builder.load(_vec_at(builder, xrow, v * _L), align=4) for v in range(NV)]
     wrow = scalar_row(k)
@@ -1676,13 +1688,18 @@ def _tile_grid(
     flags,
     lo,
     hi,
+    pf,
+    pfs,
 ):
     """An MG-position x NR-channel tile of a stride-1 convolution over the padded grid.
 
     Step k broadcasts ``xp[xoff + koffs[k0 + k] + r]`` for position r and loads the
     channels' weights ``wp[woff + k*NR + j]``; channel j of position r goes to
     ``y[yoff + j*ldy + dst[r]]`` (``res`` read at the same place) for dst[r] >= 0 and
-    j < nvalid. ``flags`` as for ``_tile`` (the bias is per channel: flag 32).
+    j < nvalid. ``flags`` as for ``_tile`` (the bias is per channel: flag 32). Step k
+    prefetches ``wp[pf + (k >> pfs)*NR]``: the caller points ``pf`` at this tile's part of
+    the weights it reads next, so that the tiles of a pass fetch the next pass's weights
+    from memory between them instead of the next pass's first tile waiting for all of them.
     """
     ip = types.intp
     sig = types.void(
@@ -1704,14 +1721,18 @@ def _tile_grid(
         ip,
         types.float32,
         types.float32,
+        ip,
+        ip,
     )
 
     def codegen(context, builder, signature, args):
         wa, woff, xa, xoff, ka, k0, kdim, ya, yoff, ldy, nvalid, da, ba, boff, ra, flags, lo, hi = (
-            args
+            args[:18]
         )
+        pf, pfs = args[18:]
         t = signature.args
         wbase = _data(context, builder, t[0], wa, woff)
+        pfbase = _data(context, builder, t[0], wa, pf)
         xbase = _data(context, builder, t[2], xa, xoff)
         kbase = _data(context, builder, t[4], ka, k0)
         ybase = _data(context, builder, t[7], ya, yoff)
@@ -1771,6 +1792,9 @@ def _tile_grid(
             row_on=row_on,
             rows=MG,
             store_rows=store_rows,
+            prefetch=lambda k: _prefetch(
+                builder, builder.gep(pfbase, [builder.mul(builder.ashr(k, pfs), _k(NR))])
+            ),
         )
         return context.get_dummy_value()
 
@@ -1914,6 +1938,9 @@ def _gemm_conv_grid_body(t, chunks, args):
         for k0 in range(0, k_n, KV):
             kc = min(KV, k_n - k0)
             fl = (flags if k0 + kc == k_n else 0) | (16 if k0 > 0 else 0) | (64 if tpr > 0 else 0)
+            # the band's tiles share the prefetch of the next pass: 2**pfs parts of it
+            tiles = min(groups_n, (band + 1) * bg) - band * bg
+            pfs = 0 if tiles < 2 else (1 if tiles < 4 else (2 if tiles < 8 else 3))
             q = band * bg * MG
             oy = q // wpad
             ox = q - oy * wpad
@@ -1952,6 +1979,8 @@ def _gemm_conv_grid_body(t, chunks, args):
                     fl,
                     lo,
                     hi,
+                    woff + (k0 + kc + (pg - band * bg) % (1 << pfs) * (kc >> pfs)) * NR,
+                    pfs,
                 )
 
 
