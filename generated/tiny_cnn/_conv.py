@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_a328cc77960aa74e"
+_NAME = "_torsh_conv_a420964e5e71e166"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -1278,6 +1278,7 @@ _GEMM_CONV_ARGS = nb.types.Tuple(
     (_X1, _X1, _Y1, _X1, _X1, *(_I8,) * 12, nb.boolean, nb.boolean, *(_I8,) * 13, _F4, _F4, _I8)
 )
 JB = 8  # panels per run when the weights do not fit in L2
+_RUN_FLOATS = 131072  # or more panels, as many as fit in half an L2 (512 KiB)
 #: A 1x1 convolution with at most this many output channels per group reads its input in
 #: place (rows of the input planes, a plane apart) instead of copying each panel of NR
 #: positions: the copy is amortized over only a few row tiles. Per layer on an AMD EPYC
@@ -1339,7 +1340,7 @@ def gemm_conv(
     panels = (p_n + NR - 1) // NR
     jobs = n * group * panels
     if wp.size > _L2_FLOATS:
-        per_run = JB
+        per_run = max(JB, min(jobs, _RUN_FLOATS // (k_n * NR)))
     elif m_n * p_n > _L2_FLOATS:
         per_run = max(1, min(_STREAM_RUN, _L2_FLOATS // (k_n * NR)))
     else:

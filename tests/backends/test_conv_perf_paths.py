@@ -193,18 +193,20 @@ def test_channel_vector_grid_tiles(tmp_path: Path) -> None:
 
 
 def test_weights_beyond_l2_share_panels(tmp_path: Path) -> None:
-    """Weights over 256 KiB: ``gemm_conv`` runs several panels per work item (runs that
-    cross from one image to the next, fewer runs than threads, a residual on the run
-    path), for direct 1x1 panels and gathered ones (a strided 3x3 too narrow for the
-    phase planes)."""
+    """Weights over 256 KiB: ``gemm_conv`` runs several panels per work item, as many as
+    fit in half an L2 and at least 8 (one run of 18 panels crossing from one image to the
+    next; runs of 8 for a deep 2x2 reduction of 1200; fewer runs than threads; a residual
+    on the run path), for direct 1x1 panels and gathered ones (a strided 3x3 too narrow
+    for the phase planes)."""
     b = _Builder((3, 300, 12, 7))
     side = b.conv("side", "x", 300, 256, (1, 1), strides=[2, 2])
     wide = b.conv("wide", "x", 300, 256, (1, 1), strides=[2, 2], bias=False)
     b.out(b.node("Relu", [b.node("Add", [wide, side], "wide_res")], "wide_res_relu"))
-    b.out(b.conv("many", "x", 300, 232, (1, 1)))  # 6 panels per image, runs of 4 or 5
+    b.out(b.conv("many", "x", 300, 232, (1, 1)))  # 6 panels per image, one run of 18
     b.out(b.conv("gathered", "x", 300, 40, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]))
+    b.out(b.conv("deep", "x", 300, 64, (2, 2)))  # 5 panels per image, K 1200: runs of 8
     x = _RNG.standard_normal(b.shape).astype(np.float32)
-    _check(tmp_path, b.model(), x, 4)
+    _check(tmp_path, b.model(), x, 5)
 
 
 def test_outputs_beyond_l2_stream_in_runs(tmp_path: Path) -> None:
