@@ -122,6 +122,28 @@ def test_batch1_matvec_column_blocks(tmp_path: Path, n: int, shape: tuple[int, .
     assert_matches_ort(module, model, _feeds(model, 4), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(1, 1100), (1, 1, 1100)])
+@pytest.mark.parametrize(("act", "residual"), [("", True), ("Relu", False)])
+def test_batch1_matvec_panels_shared_by_threads(tmp_path: Path, shape: tuple, act: str, residual: bool) -> None:
+    """A matrix of 256 KiB or more whose columns split into panels of 64 is packed as
+    panels (a new constant; the (K, N) matrix is not stored) that the threads share, the
+    epilogue per panel; a matrix under 256 KiB keeps the unpacked kernel."""
+    model = _dense(shape, 128, act, residual)  # 1100 x 128: 550 KB, two panels
+    module = compile_and_load(model, tmp_path / "mv")
+    src = (tmp_path / "mv" / "model.py").read_text()
+    kernels = (tmp_path / "mv" / "kernels.py").read_text()
+    assert "self.w_matvec_panels" in src and "for p in nb.prange(wp.shape[0])" in kernels
+    assert_matches_ort(module, model, _feeds(model, 4), rtol=1e-5, atol=1e-6)
+    small = _dense(shape, 128, act, residual, seed=1)
+    small.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(numpy_helper.to_array(small.graph.initializer[0])[:400], "w")
+    )
+    small.graph.input[0].type.tensor_type.shape.dim[-1].dim_value = 400
+    module = compile_and_load(small, tmp_path / "small")
+    assert "matvec_panels" not in (tmp_path / "small" / "model.py").read_text()
+    assert_matches_ort(module, small, _feeds(small, 5), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("act", ["Gelu", "GeluTanh", "Silu", "Relu"])
 @pytest.mark.parametrize("residual", [False, True])
 def test_gemm_epilogue_in_one_pass(tmp_path: Path, act: str, residual: bool) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_kernels_c2df0ad3f792f9d1"
+_NAME = "_torsh_kernels_f228f890e20bca29"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -36,6 +36,7 @@ from numba.extending import intrinsic as _intrinsic  # noqa: E402
 
 _R1 = nb.types.Array(nb.float32, 1, "C", readonly=True)
 _R2 = nb.types.Array(nb.float32, 2, "C", readonly=True)
+_R3 = nb.types.Array(nb.float32, 3, "C", readonly=True)
 _A1 = nb.types.Array(nb.float32, 1, "A", readonly=True)
 _A2 = nb.types.Array(nb.float32, 2, "A", readonly=True)
 _W1 = nb.types.Array(nb.float32, 1, "C")

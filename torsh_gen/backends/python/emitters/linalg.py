@@ -13,6 +13,8 @@ once, four rows per pass over the output).
 
 from __future__ import annotations
 
+import numpy as np
+
 from torsh_gen.backends.python.context import NodeCtx
 from torsh_gen.backends.python.emitters import emits
 from torsh_gen.backends.python.emitters.conv_numba import ACT_CODES, act_args, use_conv_runtime
@@ -152,6 +154,9 @@ def _contiguous(ctx: NodeCtx, i: int) -> str:
 
 
 _MATVEC_BYTES = 1 << 20  # beyond this, OpenBLAS's two threads stream the matrix faster
+#: From this size, a matrix whose columns split into panels of 64 is packed as panels that
+#: the threads share (``matvec_panels``): each core's share stays in its L2 between calls.
+_PANEL_MATVEC_BYTES = 1 << 18
 
 
 def _matvec(ctx: NodeCtx, epi: tuple[str, str], expr: str) -> bool:
@@ -165,10 +170,17 @@ def _matvec(ctx: NodeCtx, epi: tuple[str, str], expr: str) -> bool:
     y = ctx.y()
     ctx.emit(f"{y} = {ctx.buf() or f'np.empty({ctx.lit(tuple(t.shape))}, dtype=np.float32)'}")
     rows = len(a.shape) == 2 and len(t.shape) == 2  # (1, K) @ (K, N): the kernel takes rows
-    kernel = nn_block(ctx, "matvec", "matvec", bool(bias), bool(res), expr, rows)
+    k_n, n = w.shape
+    if w.nbytes >= _PANEL_MATVEC_BYTES and n % 64 == 0 and w.dtype == np.float32:
+        kernel = nn_block(ctx, "matvec_panels", "matvec", bool(bias), bool(res), expr, rows)
+        panels = np.ascontiguousarray(w.reshape(k_n, n // 64, 64).transpose(1, 0, 2))
+        matrix = ctx.weight(panels, "matvec_panels")
+    else:
+        kernel = nn_block(ctx, "matvec", "matvec", bool(bias), bool(res), expr, rows)
+        matrix = ctx.x(1)
     flat = "" if rows else ".reshape(-1)"
     z = res and f"{res}{flat}"
-    args = [f"{ctx.x(0)}{flat}", ctx.x(1), bias, z, f"{y}{flat}"]
+    args = [f"{ctx.x(0)}{flat}", matrix, bias, z, f"{y}{flat}"]
     args = [x for x in args if x]
     ctx.emit(f"{kernel}({', '.join(args)})")
     ctx.silent = True
