@@ -345,18 +345,20 @@ def test_tile_shape_follows_the_register_file(tmp_path: Path) -> None:
 
 def test_rgb_stem_kernel(tmp_path: Path) -> None:
     """3x3 convolutions over 3 input channels (with AVX-512: ``conv_rgb3``, by output
-    rows): stride 1 and 2, with and without padding, odd sizes, 40 output channels, bias
-    or none, a residual, ReLU, Clip and LeakyRelu, a batch of two."""
+    rows, four channels at a time): stride 1 and 2, with and without padding, odd sizes,
+    40, 8 and 30 output channels, bias or none, a residual, ReLU, Clip and LeakyRelu, a
+    batch of two."""
     b = _Builder((2, 3, 23, 37))
     lo, hi = b.const("lo", np.array(0.0, np.float32)), b.const("hi", np.array(6.0, np.float32))
     s1 = b.conv("s1", "x", 3, 40, (3, 3), pads=[1, 1, 1, 1])
     b.out(b.node("Relu", [s1], "s1_relu"))
     b.out(b.node("Clip", [b.conv("s2", "x", 3, 40, (3, 3), strides=[2, 2], pads=[1, 1, 1, 1]), lo, hi], "s2_relu6"))
     b.out(b.node("LeakyRelu", [b.conv("s2v", "x", 3, 8, (3, 3), strides=[2, 2])], "s2v_leaky", alpha=0.1))
+    b.out(b.conv("odd", "x", 3, 30, (3, 3), pads=[1, 1, 1, 1]))  # 7 groups of 4 channels, 2 alone
     nob = b.conv("nob", "x", 3, 40, (3, 3), pads=[1, 1, 1, 1], bias=False)
     b.out(b.node("Relu", [b.node("Add", [nob, s1], "nob_res")], "nob_res_relu"))
     x = _RNG.standard_normal(b.shape).astype(np.float32)
-    _check(tmp_path, b.model(), x, 4)
+    _check(tmp_path, b.model(), x, 5)
 
 
 def test_average_pool_over_the_whole_plane(tmp_path: Path) -> None:
