@@ -15,7 +15,7 @@ import numpy as np
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_kernels_f228f890e20bca29"
+_NAME = "_torsh_kernels_25092a184f579691"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -128,40 +128,59 @@ def nn_matvec_sums(typingctx, x, w, y, j0):
                     "<", builder.add(splat(first, lanes_t), iota), splat(n, lanes_t)
                 )
             )
-        pre = builder.basic_block
-        loop = builder.append_basic_block("mv.loop")
-        done = builder.append_basic_block("mv.done")
-        builder.cbranch(builder.icmp_signed(">", kk, _llir.Constant(i64, 0)), loop, done)
-        builder.position_at_end(loop)
-        k = builder.phi(i64)
-        k.add_incoming(_llir.Constant(i64, 0), pre)
-        sums = []
-        for v in range(_MV_VECTORS):
-            phi = builder.phi(vec)
-            phi.add_incoming(zero, pre)
-            sums.append(phi)
-        xk = splat(builder.load(builder.gep(xa.data, [k])), vec)
-        row = builder.add(builder.mul(k, n), start)
-        new = []
-        for v in range(_MV_VECTORS):
-            ptr = at(wa.data, builder.add(row, _llir.Constant(i64, v * _MV_LANES)))
-            wv = builder.call(load, [ptr, align, masks[v], zero])
-            new.append(builder.call(fma, [xk, wv, sums[v]]))
-        k1 = builder.add(k, _llir.Constant(i64, 1))
-        k.add_incoming(k1, loop)
-        for phi, value in zip(sums, new):
-            phi.add_incoming(value, loop)
-        builder.cbranch(builder.icmp_signed("<", k1, kk), loop, done)
-        builder.position_at_end(done)
-        out = []
-        for v in range(_MV_VECTORS):
-            phi = builder.phi(vec)
-            phi.add_incoming(zero, pre)
-            phi.add_incoming(new[v], loop)
-            out.append(phi)
-        for v in range(_MV_VECTORS):
-            ptr = at(ya.data, builder.add(start, _llir.Constant(i64, v * _MV_LANES)))
-            builder.call(store, [out[v], ptr, align, masks[v]])
+
+        def reduce(masked):
+            """The block's four sums: a loop over the rows of w (masked loads only for a
+            block past w's last column: AVX2's masked load is a slow instruction on AMD
+            cores, and every full block took it)."""
+            pre = builder.basic_block
+            loop = builder.append_basic_block("mv.loop")
+            done = builder.append_basic_block("mv.done")
+            builder.cbranch(builder.icmp_signed(">", kk, _llir.Constant(i64, 0)), loop, done)
+            builder.position_at_end(loop)
+            k = builder.phi(i64)
+            k.add_incoming(_llir.Constant(i64, 0), pre)
+            sums = []
+            for v in range(_MV_VECTORS):
+                phi = builder.phi(vec)
+                phi.add_incoming(zero, pre)
+                sums.append(phi)
+            xk = splat(builder.load(builder.gep(xa.data, [k])), vec)
+            row = builder.add(builder.mul(k, n), start)
+            new = []
+            for v in range(_MV_VECTORS):
+                ptr = at(wa.data, builder.add(row, _llir.Constant(i64, v * _MV_LANES)))
+                if masked:
+                    wv = builder.call(load, [ptr, align, masks[v], zero])
+                else:
+                    wv = builder.load(ptr, align=4)
+                new.append(builder.call(fma, [xk, wv, sums[v]]))
+            k1 = builder.add(k, _llir.Constant(i64, 1))
+            k.add_incoming(k1, loop)
+            for phi, value in zip(sums, new):
+                phi.add_incoming(value, loop)
+            builder.cbranch(builder.icmp_signed("<", k1, kk), loop, done)
+            builder.position_at_end(done)
+            out = []
+            for v in range(_MV_VECTORS):
+                phi = builder.phi(vec)
+                phi.add_incoming(zero, pre)
+                phi.add_incoming(new[v], loop)
+                out.append(phi)
+            return out
+
+        full = builder.icmp_signed(
+            ">=", builder.sub(n, start), _llir.Constant(i64, _MV_VECTORS * _MV_LANES)
+        )
+        with builder.if_else(full, likely=True) as (whole, part):
+            with whole:
+                for v, value in enumerate(reduce(False)):
+                    ptr = at(ya.data, builder.add(start, _llir.Constant(i64, v * _MV_LANES)))
+                    builder.store(value, ptr, align=4)
+            with part:
+                for v, value in enumerate(reduce(True)):
+                    ptr = at(ya.data, builder.add(start, _llir.Constant(i64, v * _MV_LANES)))
+                    builder.call(store, [value, ptr, align, masks[v]])
         return context.get_dummy_value()
 
     return nb.void(x, w, y, nb.intp), codegen
