@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_a420964e5e71e166"
+_NAME = "_torsh_conv_8679c545faaab97d"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -1283,8 +1283,10 @@ _RUN_FLOATS = 131072  # or more panels, as many as fit in half an L2 (512 KiB)
 #: place (rows of the input planes, a plane apart) instead of copying each panel of NR
 #: positions: the copy is amortized over only a few row tiles. Per layer on an AMD EPYC
 #: Zen 4 (paired): 16-32 channels 0.80-0.89, 96-144 channels 0.90-0.95; 192 and 256
-#: channels 1.04 and 1.14 (their tiles reread the panel from x's scattered rows).
-_IN_PLACE_CHANNELS = 144
+#: channels 1.04 and 1.14 (their tiles reread the panel from x's scattered rows). The
+#: AVX2 build on the same host (tiles of 6 rows): 16 channels 0.90-0.94, 24-32 channels
+#: 1.07, 64-144 channels 0.98-1.02, so there only 16.
+_IN_PLACE_CHANNELS = 144 if AVX512[0] else 16
 _L2_FLOATS = 65536  # weights up to 256 KiB stay in L2 between panels
 _STREAM_RUN = 32  # panels per run when the output does not fit in L2 (the weights do)
 
