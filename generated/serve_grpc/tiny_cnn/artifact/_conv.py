@@ -37,7 +37,7 @@ from numba.extending import intrinsic  # noqa: E402
 
 # numba's cache records the module name and imports it when loading cached code: give this
 # module a stable name, whatever name the package was imported under.
-_NAME = "_torsh_conv_8679c545faaab97d"
+_NAME = "_torsh_conv_da5ba1ffb6d7717b"
 sys.modules.setdefault(_NAME, sys.modules[__spec__.name])
 __name__ = _NAME  # noqa: A001
 
@@ -819,6 +819,18 @@ def _over_column_blocks(builder, s, ow, block):
             blocks(False)
 
 
+def _block_columns(builder, b, s, pw, w, ow, strided):
+    """Block b of 16 output columns of a row kernel: its first output column, the input
+    column of each tap run's lane 0 (``_TAP_RUNS``), their masks of columns inside the
+    input row (``_column_masks``) and the mask of output columns below ``ow``."""
+    ox0 = builder.mul(b, _k(_L))
+    c0 = builder.sub(builder.mul(ox0, s), pw)  # input column of tap 0, lane 0
+    starts = [builder.add(c0, _k(d)) for d in _TAP_RUNS[strided]]
+    col_on = _column_masks(builder, starts, w)
+    store_on = _lane_masks(builder, builder.sub(ow, ox0))[0]
+    return ox0, starts, col_on, store_on
+
+
 def _store_row(builder, acc, at, mask, has_res, rbase, ybase, activation):
     """A row kernel's tail: ``y[at + lane] = activation(acc + residual[at + lane])`` for
     the lanes of ``mask``, the residual read only when there is one (``has_res``)."""
@@ -1000,46 +1012,32 @@ def _build_tile(
         switch.add_case(_k(code), cases[code])
     for code, block in enumerate(cases):
         builder.position_at_end(block)
+
+        def row_out(r, on, code=code):
+            return _row_epilogue(
+                builder,
+                new[r],
+                r,
+                has_res,
+                has_bias,
+                bbase,
+                col_bias,
+                code,
+                lo,
+                hi,
+                masks,
+                load_res,
+                on,
+            )
+
         if store_rows is None:
             for r in range(rows):
                 with builder.if_then(row_on(r), likely=True):
-                    out = _row_epilogue(
-                        builder,
-                        new[r],
-                        r,
-                        has_res,
-                        has_bias,
-                        bbase,
-                        col_bias,
-                        code,
-                        lo,
-                        hi,
-                        masks,
-                        load_res,
-                        ir.Constant(_I1, 1),
-                    )
+                    out = row_out(r, ir.Constant(_I1, 1))
                     for v in range(NV):
                         store(r, v, out[v], masks[v])
         else:
-            outs = [
-                _row_epilogue(
-                    builder,
-                    new[r],
-                    r,
-                    has_res,
-                    has_bias,
-                    bbase,
-                    col_bias,
-                    code,
-                    lo,
-                    hi,
-                    masks,
-                    load_res,
-                    row_on(r),
-                )
-                for r in range(rows)
-            ]
-            store_rows(outs)
+            store_rows([row_out(r, row_on(r)) for r in range(rows)])
         builder.branch(merge)
     builder.position_at_end(merge)
 
@@ -1448,7 +1446,7 @@ def _gemm_conv_body(t, chunks, args):
                 nv = min(NR, p_n - p0)
                 x0 = (img * c_n + g * cg) * h * w
                 base = (j - j0) * panel
-                if direct and in_place and nv == NR:
+                if in_place and nv == NR:
                     continue  # the tiles read this panel from x
                 if direct:
                     for k in range(k_n):
@@ -1469,7 +1467,7 @@ def _gemm_conv_body(t, chunks, args):
                     m0 = g * mg + tm * MR
                     off = (img * m_n + m0) * p_n + p0
                     woff = ((g * mt + tm) * k_n + k0) * MR
-                    if direct and in_place and p0 + NR <= p_n:
+                    if in_place and p0 + NR <= p_n:
                         src, soff, ld = x_at, (img * c_n + g * cg) * p_n + p0 + k0 * p_n, p_n
                     else:
                         src, soff, ld = buf_at, (j - j0) * panel + k0 * NR, NR
