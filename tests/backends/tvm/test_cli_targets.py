@@ -4,6 +4,8 @@ and their kernels kept, not run), validate, and one-line errors."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
@@ -38,6 +40,28 @@ def test_gpu_targets_are_built_with_their_kernels(capsys, model_path: Path, tmp_
     assert manifest["device"] == target and manifest["tvm"]["target"]["kind"] == target
     assert marker in (out / kernel).read_text()
     assert (out / "model.so").stat().st_size > 0
+
+
+def test_a_gpu_build_says_what_its_runtime_lacks(capsys, model_path: Path, tmp_path: Path) -> None:
+    """Loading a cuda build names the real obstacle: a TVM runtime without CUDA (PyPI's
+    apache-tvm wheel) or, with one, a machine without the device."""
+    import tvm
+
+    out = tmp_path / "conv_cuda"
+    code, _, err = cli(capsys, "compile", str(model_path), "--backend", "tvm", "--target", "cuda", "-o", str(out))
+    assert code == 0, err
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); __import__(sys.argv[2]).Model()", str(tmp_path), out.name],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    if tvm.get_global_func("device_api.cuda", allow_missing=True) is None:
+        assert "this TVM runtime was built without cuda support" in last and "USE_CUDA=ON" in last, last
+    else:
+        assert "no cuda device 0 on this machine" in last, last
 
 
 def test_vulkan_is_refused_with_the_reason(capsys, model_path: Path, tmp_path: Path) -> None:
