@@ -8,7 +8,6 @@ a model skip while ``torsh_gen.tools.compile`` does not exist.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -30,8 +29,6 @@ from torsh_gen.tools.validate import (
     validate_artifact,
     validate_model,
 )
-
-needs_compile = pytest.mark.skipif(importlib.util.find_spec("torsh_gen.tools.compile") is None, reason="torsh_gen.tools.compile is not written yet")
 
 _INIT = '''"""A hand-written artifact: y = relu(x @ w1 + b1) @ w2."""
 import os
@@ -188,7 +185,6 @@ def test_cli_defaults_equal_library_defaults():
     assert (validate_cli.DEFAULT_RTOL, validate_cli.DEFAULT_ATOL) == (validate_lib.DEFAULT_RTOL, validate_lib.DEFAULT_ATOL)
 
 
-@needs_compile
 def test_validate_compiles_when_no_artifact_is_given(capsys):
     code, out, err = cli(capsys, "validate", str(EXAMPLE), "--input-shape", "batch=3", "--format", "json")
     assert code == 0, err
@@ -197,7 +193,6 @@ def test_validate_compiles_when_no_artifact_is_given(capsys):
     assert report["outputs"]["probs"]["top1_agreement"] == 1.0
 
 
-@needs_compile
 def test_validate_light_model_artifact(tmp_path: Path):
     from torsh_gen.tools.artifact import ensure_artifact
     from torsh_gen.tools.testmodels import randomized_light_model

@@ -20,7 +20,6 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 from tests.backends.native.helpers import make_model, ort_run, rand
-from torsh_gen.backends.kernel.lower import lowering_for
 from torsh_gen.tools.compile import compile_model
 
 NODE = shutil.which("node")
@@ -544,21 +543,17 @@ DEMO_STATE = """() => {
 
 
 NETWORKS = {
-    "mlp": (mlp_model, ["Gemm"]),
-    "conv": (functools.partial(cnn_model, pool=False), ["Conv"]),
-    "cnn": (cnn_model, ["Conv", "MaxPool"]),
+    "mlp": mlp_model,
+    "conv": functools.partial(cnn_model, pool=False),
+    "cnn": cnn_model,
 }
 
 
 @needs_node
 @pytest.mark.parametrize("name", list(NETWORKS))
 def test_network(name: str, tmp_path: Path) -> None:
-    """An MLP and small CNNs, once their lowerings exist: node and wasmtime vs onnxruntime."""
-    build, needed = NETWORKS[name]
-    missing = [o for o in needed if lowering_for(o) is None]
-    if missing:
-        pytest.skip(f"no native lowering yet for {', '.join(missing)}")
-    model, feeds = build()
+    """An MLP and small CNNs: node and wasmtime vs onnxruntime."""
+    model, feeds = NETWORKS[name]()
     folder = compile_wasm(model, tmp_path / "net")
     expected = ort_run(model, feeds)
     assert_outputs(folder, run_with_node(folder, feeds, tmp_path), expected, "node")
