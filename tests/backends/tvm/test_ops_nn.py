@@ -256,15 +256,38 @@ def test_resize_crop_extrapolates() -> None:
     check_tvm(model, {"x": _x(1, 1, 4, 4)}, rtol=1e-4, atol=1e-5, oracle="reference")
 
 
-def test_resize_antialias_with_run_time_scales_declines() -> None:
-    """Antialiasing needs a tap count that depends on the scale: with run-time scales the
-    node is refused (with the reason), never resampled wrongly."""
-    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear", antialias=1)
-    ins = [helper.make_tensor_value_info("x", F, [1, 1, 4, 4]), helper.make_tensor_value_info("scales", F, [4])]
+@pytest.mark.parametrize(
+    ("mode", "param", "attrs"),
+    [
+        ("linear", "scales", {}),
+        ("cubic", "sizes", {"exclude_outside": 1, "axes": [3, 2]}),
+        ("cubic", "scales", {"coordinate_transformation_mode": "half_pixel_symmetric"}),
+    ],
+)
+def test_resize_antialias_with_run_time_scales_or_sizes(mode: str, param: str, attrs: dict[str, Any]) -> None:
+    """Antialiasing with a run-time scale: the tap count follows the scale (a fresh
+    symbolic dim), so one build resamples correctly at two scales, per onnx's reference."""
+    from onnx.reference import ReferenceEvaluator
+
+    rank = len(attrs.get("axes", [0, 1, 2, 3]))
+    names = ["x", "", "scales", ""] if param == "scales" else ["x", "", "", "sizes"]
+    node = helper.make_node("Resize", names, ["y"], mode=mode, antialias=1, **attrs)
+    kind = F if param == "scales" else TensorProto.INT64
+    ins = [helper.make_tensor_value_info("x", F, [1, 2, 9, 11]), helper.make_tensor_value_info(param, kind, [rank])]
     graph = helper.make_graph([node], "resize", ins, [helper.make_tensor_value_info("y", F, None)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
-    with pytest.raises(UnsupportedOpError, match="antialias"):
-        tvm_session(model)
+    session = tvm_session(model)
+    x = _x(1, 2, 9, 11)
+    if param == "scales":
+        params = [np.array([1, 1, 0.6, 0.3], np.float32), np.array([1, 1, 0.25, 0.8], np.float32)]
+    else:
+        params = [np.array([4, 3], np.int64), np.array([2, 7], np.int64)]
+    for value in params:
+        feeds = {"x": x, param: value}
+        got = list(session.run(feeds).values())[0]
+        want = ReferenceEvaluator(model).run(None, feeds)[0]
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_batch_norm_with_run_time_statistics() -> None:

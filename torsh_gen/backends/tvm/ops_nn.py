@@ -1073,16 +1073,23 @@ def _resize_runtime(ctx: Ctx, node: Node) -> Any:
         raise Decline(f"keep_aspect_ratio_policy {policy}")
     geo = _RuntimeGeometry(dims, axes, use_sizes, policy)
     out_dims = _fresh_dims(ctx, _resize_out_dims(ctx, geo, params), "rsz")
-    roi = None
-    if spec.ctm == "tf_crop_and_resize":
-        if not ctx.has(node, 1):
-            raise Decline("tf_crop_and_resize needs a roi")
-        roi = _f64_vec(ctx, node.inputs[1], 2 * len(axes), "Resize's roi")
+    taps: list[Any] = []
+    if spec.antialias:
+        taps = _fresh_dims(ctx, _antialias_tap_counts(ctx, geo, spec, params), "aa")
+        # kernels reduce over the fresh tap counts: they must not move above their MatchCast
+        ctx.fence()
+        params, _ = _resize_params(ctx, node, len(axes))
+    if spec.ctm == "tf_crop_and_resize" and not ctx.has(node, 1):
+        raise Decline("tf_crop_and_resize needs a roi")
+    roi = _f64_vec(ctx, node.inputs[1], 2 * len(axes), "Resize's roi") if spec.ctm == "tf_crop_and_resize" else None
     y = ctx.x(node.inputs[0])
     shape: list[Any] = list(dims)
     for k, a in enumerate(axes):
         shape[a] = out_dims[a]
-        y = _resample_runtime(ctx, y, list(shape), a, k, geo, spec, params, roi, dtype)
+        if spec.antialias:
+            y = _resample_antialias(ctx, y, list(shape), a, k, geo, spec, params, roi, taps[k], dtype)
+        else:
+            y = _resample_runtime(ctx, y, list(shape), a, k, geo, spec, params, roi, dtype)
     return y
 
 
@@ -1123,8 +1130,7 @@ class _RuntimeGeometry:
 
 
 def _resize_runtime_spec(ctx: Ctx, node: Node, rank: int) -> tuple[_ResizeSpec, list[int]]:
-    """Attributes of a run-time Resize and its axes (antialias needs a tap count that
-    depends on the scale, so it stays with the constant path)."""
+    """Attributes of a run-time Resize and its axes."""
     mode = str_attr(node, "mode", "nearest")
     if mode not in ("nearest", "linear", "cubic", "bilinear"):
         raise Decline(f"Resize mode {mode}")
@@ -1132,8 +1138,6 @@ def _resize_runtime_spec(ctx: Ctx, node: Node, rank: int) -> tuple[_ResizeSpec, 
     if _resize_legacy(ctx, node):
         return _ResizeSpec(mode, "asymmetric", "floor", -0.75, False, 0.0, False), list(range(rank))
     spec = _attribute_spec(node, mode)
-    if spec.antialias:
-        raise Decline("antialias Resize with run-time scales or sizes")
     if spec.ctm not in ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_crop_and_resize"):
         raise Decline(f"coordinate_transformation_mode {spec.ctm}")
     if spec.nearest not in ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil"):
@@ -1253,6 +1257,127 @@ def _runtime_taps(spec: _ResizeSpec, x: Any, n: int) -> list[tuple[Any, Any]]:
         total = tirx.Select(total == 0.0, tirx.const(1.0, f64), total)
         taps = [(i, w / total) for i, w in taps]
     return taps
+
+
+def _antialias_support(spec: _ResizeSpec) -> float:
+    """Half-width of the antialias kernel at scale one: linear's tent 1, Keys' cubic 2."""
+    return 1.0 if spec.mode == "linear" else 2.0
+
+
+def _antialias_scale(geo: _RuntimeGeometry, p: Any, k: int) -> Any:
+    """The filter's scale along resized axis ``k``: the factor, at most one (antialias only
+    widens the kernel when downsampling)."""
+    from tvm import tirx
+
+    return tirx.min(geo.factor(p, k), 1.0)
+
+
+def _antialias_tap_counts(ctx: Ctx, geo: _RuntimeGeometry, spec: _ResizeSpec, params: Any) -> Any:
+    """Taps per output position of each resized axis, ``2 * ceil(support / s)`` as in the
+    constant path (``_resize_coeffs``: offsets ``start .. 1 - start``), as an int64 tensor.
+    The scale is clamped at ``1 / (2 n)``: any smaller one leaves the axis with no output
+    position (floor(s * n + 0.5) is 0), so the clamp changes no result and bounds the loop
+    a wild scale would otherwise ask for."""
+    from tvm import te, tirx
+
+    support = _antialias_support(spec)
+
+    def fn(p: Any) -> Any:
+        def body(j: Any) -> Any:
+            out = tirx.const(0, "int64")
+            for k in range(len(geo.axes) - 1, -1, -1):
+                n = float(geo.dims[geo.axes[k]])
+                s = tirx.max(_antialias_scale(geo, p, k), 0.5 / n)
+                s = tirx.Select(s == s, s, tirx.const(1.0, "float64"))  # NaN: one-to-one taps
+                out = tirx.Select(j == k, tirx.Cast("int64", 2.0 * tirx.ceil(support / s)), out)
+            return out
+
+        return te.compute((len(geo.axes),), body, name="antialias_taps")
+
+    return ctx.emit_te(fn, params)
+
+
+def _resample_antialias(
+    ctx: Ctx, y: Any, shape: list[Any], axis: int, k: int, geo: _RuntimeGeometry, spec: _ResizeSpec,
+    params: Any, roi: Any | None, taps: Any, dtype: str,
+) -> Any:
+    """Antialiased resampling of ``y`` along ``axis`` with run-time scale: ``taps`` (a fresh
+    symbolic dim) kernel taps per output position, the kernel stretched by ``1 / s``. Tap
+    ``t`` of the output at coordinate ``x`` reads index ``floor(x) + off + t`` (clamped to the
+    edge, or weighed zero with exclude_outside) with weight ``kernel(s * (1 - T/2 + t - r))``,
+    ``r`` the fraction of ``x`` (one when ``x`` is whole, ``off`` then ``-T/2``, else
+    ``1 - T/2``), normalized over the taps: the constant path's table, worked out per
+    position at run time."""
+    from tvm import relax, te, tirx
+
+    n = geo.dims[axis]
+    n_axes = len(geo.axes)
+    f64 = "float64"
+    a = spec.cubic_a
+
+    def kernel(d: Any) -> Any:
+        d = tirx.abs(d)
+        if spec.mode == "linear":
+            return tirx.max(1.0 - d, 0.0)
+        near = ((a + 2) * d - (a + 3)) * d * d + 1.0
+        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+        return tirx.Select(d <= 1.0, near, tirx.Select(d < 2.0, far, tirx.const(0.0, f64)))
+
+    def tap(p: Any, taps: Any, pos: Any, t: Any, box: Any) -> tuple[Any, Any, Any]:
+        """(clamped index, weight, extrapolated?) of tap ``t`` of ``taps`` at output
+        position ``pos``."""
+        x, outside = _runtime_coord(spec, pos, n, shape[axis], geo.factor(p, k), box)
+        s = _antialias_scale(geo, p, k)
+        xc = tirx.max(tirx.min(x, float(n + 2)), -3.0)  # nothing wild reaches an index
+        base = tirx.floor(xc)
+        whole = xc == base
+        r = tirx.Select(whole, tirx.const(1.0, f64), xc - base)
+        half = tirx.Cast(f64, taps) / 2.0
+        w = kernel(s * (1.0 - half + tirx.Cast(f64, t) - r))
+        off = tirx.Select(whole, -(taps // 2), 1 - taps // 2)
+        idx = tirx.Cast("int64", base) + off + t
+        if spec.exclude:
+            w = tirx.Select(tirx.And(idx >= 0, idx < n), w, tirx.const(0.0, f64))
+        clamped = tirx.max(tirx.min(idx, tirx.const(n - 1, "int64")), tirx.const(0, "int64"))
+        return clamped, w, outside
+
+    def boxes(rest: Any) -> Any:
+        return (rest[0][k], rest[0][n_axes + k]) if rest else None
+
+    # ``taps`` reaches the kernel as the length of a small operand: TVM 0.27's FuseTIR
+    # fails ("VarRemapGet") on a symbolic dim passed as a scalar argument
+    def fn(data: Any, p: Any, marker: Any, *rest: Any) -> Any:
+        count = marker.shape[0]
+
+        def total_body(pos: Any) -> Any:
+            t = te.reduce_axis((0, count), "t")
+            return te.sum(tap(p, count, pos, t, boxes(rest))[1], axis=t)
+
+        total = te.compute((shape[axis],), total_body, name="antialias_total")
+
+        def body(*i: Any) -> Any:
+            t = te.reduce_axis((0, count), "t")
+            j = list(i)
+            idx, w, _ = tap(p, count, i[axis], t, boxes(rest))
+            j[axis] = idx
+            return te.sum(tirx.Cast(f64, data[tuple(j)]) * w, axis=t)
+
+        acc = te.compute(tuple(shape), body, name="antialias_sum")
+
+        def norm(*i: Any) -> Any:
+            d = total[i[axis]]
+            v = tirx.Cast(dtype, acc[i] / tirx.Select(d == 0.0, tirx.const(1.0, f64), d))
+            if spec.ctm == "tf_crop_and_resize":
+                _, outside = _runtime_coord(spec, i[axis], n, shape[axis], geo.factor(p, k), boxes(rest))
+                fill = spec.extrap if dtype in _FLOATS else int(spec.extrap)
+                v = tirx.Select(outside, tirx.const(fill, dtype), v)
+            return v
+
+        return te.compute(tuple(shape), norm, name="resize_antialias")
+
+    extra = [roi] if roi is not None else []
+    marker = ctx.emit(relax.op.zeros(relax.ShapeExpr([taps]), "int8"))
+    return ctx.emit_te(fn, y, params, marker, *extra)
 
 
 def _resample_runtime(
