@@ -155,10 +155,33 @@ def test_batch_norm_folds_constant_statistics() -> None:
     check_tvm(model, {"x": _x(2, c, 4)}, rtol=1e-5, atol=1e-5)
 
 
-def test_batch_norm_training_mode_declines() -> None:
+@pytest.mark.parametrize("outputs", [["y"], ["y", "rm", "rv"]])
+def test_batch_norm_training_mode(outputs: list[str]) -> None:
+    """Training mode normalizes with the batch's statistics; the running mean and variance
+    (double here, opset 15's own type) blend in the batch's with the momentum."""
+    D = TensorProto.DOUBLE
+    model = node_model(
+        "BatchNormalization",
+        [("x", F, [3, 4, 2, 5]), ("s", F, [4]), ("b", F, [4]), ("m", D, [4]), ("v", D, [4])],
+        [(n, F if n == "y" else D, None) for n in outputs],
+        opset=15, training_mode=1, momentum=0.8, epsilon=1e-3,
+    )
+    feeds = {"x": _x(3, 4, 2, 5) * 2 + 1, "s": _x(4), "b": _x(4), "m": _x(4).astype(np.float64), "v": np.abs(_x(4)).astype(np.float64)}
+    from onnx.reference import ReferenceEvaluator
+
+    got = list(tvm_session(model).run(feeds).values())
+    want = ReferenceEvaluator(model).run(None, feeds)
+    # the spec types the running statistics as the given ones (U, double here); onnx's
+    # reference casts them to X's type, so only the values are compared with it
+    assert [g.dtype for g in got] == [np.dtype(np.float32)] + [np.dtype(np.float64)] * (len(outputs) - 1)
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_batch_norm_running_statistics_before_opset_14_decline() -> None:
     model = node_model("BatchNormalization", [("x", F, [2, 3]), ("s", F, [3]), ("b", F, [3]), ("m", F, [3]), ("v", F, [3])],
-                       [("y", F, None)], training_mode=1)
-    with pytest.raises(UnsupportedOpError, match="training"):
+                       [("y", F, None), ("rm", F, None)], opset=9)
+    with pytest.raises(UnsupportedOpError, match="running statistics"):
         tvm_session(model)
 
 

@@ -501,8 +501,10 @@ def batch_norm(ctx: Ctx, node: Node) -> Sequence[Any]:
     are folded here (float64), else computed in the graph."""
     from tvm import relax
 
+    if ctx.opset >= 14 and node.attr("training_mode", 0):
+        return _batch_norm_training(ctx, node)
     if node.attr("training_mode", 0) or any(_used(node, k) for k in range(1, len(node.outputs))):
-        raise Decline("training-mode BatchNormalization is not supported")
+        raise Decline("BatchNormalization's running statistics before opset 14")
     if ctx.opset < 9 and node.attr("spatial", 1) != 1:
         raise Decline("BatchNormalization with spatial=0")
     dtype = _float_input(ctx, node.inputs[0], "BatchNormalization")
@@ -525,6 +527,42 @@ def batch_norm(ctx: Ctx, node: Node) -> Sequence[Any]:
     a = ctx.emit(relax.op.multiply(scale, inv))
     centered = ctx.emit(relax.op.subtract(ctx.x(node.inputs[0]), mean))
     return [ctx.emit(relax.op.add(relax.op.multiply(centered, a), bias))]
+
+
+def _batch_norm_training(ctx: Ctx, node: Node) -> Sequence[Any]:
+    """Training-mode BatchNormalization (opset 14+): normalized with the batch's own mean
+    and population variance per channel; the optional outputs are the running statistics
+    ``input * momentum + batch * (1 - momentum)``, as onnx's reference computes them."""
+    from tvm import relax
+
+    dtype = _float_input(ctx, node.inputs[0], "BatchNormalization")
+    eps = float(node.attr("epsilon", 1e-5))
+    momentum = float(node.attr("momentum", 0.9))
+    x = ctx.x(node.inputs[0])
+    rank = ctx.rank(node.inputs[0])
+    axes = [0] + list(range(2, rank))
+    mean = ctx.emit(relax.op.mean(x, axis=axes, keepdims=True))
+    d = ctx.emit(relax.op.subtract(x, mean))
+    var = ctx.emit(relax.op.mean(relax.op.multiply(d, d), axis=axes, keepdims=True))
+    scale, bias = (
+        ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(v), _channel_shape(rank)), dtype)) for v in node.inputs[1:3]
+    )
+    inv = ctx.emit(relax.op.rsqrt(relax.op.add(var, _scalar(eps, dtype))))
+    y = ctx.emit(relax.op.add(relax.op.multiply(d, relax.op.multiply(scale, inv)), bias))
+    outs = [y]
+    for k, batch in ((1, mean), (2, var)):
+        if not _used(node, k):
+            outs.append(None)
+            continue
+        kind = ctx.dtype(node.inputs[2 + k])
+        given = ctx.emit(relax.op.astype(ctx.x(node.inputs[2 + k]), dtype))
+        flat = ctx.emit(relax.op.reshape(batch, [-1]))
+        run = relax.op.add(
+            relax.op.multiply(given, _scalar(momentum, dtype)),
+            relax.op.multiply(flat, _scalar(1.0 - momentum, dtype)),
+        )
+        outs.append(ctx.emit(relax.op.astype(run, kind)))
+    return outs
 
 
 def _standardize(ctx: Ctx, x: Any, axes: list[int], eps: float, dtype: str) -> tuple[Any, Any, Any]:
