@@ -76,6 +76,26 @@ def test_unbound_symbolic_dims_are_refused_with_advice() -> None:
         lowered(None)
 
 
+def test_shapes_from_run_time_values_are_refused_as_such(tmp_path: Path) -> None:
+    """A node output sized by a run-time value (Tile's repeats) is not a dim --input-shape
+    can bind: the error names the node and says what to change, before any file exists."""
+    node = helper.make_node("Tile", ["x", "reps"], ["y"], name="tile \"n\"")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("reps", TensorProto.INT64, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(InputError) as err:
+        compile_model(m, tmp_path / "pkg", target="x86_64-linux")
+    text = str(err.value)
+    assert "output of Tile node 'tile \"n\"'" in text and "depends on run-time values" in text
+    assert "--input-shape" not in text and "\n" not in text
+    assert not (tmp_path / "pkg").exists()
+
+
 def test_bad_bindings_are_one_line_errors() -> None:
     graph = load_onnx(model().SerializeToString())
     with pytest.raises(InputError, match=r"axis 1 of input 'x' is fixed at 6 by the model"):

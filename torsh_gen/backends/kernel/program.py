@@ -162,6 +162,15 @@ def _tensor_info(v: Value) -> tuple[str, tuple[int, ...]]:
     if dtype is None:
         raise UnsupportedOpError(f"tensor '{v.name}' has element type {t.dtype.name}, which native targets do not support")
     if not t.is_static:
+        if v.producer is not None:
+            # graph inputs are checked first: a node output left symbolic gets its size
+            # from run-time values, which --input-shape cannot bind
+            node = v.producer
+            raise InputError(
+                f"tensor '{v.name}' (output of {node.op_type} node {node.name or '?'!r}) has shape {t}, "
+                f"which depends on run-time values; native targets size every tensor at compile "
+                f"time: make the operands that set it constants in the model"
+            )
         raise InputError(
             f"tensor '{v.name}' has symbolic shape {t}; native targets need static shapes: bind the "
             f"symbolic dimensions with --input-shape NAME=D1xD2..."
