@@ -248,6 +248,79 @@ def test_data_dependent_tensor_feeding_a_node_is_refused() -> None:
     assert "uniq" not in msg
 
 
+def _nonzero_transpose_model() -> onnx.ModelProto:
+    """``torch.nonzero(x > 0.5)`` as PyTorch exports it: NonZero, then Transpose."""
+    return make_model(
+        [
+            helper.make_node("Greater", ["x", "half"], ["m"]),
+            helper.make_node("NonZero", ["m"], ["nz"]),
+            helper.make_node("Transpose", ["nz"], ["y"], perm=[1, 0]),
+        ],
+        [_vi("x", TP.FLOAT, [3, 4, 5])],
+        [_vi("y", TP.INT64, None)],
+        [helper.make_tensor("half", TP.FLOAT, [], [0.5])],
+        opset=13,
+    )
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.7, 1.6], ids=["none", "some", "most"])
+def test_nonzero_then_transpose(scale: float) -> None:
+    """A Transpose reads a data-dependent tensor in the dims its producer wrote and gives a
+    bounded tensor of its own (``torch.nonzero``), in process and in the library."""
+    model = _nonzero_transpose_model()
+    program = lower_model(model)
+    spec = program.outputs[0]
+    assert spec.max_shape == (60, 3) and isinstance(spec.dims[0], str) and spec.dims[1] == 3
+    x = np.random.default_rng(3).random((3, 4, 5)).astype(np.float32) * scale
+    _check(model, {"x": x})
+
+
+def test_unique_rows_then_transpose() -> None:
+    """Any permutation; here the varying dim moves from first to last."""
+    model = make_model(
+        [
+            helper.make_node("Unique", ["x"], ["u"], axis=0, sorted=1),
+            helper.make_node("Transpose", ["u"], ["y"]),
+        ],
+        [_vi("x", TP.FLOAT, [6, 2])],
+        [_vi("y", TP.FLOAT, None)],
+        opset=13,
+    )
+    x = np.array([[1, 2], [3, 4], [1, 2], [0, 0], [3, 4], [5, 6]], np.float32)
+    got = _check(model, {"x": x})
+    assert got["y"].shape == (2, 4)
+
+
+def test_nonzero_then_transpose_in_the_library(tmp_path: Path) -> None:
+    """The wrapper and the driver return the transpose in its actual shape; a consumer of
+    the Transpose's output is refused like one of NonZero's."""
+    if not HAS_GCC:
+        pytest.skip("gcc is not installed (apt install gcc)")
+    from torsh_gen.tools.compile import compile_model
+
+    model, pkg = _nonzero_transpose_model(), tmp_path / "nzt"
+    compile_model(model, pkg, target="x86_64-linux")
+    mod = import_package(pkg)
+    for seed in (1, 2):
+        feeds = {"x": np.random.default_rng(seed).random((3, 4, 5)).astype(np.float32)}
+        _assert_like_ort(mod.run(**feeds), model, feeds, f"wrapper seed {seed}")
+        in_dir = _write_inputs(pkg, tmp_path / f"in{seed}", feeds)
+        proc = subprocess.run(
+            [str(pkg / "run_model"), str(in_dir), str(tmp_path / f"out{seed}")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        _assert_like_ort(_read_outputs(pkg, tmp_path / f"out{seed}"), model, feeds, "run_model")
+    fed = onnx.ModelProto()
+    fed.CopyFrom(model)
+    fed.graph.node.append(helper.make_node("Neg", ["y"], ["z"], name="negate"))
+    fed.graph.output[0].CopyFrom(_vi("z", TP.INT64, None))
+    with pytest.raises(UnsupportedOpError, match=r"Transpose \(node '\?': output 'y' feeds Neg \(node 'negate'\)"):
+        lower_model(fed)
+
+
 def test_static_output_targets_refuse_data_dependent_ops() -> None:
     """A backend that needs static outputs (the CUDA program builder's check) names them."""
     from torsh_gen.backends.kernel.program import check_lowerable

@@ -61,6 +61,10 @@ ALIAS_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity",
 #: Aliases a data-dependent tensor may pass through on its way to a model output (they keep
 #: the shape, so the extent the kernel writes stays true).
 SHAPE_KEEPING_ALIASES = frozenset({"Identity", "Dropout"})
+#: Ops that take a data-dependent tensor (read densely in the dims its producer wrote) and
+#: give one of their own, with its own bound and extent: ``torch.nonzero`` exports as
+#: NonZero then Transpose.
+BOUND_FOLLOWERS = frozenset({"Transpose"})
 ALIGN = 64
 
 
@@ -216,6 +220,11 @@ def output_bounds(graph: Graph) -> dict[int, Bound]:
             if src.data_dependent and not _dropout_needs_kernel(node):
                 bounds[id(node.outputs[0])] = src
             continue
+        if node.op_type in BOUND_FOLLOWERS and node.inputs and id(node.inputs[0]) in bounds:
+            src = bounds[id(node.inputs[0])]
+            if src.data_dependent:
+                bounds[id(node.outputs[0])] = _follower_bound(node, src)
+                continue
         try:
             spec = lookup(node.op_type, node.domain, opset)
         except UnsupportedOpError:
@@ -233,6 +242,16 @@ def output_bounds(graph: Graph) -> dict[int, Bound]:
     return bounds
 
 
+def _follower_bound(node: Node, src: Bound) -> Bound:
+    """The bound of a ``BOUND_FOLLOWERS`` node's output from its input's."""
+    rank = len(src.shape)
+    perm = node.attr("perm")
+    perm = list(range(rank))[::-1] if perm is None else [int(p) % max(rank, 1) for p in perm]
+    shape = tuple(src.shape[p] for p in perm)
+    varying = tuple(k for k, p in enumerate(perm) if p in src.varying)
+    return Bound(shape, varying, node)
+
+
 def _data_dependent_refusals(graph: Graph, allowed: bool) -> list[str]:
     """One line per node whose data-dependent output the target cannot return: fed to
     another node (``allowed``: native targets return such tensors as model outputs), or
@@ -246,6 +265,8 @@ def _data_dependent_refusals(graph: Graph, allowed: bool) -> list[str]:
                 continue
             if node.op_type in SHAPE_KEEPING_ALIASES and id(node.outputs[0]) in bounds:
                 continue  # passes it on unchanged
+            if allowed and node.op_type in BOUND_FOLLOWERS and id(node.outputs[0]) in bounds:
+                continue  # reads it in its actual dims and gives a bounded tensor of its own
             lines[id(b.node)] = (
                 f"{b.node.op_type} (node {b.node.name or '?'!r}: output {v.name!r} feeds "
                 f"{node.op_type} (node {node.name or '?'!r}), but its size depends on the data "
@@ -469,6 +490,7 @@ class _Builder:
             consts=[v.const if v is not None else None for v in node.inputs], sched=self.sched, kb=kb,
             data_dependent=[v is not None and id(v) in self.bounds and self.bounds[id(v)].data_dependent
                             for v in node.outputs],
+            in_data_dependent=[v is not None and id(v) in self.extent_of for v in node.inputs],
         )
         ctx.inputs = [kb.buffer(f"x{i}", r.dtype, prod(r.shape)) if r else None for i, r in enumerate(ins)]
         ctx.outputs = [kb.buffer(f"y{j}", r.dtype, prod(r.shape), writable=True) if r else None for j, r in enumerate(outs)]
@@ -493,6 +515,8 @@ class _Builder:
         for name, dtype, n in ctx.states:  # a region of its own, which no other value reuses
             if name in touched:
                 bind[name] = self.region(dtype, (n,))
+        for name, i in ctx.in_extents:  # a data-dependent input's actual dims, as its producer wrote them
+            bind[name] = TensorRef("workspace", 0, self.extent_of[id(node.inputs[i])], "i64", (max(len(ins[i].shape), 1),))
         for name, j in ctx.extents:  # the actual dims of a data-dependent output, kept after the run
             bind[name] = self.region("i64", (max(len(outs[j].shape), 1),))
             self.extent_of[id(node.outputs[j])] = bind[name].offset

@@ -113,6 +113,10 @@ class LowerCtx:
     #: per output: whether its actual size depends on the data (``out_shape`` is its bound)
     data_dependent: list[bool] = field(default_factory=list)
     extents: list[tuple[str, int]] = field(default_factory=list)
+    #: per input: whether its actual size depends on the data (``in_shape`` is its bound;
+    #: only the ops of ``program.BOUND_FOLLOWERS`` see such inputs)
+    in_data_dependent: list[bool] = field(default_factory=list)
+    in_extents: list[tuple[str, int]] = field(default_factory=list)
 
     def x(self, i: int) -> BufferRef:
         """Input ``i`` (KeyError-like error when the optional input is absent)."""
@@ -188,6 +192,19 @@ class LowerCtx:
         name = self.kb.fresh("ext")
         self.extents.append((name, j))
         return self.kb.buffer(name, "i64", max(len(self.out_shape(j)), 1), writable=True)
+
+    def input_is_data_dependent(self, i: int) -> bool:
+        """Whether input ``i`` is a data-dependent tensor: the first ``in_extent(i)`` dims
+        of its buffer (its bound) hold it densely, the rest is not part of it."""
+        return i < len(self.in_data_dependent) and self.in_data_dependent[i]
+
+    def in_extent(self, i: int) -> BufferRef:
+        """int64[rank of input ``i``]: the actual dims its producer wrote this run."""
+        if not self.input_is_data_dependent(i):
+            raise LoweringDeclined(f"input {i} has a static shape; it has no extent")
+        name = self.kb.fresh("iext")
+        self.in_extents.append((name, i))
+        return self.kb.buffer(name, "i64", max(len(self.in_shape(i)), 1))
 
     def vector_width(self, n: int) -> int:
         """Lanes for a vector loop of trip count ``n`` (1 when too short to pay)."""

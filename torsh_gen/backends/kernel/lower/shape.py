@@ -173,7 +173,34 @@ def lower_transpose(ctx: LowerCtx) -> None:
     )
     if sorted(perm) != list(range(len(shape))):
         raise LoweringDeclined(f"perm {perm} is not a permutation of rank {len(shape)}")
+    if ctx.input_is_data_dependent(0):
+        _transpose_actual(ctx, perm)
+        return
     permute_copy(ctx, shape, perm)
+
+
+def _transpose_actual(ctx: LowerCtx, perm: list[int]) -> None:
+    """The transpose of a data-dependent input (``torch.nonzero``'s NonZero -> Transpose):
+    its dims come from its producer's extent at run time, both tensors are dense in their
+    actual dims at their buffers' start, and the output's dims go to its own extent."""
+    kb, x, y = ctx.kb, ctx.x(0), ctx.y(0)
+    ext = ctx.in_extent(0)
+    rank = len(perm)
+    dims = [kb.let(ext[d], f"d{d}") for d in range(rank)]
+    strides: list[Expr] = [idx(1)] * rank
+    for d in range(rank - 2, -1, -1):
+        strides[d] = kb.let(strides[d + 1] * dims[d + 1], f"s{d}")
+    with ExitStack() as stack:
+        out_flat: Expr = idx(0)
+        in_flat: Expr = idx(0)
+        for k, p in enumerate(perm):
+            i = stack.enter_context(kb.loop(dims[p], hint=f"o{k}"))
+            out_flat = out_flat * dims[p] + i
+            in_flat = in_flat + i * strides[p]
+        y[out_flat] = x[in_flat]
+    ext_out = ctx.extent(0)
+    for k, p in enumerate(perm):
+        ext_out[k] = dims[p]
 
 
 @lowers("DepthToSpace")
