@@ -304,15 +304,8 @@ def test_nonzero_then_transpose_in_the_library(tmp_path: Path) -> None:
     for seed in (1, 2):
         feeds = {"x": np.random.default_rng(seed).random((3, 4, 5)).astype(np.float32)}
         _assert_like_ort(mod.run(**feeds), model, feeds, f"wrapper seed {seed}")
-        in_dir = _write_inputs(pkg, tmp_path / f"in{seed}", feeds)
-        proc = subprocess.run(
-            [str(pkg / "run_model"), str(in_dir), str(tmp_path / f"out{seed}")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        _assert_like_ort(_read_outputs(pkg, tmp_path / f"out{seed}"), model, feeds, "run_model")
+        got = _driver_outputs([str(pkg / "run_model")], pkg, tmp_path / f"run{seed}", feeds)
+        _assert_like_ort(got, model, feeds, "run_model")
     fed = onnx.ModelProto()
     fed.CopyFrom(model)
     fed.graph.node.append(helper.make_node("Neg", ["y"], ["z"], name="negate"))
@@ -415,6 +408,19 @@ def _read_outputs(pkg: Path, folder: Path) -> dict[str, np.ndarray]:
         e["name"]: np.load(folder / e["file"])
         for e in json.loads((pkg / "manifest.json").read_text())["outputs"]
     }
+
+
+def _driver_outputs(
+    command: list[str], pkg: Path, folder: Path, feeds: dict[str, np.ndarray], timeout: int = 60
+) -> dict[str, np.ndarray]:
+    """Run a package's driver (``command`` + IN_DIR OUT_DIR) on ``feeds`` and read what it
+    wrote."""
+    in_dir = _write_inputs(pkg, folder / "in", feeds)
+    proc = subprocess.run(
+        [*command, str(in_dir), str(folder / "out")], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr
+    return _read_outputs(pkg, folder / "out")
 
 
 @pytest.fixture(scope="module")
@@ -557,17 +563,8 @@ def test_c_api_output_shape(x86_package: Path) -> None:
 def test_driver_writes_actual_shapes(x86_package: Path, tmp_path: Path) -> None:
     model = _all_ops_model()
     for k, feeds in enumerate((_all_ops_feeds(5), _all_ops_feeds(6, empty=True))):
-        in_dir = _write_inputs(x86_package, tmp_path / f"in{k}", feeds)
-        proc = subprocess.run(
-            [str(x86_package / "run_model"), str(in_dir), str(tmp_path / f"out{k}")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        _assert_like_ort(
-            _read_outputs(x86_package, tmp_path / f"out{k}"), model, feeds, f"run_model {k}"
-        )
+        got = _driver_outputs([str(x86_package / "run_model")], x86_package, tmp_path / f"run{k}", feeds)
+        _assert_like_ort(got, model, feeds, f"run_model {k}")
 
 
 @pytest.mark.skipif(not HAS_WASM, reason="needs node and wasm-ld (make toolchains)")
@@ -577,15 +574,8 @@ def test_wasm32_under_node(tmp_path: Path) -> None:
     model, pkg = _all_ops_model(), tmp_path / "ddwasm"
     compile_model(model, pkg, target="wasm32")
     for k, feeds in enumerate((_all_ops_feeds(7), _all_ops_feeds(8, empty=True))):
-        in_dir = _write_inputs(pkg, tmp_path / f"in{k}", feeds)
-        proc = subprocess.run(
-            [NODE, str(pkg / "run.mjs"), str(in_dir), str(tmp_path / f"out{k}")],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        _assert_like_ort(_read_outputs(pkg, tmp_path / f"out{k}"), model, feeds, f"node {k}")
+        got = _driver_outputs([NODE, str(pkg / "run.mjs")], pkg, tmp_path / f"run{k}", feeds)
+        _assert_like_ort(got, model, feeds, f"node {k}")
 
 
 @pytest.mark.skipif(
@@ -597,15 +587,8 @@ def test_aarch64_under_qemu(tmp_path: Path) -> None:
     model, pkg = _all_ops_model(), tmp_path / "ddarm"
     compile_model(model, pkg, target="aarch64-linux")
     feeds = _all_ops_feeds(9)
-    in_dir = _write_inputs(pkg, tmp_path / "in", feeds)
-    proc = subprocess.run(
-        [*QEMU, str(pkg / "run_model"), str(in_dir), str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    _assert_like_ort(_read_outputs(pkg, tmp_path / "out"), model, feeds, "aarch64")
+    got = _driver_outputs([*QEMU, str(pkg / "run_model")], pkg, tmp_path, feeds, timeout=120)
+    _assert_like_ort(got, model, feeds, "aarch64")
 
 
 HOSTILE = "n*/ \"'\n${x}</script>"
