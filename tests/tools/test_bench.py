@@ -12,7 +12,7 @@ import pytest
 
 from tests.cli.test_cli import cli
 from tests.conftest import EXAMPLE
-from tests.tools.test_validate import needs_compile, write_numpy_artifact
+from tests.tools.test_validate import write_numpy_artifact
 from torsh_gen.errors import InputError, TorshGenError
 from torsh_gen.tools.bench import TorchFactory, _rewarm, bench_model, cpu_model, latency_stats
 
@@ -156,7 +156,6 @@ def test_torch_engine_on_the_benchmark_mlp(tmp_path: Path):
     assert result["engines"]["torch"]["ratio_vs_onnxruntime"] > 0
 
 
-@needs_compile
 def test_bench_compiles_when_no_artifact_is_given():
     result = bench_model(EXAMPLE, **FAST)
     _check_engine_stats(result["engines"]["torsh-gen"])
