@@ -74,6 +74,7 @@ from torsh_gen.backends.kernel.lower.conv_operands import (
 )
 from torsh_gen.backends.kernel.lower.tiling import (
     axis,
+    balanced,
     fold,
     narrow_width,
     row_blocks,
@@ -128,24 +129,27 @@ class Chunks:
 
 
 def chunks(geo: Geometry, row: int, width: int, itemsize: int, pair: int) -> Chunks:
-    """Chunks of about ``L2_BUDGET`` bytes of input each (whole ``pair``s of rows)."""
+    """Chunks of about ``L2_BUDGET`` bytes of input each (whole ``pair``s of rows), as even
+    as whole blocks allow (``balanced``)."""
     od, oh, ow = geo.out
     if od * oh == 1:
         per_col = geo.cin_g * geo.strides[2] * itemsize
         cols = max(1, L2_BUDGET // (per_col * max(width, 1))) * max(width, 1)
         if cols >= ow:
             return Chunks(1, stride=ow, span=ow, last=ow)
+        cols = balanced(ow, cols, width)
         count = -(-ow // cols)
         return Chunks(count, stride=cols, span=cols, last=ow - (count - 1) * cols)
     per_row = geo.cin_g * geo.strides[1] * row * itemsize
     rows = max(pair, L2_BUDGET // per_row // pair * pair)
+    rows = balanced(od * oh, rows, pair)
     return Chunks(-(-(od * oh) // rows), min(rows, od * oh))
 
 
 def wide_chunks(geo: Geometry, row: int, itemsize: int) -> Chunks:
     """Span-mode chunks of whole output rows over the wide positions ``oy * row + ox``."""
     _, oh, ow = geo.out
-    k = max(1, min(oh, L2_BUDGET // (geo.cin_g * row * itemsize)))
+    k = balanced(oh, max(1, min(oh, L2_BUDGET // (geo.cin_g * row * itemsize))))
     count = -(-oh // k)
     return Chunks(
         count, stride=k * row, span=(k - 1) * row + ow, last=(oh - (count - 1) * k - 1) * row + ow

@@ -42,7 +42,7 @@ from torsh_gen.backends.kernel.lower.conv_operands import (
     tap_runs,
     weights,
 )
-from torsh_gen.backends.kernel.lower.tiling import axis, fold, split_index
+from torsh_gen.backends.kernel.lower.tiling import axis, balanced, fold, split_index
 
 #: Input bytes one chunk of positions reads (kept in a core's L2 with the block's weights).
 CHUNK_INPUT_BYTES = 256 * 1024
@@ -93,6 +93,7 @@ def channel_tiles(
     full, tail = divmod(npos, positions)
     row_bytes = geo.cin * src.ys * geo.strides[1] * 4
     per_chunk = max(1, (CHUNK_INPUT_BYTES // max(row_bytes, 1)) * ow // positions)
+    per_chunk = balanced(full, per_chunk) if full else per_chunk
     chunks = max(1, -(-full // per_chunk))
     blocks = geo.cout // width
     work = npos * geo.batch * geo.cout * geo.cin * geo.taps

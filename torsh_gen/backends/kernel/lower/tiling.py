@@ -80,6 +80,18 @@ def row_blocks(
             body(v)
 
 
+def balanced(total: int, most: int, unit: int = 1) -> int:
+    """The chunk size, a multiple of ``unit``, that covers ``total`` in as many chunks as
+    chunks of ``most`` would need but as evenly as the unit allows. Threads take contiguous
+    runs of jobs, so a short last chunk leaves one thread idle: 3,136 positions in chunks
+    of 1,024 split 2,048 / 1,088 between two threads (a 1x1 layer scaled 1.53x on two
+    cores, onnxruntime's 2.0x); as 4 x 784, 1,568 each."""
+    unit = max(unit, 1)
+    count = -(-total // max(most, 1))
+    even = -(-total // count)
+    return -(-even // unit) * unit
+
+
 def split_index(kb: KernelBuilder, job: Expr, extents: list[int]) -> list[Expr]:
     """``job`` as mixed-radix digits over ``extents`` (outermost first); size-1 digits are 0."""
     digits: list[Expr] = []
