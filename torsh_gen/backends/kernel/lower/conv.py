@@ -128,16 +128,19 @@ class Chunks:
     last: int = 0
 
 
-def chunks(geo: Geometry, row: int, width: int, itemsize: int, pair: int) -> Chunks:
+def chunks(geo: Geometry, row: int, width: int, itemsize: int, pair: int, lanes: int = 0) -> Chunks:
     """Chunks of about ``L2_BUDGET`` bytes of input each (whole ``pair``s of rows), as even
-    as whole blocks allow (``balanced``)."""
+    as ``balanced`` makes them: spans of positions in whole vectors of ``lanes`` (whole
+    tiles when 0). A span that is not whole tiles ends in a narrower block (``row_blocks``):
+    squeezenet's 512 -> 1000 classifier at 13x13 split its 169 positions 128 / 41 in whole
+    64-lane tiles (1.43x on two cores) and splits them 96 / 73 in vectors."""
     od, oh, ow = geo.out
     if od * oh == 1:
         per_col = geo.cin_g * geo.strides[2] * itemsize
         cols = max(1, L2_BUDGET // (per_col * max(width, 1))) * max(width, 1)
         if cols >= ow:
             return Chunks(1, stride=ow, span=ow, last=ow)
-        cols = balanced(ow, cols, width)
+        cols = balanced(ow, cols, min(width, lanes) if lanes else width)
         count = -(-ow // cols)
         return Chunks(count, stride=cols, span=cols, last=ow - (count - 1) * cols)
     per_row = geo.cin_g * geo.strides[1] * row * itemsize
@@ -445,10 +448,10 @@ def schedule(
         width = vector_width(geo.out[2], lanes, regs)
     pair = ROW_PAIR if geo.out[1] > 1 else 1
     if parts is None:
-        parts = chunks(geo, source_row(geo, padded), width, itemsize, pair)
+        parts = chunks(geo, source_row(geo, padded), width, itemsize, pair, lanes)
         if parts.count > 1 and geo.out[0] > 1:  # pairs of rows never straddle a depth slice
             pair = 1
-            parts = chunks(geo, source_row(geo, padded), width, itemsize, pair)
+            parts = chunks(geo, source_row(geo, padded), width, itemsize, pair, lanes)
     rolled = bool(rolled_accumulators) and rolls(geo, padded)
     budget = rolled_accumulators if rolled else accumulators
     return Layout(
