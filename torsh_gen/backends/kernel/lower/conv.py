@@ -33,8 +33,10 @@ Rows are covered by blocks of exactly ``width`` lanes and one narrower block mov
 end at the row's end (it recomputes a few outputs instead of running a scalar remainder);
 that is safe because a convolution's output never shares memory with its inputs (the
 memory plan gives Conv/FusedConv outputs fresh arenas). Output positions are cut into
-chunks whose input fits a core's L2; jobs (image, group, chunk, channel block) run over
-the target's threads with the channel block fastest, so consecutive jobs share the chunk.
+chunks whose input fits a core's L2, all of about one size (``tiling.balanced``: threads
+take contiguous runs of jobs, so a short last chunk would idle a core); jobs (image, group,
+chunk, channel block) run over the target's threads with the channel block fastest, so
+consecutive jobs share the chunk.
 Constant weights are repacked at compile time so that one tap's ``rows`` weights sit side
 by side.
 """
