@@ -223,7 +223,7 @@ def output_bounds(graph: Graph) -> dict[int, Bound]:
         if node.op_type in BOUND_FOLLOWERS and node.inputs and id(node.inputs[0]) in bounds:
             src = bounds[id(node.inputs[0])]
             if src.data_dependent:
-                bounds[id(node.outputs[0])] = _follower_bound(node, src)
+                bounds[id(node.outputs[0])] = _transposed_bound(node, src)
                 continue
         try:
             spec = lookup(node.op_type, node.domain, opset)
@@ -242,8 +242,9 @@ def output_bounds(graph: Graph) -> dict[int, Bound]:
     return bounds
 
 
-def _follower_bound(node: Node, src: Bound) -> Bound:
-    """The bound of a ``BOUND_FOLLOWERS`` node's output from its input's."""
+def _transposed_bound(node: Node, src: Bound) -> Bound:
+    """The bound of a Transpose (the one op of ``BOUND_FOLLOWERS``) of a bounded tensor:
+    its dims, and which of them vary, permuted."""
     rank = len(src.shape)
     perm = node.attr("perm")
     perm = list(range(rank))[::-1] if perm is None else [int(p) % max(rank, 1) for p in perm]

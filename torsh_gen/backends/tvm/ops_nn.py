@@ -519,14 +519,19 @@ def batch_norm(ctx: Ctx, node: Node) -> Sequence[Any]:
         wa = ctx.weight(a.reshape(shape).astype(numpy_dtype(dtype)))
         wb = ctx.weight(b.reshape(shape).astype(numpy_dtype(dtype)))
         return [ctx.emit(relax.op.add(relax.op.multiply(ctx.x(node.inputs[0]), wa), wb))]
-    # opset 15 lets scale/bias and mean/var have their own float types: compute in X's
-    scale, bias, mean, var = (
-        ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(v), _channel_shape(rank)), dtype)) for v in node.inputs[1:5]
-    )
+    scale, bias, mean, var = _channel_operands(ctx, node.inputs[1:5], rank, dtype)
     inv = ctx.emit(relax.op.rsqrt(relax.op.add(var, _scalar(eps, dtype))))
     a = ctx.emit(relax.op.multiply(scale, inv))
     centered = ctx.emit(relax.op.subtract(ctx.x(node.inputs[0]), mean))
     return [ctx.emit(relax.op.add(relax.op.multiply(centered, a), bias))]
+
+
+def _channel_operands(ctx: Ctx, values: Sequence[Value], rank: int, dtype: str) -> list[Any]:
+    """Per-channel (C,) operands shaped to broadcast against (N, C, ...) in X's type (opset
+    15 lets scale/bias and mean/var have their own float types)."""
+    from tvm import relax
+
+    return [ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(v), _channel_shape(rank)), dtype)) for v in values]
 
 
 def _batch_norm_training(ctx: Ctx, node: Node) -> Sequence[Any]:
@@ -544,9 +549,7 @@ def _batch_norm_training(ctx: Ctx, node: Node) -> Sequence[Any]:
     mean = ctx.emit(relax.op.mean(x, axis=axes, keepdims=True))
     d = ctx.emit(relax.op.subtract(x, mean))
     var = ctx.emit(relax.op.mean(relax.op.multiply(d, d), axis=axes, keepdims=True))
-    scale, bias = (
-        ctx.emit(relax.op.astype(relax.op.reshape(ctx.x(v), _channel_shape(rank)), dtype)) for v in node.inputs[1:3]
-    )
+    scale, bias = _channel_operands(ctx, node.inputs[1:3], rank, dtype)
     inv = ctx.emit(relax.op.rsqrt(relax.op.add(var, _scalar(eps, dtype))))
     y = ctx.emit(relax.op.add(relax.op.multiply(d, relax.op.multiply(scale, inv)), bias))
     outs = [y]
@@ -1068,8 +1071,7 @@ def _resample(
         acc = ctx.emit(relax.op.multiply(acc, _scalar(0, dtype)))
     if np.any(extrap):
         mask = ctx.constant(extrap.reshape(shape), "bool")
-        fill = spec.extrap if dtype in _FLOATS else int(spec.extrap)
-        acc = ctx.emit(relax.op.where(mask, _scalar(fill, dtype), acc))
+        acc = ctx.emit(relax.op.where(mask, _scalar(_extrapolation(spec, dtype), dtype), acc))
     return acc
 
 
@@ -1114,7 +1116,8 @@ def _resize_runtime(ctx: Ctx, node: Node) -> Any:
     taps: list[Any] = []
     if spec.antialias:
         taps = _fresh_dims(ctx, _antialias_tap_counts(ctx, geo, spec, params), "aa")
-        # kernels reduce over the fresh tap counts: they must not move above their MatchCast
+        # kernels reduce over the fresh tap counts: they must not move above their MatchCast;
+        # values taken before the fence belong to the block it closed, so params is read again
         ctx.fence()
         params, _ = _resize_params(ctx, node, len(axes))
     if spec.ctm == "tf_crop_and_resize" and not ctx.has(node, 1):
@@ -1280,14 +1283,7 @@ def _runtime_taps(spec: _ResizeSpec, x: Any, n: int) -> list[tuple[Any, Any]]:
     if spec.mode == "linear":
         return [(x0, 1.0 - r), (x0 + 1, r)]
     a = spec.cubic_a
-
-    def cubic(t: Any) -> Any:
-        t = tirx.abs(t)
-        near = ((a + 2) * t - (a + 3)) * t * t + 1.0
-        far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
-        return tirx.Select(t <= 1.0, near, tirx.Select(t < 2.0, far, tirx.const(0.0, f64)))
-
-    taps = [(x0 - 1, cubic(r + 1.0)), (x0, cubic(r)), (x0 + 1, cubic(1.0 - r)), (x0 + 2, cubic(2.0 - r))]
+    taps = [(x0 + j, _keys_tir(a, t)) for j, t in ((-1, r + 1.0), (0, r), (1, 1.0 - r), (2, 2.0 - r))]
     if spec.exclude:
         zero = tirx.const(0.0, f64)
         taps = [(i, tirx.Select(tirx.And(i >= 0, i < n), w, zero)) for i, w in taps]
@@ -1295,6 +1291,22 @@ def _runtime_taps(spec: _ResizeSpec, x: Any, n: int) -> list[tuple[Any, Any]]:
         total = tirx.Select(total == 0.0, tirx.const(1.0, f64), total)
         taps = [(i, w / total) for i, w in taps]
     return taps
+
+
+def _keys_tir(a: float, t: Any) -> Any:
+    """Keys' cubic convolution kernel with parameter ``a`` at ``t`` (float64 TIR): ``_cubic``
+    for run-time coordinates."""
+    from tvm import tirx
+
+    t = tirx.abs(t)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1.0
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return tirx.Select(t <= 1.0, near, tirx.Select(t < 2.0, far, tirx.const(0.0, "float64")))
+
+
+def _extrapolation(spec: _ResizeSpec, dtype: str) -> float | int:
+    """tf_crop_and_resize's fill value in the output's type."""
+    return spec.extrap if dtype in _FLOATS else int(spec.extrap)
 
 
 def _antialias_support(spec: _ResizeSpec) -> float:
@@ -1351,20 +1363,15 @@ def _resample_antialias(
     n = geo.dims[axis]
     n_axes = len(geo.axes)
     f64 = "float64"
-    a = spec.cubic_a
 
     def kernel(d: Any) -> Any:
-        d = tirx.abs(d)
         if spec.mode == "linear":
-            return tirx.max(1.0 - d, 0.0)
-        near = ((a + 2) * d - (a + 3)) * d * d + 1.0
-        far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-        return tirx.Select(d <= 1.0, near, tirx.Select(d < 2.0, far, tirx.const(0.0, f64)))
+            return tirx.max(1.0 - tirx.abs(d), 0.0)
+        return _keys_tir(spec.cubic_a, d)
 
-    def tap(p: Any, taps: Any, pos: Any, t: Any, box: Any) -> tuple[Any, Any, Any]:
-        """(clamped index, weight, extrapolated?) of tap ``t`` of ``taps`` at output
-        position ``pos``."""
-        x, outside = _runtime_coord(spec, pos, n, shape[axis], geo.factor(p, k), box)
+    def tap(p: Any, taps: Any, pos: Any, t: Any, box: Any) -> tuple[Any, Any]:
+        """(clamped index, weight) of tap ``t`` of ``taps`` at output position ``pos``."""
+        x, _ = _runtime_coord(spec, pos, n, shape[axis], geo.factor(p, k), box)
         s = _antialias_scale(geo, p, k)
         xc = tirx.max(tirx.min(x, float(n + 2)), -3.0)  # nothing wild reaches an index
         base = tirx.floor(xc)
@@ -1377,7 +1384,7 @@ def _resample_antialias(
         if spec.exclude:
             w = tirx.Select(tirx.And(idx >= 0, idx < n), w, tirx.const(0.0, f64))
         clamped = tirx.max(tirx.min(idx, tirx.const(n - 1, "int64")), tirx.const(0, "int64"))
-        return clamped, w, outside
+        return clamped, w
 
     def boxes(rest: Any) -> Any:
         return (rest[0][k], rest[0][n_axes + k]) if rest else None
@@ -1396,7 +1403,7 @@ def _resample_antialias(
         def body(*i: Any) -> Any:
             t = te.reduce_axis((0, count), "t")
             j = list(i)
-            idx, w, _ = tap(p, count, i[axis], t, boxes(rest))
+            idx, w = tap(p, count, i[axis], t, boxes(rest))
             j[axis] = idx
             return te.sum(tirx.Cast(f64, data[tuple(j)]) * w, axis=t)
 
@@ -1407,8 +1414,7 @@ def _resample_antialias(
             v = tirx.Cast(dtype, acc[i] / tirx.Select(d == 0.0, tirx.const(1.0, f64), d))
             if spec.ctm == "tf_crop_and_resize":
                 _, outside = _runtime_coord(spec, i[axis], n, shape[axis], geo.factor(p, k), boxes(rest))
-                fill = spec.extrap if dtype in _FLOATS else int(spec.extrap)
-                v = tirx.Select(outside, tirx.const(fill, dtype), v)
+                v = tirx.Select(outside, tirx.const(_extrapolation(spec, dtype), dtype), v)
             return v
 
         return te.compute(tuple(shape), norm, name="resize_antialias")
@@ -1445,8 +1451,7 @@ def _resample_runtime(
             if spec.mode != "nearest":
                 acc = tirx.Cast(dtype, acc)
             if spec.ctm == "tf_crop_and_resize":
-                fill = spec.extrap if dtype in _FLOATS else int(spec.extrap)
-                acc = tirx.Select(outside, tirx.const(fill, dtype), acc)
+                acc = tirx.Select(outside, tirx.const(_extrapolation(spec, dtype), dtype), acc)
             return acc
 
         return te.compute(tuple(shape), body, name="resize_rt")

@@ -130,10 +130,9 @@ class Chunks:
     last: int = 0
 
 
-def chunks(geo: Geometry, row: int, width: int, itemsize: int, pair: int, lanes: int = 0) -> Chunks:
+def chunks(geo: Geometry, row: int, width: int, itemsize: int, pair: int, lanes: int) -> Chunks:
     """Chunks of about ``L2_BUDGET`` bytes of input each (whole ``pair``s of rows), as even
-    as ``balanced`` makes them: spans of positions in whole vectors of ``lanes`` (whole
-    tiles when 0). A span that is not whole tiles ends in a narrower block (``row_blocks``):
+    as ``balanced`` makes them: spans of positions in whole vectors of ``lanes``. A span that is not whole tiles ends in a narrower block (``row_blocks``):
     squeezenet's 512 -> 1000 classifier at 13x13 split its 169 positions 128 / 41 in whole
     64-lane tiles (1.43x on two cores) and splits them 96 / 73 in vectors."""
     od, oh, ow = geo.out
@@ -142,7 +141,7 @@ def chunks(geo: Geometry, row: int, width: int, itemsize: int, pair: int, lanes:
         cols = max(1, L2_BUDGET // (per_col * max(width, 1))) * max(width, 1)
         if cols >= ow:
             return Chunks(1, stride=ow, span=ow, last=ow)
-        cols = balanced(ow, cols, min(width, lanes) if lanes else width)
+        cols = balanced(ow, cols, min(width, lanes))
         count = -(-ow // cols)
         return Chunks(count, stride=cols, span=cols, last=ow - (count - 1) * cols)
     per_row = geo.cin_g * geo.strides[1] * row * itemsize
